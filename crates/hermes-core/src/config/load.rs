@@ -1,0 +1,363 @@
+//! Reading a configuration file into [`Config`], with every problem reported as key path,
+//! line and column.
+
+use std::fmt;
+use std::path::Path;
+
+use serde_saphyr::path_map::PathKind;
+
+use super::Config;
+
+/// Configuration files larger than this are refused before parsing.
+const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key path, e.g. `container_pool.security.memory_limit`; `.` for the root.
+    pub path: String,
+    /// 1-based line, 0 when unknown.
+    pub line: u64,
+    /// 1-based column, 0 when unknown.
+    pub column: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "line {}, column {}: ", self.line, self.column)?;
+        }
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid configuration.
+    #[error("{origin}: invalid configuration:\n{}", render_issues(.issues))]
+    Invalid {
+        /// The file (or `<input>`).
+        origin: String,
+        /// Every problem found.
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+impl ConfigError {
+    /// The problems found, empty for a read error.
+    pub fn issues(&self) -> &[ConfigIssue] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { issues, .. } => issues,
+        }
+    }
+}
+
+fn render_issues(issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(|issue| format!("  {issue}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads and validates a configuration file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let origin = path.display().to_string();
+    let text = String::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
+        origin: origin.clone(),
+        issues: vec![issue_at_byte(
+            e.as_bytes(),
+            e.utf8_error().valid_up_to(),
+            "the file is not valid UTF-8",
+        )],
+    })?;
+    parse_str(&text, &origin)
+}
+
+/// Parses and validates configuration text; `origin` names it in errors.
+pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let invalid = |issues| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        issues,
+    };
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(invalid(vec![ConfigIssue {
+            path: ".".to_owned(),
+            line: 0,
+            column: 0,
+            message: format!("the file is larger than {MAX_CONFIG_BYTES} bytes"),
+        }]));
+    }
+    if has_no_content(text) {
+        return Err(invalid(vec![ConfigIssue {
+            path: ".".to_owned(),
+            line: 1,
+            column: 1,
+            message:
+                "the file is empty; write at least one section (see config/hermes.example.yaml)"
+                    .to_owned(),
+        }]));
+    }
+
+    // First pass: structure and types, tracking the key path of the first failure.
+    let mut failed_path = String::new();
+    let parsed: Result<Config, serde_saphyr::Error> =
+        serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                failed_path = e.path().to_string();
+                e.into_inner()
+            })
+        });
+    if let Err(error) = parsed {
+        return Err(invalid(vec![structural_issue(&error, &failed_path)]));
+    }
+
+    // Second pass: value rules (ranges, formats), every failure with its location.
+    serde_saphyr::from_str_with_options_valid::<Config>(text, options())
+        .map_err(|error| invalid(validation_issues(&error)))
+}
+
+fn options() -> serde_saphyr::options::Options {
+    let mut options = serde_saphyr::options::Options::default();
+    options.with_snippet = false;
+    options
+}
+
+/// True when the text holds nothing but blank lines, comments and document markers.
+fn has_no_content(text: &str) -> bool {
+    text.lines().all(|line| {
+        let line = line.trim();
+        line.is_empty() || line.starts_with('#') || line == "---" || line == "..."
+    })
+}
+
+fn structural_issue(error: &serde_saphyr::Error, failed_path: &str) -> ConfigIssue {
+    let message = strip_location(&error.to_string());
+    let mut path = if failed_path.is_empty() {
+        ".".to_owned()
+    } else {
+        failed_path.to_owned()
+    };
+    // serde_path_to_error cannot name a duplicated key: take it from the message.
+    if let Some(key) = message
+        .strip_prefix("duplicate mapping key: ")
+        .and_then(|rest| rest.split(',').next())
+    {
+        path = match path.strip_suffix('?') {
+            Some(parent) => format!("{parent}{key}"),
+            None => key.to_owned(),
+        };
+    }
+    let (line, column) = error
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    ConfigIssue {
+        path,
+        line,
+        column,
+        message,
+    }
+}
+
+fn validation_issues(error: &serde_saphyr::Error) -> Vec<ConfigIssue> {
+    match error.without_snippet() {
+        serde_saphyr::Error::ValidationError {
+            issues, locations, ..
+        } => issues
+            .iter()
+            .map(|issue| {
+                let (line, column) = locations
+                    .locations_for(&issue.path)
+                    .and_then(|l| l.primary_location())
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0));
+                ConfigIssue {
+                    path: render_path(&issue.path),
+                    line,
+                    column,
+                    message: issue.message.clone().unwrap_or_else(|| issue.code.clone()),
+                }
+            })
+            .collect(),
+        serde_saphyr::Error::ValidationErrors { errors, .. } => {
+            errors.iter().flat_map(validation_issues).collect()
+        }
+        other => vec![structural_issue(other, "")],
+    }
+}
+
+fn render_path(path: &serde_saphyr::path_map::PathKey) -> String {
+    let mut out = String::new();
+    for (kind, segment) in path.segments() {
+        match kind {
+            PathKind::Key => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(segment);
+            }
+            PathKind::Index => {
+                out.push('[');
+                out.push_str(segment);
+                out.push(']');
+            }
+        }
+    }
+    if out.is_empty() { ".".to_owned() } else { out }
+}
+
+/// serde-saphyr appends " at line L, column C"; the issue carries those separately.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn issue_at_byte(bytes: &[u8], offset: usize, message: &str) -> ConfigIssue {
+    let before = bytes.get(..offset).unwrap_or(bytes);
+    ConfigIssue {
+        path: ".".to_owned(),
+        line: before.iter().filter(|&&b| b == b'\n').count() as u64 + 1,
+        column: 0,
+        message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issues(text: &str) -> Vec<ConfigIssue> {
+        match parse_str(text, "test.yaml") {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.issues().to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_prototype_example_config_loads() {
+        let text = include_str!("../../tests/data/prototype-config.example.yaml");
+        let config = parse_str(text, "example").expect("prototype config loads");
+        assert_eq!(config.server.port, 2222);
+        assert_eq!(config.authentication.static_credentials.len(), 7);
+        assert_eq!(config.container_pool.security.memory_limit, "256m");
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_line() {
+        let found = issues("server:\n  port: 22\n  colour: blue\n");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, "server.colour");
+        assert_eq!((found[0].line, found[0].column), (3, 3));
+        assert!(
+            found[0].message.contains("unknown field"),
+            "{}",
+            found[0].message
+        );
+    }
+
+    #[test]
+    fn unknown_nested_key_is_rejected() {
+        let found = issues("container_pool:\n  security:\n    capabilities:\n      keep: [ALL]\n");
+        assert_eq!(found[0].path, "container_pool.security.capabilities.keep");
+        assert_eq!(found[0].line, 4);
+    }
+
+    #[test]
+    fn wrong_type_names_path_and_line() {
+        let found = issues("container_pool:\n  size: three\n");
+        assert_eq!(found[0].path, "container_pool.size");
+        assert_eq!(found[0].line, 2);
+    }
+
+    #[test]
+    fn every_out_of_range_value_is_reported() {
+        let found = issues(
+            "server:\n  session_timeout: 5\ncontainer_pool:\n  size: 0\n  security:\n    memory_limit: lots\n",
+        );
+        let paths: Vec<_> = found.iter().map(|i| (i.path.as_str(), i.line)).collect();
+        assert!(paths.contains(&("server.session_timeout", 2)), "{paths:?}");
+        assert!(paths.contains(&("container_pool.size", 4)), "{paths:?}");
+        assert!(
+            paths.contains(&("container_pool.security.memory_limit", 6)),
+            "{paths:?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_key_is_reported_with_its_name() {
+        let found = issues("server:\n  port: 22\n  port: 23\n");
+        assert_eq!(found[0].path, "server.port");
+        assert_eq!(found[0].line, 3);
+        assert!(found[0].message.contains("duplicate"));
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_are_refused() {
+        for text in ["", "\n\n", "# nothing\n---\n"] {
+            let found = issues(text);
+            assert_eq!(found[0].path, ".");
+            assert!(found[0].message.contains("empty"));
+        }
+    }
+
+    #[test]
+    fn a_document_that_is_not_a_mapping_is_refused() {
+        let found = issues("- server\n");
+        assert_eq!(found[0].line, 1);
+    }
+
+    #[test]
+    fn numeric_passwords_load_as_text() {
+        let config = parse_str(
+            "authentication:\n  static_credentials:\n    - {username: root, password: 123456}\n",
+            "t",
+        )
+        .expect("loads");
+        assert_eq!(
+            config.authentication.static_credentials[0].password,
+            "123456"
+        );
+    }
+
+    #[test]
+    fn billion_laughs_is_refused_not_expanded() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let found = issues(&text);
+        assert!(!found.is_empty());
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, b"server:\n  host: \xff\n").expect("write");
+        let err = load_file(&path).expect_err("invalid utf-8");
+        assert!(err.to_string().contains("UTF-8"), "{err}");
+    }
+}

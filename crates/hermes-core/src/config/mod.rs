@@ -1,0 +1,466 @@
+//! The configuration schema.
+//!
+//! It keeps the original prototype's sections and keys (`server`, `authentication`,
+//! `container_pool` with `security`, `recording`, `logging`, `docker`) so its files load,
+//! and adds `persona`. Unknown keys are rejected at every level, and every key that is
+//! read has an effect: `config/hermes.example.yaml` documents what each one does.
+
+mod load;
+mod validate;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use garde::Validate;
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, ConfigIssue, load_file, parse_str};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listener, host keys, global limits.
+    #[garde(dive)]
+    pub server: ServerConfig,
+    /// What the server pretends to be.
+    #[garde(dive)]
+    pub persona: PersonaConfig,
+    /// Which logins succeed.
+    #[garde(dive)]
+    pub authentication: AuthenticationConfig,
+    /// The pre-warmed containers and their security profile.
+    #[garde(dive)]
+    pub container_pool: ContainerPoolConfig,
+    /// Session recordings (asciicast v2) and their metadata files.
+    #[garde(dive)]
+    pub recording: RecordingConfig,
+    /// Operational log and event log.
+    #[garde(dive)]
+    pub logging: LoggingConfig,
+    /// How to reach the Docker engine.
+    #[garde(dive)]
+    pub docker: DockerConfig,
+}
+
+/// `server`: the listening socket and connection-wide limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[garde(skip)]
+    pub host: IpAddr,
+    /// TCP port to listen on.
+    #[garde(range(min = 1))]
+    pub port: u16,
+    /// Path of the RSA host key. The Ed25519 and ECDSA keys live beside it as
+    /// `ssh_host_ed25519_key` and `ssh_host_ecdsa_key`. Missing keys are generated.
+    #[garde(custom(validate::non_empty_path))]
+    pub host_key_path: PathBuf,
+    /// Authenticated sessions (connections holding a container) allowed at once.
+    #[garde(range(min = 1, max = 10000))]
+    pub max_concurrent_sessions: u32,
+    /// Absolute limit on one session, in seconds from login.
+    #[garde(range(min = 60, max = 604_800))]
+    pub session_timeout: u64,
+    /// Name of this sensor in events (Cowrie's `sensor`); also scopes this instance's
+    /// containers. Defaults to the machine's hostname.
+    #[garde(inner(custom(validate::sensor_name)))]
+    pub sensor_name: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: 2222,
+            host_key_path: PathBuf::from("/data/keys/ssh_host_rsa_key"),
+            max_concurrent_sessions: 10,
+            session_timeout: 3600,
+            sensor_name: None,
+        }
+    }
+}
+
+/// `persona`: the server Hermes impersonates. Defaults to Debian 12's packaged OpenSSH.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersonaConfig {
+    /// Hostname inside the containers (the shell prompt shows it).
+    #[garde(custom(validate::hostname))]
+    pub hostname: String,
+    /// SSH identification string, or `auto` to take it from the target image's
+    /// `hermes.persona.ssh_banner` label so banner and installed OpenSSH agree.
+    #[garde(custom(validate::ssh_banner))]
+    pub ssh_banner: String,
+    /// Offer keyboard-interactive authentication (Debian's sshd_config says no).
+    #[garde(skip)]
+    pub keyboard_interactive: bool,
+    /// Authentication attempts allowed on one connection (sshd's MaxAuthTries).
+    #[garde(range(min = 1, max = 100))]
+    pub max_auth_tries: u32,
+    /// Time a failed attempt takes before the answer, in milliseconds (PAM's delay).
+    #[garde(range(max = 10_000))]
+    pub auth_failure_delay_ms: u64,
+    /// Random extra time added to each failure delay, up to this many milliseconds.
+    #[garde(range(max = 5_000))]
+    pub auth_failure_jitter_ms: u64,
+    /// Seconds a client has to log in before it is disconnected (sshd's
+    /// LoginGraceTime); 0 means no limit.
+    #[garde(range(max = 3600))]
+    pub login_grace_time: u64,
+}
+
+impl Default for PersonaConfig {
+    fn default() -> Self {
+        Self {
+            hostname: "web-prod-01".to_owned(),
+            ssh_banner: "auto".to_owned(),
+            keyboard_interactive: false,
+            max_auth_tries: 6,
+            auth_failure_delay_ms: 2250,
+            auth_failure_jitter_ms: 200,
+            login_grace_time: 120,
+        }
+    }
+}
+
+/// `authentication`: the credential policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthenticationConfig {
+    /// Username/password pairs that log in. A username may appear several times; each
+    /// of its passwords works.
+    #[garde(dive)]
+    pub static_credentials: Vec<Credential>,
+    /// After this many failed attempts on one connection the next attempt is accepted,
+    /// whatever it is. 0 disables the rule.
+    #[garde(range(max = 1000))]
+    pub accept_all_after_failures: u32,
+}
+
+impl Default for AuthenticationConfig {
+    fn default() -> Self {
+        Self {
+            static_credentials: Vec::new(),
+            accept_all_after_failures: 3,
+        }
+    }
+}
+
+/// One accepted username/password pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    /// Login name, compared exactly.
+    #[garde(length(min = 1, max = 256))]
+    pub username: String,
+    /// Password, compared exactly.
+    #[garde(length(max = 1024))]
+    pub password: String,
+}
+
+/// `container_pool`: the pre-warmed containers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainerPoolConfig {
+    /// Ready (started, unused) containers kept at all times.
+    #[garde(range(min = 1, max = 200))]
+    pub size: u32,
+    /// Seconds one container create-and-start may take before it is abandoned.
+    #[garde(range(min = 5, max = 600))]
+    pub spawn_timeout: u64,
+    /// Target image (build it with `images/target/build.sh`).
+    #[garde(length(min = 1, max = 256))]
+    pub image: String,
+    /// Seconds a container may serve one session before it is stopped.
+    #[garde(range(min = 60, max = 604_800))]
+    pub max_session_duration: u64,
+    /// Stopped containers (kept for forensics) are removed after this many days;
+    /// 0 keeps them forever.
+    #[garde(range(max = 3650))]
+    pub cleanup_stopped_after_days: u32,
+    /// Isolation and resource limits of every container.
+    #[garde(dive)]
+    pub security: SecurityConfig,
+}
+
+impl Default for ContainerPoolConfig {
+    fn default() -> Self {
+        Self {
+            size: 3,
+            spawn_timeout: 30,
+            image: "hermes-target:latest".to_owned(),
+            max_session_duration: 3600,
+            cleanup_stopped_after_days: 7,
+            security: SecurityConfig::default(),
+        }
+    }
+}
+
+/// `container_pool.security`: the container security profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Docker network mode; `none` keeps attackers off every network. `host` and
+    /// `container:*` are refused.
+    #[garde(custom(validate::network_mode))]
+    pub network_mode: String,
+    /// Memory limit, e.g. `256m` (k, m or g suffix).
+    #[garde(custom(validate::memory_limit))]
+    pub memory_limit: String,
+    /// CPU limit in cores.
+    #[garde(range(min = 0.1, max = 8.0))]
+    pub cpu_quota: f64,
+    /// Maximum number of processes in the container.
+    #[garde(range(min = 10, max = 100_000))]
+    pub pids_limit: u32,
+    /// Size of `/dev/shm`, the container's only tmpfs (attacker-writable paths are kept
+    /// off tmpfs so forensics can see them), e.g. `50m`.
+    #[garde(custom(validate::memory_size))]
+    pub tmpfs_size: String,
+    /// Linux capabilities.
+    #[garde(dive)]
+    pub capabilities: CapabilitiesConfig,
+    /// Docker `--security-opt` values.
+    #[garde(inner(custom(validate::security_opt)))]
+    pub security_opt: Vec<String>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            network_mode: "none".to_owned(),
+            memory_limit: "256m".to_owned(),
+            cpu_quota: 0.5,
+            pids_limit: 100,
+            tmpfs_size: "50m".to_owned(),
+            capabilities: CapabilitiesConfig::default(),
+            security_opt: vec!["no-new-privileges:true".to_owned()],
+        }
+    }
+}
+
+/// `container_pool.security.capabilities`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapabilitiesConfig {
+    /// Capabilities removed (`ALL` for all of them).
+    #[garde(inner(custom(validate::capability)))]
+    pub drop: Vec<String>,
+    /// Capabilities added back after the drop.
+    #[garde(inner(custom(validate::capability)))]
+    pub add: Vec<String>,
+}
+
+impl Default for CapabilitiesConfig {
+    fn default() -> Self {
+        Self {
+            drop: vec!["ALL".to_owned()],
+            add: vec!["CHOWN".to_owned(), "SETUID".to_owned(), "SETGID".to_owned()],
+        }
+    }
+}
+
+/// `recording`: asciicast v2 recordings and their metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Record sessions at all.
+    #[garde(skip)]
+    pub enabled: bool,
+    /// Directory of `<session>.cast` and `<session>.json`.
+    #[garde(custom(validate::non_empty_path))]
+    pub output_dir: PathBuf,
+    /// Recording format; asciicast v2 is the only one (`asciinema` is accepted as a
+    /// synonym, as the prototype spelled it).
+    #[garde(skip)]
+    pub format: RecordingFormat,
+    /// Which groups of fields the metadata file carries.
+    #[garde(skip)]
+    pub capture_metadata: Vec<MetadataField>,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            output_dir: PathBuf::from("/data/recordings"),
+            format: RecordingFormat::Asciicast,
+            capture_metadata: MetadataField::ALL.to_vec(),
+        }
+    }
+}
+
+/// Recording file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingFormat {
+    /// asciicast v2 (<https://docs.asciinema.org/manual/asciicast/v2/>).
+    #[serde(alias = "asciinema", alias = "asciicast-v2")]
+    Asciicast,
+}
+
+/// Field groups of a session's metadata file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataField {
+    /// Source and destination address and port, client version.
+    ConnectionInfo,
+    /// Every username/password tried, with its result.
+    AuthenticationAttempts,
+    /// Start, end and duration.
+    SessionDuration,
+    /// The container that served the session.
+    ContainerId,
+    /// Commands requested with `exec`.
+    CommandsExecuted,
+}
+
+impl MetadataField {
+    /// Every group, the default.
+    pub const ALL: [MetadataField; 5] = [
+        MetadataField::ConnectionInfo,
+        MetadataField::AuthenticationAttempts,
+        MetadataField::SessionDuration,
+        MetadataField::ContainerId,
+        MetadataField::CommandsExecuted,
+    ];
+}
+
+/// `logging`: the operational log (for operators) and the event log (for SIEMs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Least severe operational message written; `--log-level` overrides it.
+    #[garde(skip)]
+    pub level: LogLevel,
+    /// Operational log line format.
+    #[garde(skip)]
+    pub format: LogFormat,
+    /// Directory of `hermes.log` (operational log) and the event log.
+    #[garde(custom(validate::non_empty_path))]
+    pub output_dir: PathBuf,
+    /// Fields each operational log line carries when they apply.
+    #[garde(skip)]
+    pub include_fields: Vec<LogField>,
+    /// File name of the JSON-lines event log (Cowrie schema) inside `output_dir`.
+    #[garde(custom(validate::file_name))]
+    pub event_file: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: LogLevel::Info,
+            format: LogFormat::Json,
+            output_dir: PathBuf::from("/data/logs"),
+            include_fields: LogField::ALL.to_vec(),
+            event_file: "hermes.json".to_owned(),
+        }
+    }
+}
+
+/// Operational log severity, in the prototype's (Python) spelling; any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LogLevel {
+    /// Everything, including protocol detail.
+    #[serde(alias = "trace")]
+    Trace,
+    /// Debugging detail.
+    #[serde(alias = "debug")]
+    Debug,
+    /// Normal operation.
+    #[serde(alias = "info")]
+    Info,
+    /// Something unusual.
+    #[serde(alias = "warn", alias = "WARN", alias = "warning")]
+    Warning,
+    /// A failure.
+    #[serde(alias = "error", alias = "CRITICAL", alias = "critical")]
+    Error,
+}
+
+/// Operational log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// `timestamp LEVEL message key=value...`.
+    Text,
+}
+
+/// Fields of an operational log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogField {
+    /// UTC time of the line.
+    Timestamp,
+    /// The session id, when the line belongs to a session.
+    SessionId,
+    /// The login name, once known.
+    Username,
+    /// The client's address.
+    SourceIp,
+    /// What happened, as a short stable name (the log target).
+    EventType,
+}
+
+impl LogField {
+    /// Every field, the default.
+    pub const ALL: [LogField; 5] = [
+        LogField::Timestamp,
+        LogField::SessionId,
+        LogField::Username,
+        LogField::SourceIp,
+        LogField::EventType,
+    ];
+}
+
+/// `docker`: where the engine is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// Unix socket of the engine, used when `base_url` is not set.
+    #[garde(custom(validate::non_empty_path))]
+    pub socket_path: PathBuf,
+    /// `unix:///path/to/docker.sock`, `tcp://host:port` or `http://host:port`, for
+    /// example a Docker socket proxy. Overrides `socket_path`.
+    #[garde(inner(custom(validate::docker_url)))]
+    pub base_url: Option<String>,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            socket_path: PathBuf::from("/var/run/docker.sock"),
+            base_url: None,
+        }
+    }
+}
+
+impl Config {
+    /// The sensor name: configured, or this machine's hostname.
+    pub fn sensor_name(&self) -> String {
+        if let Some(name) = &self.server.sensor_name {
+            return name.clone();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| validate::sensor_name(s, &()).is_ok())
+            .unwrap_or_else(|| "hermes".to_owned())
+    }
+
+    /// The effective configuration as YAML, as `hermes check-config` prints it.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// Parses a memory size such as `256m` into bytes (k, m, g are powers of 1024).
+pub fn parse_memory_size(text: &str) -> Option<u64> {
+    validate::parse_memory_size(text)
+}

@@ -1,0 +1,270 @@
+//! Checks on single configuration values that a type alone cannot express.
+
+use std::path::Path;
+
+type Result = garde::Result;
+
+fn fail(message: impl Into<String>) -> Result {
+    Err(garde::Error::new(message.into()))
+}
+
+pub(super) fn non_empty_path(path: &Path, _: &()) -> Result {
+    if path.as_os_str().is_empty() {
+        return fail("must not be empty");
+    }
+    Ok(())
+}
+
+pub(super) fn file_name(name: &str, _: &()) -> Result {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return fail("must be a plain file name (no '/')");
+    }
+    Ok(())
+}
+
+/// RFC 1123 host name: labels of letters, digits and hyphens, 1..=63 long.
+pub(super) fn hostname(name: &str, _: &()) -> Result {
+    let valid_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.len() > 253 || !name.split('.').all(valid_label) {
+        return fail("must be a host name (letters, digits, '-', '.'; labels of 1 to 63)");
+    }
+    Ok(())
+}
+
+/// Sensor names end up in Docker labels and events: keep them to a safe alphabet.
+pub(super) fn sensor_name(name: &str, _: &()) -> Result {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        return fail("must be 1 to 64 of letters, digits, '-', '_', '.'");
+    }
+    Ok(())
+}
+
+pub(super) fn ssh_banner(banner: &str, _: &()) -> Result {
+    if banner == "auto" {
+        return Ok(());
+    }
+    if !banner.starts_with("SSH-2.0-") {
+        return fail("must be `auto` or start with `SSH-2.0-`");
+    }
+    // RFC 4253 4.2: at most 255 bytes including CR LF, printable US-ASCII.
+    if banner.len() > 253 || !banner.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return fail("must be printable ASCII, at most 253 characters");
+    }
+    Ok(())
+}
+
+pub(super) fn network_mode(mode: &str, _: &()) -> Result {
+    if mode == "host" || mode.starts_with("container:") {
+        return fail(
+            "`host` and `container:*` would share a network stack with the host or another container",
+        );
+    }
+    if mode.is_empty() {
+        return fail("must not be empty (use `none`)");
+    }
+    Ok(())
+}
+
+pub(super) fn parse_memory_size(text: &str) -> Option<u64> {
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let multiplier: u64 = match unit {
+        "k" | "K" => 1 << 10,
+        "m" | "M" => 1 << 20,
+        "g" | "G" => 1 << 30,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(multiplier)
+}
+
+pub(super) fn memory_size(text: &str, _: &()) -> Result {
+    match parse_memory_size(text) {
+        None => fail("must be a number with a k, m or g suffix, e.g. `256m`"),
+        Some(0) => fail("must be more than 0"),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A container memory limit: a size Docker accepts (at least 6 MiB).
+pub(super) fn memory_limit(text: &str, ctx: &()) -> Result {
+    memory_size(text, ctx)?;
+    match parse_memory_size(text) {
+        Some(bytes) if bytes < 6 << 20 => fail("must be at least 6m (Docker's minimum)"),
+        _ => Ok(()),
+    }
+}
+
+/// Linux capability names as Docker accepts them (with or without `CAP_`).
+const CAPABILITIES: &[&str] = &[
+    "ALL",
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYSLOG",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "WAKE_ALARM",
+];
+
+pub(super) fn capability(name: &str, _: &()) -> Result {
+    let bare = name.strip_prefix("CAP_").unwrap_or(name);
+    if !CAPABILITIES.contains(&bare) {
+        return fail(format!("`{name}` is not a Linux capability name"));
+    }
+    Ok(())
+}
+
+pub(super) fn security_opt(opt: &str, _: &()) -> Result {
+    if opt.is_empty() {
+        return fail("must not be empty");
+    }
+    // `seccomp=unconfined` and `apparmor=unconfined` remove isolation layers; refuse
+    // them rather than let a typo weaken containment.
+    let lowered = opt.to_ascii_lowercase().replace(':', "=");
+    if lowered == "seccomp=unconfined" || lowered == "apparmor=unconfined" {
+        return fail(format!("`{opt}` disables a containment layer"));
+    }
+    if lowered == "seccomp=default" {
+        return fail(
+            "`seccomp=default` is not a profile path; omit it, Docker's default profile applies anyway",
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn docker_url(url: &str, _: &()) -> Result {
+    if let Some(path) = url.strip_prefix("unix://") {
+        if path.is_empty() {
+            return fail("`unix://` needs a socket path");
+        }
+        return Ok(());
+    }
+    let rest = url
+        .strip_prefix("tcp://")
+        .or_else(|| url.strip_prefix("http://"));
+    let Some(rest) = rest else {
+        return fail("must start with unix://, tcp:// or http:// (TLS is not supported yet)");
+    };
+    let authority = rest.trim_end_matches('/');
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => fail("must name a host and a port, e.g. tcp://127.0.0.1:2375"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_follow_the_prototype_rule() {
+        for good in ["256m", "1g", "512k", "100M", "2G", "1024K"] {
+            assert!(memory_size(good, &()).is_ok(), "{good}");
+        }
+        for bad in ["", "256", "m256", "256mb", "256 m", "-1m", "0.5g", "0k"] {
+            assert!(memory_size(bad, &()).is_err(), "{bad}");
+        }
+        assert!(memory_limit("5m", &()).is_err());
+        assert!(memory_limit("6m", &()).is_ok());
+        assert_eq!(parse_memory_size("256m"), Some(256 << 20));
+        assert_eq!(parse_memory_size("99999999999999999999g"), None);
+    }
+
+    #[test]
+    fn hostnames() {
+        assert!(hostname("web-prod-01", &()).is_ok());
+        assert!(hostname("a.b.c", &()).is_ok());
+        for bad in ["", "-a", "a-", "a..b", "a_b", "a b", &"x".repeat(64)] {
+            assert!(hostname(bad, &()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn banners() {
+        assert!(ssh_banner("auto", &()).is_ok());
+        assert!(ssh_banner("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10", &()).is_ok());
+        assert!(ssh_banner("SSH-1.99-x", &()).is_err());
+        assert!(ssh_banner("SSH-2.0-x\r\n", &()).is_err());
+    }
+
+    #[test]
+    fn docker_urls() {
+        for good in [
+            "unix:///var/run/docker.sock",
+            "tcp://127.0.0.1:2375",
+            "http://proxy:2375/",
+        ] {
+            assert!(docker_url(good, &()).is_ok(), "{good}");
+        }
+        for bad in [
+            "unix://",
+            "https://x:1",
+            "tcp://x",
+            "tcp://:1",
+            "/var/run/docker.sock",
+        ] {
+            assert!(docker_url(bad, &()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unsafe_isolation_settings_are_refused() {
+        assert!(network_mode("none", &()).is_ok());
+        assert!(network_mode("host", &()).is_err());
+        assert!(network_mode("container:abc", &()).is_err());
+        assert!(security_opt("no-new-privileges:true", &()).is_ok());
+        assert!(security_opt("seccomp=unconfined", &()).is_err());
+        assert!(security_opt("seccomp:unconfined", &()).is_err());
+        assert!(capability("CAP_CHOWN", &()).is_ok());
+        assert!(capability("CHOWNN", &()).is_err());
+    }
+}

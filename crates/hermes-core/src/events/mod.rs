@@ -1,0 +1,266 @@
+//! The event pipeline: one catalogue of ids, events built against it, a bus that never
+//! blocks the session that emits, and sinks that write JSON lines.
+
+mod catalogue;
+mod sink;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+pub use catalogue::{COMMON_FIELDS, CONNECTION_FIELDS, EventId};
+pub use sink::{EventSink, JsonLinesFile, spawn_writer};
+
+use crate::ids::SessionId;
+
+/// Who an event is about: the connection fields every connection event carries.
+#[derive(Debug, Clone)]
+pub struct ConnectionContext {
+    /// Session id of the connection.
+    pub session: SessionId,
+    /// Client address (the attacker's).
+    pub src: SocketAddr,
+    /// Our address as the client reached it.
+    pub dst: SocketAddr,
+}
+
+/// One event, ready to be written.
+#[derive(Debug, Clone)]
+pub struct Event {
+    id: EventId,
+    fields: Map<String, Value>,
+}
+
+impl Event {
+    /// The event's id.
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    /// The event as a JSON object (what a sink writes).
+    pub fn as_json(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+
+    /// A field's value.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.fields.get(name)
+    }
+
+    /// One compact JSON line, without the newline.
+    pub fn to_line(&self) -> String {
+        // Serialising a map of JSON values cannot fail.
+        serde_json::to_string(&self.fields).unwrap_or_default()
+    }
+}
+
+/// Builds an event; [`EventBus::emit`] finishes and sends it.
+#[derive(Debug)]
+pub struct EventBuilder {
+    id: EventId,
+    connection: Option<ConnectionContext>,
+    fields: Map<String, Value>,
+    message: String,
+}
+
+impl EventBuilder {
+    /// Starts an event about a connection.
+    pub fn connection(id: EventId, context: &ConnectionContext) -> Self {
+        Self {
+            id,
+            connection: Some(context.clone()),
+            fields: Map::new(),
+            message: String::new(),
+        }
+    }
+
+    /// Starts an event that belongs to no connection.
+    pub fn global(id: EventId) -> Self {
+        Self {
+            id,
+            connection: None,
+            fields: Map::new(),
+            message: String::new(),
+        }
+    }
+
+    /// Adds a field.
+    pub fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.fields.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// Sets the human-readable `message`.
+    pub fn message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
+    fn build(self, sensor: &str) -> Event {
+        let mut fields = self.fields;
+        fields.insert("eventid".into(), self.id.as_str().into());
+        fields.insert("timestamp".into(), crate::time::now_iso8601().into());
+        fields.insert("sensor".into(), sensor.into());
+        fields.insert("message".into(), self.message.into());
+        if let Some(ctx) = self.connection {
+            fields.insert("session".into(), ctx.session.to_string().into());
+            fields.insert(
+                "src_ip".into(),
+                ctx.src.ip().to_canonical().to_string().into(),
+            );
+            fields.insert("src_port".into(), ctx.src.port().into());
+            fields.insert(
+                "dst_ip".into(),
+                ctx.dst.ip().to_canonical().to_string().into(),
+            );
+            fields.insert("dst_port".into(), ctx.dst.port().into());
+            fields.insert("protocol".into(), "ssh".into());
+        }
+        Event {
+            id: self.id,
+            fields,
+        }
+    }
+}
+
+/// What travels from the bus to the writer.
+#[derive(Debug)]
+pub enum WriterMessage {
+    /// Write this event.
+    Event(Event),
+    /// Answer once everything sent before has been written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Sends events to the writer task. Cloning is cheap; emitting never waits.
+#[derive(Clone)]
+pub struct EventBus {
+    sender: mpsc::UnboundedSender<WriterMessage>,
+    sensor: Arc<str>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventBus {
+    /// A bus for `sensor`, and the receiving end for [`spawn_writer`].
+    pub fn new(sensor: &str) -> (EventBus, mpsc::UnboundedReceiver<WriterMessage>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (
+            EventBus {
+                sender,
+                sensor: Arc::from(sensor),
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            receiver,
+        )
+    }
+
+    /// Finishes and sends an event. If the writer has stopped (shutdown), the event is
+    /// counted as dropped and logged.
+    pub fn emit(&self, builder: EventBuilder) {
+        let event = builder.build(&self.sensor);
+        debug_assert!(
+            event.id().check(event.as_json()).is_ok(),
+            "{:?}",
+            event.id().check(event.as_json())
+        );
+        let id = event.id();
+        if self.sender.send(WriterMessage::Event(event)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "hermes::events", eventid = id.as_str(), "event writer is gone; event dropped");
+        }
+    }
+
+    /// Waits until every event emitted before this call has been written (or the
+    /// writer has stopped).
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.sender.send(WriterMessage::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Events that could not be handed to the writer.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The sensor name events carry.
+    pub fn sensor(&self) -> &str {
+        &self.sensor
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn next_event(rx: &mut mpsc::UnboundedReceiver<WriterMessage>) -> Event {
+        match rx.try_recv() {
+            Ok(WriterMessage::Event(event)) => event,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    fn context() -> ConnectionContext {
+        ConnectionContext {
+            session: SessionId::random(),
+            src: "[::ffff:198.51.100.7]:51234".parse().expect("addr"),
+            dst: "203.0.113.5:22".parse().expect("addr"),
+        }
+    }
+
+    #[test]
+    fn connection_events_carry_the_envelope() {
+        let (bus, mut rx) = EventBus::new("web-01");
+        let ctx = context();
+        bus.emit(
+            EventBuilder::connection(EventId::ClientVersion, &ctx)
+                .field("version", "SSH-2.0-x")
+                .message("Remote SSH version: SSH-2.0-x"),
+        );
+        let event = next_event(&mut rx);
+        EventId::ClientVersion
+            .check(event.as_json())
+            .expect("matches catalogue");
+        assert_eq!(event.get("src_ip"), Some(&Value::from("198.51.100.7")));
+        assert_eq!(event.get("src_port"), Some(&Value::from(51234)));
+        assert_eq!(event.get("sensor"), Some(&Value::from("web-01")));
+        assert_eq!(event.get("protocol"), Some(&Value::from("ssh")));
+        let ts = event.get("timestamp").and_then(Value::as_str).expect("ts");
+        assert_eq!(ts.len(), 27);
+        assert!(ts.ends_with('Z'));
+    }
+
+    #[test]
+    fn catalogue_check_rejects_missing_and_extra_fields() {
+        let (bus, mut rx) = EventBus::new("s");
+        bus.emit(
+            EventBuilder::global(EventId::ContainerRemove)
+                .field("container_id", "abc")
+                .field("reason", "age"),
+        );
+        let event = next_event(&mut rx);
+        assert!(EventId::ContainerRemove.check(event.as_json()).is_ok());
+        let mut extra = event.as_json().clone();
+        extra.insert("bogus".into(), 1.into());
+        assert!(EventId::ContainerRemove.check(&extra).is_err());
+        let mut missing = event.as_json().clone();
+        missing.remove("reason");
+        assert!(EventId::ContainerRemove.check(&missing).is_err());
+    }
+
+    #[test]
+    fn emitting_after_the_writer_stopped_counts_a_drop() {
+        let (bus, rx) = EventBus::new("s");
+        drop(rx);
+        bus.emit(
+            EventBuilder::global(EventId::ContainerRemove)
+                .field("container_id", "a")
+                .field("reason", "r"),
+        );
+        assert_eq!(bus.dropped(), 1);
+    }
+}

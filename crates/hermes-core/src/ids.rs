@@ -1,0 +1,42 @@
+//! Session identifiers.
+
+use std::fmt;
+
+use rand::RngExt;
+
+/// Identifies one TCP connection in every event, file name and log line: 12 lowercase
+/// hex characters, as Cowrie's `session` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId([u8; 6]);
+
+impl SessionId {
+    /// A fresh random id (48 bits: collisions are negligible for a sensor's lifetime).
+    pub fn random() -> Self {
+        SessionId(rand::rng().random())
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn twelve_lowercase_hex_chars() {
+        let id = SessionId::random().to_string();
+        assert_eq!(id.len(), 12);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        assert_ne!(SessionId::random(), SessionId::random());
+    }
+}

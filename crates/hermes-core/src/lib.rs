@@ -1,0 +1,14 @@
+//! The core of Hermes: everything that decides and records, nothing that speaks SSH or
+//! Docker. The SSH front end and the container engine are adapters (other crates) that
+//! the core drives through the traits in [`sandbox`] and [`session`].
+
+pub mod auth;
+pub mod config;
+pub mod escape;
+pub mod events;
+pub mod ids;
+pub mod persona;
+pub mod record;
+pub mod sandbox;
+pub mod session;
+pub mod time;

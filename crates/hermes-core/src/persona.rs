@@ -1,0 +1,64 @@
+//! The server Hermes impersonates: Debian 12's packaged OpenSSH by default.
+//!
+//! The algorithm lists are OpenSSH 9.2's server lists in its order (measured, see
+//! `shared/reference/openssh-debian12.md`). The SSH adapter offers the subset its
+//! library implements, keeping this order.
+
+/// Banner used when the configuration says `auto` and the image carries no label.
+pub const DEFAULT_SSH_BANNER: &str = "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10";
+
+/// Key exchange methods of Debian 12's sshd, in its order.
+pub const KEX: &[&str] = &[
+    "sntrup761x25519-sha512",
+    "sntrup761x25519-sha512@openssh.com",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "ecdh-sha2-nistp256",
+    "ecdh-sha2-nistp384",
+    "ecdh-sha2-nistp521",
+    "diffie-hellman-group-exchange-sha256",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group18-sha512",
+    "diffie-hellman-group14-sha256",
+    "kex-strict-s-v00@openssh.com",
+];
+
+/// Host key algorithms of Debian 12's sshd with its three default host keys.
+pub const HOST_KEY: &[&str] = &[
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+    "ecdsa-sha2-nistp256",
+    "ssh-ed25519",
+];
+
+/// Ciphers (both directions).
+pub const CIPHERS: &[&str] = &[
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+];
+
+/// MACs (both directions).
+pub const MACS: &[&str] = &[
+    "umac-64-etm@openssh.com",
+    "umac-128-etm@openssh.com",
+    "hmac-sha2-256-etm@openssh.com",
+    "hmac-sha2-512-etm@openssh.com",
+    "hmac-sha1-etm@openssh.com",
+    "umac-64@openssh.com",
+    "umac-128@openssh.com",
+    "hmac-sha2-256",
+    "hmac-sha2-512",
+    "hmac-sha1",
+];
+
+/// Compression methods.
+pub const COMPRESSION: &[&str] = &["none", "zlib@openssh.com"];
+
+/// Environment variable names Debian's sshd_config accepts (`AcceptEnv LANG LC_*`).
+pub fn accepts_env(name: &str) -> bool {
+    name == "LANG" || name.starts_with("LC_")
+}

@@ -1,0 +1,219 @@
+//! asciicast v2 writer (<https://docs.asciinema.org/manual/asciicast/v2/>).
+//!
+//! A header line, then one `[elapsed, code, data]` line per event: `o` output, `i` input,
+//! `r` resize (`"COLSxROWS"`). Each line reaches the file with one `write(2)` as it
+//! happens, so a crash loses at most the line being written.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::utf8::Utf8Stream;
+
+/// What the header says about the terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CastHeader {
+    /// Columns.
+    pub width: u32,
+    /// Rows.
+    pub height: u32,
+    /// The client's `TERM`.
+    pub term: String,
+    /// The login shell.
+    pub shell: String,
+    /// Free text, e.g. `root@web-prod-01 from 198.51.100.7`.
+    pub title: String,
+}
+
+/// Where a finished recording is and how big it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingSummary {
+    /// The `.cast` file.
+    pub path: PathBuf,
+    /// Bytes written.
+    pub size: u64,
+    /// Time from the header to the end.
+    pub duration: Duration,
+}
+
+#[derive(Serialize)]
+struct HeaderLine<'a> {
+    version: u8,
+    width: u32,
+    height: u32,
+    timestamp: u64,
+    title: &'a str,
+    env: HeaderEnv<'a>,
+}
+
+#[derive(Serialize)]
+struct HeaderEnv<'a> {
+    #[serde(rename = "TERM")]
+    term: &'a str,
+    #[serde(rename = "SHELL")]
+    shell: &'a str,
+}
+
+/// Records one terminal session.
+#[derive(Debug)]
+pub struct AsciicastRecorder {
+    path: PathBuf,
+    file: File,
+    started: Instant,
+    output: Utf8Stream,
+    input: Utf8Stream,
+    size: u64,
+    line: Vec<u8>,
+}
+
+impl AsciicastRecorder {
+    /// Creates the file (and its directory) and writes the header.
+    pub fn create(path: &Path, header: &CastHeader) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().write(true).create_new(true).open(path)?;
+        let mut recorder = AsciicastRecorder {
+            path: path.to_owned(),
+            file,
+            started: Instant::now(),
+            output: Utf8Stream::default(),
+            input: Utf8Stream::default(),
+            size: 0,
+            line: Vec::with_capacity(4096),
+        };
+        let timestamp = crate::time::unix_seconds(SystemTime::now()) as u64;
+        let header_line = HeaderLine {
+            version: 2,
+            width: header.width.max(1),
+            height: header.height.max(1),
+            timestamp,
+            title: &header.title,
+            env: HeaderEnv {
+                term: &header.term,
+                shell: &header.shell,
+            },
+        };
+        recorder.line.clear();
+        serde_json::to_writer(&mut recorder.line, &header_line).map_err(io::Error::other)?;
+        recorder.write_line()?;
+        Ok(recorder)
+    }
+
+    /// Records bytes the client was sent.
+    pub fn output(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let text = self.output.decode(bytes);
+        self.event("o", &text)
+    }
+
+    /// Records bytes the client typed.
+    pub fn input(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let text = self.input.decode(bytes);
+        self.event("i", &text)
+    }
+
+    /// Records a terminal resize.
+    pub fn resize(&mut self, width: u32, height: u32) -> io::Result<()> {
+        self.event("r", &format!("{width}x{height}"))
+    }
+
+    /// Ends the recording, writing out any incomplete character left.
+    pub fn finish(mut self) -> RecordingSummary {
+        let tail = self.output.finish();
+        let _ = self.event("o", &tail);
+        let tail = self.input.finish();
+        let _ = self.event("i", &tail);
+        RecordingSummary {
+            path: self.path,
+            size: self.size,
+            duration: self.started.elapsed(),
+        }
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn event(&mut self, code: &str, data: &str) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let elapsed = self.started.elapsed().as_micros() as f64 / 1e6;
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &(elapsed, code, data)).map_err(io::Error::other)?;
+        self.write_line()
+    }
+
+    fn write_line(&mut self) -> io::Result<()> {
+        self.line.push(b'\n');
+        self.file.write_all(&self.line)?;
+        self.size += self.line.len() as u64;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn header() -> CastHeader {
+        CastHeader {
+            width: 120,
+            height: 40,
+            term: "xterm-256color".into(),
+            shell: "/bin/bash".into(),
+            title: "t".into(),
+        }
+    }
+
+    #[test]
+    fn writes_a_parseable_v2_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rec/a.cast");
+        let mut rec = AsciicastRecorder::create(&path, &header()).expect("create");
+        rec.output(b"root@web:~# ").expect("o");
+        rec.input(b"ls\r").expect("i");
+        rec.output(b"\xe2\x98").expect("o");
+        rec.output(b"\x83\r\n").expect("o");
+        rec.resize(80, 24).expect("r");
+        let summary = rec.finish();
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(summary.size, text.len() as u64);
+        let mut lines = text.lines();
+        let head: Value = serde_json::from_str(lines.next().expect("header")).expect("json");
+        assert_eq!(head["version"], 2);
+        assert_eq!(head["width"], 120);
+        assert_eq!(head["height"], 40);
+        assert_eq!(head["env"]["TERM"], "xterm-256color");
+        assert_eq!(head["env"]["SHELL"], "/bin/bash");
+        let events: Vec<Value> = lines
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        let codes: Vec<_> = events
+            .iter()
+            .map(|e| e[1].as_str().expect("code"))
+            .collect();
+        assert_eq!(codes, ["o", "i", "o", "r"]);
+        assert_eq!(events[2][2], "☃\r\n", "split character joined");
+        assert_eq!(events[3][2], "80x24");
+        let times: Vec<f64> = events
+            .iter()
+            .map(|e| e[0].as_f64().expect("time"))
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn an_existing_file_is_never_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.cast");
+        std::fs::write(&path, "keep").expect("write");
+        assert!(AsciicastRecorder::create(&path, &header()).is_err());
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "keep");
+    }
+}

@@ -1,0 +1,248 @@
+//! The metadata file written next to a session's recording (`<session>.json`).
+//!
+//! It is written when the session starts and rewritten (atomically: temp file + rename)
+//! when it ends, so a crash leaves the start record rather than nothing.
+
+use std::io;
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde_json::{Map, Value, json};
+
+use crate::config::MetadataField;
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Still running (the start record).
+    Running,
+    /// The shell or command exited.
+    Exited,
+    /// The client disconnected.
+    ClientClosed,
+    /// `server.session_timeout` or `container_pool.max_session_duration` expired.
+    Timeout,
+    /// No container could be had (pool empty and creation failed, or capacity).
+    ContainerUnavailable,
+    /// The shell or command could not be started in the container.
+    ExecFailed,
+    /// The stream to the container broke.
+    StreamError,
+    /// Hermes was shut down.
+    Shutdown,
+    /// Too many sessions at once (`server.max_concurrent_sessions`).
+    Capacity,
+}
+
+impl EndReason {
+    /// The name written to metadata and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Running => "running",
+            EndReason::Exited => "exited",
+            EndReason::ClientClosed => "client_closed",
+            EndReason::Timeout => "timeout",
+            EndReason::ContainerUnavailable => "container_unavailable",
+            EndReason::ExecFailed => "exec_failed",
+            EndReason::StreamError => "stream_error",
+            EndReason::Shutdown => "shutdown",
+            EndReason::Capacity => "capacity",
+        }
+    }
+}
+
+/// One authentication attempt as the metadata records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthAttempt {
+    /// Method (`password`, `keyboard-interactive`).
+    pub method: &'static str,
+    /// Username tried.
+    pub username: String,
+    /// Password tried.
+    pub password: String,
+    /// Whether it logged in.
+    pub success: bool,
+    /// When (ISO 8601).
+    pub timestamp: String,
+}
+
+/// Everything known about a session.
+#[derive(Debug, Clone)]
+pub struct SessionMetadata {
+    /// Session id.
+    pub session: String,
+    /// Client address.
+    pub src_ip: String,
+    /// Client port.
+    pub src_port: u16,
+    /// Our address.
+    pub dst_ip: String,
+    /// Our port.
+    pub dst_port: u16,
+    /// Client identification string.
+    pub client_version: Option<String>,
+    /// The username that logged in.
+    pub username: Option<String>,
+    /// Authentication attempts in order.
+    pub auth_attempts: Vec<AuthAttempt>,
+    /// Connection start.
+    pub start_time: SystemTime,
+    /// Connection end (None while running).
+    pub end_time: Option<SystemTime>,
+    /// Container that served the session.
+    pub container_id: Option<String>,
+    /// Commands received with `exec`.
+    pub commands: Vec<String>,
+    /// Exit status of the shell or command.
+    pub exit_status: Option<u32>,
+    /// Why it ended.
+    pub end_reason: EndReason,
+    /// The recording file name, when there is one.
+    pub recording: Option<String>,
+    /// Terminal size at start, when there was a terminal.
+    pub terminal: Option<(u32, u32)>,
+}
+
+impl SessionMetadata {
+    /// The JSON document, with the groups `fields` selects.
+    pub fn to_json(&self, fields: &[MetadataField]) -> Value {
+        let mut doc = Map::new();
+        doc.insert("session".into(), self.session.clone().into());
+        doc.insert("username".into(), json!(self.username));
+        doc.insert("end_reason".into(), self.end_reason.as_str().into());
+        doc.insert("exit_status".into(), json!(self.exit_status));
+        doc.insert("recording".into(), json!(self.recording));
+        if let Some((width, height)) = self.terminal {
+            doc.insert("terminal".into(), json!({"width": width, "height": height}));
+        }
+        for field in fields {
+            match field {
+                MetadataField::ConnectionInfo => {
+                    doc.insert("src_ip".into(), self.src_ip.clone().into());
+                    doc.insert("src_port".into(), self.src_port.into());
+                    doc.insert("dst_ip".into(), self.dst_ip.clone().into());
+                    doc.insert("dst_port".into(), self.dst_port.into());
+                    doc.insert("client_version".into(), json!(self.client_version));
+                }
+                MetadataField::AuthenticationAttempts => {
+                    let attempts: Vec<Value> = self
+                        .auth_attempts
+                        .iter()
+                        .map(|a| {
+                            json!({
+                                "method": a.method,
+                                "username": a.username,
+                                "password": a.password,
+                                "success": a.success,
+                                "timestamp": a.timestamp,
+                            })
+                        })
+                        .collect();
+                    doc.insert("auth_attempts".into(), attempts.into());
+                }
+                MetadataField::SessionDuration => {
+                    doc.insert(
+                        "start_time".into(),
+                        crate::time::iso8601_micros(self.start_time).into(),
+                    );
+                    doc.insert(
+                        "end_time".into(),
+                        json!(self.end_time.map(crate::time::iso8601_micros)),
+                    );
+                    let duration = self
+                        .end_time
+                        .and_then(|end| end.duration_since(self.start_time).ok())
+                        .map(|d| d.as_secs_f64());
+                    doc.insert("duration".into(), json!(duration));
+                }
+                MetadataField::ContainerId => {
+                    doc.insert("container_id".into(), json!(self.container_id));
+                }
+                MetadataField::CommandsExecuted => {
+                    doc.insert("commands".into(), json!(self.commands));
+                }
+            }
+        }
+        Value::Object(doc)
+    }
+
+    /// Writes the document to `path` atomically (temp file, then rename).
+    pub fn write(&self, path: &Path, fields: &[MetadataField]) -> io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut text =
+            serde_json::to_vec_pretty(&self.to_json(fields)).map_err(io::Error::other)?;
+        text.push(b'\n');
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SessionMetadata {
+        SessionMetadata {
+            session: "0123456789ab".into(),
+            src_ip: "198.51.100.7".into(),
+            src_port: 50000,
+            dst_ip: "203.0.113.5".into(),
+            dst_port: 22,
+            client_version: Some("SSH-2.0-x".into()),
+            username: Some("root".into()),
+            auth_attempts: vec![AuthAttempt {
+                method: "password",
+                username: "root".into(),
+                password: "toor".into(),
+                success: true,
+                timestamp: "2026-01-01T00:00:00.000000Z".into(),
+            }],
+            start_time: SystemTime::UNIX_EPOCH,
+            end_time: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1500)),
+            container_id: Some("abc".into()),
+            commands: vec![],
+            exit_status: Some(3),
+            end_reason: EndReason::Exited,
+            recording: Some("0123456789ab.cast".into()),
+            terminal: Some((80, 24)),
+        }
+    }
+
+    #[test]
+    fn all_groups() {
+        let doc = sample().to_json(&MetadataField::ALL);
+        assert_eq!(doc["duration"], 1.5);
+        assert_eq!(doc["exit_status"], 3);
+        assert_eq!(doc["end_reason"], "exited");
+        assert_eq!(doc["src_port"], 50000);
+        assert_eq!(doc["auth_attempts"][0]["password"], "toor");
+        assert_eq!(doc["container_id"], "abc");
+    }
+
+    #[test]
+    fn groups_can_be_left_out() {
+        let doc = sample().to_json(&[MetadataField::ContainerId]);
+        assert!(doc.get("auth_attempts").is_none());
+        assert!(doc.get("src_ip").is_none());
+        assert_eq!(doc["session"], "0123456789ab");
+        assert_eq!(doc["container_id"], "abc");
+    }
+
+    #[test]
+    fn write_replaces_atomically() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.json");
+        let mut meta = sample();
+        meta.end_reason = EndReason::Running;
+        meta.write(&path, &MetadataField::ALL).expect("write");
+        meta.end_reason = EndReason::Exited;
+        meta.write(&path, &MetadataField::ALL).expect("write");
+        let doc: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        assert_eq!(doc["end_reason"], "exited");
+        assert!(!dir.path().join("s.json.tmp").exists());
+    }
+}

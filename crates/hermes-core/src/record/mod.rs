@@ -1,0 +1,9 @@
+//! What a session leaves on disk: its asciicast v2 recording and its metadata file.
+
+mod asciicast;
+mod metadata;
+mod utf8;
+
+pub use asciicast::{AsciicastRecorder, CastHeader, RecordingSummary};
+pub use metadata::{AuthAttempt, EndReason, SessionMetadata};
+pub use utf8::Utf8Stream;

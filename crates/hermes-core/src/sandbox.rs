@@ -1,0 +1,189 @@
+//! What the core needs from a container engine, as small traits. The Docker adapter
+//! (`hermes-sandbox`) implements them; tests or another engine could too.
+
+use std::fmt;
+use std::io;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+
+use crate::ids::SessionId;
+
+/// How a leased container came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseSource {
+    /// Taken from the pre-warmed pool.
+    Pool,
+    /// Created for this session because the pool was empty.
+    OnDemand,
+}
+
+impl LeaseSource {
+    /// Name used in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseSource::Pool => "pool",
+            LeaseSource::OnDemand => "on_demand",
+        }
+    }
+}
+
+/// A container handed to one session until [`Sandbox::release`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The engine's container id.
+    pub container_id: String,
+    /// Pool or on demand.
+    pub source: LeaseSource,
+}
+
+impl Lease {
+    /// The first 12 characters of the id, as `docker ps` shows it.
+    pub fn short_id(&self) -> &str {
+        self.container_id.get(..12).unwrap_or(&self.container_id)
+    }
+}
+
+/// Terminal size in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtySize {
+    /// Columns.
+    pub width: u32,
+    /// Rows.
+    pub height: u32,
+}
+
+impl TtySize {
+    /// The size a terminal falls back to when a client sends zeros.
+    pub const DEFAULT: TtySize = TtySize {
+        width: 80,
+        height: 24,
+    };
+
+    /// Replaces zero (or absurd) dimensions: a 0x0 terminal breaks full-screen programs.
+    pub fn sanitized(width: u32, height: u32) -> TtySize {
+        let clamp = |value: u32, fallback: u32| {
+            if value == 0 {
+                fallback
+            } else {
+                value.min(10_000)
+            }
+        };
+        TtySize {
+            width: clamp(width, Self::DEFAULT.width),
+            height: clamp(height, Self::DEFAULT.height),
+        }
+    }
+}
+
+/// A process to start in a leased container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Environment (`NAME`, `value`).
+    pub env: Vec<(String, String)>,
+    /// User to run as (name or uid).
+    pub user: String,
+    /// Working directory.
+    pub workdir: String,
+    /// A terminal of this size, or plain pipes when None.
+    pub tty: Option<TtySize>,
+}
+
+/// A piece of a process's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputChunk {
+    /// Standard output (or the terminal).
+    Stdout(Bytes),
+    /// Standard error (never with a terminal).
+    Stderr(Bytes),
+}
+
+/// Reads a running process's output.
+#[async_trait]
+pub trait ProcessOutput: Send {
+    /// The next chunk, or None when the process closed its output.
+    async fn next_chunk(&mut self) -> io::Result<Option<OutputChunk>>;
+}
+
+/// Controls a running process.
+#[async_trait]
+pub trait ProcessControl: Send + Sync {
+    /// Resizes its terminal.
+    async fn resize(&self, size: TtySize) -> Result<(), SandboxError>;
+    /// Its exit status, once it has exited (None while running or unknown).
+    async fn exit_status(&self) -> Result<Option<i64>, SandboxError>;
+}
+
+/// A process started in a container.
+pub struct Process {
+    /// Its output.
+    pub output: Box<dyn ProcessOutput>,
+    /// Its input; shutting it down closes the process's stdin.
+    pub input: Box<dyn AsyncWrite + Send + Unpin>,
+    /// Resize and exit status.
+    pub control: Box<dyn ProcessControl>,
+}
+
+impl fmt::Debug for Process {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Process")
+    }
+}
+
+/// Why the engine could not do something.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SandboxError {
+    /// The engine could not be reached or answered with an error.
+    #[error("container engine: {0}")]
+    Engine(String),
+    /// The operation took longer than allowed.
+    #[error("container engine did not answer within {0} s")]
+    Timeout(u64),
+    /// No container can be had right now (cap reached, or shutting down).
+    #[error("no container available: {0}")]
+    Unavailable(String),
+    /// The container is gone (died or removed).
+    #[error("container {0} is not running")]
+    ContainerGone(String),
+}
+
+/// A container engine with a pool of ready containers.
+#[async_trait]
+pub trait Sandbox: Send + Sync {
+    /// Hands a running container to `session`.
+    async fn lease(&self, session: SessionId) -> Result<Lease, SandboxError>;
+
+    /// Takes a container back: it is stopped and kept for forensics in the background;
+    /// the caller does not wait.
+    fn release(&self, lease: Lease);
+
+    /// Starts a process in a leased container.
+    async fn spawn(&self, lease: &Lease, spec: ProcessSpec) -> Result<Process, SandboxError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_sizes_fall_back() {
+        assert_eq!(TtySize::sanitized(0, 0), TtySize::DEFAULT);
+        assert_eq!(
+            TtySize::sanitized(120, 0),
+            TtySize {
+                width: 120,
+                height: 24
+            }
+        );
+        assert_eq!(
+            TtySize::sanitized(u32::MAX, 50),
+            TtySize {
+                width: 10_000,
+                height: 50
+            }
+        );
+    }
+}

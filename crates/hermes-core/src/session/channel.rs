@@ -1,0 +1,507 @@
+//! One session channel: PTY, environment, the shell or command in the container, the
+//! pumps between them, and the channel's recording.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::task::JoinHandle;
+
+use super::{ClientChannel, Connection, messages};
+use crate::escape::escape_untrusted;
+use crate::events::{EventBuilder, EventId};
+use crate::persona;
+use crate::record::{AsciicastRecorder, CastHeader, EndReason};
+use crate::sandbox::{OutputChunk, ProcessControl, ProcessOutput, ProcessSpec, TtySize};
+
+/// Input that arrives before the process has started is kept up to this many bytes.
+const MAX_PENDING_INPUT: usize = 1 << 20;
+
+/// PATH of a root login on Debian (`/etc/profile`).
+const ROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+type SharedRecorder = Arc<Mutex<Option<AsciicastRecorder>>>;
+
+struct Running {
+    input: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    control: Arc<dyn ProcessControl>,
+    pump: JoinHandle<()>,
+}
+
+/// What the client asked the channel to run.
+enum Program {
+    Shell,
+    Exec(String),
+}
+
+/// State of one session channel. The SSH adapter calls these in the order the client's
+/// requests arrive.
+pub struct ChannelSession {
+    conn: Arc<Connection>,
+    client: Arc<dyn ClientChannel>,
+    index: u32,
+    pty: Option<(String, TtySize)>,
+    env: Vec<(String, String)>,
+    started: bool,
+    running: Option<Running>,
+    pending_input: Vec<u8>,
+    pending_eof: bool,
+    recorder: SharedRecorder,
+}
+
+impl ChannelSession {
+    pub(super) fn new(conn: Arc<Connection>, client: Arc<dyn ClientChannel>, index: u32) -> Self {
+        ChannelSession {
+            conn,
+            client,
+            index,
+            pty: None,
+            env: Vec::new(),
+            started: false,
+            running: None,
+            pending_input: Vec::new(),
+            pending_eof: false,
+            recorder: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// `pty-req`: remembers terminal type and size. Returns whether it is accepted.
+    pub fn pty_request(&mut self, term: &str, width: u32, height: u32) -> bool {
+        if self.started {
+            return false;
+        }
+        let size = TtySize::sanitized(width, height);
+        self.emit_size(size);
+        self.pty = Some((term.to_owned(), size));
+        self.conn.state().metadata.terminal = Some((size.width, size.height));
+        true
+    }
+
+    /// `window-change`: resizes the process's terminal and records it.
+    pub async fn window_change(&mut self, width: u32, height: u32) {
+        let size = TtySize::sanitized(width, height);
+        self.emit_size(size);
+        if let Some((_, current)) = self.pty.as_mut() {
+            *current = size;
+        }
+        with_recorder(&self.recorder, |rec| rec.resize(size.width, size.height));
+        if let Some(running) = &self.running
+            && let Err(error) = running.control.resize(size).await
+        {
+            tracing::warn!(target: "hermes::session", session_id = %self.conn.session_id(), %error, "terminal resize failed");
+        }
+    }
+
+    fn emit_size(&self, size: TtySize) {
+        self.conn.services.events.emit(
+            EventBuilder::connection(EventId::ClientSize, &self.conn.context)
+                .field("width", size.width)
+                .field("height", size.height)
+                .message(format!("Terminal Size: {} {}", size.width, size.height)),
+        );
+    }
+
+    /// `env`: logged always; applied and accepted only for the names Debian's sshd
+    /// accepts (`AcceptEnv LANG LC_*`).
+    pub fn env_request(&mut self, name: &str, value: &str) -> bool {
+        let accepted = persona::accepts_env(name) && !self.started;
+        self.conn.services.events.emit(
+            EventBuilder::connection(EventId::ClientVar, &self.conn.context)
+                .field("name", name)
+                .field("value", value)
+                .field("accepted", accepted)
+                .message(format!("request_env: {name}={value}")),
+        );
+        if accepted {
+            self.env.push((name.to_owned(), value.to_owned()));
+        }
+        accepted
+    }
+
+    /// `shell`: starts a login shell in the container.
+    pub async fn shell(&mut self) {
+        self.start(Program::Shell).await;
+    }
+
+    /// `exec`: runs `command` through the user's shell, as sshd does.
+    pub async fn exec(&mut self, command: &[u8]) {
+        let command = String::from_utf8_lossy(command).into_owned();
+        self.conn.services.events.emit(
+            EventBuilder::connection(EventId::CommandInput, &self.conn.context)
+                .field("input", command.clone())
+                .message(format!("CMD: {command}")),
+        );
+        tracing::info!(target: "hermes::session", session_id = %self.conn.session_id(), command = %escape_untrusted(&command), "exec request");
+        self.conn.state().metadata.commands.push(command.clone());
+        self.start(Program::Exec(command)).await;
+    }
+
+    /// Bytes from the client.
+    pub async fn data(&mut self, bytes: &[u8]) {
+        if let Some(running) = self.running.as_mut() {
+            with_recorder(&self.recorder, |rec| rec.input(bytes));
+            if let Err(error) = running.input.write_all(bytes).await {
+                tracing::debug!(target: "hermes::session", session_id = %self.conn.session_id(), %error, "process input closed");
+            }
+        } else if !self.started && self.pending_input.len() + bytes.len() <= MAX_PENDING_INPUT {
+            self.pending_input.extend_from_slice(bytes);
+        }
+    }
+
+    /// EOF from the client: closes the process's stdin; its output still arrives.
+    pub async fn eof(&mut self) {
+        if let Some(running) = self.running.as_mut() {
+            let _ = running.input.shutdown().await;
+        } else {
+            self.pending_eof = true;
+        }
+    }
+
+    /// The client closed the channel (or the connection went away).
+    pub async fn close(mut self) {
+        if let Some(running) = self.running.take() {
+            running.pump.abort();
+            let _ = running.pump.await;
+        }
+        finish_recording(&self.conn, &self.recorder);
+    }
+
+    async fn start(&mut self, program: Program) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let mut terminated = self.conn.terminated.subscribe();
+        let lease = tokio::select! {
+            lease = self.conn.wait_for_lease() => lease,
+            _ = async { terminated.wait_for(|t| t.is_some()).await.is_ok() } => return,
+        };
+        let lease = match lease {
+            Ok(lease) => lease,
+            Err(reason) => {
+                self.fail(reason).await;
+                return;
+            }
+        };
+        let username = self
+            .conn
+            .state()
+            .metadata
+            .username
+            .clone()
+            .unwrap_or_default();
+        let spec = self.process_spec(&program, &username);
+        let process = match self.conn.services.sandbox.spawn(&lease, spec).await {
+            Ok(process) => process,
+            Err(error) => {
+                tracing::error!(target: "hermes::session", session_id = %self.conn.session_id(), %error, "cannot start process in container");
+                self.conn
+                    .emit_session_error("exec_start", &error.to_string());
+                self.fail(EndReason::ExecFailed).await;
+                return;
+            }
+        };
+        self.start_recording(&program, &username);
+        let control: Arc<dyn ProcessControl> = Arc::from(process.control);
+        let pump = tokio::spawn(pump_output(PumpContext {
+            conn: Arc::clone(&self.conn),
+            client: Arc::clone(&self.client),
+            recorder: Arc::clone(&self.recorder),
+            control: Arc::clone(&control),
+            output: process.output,
+        }));
+        let mut running = Running {
+            input: process.input,
+            control,
+            pump,
+        };
+        if !self.pending_input.is_empty() {
+            let pending = std::mem::take(&mut self.pending_input);
+            with_recorder(&self.recorder, |rec| rec.input(&pending));
+            let _ = running.input.write_all(&pending).await;
+        }
+        if self.pending_eof {
+            let _ = running.input.shutdown().await;
+        }
+        self.running = Some(running);
+    }
+
+    fn process_spec(&self, program: &Program, username: &str) -> ProcessSpec {
+        let context = &self.conn.context;
+        let src_ip = context.src.ip().to_canonical();
+        let dst_ip = context.dst.ip().to_canonical();
+        // Every login runs as root for now; see the issue tracker for per-user accounts.
+        let _ = username;
+        let mut env = vec![
+            ("HOME".to_owned(), "/root".to_owned()),
+            ("USER".to_owned(), "root".to_owned()),
+            ("LOGNAME".to_owned(), "root".to_owned()),
+            ("SHELL".to_owned(), "/bin/bash".to_owned()),
+            ("PATH".to_owned(), ROOT_PATH.to_owned()),
+            (
+                "SSH_CLIENT".to_owned(),
+                format!("{src_ip} {} {}", context.src.port(), context.dst.port()),
+            ),
+            (
+                "SSH_CONNECTION".to_owned(),
+                format!(
+                    "{src_ip} {} {dst_ip} {}",
+                    context.src.port(),
+                    context.dst.port()
+                ),
+            ),
+        ];
+        if let Some((term, _)) = &self.pty {
+            env.push(("TERM".to_owned(), term.clone()));
+        }
+        env.extend(self.env.iter().cloned());
+        // Docker exports HOSTNAME into every exec; an sshd login does not have it.
+        let argv = match program {
+            Program::Shell => vec![
+                "/bin/bash".to_owned(),
+                "-c".to_owned(),
+                "unset HOSTNAME; exec -a -bash /bin/bash".to_owned(),
+            ],
+            Program::Exec(command) => vec![
+                "/usr/bin/env".to_owned(),
+                "-u".to_owned(),
+                "HOSTNAME".to_owned(),
+                "/bin/bash".to_owned(),
+                "-c".to_owned(),
+                command.clone(),
+            ],
+        };
+        ProcessSpec {
+            argv,
+            env,
+            user: "root".to_owned(),
+            workdir: "/root".to_owned(),
+            tty: self.pty.as_ref().map(|(_, size)| *size),
+        }
+    }
+
+    fn recording_path(&self) -> Option<PathBuf> {
+        let dir = self.conn.services.recording_dir()?;
+        let session = self.conn.session_id();
+        Some(if self.index == 0 {
+            dir.join(format!("{session}.cast"))
+        } else {
+            dir.join(format!("{session}-{}.cast", self.index))
+        })
+    }
+
+    fn start_recording(&self, program: &Program, username: &str) {
+        let Some(path) = self.recording_path() else {
+            return;
+        };
+        let (term, size) = match &self.pty {
+            Some((term, size)) => (term.clone(), *size),
+            None => (String::new(), TtySize::DEFAULT),
+        };
+        let hostname = &self.conn.services.config.persona.hostname;
+        let mut title = format!(
+            "{}@{hostname} from {}",
+            escape_untrusted(username),
+            self.conn.context.src.ip().to_canonical()
+        );
+        if let Program::Exec(command) = program {
+            title.push_str(": ");
+            title.push_str(&escape_untrusted(command));
+        }
+        let header = CastHeader {
+            width: size.width,
+            height: size.height,
+            term,
+            shell: "/bin/bash".to_owned(),
+            title,
+        };
+        match AsciicastRecorder::create(&path, &header) {
+            Ok(recorder) => {
+                tracing::info!(target: "hermes::record", session_id = %self.conn.session_id(), path = %path.display(), "recording started");
+                if let Some(name) = path.file_name() {
+                    let mut state = self.conn.state();
+                    if state.metadata.recording.is_none() {
+                        state.metadata.recording = Some(name.to_string_lossy().into_owned());
+                    }
+                }
+                if let Ok(mut slot) = self.recorder.lock() {
+                    *slot = Some(recorder);
+                }
+            }
+            Err(error) => {
+                tracing::error!(target: "hermes::record", session_id = %self.conn.session_id(), path = %path.display(), %error, "cannot create recording; the session goes on unrecorded");
+            }
+        }
+    }
+
+    /// No container or no process: tell the client in the stage's words, then end.
+    async fn fail(&mut self, reason: EndReason) {
+        let username = self
+            .conn
+            .state()
+            .metadata
+            .username
+            .clone()
+            .unwrap_or_default();
+        let hostname = self.conn.services.config.persona.hostname.clone();
+        let message = messages::end_message(reason, &username, &hostname);
+        let _ = self.client.data(Bytes::from(message)).await;
+        self.conn.terminate(reason).await;
+    }
+}
+
+fn with_recorder(
+    recorder: &SharedRecorder,
+    write: impl FnOnce(&mut AsciicastRecorder) -> std::io::Result<()>,
+) {
+    let Ok(mut slot) = recorder.lock() else {
+        return;
+    };
+    if let Some(rec) = slot.as_mut()
+        && let Err(error) = write(rec)
+    {
+        tracing::error!(target: "hermes::record", path = %rec.path().display(), %error, "recording write failed; recording stopped");
+        *slot = None;
+    }
+}
+
+fn finish_recording(conn: &Connection, recorder: &SharedRecorder) {
+    let taken = recorder.lock().ok().and_then(|mut slot| slot.take());
+    let Some(rec) = taken else {
+        return;
+    };
+    let summary = rec.finish();
+    let duration_ms = summary.duration.as_millis() as u64;
+    let ttylog = summary.path.display().to_string();
+    conn.services.events.emit(
+        EventBuilder::connection(EventId::LogClosed, &conn.context)
+            .field("ttylog", ttylog.clone())
+            .field("size", summary.size)
+            .field("duration_ms", duration_ms)
+            .field(
+                "duration",
+                (summary.duration.as_secs_f64() * 1000.0).round() / 1000.0,
+            )
+            .message(format!(
+                "Closing TTY Log: {ttylog} after {duration_ms} milliseconds"
+            )),
+    );
+}
+
+struct PumpContext {
+    conn: Arc<Connection>,
+    client: Arc<dyn ClientChannel>,
+    recorder: SharedRecorder,
+    control: Arc<dyn ProcessControl>,
+    output: Box<dyn ProcessOutput>,
+}
+
+enum PumpEnd {
+    Exited,
+    Terminated(EndReason),
+    StreamError(std::io::Error),
+    ClientGone,
+}
+
+/// Container output to the client until the process exits or the session ends.
+async fn pump_output(mut ctx: PumpContext) {
+    let mut terminated = ctx.conn.terminated.subscribe();
+    let end = loop {
+        tokio::select! {
+            biased;
+            reason = async { terminated.wait_for(|t| t.is_some()).await.ok().and_then(|r| *r) } => {
+                break PumpEnd::Terminated(reason.unwrap_or(EndReason::ClientClosed));
+            }
+            chunk = ctx.output.next_chunk() => match chunk {
+                Ok(Some(OutputChunk::Stdout(bytes))) => {
+                    with_recorder(&ctx.recorder, |rec| rec.output(&bytes));
+                    if ctx.client.data(bytes).await.is_err() {
+                        break PumpEnd::ClientGone;
+                    }
+                }
+                Ok(Some(OutputChunk::Stderr(bytes))) => {
+                    with_recorder(&ctx.recorder, |rec| rec.output(&bytes));
+                    if ctx.client.stderr(bytes).await.is_err() {
+                        break PumpEnd::ClientGone;
+                    }
+                }
+                Ok(None) => break PumpEnd::Exited,
+                Err(error) => break PumpEnd::StreamError(error),
+            },
+        }
+    };
+    match end {
+        PumpEnd::Exited => {
+            let status = wait_exit_status(ctx.control.as_ref()).await;
+            match status {
+                Some(code) => {
+                    ctx.conn.state().metadata.exit_status = Some(code);
+                    let _ = ctx.client.exit_status(code).await;
+                }
+                None => {
+                    tracing::warn!(target: "hermes::session", session_id = %ctx.conn.session_id(), "exit status unknown");
+                }
+            }
+            finish_recording(&ctx.conn, &ctx.recorder);
+            let _ = ctx.client.eof().await;
+            let _ = ctx.client.close().await;
+        }
+        PumpEnd::Terminated(reason) => {
+            let username = ctx
+                .conn
+                .state()
+                .metadata
+                .username
+                .clone()
+                .unwrap_or_default();
+            let message = messages::end_message(
+                reason,
+                &username,
+                &ctx.conn.services.config.persona.hostname,
+            );
+            if !message.is_empty() {
+                with_recorder(&ctx.recorder, |rec| rec.output(message.as_bytes()));
+                let _ = ctx.client.data(Bytes::from(message)).await;
+            }
+            finish_recording(&ctx.conn, &ctx.recorder);
+        }
+        PumpEnd::StreamError(error) => {
+            tracing::error!(target: "hermes::session", session_id = %ctx.conn.session_id(), %error, "container stream broke");
+            ctx.conn.emit_session_error("stream", &error.to_string());
+            let username = ctx
+                .conn
+                .state()
+                .metadata
+                .username
+                .clone()
+                .unwrap_or_default();
+            let message = messages::end_message(
+                EndReason::StreamError,
+                &username,
+                &ctx.conn.services.config.persona.hostname,
+            );
+            with_recorder(&ctx.recorder, |rec| rec.output(message.as_bytes()));
+            let _ = ctx.client.data(Bytes::from(message)).await;
+            finish_recording(&ctx.conn, &ctx.recorder);
+            ctx.conn.terminate(EndReason::StreamError).await;
+        }
+        PumpEnd::ClientGone => finish_recording(&ctx.conn, &ctx.recorder),
+    }
+}
+
+/// The engine may report the process as running for a moment after its output closed.
+async fn wait_exit_status(control: &dyn ProcessControl) -> Option<u32> {
+    for _ in 0..100 {
+        match control.exit_status().await {
+            Ok(Some(code)) => return Some(u32::try_from(code).unwrap_or(255)),
+            Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(error) => {
+                tracing::warn!(target: "hermes::session", %error, "cannot read exit status");
+                return None;
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,510 @@
+//! Orchestration of one SSH connection: authentication decisions, the container lease,
+//! timeouts, and the end of the session (release, metadata, events).
+//!
+//! The SSH adapter creates a [`Connection`] per TCP connection, reports what the client
+//! does, and opens a [`ChannelSession`] per session channel. The core answers through the
+//! small [`ClientConnection`] and [`ClientChannel`] traits, so it never sees the SSH
+//! library.
+
+mod channel;
+pub mod messages;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rand::RngExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+pub use channel::ChannelSession;
+
+use crate::auth::{AcceptReason, ConnectionAuthState, CredentialPolicy, Decision};
+use crate::config::Config;
+use crate::escape::escape_untrusted;
+use crate::events::{ConnectionContext, EventBuilder, EventBus, EventId};
+use crate::ids::SessionId;
+use crate::record::{AuthAttempt, EndReason, SessionMetadata};
+use crate::sandbox::{Lease, Sandbox};
+
+/// Sends to the client on one session channel. Implemented by the SSH adapter.
+#[async_trait]
+pub trait ClientChannel: Send + Sync {
+    /// Sends stdout bytes (flow-controlled: waits for the client's window).
+    async fn data(&self, bytes: Bytes) -> std::io::Result<()>;
+    /// Sends stderr bytes.
+    async fn stderr(&self, bytes: Bytes) -> std::io::Result<()>;
+    /// Sends the exit status.
+    async fn exit_status(&self, status: u32) -> std::io::Result<()>;
+    /// Sends EOF.
+    async fn eof(&self) -> std::io::Result<()>;
+    /// Closes the channel.
+    async fn close(&self) -> std::io::Result<()>;
+}
+
+/// Controls the whole SSH connection. Implemented by the SSH adapter.
+pub trait ClientConnection: Send + Sync {
+    /// Ends the connection (SSH disconnect with "by application", as sshd does when a
+    /// session is terminated).
+    fn disconnect(&self);
+}
+
+/// What every connection shares: configuration, policy, event bus, sandbox, limits.
+pub struct SessionServices {
+    /// The loaded configuration.
+    pub config: Arc<Config>,
+    /// Which logins succeed.
+    pub policy: CredentialPolicy,
+    /// Where events go.
+    pub events: EventBus,
+    /// Where shells run.
+    pub sandbox: Arc<dyn Sandbox>,
+    /// One permit per authenticated session (`server.max_concurrent_sessions`).
+    pub session_slots: Arc<Semaphore>,
+    /// Becomes true when Hermes shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl SessionServices {
+    /// Bundles the services; the session cap comes from the configuration.
+    pub fn new(
+        config: Arc<Config>,
+        events: EventBus,
+        sandbox: Arc<dyn Sandbox>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        Arc::new(SessionServices {
+            policy: CredentialPolicy::from_config(&config.authentication),
+            session_slots: Arc::new(Semaphore::new(
+                config.server.max_concurrent_sessions as usize,
+            )),
+            config,
+            events,
+            sandbox,
+            shutdown,
+        })
+    }
+
+    fn recording_dir(&self) -> Option<PathBuf> {
+        let recording = &self.config.recording;
+        recording.enabled.then(|| recording.output_dir.clone())
+    }
+}
+
+/// The state of a connection's container.
+#[derive(Debug, Clone, PartialEq)]
+enum LeaseState {
+    /// Not asked for (not logged in yet).
+    NotRequested,
+    /// Being created or taken from the pool.
+    Pending,
+    /// Ready to run processes.
+    Ready(Lease),
+    /// None can be had: why, for the client message and metadata.
+    Failed(EndReason),
+}
+
+/// Mutable per-connection state, behind a mutex never held across an await.
+struct ConnectionState {
+    auth: ConnectionAuthState,
+    metadata: SessionMetadata,
+    permit: Option<OwnedSemaphorePermit>,
+    channels_opened: u32,
+    finished: bool,
+}
+
+/// Which authentication method an attempt used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// `password`.
+    Password,
+    /// `keyboard-interactive` (each answer counts as one attempt).
+    KeyboardInteractive,
+}
+
+impl AuthMethod {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Password => "password",
+            AuthMethod::KeyboardInteractive => "keyboard-interactive",
+        }
+    }
+}
+
+/// One SSH connection, from TCP accept to close.
+pub struct Connection {
+    services: Arc<SessionServices>,
+    context: ConnectionContext,
+    started: Instant,
+    state: Mutex<ConnectionState>,
+    lease: watch::Sender<LeaseState>,
+    /// Set once, when the session must end early; channels watch it.
+    terminated: watch::Sender<Option<EndReason>>,
+    client: OnceLock<Arc<dyn ClientConnection>>,
+}
+
+impl Connection {
+    /// Registers a new TCP connection and emits `cowrie.session.connect`.
+    pub fn accept(services: Arc<SessionServices>, src: SocketAddr, dst: SocketAddr) -> Arc<Self> {
+        let context = ConnectionContext {
+            session: SessionId::random(),
+            src,
+            dst,
+        };
+        let src_ip = src.ip().to_canonical().to_string();
+        let dst_ip = dst.ip().to_canonical().to_string();
+        services.events.emit(
+            EventBuilder::connection(EventId::SessionConnect, &context).message(format!(
+                "New connection: {src_ip}:{} ({dst_ip}:{}) [session: {}]",
+                src.port(),
+                dst.port(),
+                context.session
+            )),
+        );
+        tracing::info!(target: "hermes::session", session_id = %context.session, source_ip = %src_ip, src_port = src.port(), "connection accepted");
+        let metadata = SessionMetadata {
+            session: context.session.to_string(),
+            src_ip,
+            src_port: src.port(),
+            dst_ip,
+            dst_port: dst.port(),
+            client_version: None,
+            username: None,
+            auth_attempts: Vec::new(),
+            start_time: SystemTime::now(),
+            end_time: None,
+            container_id: None,
+            commands: Vec::new(),
+            exit_status: None,
+            end_reason: EndReason::Running,
+            recording: None,
+            terminal: None,
+        };
+        Arc::new(Connection {
+            services,
+            context,
+            started: Instant::now(),
+            state: Mutex::new(ConnectionState {
+                auth: ConnectionAuthState::default(),
+                metadata,
+                permit: None,
+                channels_opened: 0,
+                finished: false,
+            }),
+            lease: watch::channel(LeaseState::NotRequested).0,
+            terminated: watch::channel(None).0,
+            client: OnceLock::new(),
+        })
+    }
+
+    /// The session id.
+    pub fn session_id(&self) -> SessionId {
+        self.context.session
+    }
+
+    /// The connection's event context.
+    pub fn context(&self) -> &ConnectionContext {
+        &self.context
+    }
+
+    /// Lets the core end the connection (timeouts, shutdown).
+    pub fn attach_client(&self, client: Arc<dyn ClientConnection>) {
+        let _ = self.client.set(client);
+    }
+
+    fn state(&self) -> MutexGuard<'_, ConnectionState> {
+        // A panic while holding the lock cannot leave the state half-updated in a way
+        // that matters more than losing the session; keep going with what is there.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The client's identification string arrived.
+    pub fn client_version(&self, version: &str) {
+        self.services.events.emit(
+            EventBuilder::connection(EventId::ClientVersion, &self.context)
+                .field("version", version)
+                .message(format!("Remote SSH version: {version}")),
+        );
+        self.state().metadata.client_version = Some(version.to_owned());
+    }
+
+    /// Decides a password or keyboard-interactive attempt, records it, and on failure
+    /// waits the persona's failure delay (a timer: no thread or CPU is held).
+    pub async fn password_attempt(
+        self: &Arc<Self>,
+        method: AuthMethod,
+        username: &str,
+        password: &str,
+    ) -> bool {
+        let decision = {
+            let mut state = self.state();
+            let decision = self
+                .services
+                .policy
+                .check_password(&mut state.auth, username, password);
+            state.metadata.auth_attempts.push(AuthAttempt {
+                method: method.as_str(),
+                username: username.to_owned(),
+                password: password.to_owned(),
+                success: decision.is_accept(),
+                timestamp: crate::time::now_iso8601(),
+            });
+            decision
+        };
+        let (id, verdict) = match decision {
+            Decision::Accept(_) => (EventId::LoginSuccess, "succeeded"),
+            Decision::Reject { .. } => (EventId::LoginFailed, "failed"),
+        };
+        self.services.events.emit(
+            EventBuilder::connection(id, &self.context)
+                .field("username", username)
+                .field("password", password)
+                .message(format!("login attempt [{username}/{password}] {verdict}")),
+        );
+        tracing::info!(
+            target: "hermes::auth",
+            session_id = %self.context.session,
+            username = %escape_untrusted(username),
+            method = method.as_str(),
+            result = verdict,
+            rule = match decision {
+                Decision::Accept(AcceptReason::StaticCredential) => "static",
+                Decision::Accept(AcceptReason::AcceptAfterFailures) => "accept_after_failures",
+                Decision::Reject { .. } => "none",
+            },
+            "login attempt"
+        );
+        match decision {
+            Decision::Accept(_) => {
+                self.logged_in(username);
+                true
+            }
+            Decision::Reject { .. } => {
+                self.failure_delay().await;
+                false
+            }
+        }
+    }
+
+    async fn failure_delay(&self) {
+        let persona = &self.services.config.persona;
+        let jitter = if persona.auth_failure_jitter_ms > 0 {
+            rand::rng().random_range(0..=persona.auth_failure_jitter_ms)
+        } else {
+            0
+        };
+        let delay = Duration::from_millis(persona.auth_failure_delay_ms + jitter);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Login succeeded: take a session slot, start getting a container, arm timeouts.
+    fn logged_in(self: &Arc<Self>, username: &str) {
+        let permit = self.services.session_slots.clone().try_acquire_owned().ok();
+        let at_capacity = permit.is_none();
+        {
+            let mut state = self.state();
+            state.metadata.username = Some(username.to_owned());
+            state.permit = permit;
+        }
+        self.write_metadata();
+        if at_capacity {
+            tracing::warn!(target: "hermes::session", session_id = %self.context.session, "max_concurrent_sessions reached; session will be refused");
+            self.lease
+                .send_replace(LeaseState::Failed(EndReason::Capacity));
+            return;
+        }
+        self.lease.send_replace(LeaseState::Pending);
+        let conn = Arc::clone(self);
+        tokio::spawn(async move { conn.acquire_lease().await });
+        let conn = Arc::clone(self);
+        tokio::spawn(async move { conn.watch_limits().await });
+    }
+
+    async fn acquire_lease(self: Arc<Self>) {
+        let result = self.services.sandbox.lease(self.context.session).await;
+        match result {
+            Ok(lease) => {
+                if self.state().finished {
+                    // The client left while the container was coming: give it back.
+                    self.services.sandbox.release(lease);
+                    return;
+                }
+                self.services.events.emit(
+                    EventBuilder::connection(EventId::ContainerAllocate, &self.context)
+                        .field("container_id", lease.container_id.clone())
+                        .field("source", lease.source.as_str())
+                        .message(format!(
+                            "Container {} allocated ({})",
+                            lease.short_id(),
+                            lease.source.as_str()
+                        )),
+                );
+                self.state().metadata.container_id = Some(lease.container_id.clone());
+                self.write_metadata();
+                self.lease.send_replace(LeaseState::Ready(lease));
+                // finish() may have run between the check above and the send: it
+                // releases what it finds, so look once more.
+                if self.state().finished {
+                    self.release_lease();
+                }
+            }
+            Err(error) => {
+                tracing::error!(target: "hermes::session", session_id = %self.context.session, %error, "no container for session");
+                self.emit_session_error("container_allocation", &error.to_string());
+                self.lease
+                    .send_replace(LeaseState::Failed(EndReason::ContainerUnavailable));
+            }
+        }
+    }
+
+    /// Ends the session at `server.session_timeout`, `max_session_duration`, or shutdown.
+    async fn watch_limits(self: Arc<Self>) {
+        let config = &self.services.config;
+        let limit = config
+            .server
+            .session_timeout
+            .min(config.container_pool.max_session_duration);
+        let mut shutdown = self.services.shutdown.clone();
+        let mut terminated = self.terminated.subscribe();
+        let reason = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(limit)) => EndReason::Timeout,
+            _ = async {
+                if shutdown.wait_for(|down| *down).await.is_err() {
+                    // The sender is gone only when the process is ending anyway.
+                    std::future::pending::<()>().await;
+                }
+            } => EndReason::Shutdown,
+            // Ended some other way: nothing to enforce.
+            _ = async { terminated.wait_for(|t| t.is_some()).await.is_ok() } => return,
+        };
+        self.terminate(reason).await;
+    }
+
+    /// Ends the session early: open channels print the stage's message, then the
+    /// connection is closed.
+    pub async fn terminate(&self, reason: EndReason) {
+        if self.terminated.borrow().is_some() || self.state().finished {
+            return;
+        }
+        tracing::info!(target: "hermes::session", session_id = %self.context.session, reason = reason.as_str(), "terminating session");
+        self.state().metadata.end_reason = reason;
+        self.terminated.send_replace(Some(reason));
+        // Give the channels a moment to write their message before the disconnect.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(client) = self.client.get() {
+            client.disconnect();
+        }
+    }
+
+    /// Waits until the container is ready, or says why there will be none.
+    async fn wait_for_lease(&self) -> Result<Lease, EndReason> {
+        let mut rx = self.lease.subscribe();
+        let state = rx
+            .wait_for(|s| matches!(s, LeaseState::Ready(_) | LeaseState::Failed(_)))
+            .await
+            .map(|s| s.clone());
+        match state {
+            Ok(LeaseState::Ready(lease)) => Ok(lease),
+            Ok(LeaseState::Failed(reason)) => Err(reason),
+            _ => Err(EndReason::ContainerUnavailable),
+        }
+    }
+
+    /// Opens a session channel.
+    pub fn open_channel(self: &Arc<Self>, client: Arc<dyn ClientChannel>) -> ChannelSession {
+        let index = {
+            let mut state = self.state();
+            let index = state.channels_opened;
+            state.channels_opened += 1;
+            index
+        };
+        ChannelSession::new(Arc::clone(self), client, index)
+    }
+
+    fn emit_session_error(&self, stage: &str, error: &str) {
+        self.services.events.emit(
+            EventBuilder::connection(EventId::SessionError, &self.context)
+                .field("stage", stage)
+                .field("error", error)
+                .message(format!("Session error during {stage}: {error}")),
+        );
+    }
+
+    fn metadata_path(&self) -> Option<PathBuf> {
+        self.services
+            .recording_dir()
+            .map(|dir| dir.join(format!("{}.json", self.context.session)))
+    }
+
+    fn write_metadata(&self) {
+        let Some(path) = self.metadata_path() else {
+            return;
+        };
+        let metadata = self.state().metadata.clone();
+        if let Err(error) = metadata.write(&path, &self.services.config.recording.capture_metadata)
+        {
+            tracing::error!(target: "hermes::record", session_id = %self.context.session, path = %path.display(), %error, "cannot write session metadata");
+        }
+    }
+
+    fn release_lease(&self) {
+        let previous = self
+            .lease
+            .send_replace(LeaseState::Failed(EndReason::ClientClosed));
+        if let LeaseState::Ready(lease) = previous {
+            self.services.events.emit(
+                EventBuilder::connection(EventId::ContainerRelease, &self.context)
+                    .field("container_id", lease.container_id.clone())
+                    .message(format!("Container {} released", lease.short_id())),
+            );
+            self.services.sandbox.release(lease);
+        }
+    }
+
+    /// The SSH connection is gone (for whatever reason): release the container in the
+    /// background, write the final metadata, emit `cowrie.session.closed`. Idempotent.
+    pub fn finish(&self) {
+        {
+            let mut state = self.state();
+            if state.finished {
+                return;
+            }
+            state.finished = true;
+            state.permit = None;
+            state.metadata.end_time = Some(SystemTime::now());
+            if state.metadata.end_reason == EndReason::Running {
+                state.metadata.end_reason = if state.metadata.exit_status.is_some() {
+                    EndReason::Exited
+                } else {
+                    EndReason::ClientClosed
+                };
+            }
+        }
+        // Wake anything still waiting on this connection.
+        if self.terminated.borrow().is_none() {
+            self.terminated.send_replace(Some(EndReason::ClientClosed));
+        }
+        self.release_lease();
+        if self.state().metadata.username.is_some() {
+            self.write_metadata();
+        }
+        let elapsed = self.started.elapsed();
+        let duration_ms = elapsed.as_millis() as u64;
+        self.services.events.emit(
+            EventBuilder::connection(EventId::SessionClosed, &self.context)
+                .field("duration_ms", duration_ms)
+                .field(
+                    "duration",
+                    (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+                )
+                .message(format!("Connection lost after {duration_ms} milliseconds")),
+        );
+        tracing::info!(target: "hermes::session", session_id = %self.context.session, duration_ms, "connection closed");
+    }
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Builds the Hermes target image from Debian 12 packages, without any registry:
+# debootstrap a rootfs, add the persona's files, `docker import` it.
+#
+# Usage: images/target/build.sh [IMAGE_TAG]      (default: hermes-target:latest)
+# Environment:
+#   HERMES_DEBIAN_MIRROR  Debian mirror (default http://deb.debian.org/debian)
+#   HERMES_IMAGE_FORCE=1  rebuild even when the image already exists
+set -euo pipefail
+
+tag="${1:-hermes-target:latest}"
+mirror="${HERMES_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+if [ "${HERMES_IMAGE_FORCE:-0}" != 1 ] && docker image inspect "$tag" >/dev/null 2>&1; then
+  echo "image $tag already exists (HERMES_IMAGE_FORCE=1 rebuilds it)"
+  exit 0
+fi
+
+if ! command -v debootstrap >/dev/null 2>&1; then
+  echo "installing debootstrap"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+fi
+
+packages=(
+  bash coreutils procps iproute2 iputils-ping curl wget ca-certificates
+  openssh-server openssh-client python3 vim-tiny less sudo file
+  netcat-openbsd psmisc
+)
+
+work="$(mktemp -d /var/tmp/hermes-rootfs.XXXXXX)"
+cleanup() {
+  # Unmount anything debootstrap or the chroot step left mounted before deleting.
+  for m in proc sys dev/pts dev; do umount -l "$work/rootfs/$m" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+rootfs="$work/rootfs"
+
+echo "debootstrap bookworm into $rootfs"
+debootstrap --variant=minbase --include="$(IFS=,; echo "${packages[*]}")" \
+  bookworm "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 || {
+    tail -n 30 "$work/debootstrap.log" >&2
+    exit 1
+  }
+
+# The persona's files: MOTD, init, bait, history.
+cp -a "$here/overlay/." "$rootfs/"
+chmod 0755 "$rootfs/usr/sbin/init"
+install -m 0755 "$here/setup-rootfs.sh" "$rootfs/tmp/setup-rootfs.sh"
+chroot "$rootfs" /bin/bash /tmp/setup-rootfs.sh
+rm -f "$rootfs/tmp/setup-rootfs.sh"
+
+# The persona banner comes from the openssh-server package inside the image, so the
+# SSH banner, `ssh -V` and `dpkg -l` always agree.
+openssh_version="$(chroot "$rootfs" dpkg-query -W -f='${Version}' openssh-server)"
+# 1:9.2p1-2+deb12u10 -> SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10
+upstream="${openssh_version#*:}"; upstream="${upstream%%-*}"
+debrev="${openssh_version#*-}"
+banner="SSH-2.0-OpenSSH_${upstream} Debian-${debrev}"
+
+# Package caches are not part of a real server's look; keep the image small.
+rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/bootstrap.log
+
+echo "importing $tag (banner: $banner)"
+tar --numeric-owner -C "$rootfs" -c . | docker import \
+  --change 'CMD ["/sbin/init"]' \
+  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  --change 'ENV LANG=C.UTF-8' \
+  --change 'WORKDIR /root' \
+  --change "LABEL hermes.image=target hermes.persona.ssh_banner=\"$banner\"" \
+  - "$tag" >/dev/null
+echo "built $tag"

@@ -1,0 +1,27 @@
+#!/bin/bash
+# Runs inside the target rootfs (chroot) at image build time.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+# A regular admin account next to root, as on a small VPS.
+if ! id admin >/dev/null 2>&1; then
+  mkdir -p /home/admin
+  useradd --no-create-home --home-dir /home/admin --shell /bin/bash --groups sudo admin
+fi
+# Locked-looking but real password hashes (the values are random, never used to log in:
+# Hermes decides logins itself).
+echo "root:$(head -c 18 /dev/urandom | base64)" | chpasswd
+echo "admin:$(head -c 18 /dev/urandom | base64)" | chpasswd
+
+cp /etc/skel/.bashrc /etc/skel/.profile /home/admin/ 2>/dev/null || true
+chown -R admin:admin /home/admin
+chmod 0700 /root /home/admin
+chmod 0600 /root/.bash_history /home/admin/.bash_history
+chmod 0700 /root/.ssh
+chmod 0600 /root/.ssh/authorized_keys
+chmod 0640 /opt/app/.env
+
+# Session bookkeeping files that `last`, `w` and `lastlog` read.
+touch /var/log/wtmp /var/log/btmp /var/log/lastlog /var/run/utmp
+chmod 0664 /var/log/wtmp /var/log/lastlog /var/run/utmp
+chmod 0660 /var/log/btmp
