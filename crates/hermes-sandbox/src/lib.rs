@@ -1,1 +1,26 @@
-//! placeholder
+//! The Docker adapter: the container engine behind [`hermes_core::sandbox::Sandbox`].
+//!
+//! Control calls (create, start, stop, inspect, exec create/resize/inspect) go through
+//! bollard. The exec *stream* does not: bollard's TTY decoder takes output beginning
+//! with bytes 0x00-0x02 for a stream header and stalls, so [`hijack`] starts execs with
+//! its own HTTP upgrade and hands the raw connection to [`exec`].
+
+mod endpoint;
+mod error;
+mod exec;
+mod hijack;
+mod pool;
+mod profile;
+
+pub use endpoint::{Endpoint, EndpointError};
+pub use pool::{DockerSandbox, PoolSettings, PoolStatus};
+pub use profile::ContainerProfile;
+
+/// The label every Hermes target container carries (value `target`).
+pub const ROLE_LABEL: &str = "hermes.role";
+/// The label naming the sensor a container belongs to.
+pub const SENSOR_LABEL: &str = "hermes.sensor";
+/// The label holding the creation time (ISO 8601).
+pub const CREATED_LABEL: &str = "hermes.created";
+/// The image label with the persona's SSH banner (written by `images/target/build.sh`).
+pub const BANNER_LABEL: &str = "hermes.persona.ssh_banner";

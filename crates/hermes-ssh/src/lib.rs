@@ -1,1 +1,15 @@
-//! placeholder
+//! The SSH front end: russh behind the core's traits.
+//!
+//! It owns everything that speaks SSH: the persona's banner and algorithm lists, host
+//! keys, the accept loop, and the translation of protocol callbacks into calls on
+//! [`hermes_core::session`].
+
+mod algorithms;
+mod channel;
+mod handler;
+pub mod hostkeys;
+mod server;
+mod tap;
+
+pub use algorithms::{Offer, build_offer};
+pub use server::{SshServer, SshSettings};

@@ -1,1 +1,117 @@
-fn main() {}
+//! `hermes`: command line entry point.
+
+mod logging;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hermes_core::config::{self, ConfigError, LogLevel};
+
+/// Hermes, a high-interaction SSH honeypot: real shells in locked-down containers.
+#[derive(Debug, Parser)]
+#[command(name = "hermes", version, about)]
+struct Cli {
+    /// Log level, overriding `logging.level` from the configuration.
+    #[arg(long, global = true, value_enum)]
+    log_level: Option<LevelArg>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the honeypot.
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = "config/hermes.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file: print the effective configuration (exit 0) or
+    /// every problem with its key path and line (exit 2).
+    CheckConfig {
+        /// Configuration file.
+        #[arg(short, long, default_value = "config/hermes.yaml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "UPPERCASE")]
+enum LevelArg {
+    #[value(alias = "trace")]
+    Trace,
+    #[value(alias = "debug")]
+    Debug,
+    #[value(alias = "info")]
+    Info,
+    #[value(alias = "warning", alias = "WARN", alias = "warn")]
+    Warning,
+    #[value(alias = "error", alias = "CRITICAL", alias = "critical")]
+    Error,
+}
+
+impl From<LevelArg> for LogLevel {
+    fn from(level: LevelArg) -> Self {
+        match level {
+            LevelArg::Trace => LogLevel::Trace,
+            LevelArg::Debug => LogLevel::Debug,
+            LevelArg::Info => LogLevel::Info,
+            LevelArg::Warning => LogLevel::Warning,
+            LevelArg::Error => LogLevel::Error,
+        }
+    }
+}
+
+/// Exit status for an invalid configuration (as the issue tracker and scripts expect).
+const EXIT_CONFIG: u8 = 2;
+
+fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    config::load_file(path).map_err(|error| {
+        report_config_error(&error);
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn report_config_error(error: &ConfigError) {
+    eprintln!("hermes: {error}");
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match load(&config) {
+            Ok(config) => {
+                print!("{}", config.to_yaml());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run { config: path } => {
+            let config = match load(&path) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("hermes: cannot start the async runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let level = cli.log_level.map(LogLevel::from);
+            match runtime.block_on(run::run(config, level)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(target: "hermes", "{error:#}");
+                    eprintln!("hermes: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

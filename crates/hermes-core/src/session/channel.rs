@@ -151,7 +151,12 @@ impl ChannelSession {
     }
 
     /// EOF from the client: closes the process's stdin; its output still arrives.
+    /// With a terminal, EOF changes nothing, as with sshd: the pty master stays open,
+    /// so the shell goes on reading (and Docker would end the whole stream).
     pub async fn eof(&mut self) {
+        if self.pty.is_some() {
+            return;
+        }
         if let Some(running) = self.running.as_mut() {
             let _ = running.input.shutdown().await;
         } else {

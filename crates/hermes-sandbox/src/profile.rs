@@ -1,0 +1,152 @@
+//! The container security profile: how every target container is created.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, RestartPolicy, RestartPolicyNameEnum,
+};
+
+use hermes_core::config::{Config, parse_memory_size};
+
+use crate::{CREATED_LABEL, ROLE_LABEL, SENSOR_LABEL};
+
+/// Everything needed to create a target container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerProfile {
+    /// Image reference.
+    pub image: String,
+    /// Hostname inside (the persona's).
+    pub hostname: String,
+    /// Sensor name, stored as a label to find this instance's containers.
+    pub sensor: String,
+    /// Docker network mode.
+    pub network_mode: String,
+    /// Memory limit in bytes (swap is not allowed on top).
+    pub memory_bytes: i64,
+    /// CPU limit in billionths of a core.
+    pub nano_cpus: i64,
+    /// Process limit.
+    pub pids_limit: i64,
+    /// `/dev/shm` size in bytes.
+    pub shm_bytes: i64,
+    /// Capabilities dropped.
+    pub cap_drop: Vec<String>,
+    /// Capabilities added back.
+    pub cap_add: Vec<String>,
+    /// `--security-opt` values.
+    pub security_opt: Vec<String>,
+}
+
+impl ContainerProfile {
+    /// From a validated configuration.
+    pub fn from_config(config: &Config, sensor: &str) -> Self {
+        let security = &config.container_pool.security;
+        let bytes = |text: &str| {
+            parse_memory_size(text)
+                .and_then(|b| i64::try_from(b).ok())
+                .unwrap_or(i64::MAX)
+        };
+        ContainerProfile {
+            image: config.container_pool.image.clone(),
+            hostname: config.persona.hostname.clone(),
+            sensor: sensor.to_owned(),
+            network_mode: security.network_mode.clone(),
+            memory_bytes: bytes(&security.memory_limit),
+            nano_cpus: (security.cpu_quota * 1e9).round() as i64,
+            pids_limit: i64::from(security.pids_limit),
+            shm_bytes: bytes(&security.tmpfs_size),
+            cap_drop: security.capabilities.drop.clone(),
+            cap_add: security.capabilities.add.clone(),
+            security_opt: security.security_opt.clone(),
+        }
+    }
+
+    /// The body of `POST /containers/create`.
+    pub fn create_body(&self) -> ContainerCreateBody {
+        let labels = HashMap::from([
+            (ROLE_LABEL.to_owned(), "target".to_owned()),
+            (SENSOR_LABEL.to_owned(), self.sensor.clone()),
+            (CREATED_LABEL.to_owned(), hermes_core::time::now_iso8601()),
+        ]);
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            hostname: Some(self.hostname.clone()),
+            labels: Some(labels),
+            tty: Some(false),
+            open_stdin: Some(false),
+            attach_stdin: Some(false),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            network_disabled: Some(self.network_mode == "none"),
+            host_config: Some(HostConfig {
+                network_mode: Some(self.network_mode.clone()),
+                memory: Some(self.memory_bytes),
+                // Equal to memory: no swap on top of the limit.
+                memory_swap: Some(self.memory_bytes),
+                nano_cpus: Some(self.nano_cpus),
+                pids_limit: Some(self.pids_limit),
+                shm_size: Some(self.shm_bytes),
+                cap_drop: Some(self.cap_drop.clone()),
+                cap_add: Some(self.cap_add.clone()),
+                security_opt: Some(self.security_opt.clone()),
+                privileged: Some(false),
+                init: Some(false),
+                readonly_rootfs: Some(false),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                }),
+                auto_remove: Some(false),
+                // PID 1 prints nothing; do not let a container fill the host's disk
+                // through Docker's log driver either.
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("none".to_owned()),
+                    config: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prototype_defaults_become_docker_settings() {
+        let config = Config::default();
+        let profile = ContainerProfile::from_config(&config, "sensor-1");
+        let body = profile.create_body();
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.memory, Some(256 << 20));
+        assert_eq!(host.memory_swap, Some(256 << 20));
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        assert_eq!(host.pids_limit, Some(100));
+        assert_eq!(host.shm_size, Some(50 << 20));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(
+            host.cap_add,
+            Some(vec![
+                "CHOWN".to_owned(),
+                "SETUID".to_owned(),
+                "SETGID".to_owned()
+            ])
+        );
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges:true".to_owned()])
+        );
+        assert_eq!(host.privileged, Some(false));
+        assert!(host.tmpfs.is_none(), "no attacker-writable tmpfs");
+        assert_eq!(body.hostname.as_deref(), Some("web-prod-01"));
+        let labels = body.labels.expect("labels");
+        assert_eq!(labels.get(ROLE_LABEL).map(String::as_str), Some("target"));
+        assert_eq!(
+            labels.get(SENSOR_LABEL).map(String::as_str),
+            Some("sensor-1")
+        );
+    }
+}

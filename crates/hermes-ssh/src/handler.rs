@@ -1,0 +1,234 @@
+//! The russh [`Handler`]: protocol callbacks turned into calls on the core's
+//! [`Connection`] and [`ChannelSession`](hermes_core::session::ChannelSession).
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Response, Session};
+use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
+use tokio::task::JoinSet;
+
+use hermes_core::persona;
+use hermes_core::session::{AuthMethod, Connection};
+
+use crate::channel::{RusshClientChannel, run_channel};
+
+/// State the handler shares with the connection task.
+pub(crate) struct ConnectionShared {
+    /// Set once the client has logged in.
+    pub(crate) authenticated: AtomicBool,
+    /// One task per session channel; awaited before the connection is finished so
+    /// recordings close before `session.closed` is emitted.
+    pub(crate) channels: Mutex<JoinSet<()>>,
+}
+
+impl ConnectionShared {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(ConnectionShared {
+            authenticated: AtomicBool::new(false),
+            channels: Mutex::new(JoinSet::new()),
+        })
+    }
+}
+
+/// The per-connection handler.
+pub(crate) struct SshHandler {
+    conn: Arc<Connection>,
+    shared: Arc<ConnectionShared>,
+    methods: MethodSet,
+}
+
+impl SshHandler {
+    pub(crate) fn new(
+        conn: Arc<Connection>,
+        shared: Arc<ConnectionShared>,
+        keyboard_interactive: bool,
+    ) -> Self {
+        // Debian's packaged sshd_config offers publickey,password; keyboard-interactive
+        // only when the persona turns it on.
+        let mut kinds = vec![MethodKind::PublicKey, MethodKind::Password];
+        if keyboard_interactive {
+            kinds.push(MethodKind::KeyboardInteractive);
+        }
+        SshHandler {
+            conn,
+            shared,
+            methods: MethodSet::from(&kinds[..]),
+        }
+    }
+
+    /// A rejection that keeps advertising the persona's methods, so clients keep trying.
+    fn reject(&self) -> Auth {
+        Auth::Reject {
+            proceed_with_methods: Some(self.methods.clone()),
+            partial_success: false,
+        }
+    }
+
+    async fn password(&mut self, method: AuthMethod, user: &str, password: &str) -> Auth {
+        if self.conn.password_attempt(method, user, password).await {
+            Auth::Accept
+        } else {
+            self.reject()
+        }
+    }
+}
+
+impl Handler for SshHandler {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(self.reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        Ok(self.password(AuthMethod::Password, user, password).await)
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        _offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // No key ever logs in: bots get to the password prompt as on a server whose
+        // authorized_keys do not know them.
+        Ok(self.reject())
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        if !self.methods.contains(&MethodKind::KeyboardInteractive) {
+            return Ok(self.reject());
+        }
+        let Some(mut response) = response else {
+            // PAM's single prompt, as sshd with KbdInteractiveAuthentication yes asks.
+            return Ok(Auth::Partial {
+                name: Cow::Borrowed(""),
+                instructions: Cow::Borrowed(""),
+                prompts: Cow::Owned(vec![(Cow::Borrowed("Password: "), false)]),
+            });
+        };
+        let answer = response
+            .next()
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        match answer {
+            Some(password) => Ok(self
+                .password(AuthMethod::KeyboardInteractive, user, &password)
+                .await),
+            None => Ok(self.reject()),
+        }
+    }
+
+    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        self.shared.authenticated.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        let (read, write) = channel.split();
+        let session = self
+            .conn
+            .open_channel(Arc::new(RusshClientChannel::new(write)));
+        let mut channels = self
+            .shared
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        channels.spawn(run_channel(read, session));
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Nothing is ever connected anywhere; answer as an sshd behind an egress
+        // firewall ("open failed: connect failed").
+        reply.reject(ChannelOpenFailure::ConnectFailed).await;
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if persona::accepts_env(variable_name) {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Debian's sshd_config: X11Forwarding no.
+        session.channel_failure(channel)
+    }
+}

@@ -1,0 +1,157 @@
+//! `hermes run`: wiring the components together, serving, and shutting down cleanly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hermes_core::config::{Config, LogLevel};
+use hermes_core::events::{EventBus, JsonLinesFile, spawn_writer};
+use hermes_core::persona::DEFAULT_SSH_BANNER;
+use hermes_core::session::SessionServices;
+use hermes_sandbox::{ContainerProfile, DockerSandbox, Endpoint, PoolSettings};
+use hermes_ssh::hostkeys;
+use hermes_ssh::{SshServer, SshSettings};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::logging::{self, LogSettings};
+
+/// How long open sessions get to end after SIGTERM before they are cut.
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Result<()> {
+    logging::init(
+        &LogSettings {
+            level: level_override.unwrap_or(config.logging.level),
+            format: config.logging.format,
+            include: config.logging.include_fields.clone(),
+        },
+        Some(&config.logging.output_dir),
+    )
+    .with_context(|| {
+        format!(
+            "cannot open the log directory {}",
+            config.logging.output_dir.display()
+        )
+    })?;
+    let config = Arc::new(config);
+    let sensor = config.sensor_name();
+    tracing::info!(target: "hermes", version = env!("CARGO_PKG_VERSION"), sensor, "starting");
+
+    let event_path = config.logging.output_dir.join(&config.logging.event_file);
+    let (events, receiver) = EventBus::new(&sensor);
+    let sink = JsonLinesFile::open(&event_path)
+        .with_context(|| format!("cannot open the event log {}", event_path.display()))?;
+    let writer =
+        spawn_writer(receiver, vec![Box::new(sink)]).context("cannot start the event writer")?;
+
+    let (host_keys, generated) =
+        hostkeys::load_or_generate(&config.server.host_key_path).context("host keys")?;
+    for path in generated {
+        tracing::info!(target: "hermes", path = %path.display(), "generated host key");
+    }
+
+    let endpoint = Endpoint::from_config(
+        &config.docker.socket_path,
+        config.docker.base_url.as_deref(),
+    )?;
+    let profile = ContainerProfile::from_config(&config, &sensor);
+    let sandbox = DockerSandbox::connect(
+        endpoint,
+        profile,
+        PoolSettings::from_config(&config),
+        events.clone(),
+    )
+    .await
+    .context("Docker is required (scripts/ensure-docker.sh installs and starts it)")?;
+    let image_banner = sandbox.image_banner().await.context("target image")?;
+    let banner = match config.persona.ssh_banner.as_str() {
+        "auto" => image_banner.unwrap_or_else(|| DEFAULT_SSH_BANNER.to_owned()),
+        configured => configured.to_owned(),
+    };
+    if !banner.starts_with("SSH-2.0-") || !banner.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        bail!("the image's banner label {banner:?} is not an SSH-2.0 identification string");
+    }
+
+    let address = (config.server.host, config.server.port);
+    let listener = TcpListener::bind(address).await.with_context(|| {
+        format!(
+            "cannot listen on {}:{}",
+            config.server.host, config.server.port
+        )
+    })?;
+
+    sandbox.start().await;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let services = SessionServices::new(
+        Arc::clone(&config),
+        events.clone(),
+        sandbox.clone(),
+        shutdown_rx.clone(),
+    );
+    tracing::info!(
+        target: "hermes",
+        credentials = services.policy.credential_count(),
+        accept_all_after_failures = config.authentication.accept_all_after_failures,
+        "credential policy loaded"
+    );
+    let server = SshServer::new(
+        SshSettings {
+            banner: banner.clone(),
+            host_keys,
+            keyboard_interactive: config.persona.keyboard_interactive,
+            max_auth_tries: config.persona.max_auth_tries,
+            login_grace: (config.persona.login_grace_time > 0)
+                .then(|| Duration::from_secs(config.persona.login_grace_time)),
+        },
+        services,
+    );
+    tokio::spawn(report_pool_ready(
+        sandbox.clone(),
+        config.container_pool.spawn_timeout,
+    ));
+    tokio::spawn(wait_for_signal(shutdown_tx));
+    tracing::info!(target: "hermes", address = %format!("{}:{}", config.server.host, config.server.port), banner, "listening");
+
+    server.serve(listener, shutdown_rx, DRAIN).await;
+
+    tracing::info!(target: "hermes", "stopping containers");
+    sandbox.shutdown().await;
+    events.flush().await;
+    drop(server);
+    drop(events);
+    tracing::info!(target: "hermes", "stopped");
+    // The writer thread ends once the last bus clone is gone; do not wait on clones a
+    // detached task may still hold.
+    drop(writer);
+    Ok(())
+}
+
+async fn report_pool_ready(sandbox: Arc<DockerSandbox>, spawn_timeout: u64) {
+    let started = std::time::Instant::now();
+    if sandbox
+        .wait_ready(Duration::from_secs(spawn_timeout.max(60)))
+        .await
+    {
+        tracing::info!(target: "hermes::sandbox", ready = sandbox.status().ready, elapsed_ms = started.elapsed().as_millis() as u64, "container pool ready");
+    } else {
+        tracing::warn!(target: "hermes::sandbox", status = ?sandbox.status(), "container pool not full yet");
+    }
+}
+
+async fn wait_for_signal(shutdown: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!(target: "hermes", "cannot install signal handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(target: "hermes", signal = name, "shutting down");
+    shutdown.send_replace(true);
+}

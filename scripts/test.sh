@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit tests and end-to-end tests against a
+# real Docker engine and the real OpenSSH client.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/ensure-docker.sh
+if ! command -v ssh >/dev/null 2>&1 || [ ! -x /usr/sbin/sshd ]; then
+  echo "installing the OpenSSH client and server (test peers)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client openssh-server >/dev/null
+fi
+images/target/build.sh hermes-target:latest
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
