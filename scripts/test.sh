@@ -7,7 +7,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/ensure-docker.sh
 if ! command -v ssh >/dev/null 2>&1 || [ ! -x /usr/sbin/sshd ]; then
   echo "installing the OpenSSH client and server (test peers)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client openssh-server >/dev/null
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq openssh-client openssh-server >/dev/null 2>&1 || {
+    apt-get update -qq && apt-get install -y -qq openssh-client openssh-server >/dev/null
+  }
 fi
 images/target/build.sh hermes-target:latest
 

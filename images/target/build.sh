@@ -19,7 +19,10 @@ fi
 
 if ! command -v debootstrap >/dev/null 2>&1; then
   echo "installing debootstrap"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq debootstrap >/dev/null 2>&1 || {
+    apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null
+  }
 fi
 
 packages=(

@@ -130,8 +130,11 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
     }
 
     // Second pass: value rules (ranges, formats), every failure with its location.
-    serde_saphyr::from_str_with_options_valid::<Config>(text, options())
-        .map_err(|error| invalid(validation_issues(&error)))
+    serde_saphyr::from_str_with_options_valid::<Config>(text, options()).map_err(|error| {
+        let mut issues = validation_issues(&error);
+        issues.sort_by_key(|issue| (issue.line, issue.column));
+        invalid(issues)
+    })
 }
 
 fn options() -> serde_saphyr::options::Options {

@@ -1,0 +1,162 @@
+//! The `hermes` command line without Docker: config checking and bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn hermes(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hermes"))
+        .args(args)
+        .output()
+        .expect("run hermes")
+}
+
+fn check(yaml: &[u8]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let output = hermes(&[
+        "check-config",
+        "--config",
+        path.to_str().expect("utf-8 path"),
+    ]);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn malformed_configs_exit_2_naming_key_and_line() {
+    let cases: &[(&str, &[u8], &[&str])] = &[
+        (
+            "unknown key",
+            b"server:\n  port: 2222\n  colour: blue\n",
+            &["server.colour", "line 3", "unknown field"],
+        ),
+        (
+            "unknown nested key",
+            b"container_pool:\n  security:\n    memory_limit: 256m\n    seccomp: off\n",
+            &["container_pool.security.seccomp", "line 4"],
+        ),
+        ("wrong type", b"container_pool:\n  size: three\n", &["container_pool.size", "line 2"]),
+        (
+            "out of range",
+            b"server:\n  port: 22\n  session_timeout: 10\ncontainer_pool:\n  security:\n    cpu_quota: 99\n",
+            &["server.session_timeout", "line 3", "container_pool.security.cpu_quota", "line 6"],
+        ),
+        ("port out of range", b"server:\n  port: 70000\n", &["server.port", "line 2"]),
+        ("duplicate key", b"server:\n  port: 22\n  port: 23\n", &["server.port", "line 3", "duplicate"]),
+        ("empty file", b"", &["empty", "line 1"]),
+        ("only comments", b"# nothing here\n", &["empty"]),
+        ("not a mapping", b"- server\n", &["line 1"]),
+        ("broken yaml", b"server: [1, 2\n", &["line 1"]),
+        ("not utf-8", b"server:\n  host: \"\xff\"\n", &["UTF-8", "line 2"]),
+        (
+            "bad memory size",
+            b"container_pool:\n  security:\n    memory_limit: lots\n",
+            &["container_pool.security.memory_limit", "line 3"],
+        ),
+        (
+            "unsafe network",
+            b"container_pool:\n  security:\n    network_mode: host\n",
+            &["container_pool.security.network_mode", "line 3"],
+        ),
+        (
+            "credential without password",
+            b"authentication:\n  static_credentials:\n    - username: root\n",
+            &["authentication.static_credentials[0]", "password"],
+        ),
+    ];
+    for (name, yaml, expected) in cases {
+        let (code, stdout, stderr) = check(yaml);
+        assert_eq!(code, Some(2), "{name}: exit code; stderr: {stderr}");
+        assert!(stdout.is_empty(), "{name}: nothing on stdout");
+        for needle in *expected {
+            assert!(
+                stderr.contains(needle),
+                "{name}: `{needle}` missing from:\n{stderr}"
+            );
+        }
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn every_value_error_is_reported_at_once() {
+    let (code, _, stderr) = check(
+        b"server:\n  session_timeout: 1\ncontainer_pool:\n  size: 0\n  spawn_timeout: 1\n  security:\n    pids_limit: 1\n",
+    );
+    assert_eq!(code, Some(2));
+    for key in [
+        "server.session_timeout",
+        "container_pool.size",
+        "container_pool.spawn_timeout",
+        "container_pool.security.pids_limit",
+    ] {
+        assert!(stderr.contains(key), "{key} missing:\n{stderr}");
+    }
+}
+
+#[test]
+fn a_valid_config_prints_the_effective_configuration() {
+    let (code, stdout, stderr) = check(b"server:\n  port: 2200\n");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("port: 2200"), "{stdout}");
+    // Defaults are filled in.
+    assert!(stdout.contains("memory_limit: 256m"), "{stdout}");
+    assert!(stdout.contains("accept_all_after_failures: 3"), "{stdout}");
+}
+
+#[test]
+fn the_shipped_configs_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for file in ["config/hermes.yaml", "config/hermes.example.yaml"] {
+        let path = root.join(file);
+        let output = hermes(&["check-config", "--config", path.to_str().expect("utf-8")]);
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn run_refuses_a_bad_config_with_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "logging:\n  level: LOUD\n").expect("write");
+    let output = hermes(&["run", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("logging.level") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_error() {
+    let output = hermes(&["check-config", "--config", "/nonexistent/hermes.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot read /nonexistent/hermes.yaml")
+    );
+}
+
+#[test]
+fn version_and_log_level_flags() {
+    let output = hermes(&["--version"]);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("hermes {}", env!("CARGO_PKG_VERSION"))
+    );
+    let output = hermes(&["--log-level", "LOUD", "check-config"]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "clap rejects an unknown level"
+    );
+}

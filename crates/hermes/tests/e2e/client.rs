@@ -1,0 +1,143 @@
+//! An in-process SSH client (russh) for tests that need exact bytes, resizes or
+//! timings the OpenSSH client does not expose.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::client::{self, Handle, Msg};
+use russh::keys::PublicKeyOrCertificate;
+use russh::{Channel, ChannelMsg};
+
+pub struct AcceptAnyKey;
+
+impl client::Handler for AcceptAnyKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// A logged-in connection.
+pub struct Client {
+    pub handle: Handle<AcceptAnyKey>,
+}
+
+impl Client {
+    /// Connects and logs in with a password; panics when the login fails.
+    pub async fn login(port: u16, user: &str, password: &str) -> Client {
+        // Like OpenSSH for interactive sessions: no Nagle delay on small packets.
+        let config = Arc::new(client::Config {
+            nodelay: true,
+            ..Default::default()
+        });
+        let mut handle = client::connect(config, ("127.0.0.1", port), AcceptAnyKey)
+            .await
+            .expect("connect");
+        let result = handle
+            .authenticate_password(user, password)
+            .await
+            .expect("auth exchange");
+        assert!(result.success(), "login {user}/{password} refused");
+        Client { handle }
+    }
+
+    /// Opens a session channel with a terminal of `width` x `height` and a shell.
+    pub async fn shell(&self, width: u32, height: u32) -> Shell {
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .expect("open session");
+        channel
+            .request_pty(true, "xterm-256color", width, height, 0, 0, &[])
+            .await
+            .expect("pty");
+        channel.request_shell(true).await.expect("shell");
+        Shell {
+            channel,
+            received: Vec::new(),
+            exit_status: None,
+            closed: false,
+        }
+    }
+}
+
+/// An interactive shell channel and everything it has received.
+pub struct Shell {
+    pub channel: Channel<Msg>,
+    pub received: Vec<u8>,
+    pub exit_status: Option<u32>,
+    pub closed: bool,
+}
+
+impl Shell {
+    pub async fn send(&self, text: &str) {
+        self.channel.data(text.as_bytes()).await.expect("send");
+    }
+
+    /// Reads until `needle` has been received (after `from`), or the timeout.
+    pub async fn read_until(&mut self, needle: &str, from: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if contains(
+                &self.received[from.min(self.received.len())..],
+                needle.as_bytes(),
+            ) {
+                return true;
+            }
+            if self.closed {
+                return false;
+            }
+            match tokio::time::timeout_at(deadline, self.channel.wait()).await {
+                Err(_) => return false,
+                Ok(message) => self.absorb(message),
+            }
+        }
+    }
+
+    /// Reads until more than `count` bytes have been received (or the timeout).
+    pub async fn wait_for_bytes(&mut self, count: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.received.len() <= count && !self.closed {
+            match tokio::time::timeout_at(deadline, self.channel.wait()).await {
+                Err(_) => return false,
+                Ok(message) => self.absorb(message),
+            }
+        }
+        self.received.len() > count
+    }
+
+    /// Reads until the channel closes (or the timeout).
+    pub async fn read_to_close(&mut self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.closed {
+            match tokio::time::timeout_at(deadline, self.channel.wait()).await {
+                Err(_) => return false,
+                Ok(message) => self.absorb(message),
+            }
+        }
+        true
+    }
+
+    fn absorb(&mut self, message: Option<ChannelMsg>) {
+        match message {
+            Some(ChannelMsg::Data { data }) => self.received.extend_from_slice(&data),
+            Some(ChannelMsg::ExtendedData { data, .. }) => self.received.extend_from_slice(&data),
+            Some(ChannelMsg::ExitStatus { exit_status }) => self.exit_status = Some(exit_status),
+            Some(ChannelMsg::Close) | None => self.closed = true,
+            Some(_) => {}
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.received).into_owned()
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}

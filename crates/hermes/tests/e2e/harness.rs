@@ -1,0 +1,344 @@
+//! Test harness: a real `hermes` process on loopback with its own sensor name (so its
+//! containers are told apart from other tests'), a real Docker engine, and clients.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The image the end-to-end tests run (built by `images/target/build.sh`).
+pub const IMAGE: &str = "hermes-target:latest";
+
+/// True when Docker and the target image are there. Under `CI=true` their absence is
+/// a failure, never a silent skip.
+pub fn require_docker() -> bool {
+    let docker_ok = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if docker_ok {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "Docker engine or image {IMAGE} missing: run scripts/test.sh, which installs and builds them"
+        );
+    }
+    eprintln!(
+        "SKIPPED: Docker engine or image {IMAGE} not available (set CI=true to make this a failure)"
+    );
+    false
+}
+
+/// Knobs the tests turn.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub credentials: Vec<(&'static str, &'static str)>,
+    pub accept_after: u32,
+    pub pool_size: u32,
+    pub max_sessions: u32,
+    pub keyboard_interactive: bool,
+    pub failure_delay_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            credentials: vec![("root", "toor"), ("admin", "admin"), ("admin", "s3cret")],
+            accept_after: 0,
+            pool_size: 1,
+            max_sessions: 10,
+            keyboard_interactive: false,
+            failure_delay_ms: 0,
+        }
+    }
+}
+
+/// A running Hermes.
+pub struct Hermes {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub sensor: String,
+    pub hostname: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn unique_sensor() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("test-{}-{nanos:x}", std::process::id())
+}
+
+impl Hermes {
+    /// Writes a config, starts `hermes run`, waits until it listens and the pool is full.
+    pub fn start(options: Options) -> Hermes {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let sensor = unique_sensor();
+        let hostname = "web-prod-01".to_owned();
+        let credentials: String = options
+            .credentials
+            .iter()
+            .map(|(u, p)| format!("    - {{username: \"{u}\", password: \"{p}\"}}\n"))
+            .collect();
+        let base = dir.path().display();
+        let config = format!(
+            r#"server:
+  host: "127.0.0.1"
+  port: {port}
+  host_key_path: "{base}/keys/ssh_host_rsa_key"
+  max_concurrent_sessions: {max_sessions}
+  sensor_name: "{sensor}"
+persona:
+  hostname: "{hostname}"
+  keyboard_interactive: {ki}
+  auth_failure_delay_ms: {delay}
+  auth_failure_jitter_ms: 0
+authentication:
+  static_credentials:
+{credentials}  accept_all_after_failures: {accept_after}
+container_pool:
+  size: {pool}
+  image: "{IMAGE}"
+recording:
+  output_dir: "{base}/recordings"
+logging:
+  level: DEBUG
+  format: json
+  output_dir: "{base}/logs"
+"#,
+            max_sessions = options.max_sessions,
+            ki = options.keyboard_interactive,
+            delay = options.failure_delay_ms,
+            accept_after = options.accept_after,
+            pool = options.pool_size,
+        );
+        let config_path = dir.path().join("hermes.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        let stdout = std::fs::File::create(dir.path().join("stdout.log")).expect("stdout log");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
+        let child = Command::new(env!("CARGO_BIN_EXE_hermes"))
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn hermes");
+        let mut hermes = Hermes {
+            child: Some(child),
+            dir,
+            port,
+            sensor,
+            hostname,
+        };
+        hermes.wait_until_ready();
+        hermes
+    }
+
+    fn wait_until_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("hermes exited early ({status}):\n{}", self.output());
+            }
+            if self.output().contains("container pool ready") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("hermes did not become ready:\n{}", self.output());
+    }
+
+    /// What Hermes printed so far (operational log and errors).
+    pub fn output(&self) -> String {
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!("{}{}", read("stdout.log"), read("stderr.log"))
+    }
+
+    pub fn recordings(&self) -> PathBuf {
+        self.dir.path().join("recordings")
+    }
+
+    /// Every event written so far, each checked against the catalogue.
+    pub fn events(&self) -> Vec<Value> {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("logs/hermes.json")).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                let value: Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("bad event line {line:?}: {e}"));
+                let object = value.as_object().expect("event is an object");
+                let id = object
+                    .get("eventid")
+                    .and_then(Value::as_str)
+                    .expect("eventid");
+                let known = hermes_core::events::EventId::from_name(id)
+                    .unwrap_or_else(|| panic!("event id {id} is not in the catalogue"));
+                known
+                    .check(object)
+                    .unwrap_or_else(|e| panic!("{e}: {line}"));
+                value
+            })
+            .collect()
+    }
+
+    /// Waits until `predicate` holds for the event list.
+    pub fn wait_for_events(&self, what: &str, predicate: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let events = self.events();
+            if predicate(&events) {
+                return events;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; events:\n{events:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "hermes did not exit within 30 s of SIGTERM:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Containers of this instance in the given Docker state filter (`running`, ...).
+    pub fn containers(&self, status: Option<&str>) -> Vec<String> {
+        let mut command = Command::new("docker");
+        command.args(["ps", "-a", "-q", "--no-trunc", "--filter"]);
+        command.arg(format!("label=hermes.sensor={}", self.sensor));
+        if let Some(status) = status {
+            command.args(["--filter", &format!("status={status}")]);
+        }
+        let output = command.output().expect("docker ps");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// An OpenSSH client command for `user`, answering password prompts with
+    /// `passwords` in order (through SSH_ASKPASS).
+    pub fn ssh(&self, user: &str, passwords: &[&str], method: &str) -> Command {
+        let work = self.dir.path().join(format!("askpass-{}", unique_sensor()));
+        std::fs::create_dir_all(&work).expect("askpass dir");
+        let list = work.join("passwords");
+        let mut file = std::fs::File::create(&list).expect("password list");
+        for password in passwords {
+            writeln!(file, "{password}").expect("write password");
+        }
+        let script = work.join("askpass.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nn=$(cat '{dir}/count' 2>/dev/null || echo 0)\necho $((n+1)) > '{dir}/count'\nsed -n \"$((n+1))p\" '{list}'\n",
+                dir = work.display(),
+                list = list.display()
+            ),
+        )
+        .expect("askpass script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut command = Command::new("ssh");
+        command
+            .env("SSH_ASKPASS", &script)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env_remove("SSH_AUTH_SOCK")
+            .args(["-F", "/dev/null", "-p", &self.port.to_string()])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(["-o", "PubkeyAuthentication=no", "-o", "LogLevel=ERROR"])
+            .args(["-o", &format!("PreferredAuthentications={method}")])
+            .args([
+                "-o",
+                &format!("NumberOfPasswordPrompts={}", passwords.len().max(1)),
+            ])
+            .arg(format!("{user}@127.0.0.1"));
+        command
+    }
+}
+
+impl Drop for Hermes {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Tests leave no containers behind.
+        let ids = self.containers(None);
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Parses an asciicast v2 file: header and events.
+pub fn read_cast(path: &Path) -> (Value, Vec<(f64, String, String)>) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header: Value =
+        serde_json::from_str(lines.next().expect("header line")).expect("header json");
+    let events = lines
+        .map(|line| {
+            let event: (f64, String, String) = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("bad cast line {line:?}: {e}"));
+            event
+        })
+        .collect();
+    (header, events)
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `hermes` binary, a real Docker engine, the real OpenSSH
+//! client and an in-process russh client.
+
+mod auth;
+mod client;
+mod harness;
+mod pool;
+mod shell;
