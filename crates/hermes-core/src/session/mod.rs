@@ -315,6 +315,13 @@ impl Connection {
         self.write_metadata();
         if at_capacity {
             tracing::warn!(target: "hermes::session", session_id = %self.context.session, "max_concurrent_sessions reached; session will be refused");
+            self.emit_session_error(
+                "capacity",
+                &format!(
+                    "server.max_concurrent_sessions ({}) reached",
+                    self.services.config.server.max_concurrent_sessions
+                ),
+            );
             self.lease
                 .send_replace(LeaseState::Failed(EndReason::Capacity));
             return;

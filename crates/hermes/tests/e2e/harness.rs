@@ -46,6 +46,8 @@ pub struct Options {
     pub max_sessions: u32,
     pub keyboard_interactive: bool,
     pub failure_delay_ms: u64,
+    /// Reuse a sensor name (to meet an earlier instance's containers).
+    pub sensor: Option<String>,
 }
 
 impl Default for Options {
@@ -57,6 +59,7 @@ impl Default for Options {
             max_sessions: 10,
             keyboard_interactive: false,
             failure_delay_ms: 0,
+            sensor: None,
         }
     }
 }
@@ -90,7 +93,7 @@ impl Hermes {
     pub fn start(options: Options) -> Hermes {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let sensor = unique_sensor();
+        let sensor = options.sensor.clone().unwrap_or_else(unique_sensor);
         let hostname = "web-prod-01".to_owned();
         let credentials: String = options
             .credentials
@@ -236,6 +239,14 @@ logging:
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process with SIGKILL: no cleanup at all, as after a crash.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 

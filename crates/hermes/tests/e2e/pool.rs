@@ -171,3 +171,122 @@ async fn sigterm_with_a_session_open_stops_every_container_and_exits_zero() {
             .any(|e| e["eventid"] == "cowrie.session.closed")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_pool_creates_containers_on_demand() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    // Three logins at once against a pool of one: the pool cannot refill that fast.
+    let (a, b, c) = tokio::join!(
+        Client::login(hermes.port, "root", "toor"),
+        Client::login(hermes.port, "admin", "admin"),
+        Client::login(hermes.port, "admin", "s3cret"),
+    );
+    let events = hermes.wait_for_events("three allocations", |events| {
+        events
+            .iter()
+            .filter(|e| e["eventid"] == "hermes.container.allocate")
+            .count()
+            == 3
+    });
+    let allocations: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["eventid"] == "hermes.container.allocate")
+        .collect();
+    let sources: Vec<&str> = allocations
+        .iter()
+        .filter_map(|e| e["source"].as_str())
+        .collect();
+    assert!(sources.contains(&"pool"), "{sources:?}");
+    assert!(sources.contains(&"on_demand"), "{sources:?}");
+    let distinct: HashSet<&str> = allocations
+        .iter()
+        .filter_map(|e| e["container_id"].as_str())
+        .collect();
+    assert_eq!(distinct.len(), 3);
+    for client in [&a, &b, &c] {
+        let mut shell = client.shell(80, 24).await;
+        assert!(shell.read_until("# ", 0, Duration::from_secs(20)).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_beyond_max_concurrent_sessions_are_told_and_closed() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options {
+        max_sessions: 1,
+        ..Options::default()
+    });
+    let first = Client::login(hermes.port, "root", "toor").await;
+    let mut first_shell = first.shell(80, 24).await;
+    assert!(
+        first_shell
+            .read_until("# ", 0, Duration::from_secs(20))
+            .await
+    );
+
+    // The second login succeeds at the SSH level, then hears pam_limits' answer.
+    let second = Client::login(hermes.port, "admin", "admin").await;
+    let mut refused = second.shell(80, 24).await;
+    assert!(
+        refused
+            .read_until("Too many logins for 'admin'.", 0, Duration::from_secs(10))
+            .await,
+        "{:?}",
+        refused.text()
+    );
+    assert!(refused.read_to_close(Duration::from_secs(10)).await);
+    let events = hermes.wait_for_events("capacity error", |events| {
+        events
+            .iter()
+            .any(|e| e["eventid"] == "hermes.session.error" && e["stage"] == "capacity")
+    });
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["eventid"] == "hermes.container.allocate")
+            .count(),
+        1,
+        "no container for the refused session"
+    );
+    // The first session is untouched.
+    let mark = first_shell.received.len();
+    first_shell.send("echo first-$((2*3))\n").await;
+    assert!(
+        first_shell
+            .read_until("first-6", mark, Duration::from_secs(10))
+            .await
+    );
+}
+
+#[test]
+fn containers_left_running_by_a_killed_instance_are_stopped_at_startup() {
+    if !require_docker() {
+        return;
+    }
+    let mut first = Hermes::start(Options {
+        pool_size: 2,
+        ..Options::default()
+    });
+    first.kill_hard();
+    assert_eq!(
+        first.containers(Some("running")).len(),
+        2,
+        "SIGKILL leaves the pool running"
+    );
+    let second = Hermes::start(Options {
+        pool_size: 1,
+        sensor: Some(first.sensor.clone()),
+        ..Options::default()
+    });
+    // The leftovers are stopped (and kept); only the new pool runs.
+    assert_eq!(second.containers(Some("exited")).len(), 2);
+    assert_eq!(second.containers(Some("running")).len(), 1);
+}
