@@ -2,6 +2,8 @@
 //! Docker. The SSH front end and the container engine are adapters (other crates) that
 //! the core drives through the traits in [`sandbox`] and [`session`].
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod auth;
 pub mod config;
 pub mod escape;

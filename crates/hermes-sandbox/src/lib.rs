@@ -5,6 +5,8 @@
 //! with bytes 0x00-0x02 for a stream header and stalls, so [`hijack`] starts execs with
 //! its own HTTP upgrade and hands the raw connection to [`exec`].
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod endpoint;
 mod error;
 mod exec;

@@ -4,6 +4,8 @@
 //! keys, the accept loop, and the translation of protocol callbacks into calls on
 //! [`hermes_core::session`].
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod algorithms;
 mod channel;
 mod handler;

@@ -1,5 +1,7 @@
 //! `hermes`: command line entry point.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod logging;
 mod run;
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
-use super::{ClientChannel, Connection, messages};
+use super::{ClientChannel, Connection};
 use crate::escape::escape_untrusted;
 use crate::events::{EventBuilder, EventId};
 use crate::persona;
@@ -197,7 +197,7 @@ impl ChannelSession {
             .username
             .clone()
             .unwrap_or_default();
-        let spec = self.process_spec(&program, &username);
+        let spec = self.process_spec(&program);
         let process = match self.conn.services.sandbox.spawn(&lease, spec).await {
             Ok(process) => process,
             Err(error) => {
@@ -233,12 +233,12 @@ impl ChannelSession {
         self.running = Some(running);
     }
 
-    fn process_spec(&self, program: &Program, username: &str) -> ProcessSpec {
+    /// Every login runs as root for now, whatever the username (per-user accounts are
+    /// not built yet).
+    fn process_spec(&self, program: &Program) -> ProcessSpec {
         let context = &self.conn.context;
         let src_ip = context.src.ip().to_canonical();
         let dst_ip = context.dst.ip().to_canonical();
-        // Every login runs as root for now; see the issue tracker for per-user accounts.
-        let _ = username;
         let mut env = vec![
             ("HOME".to_owned(), "/root".to_owned()),
             ("USER".to_owned(), "root".to_owned()),
@@ -343,18 +343,24 @@ impl ChannelSession {
 
     /// No container or no process: tell the client in the stage's words, then end.
     async fn fail(&mut self, reason: EndReason) {
-        let username = self
-            .conn
-            .state()
-            .metadata
-            .username
-            .clone()
-            .unwrap_or_default();
-        let hostname = self.conn.services.config.persona.hostname.clone();
-        let message = messages::end_message(reason, &username, &hostname);
-        let _ = self.client.data(Bytes::from(message)).await;
+        tell(&self.conn, self.client.as_ref(), &self.recorder, reason).await;
         self.conn.terminate(reason).await;
     }
+}
+
+/// Writes the stage's end message to the client (and the recording, when there is one).
+async fn tell(
+    conn: &Connection,
+    client: &dyn ClientChannel,
+    recorder: &SharedRecorder,
+    reason: EndReason,
+) {
+    let message = conn.end_message(reason);
+    if message.is_empty() {
+        return;
+    }
+    with_recorder(recorder, |rec| rec.output(message.as_bytes()));
+    let _ = client.data(Bytes::from(message)).await;
 }
 
 fn with_recorder(
@@ -454,41 +460,19 @@ async fn pump_output(mut ctx: PumpContext) {
             let _ = ctx.client.close().await;
         }
         PumpEnd::Terminated(reason) => {
-            let username = ctx
-                .conn
-                .state()
-                .metadata
-                .username
-                .clone()
-                .unwrap_or_default();
-            let message = messages::end_message(
-                reason,
-                &username,
-                &ctx.conn.services.config.persona.hostname,
-            );
-            if !message.is_empty() {
-                with_recorder(&ctx.recorder, |rec| rec.output(message.as_bytes()));
-                let _ = ctx.client.data(Bytes::from(message)).await;
-            }
+            tell(&ctx.conn, ctx.client.as_ref(), &ctx.recorder, reason).await;
             finish_recording(&ctx.conn, &ctx.recorder);
         }
         PumpEnd::StreamError(error) => {
             tracing::error!(target: "hermes::session", session_id = %ctx.conn.session_id(), %error, "container stream broke");
             ctx.conn.emit_session_error("stream", &error.to_string());
-            let username = ctx
-                .conn
-                .state()
-                .metadata
-                .username
-                .clone()
-                .unwrap_or_default();
-            let message = messages::end_message(
+            tell(
+                &ctx.conn,
+                ctx.client.as_ref(),
+                &ctx.recorder,
                 EndReason::StreamError,
-                &username,
-                &ctx.conn.services.config.persona.hostname,
-            );
-            with_recorder(&ctx.recorder, |rec| rec.output(message.as_bytes()));
-            let _ = ctx.client.data(Bytes::from(message)).await;
+            )
+            .await;
             finish_recording(&ctx.conn, &ctx.recorder);
             ctx.conn.terminate(EndReason::StreamError).await;
         }

@@ -434,6 +434,12 @@ impl Connection {
         ChannelSession::new(Arc::clone(self), client, index)
     }
 
+    /// What the client is told when the session ends for `reason`.
+    fn end_message(&self, reason: EndReason) -> String {
+        let username = self.state().metadata.username.clone().unwrap_or_default();
+        messages::end_message(reason, &username, &self.services.config.persona.hostname)
+    }
+
     fn emit_session_error(&self, stage: &str, error: &str) {
         self.services.events.emit(
             EventBuilder::connection(EventId::SessionError, &self.context)

@@ -1,11 +1,9 @@
 //! The credential policy as a client meets it.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
 use crate::client::Client;
-use crate::harness::{Hermes, Options, require_docker};
+use crate::harness::{Hermes, Options, require_docker, succeeded};
 
 #[test]
 fn after_n_failures_on_one_connection_any_password_is_accepted() {
@@ -18,22 +16,12 @@ fn after_n_failures_on_one_connection_any_password_is_accepted() {
     });
 
     // Two failures, then a third, arbitrary password gets in.
-    let output = hermes
-        .ssh("oracle", &["wrong-1", "wrong-2", "whatever-3"], "password")
-        .arg("echo in-after-$((1+1))-failures")
-        .output()
-        .expect("ssh");
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stderr: {}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        hermes.output()
+    let ok = succeeded(
+        hermes
+            .ssh("oracle", &["wrong-1", "wrong-2", "whatever-3"], "password")
+            .arg("echo in-after-$((1+1))-failures"),
     );
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout),
-        "in-after-2-failures\n"
-    );
+    assert_eq!(ok, "in-after-2-failures\n");
 
     // With only two tries on the connection the rule never fires.
     let output = hermes
@@ -131,29 +119,18 @@ fn keyboard_interactive_answers_go_through_the_same_policy() {
         accept_after: 1,
         ..Options::default()
     });
-    let output = hermes
-        .ssh("root", &["toor"], "keyboard-interactive")
-        .arg("echo kbd-ok")
-        .output()
-        .expect("ssh");
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let ok = succeeded(
+        hermes
+            .ssh("root", &["toor"], "keyboard-interactive")
+            .arg("echo kbd-ok"),
     );
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "kbd-ok\n");
-    let output = hermes
-        .ssh("nobody", &["bad", "then-anything"], "keyboard-interactive")
-        .arg("echo kbd-accept-all")
-        .output()
-        .expect("ssh");
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    assert_eq!(ok, "kbd-ok\n");
+    let ok = succeeded(
+        hermes
+            .ssh("nobody", &["bad", "then-anything"], "keyboard-interactive")
+            .arg("echo kbd-accept-all"),
     );
+    assert_eq!(ok, "kbd-accept-all\n");
     let events = hermes.wait_for_events("logins", |events| {
         events
             .iter()
@@ -171,5 +148,4 @@ fn keyboard_interactive_answers_go_through_the_same_policy() {
         .map(|e| &e["password"])
         .collect();
     assert_eq!(passwords, ["toor", "bad", "then-anything"]);
-    std::thread::sleep(Duration::from_millis(10));
 }

@@ -338,6 +338,18 @@ impl Drop for Hermes {
     }
 }
 
+/// Runs a client command, asserts it exited 0, and returns its stdout.
+pub fn succeeded(command: &mut Command) -> String {
+    let output = command.output().expect("run client");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Parses an asciicast v2 file: header and events.
 pub fn read_cast(path: &Path) -> (Value, Vec<(f64, String, String)>) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
