@@ -62,3 +62,109 @@ pub const COMPRESSION: &[&str] = &["none", "zlib@openssh.com"];
 pub fn accepts_env(name: &str) -> bool {
     name == "LANG" || name.starts_with("LC_")
 }
+
+/// Key exchange names Hermes's SSH transport implements (checked against the
+/// transport in its own tests).
+pub const SUPPORTED_KEX: &[&str] = &[
+    "mlkem768x25519-sha256",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "ecdh-sha2-nistp256",
+    "ecdh-sha2-nistp384",
+    "ecdh-sha2-nistp521",
+    "diffie-hellman-group-exchange-sha256",
+    "diffie-hellman-group-exchange-sha1",
+    "diffie-hellman-group18-sha512",
+    "diffie-hellman-group17-sha512",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group15-sha512",
+    "diffie-hellman-group14-sha256",
+    "diffie-hellman-group14-sha1",
+    "diffie-hellman-group1-sha1",
+    "ext-info-s",
+    "kex-strict-s-v00@openssh.com",
+];
+
+/// Host key algorithms the transport can sign with (Hermes keeps RSA, ECDSA P-256 and
+/// Ed25519 host keys).
+pub const SUPPORTED_HOST_KEY: &[&str] = &[
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ssh-ed25519",
+];
+
+/// Ciphers the transport implements.
+pub const SUPPORTED_CIPHERS: &[&str] = &[
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-cbc",
+    "aes192-cbc",
+    "aes256-cbc",
+];
+
+/// MACs the transport implements.
+pub const SUPPORTED_MACS: &[&str] = &[
+    "hmac-sha2-256-etm@openssh.com",
+    "hmac-sha2-512-etm@openssh.com",
+    "hmac-sha1-etm@openssh.com",
+    "hmac-sha2-256",
+    "hmac-sha2-512",
+    "hmac-sha1",
+];
+
+/// Compression methods the transport implements.
+pub const SUPPORTED_COMPRESSION: &[&str] = &["none", "zlib@openssh.com", "zlib"];
+
+/// The persona's names that the transport implements, in the persona's order.
+pub fn offered(persona: &[&'static str], supported: &[&str]) -> Vec<&'static str> {
+    persona
+        .iter()
+        .copied()
+        .filter(|name| supported.contains(name))
+        .collect()
+}
+
+/// The persona's names the transport cannot offer.
+pub fn left_out(persona: &[&'static str], supported: &[&str]) -> Vec<&'static str> {
+    persona
+        .iter()
+        .copied()
+        .filter(|name| !supported.contains(name))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sntrup_and_umac_are_left_out_of_debians_lists() {
+        let mut missing = Vec::new();
+        for (persona, supported) in [
+            (KEX, SUPPORTED_KEX),
+            (HOST_KEY, SUPPORTED_HOST_KEY),
+            (CIPHERS, SUPPORTED_CIPHERS),
+            (MACS, SUPPORTED_MACS),
+            (COMPRESSION, SUPPORTED_COMPRESSION),
+        ] {
+            missing.extend(left_out(persona, supported));
+        }
+        assert_eq!(
+            missing,
+            [
+                "sntrup761x25519-sha512",
+                "sntrup761x25519-sha512@openssh.com",
+                "umac-64-etm@openssh.com",
+                "umac-128-etm@openssh.com",
+                "umac-64@openssh.com",
+                "umac-128@openssh.com",
+            ]
+        );
+    }
+}

@@ -5,14 +5,18 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Response, Session};
+use russh::keys::{HashAlg, PublicKey};
+use russh::server::{
+    Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
+};
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
 use tokio::task::JoinSet;
 
 use hermes_core::persona;
-use hermes_core::session::{AuthMethod, Connection};
+use hermes_core::session::{AuthMethod, AuthReply, Connection, OfferedKey};
 
 use crate::channel::{RusshClientChannel, run_channel};
+use crate::stream::StreamControl;
 
 /// State the handler shares with the connection task.
 pub(crate) struct ConnectionShared {
@@ -36,13 +40,28 @@ impl ConnectionShared {
 pub(crate) struct SshHandler {
     conn: Arc<Connection>,
     shared: Arc<ConnectionShared>,
+    control: Arc<StreamControl>,
     methods: MethodSet,
+}
+
+fn offered_key(key: &PublicKey) -> OfferedKey {
+    let key_type = key.algorithm().to_string();
+    let openssh = key
+        .to_openssh()
+        .map(|text| text.trim_end().to_owned())
+        .unwrap_or_else(|_| key_type.clone());
+    OfferedKey {
+        fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
+        key_type,
+        openssh,
+    }
 }
 
 impl SshHandler {
     pub(crate) fn new(
         conn: Arc<Connection>,
         shared: Arc<ConnectionShared>,
+        control: Arc<StreamControl>,
         keyboard_interactive: bool,
     ) -> Self {
         // Debian's packaged sshd_config offers publickey,password; keyboard-interactive
@@ -54,6 +73,7 @@ impl SshHandler {
         SshHandler {
             conn,
             shared,
+            control,
             methods: MethodSet::from(&kinds[..]),
         }
     }
@@ -66,20 +86,30 @@ impl SshHandler {
         }
     }
 
-    async fn password(&mut self, method: AuthMethod, user: &str, password: &str) -> Auth {
-        if self.conn.password_attempt(method, user, password).await {
-            Auth::Accept
-        } else {
-            self.reject()
+    /// Turns the core's answer into russh's; at the last try, the client's next packet
+    /// is held so it can be answered with sshd's disconnect instead of a failure.
+    fn answer(&self, reply: AuthReply) -> Auth {
+        if reply.accepted {
+            return Auth::Accept;
         }
+        if reply.last_try {
+            self.control.close_gate();
+        }
+        self.reject()
+    }
+
+    async fn password(&mut self, method: AuthMethod, user: &str, password: &str) -> Auth {
+        let reply = self.conn.password_attempt(method, user, password).await;
+        self.answer(reply)
     }
 }
 
 impl Handler for SshHandler {
     type Error = russh::Error;
 
-    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
-        Ok(self.reject())
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        let reply = self.conn.auth_none(user).await;
+        Ok(self.answer(reply))
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
@@ -88,12 +118,28 @@ impl Handler for SshHandler {
 
     async fn auth_publickey_offered(
         &mut self,
-        _user: &str,
-        _offer: PublicKeyOffer<'_>,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        // No key ever logs in: bots get to the password prompt as on a server whose
-        // authorized_keys do not know them.
-        Ok(self.reject())
+        // Logged always; refused unless the policy accepts keys, so bots get to the
+        // password prompt as on a server whose authorized_keys do not know them.
+        let reply = self
+            .conn
+            .pubkey_offer(user, &offered_key(offer.public_key))
+            .await;
+        Ok(self.answer(reply))
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.conn.pubkey_login(user, &offered_key(key.public_key)) {
+            Ok(Auth::Accept)
+        } else {
+            Ok(self.reject())
+        }
     }
 
     async fn auth_keyboard_interactive<'a>(

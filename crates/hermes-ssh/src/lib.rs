@@ -10,8 +10,10 @@ mod algorithms;
 mod channel;
 mod handler;
 pub mod hostkeys;
+mod ident;
+mod kexinit;
 mod server;
-mod tap;
+mod stream;
 
-pub use algorithms::{Offer, build_offer};
+pub use algorithms::{AlgorithmNames, Offer, build_offer};
 pub use server::{SshServer, SshSettings};

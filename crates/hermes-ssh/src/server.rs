@@ -11,11 +11,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use hermes_core::session::{ClientConnection, Connection, SessionServices};
+use hermes_core::admission::Ticket;
+use hermes_core::session::{ClientConnection, Connection, SessionServices, connection_dropped};
 
-use crate::algorithms::build_offer;
+use crate::algorithms::{AlgorithmNames, build_offer};
 use crate::handler::{ConnectionShared, SshHandler};
-use crate::tap::TappedStream;
+use crate::ident::{self, Outcome};
+use crate::stream::{ClientStream, StreamControl};
 
 /// What the SSH side needs beyond the core's services.
 pub struct SshSettings {
@@ -23,6 +25,8 @@ pub struct SshSettings {
     pub banner: String,
     /// Host keys (at least one).
     pub host_keys: Vec<PrivateKey>,
+    /// Algorithms offered.
+    pub algorithms: AlgorithmNames,
     /// Offer keyboard-interactive.
     pub keyboard_interactive: bool,
     /// sshd's MaxAuthTries.
@@ -31,12 +35,18 @@ pub struct SshSettings {
     pub login_grace: Option<Duration>,
 }
 
-/// The SSH server: a russh configuration and the core services it drives.
-pub struct SshServer {
+/// Everything one connection task needs, shared by all of them.
+struct ServerShared {
     config: Arc<russh::server::Config>,
     services: Arc<SessionServices>,
+    banner: String,
     keyboard_interactive: bool,
     login_grace: Option<Duration>,
+}
+
+/// The SSH server: a russh configuration and the core services it drives.
+pub struct SshServer {
+    shared: Arc<ServerShared>,
 }
 
 /// Ends a connection from the core (timeouts, shutdown) through russh's handle.
@@ -62,30 +72,34 @@ impl ClientConnection for RusshConnection {
 impl SshServer {
     /// Builds the russh configuration from the persona.
     pub fn new(settings: SshSettings, services: Arc<SessionServices>) -> Self {
-        let offer = build_offer();
+        let offer = build_offer(&settings.algorithms);
         if !offer.unsupported.is_empty() {
-            tracing::info!(target: "hermes::ssh", left_out = ?offer.unsupported, "persona algorithms the SSH library does not implement are not offered");
+            tracing::warn!(target: "hermes::ssh", left_out = ?offer.unsupported, "algorithms without an implementation are not offered");
         }
         let config = russh::server::Config {
-            server_id: SshId::Standard(settings.banner.into()),
+            server_id: SshId::Standard(settings.banner.clone().into()),
             methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
-            // The core applies the persona's failure delay itself (with jitter).
+            // The core applies sshd's failure timing itself.
             auth_rejection_time: Duration::ZERO,
             auth_rejection_time_initial: Some(Duration::ZERO),
             keys: settings.host_keys,
             preferred: offer.preferred,
-            // The first "none" probe is rejected too and does not count for sshd.
-            max_auth_attempts: settings.max_auth_tries as usize + 1,
+            // MaxAuthTries is enforced by the core with sshd's disconnect; this is only
+            // a backstop for clients that never stop.
+            max_auth_attempts: settings.max_auth_tries as usize * 2 + 10,
             inactivity_timeout: None,
             keepalive_interval: None,
             nodelay: true,
             ..Default::default()
         };
         SshServer {
-            config: Arc::new(config),
-            services,
-            keyboard_interactive: settings.keyboard_interactive,
-            login_grace: settings.login_grace,
+            shared: Arc::new(ServerShared {
+                config: Arc::new(config),
+                services,
+                banner: settings.banner,
+                keyboard_interactive: settings.keyboard_interactive,
+                login_grace: settings.login_grace,
+            }),
         }
     }
 
@@ -104,7 +118,24 @@ impl SshServer {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let local = stream.local_addr().unwrap_or(peer);
-                        connections.spawn(self.connection(stream, peer, local, connection_shutdown.clone()));
+                        let services = &self.shared.services;
+                        match services.admission.admit(peer.ip().to_canonical()) {
+                            Ok(ticket) => {
+                                connections.spawn(run_connection(
+                                    Arc::clone(&self.shared),
+                                    stream,
+                                    peer,
+                                    local,
+                                    ticket,
+                                    connection_shutdown.clone(),
+                                ));
+                            }
+                            Err(reason) => {
+                                // As sshd past MaxStartups: closed before the banner.
+                                drop(stream);
+                                connection_dropped(services, peer, local, reason);
+                            }
+                        }
                     }
                     Err(error) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -127,60 +158,76 @@ impl SshServer {
             connections.shutdown().await;
         }
     }
-
-    fn connection(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        local: SocketAddr,
-        shutdown: watch::Receiver<bool>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let config = Arc::clone(&self.config);
-        let services = Arc::clone(&self.services);
-        let keyboard_interactive = self.keyboard_interactive;
-        let login_grace = self.login_grace;
-        async move {
-            let conn = Connection::accept(services, peer, local);
-            run_connection(
-                conn,
-                stream,
-                config,
-                keyboard_interactive,
-                login_grace,
-                shutdown,
-            )
-            .await;
-        }
-    }
 }
 
 async fn run_connection(
-    conn: Arc<Connection>,
-    stream: TcpStream,
-    config: Arc<russh::server::Config>,
-    keyboard_interactive: bool,
-    login_grace: Option<Duration>,
+    shared: Arc<ServerShared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    ticket: Ticket,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let shared = ConnectionShared::new();
-    let handler = SshHandler::new(Arc::clone(&conn), Arc::clone(&shared), keyboard_interactive);
-    let reporter = Arc::clone(&conn);
-    let tapped = TappedStream::new(stream, move |line: String| reporter.client_version(&line));
-    // run_stream returns once the client's identification line is read: bound it by
-    // the login grace time, as sshd does.
-    let grace = login_grace.unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
-    let started =
-        tokio::time::timeout(grace, russh::server::run_stream(config, tapped, handler)).await;
-    let mut running = match started {
-        Ok(Ok(running)) => running,
-        Ok(Err(error)) => {
-            tracing::debug!(target: "hermes::ssh", session_id = %conn.session_id(), %error, "SSH handshake failed");
+    let conn = Connection::accept(Arc::clone(&shared.services), peer, local, Some(ticket));
+    let grace = shared
+        .login_grace
+        .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
+    let started = tokio::time::Instant::now();
+
+    let line = match ident::exchange(&mut stream, &shared.banner, grace).await {
+        Ok(Outcome::Accepted(line)) => {
+            conn.client_version(&line);
+            line
+        }
+        Ok(Outcome::Refused { reply, line }) => {
+            conn.bad_version(&line, reply);
             conn.finish();
             return;
         }
-        Err(_) => {
-            tracing::debug!(target: "hermes::ssh", session_id = %conn.session_id(), "no identification before the login grace time");
+        Ok(Outcome::Unsupported(line)) => {
+            conn.client_version(&line);
+            tracing::info!(target: "hermes::ssh", session_id = %conn.session_id(), "identification sshd accepts but the SSH library does not; closing");
+            conn.finish();
+            return;
+        }
+        Ok(Outcome::TimedOut) => {
+            conn.login_grace_expired(grace.as_secs());
+            conn.finish();
+            return;
+        }
+        Ok(Outcome::Closed) | Err(_) => {
+            conn.finish();
+            return;
+        }
+    };
+
+    let control = StreamControl::new();
+    let connection_shared = ConnectionShared::new();
+    let handler = SshHandler::new(
+        Arc::clone(&conn),
+        Arc::clone(&connection_shared),
+        Arc::clone(&control),
+        shared.keyboard_interactive,
+    );
+    let reporter = Arc::clone(&conn);
+    let client_stream = ClientStream::new(
+        stream,
+        &line,
+        shared.banner.len() + 2,
+        Arc::clone(&control),
+        move |kex| reporter.client_kex(&kex),
+    );
+    let mut running = match russh::server::run_stream(
+        Arc::clone(&shared.config),
+        client_stream,
+        handler,
+    )
+    .await
+    {
+        Ok(running) => running,
+        Err(error) => {
+            tracing::debug!(target: "hermes::ssh", session_id = %conn.session_id(), %error, "SSH session did not start");
             conn.finish();
             return;
         }
@@ -189,10 +236,15 @@ async fn run_connection(
     conn.attach_client(Arc::new(RusshConnection {
         handle: handle.clone(),
     }));
-    let grace_timer = tokio::time::sleep(grace);
+
+    let grace_timer = tokio::time::sleep_until(started + grace);
     tokio::pin!(grace_timer);
-    let mut grace_armed = login_grace.is_some();
+    let mut grace_armed = shared.login_grace.is_some();
+    let max_tries_timer = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(max_tries_timer);
+    let mut max_tries = MaxTries::Waiting;
     let mut shutdown_seen = false;
+    let authenticated = || connection_shared.authenticated.load(Ordering::Acquire);
     loop {
         tokio::select! {
             result = &mut running => {
@@ -203,25 +255,50 @@ async fn run_connection(
             }
             _ = &mut grace_timer, if grace_armed => {
                 grace_armed = false;
-                if !shared.authenticated.load(Ordering::Acquire) {
-                    tracing::info!(target: "hermes::ssh", session_id = %conn.session_id(), "login grace time over; disconnecting");
-                    let _ = handle.disconnect(russh::Disconnect::ByApplication, String::new(), String::new()).await;
+                if !authenticated() {
+                    // sshd logs "Timeout before authentication" and exits: no message.
+                    conn.login_grace_expired(grace.as_secs());
+                    control.kill();
                 }
+            }
+            _ = control.held_bytes_arrived(), if max_tries == MaxTries::Waiting => {
+                // The attempt past MaxAuthTries: answered after sshd's delay, with its
+                // disconnect instead of a failure.
+                let delay = conn.max_tries_reached();
+                max_tries_timer.as_mut().reset(tokio::time::Instant::now() + delay);
+                max_tries = MaxTries::Delaying;
+            }
+            _ = &mut max_tries_timer, if max_tries == MaxTries::Delaying => {
+                max_tries = MaxTries::Done;
+                let _ = handle
+                    .disconnect(russh::Disconnect::ProtocolError, "Too many authentication failures".to_owned(), String::new())
+                    .await;
             }
             _ = shutdown_requested(&mut shutdown), if !shutdown_seen => {
                 shutdown_seen = true;
                 // Logged-in sessions are ended by the core, with the shutdown message.
-                if !shared.authenticated.load(Ordering::Acquire) {
-                    let _ = handle.disconnect(russh::Disconnect::ByApplication, String::new(), String::new()).await;
+                if !authenticated() {
+                    control.kill();
                 }
             }
         }
     }
     // Let every channel finish its recording before the connection's last events.
-    let mut channels =
-        std::mem::take(&mut *shared.channels.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut channels = std::mem::take(
+        &mut *connection_shared
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
     while channels.join_next().await.is_some() {}
     conn.finish();
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MaxTries {
+    Waiting,
+    Delaying,
+    Done,
 }
 
 /// Resolves when shutdown is requested; never if the sender is gone without asking.

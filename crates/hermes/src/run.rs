@@ -10,7 +10,7 @@ use hermes_core::persona::DEFAULT_SSH_BANNER;
 use hermes_core::session::SessionServices;
 use hermes_sandbox::{ContainerProfile, DockerSandbox, Endpoint, PoolSettings};
 use hermes_ssh::hostkeys;
-use hermes_ssh::{SshServer, SshSettings};
+use hermes_ssh::{AlgorithmNames, SshServer, SshSettings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -36,6 +36,7 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
     })?;
     let config = Arc::new(config);
     let sensor = config.sensor_name();
+    raise_open_file_limit();
     tracing::info!(target: "hermes", version = env!("CARGO_PKG_VERSION"), sensor, "starting");
 
     let event_path = config.logging.output_dir.join(&config.logging.event_file);
@@ -92,19 +93,36 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
     tracing::info!(
         target: "hermes",
         credentials = services.policy.credential_count(),
-        accept_all_after_failures = config.authentication.accept_all_after_failures,
+        mode = ?services.policy.mode(),
         "credential policy loaded"
     );
+    let sticky_saver = services.policy.sticky_memory().map(|memory| {
+        let memory = Arc::clone(memory);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(STICKY_SAVE_INTERVAL).await;
+                save_sticky(&memory);
+            }
+        })
+    });
+    let persona = &config.persona;
     let server = SshServer::new(
         SshSettings {
             banner: banner.clone(),
             host_keys,
+            algorithms: AlgorithmNames {
+                kex: persona.kex_algorithms.clone(),
+                host_key: persona.host_key_algorithms.clone(),
+                ciphers: persona.ciphers.clone(),
+                macs: persona.macs.clone(),
+                compression: persona.compression.clone(),
+            },
             keyboard_interactive: config.persona.keyboard_interactive,
             max_auth_tries: config.persona.max_auth_tries,
             login_grace: (config.persona.login_grace_time > 0)
                 .then(|| Duration::from_secs(config.persona.login_grace_time)),
         },
-        services,
+        Arc::clone(&services),
     );
     tokio::spawn(report_pool_ready(
         sandbox.clone(),
@@ -117,6 +135,12 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
 
     tracing::info!(target: "hermes", "stopping containers");
     sandbox.shutdown().await;
+    if let Some(saver) = sticky_saver {
+        saver.abort();
+    }
+    if let Some(memory) = services.policy.sticky_memory() {
+        save_sticky(memory);
+    }
     events.flush().await;
     drop(server);
     drop(events);
@@ -125,6 +149,36 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
     // detached task may still hold.
     drop(writer);
     Ok(())
+}
+
+/// Every connection is a file descriptor: take the hard limit, not the soft default.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if ok && limit.rlim_cur < limit.rlim_max {
+        let wanted = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+            limit = wanted;
+        }
+    }
+    tracing::info!(target: "hermes", open_files = limit.rlim_cur, "file descriptor limit");
+}
+
+/// How often the sticky rule's state is written when it changed.
+const STICKY_SAVE_INTERVAL: Duration = Duration::from_secs(2);
+
+fn save_sticky(memory: &hermes_core::auth::StickyMemory) {
+    if let Err(error) = memory.save_if_dirty() {
+        tracing::error!(target: "hermes::auth", %error, "cannot save the sticky credential state");
+    }
 }
 
 async fn report_pool_ready(sandbox: Arc<DockerSandbox>, spawn_timeout: u64) {

@@ -63,6 +63,21 @@ fn malformed_configs_exit_2_naming_key_and_line() {
             &["container_pool.security.network_mode", "line 3"],
         ),
         (
+            "unimplemented algorithm",
+            b"persona:\n  kex_algorithms: [curve25519-sha256, sntrup761x25519-sha512]\n",
+            &["persona.kex_algorithms", "line 2", "sntrup761x25519-sha512"],
+        ),
+        (
+            "setting of another mode",
+            b"authentication:\n  mode: static\n  accept_all_after_failures: 3\n",
+            &["authentication", "accept_after_failures"],
+        ),
+        (
+            "bad max_startups",
+            b"server:\n  max_startups: \"100:30:10\"\n",
+            &["server.max_startups", "line 2"],
+        ),
+        (
             "credential without password",
             b"authentication:\n  static_credentials:\n    - username: root\n",
             &["authentication.static_credentials[0]", "password"],
@@ -105,7 +120,8 @@ fn a_valid_config_prints_the_effective_configuration() {
     assert!(stdout.contains("port: 2200"), "{stdout}");
     // Defaults are filled in.
     assert!(stdout.contains("memory_limit: 256m"), "{stdout}");
-    assert!(stdout.contains("accept_all_after_failures: 3"), "{stdout}");
+    assert!(stdout.contains("max_startups: 10:30:100"), "{stdout}");
+    assert!(stdout.contains("- curve25519-sha256"), "{stdout}");
 }
 
 #[test]

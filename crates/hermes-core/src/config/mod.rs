@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use garde::Validate;
 use serde::{Deserialize, Serialize};
 
+use crate::persona;
+
 pub use load::{ConfigError, ConfigIssue, load_file, parse_str};
 
 /// The whole configuration file.
@@ -27,7 +29,7 @@ pub struct Config {
     #[garde(dive)]
     pub persona: PersonaConfig,
     /// Which logins succeed.
-    #[garde(dive)]
+    #[garde(dive, custom(validate::authentication))]
     pub authentication: AuthenticationConfig,
     /// The pre-warmed containers and their security profile.
     #[garde(dive)]
@@ -67,6 +69,21 @@ pub struct ServerConfig {
     /// containers. Defaults to the machine's hostname.
     #[garde(inner(custom(validate::sensor_name)))]
     pub sensor_name: Option<String>,
+    /// sshd's MaxStartups, `start:rate:full`: past `start` unauthenticated connections,
+    /// new ones are dropped with probability `rate`% rising to 100% at `full`.
+    #[garde(custom(validate::max_startups))]
+    pub max_startups: String,
+    /// Unauthenticated connections one source address may hold (sshd's
+    /// PerSourceMaxStartups). Kept below `max_startups`' start so one flooding source
+    /// cannot push everyone else into random drops.
+    #[garde(range(min = 1, max = 100_000))]
+    pub per_source_max_startups: u32,
+    /// Connections (authenticated or not) one source address may hold.
+    #[garde(range(min = 1, max = 100_000))]
+    pub max_connections_per_source: u32,
+    /// Connections Hermes holds at once, all sources together.
+    #[garde(range(min = 1, max = 1_000_000))]
+    pub max_connections: u32,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +95,10 @@ impl Default for ServerConfig {
             max_concurrent_sessions: 10,
             session_timeout: 3600,
             sensor_name: None,
+            max_startups: "10:30:100".to_owned(),
+            per_source_max_startups: 8,
+            max_connections_per_source: 32,
+            max_connections: 1024,
         }
     }
 }
@@ -96,54 +117,150 @@ pub struct PersonaConfig {
     /// Offer keyboard-interactive authentication (Debian's sshd_config says no).
     #[garde(skip)]
     pub keyboard_interactive: bool,
-    /// Authentication attempts allowed on one connection (sshd's MaxAuthTries).
+    /// Failed authentication attempts allowed on one connection (sshd's MaxAuthTries):
+    /// the attempt that reaches it is answered with a disconnect.
     #[garde(range(min = 1, max = 100))]
     pub max_auth_tries: u32,
-    /// Time a failed attempt takes before the answer, in milliseconds (PAM's delay).
+    /// PAM's failure delay in milliseconds (pam_unix: 2000). Each failed password is
+    /// answered after PAM's randomised delay, rounded up by sshd's per-user timing rule,
+    /// as on Debian. 0 answers at once (for benchmarks).
     #[garde(range(max = 10_000))]
     pub auth_failure_delay_ms: u64,
-    /// Random extra time added to each failure delay, up to this many milliseconds.
-    #[garde(range(max = 5_000))]
-    pub auth_failure_jitter_ms: u64,
     /// Seconds a client has to log in before it is disconnected (sshd's
     /// LoginGraceTime); 0 means no limit.
     #[garde(range(max = 3600))]
     pub login_grace_time: u64,
+    /// Key exchange methods offered, in order.
+    #[garde(custom(validate::kex_algorithms))]
+    pub kex_algorithms: Vec<String>,
+    /// Host key algorithms offered, in order.
+    #[garde(custom(validate::host_key_algorithms))]
+    pub host_key_algorithms: Vec<String>,
+    /// Ciphers offered (both directions), in order.
+    #[garde(custom(validate::ciphers))]
+    pub ciphers: Vec<String>,
+    /// MACs offered (both directions), in order.
+    #[garde(custom(validate::macs))]
+    pub macs: Vec<String>,
+    /// Compression methods offered, in order.
+    #[garde(custom(validate::compression))]
+    pub compression: Vec<String>,
 }
 
 impl Default for PersonaConfig {
     fn default() -> Self {
+        let owned = |names: Vec<&str>| names.into_iter().map(str::to_owned).collect();
         Self {
             hostname: "web-prod-01".to_owned(),
             ssh_banner: "auto".to_owned(),
             keyboard_interactive: false,
             max_auth_tries: 6,
-            auth_failure_delay_ms: 2250,
-            auth_failure_jitter_ms: 200,
+            auth_failure_delay_ms: 2000,
             login_grace_time: 120,
+            kex_algorithms: owned(persona::offered(persona::KEX, persona::SUPPORTED_KEX)),
+            host_key_algorithms: owned(persona::offered(
+                persona::HOST_KEY,
+                persona::SUPPORTED_HOST_KEY,
+            )),
+            ciphers: owned(persona::offered(
+                persona::CIPHERS,
+                persona::SUPPORTED_CIPHERS,
+            )),
+            macs: owned(persona::offered(persona::MACS, persona::SUPPORTED_MACS)),
+            compression: owned(persona::offered(
+                persona::COMPRESSION,
+                persona::SUPPORTED_COMPRESSION,
+            )),
         }
     }
 }
 
 /// `authentication`: the credential policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Validate)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthenticationConfig {
-    /// Username/password pairs that log in. A username may appear several times; each
-    /// of its passwords works.
+    /// Which rule decides logins. When absent: `accept_after_failures` if
+    /// `accept_all_after_failures` is set (the prototype's files), `sticky` otherwise.
+    #[garde(skip)]
+    pub mode: Option<AuthMode>,
+    /// Username/password pairs that always log in. A username may appear several
+    /// times; each of its passwords works. `*` in either matches any text.
     #[garde(dive)]
     pub static_credentials: Vec<Credential>,
-    /// After this many failed attempts on one connection the next attempt is accepted,
-    /// whatever it is. 0 disables the rule.
-    #[garde(range(max = 1000))]
-    pub accept_all_after_failures: u32,
+    /// `accept_after_failures` mode: after this many failed attempts on one
+    /// connection, the next attempt is accepted whatever it is (default 3).
+    #[garde(inner(range(min = 1, max = 1000)))]
+    pub accept_all_after_failures: Option<u32>,
+    /// `sticky` mode settings.
+    #[garde(dive)]
+    pub sticky: Option<StickyConfig>,
+    /// Accept any public key (logged either way). Off: keys are logged and refused.
+    #[garde(skip)]
+    pub accept_public_keys: bool,
 }
 
-impl Default for AuthenticationConfig {
+impl AuthenticationConfig {
+    /// The rule in force (see [`AuthenticationConfig::mode`]).
+    pub fn effective_mode(&self) -> AuthMode {
+        self.mode
+            .unwrap_or(if self.accept_all_after_failures.is_some() {
+                AuthMode::AcceptAfterFailures
+            } else {
+                AuthMode::Sticky
+            })
+    }
+
+    /// `accept_all_after_failures`, or its default.
+    pub fn accept_after(&self) -> u32 {
+        self.accept_all_after_failures.unwrap_or(3)
+    }
+
+    /// The `sticky` settings, or their defaults.
+    pub fn sticky_settings(&self) -> StickyConfig {
+        self.sticky.clone().unwrap_or_default()
+    }
+}
+
+/// How logins are decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Only `static_credentials`.
+    Static,
+    /// Static credentials, plus any attempt after N failures on one connection (the
+    /// prototype's rule).
+    AcceptAfterFailures,
+    /// Static credentials, plus: each source must fail a random number of attempts;
+    /// the pair that then succeeds is the only one (with the static ones) that works
+    /// from that source for `remember_for`.
+    Sticky,
+}
+
+/// `authentication.sticky`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct StickyConfig {
+    /// Fewest failures a source needs before a login succeeds.
+    #[garde(range(min = 0, max = 1000))]
+    pub min_failures: u32,
+    /// Most failures a source needs (the number is drawn between the two bounds).
+    #[garde(range(min = 0, max = 1000))]
+    pub max_failures: u32,
+    /// Seconds a source's successful pair is remembered (and its failure count kept).
+    #[garde(range(min = 60, max = 31_536_000))]
+    pub remember_for: u64,
+    /// File that keeps this state across restarts.
+    #[garde(custom(validate::non_empty_path))]
+    pub state_file: PathBuf,
+}
+
+impl Default for StickyConfig {
     fn default() -> Self {
         Self {
-            static_credentials: Vec::new(),
-            accept_all_after_failures: 3,
+            min_failures: 2,
+            max_failures: 5,
+            remember_for: 86_400,
+            state_file: PathBuf::from("/data/state/auth-sticky.json"),
         }
     }
 }
@@ -152,10 +269,10 @@ impl Default for AuthenticationConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct Credential {
-    /// Login name, compared exactly.
+    /// Login name, compared exactly; `*` matches any text.
     #[garde(length(min = 1, max = 256))]
     pub username: String,
-    /// Password, compared exactly.
+    /// Password, compared exactly; `*` matches any text.
     #[garde(length(max = 1024))]
     pub password: String,
 }
@@ -457,6 +574,28 @@ impl Config {
     /// The effective configuration as YAML, as `hermes check-config` prints it.
     pub fn to_yaml(&self) -> String {
         serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// sshd's MaxStartups, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxStartups {
+    /// Unauthenticated connections accepted before random drops begin.
+    pub start: u32,
+    /// Drop probability (percent) at `start`.
+    pub rate: u32,
+    /// Unauthenticated connections at which every new one is dropped.
+    pub full: u32,
+}
+
+impl ServerConfig {
+    /// `max_startups` parsed (validation guarantees it parses).
+    pub fn max_startups(&self) -> MaxStartups {
+        validate::parse_max_startups(&self.max_startups).unwrap_or(MaxStartups {
+            start: 10,
+            rate: 30,
+            full: 100,
+        })
     }
 }
 

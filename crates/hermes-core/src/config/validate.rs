@@ -2,6 +2,9 @@
 
 use std::path::Path;
 
+use super::{AuthMode, AuthenticationConfig, MaxStartups};
+use crate::persona;
+
 type Result = garde::Result;
 
 fn fail(message: impl Into<String>) -> Result {
@@ -201,6 +204,94 @@ pub(super) fn docker_url(url: &str, _: &()) -> Result {
     }
 }
 
+/// `start:rate:full` (or a single number, meaning `start` = `full`), as sshd parses it.
+pub(super) fn parse_max_startups(text: &str) -> Option<MaxStartups> {
+    let numbers: Vec<u32> = text
+        .split(':')
+        .map(|part| part.trim().parse::<u32>())
+        .collect::<std::result::Result<_, _>>()
+        .ok()?;
+    let parsed = match numbers[..] {
+        [full] => MaxStartups {
+            start: full,
+            rate: 100,
+            full,
+        },
+        [start, rate, full] => MaxStartups { start, rate, full },
+        _ => return None,
+    };
+    (parsed.start >= 1 && parsed.start <= parsed.full && parsed.rate <= 100).then_some(parsed)
+}
+
+pub(super) fn max_startups(text: &str, _: &()) -> Result {
+    match parse_max_startups(text) {
+        Some(_) => Ok(()),
+        None => fail(
+            "must be `start:rate:full` with 1 <= start <= full and rate <= 100 (sshd's MaxStartups), e.g. `10:30:100`",
+        ),
+    }
+}
+
+fn algorithm_list(names: &[String], supported: &[&str]) -> Result {
+    if names.is_empty() {
+        return fail("must name at least one algorithm");
+    }
+    let unsupported: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|name| !supported.contains(name))
+        .collect();
+    if !unsupported.is_empty() {
+        return fail(format!(
+            "not implemented by Hermes's SSH transport: {} (it implements: {})",
+            unsupported.join(", "),
+            supported.join(", ")
+        ));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return fail(format!("`{name}` is listed twice"));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn kex_algorithms(names: &[String], _: &()) -> Result {
+    algorithm_list(names, persona::SUPPORTED_KEX)
+}
+
+pub(super) fn host_key_algorithms(names: &[String], _: &()) -> Result {
+    algorithm_list(names, persona::SUPPORTED_HOST_KEY)
+}
+
+pub(super) fn ciphers(names: &[String], _: &()) -> Result {
+    algorithm_list(names, persona::SUPPORTED_CIPHERS)
+}
+
+pub(super) fn macs(names: &[String], _: &()) -> Result {
+    algorithm_list(names, persona::SUPPORTED_MACS)
+}
+
+pub(super) fn compression(names: &[String], _: &()) -> Result {
+    algorithm_list(names, persona::SUPPORTED_COMPRESSION)
+}
+
+/// Settings that only mean something in one mode must not be given for another.
+pub(super) fn authentication(auth: &AuthenticationConfig, _: &()) -> Result {
+    let mode = auth.effective_mode();
+    if auth.accept_all_after_failures.is_some() && mode != AuthMode::AcceptAfterFailures {
+        return fail("`accept_all_after_failures` applies only to mode `accept_after_failures`");
+    }
+    if auth.sticky.is_some() && mode != AuthMode::Sticky {
+        return fail("`sticky` settings apply only to mode `sticky`");
+    }
+    let sticky = auth.sticky_settings();
+    if sticky.min_failures > sticky.max_failures {
+        return fail("`sticky.min_failures` must not exceed `sticky.max_failures`");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +345,50 @@ mod tests {
         ] {
             assert!(docker_url(bad, &()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn max_startups_like_sshd() {
+        assert_eq!(
+            parse_max_startups("10:30:100"),
+            Some(MaxStartups {
+                start: 10,
+                rate: 30,
+                full: 100
+            })
+        );
+        assert_eq!(
+            parse_max_startups("20"),
+            Some(MaxStartups {
+                start: 20,
+                rate: 100,
+                full: 20
+            })
+        );
+        for bad in ["", "10:30", "a:b:c", "100:30:10", "10:130:100", "0:30:100"] {
+            assert!(parse_max_startups(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn algorithm_lists_name_what_the_transport_lacks() {
+        let names = vec![
+            "curve25519-sha256".to_owned(),
+            "sntrup761x25519-sha512".to_owned(),
+        ];
+        let error = kex_algorithms(&names, &()).expect_err("unsupported");
+        assert!(
+            error.to_string().contains("sntrup761x25519-sha512"),
+            "{error}"
+        );
+        assert!(
+            !error
+                .to_string()
+                .starts_with("not implemented by Hermes's SSH transport: curve25519")
+        );
+        assert!(kex_algorithms(&[], &()).is_err());
+        let twice = vec!["aes128-ctr".to_owned(), "aes128-ctr".to_owned()];
+        assert!(ciphers(&twice, &()).is_err());
     }
 
     #[test]

@@ -13,7 +13,8 @@ pub const CONNECTION_FIELDS: &[&str] = &[
 ];
 
 macro_rules! catalogue {
-    ($( $(#[$doc:meta])* $variant:ident = $name:literal, connection: $conn:literal, fields: [$($field:literal),* $(,)?]; )*) => {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, connection: $conn:literal,
+        fields: [$($field:literal),* $(,)?] $(, optional: [$($opt:literal),* $(,)?])?; )*) => {
         /// An event id.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum EventId {
@@ -29,9 +30,15 @@ macro_rules! catalogue {
                 match self { $(EventId::$variant => $name,)* }
             }
 
-            /// Fields this event carries beyond the common (and connection) ones.
+            /// Fields this event always carries beyond the common (and connection) ones.
             pub const fn fields(self) -> &'static [&'static str] {
                 match self { $(EventId::$variant => &[$($field),*],)* }
+            }
+
+            /// Fields this event carries in some cases (e.g. `password` only for
+            /// password logins).
+            pub const fn optional_fields(self) -> &'static [&'static str] {
+                match self { $(EventId::$variant => &[$($($opt),*)?],)* }
             }
 
             /// Whether the event belongs to a connection (and so carries `session`,
@@ -48,10 +55,19 @@ catalogue! {
     SessionConnect = "cowrie.session.connect", connection: true, fields: [];
     /// The client's identification string arrived.
     ClientVersion = "cowrie.client.version", connection: true, fields: ["version"];
-    /// A password or keyboard-interactive attempt was accepted.
-    LoginSuccess = "cowrie.login.success", connection: true, fields: ["username", "password"];
-    /// A password or keyboard-interactive attempt was refused.
-    LoginFailed = "cowrie.login.failed", connection: true, fields: ["username", "password"];
+    /// The client's key exchange offer (from its plaintext KEXINIT), with its HASSH.
+    ClientKex = "cowrie.client.kex", connection: true,
+        fields: ["hassh", "hasshAlgorithms", "kexAlgs", "keyAlgs", "encCS", "macCS", "compCS", "langCS"];
+    /// The client offered a public key.
+    ClientFingerprint = "cowrie.client.fingerprint", connection: true,
+        fields: ["username", "fingerprint", "key", "type"];
+    /// An authentication attempt was accepted: `password` for password and
+    /// keyboard-interactive logins, `fingerprint`, `key` and `type` for public keys.
+    LoginSuccess = "cowrie.login.success", connection: true, fields: ["username"],
+        optional: ["password", "fingerprint", "key", "type"];
+    /// An authentication attempt was refused (same fields as a success).
+    LoginFailed = "cowrie.login.failed", connection: true, fields: ["username"],
+        optional: ["password", "fingerprint", "key", "type"];
     /// A terminal was requested or resized.
     ClientSize = "cowrie.client.size", connection: true, fields: ["width", "height"];
     /// The client sent an `env` request (accepted or not).
@@ -62,6 +78,16 @@ catalogue! {
     LogClosed = "cowrie.log.closed", connection: true, fields: ["ttylog", "size", "duration_ms", "duration"];
     /// The connection closed.
     SessionClosed = "cowrie.session.closed", connection: true, fields: ["duration_ms", "duration"];
+    /// The connection was refused before the SSH banner by an admission rule
+    /// (`max_startups`, per-source or global caps).
+    ConnectionDrop = "hermes.connection.drop", connection: true, fields: ["reason"];
+    /// The client's identification line was not SSH-2.0; it got sshd's answer.
+    ClientBadVersion = "hermes.client.bad_version", connection: true, fields: ["version", "reply"];
+    /// The connection reached `max_auth_tries`; its next attempt was answered with
+    /// sshd's disconnect ("Too many authentication failures").
+    AuthMaxTries = "hermes.auth.max_tries", connection: true, fields: ["failures"];
+    /// The login grace time ran out before authentication.
+    LoginGraceTimeout = "hermes.login.grace_timeout", connection: true, fields: ["seconds"];
     /// A container was handed to a session.
     ContainerAllocate = "hermes.container.allocate", connection: true, fields: ["container_id", "source"];
     /// A session's container was released (stopped and kept for forensics).
@@ -87,7 +113,8 @@ impl EventId {
             }
         }
         for key in event.keys() {
-            if !expected.contains(&key.as_str()) {
+            if !expected.contains(&key.as_str()) && !self.optional_fields().contains(&key.as_str())
+            {
                 return Err(format!("{} has unexpected `{key}`", self.as_str()));
             }
         }

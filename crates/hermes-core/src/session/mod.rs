@@ -6,6 +6,7 @@
 //! small [`ClientConnection`] and [`ClientChannel`] traits, so it never sees the SSH
 //! library.
 
+mod auth;
 mod channel;
 pub mod messages;
 
@@ -16,17 +17,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rand::RngExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+pub use auth::{AuthMethod, AuthReply, ClientKex, OfferedKey};
 pub use channel::ChannelSession;
 
-use crate::auth::{AcceptReason, ConnectionAuthState, CredentialPolicy, Decision};
+use crate::admission::{Admission, DropReason, Limits, Ticket};
+use crate::auth::{ConnectionAuthState, CredentialPolicy, FailureTiming};
 use crate::config::Config;
-use crate::escape::escape_untrusted;
 use crate::events::{ConnectionContext, EventBuilder, EventBus, EventId};
 use crate::ids::SessionId;
-use crate::record::{AuthAttempt, EndReason, SessionMetadata};
+use crate::record::{EndReason, SessionMetadata};
 use crate::sandbox::{Lease, Sandbox};
 
 /// Sends to the client on one session channel. Implemented by the SSH adapter.
@@ -57,6 +58,10 @@ pub struct SessionServices {
     pub config: Arc<Config>,
     /// Which logins succeed.
     pub policy: CredentialPolicy,
+    /// How long failed attempts take.
+    pub timing: FailureTiming,
+    /// Admission control before authentication.
+    pub admission: Arc<Admission>,
     /// Where events go.
     pub events: EventBus,
     /// Where shells run.
@@ -77,6 +82,8 @@ impl SessionServices {
     ) -> Arc<Self> {
         Arc::new(SessionServices {
             policy: CredentialPolicy::from_config(&config.authentication),
+            timing: FailureTiming::new(Duration::from_millis(config.persona.auth_failure_delay_ms)),
+            admission: Admission::new(Limits::from_config(&config.server)),
             session_slots: Arc::new(Semaphore::new(
                 config.server.max_concurrent_sessions as usize,
             )),
@@ -91,6 +98,32 @@ impl SessionServices {
         let recording = &self.config.recording;
         recording.enabled.then(|| recording.output_dir.clone())
     }
+}
+
+/// Records a connection that admission control refused: it gets an event (with a
+/// session id of its own) and nothing else.
+pub fn connection_dropped(
+    services: &SessionServices,
+    src: SocketAddr,
+    dst: SocketAddr,
+    reason: DropReason,
+) {
+    let context = ConnectionContext {
+        session: SessionId::random(),
+        src,
+        dst,
+    };
+    services.events.emit(
+        EventBuilder::connection(EventId::ConnectionDrop, &context)
+            .field("reason", reason.as_str())
+            .message(format!(
+                "Connection from {}:{} dropped: {}",
+                src.ip().to_canonical(),
+                src.port(),
+                reason.as_str()
+            )),
+    );
+    tracing::debug!(target: "hermes::admission", source_ip = %src.ip().to_canonical(), reason = reason.as_str(), "connection dropped");
 }
 
 /// The state of a connection's container.
@@ -109,28 +142,14 @@ enum LeaseState {
 /// Mutable per-connection state, behind a mutex never held across an await.
 struct ConnectionState {
     auth: ConnectionAuthState,
+    /// Failures that count for `max_auth_tries` (sshd's rule: all but the first "none").
+    counted_failures: u32,
+    none_seen: bool,
+    ticket: Option<Ticket>,
     metadata: SessionMetadata,
     permit: Option<OwnedSemaphorePermit>,
     channels_opened: u32,
     finished: bool,
-}
-
-/// Which authentication method an attempt used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// `password`.
-    Password,
-    /// `keyboard-interactive` (each answer counts as one attempt).
-    KeyboardInteractive,
-}
-
-impl AuthMethod {
-    fn as_str(self) -> &'static str {
-        match self {
-            AuthMethod::Password => "password",
-            AuthMethod::KeyboardInteractive => "keyboard-interactive",
-        }
-    }
 }
 
 /// One SSH connection, from TCP accept to close.
@@ -147,7 +166,12 @@ pub struct Connection {
 
 impl Connection {
     /// Registers a new TCP connection and emits `cowrie.session.connect`.
-    pub fn accept(services: Arc<SessionServices>, src: SocketAddr, dst: SocketAddr) -> Arc<Self> {
+    pub fn accept(
+        services: Arc<SessionServices>,
+        src: SocketAddr,
+        dst: SocketAddr,
+        ticket: Option<Ticket>,
+    ) -> Arc<Self> {
         let context = ConnectionContext {
             session: SessionId::random(),
             src,
@@ -188,6 +212,9 @@ impl Connection {
             started: Instant::now(),
             state: Mutex::new(ConnectionState {
                 auth: ConnectionAuthState::default(),
+                counted_failures: 0,
+                none_seen: false,
+                ticket,
                 metadata,
                 permit: None,
                 channels_opened: 0,
@@ -232,77 +259,6 @@ impl Connection {
         self.state().metadata.client_version = Some(version.to_owned());
     }
 
-    /// Decides a password or keyboard-interactive attempt, records it, and on failure
-    /// waits the persona's failure delay (a timer: no thread or CPU is held).
-    pub async fn password_attempt(
-        self: &Arc<Self>,
-        method: AuthMethod,
-        username: &str,
-        password: &str,
-    ) -> bool {
-        let decision = {
-            let mut state = self.state();
-            let decision = self
-                .services
-                .policy
-                .check_password(&mut state.auth, username, password);
-            state.metadata.auth_attempts.push(AuthAttempt {
-                method: method.as_str(),
-                username: username.to_owned(),
-                password: password.to_owned(),
-                success: decision.is_accept(),
-                timestamp: crate::time::now_iso8601(),
-            });
-            decision
-        };
-        let (id, verdict) = match decision {
-            Decision::Accept(_) => (EventId::LoginSuccess, "succeeded"),
-            Decision::Reject { .. } => (EventId::LoginFailed, "failed"),
-        };
-        self.services.events.emit(
-            EventBuilder::connection(id, &self.context)
-                .field("username", username)
-                .field("password", password)
-                .message(format!("login attempt [{username}/{password}] {verdict}")),
-        );
-        tracing::info!(
-            target: "hermes::auth",
-            session_id = %self.context.session,
-            username = %escape_untrusted(username),
-            method = method.as_str(),
-            result = verdict,
-            rule = match decision {
-                Decision::Accept(AcceptReason::StaticCredential) => "static",
-                Decision::Accept(AcceptReason::AcceptAfterFailures) => "accept_after_failures",
-                Decision::Reject { .. } => "none",
-            },
-            "login attempt"
-        );
-        match decision {
-            Decision::Accept(_) => {
-                self.logged_in(username);
-                true
-            }
-            Decision::Reject { .. } => {
-                self.failure_delay().await;
-                false
-            }
-        }
-    }
-
-    async fn failure_delay(&self) {
-        let persona = &self.services.config.persona;
-        let jitter = if persona.auth_failure_jitter_ms > 0 {
-            rand::rng().random_range(0..=persona.auth_failure_jitter_ms)
-        } else {
-            0
-        };
-        let delay = Duration::from_millis(persona.auth_failure_delay_ms + jitter);
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-    }
-
     /// Login succeeded: take a session slot, start getting a container, arm timeouts.
     fn logged_in(self: &Arc<Self>, username: &str) {
         let permit = self.services.session_slots.clone().try_acquire_owned().ok();
@@ -311,6 +267,9 @@ impl Connection {
             let mut state = self.state();
             state.metadata.username = Some(username.to_owned());
             state.permit = permit;
+            if let Some(ticket) = &state.ticket {
+                ticket.authenticated();
+            }
         }
         self.write_metadata();
         if at_capacity {
@@ -490,6 +449,7 @@ impl Connection {
             }
             state.finished = true;
             state.permit = None;
+            state.ticket = None;
             state.metadata.end_time = Some(SystemTime::now());
             if state.metadata.end_reason == EndReason::Running {
                 state.metadata.end_reason = if state.metadata.exit_status.is_some() {

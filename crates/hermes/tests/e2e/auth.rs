@@ -11,6 +11,7 @@ fn after_n_failures_on_one_connection_any_password_is_accepted() {
         return;
     }
     let hermes = Hermes::start(Options {
+        mode: "accept_after_failures",
         accept_after: 2,
         ..Options::default()
     });
@@ -116,6 +117,7 @@ fn keyboard_interactive_answers_go_through_the_same_policy() {
     }
     let hermes = Hermes::start(Options {
         keyboard_interactive: true,
+        mode: "accept_after_failures",
         accept_after: 1,
         ..Options::default()
     });

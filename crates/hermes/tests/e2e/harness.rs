@@ -41,11 +41,20 @@ pub fn require_docker() -> bool {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub credentials: Vec<(&'static str, &'static str)>,
+    /// `authentication.mode`.
+    pub mode: &'static str,
+    /// `accept_all_after_failures` (mode `accept_after_failures`).
     pub accept_after: u32,
+    /// `sticky.min_failures` and `max_failures` (mode `sticky`).
+    pub sticky: (u32, u32),
+    pub accept_public_keys: bool,
+    pub max_auth_tries: u32,
     pub pool_size: u32,
     pub max_sessions: u32,
     pub keyboard_interactive: bool,
     pub failure_delay_ms: u64,
+    /// `persona.login_grace_time` in seconds.
+    pub login_grace: u64,
     /// Reuse a sensor name (to meet an earlier instance's containers).
     pub sensor: Option<String>,
 }
@@ -54,11 +63,16 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             credentials: vec![("root", "toor"), ("admin", "admin"), ("admin", "s3cret")],
-            accept_after: 0,
+            mode: "static",
+            accept_after: 3,
+            sticky: (2, 2),
+            accept_public_keys: false,
+            max_auth_tries: 6,
             pool_size: 1,
             max_sessions: 10,
             keyboard_interactive: false,
             failure_delay_ms: 0,
+            login_grace: 120,
             sensor: None,
         }
     }
@@ -67,13 +81,15 @@ impl Default for Options {
 /// A running Hermes.
 pub struct Hermes {
     child: Option<Child>,
+    config_path: PathBuf,
+    run: u32,
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub sensor: String,
     pub hostname: String,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -101,6 +117,16 @@ impl Hermes {
             .map(|(u, p)| format!("    - {{username: \"{u}\", password: \"{p}\"}}\n"))
             .collect();
         let base = dir.path().display();
+        let mode_settings = match options.mode {
+            "accept_after_failures" => {
+                format!("  accept_all_after_failures: {}\n", options.accept_after)
+            }
+            "sticky" => format!(
+                "  sticky:\n    min_failures: {}\n    max_failures: {}\n    state_file: \"{base}/state/sticky.json\"\n",
+                options.sticky.0, options.sticky.1
+            ),
+            _ => String::new(),
+        };
         let config = format!(
             r#"server:
   host: "127.0.0.1"
@@ -112,11 +138,13 @@ persona:
   hostname: "{hostname}"
   keyboard_interactive: {ki}
   auth_failure_delay_ms: {delay}
-  auth_failure_jitter_ms: 0
+  max_auth_tries: {max_tries}
+  login_grace_time: {grace}
 authentication:
+  mode: {mode}
+  accept_public_keys: {accept_keys}
   static_credentials:
-{credentials}  accept_all_after_failures: {accept_after}
-container_pool:
+{credentials}{mode_settings}container_pool:
   size: {pool}
   image: "{IMAGE}"
 recording:
@@ -129,30 +157,53 @@ logging:
             max_sessions = options.max_sessions,
             ki = options.keyboard_interactive,
             delay = options.failure_delay_ms,
-            accept_after = options.accept_after,
             pool = options.pool_size,
+            mode = options.mode,
+            max_tries = options.max_auth_tries,
+            grace = options.login_grace,
+            accept_keys = options.accept_public_keys,
         );
         let config_path = dir.path().join("hermes.yaml");
         std::fs::write(&config_path, config).expect("write config");
-        let stdout = std::fs::File::create(dir.path().join("stdout.log")).expect("stdout log");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
-        let child = Command::new(env!("CARGO_BIN_EXE_hermes"))
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn hermes");
         let mut hermes = Hermes {
-            child: Some(child),
+            child: None,
+            config_path,
+            run: 0,
             dir,
             port,
             sensor,
             hostname,
         };
-        hermes.wait_until_ready();
+        hermes.spawn();
         hermes
+    }
+
+    fn spawn(&mut self) {
+        self.run += 1;
+        let stdout = std::fs::File::create(self.log_path("stdout")).expect("stdout log");
+        let stderr = std::fs::File::create(self.log_path("stderr")).expect("stderr log");
+        let child = Command::new(env!("CARGO_BIN_EXE_hermes"))
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn hermes");
+        self.child = Some(child);
+        self.wait_until_ready();
+    }
+
+    fn log_path(&self, stream: &str) -> PathBuf {
+        self.dir.path().join(format!("{stream}-{}.log", self.run))
+    }
+
+    /// Stops Hermes with SIGTERM and starts it again with the same configuration
+    /// and data directory.
+    pub fn restart(&mut self) {
+        let status = self.terminate();
+        assert!(status.success(), "exit status {status}");
+        self.spawn();
     }
 
     fn wait_until_ready(&mut self) {
@@ -171,11 +222,10 @@ logging:
         panic!("hermes did not become ready:\n{}", self.output());
     }
 
-    /// What Hermes printed so far (operational log and errors).
+    /// What the current Hermes process printed so far (operational log and errors).
     pub fn output(&self) -> String {
-        let read =
-            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        format!("{}{}", read("stdout.log"), read("stderr.log"))
+        let read = |name: &str| std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
+        format!("{}{}", read("stdout"), read("stderr"))
     }
 
     pub fn recordings(&self) -> PathBuf {
@@ -240,6 +290,22 @@ logging:
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The process id of the running Hermes.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    /// Resident memory of the running Hermes, in KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Kills the process with SIGKILL: no cleanup at all, as after a crash.

@@ -3,6 +3,10 @@
 
 mod auth;
 mod client;
+mod flood;
 mod harness;
+mod policy;
 mod pool;
+mod reference;
 mod shell;
+mod transport;

@@ -1,0 +1,158 @@
+//! How long a failed attempt takes on Debian's sshd, reproduced.
+//!
+//! Two mechanisms add up there. PAM (pam_unix) asks for a 2 s failure delay, which
+//! Linux-PAM randomises: base × (1 + mean of three uniform draws − ½), so 1 to 3 s.
+//! Then sshd's `ensure_minimum_time_since` rounds every failure up: a per-user base of
+//! 5 ms plus 0-4.3 ms (from a keyed hash of the user name) is doubled until it exceeds
+//! the time spent. A password failure thus lands on base·2^k, which for most users is
+//! about 2.1-2.3 s or twice that; a "none" or public-key failure takes the base alone.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use rand::RngExt;
+
+/// sshd's minimum delay per user (MIN_FAIL_DELAY_SECONDS).
+const MIN_USER_DELAY: Duration = Duration::from_millis(5);
+/// Past this much elapsed time sshd adds nothing (MAX_FAIL_DELAY_SECONDS).
+const MAX_ROUNDED: Duration = Duration::from_secs(5);
+
+/// The failure timing of one Hermes instance (its per-user bases are keyed by a
+/// secret drawn at start, as sshd's are).
+#[derive(Debug, Clone)]
+pub struct FailureTiming {
+    pam_base: Duration,
+    secret: std::collections::hash_map::RandomState,
+}
+
+/// What failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailedMethod {
+    /// A password or keyboard-interactive answer (goes through PAM).
+    Password,
+    /// `none` or a public key (answered without PAM).
+    Other,
+}
+
+impl FailureTiming {
+    /// `pam_base`: PAM's requested delay; zero turns every delay off.
+    pub fn new(pam_base: Duration) -> Self {
+        FailureTiming {
+            pam_base,
+            secret: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// The per-user base sshd rounds to (5 ms + up to 4.3 ms).
+    pub fn user_base(&self, username: &str) -> Duration {
+        let mut hasher = self.secret.build_hasher();
+        hasher.write(username.as_bytes());
+        let word = hasher.finish() as u32;
+        MIN_USER_DELAY + Duration::from_nanos(u64::from(word) / 1000)
+    }
+
+    /// One draw of Linux-PAM's randomised failure delay.
+    pub fn pam_delay(&self) -> Duration {
+        if self.pam_base.is_zero() {
+            return Duration::ZERO;
+        }
+        let mut rng = rand::rng();
+        let mean: f64 = (0..3).map(|_| rng.random::<f64>()).sum::<f64>() / 3.0;
+        self.pam_base.mul_f64(0.5 + mean)
+    }
+
+    /// How long a failure by `username` takes before it is answered.
+    pub fn failure_delay(&self, username: &str, method: FailedMethod) -> Duration {
+        if self.pam_base.is_zero() {
+            return Duration::ZERO;
+        }
+        let spent = match method {
+            FailedMethod::Password => self.pam_delay(),
+            FailedMethod::Other => Duration::ZERO,
+        };
+        round_up(self.user_base(username), spent)
+    }
+}
+
+/// sshd's `ensure_minimum_time_since`: the smallest base·2^k not below `spent`.
+fn round_up(base: Duration, spent: Duration) -> Duration {
+    if spent > MAX_ROUNDED || base.is_zero() {
+        return spent;
+    }
+    let mut required = base;
+    while required < spent {
+        required *= 2;
+    }
+    required
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_doubles_the_user_base() {
+        let base = Duration::from_micros(8_300);
+        assert_eq!(round_up(base, Duration::ZERO), base);
+        assert_eq!(round_up(base, Duration::from_millis(2000)), base * 256);
+        assert_eq!(round_up(base, Duration::from_millis(2200)), base * 512);
+        assert_eq!(
+            round_up(base, Duration::from_secs(6)),
+            Duration::from_secs(6)
+        );
+    }
+
+    #[test]
+    fn user_bases_are_stable_and_in_range() {
+        let timing = FailureTiming::new(Duration::from_secs(2));
+        let root = timing.user_base("root");
+        assert_eq!(root, timing.user_base("root"));
+        for user in ["root", "admin", "oracle", "", "x"] {
+            let base = timing.user_base(user);
+            assert!(
+                base >= Duration::from_millis(5) && base <= Duration::from_micros(9_295),
+                "{base:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn password_failures_land_on_powers_of_two_of_the_base() {
+        let timing = FailureTiming::new(Duration::from_secs(2));
+        let base = timing.user_base("root");
+        for _ in 0..200 {
+            let delay = timing.failure_delay("root", FailedMethod::Password);
+            let ratio = delay.as_secs_f64() / base.as_secs_f64();
+            assert!(
+                ratio == 256.0 || ratio == 512.0 || ratio == 128.0,
+                "{delay:?} / {base:?}"
+            );
+            assert!(delay >= Duration::from_millis(1000) && delay <= Duration::from_millis(4800));
+        }
+        assert_eq!(timing.failure_delay("root", FailedMethod::Other), base);
+    }
+
+    #[test]
+    fn pam_delays_spread_between_half_and_one_and_a_half_base() {
+        let timing = FailureTiming::new(Duration::from_secs(2));
+        let draws: Vec<f64> = (0..2000)
+            .map(|_| timing.pam_delay().as_secs_f64())
+            .collect();
+        assert!(draws.iter().all(|d| (1.0..3.0).contains(d)));
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!((mean - 2.0).abs() < 0.05, "{mean}");
+    }
+
+    #[test]
+    fn zero_turns_delays_off() {
+        let timing = FailureTiming::new(Duration::ZERO);
+        assert_eq!(
+            timing.failure_delay("root", FailedMethod::Password),
+            Duration::ZERO
+        );
+        assert_eq!(
+            timing.failure_delay("root", FailedMethod::Other),
+            Duration::ZERO
+        );
+    }
+}
