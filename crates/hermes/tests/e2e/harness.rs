@@ -55,6 +55,8 @@ pub struct Options {
     pub failure_delay_ms: u64,
     /// `persona.login_grace_time` in seconds.
     pub login_grace: u64,
+    /// Extra lines for the `server` section (two-space indented YAML).
+    pub server_extra: &'static str,
     /// Reuse a sensor name (to meet an earlier instance's containers).
     pub sensor: Option<String>,
 }
@@ -73,6 +75,7 @@ impl Default for Options {
             keyboard_interactive: false,
             failure_delay_ms: 0,
             login_grace: 120,
+            server_extra: "",
             sensor: None,
         }
     }
@@ -134,7 +137,7 @@ impl Hermes {
   host_key_path: "{base}/keys/ssh_host_rsa_key"
   max_concurrent_sessions: {max_sessions}
   sensor_name: "{sensor}"
-persona:
+{server_extra}persona:
   hostname: "{hostname}"
   keyboard_interactive: {ki}
   auth_failure_delay_ms: {delay}
@@ -161,6 +164,7 @@ logging:
             mode = options.mode,
             max_tries = options.max_auth_tries,
             grace = options.login_grace,
+            server_extra = options.server_extra,
             accept_keys = options.accept_public_keys,
         );
         let config_path = dir.path().join("hermes.yaml");

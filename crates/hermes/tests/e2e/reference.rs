@@ -28,8 +28,14 @@ pub struct ReferenceSshd {
 }
 
 impl ReferenceSshd {
-    /// Starts it; None (or a panic under CI=true) when openssh-server is missing.
+    /// Starts it without PAM; None (or a panic under CI=true) when openssh-server is
+    /// missing.
     pub fn start() -> Option<ReferenceSshd> {
+        Self::start_with_pam(false)
+    }
+
+    /// Starts it; with `pam`, exactly Debian's packaged settings (UsePAM yes).
+    pub fn start_with_pam(pam: bool) -> Option<ReferenceSshd> {
         let sshd = Path::new("/usr/sbin/sshd");
         if !sshd.exists() {
             if std::env::var("CI").as_deref() == Ok("true") {
@@ -51,12 +57,15 @@ impl ReferenceSshd {
             assert!(status.success());
             keys.push(path);
         }
-        // Debian's packaged sshd_config, minus PAM (whose only visible effect is the
-        // failure delay, which is not compared here).
+        // Debian's packaged sshd_config; without PAM unless asked (PAM's only visible
+        // effect is the failure delay, which the comparison tests do not look at).
         let config = dir.path().join("sshd_config");
         std::fs::write(
             &config,
-            "KbdInteractiveAuthentication no\nUsePAM no\nX11Forwarding yes\nPrintMotd no\nAcceptEnv LANG LC_*\nPidFile none\n",
+            format!(
+                "KbdInteractiveAuthentication no\nUsePAM {}\nX11Forwarding yes\nPrintMotd no\nAcceptEnv LANG LC_*\nPidFile none\n",
+                if pam { "yes" } else { "no" }
+            ),
         )
         .expect("sshd_config");
         let _ = std::fs::create_dir_all("/run/sshd");
