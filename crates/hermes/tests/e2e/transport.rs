@@ -321,3 +321,38 @@ fn the_login_grace_time_closes_silent_clients_without_a_word() {
             .any(|e| e["eventid"] == "hermes.login.grace_timeout")
     });
 }
+
+#[test]
+fn the_server_kexinit_waits_for_the_clients_identification() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options::default());
+    let mut stream = connect(hermes.port);
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let until = Instant::now() + Duration::from_millis(800);
+    while Instant::now() < until {
+        if let Ok(n) = stream.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert!(
+        seen.ends_with(b"\r\n") && seen.starts_with(b"SSH-2.0-OpenSSH_"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|b| **b == b'\n').count(),
+        1,
+        "only the banner before our line"
+    );
+    stream.write_all(b"SSH-2.0-probe\r\n").expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let n = stream.read(&mut buf).expect("KEXINIT");
+    assert!(n > 5 && buf[5] == 20, "KEXINIT after the identification");
+}
