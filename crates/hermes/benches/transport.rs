@@ -147,13 +147,7 @@ async fn auth_load(port: u16) -> u64 {
         let attempts = Arc::clone(&attempts);
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                let config = Arc::new(russh::client::Config {
-                    nodelay: true,
-                    ..Default::default()
-                });
-                let Ok(mut handle) =
-                    russh::client::connect(config, ("127.0.0.1", port), client::AcceptAnyKey).await
-                else {
+                let Ok(mut handle) = client::connect(port).await else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
@@ -178,25 +172,11 @@ async fn auth_load(port: u16) -> u64 {
     attempts.load(Ordering::Relaxed)
 }
 
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain libc calls on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 fn main() {
     if !harness::require_docker() {
         return;
     }
-    raise_fd_limit();
+    harness::raise_fd_limit();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
 
     // 1. Failure delay distribution.

@@ -85,14 +85,7 @@ async fn every_password_of_a_repeated_username_logs_in() {
         drop(client);
     }
     // A configured password of another user does not work for root.
-    let config = std::sync::Arc::new(russh::client::Config::default());
-    let mut handle = russh::client::connect(
-        config,
-        ("127.0.0.1", hermes.port),
-        crate::client::AcceptAnyKey,
-    )
-    .await
-    .expect("connect");
+    let mut handle = crate::client::connect(hermes.port).await.expect("connect");
     let result = handle
         .authenticate_password("root", "admin")
         .await

@@ -26,17 +26,20 @@ pub struct Client {
     pub handle: Handle<AcceptAnyKey>,
 }
 
+/// An SSH connection to a loopback port, not logged in yet.
+pub async fn connect(port: u16) -> Result<Handle<AcceptAnyKey>, russh::Error> {
+    // Like OpenSSH for interactive sessions: no Nagle delay on small packets.
+    let config = Arc::new(client::Config {
+        nodelay: true,
+        ..Default::default()
+    });
+    client::connect(config, ("127.0.0.1", port), AcceptAnyKey).await
+}
+
 impl Client {
     /// Connects and logs in with a password; panics when the login fails.
     pub async fn login(port: u16, user: &str, password: &str) -> Client {
-        // Like OpenSSH for interactive sessions: no Nagle delay on small packets.
-        let config = Arc::new(client::Config {
-            nodelay: true,
-            ..Default::default()
-        });
-        let mut handle = client::connect(config, ("127.0.0.1", port), AcceptAnyKey)
-            .await
-            .expect("connect");
+        let mut handle = connect(port).await.expect("connect");
         let result = handle
             .authenticate_password(user, password)
             .await

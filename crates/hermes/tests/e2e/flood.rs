@@ -8,24 +8,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::client::Client;
-use crate::harness::{Hermes, Options, require_docker};
+use crate::harness::{Hermes, Options, raise_fd_limit, require_docker};
 
 const FLOOD: usize = 2000;
 const FLOOD_SOURCE: [u8; 4] = [127, 0, 0, 2];
-
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain libc calls on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
 
 /// Opens `count` connections from 127.0.0.2, each sending `first` (possibly nothing),
 /// within `budget`. Returns the streams still open.

@@ -435,3 +435,18 @@ pub fn read_cast(path: &Path) -> (Value, Vec<(f64, String, String)>) {
         .collect();
     (header, events)
 }
+
+/// Floods need more descriptors than a shell's default soft limit.
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

@@ -1,16 +1,11 @@
 //! Every credential policy mode, as a client meets it.
 
-use std::sync::Arc;
-
-use crate::client::AcceptAnyKey;
+use crate::client::connect;
 use crate::harness::{Hermes, Options, require_docker};
 
 /// One password attempt on a fresh connection.
 async fn attempt(port: u16, user: &str, password: &str) -> bool {
-    let config = Arc::new(russh::client::Config::default());
-    let mut handle = russh::client::connect(config, ("127.0.0.1", port), AcceptAnyKey)
-        .await
-        .expect("connect");
+    let mut handle = connect(port).await.expect("connect");
     handle
         .authenticate_password(user, password)
         .await
@@ -105,10 +100,7 @@ async fn accept_after_failures_counts_per_connection() {
         assert!(!attempt(hermes.port, "root", "nope").await);
     }
     // Two attempts on one connection: the second gets in, whatever it is.
-    let config = Arc::new(russh::client::Config::default());
-    let mut handle = russh::client::connect(config, ("127.0.0.1", hermes.port), AcceptAnyKey)
-        .await
-        .expect("connect");
+    let mut handle = connect(hermes.port).await.expect("connect");
     assert!(
         !handle
             .authenticate_password("root", "a")
