@@ -28,7 +28,7 @@ fi
 packages=(
   bash coreutils procps iproute2 iputils-ping curl wget ca-certificates
   openssh-server openssh-client python3 vim-tiny less sudo file
-  netcat-openbsd psmisc
+  netcat-openbsd psmisc cron rsyslog
 )
 
 work="$(mktemp -d /var/tmp/hermes-rootfs.XXXXXX)"
@@ -49,7 +49,7 @@ debootstrap --variant=minbase --include="$(IFS=,; echo "${packages[*]}")" \
 
 # The persona's files: MOTD, init, bait, history.
 cp -a "$here/overlay/." "$rootfs/"
-chmod 0755 "$rootfs/usr/sbin/init"
+chmod 0755 "$rootfs/usr/lib/openssh/ssh-session-record"
 install -m 0755 "$here/setup-rootfs.sh" "$rootfs/tmp/setup-rootfs.sh"
 chroot "$rootfs" /bin/bash /tmp/setup-rootfs.sh
 rm -f "$rootfs/tmp/setup-rootfs.sh"
@@ -67,7 +67,7 @@ rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$ro
 
 echo "importing $tag (banner: $banner)"
 tar --numeric-owner -C "$rootfs" -c . | docker import \
-  --change 'CMD ["/sbin/init"]' \
+  --change 'CMD ["/bin/bash", "-c", "exec -a /sbin/init /bin/bash < /sbin/init"]' \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
   --change 'WORKDIR /root' \

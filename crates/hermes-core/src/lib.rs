@@ -10,6 +10,7 @@ pub mod config;
 pub mod escape;
 pub mod events;
 pub mod ids;
+pub mod machines;
 pub mod persona;
 pub mod record;
 pub mod sandbox;

@@ -17,6 +17,10 @@ pub enum LeaseSource {
     Pool,
     /// Created for this session because the pool was empty.
     OnDemand,
+    /// The source's earlier container, started again.
+    Reused,
+    /// The source's container, already running for another of its sessions.
+    Shared,
 }
 
 impl LeaseSource {
@@ -25,6 +29,8 @@ impl LeaseSource {
         match self {
             LeaseSource::Pool => "pool",
             LeaseSource::OnDemand => "on_demand",
+            LeaseSource::Reused => "reused",
+            LeaseSource::Shared => "shared",
         }
     }
 }
@@ -77,6 +83,15 @@ impl TtySize {
     }
 }
 
+/// A leased container's state, checked periodically while it is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerUsage {
+    /// It still runs (it may die: out of memory, killed, engine restart).
+    pub running: bool,
+    /// Bytes its processes wrote to its own filesystem (writable layer).
+    pub disk_bytes: u64,
+}
+
 /// A process to start in a leased container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSpec {
@@ -115,6 +130,9 @@ pub trait ProcessControl: Send + Sync {
     async fn resize(&self, size: TtySize) -> Result<(), SandboxError>;
     /// Its exit status, once it has exited (None while running or unknown).
     async fn exit_status(&self) -> Result<Option<i64>, SandboxError>;
+    /// Whether the container it runs in is still running (a process also ends when
+    /// its whole container dies).
+    async fn container_running(&self) -> Result<bool, SandboxError>;
 }
 
 /// A process started in a container.
@@ -156,9 +174,16 @@ pub trait Sandbox: Send + Sync {
     /// Hands a running container to `session`.
     async fn lease(&self, session: SessionId) -> Result<Lease, SandboxError>;
 
+    /// Hands an earlier container (this engine's id) to a session again, starting it
+    /// when it is stopped. [`SandboxError::ContainerGone`] when it no longer exists.
+    async fn resume(&self, container_id: &str) -> Result<Lease, SandboxError>;
+
     /// Takes a container back: it is stopped and kept for forensics in the background;
     /// the caller does not wait.
     fn release(&self, lease: Lease);
+
+    /// Whether the container still runs, and what it has written to its filesystem.
+    async fn usage(&self, lease: &Lease) -> Result<ContainerUsage, SandboxError>;
 
     /// Starts a process in a leased container.
     async fn spawn(&self, lease: &Lease, spec: ProcessSpec) -> Result<Process, SandboxError>;

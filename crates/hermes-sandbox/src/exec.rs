@@ -129,6 +129,7 @@ impl<R: AsyncRead + Send + Unpin> ProcessOutput for MuxOutput<R> {
 pub(crate) struct ExecControl {
     pub(crate) docker: Docker,
     pub(crate) exec_id: String,
+    pub(crate) container_id: String,
 }
 
 #[async_trait]
@@ -147,6 +148,18 @@ impl ProcessControl for ExecControl {
             return Ok(None);
         }
         Ok(inspect.exit_code)
+    }
+
+    async fn container_running(&self) -> Result<bool, SandboxError> {
+        match self
+            .docker
+            .inspect_container(&self.container_id, None)
+            .await
+        {
+            Ok(inspect) => Ok(inspect.state.and_then(|s| s.running).unwrap_or(false)),
+            Err(error) if crate::error::is_not_found(&error) => Ok(false),
+            Err(error) => Err(crate::error::engine(error)),
+        }
     }
 }
 

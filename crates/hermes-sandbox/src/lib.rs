@@ -13,6 +13,7 @@ mod exec;
 mod hijack;
 mod pool;
 mod profile;
+mod retention;
 
 pub use endpoint::{Endpoint, EndpointError};
 pub use pool::{DockerSandbox, PoolSettings, PoolStatus};

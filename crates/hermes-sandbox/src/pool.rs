@@ -23,13 +23,14 @@ use tokio::task::JoinSet;
 use hermes_core::events::{EventBuilder, EventBus, EventId};
 use hermes_core::ids::SessionId;
 use hermes_core::sandbox::{
-    Lease, LeaseSource, Process, ProcessSpec, Sandbox, SandboxError, TtySize,
+    ContainerUsage, Lease, LeaseSource, Process, ProcessSpec, Sandbox, SandboxError, TtySize,
 };
 
 use crate::endpoint::{Endpoint, EndpointError};
 use crate::error::{describe, engine, is_not_found, is_not_modified};
 use crate::exec::{ExecControl, MuxOutput, TtyOutput, resize_exec};
 use crate::profile::ContainerProfile;
+use crate::retention::{self, Rules, Stopped};
 use crate::{BANNER_LABEL, ROLE_LABEL, SENSOR_LABEL, hijack};
 
 /// Containers created at once while refilling.
@@ -38,8 +39,13 @@ const MAX_PARALLEL_CREATES: usize = 4;
 const STOP_GRACE_SECS: i32 = 3;
 /// How often the pool re-checks its size even without a wake-up.
 const REFILL_TICK: Duration = Duration::from_secs(5);
-/// How often stopped containers are checked against the retention rule.
+/// How often stopped containers are checked against the retention rules (also soon
+/// after each release, at most once per `RETENTION_MIN_GAP`).
 const RETENTION_TICK: Duration = Duration::from_secs(3600);
+const RETENTION_MIN_GAP: Duration = Duration::from_secs(5);
+/// Longest wait between attempts to create containers while creation fails (the
+/// engine is down, for example).
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Pool sizing and timing, from `container_pool`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +56,12 @@ pub struct PoolSettings {
     pub spawn_timeout: Duration,
     /// Stopped containers older than this are removed; None keeps them.
     pub retention: Option<Duration>,
+    /// Running containers (ready and leased) at most.
+    pub max_containers: usize,
+    /// Stopped containers kept at most.
+    pub max_stopped: usize,
+    /// Bytes of stopped containers' writable layers kept at most.
+    pub max_stopped_bytes: u64,
 }
 
 impl PoolSettings {
@@ -61,6 +73,10 @@ impl PoolSettings {
             spawn_timeout: Duration::from_secs(pool.spawn_timeout),
             retention: (pool.cleanup_stopped_after_days > 0)
                 .then(|| Duration::from_secs(u64::from(pool.cleanup_stopped_after_days) * 86_400)),
+            max_containers: pool.max_containers as usize,
+            max_stopped: pool.max_stopped_containers as usize,
+            max_stopped_bytes: hermes_core::config::parse_memory_size(&pool.max_stopped_disk)
+                .unwrap_or(u64::MAX),
         }
     }
 }
@@ -95,8 +111,14 @@ pub struct DockerSandbox {
     events: EventBus,
     state: Mutex<PoolState>,
     wake: Notify,
+    sweep: Notify,
+    /// Signalled each time a container joins the ready set.
+    became_ready: Notify,
     shutting_down: AtomicBool,
     background: Mutex<JoinSet<()>>,
+    /// Held while a container is being stopped, so a returning source's resume waits
+    /// for the stop instead of racing it.
+    container_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl DockerSandbox {
@@ -119,8 +141,11 @@ impl DockerSandbox {
             events,
             state: Mutex::new(PoolState::default()),
             wake: Notify::new(),
+            sweep: Notify::new(),
+            became_ready: Notify::new(),
             shutting_down: AtomicBool::new(false),
             background: Mutex::new(JoinSet::new()),
+            container_locks: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -245,7 +270,11 @@ impl DockerSandbox {
                     _ => {
                         state.retry_at = None;
                         let have = state.ready.len() + state.creating;
-                        let missing = self.settings.size.saturating_sub(have);
+                        let room = self
+                            .settings
+                            .max_containers
+                            .saturating_sub(have + state.active.len());
+                        let missing = self.settings.size.saturating_sub(have).min(room);
                         let start =
                             missing.min(MAX_PARALLEL_CREATES.saturating_sub(state.creating));
                         state.creating += start;
@@ -274,6 +303,7 @@ impl DockerSandbox {
                 Ok(id) => {
                     state.consecutive_failures = 0;
                     state.ready.push_back(id);
+                    self.became_ready.notify_waiters();
                     tracing::debug!(target: "hermes::sandbox", ready = state.ready.len(), "pool container ready");
                     None
                 }
@@ -327,6 +357,14 @@ impl DockerSandbox {
         }
     }
 
+    async fn exists(&self, id: &str) -> Result<bool, SandboxError> {
+        match self.docker.inspect_container(id, None).await {
+            Ok(_) => Ok(true),
+            Err(error) if is_not_found(&error) => Ok(false),
+            Err(error) => Err(engine(error)),
+        }
+    }
+
     async fn is_running(&self, id: &str) -> Result<bool, SandboxError> {
         match self.docker.inspect_container(id, None).await {
             Ok(inspect) => Ok(inspect.state.and_then(|s| s.running).unwrap_or(false)),
@@ -355,19 +393,21 @@ impl DockerSandbox {
     }
 
     async fn retention_loop(self: Arc<Self>) {
-        let Some(retention) = self.settings.retention else {
-            return;
-        };
         while !self.shutting_down.load(Ordering::Acquire) {
-            self.sweep_stopped(retention).await;
-            tokio::time::sleep(RETENTION_TICK).await;
+            self.sweep_stopped().await;
+            tokio::select! {
+                _ = tokio::time::sleep(RETENTION_TICK) => {}
+                _ = self.sweep.notified() => tokio::time::sleep(RETENTION_MIN_GAP).await,
+            }
         }
     }
 
-    /// Removes this sensor's stopped containers created longer than `retention` ago.
-    pub async fn sweep_stopped(&self, retention: Duration) -> usize {
+    /// Removes this sensor's stopped containers past the age limit, then the oldest
+    /// until the count and disk caps hold. Each removal is an event.
+    pub async fn sweep_stopped(&self) -> usize {
         let options = ListContainersOptionsBuilder::default()
             .all(true)
+            .size(true)
             .filters(&self.label_filters(Some(&["exited", "dead", "created"])))
             .build();
         let stopped = match self.docker.list_containers(Some(options)).await {
@@ -377,18 +417,39 @@ impl DockerSandbox {
                 return 0;
             }
         };
+        let mut stopped: Vec<Stopped> = stopped
+            .into_iter()
+            .filter_map(|c| {
+                Some(Stopped {
+                    id: c.id?,
+                    created: c.created.unwrap_or(0),
+                    finished: None,
+                    size: c.size_rw.unwrap_or(0).max(0) as u64,
+                })
+            })
+            .collect();
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let mut removed = 0;
-        for container in stopped {
-            let (Some(id), Some(created)) = (container.id, container.created) else {
-                continue;
-            };
-            if now.saturating_sub(created) < retention.as_secs() as i64 {
-                continue;
+        let rules = Rules {
+            max_age: self.settings.retention,
+            max_count: self.settings.max_stopped,
+            max_bytes: self.settings.max_stopped_bytes,
+        };
+        if retention::caps_exceeded(&stopped, now, rules) {
+            // Which went first matters now: ask each for its stop time.
+            for container in &mut stopped {
+                if let Ok(inspect) = self.docker.inspect_container(&container.id, None).await {
+                    container.finished = inspect
+                        .state
+                        .and_then(|s| s.finished_at)
+                        .and_then(|t| retention::parse_time(&t));
+                }
             }
+        }
+        let mut removed = 0;
+        for (id, reason) in retention::choose(stopped, now, rules) {
             let options = RemoveContainerOptionsBuilder::default().v(true).build();
             match self.docker.remove_container(&id, Some(options)).await {
                 Ok(()) => {
@@ -396,10 +457,11 @@ impl DockerSandbox {
                     self.events.emit(
                         EventBuilder::global(EventId::ContainerRemove)
                             .field("container_id", id.clone())
-                            .field("reason", "retention_age")
+                            .field("reason", reason.as_str())
                             .message(format!(
-                                "Container {} removed: older than the retention period",
-                                short(&id)
+                                "Container {} removed: {}",
+                                short(&id),
+                                reason.describe()
                             )),
                     );
                 }
@@ -409,6 +471,36 @@ impl DockerSandbox {
             }
         }
         removed
+    }
+
+    fn container_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .container_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Drop locks nobody holds any more, so the map does not grow.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        Arc::clone(locks.entry(id.to_owned()).or_default())
+    }
+
+    /// Room for one more running container under `max_containers`; reserved as
+    /// "creating" until the caller calls `done_creating`.
+    fn reserve(&self) -> Result<(), SandboxError> {
+        let mut state = self.state();
+        let running = state.ready.len() + state.creating + state.active.len();
+        if running >= self.settings.max_containers {
+            return Err(SandboxError::Unavailable(format!(
+                "container_pool.max_containers ({}) reached",
+                self.settings.max_containers
+            )));
+        }
+        state.creating += 1;
+        Ok(())
+    }
+
+    fn done_creating(&self) {
+        let mut state = self.state();
+        state.creating = state.creating.saturating_sub(1);
     }
 
     /// Stops everything: no new containers, ready ones removed (never used), leased
@@ -458,7 +550,7 @@ async fn stop_container(docker: &Docker, id: &str) -> Result<(), SandboxError> {
 
 fn backoff(failures: u32) -> Duration {
     let millis = 500u64.saturating_mul(1 << failures.min(6));
-    Duration::from_millis(millis.min(30_000))
+    Duration::from_millis(millis).min(MAX_BACKOFF)
 }
 
 fn short(id: &str) -> &str {
@@ -472,39 +564,134 @@ impl Sandbox for DockerSandbox {
             if self.shutting_down.load(Ordering::Acquire) {
                 return Err(SandboxError::Unavailable("shutting down".to_owned()));
             }
-            let candidate = self.state().ready.pop_front();
+            // Registered before looking, so a container that becomes ready meanwhile
+            // is not missed.
+            let became_ready = self.became_ready.notified();
+            tokio::pin!(became_ready);
+            became_ready.as_mut().enable();
+            // Taken from ready and counted as active in one step, so the refill loop
+            // never sees the cap free while the lease is checked.
+            let candidate = {
+                let mut state = self.state();
+                let candidate = state.ready.pop_front();
+                if let Some(id) = &candidate {
+                    state.active.insert(id.clone());
+                }
+                candidate
+            };
             self.wake.notify_one();
             let Some(id) = candidate else {
+                if let Err(full) = self.reserve() {
+                    // At the cap, but a container is on its way: wait for it.
+                    if self.state().creating == 0 {
+                        return Err(full);
+                    }
+                    if tokio::time::timeout(self.settings.spawn_timeout, became_ready)
+                        .await
+                        .is_err()
+                    {
+                        return Err(full);
+                    }
+                    continue;
+                }
                 tracing::warn!(target: "hermes::sandbox", session_id = %session, "pool empty; creating a container on demand");
-                let id = self.create_container().await?;
-                self.state().active.insert(id.clone());
+                let created = self.create_container().await;
+                let mut state = self.state();
+                state.creating = state.creating.saturating_sub(1);
+                let id = created?;
+                state.active.insert(id.clone());
                 return Ok(Lease {
                     container_id: id,
                     source: LeaseSource::OnDemand,
                 });
             };
-            if self.is_running(&id).await? {
-                self.state().active.insert(id.clone());
-                return Ok(Lease {
-                    container_id: id,
-                    source: LeaseSource::Pool,
-                });
+            match self.is_running(&id).await {
+                Ok(true) => {
+                    return Ok(Lease {
+                        container_id: id,
+                        source: LeaseSource::Pool,
+                    });
+                }
+                Ok(false) => {
+                    // Died while waiting (OOM, daemon restart): it served nobody, drop it.
+                    tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), "ready container is not running; discarding it");
+                    self.state().active.remove(&id);
+                    self.remove_in_background(id);
+                }
+                Err(error) => {
+                    self.state().active.remove(&id);
+                    return Err(error);
+                }
             }
-            // Died while waiting (OOM, daemon restart): it served nobody, drop it.
-            tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), "ready container is not running; discarding it");
-            self.remove_in_background(id);
         }
     }
 
     fn release(&self, lease: Lease) {
         self.state().active.remove(&lease.container_id);
         let docker = self.docker.clone();
+        let lock = self.container_lock(&lease.container_id);
+        self.sweep.notify_one();
         self.spawn_background(async move {
+            let _stopping = lock.lock().await;
             match stop_container(&docker, &lease.container_id).await {
                 Ok(()) => tracing::info!(target: "hermes::sandbox", container_id = %lease.short_id(), "container stopped and kept"),
                 Err(error) => tracing::warn!(target: "hermes::sandbox", container_id = %lease.short_id(), %error, "cannot stop released container"),
             }
         });
+    }
+
+    async fn resume(&self, container_id: &str) -> Result<Lease, SandboxError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(SandboxError::Unavailable("shutting down".to_owned()));
+        }
+        let lock = self.container_lock(container_id);
+        let _guard = lock.lock().await;
+        if !self.is_running(container_id).await? {
+            if !self.exists(container_id).await? {
+                return Err(SandboxError::ContainerGone(short(container_id).to_owned()));
+            }
+            self.reserve()?;
+            let started = tokio::time::timeout(
+                self.settings.spawn_timeout,
+                self.docker.start_container(container_id, None),
+            )
+            .await;
+            self.done_creating();
+            match started {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) if is_not_found(&error) => {
+                    return Err(SandboxError::ContainerGone(short(container_id).to_owned()));
+                }
+                Ok(Err(error)) => return Err(engine(error)),
+                Err(_) => return Err(SandboxError::Timeout(self.settings.spawn_timeout.as_secs())),
+            }
+        }
+        self.state().active.insert(container_id.to_owned());
+        Ok(Lease {
+            container_id: container_id.to_owned(),
+            source: LeaseSource::Reused,
+        })
+    }
+
+    async fn usage(&self, lease: &Lease) -> Result<ContainerUsage, SandboxError> {
+        let options = bollard::query_parameters::InspectContainerOptionsBuilder::default()
+            .size(true)
+            .build();
+        match self
+            .docker
+            .inspect_container(&lease.container_id, Some(options))
+            .await
+        {
+            Ok(inspect) => Ok(ContainerUsage {
+                running: inspect.state.and_then(|s| s.running).unwrap_or(false),
+                disk_bytes: inspect.size_rw.unwrap_or(0).max(0) as u64,
+            }),
+            Err(error) if is_not_found(&error) => Ok(ContainerUsage {
+                running: false,
+                disk_bytes: 0,
+            }),
+            Err(error) => Err(engine(error)),
+        }
     }
 
     async fn spawn(&self, lease: &Lease, spec: ProcessSpec) -> Result<Process, SandboxError> {
@@ -554,6 +741,7 @@ impl Sandbox for DockerSandbox {
             control: Box::new(ExecControl {
                 docker: self.docker.clone(),
                 exec_id: created.id,
+                container_id: lease.container_id.clone(),
             }),
         })
     }
@@ -583,6 +771,6 @@ mod tests {
     fn backoff_grows_and_caps() {
         assert_eq!(backoff(1), Duration::from_millis(1000));
         assert_eq!(backoff(2), Duration::from_millis(2000));
-        assert_eq!(backoff(50), Duration::from_millis(30_000));
+        assert_eq!(backoff(50), MAX_BACKOFF);
     }
 }

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 
 use hermes_core::config::{Config, parse_memory_size};
@@ -35,6 +36,12 @@ pub struct ContainerProfile {
     pub cap_add: Vec<String>,
     /// `--security-opt` values.
     pub security_opt: Vec<String>,
+    /// RLIMIT_FSIZE in bytes.
+    pub max_file_bytes: i64,
+    /// OCI runtime, when not the engine's default.
+    pub runtime: Option<String>,
+    /// User-namespace mode (`host`), when set.
+    pub userns_mode: Option<String>,
 }
 
 impl ContainerProfile {
@@ -58,6 +65,9 @@ impl ContainerProfile {
             cap_drop: security.capabilities.drop.clone(),
             cap_add: security.capabilities.add.clone(),
             security_opt: security.security_opt.clone(),
+            max_file_bytes: bytes(&security.max_file_size),
+            runtime: security.runtime.clone(),
+            userns_mode: security.userns_mode.clone(),
         }
     }
 
@@ -103,6 +113,21 @@ impl ContainerProfile {
                     typ: Some("none".to_owned()),
                     config: None,
                 }),
+                // Its own cgroup namespace: /proc/self/cgroup shows no container id.
+                cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
+                // The decoy sshd listens on port 22 without CAP_NET_BIND_SERVICE (the
+                // setting is per network namespace).
+                sysctls: Some(HashMap::from([(
+                    "net.ipv4.ip_unprivileged_port_start".to_owned(),
+                    "0".to_owned(),
+                )])),
+                ulimits: Some(vec![ResourcesUlimits {
+                    name: Some("fsize".to_owned()),
+                    soft: Some(self.max_file_bytes),
+                    hard: Some(self.max_file_bytes),
+                }]),
+                runtime: self.runtime.clone(),
+                userns_mode: self.userns_mode.clone(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -140,6 +165,17 @@ mod tests {
             Some(vec!["no-new-privileges:true".to_owned()])
         );
         assert_eq!(host.privileged, Some(false));
+        assert_eq!(
+            host.cgroupns_mode,
+            Some(HostConfigCgroupnsModeEnum::PRIVATE)
+        );
+        let fsize = host
+            .ulimits
+            .as_ref()
+            .and_then(|u| u.first())
+            .expect("fsize");
+        assert_eq!(fsize.hard, Some(512 << 20));
+        assert!(host.runtime.is_none() && host.userns_mode.is_none());
         assert!(host.tmpfs.is_none(), "no attacker-writable tmpfs");
         assert_eq!(body.hostname.as_deref(), Some("web-prod-01"));
         let labels = body.labels.expect("labels");

@@ -96,15 +96,15 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
         mode = ?services.policy.mode(),
         "credential policy loaded"
     );
-    let sticky_saver = services.policy.sticky_memory().map(|memory| {
-        let memory = Arc::clone(memory);
+    let state_saver = {
+        let services = Arc::clone(&services);
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(STICKY_SAVE_INTERVAL).await;
-                save_sticky(&memory);
+                tokio::time::sleep(STATE_SAVE_INTERVAL).await;
+                save_state(&services);
             }
         })
-    });
+    };
     let persona = &config.persona;
     let server = SshServer::new(
         SshSettings {
@@ -135,12 +135,8 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
 
     tracing::info!(target: "hermes", "stopping containers");
     sandbox.shutdown().await;
-    if let Some(saver) = sticky_saver {
-        saver.abort();
-    }
-    if let Some(memory) = services.policy.sticky_memory() {
-        save_sticky(memory);
-    }
+    state_saver.abort();
+    save_state(&services);
     events.flush().await;
     drop(server);
     drop(events);
@@ -172,12 +168,18 @@ fn raise_open_file_limit() {
     tracing::info!(target: "hermes", open_files = limit.rlim_cur, "file descriptor limit");
 }
 
-/// How often the sticky rule's state is written when it changed.
-const STICKY_SAVE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the state files (sticky credentials, returning sources' machines) are
+/// written when they changed.
+const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(2);
 
-fn save_sticky(memory: &hermes_core::auth::StickyMemory) {
-    if let Err(error) = memory.save_if_dirty() {
+fn save_state(services: &SessionServices) {
+    if let Some(memory) = services.policy.sticky_memory()
+        && let Err(error) = memory.save_if_dirty()
+    {
         tracing::error!(target: "hermes::auth", %error, "cannot save the sticky credential state");
+    }
+    if let Err(error) = services.machines.save_if_dirty() {
+        tracing::error!(target: "hermes::sandbox", %error, "cannot save the returning-source machine map");
     }
 }
 

@@ -32,7 +32,7 @@ pub struct Config {
     #[garde(dive, custom(validate::authentication))]
     pub authentication: AuthenticationConfig,
     /// The pre-warmed containers and their security profile.
-    #[garde(dive)]
+    #[garde(dive, custom(validate::container_pool))]
     pub container_pool: ContainerPoolConfig,
     /// Session recordings (asciicast v2) and their metadata files.
     #[garde(dive)]
@@ -297,9 +297,68 @@ pub struct ContainerPoolConfig {
     /// 0 keeps them forever.
     #[garde(range(max = 3650))]
     pub cleanup_stopped_after_days: u32,
+    /// Running containers (ready plus in use) at most. Past it, logins still succeed
+    /// but the session is told the machine is out of resources and closed.
+    #[garde(range(min = 1, max = 10_000))]
+    pub max_containers: u32,
+    /// Stopped containers kept at most; the oldest go first.
+    #[garde(range(min = 1, max = 1_000_000))]
+    pub max_stopped_containers: u32,
+    /// Disk the stopped containers' writable layers may use in all, e.g. `20g`; the
+    /// oldest go first.
+    #[garde(custom(validate::memory_size))]
+    pub max_stopped_disk: String,
+    /// Returning attackers get their previous machine back.
+    #[garde(dive)]
+    pub reuse: ReuseConfig,
     /// Isolation and resource limits of every container.
     #[garde(dive)]
     pub security: SecurityConfig,
+}
+
+/// `container_pool.reuse`: a source that logs in again gets its own machine back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReuseConfig {
+    /// Give returning sources their previous container.
+    #[garde(skip)]
+    pub enabled: bool,
+    /// What identifies a returning attacker.
+    #[garde(skip)]
+    pub key: ReuseKey,
+    /// Seconds after a session ends during which its container is kept for the
+    /// source's next login.
+    #[garde(range(min = 60, max = 31_536_000))]
+    pub ttl: u64,
+    /// Containers one source address may own at once (with `key: source_and_user`);
+    /// past it, its most recently used container serves the new session.
+    #[garde(range(min = 1, max = 1000))]
+    pub max_containers_per_source: u32,
+    /// Where the source-to-container map is kept across restarts.
+    #[garde(custom(validate::non_empty_path))]
+    pub state_file: PathBuf,
+}
+
+impl Default for ReuseConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            key: ReuseKey::Source,
+            ttl: 86_400,
+            max_containers_per_source: 3,
+            state_file: PathBuf::from("/data/state/containers.json"),
+        }
+    }
+}
+
+/// What identifies a returning attacker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReuseKey {
+    /// The source address.
+    Source,
+    /// The source address and the login name.
+    SourceAndUser,
 }
 
 impl Default for ContainerPoolConfig {
@@ -310,6 +369,10 @@ impl Default for ContainerPoolConfig {
             image: "hermes-target:latest".to_owned(),
             max_session_duration: 3600,
             cleanup_stopped_after_days: 7,
+            max_containers: 50,
+            max_stopped_containers: 500,
+            max_stopped_disk: "20g".to_owned(),
+            reuse: ReuseConfig::default(),
             security: SecurityConfig::default(),
         }
     }
@@ -342,6 +405,21 @@ pub struct SecurityConfig {
     /// Docker `--security-opt` values.
     #[garde(inner(custom(validate::security_opt)))]
     pub security_opt: Vec<String>,
+    /// Size of a container's writable layer at which its sessions are ended and it is
+    /// stopped (checked every few seconds), e.g. `1g`.
+    #[garde(custom(validate::memory_size))]
+    pub disk_limit: String,
+    /// Largest file a process in the container may write (RLIMIT_FSIZE), e.g. `512m`.
+    #[garde(custom(validate::memory_size))]
+    pub max_file_size: String,
+    /// OCI runtime (e.g. `runsc` for gVisor) when the engine has it; the engine's
+    /// default otherwise.
+    #[garde(inner(custom(validate::runtime_name)))]
+    pub runtime: Option<String>,
+    /// Docker user-namespace mode: `host` opts out of a daemon-wide `userns-remap`;
+    /// unset follows the daemon.
+    #[garde(inner(custom(validate::userns_mode)))]
+    pub userns_mode: Option<String>,
 }
 
 impl Default for SecurityConfig {
@@ -354,6 +432,10 @@ impl Default for SecurityConfig {
             tmpfs_size: "50m".to_owned(),
             capabilities: CapabilitiesConfig::default(),
             security_opt: vec!["no-new-privileges:true".to_owned()],
+            disk_limit: "1g".to_owned(),
+            max_file_size: "512m".to_owned(),
+            runtime: None,
+            userns_mode: None,
         }
     }
 }
@@ -396,6 +478,10 @@ pub struct RecordingConfig {
     /// Which groups of fields the metadata file carries.
     #[garde(skip)]
     pub capture_metadata: Vec<MetadataField>,
+    /// Largest recording file, e.g. `64m`: past it, output is no longer recorded (the
+    /// metadata says so), so an attacker cannot fill the recordings disk.
+    #[garde(custom(validate::memory_size))]
+    pub max_recording_size: String,
 }
 
 impl Default for RecordingConfig {
@@ -405,6 +491,7 @@ impl Default for RecordingConfig {
             output_dir: PathBuf::from("/data/recordings"),
             format: RecordingFormat::Asciicast,
             capture_metadata: MetadataField::ALL.to_vec(),
+            max_recording_size: "64m".to_owned(),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{AuthMode, AuthenticationConfig, MaxStartups};
+use super::{AuthMode, AuthenticationConfig, ContainerPoolConfig, MaxStartups};
 use crate::persona;
 
 type Result = garde::Result;
@@ -179,6 +179,38 @@ pub(super) fn security_opt(opt: &str, _: &()) -> Result {
     if lowered == "seccomp=default" {
         return fail(
             "`seccomp=default` is not a profile path; omit it, Docker's default profile applies anyway",
+        );
+    }
+    Ok(())
+}
+
+/// The pool cannot keep more ready containers than it may run.
+pub(super) fn container_pool(pool: &ContainerPoolConfig, _: &()) -> Result {
+    if pool.size > pool.max_containers {
+        return fail(format!(
+            "`size` ({}) must not exceed `max_containers` ({})",
+            pool.size, pool.max_containers
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn runtime_name(name: &str, _: &()) -> Result {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        return fail("must be a runtime name as registered with the engine, e.g. `runsc`");
+    }
+    Ok(())
+}
+
+pub(super) fn userns_mode(mode: &str, _: &()) -> Result {
+    if mode != "host" {
+        return fail(
+            "the only per-container value is `host` (remapping itself is a daemon setting)",
         );
     }
     Ok(())

@@ -37,6 +37,8 @@ pub struct RecordingSummary {
     pub size: u64,
     /// Time from the header to the end.
     pub duration: Duration,
+    /// Events were left out because the size limit was reached.
+    pub truncated: bool,
 }
 
 #[derive(Serialize)]
@@ -66,12 +68,15 @@ pub struct AsciicastRecorder {
     output: Utf8Stream,
     input: Utf8Stream,
     size: u64,
+    max_size: u64,
+    truncated: bool,
     line: Vec<u8>,
 }
 
 impl AsciicastRecorder {
-    /// Creates the file (and its directory) and writes the header.
-    pub fn create(path: &Path, header: &CastHeader) -> io::Result<Self> {
+    /// Creates the file (and its directory) and writes the header. Once the file
+    /// reaches `max_size` bytes, further events are left out.
+    pub fn create(path: &Path, header: &CastHeader, max_size: u64) -> io::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -83,6 +88,8 @@ impl AsciicastRecorder {
             output: Utf8Stream::default(),
             input: Utf8Stream::default(),
             size: 0,
+            max_size,
+            truncated: false,
             line: Vec::with_capacity(4096),
         };
         let timestamp = crate::time::unix_seconds(SystemTime::now()) as u64;
@@ -130,6 +137,7 @@ impl AsciicastRecorder {
             path: self.path,
             size: self.size,
             duration: self.started.elapsed(),
+            truncated: self.truncated,
         }
     }
 
@@ -138,8 +146,13 @@ impl AsciicastRecorder {
         &self.path
     }
 
+    /// True once events were left out for the size limit.
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
     fn event(&mut self, code: &str, data: &str) -> io::Result<()> {
-        if data.is_empty() {
+        if data.is_empty() || self.truncated {
             return Ok(());
         }
         let elapsed = self.started.elapsed().as_micros() as f64 / 1e6;
@@ -150,6 +163,10 @@ impl AsciicastRecorder {
 
     fn write_line(&mut self) -> io::Result<()> {
         self.line.push(b'\n');
+        if self.size > 0 && self.size + self.line.len() as u64 > self.max_size {
+            self.truncated = true;
+            return Ok(());
+        }
         self.file.write_all(&self.line)?;
         self.size += self.line.len() as u64;
         Ok(())
@@ -175,7 +192,7 @@ mod tests {
     fn writes_a_parseable_v2_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("rec/a.cast");
-        let mut rec = AsciicastRecorder::create(&path, &header()).expect("create");
+        let mut rec = AsciicastRecorder::create(&path, &header(), 1 << 20).expect("create");
         rec.output(b"root@web:~# ").expect("o");
         rec.input(b"ls\r").expect("i");
         rec.output(b"\xe2\x98").expect("o");
@@ -209,11 +226,30 @@ mod tests {
     }
 
     #[test]
+    fn the_size_limit_stops_recording_not_the_session() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("big.cast");
+        let mut rec = AsciicastRecorder::create(&path, &header(), 4096).expect("create");
+        for _ in 0..1000 {
+            rec.output(&[b'x'; 100]).expect("o");
+        }
+        assert!(rec.truncated());
+        let summary = rec.finish();
+        assert!(summary.truncated);
+        let written = std::fs::metadata(&path).expect("stat").len();
+        assert!(written <= 4096, "{written}");
+        assert_eq!(written, summary.size);
+        for line in std::fs::read_to_string(&path).expect("read").lines() {
+            serde_json::from_str::<Value>(line).expect("every kept line is whole");
+        }
+    }
+
+    #[test]
     fn an_existing_file_is_never_overwritten() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.cast");
         std::fs::write(&path, "keep").expect("write");
-        assert!(AsciicastRecorder::create(&path, &header()).is_err());
+        assert!(AsciicastRecorder::create(&path, &header(), 1 << 20).is_err());
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "keep");
     }
 }

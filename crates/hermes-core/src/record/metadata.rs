@@ -32,6 +32,8 @@ pub enum EndReason {
     Shutdown,
     /// Too many sessions at once (`server.max_concurrent_sessions`).
     Capacity,
+    /// The container's writable layer reached `security.disk_limit`.
+    DiskLimit,
 }
 
 impl EndReason {
@@ -47,6 +49,7 @@ impl EndReason {
             EndReason::StreamError => "stream_error",
             EndReason::Shutdown => "shutdown",
             EndReason::Capacity => "capacity",
+            EndReason::DiskLimit => "disk_limit",
         }
     }
 }
@@ -101,6 +104,8 @@ pub struct SessionMetadata {
     pub recording: Option<String>,
     /// Terminal size at start, when there was a terminal.
     pub terminal: Option<(u32, u32)>,
+    /// The recording reached `max_recording_size` and stopped recording.
+    pub recording_truncated: bool,
 }
 
 impl SessionMetadata {
@@ -112,6 +117,9 @@ impl SessionMetadata {
         doc.insert("end_reason".into(), self.end_reason.as_str().into());
         doc.insert("exit_status".into(), json!(self.exit_status));
         doc.insert("recording".into(), json!(self.recording));
+        if self.recording_truncated {
+            doc.insert("recording_truncated".into(), true.into());
+        }
         if let Some((width, height)) = self.terminal {
             doc.insert("terminal".into(), json!({"width": width, "height": height}));
         }
@@ -208,6 +216,7 @@ mod tests {
             end_reason: EndReason::Exited,
             recording: Some("0123456789ab.cast".into()),
             terminal: Some((80, 24)),
+            recording_truncated: false,
         }
     }
 

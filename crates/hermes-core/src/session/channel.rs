@@ -14,13 +14,49 @@ use crate::escape::escape_untrusted;
 use crate::events::{EventBuilder, EventId};
 use crate::persona;
 use crate::record::{AsciicastRecorder, CastHeader, EndReason};
-use crate::sandbox::{OutputChunk, ProcessControl, ProcessOutput, ProcessSpec, TtySize};
+use crate::sandbox::{
+    OutputChunk, ProcessControl, ProcessOutput, ProcessSpec, SandboxError, TtySize,
+};
 
 /// Input that arrives before the process has started is kept up to this many bytes.
 const MAX_PENDING_INPUT: usize = 1 << 20;
 
-/// PATH of a root login on Debian (`/etc/profile`).
-const ROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Started by `docker exec`: keeps the client's stdin on fd 3, hands the parameters
+/// over on fd 6, and replaces itself (empty environment, sshd's process title) with a
+/// bash reading the image's session helper. Without the helper (another image), a
+/// plain login shell or command.
+const LAUNCHER: &str = r#"helper=/usr/lib/openssh/ssh-session-helper
+if [ ! -r "$helper" ]; then
+  command=$SSH_SESSION_COMMAND
+  unset SSH_SESSION_PARAMS SSH_SESSION_USER SSH_SESSION_COMMAND HOSTNAME
+  if [ -z "$command" ]; then exec -a -bash /bin/bash; fi
+  exec /bin/bash -c "$command"
+fi
+unset SSH_SESSION_COMMAND
+t=$(tty 2> /dev/null) && t=${t#/dev/} || t=notty
+exec 3<&0 6<<< "$SSH_SESSION_PARAMS"
+exec -c -a "sshd: $SSH_SESSION_USER@$t" /bin/bash < "$helper""#;
+
+/// The account a login name gets in the container: the name itself when it is one
+/// `useradd` takes safely, else `user`.
+fn account_name(login: &str) -> String {
+    let mut chars = login.chars();
+    let valid = login.len() <= 32
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if valid {
+        login.to_owned()
+    } else {
+        "user".to_owned()
+    }
+}
+
+/// Keeps a parameter on one line (the helper reads them line by line).
+fn one_line(text: &str) -> String {
+    text.chars().filter(|c| *c != '\n' && *c != '\r').collect()
+}
 
 type SharedRecorder = Arc<Mutex<Option<AsciicastRecorder>>>;
 
@@ -233,56 +269,65 @@ impl ChannelSession {
         self.running = Some(running);
     }
 
-    /// Every login runs as root for now, whatever the username (per-user accounts are
-    /// not built yet).
+    /// The process that stands in for sshd's session: the image's session helper (run
+    /// as "sshd: USER@pts/N") creates the account, writes utmp/wtmp/lastlog, prints the
+    /// MOTD and "Last login:", and runs the user's shell or command as that user. The
+    /// parameters travel in one variable that the launcher consumes before it replaces
+    /// itself, so no process in the container shows them.
     fn process_spec(&self, program: &Program) -> ProcessSpec {
         let context = &self.conn.context;
-        let src_ip = context.src.ip().to_canonical();
-        let dst_ip = context.dst.ip().to_canonical();
+        let username = self
+            .conn
+            .state()
+            .metadata
+            .username
+            .clone()
+            .unwrap_or_default();
+        let account = account_name(&username);
+        let (mode, command) = match program {
+            Program::Shell => ("pty", String::new()),
+            Program::Exec(command) if self.pty.is_some() => ("pty-exec", command.clone()),
+            Program::Exec(command) => ("notty", command.clone()),
+        };
+        let term = self
+            .pty
+            .as_ref()
+            .map(|(term, _)| term.clone())
+            .unwrap_or_default();
+        let lang = self
+            .env
+            .iter()
+            .find(|(name, _)| name == "LANG")
+            .map(|(_, value)| value.clone())
+            .unwrap_or_else(|| "C.UTF-8".to_owned());
+        let params = [
+            account.clone(),
+            context.src.ip().to_canonical().to_string(),
+            context.src.port().to_string(),
+            context.dst.ip().to_canonical().to_string(),
+            context.dst.port().to_string(),
+            one_line(&term),
+            one_line(&lang),
+            mode.to_owned(),
+            command,
+        ]
+        .join("\n");
         let mut env = vec![
-            ("HOME".to_owned(), "/root".to_owned()),
-            ("USER".to_owned(), "root".to_owned()),
-            ("LOGNAME".to_owned(), "root".to_owned()),
-            ("SHELL".to_owned(), "/bin/bash".to_owned()),
-            ("PATH".to_owned(), ROOT_PATH.to_owned()),
-            (
-                "SSH_CLIENT".to_owned(),
-                format!("{src_ip} {} {}", context.src.port(), context.dst.port()),
-            ),
-            (
-                "SSH_CONNECTION".to_owned(),
-                format!(
-                    "{src_ip} {} {dst_ip} {}",
-                    context.src.port(),
-                    context.dst.port()
-                ),
-            ),
+            ("SSH_SESSION_PARAMS".to_owned(), params),
+            ("SSH_SESSION_USER".to_owned(), account),
         ];
+        if let Program::Exec(command) = program {
+            env.push(("SSH_SESSION_COMMAND".to_owned(), command.clone()));
+        }
         if let Some((term, _)) = &self.pty {
             env.push(("TERM".to_owned(), term.clone()));
         }
-        env.extend(self.env.iter().cloned());
-        // Docker exports HOSTNAME into every exec; an sshd login does not have it.
-        let argv = match program {
-            Program::Shell => vec![
-                "/bin/bash".to_owned(),
-                "-c".to_owned(),
-                "unset HOSTNAME; exec -a -bash /bin/bash".to_owned(),
-            ],
-            Program::Exec(command) => vec![
-                "/usr/bin/env".to_owned(),
-                "-u".to_owned(),
-                "HOSTNAME".to_owned(),
-                "/bin/bash".to_owned(),
-                "-c".to_owned(),
-                command.clone(),
-            ],
-        };
+        env.extend(self.env.iter().filter(|(name, _)| name != "LANG").cloned());
         ProcessSpec {
-            argv,
+            argv: vec!["/bin/bash".to_owned(), "-c".to_owned(), LAUNCHER.to_owned()],
             env,
             user: "root".to_owned(),
-            workdir: "/root".to_owned(),
+            workdir: "/".to_owned(),
             tty: self.pty.as_ref().map(|(_, size)| *size),
         }
     }
@@ -322,7 +367,11 @@ impl ChannelSession {
             shell: "/bin/bash".to_owned(),
             title,
         };
-        match AsciicastRecorder::create(&path, &header) {
+        let max_size = crate::config::parse_memory_size(
+            &self.conn.services.config.recording.max_recording_size,
+        )
+        .unwrap_or(u64::MAX);
+        match AsciicastRecorder::create(&path, &header, max_size) {
             Ok(recorder) => {
                 tracing::info!(target: "hermes::record", session_id = %self.conn.session_id(), path = %path.display(), "recording started");
                 if let Some(name) = path.file_name() {
@@ -384,6 +433,10 @@ fn finish_recording(conn: &Connection, recorder: &SharedRecorder) {
         return;
     };
     let summary = rec.finish();
+    if summary.truncated {
+        conn.state().metadata.recording_truncated = true;
+        tracing::warn!(target: "hermes::record", session_id = %conn.session_id(), path = %summary.path.display(), "recording reached max_recording_size; the rest of the output was not recorded");
+    }
     let duration_ms = summary.duration.as_millis() as u64;
     let ttylog = summary.path.display().to_string();
     conn.services.events.emit(
@@ -444,53 +497,96 @@ async fn pump_output(mut ctx: PumpContext) {
         }
     };
     match end {
-        PumpEnd::Exited => {
-            let status = wait_exit_status(ctx.control.as_ref()).await;
-            match status {
-                Some(code) => {
-                    ctx.conn.state().metadata.exit_status = Some(code);
-                    let _ = ctx.client.exit_status(code).await;
-                }
-                None => {
-                    tracing::warn!(target: "hermes::session", session_id = %ctx.conn.session_id(), "exit status unknown");
-                }
+        PumpEnd::Exited => match wait_exit_status(ctx.control.as_ref()).await {
+            Ok(status) if killed_with_its_container(ctx.control.as_ref(), status).await => {
+                stream_broke(
+                    &ctx.conn,
+                    ctx.client.as_ref(),
+                    &ctx.recorder,
+                    "the container stopped",
+                )
+                .await
             }
-            finish_recording(&ctx.conn, &ctx.recorder);
-            let _ = ctx.client.eof().await;
-            let _ = ctx.client.close().await;
-        }
+            Ok(status) => {
+                match status {
+                    Some(code) => {
+                        ctx.conn.state().metadata.exit_status = Some(code);
+                        let _ = ctx.client.exit_status(code).await;
+                    }
+                    None => {
+                        tracing::warn!(target: "hermes::session", session_id = %ctx.conn.session_id(), "exit status unknown");
+                    }
+                }
+                finish_recording(&ctx.conn, &ctx.recorder);
+                let _ = ctx.client.eof().await;
+                let _ = ctx.client.close().await;
+            }
+            // The output ended because the engine went away, not the process.
+            Err(error) => {
+                stream_broke(
+                    &ctx.conn,
+                    ctx.client.as_ref(),
+                    &ctx.recorder,
+                    &error.to_string(),
+                )
+                .await
+            }
+        },
         PumpEnd::Terminated(reason) => {
             tell(&ctx.conn, ctx.client.as_ref(), &ctx.recorder, reason).await;
             finish_recording(&ctx.conn, &ctx.recorder);
         }
         PumpEnd::StreamError(error) => {
-            tracing::error!(target: "hermes::session", session_id = %ctx.conn.session_id(), %error, "container stream broke");
-            ctx.conn.emit_session_error("stream", &error.to_string());
-            tell(
+            stream_broke(
                 &ctx.conn,
                 ctx.client.as_ref(),
                 &ctx.recorder,
-                EndReason::StreamError,
+                &error.to_string(),
             )
-            .await;
-            finish_recording(&ctx.conn, &ctx.recorder);
-            ctx.conn.terminate(EndReason::StreamError).await;
+            .await
         }
         PumpEnd::ClientGone => finish_recording(&ctx.conn, &ctx.recorder),
     }
 }
 
-/// The engine may report the process as running for a moment after its output closed.
-async fn wait_exit_status(control: &dyn ProcessControl) -> Option<u32> {
+/// The container's stream broke or its engine went away: tell the client, keep the
+/// recording complete, end the session.
+async fn stream_broke(
+    conn: &Connection,
+    client: &dyn ClientChannel,
+    recorder: &SharedRecorder,
+    error: &str,
+) {
+    tracing::error!(target: "hermes::session", session_id = %conn.session_id(), %error, "container stream broke");
+    conn.emit_session_error("stream", error);
+    tell(conn, client, recorder, EndReason::StreamError).await;
+    finish_recording(conn, recorder);
+    conn.terminate(EndReason::StreamError).await;
+}
+
+/// A process killed by a signal may have died with its whole container (killed, out
+/// of memory); the engine needs a moment to notice the container is down.
+async fn killed_with_its_container(control: &dyn ProcessControl, status: Option<u32>) -> bool {
+    if status.is_some_and(|code| code < 128) {
+        return false;
+    }
+    for _ in 0..10 {
+        if matches!(control.container_running().await, Ok(false)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The engine may report the process as running for a moment after its output
+/// closed; an engine that cannot be asked at all is an error.
+async fn wait_exit_status(control: &dyn ProcessControl) -> Result<Option<u32>, SandboxError> {
     for _ in 0..100 {
-        match control.exit_status().await {
-            Ok(Some(code)) => return Some(u32::try_from(code).unwrap_or(255)),
-            Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(error) => {
-                tracing::warn!(target: "hermes::session", %error, "cannot read exit status");
-                return None;
-            }
+        match control.exit_status().await? {
+            Some(code) => return Ok(Some(u32::try_from(code).unwrap_or(255))),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
-    None
+    Ok(None)
 }

@@ -18,6 +18,11 @@ pub fn end_message(reason: EndReason, username: &str, hostname: &str) -> String 
         // bash's answer when fork(2) fails for lack of memory.
         EndReason::ExecFailed => "-bash: fork: Cannot allocate memory\r\n".to_owned(),
         EndReason::StreamError => "\r\n-bash: write error: Broken pipe\r\n".to_owned(),
+        // bash's answer when the disk is full.
+        EndReason::DiskLimit => {
+            "\r\n-bash: cannot create temp file for here-document: No space left on device\r\n"
+                .to_owned()
+        }
         // bash's TMOUT auto-logout.
         EndReason::Timeout => "\r\ntimed out waiting for input: auto-logout\r\n".to_owned(),
         // systemd's wall message for `shutdown now`.
@@ -63,6 +68,7 @@ mod tests {
             EndReason::StreamError,
             EndReason::Timeout,
             EndReason::Shutdown,
+            EndReason::DiskLimit,
         ];
         let texts: Vec<_> = reasons
             .iter()

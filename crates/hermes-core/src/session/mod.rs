@@ -8,6 +8,7 @@
 
 mod auth;
 mod channel;
+mod lease;
 pub mod messages;
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use crate::auth::{ConnectionAuthState, CredentialPolicy, FailureTiming};
 use crate::config::Config;
 use crate::events::{ConnectionContext, EventBuilder, EventBus, EventId};
 use crate::ids::SessionId;
+use crate::machines::{MachineRegistry, Slot};
 use crate::record::{EndReason, SessionMetadata};
 use crate::sandbox::{Lease, Sandbox};
 
@@ -66,6 +68,8 @@ pub struct SessionServices {
     pub events: EventBus,
     /// Where shells run.
     pub sandbox: Arc<dyn Sandbox>,
+    /// Which container each returning source gets back.
+    pub machines: Arc<MachineRegistry>,
     /// One permit per authenticated session (`server.max_concurrent_sessions`).
     pub session_slots: Arc<Semaphore>,
     /// Becomes true when Hermes shuts down.
@@ -87,6 +91,7 @@ impl SessionServices {
             session_slots: Arc::new(Semaphore::new(
                 config.server.max_concurrent_sessions as usize,
             )),
+            machines: MachineRegistry::load(&config.container_pool.reuse),
             config,
             events,
             sandbox,
@@ -148,6 +153,8 @@ struct ConnectionState {
     ticket: Option<Ticket>,
     metadata: SessionMetadata,
     permit: Option<OwnedSemaphorePermit>,
+    /// The returning-source slot the container came from, when reuse is on.
+    slot: Option<Arc<Slot>>,
     channels_opened: u32,
     finished: bool,
 }
@@ -205,6 +212,7 @@ impl Connection {
             end_reason: EndReason::Running,
             recording: None,
             terminal: None,
+            recording_truncated: false,
         };
         Arc::new(Connection {
             services,
@@ -217,6 +225,7 @@ impl Connection {
                 ticket,
                 metadata,
                 permit: None,
+                slot: None,
                 channels_opened: 0,
                 finished: false,
             }),
@@ -292,66 +301,6 @@ impl Connection {
         tokio::spawn(async move { conn.watch_limits().await });
     }
 
-    async fn acquire_lease(self: Arc<Self>) {
-        let result = self.services.sandbox.lease(self.context.session).await;
-        match result {
-            Ok(lease) => {
-                if self.state().finished {
-                    // The client left while the container was coming: give it back.
-                    self.services.sandbox.release(lease);
-                    return;
-                }
-                self.services.events.emit(
-                    EventBuilder::connection(EventId::ContainerAllocate, &self.context)
-                        .field("container_id", lease.container_id.clone())
-                        .field("source", lease.source.as_str())
-                        .message(format!(
-                            "Container {} allocated ({})",
-                            lease.short_id(),
-                            lease.source.as_str()
-                        )),
-                );
-                self.state().metadata.container_id = Some(lease.container_id.clone());
-                self.write_metadata();
-                self.lease.send_replace(LeaseState::Ready(lease));
-                // finish() may have run between the check above and the send: it
-                // releases what it finds, so look once more.
-                if self.state().finished {
-                    self.release_lease();
-                }
-            }
-            Err(error) => {
-                tracing::error!(target: "hermes::session", session_id = %self.context.session, %error, "no container for session");
-                self.emit_session_error("container_allocation", &error.to_string());
-                self.lease
-                    .send_replace(LeaseState::Failed(EndReason::ContainerUnavailable));
-            }
-        }
-    }
-
-    /// Ends the session at `server.session_timeout`, `max_session_duration`, or shutdown.
-    async fn watch_limits(self: Arc<Self>) {
-        let config = &self.services.config;
-        let limit = config
-            .server
-            .session_timeout
-            .min(config.container_pool.max_session_duration);
-        let mut shutdown = self.services.shutdown.clone();
-        let mut terminated = self.terminated.subscribe();
-        let reason = tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(limit)) => EndReason::Timeout,
-            _ = async {
-                if shutdown.wait_for(|down| *down).await.is_err() {
-                    // The sender is gone only when the process is ending anyway.
-                    std::future::pending::<()>().await;
-                }
-            } => EndReason::Shutdown,
-            // Ended some other way: nothing to enforce.
-            _ = async { terminated.wait_for(|t| t.is_some()).await.is_ok() } => return,
-        };
-        self.terminate(reason).await;
-    }
-
     /// Ends the session early: open channels print the stage's message, then the
     /// connection is closed.
     pub async fn terminate(&self, reason: EndReason) {
@@ -422,20 +371,6 @@ impl Connection {
         if let Err(error) = metadata.write(&path, &self.services.config.recording.capture_metadata)
         {
             tracing::error!(target: "hermes::record", session_id = %self.context.session, path = %path.display(), %error, "cannot write session metadata");
-        }
-    }
-
-    fn release_lease(&self) {
-        let previous = self
-            .lease
-            .send_replace(LeaseState::Failed(EndReason::ClientClosed));
-        if let LeaseState::Ready(lease) = previous {
-            self.services.events.emit(
-                EventBuilder::connection(EventId::ContainerRelease, &self.context)
-                    .field("container_id", lease.container_id.clone())
-                    .message(format!("Container {} released", lease.short_id())),
-            );
-            self.services.sandbox.release(lease);
         }
     }
 

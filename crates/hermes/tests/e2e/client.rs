@@ -136,9 +136,38 @@ impl Shell {
         }
     }
 
+    /// Runs `command`, waits for the next `prompt`, and returns what it printed.
+    pub async fn run(&mut self, command: &str, prompt: &str) -> String {
+        let mark = self.received.len();
+        self.send(&format!("{command}; echo __done$((6*7))\n"))
+            .await;
+        assert!(
+            self.read_until("__done42", mark, Duration::from_secs(30))
+                .await,
+            "no end marker after {command:?}: {}",
+            self.text()
+        );
+        assert!(
+            self.read_until(prompt, mark + 1, Duration::from_secs(10))
+                .await
+        );
+        let text = String::from_utf8_lossy(&self.received[mark..]).into_owned();
+        text.split("__done42").next().unwrap_or_default().to_owned()
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.received).into_owned()
     }
+}
+
+/// The lines a command printed, from [`Shell::run`]'s text: without the echoed
+/// command line, terminal mode switches and carriage returns.
+pub fn output_lines(out: &str) -> Vec<String> {
+    out.replace("\u{1b}[?2004l", "")
+        .split('\n')
+        .skip(1)
+        .map(|line| line.trim_matches('\r').to_owned())
+        .collect()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -57,6 +57,19 @@ pub struct Options {
     pub login_grace: u64,
     /// Extra lines for the `server` section (two-space indented YAML).
     pub server_extra: &'static str,
+    /// Extra lines for the `container_pool` section.
+    pub pool_extra: &'static str,
+    /// `container_pool.reuse.enabled` (off by default here: most tests want a fresh
+    /// container per session from the one test address).
+    pub reuse: bool,
+    /// Extra lines for the `recording` section.
+    pub recording_extra: &'static str,
+    /// `container_pool.reuse.key`.
+    pub reuse_key: &'static str,
+    /// `container_pool.image`.
+    pub image: &'static str,
+    /// `docker.base_url`.
+    pub docker_url: Option<&'static str>,
     /// Reuse a sensor name (to meet an earlier instance's containers).
     pub sensor: Option<String>,
 }
@@ -76,6 +89,12 @@ impl Default for Options {
             failure_delay_ms: 0,
             login_grace: 120,
             server_extra: "",
+            pool_extra: "",
+            reuse: false,
+            reuse_key: "source",
+            recording_extra: "",
+            image: IMAGE,
+            docker_url: None,
             sensor: None,
         }
     }
@@ -110,6 +129,14 @@ fn unique_sensor() -> String {
 impl Hermes {
     /// Writes a config, starts `hermes run`, waits until it listens and the pool is full.
     pub fn start(options: Options) -> Hermes {
+        let mut hermes = Self::start_unready(options);
+        hermes.wait_until_ready();
+        hermes
+    }
+
+    /// Like [`Hermes::start`] but returns once the process runs, without waiting for
+    /// the pool (for tests where it cannot fill).
+    pub fn start_unready(options: Options) -> Hermes {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let sensor = options.sensor.clone().unwrap_or_else(unique_sensor);
@@ -149,10 +176,16 @@ authentication:
   static_credentials:
 {credentials}{mode_settings}container_pool:
   size: {pool}
-  image: "{IMAGE}"
+  image: "{image}"
+  reuse:
+    enabled: {reuse}
+    key: {reuse_key}
+    state_file: "{base}/state/containers.json"
+{pool_extra}
 recording:
   output_dir: "{base}/recordings"
-logging:
+{recording_extra}
+{docker}logging:
   level: DEBUG
   format: json
   output_dir: "{base}/logs"
@@ -165,6 +198,15 @@ logging:
             max_tries = options.max_auth_tries,
             grace = options.login_grace,
             server_extra = options.server_extra,
+            pool_extra = options.pool_extra,
+            reuse = options.reuse,
+            reuse_key = options.reuse_key,
+            recording_extra = options.recording_extra,
+            image = options.image,
+            docker = options
+                .docker_url
+                .map(|url| format!("docker:\n  base_url: \"{url}\"\n"))
+                .unwrap_or_default(),
             accept_keys = options.accept_public_keys,
         );
         let config_path = dir.path().join("hermes.yaml");
@@ -195,7 +237,20 @@ logging:
             .spawn()
             .expect("spawn hermes");
         self.child = Some(child);
-        self.wait_until_ready();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.output().contains("listening") {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("hermes exited early ({status}):\n{}", self.output());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hermes did not listen:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn log_path(&self, stream: &str) -> PathBuf {
@@ -208,6 +263,7 @@ logging:
         let status = self.terminate();
         assert!(status.success(), "exit status {status}");
         self.spawn();
+        self.wait_until_ready();
     }
 
     fn wait_until_ready(&mut self) {

@@ -23,7 +23,10 @@ async fn two_simultaneous_sessions_get_two_containers_recordings_and_metadata_fi
     let mut a = root.shell(80, 24).await;
     let mut b = admin.shell(90, 30).await;
     assert!(a.read_until("# ", 0, Duration::from_secs(20)).await);
-    assert!(b.read_until("# ", 0, Duration::from_secs(20)).await);
+    assert!(
+        b.read_until("@web-prod-01", 0, Duration::from_secs(20))
+            .await
+    );
     a.send("touch /tmp/only-in-a && echo made-$((1+1))\n").await;
     assert!(a.read_until("made-2", 0, Duration::from_secs(10)).await);
     let mark = b.received.len();
@@ -211,7 +214,13 @@ async fn an_empty_pool_creates_containers_on_demand() {
     assert_eq!(distinct.len(), 3);
     for client in [&a, &b, &c] {
         let mut shell = client.shell(80, 24).await;
-        assert!(shell.read_until("# ", 0, Duration::from_secs(20)).await);
+        assert!(
+            shell
+                .read_until("@web-prod-01", 0, Duration::from_secs(20))
+                .await,
+            "{:?}",
+            shell.text()
+        );
     }
 }
 

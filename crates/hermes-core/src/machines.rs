@@ -1,0 +1,370 @@
+//! Returning attackers keep their machine: which container belongs to which source
+//! (or source and user), how many sessions use it now, and until when it is kept for
+//! the next login. The map survives restarts in a JSON file.
+//!
+//! A fresh machine on every login is the best-known honeypot tell; a real server keeps
+//! the files an intruder left.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ReuseConfig, ReuseKey};
+use crate::sandbox::Lease;
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What the registry knows of one machine.
+#[derive(Debug, Default)]
+struct SlotState {
+    source: Option<IpAddr>,
+    container_id: Option<String>,
+    /// The running lease while sessions use it.
+    lease: Option<Lease>,
+    sessions: u32,
+    /// Unix seconds until which the machine is kept after its last session.
+    expires: u64,
+    last_used: u64,
+}
+
+/// One key's machine. Acquisitions for the same key are serialised by `acquire`, so
+/// two logins at once from one source end up on one container.
+#[derive(Debug, Default)]
+pub struct Slot {
+    state: Mutex<SlotState>,
+    acquire: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn state(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds other logins of this key off while this one gets its container.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.acquire.lock().await
+    }
+
+    /// The running lease, when a session uses the machine now: the caller joins it.
+    pub fn join_running(&self) -> Option<Lease> {
+        let mut state = self.state();
+        let lease = state.lease.clone()?;
+        state.sessions += 1;
+        Some(lease)
+    }
+
+    /// The container kept for this key, if still within its time.
+    pub fn kept_container(&self) -> Option<String> {
+        let state = self.state();
+        (state.expires > now_secs() || state.sessions > 0)
+            .then(|| state.container_id.clone())
+            .flatten()
+    }
+
+    /// Records that a session now runs on `lease`.
+    pub fn started(&self, source: IpAddr, lease: &Lease) {
+        let mut state = self.state();
+        state.source = Some(source);
+        state.container_id = Some(lease.container_id.clone());
+        state.lease = Some(lease.clone());
+        state.sessions += 1;
+        state.last_used = now_secs();
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedMachine {
+    container_id: String,
+    source: IpAddr,
+    expires: u64,
+    last_used: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    machines: HashMap<String, SavedMachine>,
+}
+
+/// The map of returning sources to their containers.
+#[derive(Debug)]
+pub struct MachineRegistry {
+    config: ReuseConfig,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    dirty: AtomicBool,
+}
+
+/// What a finished session leaves to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Release {
+    /// Other sessions still use the container.
+    StillInUse,
+    /// The last session ended: stop (and keep) this container.
+    Stop(Lease),
+}
+
+impl MachineRegistry {
+    /// Loads the saved map (a corrupt file is moved aside, never fatal).
+    pub fn load(config: &ReuseConfig) -> Arc<Self> {
+        let mut slots = HashMap::new();
+        if config.enabled {
+            for (key, saved) in read_state(&config.state_file).machines {
+                if saved.expires <= now_secs() {
+                    continue;
+                }
+                let slot = Slot::default();
+                {
+                    let mut state = slot.state();
+                    state.source = Some(saved.source);
+                    state.container_id = Some(saved.container_id);
+                    state.expires = saved.expires;
+                    state.last_used = saved.last_used;
+                }
+                slots.insert(key, Arc::new(slot));
+            }
+        }
+        Arc::new(MachineRegistry {
+            config: config.clone(),
+            slots: Mutex::new(slots),
+            dirty: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether returning sources get their machine back.
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The slot a login from `source` as `username` uses: its own, or, when the source
+    /// already owns `max_containers_per_source` machines, its most recent one.
+    pub fn slot_for(&self, source: IpAddr, username: &str) -> (String, Arc<Slot>) {
+        let key = match self.config.key {
+            ReuseKey::Source => source.to_string(),
+            ReuseKey::SourceAndUser => format!("{source} {username}"),
+        };
+        let now = now_secs();
+        let mut slots = self.slots();
+        slots.retain(|_, slot| {
+            let state = slot.state();
+            state.sessions > 0 || state.expires > now || state.container_id.is_none()
+        });
+        if let Some(slot) = slots.get(&key) {
+            return (key, Arc::clone(slot));
+        }
+        let owned: Vec<(&String, u64)> = slots
+            .iter()
+            .filter_map(|(k, slot)| {
+                let state = slot.state();
+                (state.source == Some(source) && state.container_id.is_some())
+                    .then_some((k, state.last_used))
+            })
+            .collect();
+        if owned.len() >= self.config.max_containers_per_source as usize
+            && let Some((newest, _)) = owned.iter().max_by_key(|(_, used)| *used)
+        {
+            let newest = (*newest).clone();
+            if let Some(slot) = slots.get(&newest) {
+                return (newest, Arc::clone(slot));
+            }
+        }
+        let slot = Arc::new(Slot::default());
+        slots.insert(key.clone(), Arc::clone(&slot));
+        (key, slot)
+    }
+
+    /// A session on `slot` ended.
+    pub fn release(&self, slot: &Slot) -> Release {
+        let mut state = slot.state();
+        state.sessions = state.sessions.saturating_sub(1);
+        state.last_used = now_secs();
+        state.expires = state.last_used + self.config.ttl;
+        self.dirty.store(true, Ordering::Release);
+        if state.sessions > 0 {
+            return Release::StillInUse;
+        }
+        match state.lease.take() {
+            Some(lease) => Release::Stop(lease),
+            None => Release::StillInUse,
+        }
+    }
+
+    /// Forgets a container that is gone (removed, or could not be started again).
+    pub fn forget(&self, slot: &Slot) {
+        let mut state = slot.state();
+        if state.sessions == 0 {
+            state.container_id = None;
+            state.lease = None;
+        }
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Writes the map if it changed (atomically).
+    pub fn save_if_dirty(&self) -> io::Result<()> {
+        if !self.config.enabled || !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let now = now_secs();
+        let machines = self
+            .slots()
+            .iter()
+            .filter_map(|(key, slot)| {
+                let state = slot.state();
+                let expires = if state.sessions > 0 {
+                    now + self.config.ttl
+                } else {
+                    state.expires
+                };
+                match (&state.container_id, state.source) {
+                    (Some(id), Some(source)) if expires > now => Some((
+                        key.clone(),
+                        SavedMachine {
+                            container_id: id.clone(),
+                            source,
+                            expires,
+                            last_used: state.last_used,
+                        },
+                    )),
+                    _ => None,
+                }
+            })
+            .collect();
+        let result = write_state(
+            &self.config.state_file,
+            &StateFile {
+                version: 1,
+                machines,
+            },
+        );
+        if result.is_err() {
+            self.dirty.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// How long a machine is kept after its last session.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.config.ttl)
+    }
+}
+
+fn read_state(path: &Path) -> StateFile {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+            let aside: PathBuf = path.with_extension("json.corrupt");
+            let _ = std::fs::rename(path, &aside);
+            tracing::error!(target: "hermes::sandbox", path = %path.display(), %error, "machine map unreadable; moved aside");
+            StateFile::default()
+        }),
+        Err(_) => StateFile::default(),
+    }
+}
+
+fn write_state(path: &Path, file: &StateFile) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(file).map_err(io::Error::other)?)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::LeaseSource;
+
+    fn config(dir: &Path, key: ReuseKey, cap: u32) -> ReuseConfig {
+        ReuseConfig {
+            enabled: true,
+            key,
+            ttl: 3600,
+            max_containers_per_source: cap,
+            state_file: dir.join("machines.json"),
+        }
+    }
+
+    fn lease(id: &str) -> Lease {
+        Lease {
+            container_id: id.to_owned(),
+            source: LeaseSource::Pool,
+        }
+    }
+
+    const SRC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 4));
+
+    #[test]
+    fn a_source_gets_its_container_back_and_concurrent_sessions_share_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = MachineRegistry::load(&config(dir.path(), ReuseKey::Source, 3));
+        let (key, slot) = registry.slot_for(SRC, "root");
+        assert_eq!(key, "198.51.100.4");
+        assert!(slot.kept_container().is_none());
+        slot.started(SRC, &lease("c1"));
+        // A second login while the first runs joins the running container.
+        let (_, again) = registry.slot_for(SRC, "admin");
+        assert_eq!(again.join_running(), Some(lease("c1")));
+        assert_eq!(registry.release(&slot), Release::StillInUse);
+        assert_eq!(registry.release(&slot), Release::Stop(lease("c1")));
+        // After the last session: kept for the next login.
+        let (_, later) = registry.slot_for(SRC, "root");
+        assert!(later.join_running().is_none());
+        assert_eq!(later.kept_container().as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn the_map_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path(), ReuseKey::Source, 3);
+        let registry = MachineRegistry::load(&cfg);
+        let (_, slot) = registry.slot_for(SRC, "root");
+        slot.started(SRC, &lease("c9"));
+        registry.release(&slot);
+        registry.save_if_dirty().expect("save");
+        let reloaded = MachineRegistry::load(&cfg);
+        let (_, slot) = reloaded.slot_for(SRC, "root");
+        assert_eq!(slot.kept_container().as_deref(), Some("c9"));
+    }
+
+    #[test]
+    fn source_and_user_keys_and_the_per_source_cap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = MachineRegistry::load(&config(dir.path(), ReuseKey::SourceAndUser, 2));
+        for (user, id) in [("root", "c1"), ("admin", "c2")] {
+            let (_, slot) = registry.slot_for(SRC, user);
+            assert!(slot.kept_container().is_none(), "{user} starts fresh");
+            slot.started(SRC, &lease(id));
+            registry.release(&slot);
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        // A third user from the same source is over the cap: the newest machine.
+        let (key, slot) = registry.slot_for(SRC, "oracle");
+        assert_eq!(key, "198.51.100.4 admin");
+        assert_eq!(slot.kept_container().as_deref(), Some("c2"));
+    }
+
+    #[test]
+    fn forgotten_containers_are_not_offered_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = MachineRegistry::load(&config(dir.path(), ReuseKey::Source, 3));
+        let (_, slot) = registry.slot_for(SRC, "root");
+        slot.started(SRC, &lease("c1"));
+        registry.release(&slot);
+        registry.forget(&slot);
+        assert!(slot.kept_container().is_none());
+    }
+}

@@ -1,0 +1,194 @@
+//! A connection's container: got at login (the source's own machine when it comes
+//! back, otherwise one from the pool), watched while in use (time limits, disk), and
+//! given back at the end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Connection, LeaseState};
+use crate::config::parse_memory_size;
+use crate::events::{EventBuilder, EventId};
+use crate::machines::{Release, Slot};
+use crate::record::EndReason;
+use crate::sandbox::{Lease, LeaseSource, SandboxError};
+
+/// How often a leased container is checked: still running, and its writable layer
+/// against `disk_limit`.
+const USAGE_CHECK_INTERVAL: Duration = Duration::from_secs(3);
+
+impl Connection {
+    /// Gets the container for a logged-in connection and publishes it to its channels.
+    pub(super) async fn acquire_lease(self: Arc<Self>) {
+        let result = if self.services.machines.enabled() {
+            self.lease_returning_machine().await
+        } else {
+            self.services.sandbox.lease(self.context.session).await
+        };
+        match result {
+            Ok(lease) => {
+                if self.state().finished {
+                    // The client left while the container was coming: give it back.
+                    self.give_back(lease);
+                    return;
+                }
+                self.services.events.emit(
+                    EventBuilder::connection(EventId::ContainerAllocate, &self.context)
+                        .field("container_id", lease.container_id.clone())
+                        .field("source", lease.source.as_str())
+                        .message(format!(
+                            "Container {} allocated ({})",
+                            lease.short_id(),
+                            lease.source.as_str()
+                        )),
+                );
+                self.state().metadata.container_id = Some(lease.container_id.clone());
+                self.write_metadata();
+                self.lease.send_replace(LeaseState::Ready(lease));
+                // finish() may have run between the check above and the send: it
+                // releases what it finds, so look once more.
+                if self.state().finished {
+                    self.release_lease();
+                }
+            }
+            Err(error) => {
+                tracing::error!(target: "hermes::session", session_id = %self.context.session, %error, "no container for session");
+                self.emit_session_error("container_allocation", &error.to_string());
+                self.lease
+                    .send_replace(LeaseState::Failed(EndReason::ContainerUnavailable));
+            }
+        }
+    }
+
+    /// The source's own machine: joined when another of its sessions runs, started
+    /// again when it is kept stopped, or a fresh one that becomes its machine.
+    async fn lease_returning_machine(&self) -> Result<Lease, SandboxError> {
+        let source = self.context.src.ip().to_canonical();
+        let username = self.state().metadata.username.clone().unwrap_or_default();
+        let machines = &self.services.machines;
+        let (key, slot) = machines.slot_for(source, &username);
+        let _one_at_a_time = slot.lock().await;
+        if let Some(lease) = slot.join_running() {
+            self.state().slot = Some(Arc::clone(&slot));
+            return Ok(Lease {
+                source: LeaseSource::Shared,
+                ..lease
+            });
+        }
+        let mut lease = None;
+        if let Some(container_id) = slot.kept_container() {
+            match self.services.sandbox.resume(&container_id).await {
+                Ok(resumed) => lease = Some(resumed),
+                Err(SandboxError::ContainerGone(_)) => {
+                    tracing::info!(target: "hermes::session", session_id = %self.context.session, machine = %key, "the source's earlier container is gone; giving it a new one");
+                    machines.forget(&slot);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let lease = match lease {
+            Some(lease) => lease,
+            None => self.services.sandbox.lease(self.context.session).await?,
+        };
+        slot.started(source, &lease);
+        self.state().slot = Some(Arc::clone(&slot));
+        Ok(lease)
+    }
+
+    /// Gives a container back: through the returning-source map when it came from it
+    /// (stopped only when its last session ends), directly otherwise.
+    fn give_back(&self, lease: Lease) {
+        let slot: Option<Arc<Slot>> = self.state().slot.take();
+        let to_stop = match slot {
+            Some(slot) => match self.services.machines.release(&slot) {
+                Release::Stop(lease) => Some(lease),
+                Release::StillInUse => None,
+            },
+            None => Some(lease),
+        };
+        if let Some(lease) = to_stop {
+            self.services.events.emit(
+                EventBuilder::connection(EventId::ContainerRelease, &self.context)
+                    .field("container_id", lease.container_id.clone())
+                    .message(format!("Container {} released", lease.short_id())),
+            );
+            self.services.sandbox.release(lease);
+        }
+    }
+
+    /// Releases the connection's container, if it has one.
+    pub(super) fn release_lease(&self) {
+        let previous = self
+            .lease
+            .send_replace(LeaseState::Failed(EndReason::ClientClosed));
+        if let LeaseState::Ready(lease) = previous {
+            self.give_back(lease);
+        }
+    }
+
+    /// Ends the session at `server.session_timeout`, `max_session_duration`, shutdown,
+    /// when the container's writable layer passes `disk_limit`, or when the container
+    /// dies under it.
+    pub(super) async fn watch_limits(self: Arc<Self>) {
+        let config = &self.services.config;
+        let limit = config
+            .server
+            .session_timeout
+            .min(config.container_pool.max_session_duration);
+        let disk_limit =
+            parse_memory_size(&config.container_pool.security.disk_limit).unwrap_or(u64::MAX);
+        let deadline = tokio::time::sleep(Duration::from_secs(limit));
+        tokio::pin!(deadline);
+        let mut usage_check = tokio::time::interval(USAGE_CHECK_INTERVAL);
+        usage_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown = self.services.shutdown.clone();
+        let mut terminated = self.terminated.subscribe();
+        let reason = loop {
+            tokio::select! {
+                _ = &mut deadline => break EndReason::Timeout,
+                _ = async {
+                    if shutdown.wait_for(|down| *down).await.is_err() {
+                        // The sender is gone only when the process is ending anyway.
+                        std::future::pending::<()>().await;
+                    }
+                } => break EndReason::Shutdown,
+                // Ended some other way: nothing to enforce.
+                _ = async { terminated.wait_for(|t| t.is_some()).await.is_ok() } => return,
+                _ = usage_check.tick() => {
+                    if let Some(reason) = self.check_usage(disk_limit).await {
+                        break reason;
+                    }
+                }
+            }
+        };
+        match reason {
+            EndReason::DiskLimit => self.emit_session_error(
+                "disk_limit",
+                &format!(
+                    "the container's writable layer passed container_pool.security.disk_limit ({})",
+                    config.container_pool.security.disk_limit
+                ),
+            ),
+            EndReason::StreamError => self.emit_session_error("stream", "the container stopped"),
+            _ => {}
+        }
+        self.terminate(reason).await;
+    }
+
+    /// The reason to end the session, if the container died or filled its disk.
+    async fn check_usage(&self, disk_limit: u64) -> Option<EndReason> {
+        let lease = match &*self.lease.borrow() {
+            LeaseState::Ready(lease) => lease.clone(),
+            _ => return None,
+        };
+        match self.services.sandbox.usage(&lease).await {
+            Ok(usage) if !usage.running => Some(EndReason::StreamError),
+            Ok(usage) if usage.disk_bytes > disk_limit => Some(EndReason::DiskLimit),
+            Ok(_) => None,
+            Err(error) => {
+                // The engine may be restarting; the stream tells when it is gone.
+                tracing::debug!(target: "hermes::session", session_id = %self.context.session, %error, "cannot check the container");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Attacks run inside a container; the checks look at the host, at Hermes and at the
+//! other sessions. Part of the normal test run.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::client::{Client, Shell, output_lines};
+use crate::harness::{Hermes, Options, require_docker};
+
+const ROOT_PROMPT: &str = "root@web-prod-01:~# ";
+
+async fn root_shell(hermes: &Hermes) -> (Client, Shell) {
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let mut shell = client.shell(200, 50).await;
+    assert!(
+        shell
+            .read_until(ROOT_PROMPT, 0, Duration::from_secs(20))
+            .await,
+        "{}",
+        shell.text()
+    );
+    (client, shell)
+}
+
+fn allocated_containers(hermes: &Hermes) -> Vec<String> {
+    hermes
+        .events()
+        .iter()
+        .filter(|e| e["eventid"] == "hermes.container.allocate")
+        .filter_map(|e| e["container_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn docker_stat(container: &str, format: &str) -> String {
+    let output = Command::new("docker")
+        .args(["stats", "--no-stream", "--format", format, container])
+        .output()
+        .expect("docker stats");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn hermes_alive(hermes: &Hermes) -> bool {
+    std::path::Path::new(&format!("/proc/{}", hermes.pid())).exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_stays_inside_its_pids_limit() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options {
+        pool_size: 2,
+        ..Options::default()
+    });
+    let (_bomber, bomb) = root_shell(&hermes).await;
+    bomb.send("bomb() { bomb | bomb & }; bomb\n").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let victim = allocated_containers(&hermes)[0].clone();
+    let pids: u32 = tokio::task::block_in_place(|| docker_stat(&victim, "{{.PIDs}}"))
+        .parse()
+        .expect("pids");
+    assert!(pids <= 100, "{pids} processes");
+    // Another session is served as usual, promptly.
+    let started = Instant::now();
+    let (_other, mut shell) = root_shell(&hermes).await;
+    let out = shell.run("echo fine-$((3*3))", ROOT_PROMPT).await;
+    assert!(out.contains("fine-9"), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(hermes_alive(&hermes));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_bomb_is_killed_inside_the_container_only() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options::default());
+    let (_client, mut shell) = root_shell(&hermes).await;
+    let rss_before = hermes.rss_kib();
+    let out = shell
+        .run(
+            "python3 -c 'b = bytearray(700 * 1024 * 1024)'; echo status=$?",
+            ROOT_PROMPT,
+        )
+        .await;
+    assert!(out.contains("Killed"), "{out}");
+    assert!(out.contains("status=137"), "{out}");
+    let out = shell.run("echo still-$((2+2))", ROOT_PROMPT).await;
+    assert!(out.contains("still-4"), "the session goes on: {out}");
+    assert!(hermes_alive(&hermes));
+    assert!(
+        hermes.rss_kib() < rss_before + 50_000,
+        "Hermes's own memory did not balloon"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_burn_is_held_to_the_quota() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options::default());
+    let (_client, mut shell) = root_shell(&hermes).await;
+    shell
+        .run(
+            "for i in 1 2 3 4; do (while :; do :; done) & done; sleep 2",
+            ROOT_PROMPT,
+        )
+        .await;
+    let container = allocated_containers(&hermes)[0].clone();
+    let cpu = tokio::task::block_in_place(|| docker_stat(&container, "{{.CPUPerc}}"));
+    let percent: f64 = cpu.trim_end_matches('%').parse().expect("cpu percent");
+    println!("four busy loops in a 0.5-core container: {cpu}");
+    assert!(percent < 65.0, "cpu {cpu} over the 0.5-core quota");
+    shell.run("kill $(jobs -p)", ROOT_PROMPT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_fill_is_bounded_and_recordings_stay_small() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options {
+        pool_extra: "  security:\n    disk_limit: \"40m\"\n    max_file_size: \"16m\"\n",
+        recording_extra: "  max_recording_size: \"1m\"\n",
+        ..Options::default()
+    });
+    let (_client, mut shell) = root_shell(&hermes).await;
+    // One file cannot outgrow RLIMIT_FSIZE.
+    let out = shell
+        .run(
+            "head -c 30000000 /dev/zero > /root/big; stat -c %s /root/big",
+            ROOT_PROMPT,
+        )
+        .await;
+    assert!(out.contains("File size limit exceeded"), "{out}");
+    assert!(out.contains("16777216"), "{out}");
+    // Lots of output: the recording stops at its cap, the client still gets it all.
+    let out = shell
+        .run("head -c 2000000 /dev/urandom | base64 -w 0 | wc -c; head -c 1500000 /dev/urandom | base64", ROOT_PROMPT)
+        .await;
+    assert!(out.contains("2666668"), "{}", &out[..200.min(out.len())]);
+    // Many files past disk_limit: the session is ended within a few seconds.
+    let started = Instant::now();
+    shell
+        .send("for i in 1 2 3 4; do head -c 15000000 /dev/zero > /root/f$i; done; sleep 60\n")
+        .await;
+    assert!(
+        shell
+            .read_until("No space left on device", 0, Duration::from_secs(30))
+            .await,
+        "{}",
+        &shell.text()[shell.text().len().saturating_sub(300)..]
+    );
+    assert!(shell.read_to_close(Duration::from_secs(10)).await);
+    println!("disk fill stopped {:?} after it began", started.elapsed());
+    let events = tokio::task::block_in_place(|| {
+        hermes.wait_for_events("closed", |events| {
+            events
+                .iter()
+                .any(|e| e["eventid"] == "cowrie.session.closed")
+        })
+    });
+    assert!(
+        events
+            .iter()
+            .any(|e| e["eventid"] == "hermes.session.error" && e["stage"] == "disk_limit")
+    );
+    let session = events
+        .iter()
+        .find(|e| e["eventid"] == "cowrie.session.closed")
+        .and_then(|e| e["session"].as_str())
+        .expect("session")
+        .to_owned();
+    let metadata: Value = serde_json::from_slice(
+        &std::fs::read(hermes.recordings().join(format!("{session}.json"))).expect("metadata"),
+    )
+    .expect("json");
+    assert_eq!(metadata["end_reason"], "disk_limit");
+    assert_eq!(metadata["recording_truncated"], true);
+    let cast =
+        std::fs::metadata(hermes.recordings().join(format!("{session}.cast"))).expect("cast");
+    assert!(cast.len() <= 1 << 20, "recording {} bytes", cast.len());
+    // The container is stopped (and kept) once the session is over.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hermes.containers(Some("exited")).is_empty() {
+        assert!(Instant::now() < deadline, "container not stopped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_network_no_docker_socket_no_raw_sockets() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options::default());
+    let (_client, mut shell) = root_shell(&hermes).await;
+    let out = shell
+        .run(
+            "ip -o link | cut -d: -f2 | tr -d ' '; echo routes=$(ip route | wc -l)",
+            ROOT_PROMPT,
+        )
+        .await;
+    assert_eq!(output_lines(&out)[..2], ["lo", "routes=0"], "{out}");
+    let out = shell
+        .run(
+            "curl -sS -m 3 http://172.17.0.1/ 2>&1; curl -sS -m 3 http://1.1.1.1/ 2>&1",
+            ROOT_PROMPT,
+        )
+        .await;
+    assert_eq!(out.matches("curl: (7)").count(), 2, "{out}");
+    let out = shell
+        .run(
+            "ls /var/run/docker.sock /run/docker.sock 2>&1 | grep -c 'No such file'",
+            ROOT_PROMPT,
+        )
+        .await;
+    assert_eq!(output_lines(&out)[0], "2", "{out}");
+    let out = shell
+        .run("python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)' 2>&1 | tail -n 1", ROOT_PROMPT)
+        .await;
+    assert!(out.contains("PermissionError"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileges_are_exactly_as_configured() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options::default());
+    let (_client, mut shell) = root_shell(&hermes).await;
+    // CHOWN (0), SETGID (6), SETUID (7): 0xc1, and nothing else in any set.
+    let out = shell
+        .run(
+            "grep -E '^(CapPrm|CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status",
+            ROOT_PROMPT,
+        )
+        .await;
+    for line in [
+        "CapPrm:\t00000000000000c1",
+        "CapEff:\t00000000000000c1",
+        "CapBnd:\t00000000000000c1",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(out.contains(line), "`{line}` in {out}");
+    }
+    // A setuid-root binary gives an unprivileged user nothing (no-new-privileges).
+    let out = shell
+        .run("cp /usr/bin/id /tmp/id-suid && chmod 4755 /tmp/id-suid && setpriv --reuid=65534 --regid=65534 --clear-groups /tmp/id-suid -u", ROOT_PROMPT)
+        .await;
+    assert_eq!(output_lines(&out)[0], "65534", "{out}");
+    let out = shell.run("mount -t tmpfs none /mnt 2>&1; echo 50000 > /proc/sys/kernel/pid_max 2>&1; unshare -U true 2>&1; insmod /nonexistent.ko 2>&1", ROOT_PROMPT).await;
+    assert!(out.contains("mount: /mnt: permission denied"), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(
+        out.contains("unshare failed: Operation not permitted"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_runtime_setting_reaches_the_engine() {
+    if !require_docker() {
+        return;
+    }
+    // The engine's default runtime, named explicitly, works.
+    let hermes = Hermes::start(Options {
+        pool_extra: "  security:\n    runtime: \"runc\"\n",
+        ..Options::default()
+    });
+    let out = crate::harness::succeeded(
+        hermes
+            .ssh("root", &["toor"], "password")
+            .arg("echo runc-ok"),
+    );
+    assert_eq!(out, "runc-ok\n");
+    drop(hermes);
+    // A runtime the engine does not have: containers are refused, with the reason logged.
+    let hermes = Hermes::start_unready(Options {
+        pool_extra: "  security:\n    runtime: \"runsc\"\n",
+        ..Options::default()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !hermes.output().contains("runsc") {
+        assert!(Instant::now() < deadline, "{}", hermes.output());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(hermes.output().contains("cannot create pool container"));
+    assert_eq!(hermes.containers(None), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_dies_ends_its_session_with_a_message_and_a_complete_record() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options::default());
+    let (_client, mut shell) = root_shell(&hermes).await;
+    shell.run("echo before-$((5*5))", ROOT_PROMPT).await;
+    let container = allocated_containers(&hermes)[0].clone();
+    let status = Command::new("docker")
+        .args(["kill", &container])
+        .output()
+        .expect("docker kill");
+    assert!(status.status.success());
+    assert!(
+        shell
+            .read_until(
+                "-bash: write error: Broken pipe",
+                0,
+                Duration::from_secs(15)
+            )
+            .await,
+        "{}",
+        shell.text()
+    );
+    assert!(shell.read_to_close(Duration::from_secs(10)).await);
+    let events = tokio::task::block_in_place(|| {
+        hermes.wait_for_events("closed", |events| {
+            events
+                .iter()
+                .any(|e| e["eventid"] == "cowrie.session.closed")
+        })
+    });
+    assert!(events.iter().any(|e| e["eventid"] == "cowrie.log.closed"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["eventid"] == "hermes.session.error" && e["stage"] == "stream")
+    );
+    let session = events[0]["session"].as_str().expect("session").to_owned();
+    let (_, cast) = crate::harness::read_cast(&hermes.recordings().join(format!("{session}.cast")));
+    assert!(
+        cast.iter()
+            .any(|(_, code, data)| code == "o" && data.contains("before-25"))
+    );
+    assert!(
+        cast.iter()
+            .any(|(_, code, data)| code == "o" && data.contains("Broken pipe"))
+    );
+    let metadata: Value = serde_json::from_slice(
+        &std::fs::read(hermes.recordings().join(format!("{session}.json"))).expect("metadata"),
+    )
+    .expect("json");
+    assert_eq!(metadata["end_reason"], "stream_error");
+}

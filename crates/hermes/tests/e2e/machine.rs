@@ -1,0 +1,259 @@
+//! The container as the attacker meets it: a Debian server's login and process tree,
+//! their own account, and their own machine again when they come back.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::client::{Client, Shell};
+use crate::harness::{Hermes, Options, require_docker};
+
+async fn run(shell: &mut Shell, command: &str, prompt: &str) -> String {
+    shell.run(command, prompt).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_and_the_process_tree_look_like_a_debian_server() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options::default());
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let mut shell = client.shell(120, 40).await;
+    let prompt = format!("root@{}:~# ", hermes.hostname);
+    assert!(
+        shell.read_until(&prompt, 0, Duration::from_secs(20)).await,
+        "{}",
+        shell.text()
+    );
+    let banner = shell.text();
+    assert!(
+        banner.starts_with("Linux web-prod-01 "),
+        "uname line first: {banner:?}"
+    );
+    assert!(
+        banner
+            .contains("The programs included with the Debian GNU/Linux system are free software;")
+    );
+    assert!(
+        !banner.contains("Last login:"),
+        "first login ever: no Last login line"
+    );
+
+    let out = run(
+        &mut shell,
+        "ls -la /.dockerenv; hostname; echo \"tty=$SSH_TTY client=$SSH_CLIENT\"",
+        &prompt,
+    )
+    .await;
+    assert!(out.contains("cannot access '/.dockerenv'"), "{out}");
+    assert!(out.contains("web-prod-01"), "{out}");
+    assert!(out.contains("tty=/dev/pts/0 client=127.0.0.1 "), "{out}");
+
+    let out = run(&mut shell, "ps -eo comm=,args= | cat", &prompt).await;
+    for expected in [
+        "systemd         /sbin/init",
+        "rsyslogd        /usr/sbin/rsyslogd -n -iNONE",
+        "cron            /usr/sbin/cron -f",
+        "sshd            sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups",
+        "sshd            sshd: root@pts/0",
+        "bash            -bash",
+    ] {
+        assert!(out.contains(expected), "`{expected}` missing from:\n{out}");
+    }
+    let out = run(&mut shell, "tr '\\0' ' ' < /proc/$PPID/cmdline; echo; cat /proc/$PPID/environ | tr '\\0' '\\n' | grep -c SSH_SESSION", &prompt).await;
+    assert!(out.contains("sshd: root@pts/0"), "{out}");
+    assert!(
+        out.contains("\r\n0\r\n"),
+        "no launcher parameters visible: {out}"
+    );
+    let out = run(&mut shell, "who; last -n 1 root | head -n 1; grep -c 'Accepted password for root from 127.0.0.1' /var/log/auth.log", &prompt).await;
+    assert!(out.contains("root     pts/0"), "who: {out}");
+    assert!(out.contains("127.0.0.1"), "{out}");
+    assert!(out.contains("\r\n1\r\n"), "auth.log has the login: {out}");
+    let out = run(&mut shell, "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status; cat /proc/self/cgroup | grep -c docker", &prompt).await;
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(
+        out.contains("\r\n0\r\n"),
+        "no container id in /proc/self/cgroup: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_root_login_gets_its_own_account_and_home() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options {
+        credentials: vec![("deploy", "deploy"), ("root", "toor")],
+        ..Options::default()
+    });
+    let client = Client::login(hermes.port, "deploy", "deploy").await;
+    let mut shell = client.shell(80, 24).await;
+    let prompt = format!("deploy@{}:~$ ", hermes.hostname);
+    assert!(
+        shell.read_until(&prompt, 0, Duration::from_secs(20)).await,
+        "{}",
+        shell.text()
+    );
+    let out = run(
+        &mut shell,
+        "id -un; pwd; echo $HOME $USER $SHELL; ls -ld /home/deploy | cut -d' ' -f3",
+        &prompt,
+    )
+    .await;
+    assert!(out.contains("deploy\r\n/home/deploy\r\n"), "{out:?}");
+    assert!(out.contains("/home/deploy deploy /bin/bash"), "{out}");
+    assert!(
+        out.contains("\r\ndeploy\r\n"),
+        "home owned by the account: {out}"
+    );
+    let out = run(
+        &mut shell,
+        "touch /root/x 2>&1; tr '\\0' ' ' < /proc/$PPID/cmdline",
+        &prompt,
+    )
+    .await;
+    assert!(
+        out.contains("Permission denied"),
+        "an unprivileged account: {out}"
+    );
+    assert!(out.contains("sshd: deploy@pts/0"), "{out}");
+}
+
+fn allocations(events: &[Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|e| e["eventid"] == "hermes.container.allocate")
+        .map(|e| {
+            (
+                e["container_id"].as_str().unwrap_or_default().to_owned(),
+                e["source"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_source_gets_its_own_container_back_with_its_files() {
+    if !require_docker() {
+        return;
+    }
+    let mut hermes = Hermes::start(Options {
+        reuse: true,
+        ..Options::default()
+    });
+    let prompt = format!("root@{}:~# ", hermes.hostname);
+    {
+        let client = Client::login(hermes.port, "root", "toor").await;
+        let mut shell = client.shell(80, 24).await;
+        assert!(shell.read_until(&prompt, 0, Duration::from_secs(20)).await);
+        run(&mut shell, "echo left-by-$((1+1))st-visit > /root/marker; mkdir -p /tmp/.x && echo hidden > /tmp/.x/tool", &prompt).await;
+        shell.send("exit\n").await;
+        assert!(shell.read_to_close(Duration::from_secs(10)).await);
+    }
+    // The container is stopped (kept) before the source comes back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while hermes.containers(Some("exited")).len() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first container not stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let mut shell = client.shell(80, 24).await;
+    assert!(
+        shell.read_until(&prompt, 0, Duration::from_secs(20)).await,
+        "{}",
+        shell.text()
+    );
+    assert!(shell.text().contains("Last login: "), "{}", shell.text());
+    assert!(shell.text().contains(" from 127.0.0.1"), "{}", shell.text());
+    let out = run(&mut shell, "cat /root/marker /tmp/.x/tool", &prompt).await;
+    assert!(
+        out.contains("left-by-2st-visit") && out.contains("hidden"),
+        "{out}"
+    );
+
+    // A second login while this one runs shares the running machine.
+    let second = Client::login(hermes.port, "root", "toor").await;
+    let mut other = second.shell(80, 24).await;
+    assert!(other.read_until(&prompt, 0, Duration::from_secs(20)).await);
+    let out = run(&mut other, "cat /root/marker; who | wc -l", &prompt).await;
+    assert!(out.contains("left-by-2st-visit"), "{out}");
+    assert!(out.contains("\r\n2\r\n"), "both sessions in utmp: {out}");
+    drop(other);
+    drop(second);
+    shell.send("exit\n").await;
+    assert!(shell.read_to_close(Duration::from_secs(10)).await);
+    drop(shell);
+    drop(client);
+
+    let events = tokio::task::block_in_place(|| {
+        hermes.wait_for_events("three allocations and two releases", |events| {
+            allocations(events).len() == 3
+                && events
+                    .iter()
+                    .filter(|e| e["eventid"] == "hermes.container.release")
+                    .count()
+                    == 2
+        })
+    });
+    let allocated = allocations(&events);
+    assert_eq!(allocated[0].0, allocated[1].0);
+    assert_eq!(allocated[1].0, allocated[2].0);
+    let sources: Vec<&str> = allocated.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(sources, ["pool", "reused", "shared"]);
+
+    // And across a restart of Hermes.
+    tokio::task::block_in_place(|| hermes.restart());
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let mut shell = client.shell(80, 24).await;
+    assert!(shell.read_until(&prompt, 0, Duration::from_secs(20)).await);
+    let out = run(&mut shell, "cat /root/marker", &prompt).await;
+    assert!(out.contains("left-by-2st-visit"), "after a restart: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_by_source_and_user_each_account_has_its_machine() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options {
+        reuse: true,
+        reuse_key: "source_and_user",
+        ..Options::default()
+    });
+    for (user, password) in [("root", "toor"), ("admin", "admin"), ("root", "toor")] {
+        let client = Client::login(hermes.port, user, password).await;
+        let mut shell = client.shell(80, 24).await;
+        assert!(
+            shell.read_until("$ ", 0, Duration::from_secs(20)).await || shell.text().contains("# ")
+        );
+        shell.send("exit\n").await;
+        assert!(shell.read_to_close(Duration::from_secs(10)).await);
+        drop(shell);
+        drop(client);
+        tokio::task::block_in_place(|| {
+            hermes.wait_for_events("released", |events| {
+                events
+                    .iter()
+                    .filter(|e| e["eventid"] == "cowrie.session.closed")
+                    .count()
+                    == allocations(events).len()
+            })
+        });
+        // Wait for the stop, so the next visit finds the machine stopped.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let events = hermes.events();
+    let allocated = allocations(&events);
+    assert_eq!(allocated.len(), 3);
+    assert_ne!(
+        allocated[0].0, allocated[1].0,
+        "root and admin: two machines"
+    );
+    assert_eq!(allocated[0].0, allocated[2].0, "root again: root's machine");
+    assert_eq!(allocated[2].1, "reused");
+}
