@@ -16,8 +16,14 @@ images/target/build.sh hermes-target:latest
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --locked --no-fail-fast || status=$?
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --no-fail-fast || status=$?
 fi
+if [ "$status" != 0 ]; then
+  # What the failure needs to be understood where nobody can log in.
+  scripts/diagnose.sh hermes-target:latest || true
+fi
+exit "$status"

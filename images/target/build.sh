@@ -7,14 +7,24 @@
 #   HERMES_DEBIAN_MIRROR  Debian mirror (default http://deb.debian.org/debian)
 #   HERMES_IMAGE_FORCE=1  rebuild even when the image already exists
 set -euo pipefail
+# Files this script creates get a server's modes whatever the caller's umask.
+umask 022
 
 tag="${1:-hermes-target:latest}"
 mirror="${HERMES_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
+# The recipe: this script and everything it copies in. An image built from another
+# recipe (an older session helper, say) is rebuilt.
+recipe="$(cd "$here" && find . -type f -print0 | LC_ALL=C sort -z \
+  | xargs -0 sha256sum | sha256sum | cut -c1-16)"
 if [ "${HERMES_IMAGE_FORCE:-0}" != 1 ] && docker image inspect "$tag" >/dev/null 2>&1; then
-  echo "image $tag already exists (HERMES_IMAGE_FORCE=1 rebuilds it)"
-  exit 0
+  built="$(docker image inspect -f '{{ index .Config.Labels "hermes.image.recipe" }}' "$tag" 2>/dev/null || true)"
+  if [ "$built" = "$recipe" ]; then
+    echo "image $tag is up to date (HERMES_IMAGE_FORCE=1 rebuilds it)"
+    exit 0
+  fi
+  echo "image $tag was built from another recipe; rebuilding"
 fi
 
 if ! command -v debootstrap >/dev/null 2>&1; then
@@ -28,7 +38,7 @@ fi
 packages=(
   bash coreutils procps iproute2 iputils-ping curl wget ca-certificates
   openssh-server openssh-client python3 vim-tiny less sudo file
-  netcat-openbsd psmisc cron rsyslog
+  netcat-openbsd psmisc cron rsyslog xauth
 )
 
 work="$(mktemp -d /var/tmp/hermes-rootfs.XXXXXX)"
@@ -47,8 +57,17 @@ debootstrap --variant=minbase --include="$(IFS=,; echo "${packages[*]}")" \
     exit 1
   }
 
-# The persona's files: MOTD, init, bait, history.
-cp -a "$here/overlay/." "$rootfs/"
+# The persona's files: MOTD, init, bait, history. Copied through a staging tree with
+# a server's modes (directories 0755, files 0644 or 0755 as git records them), so a
+# checkout made under a strict umask does not leave /usr or /etc closed to users;
+# setup-rootfs.sh then closes what a real server keeps private.
+stage="$work/overlay"
+cp -r "$here/overlay" "$stage"
+chown -R 0:0 "$stage"
+find "$stage" -type d -exec chmod 0755 {} +
+find "$stage" -type f -perm -u+x -exec chmod 0755 {} +
+find "$stage" -type f ! -perm -u+x -exec chmod 0644 {} +
+cp -a "$stage/." "$rootfs/"
 chmod 0755 "$rootfs/usr/lib/openssh/ssh-session-record"
 install -m 0755 "$here/setup-rootfs.sh" "$rootfs/tmp/setup-rootfs.sh"
 chroot "$rootfs" /bin/bash /tmp/setup-rootfs.sh
@@ -71,6 +90,6 @@ tar --numeric-owner -C "$rootfs" -c . | docker import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
   --change 'WORKDIR /root' \
-  --change "LABEL hermes.image=target hermes.persona.ssh_banner=\"$banner\"" \
+  --change "LABEL hermes.image=target hermes.image.recipe=$recipe hermes.persona.ssh_banner=\"$banner\"" \
   - "$tag" >/dev/null
 echo "built $tag"

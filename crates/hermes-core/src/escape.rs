@@ -33,6 +33,26 @@ pub fn escape_untrusted(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Every byte kept, nothing interpreted: printable ASCII as is, `\\`, `\r`, `\n`,
+/// `\t`, and every other byte as `\xNN`. For payloads (forwarded data) that may be
+/// binary and must be recoverable from the log.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for &b in bytes {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x20..=0x7e => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+    out
+}
+
 /// Lossy UTF-8 decoding followed by [`escape_untrusted`], for raw protocol bytes.
 pub fn escape_untrusted_bytes(bytes: &[u8]) -> String {
     escape_untrusted(&String::from_utf8_lossy(bytes)).into_owned()
@@ -72,5 +92,14 @@ mod tests {
     #[test]
     fn bytes_are_decoded_lossily() {
         assert_eq!(escape_untrusted_bytes(b"a\xffb\x00"), "a\u{fffd}b\\x00");
+    }
+
+    #[test]
+    fn bytes_escape_keeps_every_byte_visible() {
+        assert_eq!(
+            escape_bytes(b"GET / HTTP/1.1\r\n\x00\xff\x1b[31m\\"),
+            "GET / HTTP/1.1\\r\\n\\x00\\xff\\x1b[31m\\\\"
+        );
+        assert_eq!(escape_bytes("é".as_bytes()), "\\xc3\\xa9");
     }
 }

@@ -63,6 +63,12 @@ pub fn accepts_env(name: &str) -> bool {
     name == "LANG" || name.starts_with("LC_")
 }
 
+/// The command Debian's sshd_config runs for a subsystem (`Subsystem sftp
+/// /usr/lib/openssh/sftp-server`); None for names sshd refuses.
+pub fn subsystem_command(name: &str) -> Option<&'static str> {
+    (name == "sftp").then_some("/usr/lib/openssh/sftp-server")
+}
+
 /// Key exchange names Hermes's SSH transport implements (checked against the
 /// transport in its own tests).
 pub const SUPPORTED_KEX: &[&str] = &[

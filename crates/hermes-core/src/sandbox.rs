@@ -133,6 +133,10 @@ pub trait ProcessControl: Send + Sync {
     /// Whether the container it runs in is still running (a process also ends when
     /// its whole container dies).
     async fn container_running(&self) -> Result<bool, SandboxError>;
+    /// Sends a signal (`INT`, `TERM`, ... as SSH names them) to the program the
+    /// session runs, as sshd signals its session's process. Ok(false) when the engine
+    /// gives no way to reach it.
+    async fn signal(&self, signal: &str) -> Result<bool, SandboxError>;
 }
 
 /// A process started in a container.

@@ -161,6 +161,10 @@ impl ProcessControl for ExecControl {
             Err(error) => Err(crate::error::engine(error)),
         }
     }
+
+    async fn signal(&self, signal: &str) -> Result<bool, SandboxError> {
+        crate::signal::deliver(&self.docker, &self.container_id, &self.exec_id, signal).await
+    }
 }
 
 pub(crate) async fn resize_exec(

@@ -14,6 +14,7 @@ mod hijack;
 mod pool;
 mod profile;
 mod retention;
+mod signal;
 
 pub use endpoint::{Endpoint, EndpointError};
 pub use pool::{DockerSandbox, PoolSettings, PoolStatus};

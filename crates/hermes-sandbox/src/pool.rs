@@ -726,6 +726,7 @@ impl Sandbox for DockerSandbox {
             tty.is_some(),
         )
         .await?;
+        let stream = self.confirm_started(&created.id, stream).await?;
         if let Some(size) = tty {
             self.initial_resize(&created.id, size).await;
         }
@@ -750,6 +751,44 @@ impl Sandbox for DockerSandbox {
 impl DockerSandbox {
     /// Daemons before API 1.42 ignore the exec's console size: set it right after the
     /// start, retrying briefly while the exec is still coming up.
+    /// Waits until the engine has started the exec's process. When it could not (the
+    /// program is missing, say), the engine writes its own error text into the stream;
+    /// that text must never reach the attacker, so it becomes an error here.
+    async fn confirm_started(
+        &self,
+        exec_id: &str,
+        mut stream: hijack::ExecStream,
+    ) -> Result<hijack::ExecStream, SandboxError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let inspect = self.docker.inspect_exec(exec_id).await.map_err(engine)?;
+            if inspect.pid.is_some_and(|pid| pid > 0) {
+                return Ok(stream);
+            }
+            if inspect.running == Some(false) && inspect.exit_code.is_some() {
+                let mut text = vec![0u8; 4096];
+                let read = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    tokio::io::AsyncReadExt::read(&mut stream, &mut text),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+                let text = String::from_utf8_lossy(&text[..read]);
+                return Err(SandboxError::Engine(format!(
+                    "exec did not start: {}",
+                    hermes_core::escape::escape_untrusted(text.trim())
+                )));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                // Still starting after this long: let the output decide.
+                return Ok(stream);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     async fn initial_resize(&self, exec_id: &str, size: TtySize) {
         for attempt in 0..5 {
             match resize_exec(&self.docker, exec_id, size).await {

@@ -12,11 +12,30 @@ use russh::server::{
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
 use tokio::task::JoinSet;
 
+use hermes_core::escape::escape_untrusted;
 use hermes_core::persona;
-use hermes_core::session::{AuthMethod, AuthReply, Connection, OfferedKey};
+use hermes_core::session::{AuthMethod, AuthReply, Connection, DirectTcpip, OfferedKey};
 
-use crate::channel::{RusshClientChannel, run_channel};
+use crate::channel::{RusshClientChannel, run_capture, run_channel};
 use crate::stream::StreamControl;
+
+/// The window granted to the client on each channel, and the largest packet: sshd's
+/// (64 packets of 32 KiB).
+pub(crate) const WINDOW_SIZE: u32 = 64 * 32 * 1024;
+
+/// Above this much client input queued for containers (the whole connection), the
+/// client's windows are no longer widened: it may send what it was granted, then
+/// waits, as sshd makes it wait when a child does not read.
+const INPUT_BACKLOG_LIMIT: usize = 1 << 20;
+
+/// sshd's answer to a channel it cannot open: reason 2, "open failed" (session past
+/// MaxSessions, channel types it does not serve).
+fn open_failed() -> ChannelOpenFailure {
+    ChannelOpenFailure::Other {
+        code: 2,
+        reason: "open failed".to_owned(),
+    }
+}
 
 /// State the handler shares with the connection task.
 pub(crate) struct ConnectionShared {
@@ -181,21 +200,82 @@ impl Handler for SshHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let Some(reservation) = self.conn.reserve_session() else {
+            reply.reject(open_failed()).await;
+            return Ok(());
+        };
         reply.accept().await;
         let (read, write) = channel.split();
-        let session = self
-            .conn
-            .open_channel(Arc::new(RusshClientChannel::new(write)));
-        let mut channels = self
-            .shared
-            .channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        channels.spawn(run_channel(read, session));
+        let (client, closed) = RusshClientChannel::new(write);
+        let session = self.conn.open_channel(reservation, Arc::new(client));
+        self.spawn_channel_task(run_channel(read, closed, session));
         Ok(())
     }
 
     async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Nothing is ever connected anywhere.
+        match self.conn.direct_tcpip(
+            host_to_connect,
+            port_to_connect,
+            originator_address,
+            originator_port,
+        ) {
+            DirectTcpip::Refuse { description } => {
+                reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: 2,
+                        reason: description.to_owned(),
+                    })
+                    .await;
+            }
+            DirectTcpip::Capture(capture) => {
+                reply.accept().await;
+                self.spawn_channel_task(run_capture(channel, capture));
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // sshd connects to the path and fails at once for a socket that does not
+        // exist: "open failed". Logged like any refused channel.
+        self.conn.channel_refused(
+            "direct-streamlocal@openssh.com",
+            &format!("no socket at {}", escape_untrusted(socket_path)),
+        );
+        reply.reject(open_failed()).await;
+        Ok(())
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // A client does not open X11 channels to a server; sshd answers "open failed".
+        reply.reject(open_failed()).await;
+        Ok(())
+    }
+
+    async fn channel_open_forwarded_tcpip(
         &mut self,
         _channel: Channel<Msg>,
         _host_to_connect: &str,
@@ -205,10 +285,54 @@ impl Handler for SshHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Nothing is ever connected anywhere; answer as an sshd behind an egress
-        // firewall ("open failed: connect failed").
-        reply.reject(ChannelOpenFailure::ConnectFailed).await;
+        reply.reject(open_failed()).await;
         Ok(())
+    }
+
+    fn adjust_window(&mut self, _channel: ChannelId, _current: u32) -> u32 {
+        // russh widens a window as data arrives, not as it is consumed. While input
+        // piles up in front of containers, the target shrinks to two bytes: russh tops
+        // a window up only once it falls below half the target, so the client spends
+        // what it holds and then gets two bytes a packet, until a packet arrives after
+        // the backlog has drained and the full window comes back.
+        if self.conn.input_backlog() > INPUT_BACKLOG_LIMIT {
+            2
+        } else {
+            WINDOW_SIZE
+        }
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        match self.conn.remote_forward(address, *port) {
+            Some(bound) => {
+                *port = bound;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(self.conn.cancel_remote_forward(address, port))
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        // AllowAgentForwarding yes; the channel records it (ChannelMsg::AgentForward).
+        Ok(true)
     }
 
     async fn pty_request(
@@ -259,10 +383,15 @@ impl Handler for SshHandler {
     async fn subsystem_request(
         &mut self,
         channel: ChannelId,
-        _name: &str,
+        name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)
+        // Debian's sshd_config names only sftp; sshd answers others with a failure.
+        if persona::subsystem_command(name).is_some() {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
     }
 
     async fn x11_request(
@@ -274,7 +403,21 @@ impl Handler for SshHandler {
         _x11_screen_number: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Debian's sshd_config: X11Forwarding no.
-        session.channel_failure(channel)
+        // Debian's sshd_config: X11Forwarding yes (and xauth is installed). The
+        // channel records it (ChannelMsg::RequestX11).
+        session.channel_success(channel)
+    }
+}
+
+impl SshHandler {
+    /// Runs a channel's task; the connection waits for them all before it closes, so
+    /// recordings and captures end before `session.closed`.
+    fn spawn_channel_task(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut channels = self
+            .shared
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        channels.spawn(task);
     }
 }

@@ -15,7 +15,7 @@ use hermes_core::admission::Ticket;
 use hermes_core::session::{ClientConnection, Connection, SessionServices, connection_dropped};
 
 use crate::algorithms::{AlgorithmNames, build_offer};
-use crate::handler::{ConnectionShared, SshHandler};
+use crate::handler::{ConnectionShared, SshHandler, WINDOW_SIZE};
 use crate::ident::{self, Outcome};
 use crate::stream::{ClientStream, StreamControl};
 
@@ -33,6 +33,8 @@ pub struct SshSettings {
     pub max_auth_tries: u32,
     /// sshd's LoginGraceTime; None for no limit.
     pub login_grace: Option<Duration>,
+    /// sshd's ClientAliveInterval and ClientAliveCountMax; None sends no keepalives.
+    pub client_alive: Option<(Duration, u32)>,
 }
 
 /// Everything one connection task needs, shared by all of them.
@@ -88,7 +90,13 @@ impl SshServer {
             // a backstop for clients that never stop.
             max_auth_attempts: settings.max_auth_tries as usize * 2 + 10,
             inactivity_timeout: None,
-            keepalive_interval: None,
+            keepalive_interval: settings.client_alive.map(|(interval, _)| interval),
+            keepalive_max: settings
+                .client_alive
+                .map(|(_, count)| count as usize)
+                .unwrap_or(3),
+            window_size: WINDOW_SIZE,
+            maximum_packet_size: 32 * 1024,
             nodelay: true,
             ..Default::default()
         };
@@ -248,8 +256,12 @@ async fn run_connection(
     loop {
         tokio::select! {
             result = &mut running => {
-                if let Err(error) = result {
-                    tracing::debug!(target: "hermes::ssh", session_id = %conn.session_id(), %error, "SSH session ended with an error");
+                match result {
+                    Err(russh::Error::KeepaliveTimeout) => conn.client_not_responding(),
+                    Err(error) => {
+                        tracing::debug!(target: "hermes::ssh", session_id = %conn.session_id(), %error, "SSH session ended with an error");
+                    }
+                    Ok(()) => {}
                 }
                 break;
             }

@@ -121,6 +121,12 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
             max_auth_tries: config.persona.max_auth_tries,
             login_grace: (config.persona.login_grace_time > 0)
                 .then(|| Duration::from_secs(config.persona.login_grace_time)),
+            client_alive: (config.persona.client_alive_interval > 0).then(|| {
+                (
+                    Duration::from_secs(config.persona.client_alive_interval),
+                    config.persona.client_alive_count_max,
+                )
+            }),
         },
         Arc::clone(&services),
     );

@@ -42,10 +42,30 @@ fn malformed_configs_exit_2_naming_key_and_line() {
         ("wrong type", b"container_pool:\n  size: three\n", &["container_pool.size", "line 2"]),
         (
             "out of range",
-            b"server:\n  port: 22\n  session_timeout: 10\ncontainer_pool:\n  security:\n    cpu_quota: 99\n",
+            b"server:\n  port: 22\n  session_timeout: 0\ncontainer_pool:\n  security:\n    cpu_quota: 99\n",
             &["server.session_timeout", "line 3", "container_pool.security.cpu_quota", "line 6"],
         ),
         ("port out of range", b"server:\n  port: 70000\n", &["server.port", "line 2"]),
+        (
+            "unknown forwarding mode",
+            b"forwarding:\n  direct_tcpip: proxy\n",
+            &["forwarding.direct_tcpip", "line 2", "refuse", "capture"],
+        ),
+        (
+            "bad capture size",
+            b"forwarding:\n  direct_tcpip: capture\n  capture_bytes: a lot\n",
+            &["forwarding.capture_bytes", "line 3"],
+        ),
+        (
+            "keepalive count out of range",
+            b"persona:\n  client_alive_interval: 15\n  client_alive_count_max: 0\n",
+            &["persona.client_alive_count_max", "line 3"],
+        ),
+        (
+            "max sessions out of range",
+            b"persona:\n  max_sessions: 0\n",
+            &["persona.max_sessions", "line 2"],
+        ),
         ("duplicate key", b"server:\n  port: 22\n  port: 23\n", &["server.port", "line 3", "duplicate"]),
         ("empty file", b"", &["empty", "line 1"]),
         ("only comments", b"# nothing here\n", &["empty"]),
@@ -100,7 +120,7 @@ fn malformed_configs_exit_2_naming_key_and_line() {
 #[test]
 fn every_value_error_is_reported_at_once() {
     let (code, _, stderr) = check(
-        b"server:\n  session_timeout: 1\ncontainer_pool:\n  size: 0\n  spawn_timeout: 1\n  security:\n    pids_limit: 1\n",
+        b"server:\n  session_timeout: 0\ncontainer_pool:\n  size: 0\n  spawn_timeout: 1\n  security:\n    pids_limit: 1\n",
     );
     assert_eq!(code, Some(2));
     for key in [

@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn every_out_of_range_value_is_reported() {
         let found = issues(
-            "server:\n  session_timeout: 5\ncontainer_pool:\n  size: 0\n  security:\n    memory_limit: lots\n",
+            "server:\n  session_timeout: 0\ncontainer_pool:\n  size: 0\n  security:\n    memory_limit: lots\n",
         );
         let paths: Vec<_> = found.iter().map(|i| (i.path.as_str(), i.line)).collect();
         assert!(paths.contains(&("server.session_timeout", 2)), "{paths:?}");

@@ -43,6 +43,51 @@ pub struct Config {
     /// How to reach the Docker engine.
     #[garde(dive)]
     pub docker: DockerConfig,
+    /// What happens to port forwarding requests.
+    #[garde(dive)]
+    pub forwarding: ForwardingConfig,
+}
+
+/// `forwarding`: port forwarding is logged always and never connects anywhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardingConfig {
+    /// `refuse` answers `direct-tcpip` (ssh -L, -D) as an sshd behind an egress
+    /// firewall does ("connect failed: Connection refused"); `capture` accepts the
+    /// channel and logs what the client sends through it (spam, proxy abuse), up to
+    /// `capture_bytes` and `capture_seconds`, then closes it.
+    #[garde(skip)]
+    pub direct_tcpip: DirectTcpipMode,
+    /// Bytes logged per captured channel.
+    #[garde(custom(validate::memory_size))]
+    pub capture_bytes: String,
+    /// Seconds a captured channel stays open.
+    #[garde(range(min = 1, max = 3600))]
+    pub capture_seconds: u64,
+    /// Captured channels one connection may hold at once; past it, refused.
+    #[garde(range(min = 1, max = 1000))]
+    pub max_captures_per_connection: u32,
+}
+
+impl Default for ForwardingConfig {
+    fn default() -> Self {
+        Self {
+            direct_tcpip: DirectTcpipMode::Refuse,
+            capture_bytes: "64k".to_owned(),
+            capture_seconds: 30,
+            max_captures_per_connection: 16,
+        }
+    }
+}
+
+/// How `direct-tcpip` channels are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectTcpipMode {
+    /// "open failed: connect failed: Connection refused".
+    Refuse,
+    /// Accepted; the client's data is logged, nothing is connected.
+    Capture,
 }
 
 /// `server`: the listening socket and connection-wide limits.
@@ -63,8 +108,12 @@ pub struct ServerConfig {
     #[garde(range(min = 1, max = 10000))]
     pub max_concurrent_sessions: u32,
     /// Absolute limit on one session, in seconds from login.
-    #[garde(range(min = 60, max = 604_800))]
+    #[garde(range(min = 1, max = 604_800))]
     pub session_timeout: u64,
+    /// A logged-in session that receives no input from the client on any channel for
+    /// this many seconds is ended (bash's TMOUT auto-logout); 0 turns it off.
+    #[garde(range(max = 604_800))]
+    pub idle_timeout: u64,
     /// Name of this sensor in events (Cowrie's `sensor`); also scopes this instance's
     /// containers. Defaults to the machine's hostname.
     #[garde(inner(custom(validate::sensor_name)))]
@@ -94,6 +143,7 @@ impl Default for ServerConfig {
             host_key_path: PathBuf::from("/data/keys/ssh_host_rsa_key"),
             max_concurrent_sessions: 10,
             session_timeout: 3600,
+            idle_timeout: 900,
             sensor_name: None,
             max_startups: "10:30:100".to_owned(),
             per_source_max_startups: 8,
@@ -130,6 +180,17 @@ pub struct PersonaConfig {
     /// LoginGraceTime); 0 means no limit.
     #[garde(range(max = 3600))]
     pub login_grace_time: u64,
+    /// Seconds without any packet from the client after which a keepalive is sent
+    /// (sshd's ClientAliveInterval); 0, Debian's default, sends none.
+    #[garde(range(max = 86_400))]
+    pub client_alive_interval: u64,
+    /// Unanswered keepalives after which the connection is dropped (sshd's
+    /// ClientAliveCountMax).
+    #[garde(range(min = 1, max = 1000))]
+    pub client_alive_count_max: u32,
+    /// Session channels one connection may hold open (sshd's MaxSessions).
+    #[garde(range(min = 1, max = 1000))]
+    pub max_sessions: u32,
     /// Key exchange methods offered, in order.
     #[garde(custom(validate::kex_algorithms))]
     pub kex_algorithms: Vec<String>,
@@ -157,6 +218,9 @@ impl Default for PersonaConfig {
             max_auth_tries: 6,
             auth_failure_delay_ms: 2000,
             login_grace_time: 120,
+            client_alive_interval: 0,
+            client_alive_count_max: 3,
+            max_sessions: 10,
             kex_algorithms: owned(persona::offered(persona::KEX, persona::SUPPORTED_KEX)),
             host_key_algorithms: owned(persona::offered(
                 persona::HOST_KEY,

@@ -74,6 +74,15 @@ catalogue! {
     ClientVar = "cowrie.client.var", connection: true, fields: ["name", "value", "accepted"];
     /// The client asked to run a command (`exec`).
     CommandInput = "cowrie.command.input", connection: true, fields: ["input"];
+    /// A `direct-tcpip` channel was requested (ssh -L, -D): the destination the client
+    /// asked for (`dst_ip`, `dst_port`: as sent, a name or an address) and the
+    /// originator it claims. Never connected anywhere.
+    DirectTcpipRequest = "cowrie.direct-tcpip.request", connection: true,
+        fields: ["dst_ip", "dst_port", "orig_ip", "orig_port", "accepted"];
+    /// Data the client sent into a captured `direct-tcpip` channel (`data` escaped:
+    /// printable ASCII as is, other bytes as \xNN; `id` the channel).
+    DirectTcpipData = "cowrie.direct-tcpip.data", connection: true,
+        fields: ["dst_ip", "dst_port", "data", "id"];
     /// A session recording was closed.
     LogClosed = "cowrie.log.closed", connection: true, fields: ["ttylog", "size", "duration_ms", "duration"];
     /// The connection closed.
@@ -94,6 +103,25 @@ catalogue! {
     ContainerRelease = "hermes.container.release", connection: true, fields: ["container_id"];
     /// A session could not get a container or a shell; it was told and closed.
     SessionError = "hermes.session.error", connection: true, fields: ["stage", "error"];
+    /// A channel was refused: `session` past `persona.max_sessions`, `direct-tcpip`
+    /// past the capture limit.
+    ChannelRefused = "hermes.channel.refused", connection: true, fields: ["channel_type", "reason"];
+    /// A subsystem was requested (`sftp` runs the container's sftp-server; others are
+    /// refused as sshd refuses them).
+    Subsystem = "hermes.session.subsystem", connection: true, fields: ["name", "accepted"];
+    /// The client sent a signal for the channel's process; `delivered` says whether it
+    /// reached it.
+    Signal = "hermes.session.signal", connection: true, fields: ["signal", "delivered"];
+    /// X11 forwarding was requested (accepted as Debian's sshd_config does; no display
+    /// is ever connected).
+    X11Request = "hermes.forward.x11", connection: true,
+        fields: ["auth_protocol", "screen", "single_connection", "accepted"];
+    /// Agent forwarding was requested (accepted as Debian's sshd_config does; the agent
+    /// is never used).
+    AgentRequest = "hermes.forward.agent", connection: true, fields: ["accepted"];
+    /// Remote forwarding (ssh -R) was requested; nothing ever listens.
+    RemoteForward = "hermes.forward.remote", connection: true,
+        fields: ["address", "port", "accepted"], optional: ["allocated_port"];
     /// A stopped container was removed by the retention rules.
     ContainerRemove = "hermes.container.remove", connection: false, fields: ["container_id", "reason"];
 }
@@ -145,6 +173,25 @@ mod tests {
                 name.starts_with("cowrie.") || name.starts_with("hermes."),
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn no_event_field_shadows_a_field_every_event_has() {
+        // dst_ip/dst_port of the direct-tcpip events are the forward's destination,
+        // as in Cowrie's schema; every other shared name is reserved.
+        let reserved = COMMON_FIELDS
+            .iter()
+            .chain(CONNECTION_FIELDS)
+            .filter(|f| !matches!(**f, "dst_ip" | "dst_port"));
+        for field in reserved {
+            for id in EventId::ALL {
+                assert!(
+                    !id.fields().contains(field) && !id.optional_fields().contains(field),
+                    "{} declares the shared field {field}",
+                    id.as_str()
+                );
+            }
         }
     }
 

@@ -112,11 +112,14 @@ impl EventBuilder {
                 ctx.src.ip().to_canonical().to_string().into(),
             );
             fields.insert("src_port".into(), ctx.src.port().into());
-            fields.insert(
-                "dst_ip".into(),
-                ctx.dst.ip().to_canonical().to_string().into(),
-            );
-            fields.insert("dst_port".into(), ctx.dst.port().into());
+            // A forward's destination (Cowrie's direct-tcpip events) takes the place
+            // of the connection's; the source is always the connection's.
+            fields
+                .entry("dst_ip")
+                .or_insert_with(|| ctx.dst.ip().to_canonical().to_string().into());
+            fields
+                .entry("dst_port")
+                .or_insert_with(|| ctx.dst.port().into());
             fields.insert("protocol".into(), "ssh".into());
         }
         Event {

@@ -22,6 +22,10 @@ pub enum EndReason {
     ClientClosed,
     /// `server.session_timeout` or `container_pool.max_session_duration` expired.
     Timeout,
+    /// No input from the client for `server.idle_timeout`.
+    IdleTimeout,
+    /// The client stopped answering keepalives (`persona.client_alive_*`).
+    ClientNotResponding,
     /// No container could be had (pool empty and creation failed, or capacity).
     ContainerUnavailable,
     /// The shell or command could not be started in the container.
@@ -44,6 +48,8 @@ impl EndReason {
             EndReason::Exited => "exited",
             EndReason::ClientClosed => "client_closed",
             EndReason::Timeout => "timeout",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::ClientNotResponding => "client_not_responding",
             EndReason::ContainerUnavailable => "container_unavailable",
             EndReason::ExecFailed => "exec_failed",
             EndReason::StreamError => "stream_error",

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
-use super::{ClientChannel, Connection};
+use super::input::InputQueue;
+use super::{ClientChannel, Connection, SessionSlot};
 use crate::escape::escape_untrusted;
 use crate::events::{EventBuilder, EventId};
 use crate::persona;
@@ -17,9 +17,6 @@ use crate::record::{AsciicastRecorder, CastHeader, EndReason};
 use crate::sandbox::{
     OutputChunk, ProcessControl, ProcessOutput, ProcessSpec, SandboxError, TtySize,
 };
-
-/// Input that arrives before the process has started is kept up to this many bytes.
-const MAX_PENDING_INPUT: usize = 1 << 20;
 
 /// Started by `docker exec`: keeps the client's stdin on fd 3, hands the parameters
 /// over on fd 6, and replaces itself (empty environment, sshd's process title) with a
@@ -33,6 +30,10 @@ if [ ! -r "$helper" ]; then
   exec /bin/bash -c "$command"
 fi
 unset SSH_SESSION_COMMAND
+if [ -z "$SSH_SESSION_PARAMS" ]; then
+  echo "ssh-session-launcher: the engine passed no session parameters" >&2
+  exit 255
+fi
 t=$(tty 2> /dev/null) && t=${t#/dev/} || t=notty
 exec 3<&0 6<<< "$SSH_SESSION_PARAMS"
 exec -c -a "sshd: $SSH_SESSION_USER@$t" /bin/bash < "$helper""#;
@@ -61,16 +62,38 @@ fn one_line(text: &str) -> String {
 type SharedRecorder = Arc<Mutex<Option<AsciicastRecorder>>>;
 
 struct Running {
-    input: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
     control: Arc<dyn ProcessControl>,
     pump: JoinHandle<()>,
+    writer: JoinHandle<()>,
 }
 
 /// What the client asked the channel to run.
 enum Program {
     Shell,
     Exec(String),
+    /// A subsystem, by the command sshd's `Subsystem` line gives it.
+    Subsystem {
+        name: String,
+        command: String,
+    },
 }
+
+/// An accepted `x11-req`: what the session's xauth is given.
+struct X11Forward {
+    protocol: String,
+    cookie: String,
+    screen: u32,
+}
+
+/// Input that arrives before the process starts is recorded up to this many bytes
+/// (all of it still reaches the process).
+const MAX_EARLY_INPUT: usize = 1 << 20;
+
+/// The signals sshd delivers (its `name2sig` table); others are refused.
+const SIGNALS: &[&str] = &[
+    "ABRT", "ALRM", "FPE", "HUP", "ILL", "INT", "KILL", "PIPE", "QUIT", "SEGV", "TERM", "USR1",
+    "USR2",
+];
 
 /// State of one session channel. The SSH adapter calls these in the order the client's
 /// requests arrive.
@@ -80,26 +103,40 @@ pub struct ChannelSession {
     index: u32,
     pty: Option<(String, TtySize)>,
     env: Vec<(String, String)>,
+    x11: Option<X11Forward>,
+    agent: bool,
     started: bool,
     running: Option<Running>,
-    pending_input: Vec<u8>,
-    pending_eof: bool,
+    input: InputQueue,
+    /// Input that arrived before the recording started, for the recording.
+    early_input: Vec<u8>,
     recorder: SharedRecorder,
+    /// Counts against `persona.max_sessions` while the channel lives.
+    _slot: SessionSlot,
 }
 
 impl ChannelSession {
-    pub(super) fn new(conn: Arc<Connection>, client: Arc<dyn ClientChannel>, index: u32) -> Self {
+    pub(super) fn new(
+        conn: Arc<Connection>,
+        client: Arc<dyn ClientChannel>,
+        index: u32,
+        slot: SessionSlot,
+    ) -> Self {
+        let input = InputQueue::new(Arc::clone(&conn.input_backlog));
         ChannelSession {
             conn,
             client,
             index,
             pty: None,
             env: Vec::new(),
+            x11: None,
+            agent: false,
             started: false,
             running: None,
-            pending_input: Vec::new(),
-            pending_eof: false,
+            input,
+            early_input: Vec::new(),
             recorder: Arc::new(Mutex::new(None)),
+            _slot: slot,
         }
     }
 
@@ -156,9 +193,98 @@ impl ChannelSession {
         accepted
     }
 
+    /// `x11-req`: logged; accepted before the program starts, as Debian's sshd with
+    /// `X11Forwarding yes` and xauth installed accepts it. The session gets DISPLAY and
+    /// an xauth entry; no X connection is ever forwarded.
+    pub fn x11_request(
+        &mut self,
+        protocol: &str,
+        cookie: &str,
+        screen: u32,
+        single_connection: bool,
+    ) -> bool {
+        let accepted = !self.started;
+        self.conn.services.events.emit(
+            EventBuilder::connection(EventId::X11Request, &self.conn.context)
+                .field("auth_protocol", protocol)
+                .field("screen", screen)
+                .field("single_connection", single_connection)
+                .field("accepted", accepted)
+                .message(format!(
+                    "X11 forwarding request: {protocol} screen {screen}"
+                )),
+        );
+        if accepted {
+            self.x11 = Some(X11Forward {
+                protocol: protocol.to_owned(),
+                cookie: cookie.to_owned(),
+                screen,
+            });
+        }
+        accepted
+    }
+
+    /// `auth-agent-req@openssh.com`: logged; accepted before the program starts, as
+    /// sshd's `AllowAgentForwarding yes` does. The session gets SSH_AUTH_SOCK; the
+    /// client's agent is never used.
+    pub fn agent_request(&mut self) -> bool {
+        let accepted = !self.started;
+        self.conn.services.events.emit(
+            EventBuilder::connection(EventId::AgentRequest, &self.conn.context)
+                .field("accepted", accepted)
+                .message("agent forwarding request"),
+        );
+        self.agent |= accepted;
+        accepted
+    }
+
     /// `shell`: starts a login shell in the container.
     pub async fn shell(&mut self) {
         self.start(Program::Shell).await;
+    }
+
+    /// `subsystem`: starts the subsystem's command as sshd's `Subsystem` line does
+    /// (`sftp` only, as in Debian's sshd_config). Returns whether it is accepted.
+    pub async fn subsystem(&mut self, name: &str) -> bool {
+        let command = persona::subsystem_command(name).filter(|_| !self.started);
+        self.conn.services.events.emit(
+            EventBuilder::connection(EventId::Subsystem, &self.conn.context)
+                .field("name", name)
+                .field("accepted", command.is_some())
+                .message(format!("subsystem request: {name}")),
+        );
+        tracing::info!(target: "hermes::session", session_id = %self.conn.session_id(), name = %escape_untrusted(name), accepted = command.is_some(), "subsystem request");
+        let Some(command) = command else {
+            return false;
+        };
+        self.start(Program::Subsystem {
+            name: name.to_owned(),
+            command: command.to_owned(),
+        })
+        .await;
+        true
+    }
+
+    /// `signal`: logged; delivered to the channel's process where the engine lets
+    /// Hermes reach it, for the names sshd knows.
+    pub async fn signal(&mut self, name: &str) {
+        let known = SIGNALS.contains(&name);
+        let delivered = match (&self.running, known) {
+            (Some(running), true) => match running.control.signal(name).await {
+                Ok(delivered) => delivered,
+                Err(error) => {
+                    tracing::warn!(target: "hermes::session", session_id = %self.conn.session_id(), %error, "cannot deliver a signal");
+                    false
+                }
+            },
+            _ => false,
+        };
+        self.conn.services.events.emit(
+            EventBuilder::connection(EventId::Signal, &self.conn.context)
+                .field("signal", name)
+                .field("delivered", delivered)
+                .message(format!("signal request: {name}")),
+        );
     }
 
     /// `exec`: runs `command` through the user's shell, as sshd does.
@@ -174,35 +300,33 @@ impl ChannelSession {
         self.start(Program::Exec(command)).await;
     }
 
-    /// Bytes from the client.
+    /// Bytes from the client: recorded, then queued for the process (input that
+    /// arrives before it starts waits for it).
     pub async fn data(&mut self, bytes: &[u8]) {
-        if let Some(running) = self.running.as_mut() {
+        self.conn.input_seen();
+        if self.running.is_some() {
             with_recorder(&self.recorder, |rec| rec.input(bytes));
-            if let Err(error) = running.input.write_all(bytes).await {
-                tracing::debug!(target: "hermes::session", session_id = %self.conn.session_id(), %error, "process input closed");
-            }
-        } else if !self.started && self.pending_input.len() + bytes.len() <= MAX_PENDING_INPUT {
-            self.pending_input.extend_from_slice(bytes);
+        } else if self.early_input.len() + bytes.len() <= MAX_EARLY_INPUT {
+            self.early_input.extend_from_slice(bytes);
         }
+        self.input.push(bytes).await;
     }
 
-    /// EOF from the client: closes the process's stdin; its output still arrives.
-    /// With a terminal, EOF changes nothing, as with sshd: the pty master stays open,
-    /// so the shell goes on reading (and Docker would end the whole stream).
-    pub async fn eof(&mut self) {
-        if self.pty.is_some() {
-            return;
-        }
-        if let Some(running) = self.running.as_mut() {
-            let _ = running.input.shutdown().await;
-        } else {
-            self.pending_eof = true;
+    /// EOF from the client: closes the process's stdin once its input is written; its
+    /// output still arrives. With a terminal, EOF changes nothing, as with sshd: the
+    /// pty master stays open, so the shell goes on reading (and Docker would end the
+    /// whole stream).
+    pub fn eof(&mut self) {
+        if self.pty.is_none() {
+            self.input.finish();
         }
     }
 
     /// The client closed the channel (or the connection went away).
     pub async fn close(mut self) {
+        self.input.close();
         if let Some(running) = self.running.take() {
+            running.writer.abort();
             running.pump.abort();
             let _ = running.pump.await;
         }
@@ -245,6 +369,10 @@ impl ChannelSession {
             }
         };
         self.start_recording(&program, &username);
+        let early_input = std::mem::take(&mut self.early_input);
+        if !early_input.is_empty() {
+            with_recorder(&self.recorder, |rec| rec.input(&early_input));
+        }
         let control: Arc<dyn ProcessControl> = Arc::from(process.control);
         let pump = tokio::spawn(pump_output(PumpContext {
             conn: Arc::clone(&self.conn),
@@ -252,21 +380,14 @@ impl ChannelSession {
             recorder: Arc::clone(&self.recorder),
             control: Arc::clone(&control),
             output: process.output,
+            stderr_messages: self.pty.is_none(),
         }));
-        let mut running = Running {
-            input: process.input,
+        let writer = tokio::spawn(self.input.writer(process.input));
+        self.running = Some(Running {
             control,
             pump,
-        };
-        if !self.pending_input.is_empty() {
-            let pending = std::mem::take(&mut self.pending_input);
-            with_recorder(&self.recorder, |rec| rec.input(&pending));
-            let _ = running.input.write_all(&pending).await;
-        }
-        if self.pending_eof {
-            let _ = running.input.shutdown().await;
-        }
-        self.running = Some(running);
+            writer,
+        });
     }
 
     /// The process that stands in for sshd's session: the image's session helper (run
@@ -288,6 +409,7 @@ impl ChannelSession {
             Program::Shell => ("pty", String::new()),
             Program::Exec(command) if self.pty.is_some() => ("pty-exec", command.clone()),
             Program::Exec(command) => ("notty", command.clone()),
+            Program::Subsystem { command, .. } => ("subsystem", command.clone()),
         };
         let term = self
             .pty
@@ -300,24 +422,53 @@ impl ChannelSession {
             .find(|(name, _)| name == "LANG")
             .map(|(_, value)| value.clone())
             .unwrap_or_else(|| "C.UTF-8".to_owned());
-        let params = [
-            account.clone(),
-            context.src.ip().to_canonical().to_string(),
-            context.src.port().to_string(),
-            context.dst.ip().to_canonical().to_string(),
-            context.dst.port().to_string(),
-            one_line(&term),
-            one_line(&lang),
-            mode.to_owned(),
-            command,
-        ]
-        .join("\n");
+        // NAME=value lines the helper reads; the command comes last and may span lines.
+        let mut params = vec![
+            ("user", account.clone()),
+            ("src", context.src.ip().to_canonical().to_string()),
+            ("src_port", context.src.port().to_string()),
+            ("dst", context.dst.ip().to_canonical().to_string()),
+            ("dst_port", context.dst.port().to_string()),
+            ("term", term),
+            ("lang", lang),
+            ("mode", mode.to_owned()),
+        ];
+        if let Program::Subsystem { name, .. } = program {
+            params.push(("subsystem", name.clone()));
+        }
+        if let Some(x11) = &self.x11 {
+            params.push((
+                "x11",
+                format!(
+                    "{} {} {}",
+                    token(&x11.protocol),
+                    token(&x11.cookie),
+                    x11.screen
+                ),
+            ));
+        }
+        if self.agent {
+            params.push(("agent", "1".to_owned()));
+        }
+        // Accepted `env` requests (LANG is `lang`): the helper sets them for the user.
+        for (name, value) in self.env.iter().filter(|(name, _)| name != "LANG") {
+            params.push(("env", format!("{name}={value}")));
+        }
+        let mut params: String = params
+            .into_iter()
+            .map(|(name, value)| format!("{name}={}\n", one_line(&value)))
+            .collect();
+        params.push_str("command=");
+        params.push_str(&command);
         let mut env = vec![
             ("SSH_SESSION_PARAMS".to_owned(), params),
             ("SSH_SESSION_USER".to_owned(), account),
         ];
-        if let Program::Exec(command) = program {
-            env.push(("SSH_SESSION_COMMAND".to_owned(), command.clone()));
+        match program {
+            Program::Exec(command) | Program::Subsystem { command, .. } => {
+                env.push(("SSH_SESSION_COMMAND".to_owned(), command.clone()));
+            }
+            Program::Shell => {}
         }
         if let Some((term, _)) = &self.pty {
             env.push(("TERM".to_owned(), term.clone()));
@@ -356,9 +507,16 @@ impl ChannelSession {
             escape_untrusted(username),
             self.conn.context.src.ip().to_canonical()
         );
-        if let Program::Exec(command) = program {
-            title.push_str(": ");
-            title.push_str(&escape_untrusted(command));
+        match program {
+            Program::Exec(command) => {
+                title.push_str(": ");
+                title.push_str(&escape_untrusted(command));
+            }
+            Program::Subsystem { name, .. } => {
+                title.push_str(": subsystem ");
+                title.push_str(&escape_untrusted(name));
+            }
+            Program::Shell => {}
         }
         let header = CastHeader {
             width: size.width,
@@ -392,24 +550,47 @@ impl ChannelSession {
 
     /// No container or no process: tell the client in the stage's words, then end.
     async fn fail(&mut self, reason: EndReason) {
-        tell(&self.conn, self.client.as_ref(), &self.recorder, reason).await;
+        let on_stderr = self.pty.is_none();
+        tell(
+            &self.conn,
+            self.client.as_ref(),
+            &self.recorder,
+            reason,
+            on_stderr,
+        )
+        .await;
         self.conn.terminate(reason).await;
     }
 }
 
-/// Writes the stage's end message to the client (and the recording, when there is one).
+/// Keeps one space-separated field a field.
+fn token(text: &str) -> String {
+    text.chars().filter(|c| c.is_ascii_graphic()).collect()
+}
+
+/// Writes the stage's end message to the client (and the recording, when there is
+/// one): on the terminal, or on stderr without one, where bash's messages go.
 async fn tell(
     conn: &Connection,
     client: &dyn ClientChannel,
     recorder: &SharedRecorder,
     reason: EndReason,
+    on_stderr: bool,
 ) {
-    let message = conn.end_message(reason);
+    let mut message = conn.end_message(reason);
     if message.is_empty() {
         return;
     }
+    if on_stderr {
+        message = message.replace("\r\n", "\n");
+    }
     with_recorder(recorder, |rec| rec.output(message.as_bytes()));
-    let _ = client.data(Bytes::from(message)).await;
+    let bytes = Bytes::from(message);
+    let _ = if on_stderr {
+        client.stderr(bytes).await
+    } else {
+        client.data(bytes).await
+    };
 }
 
 fn with_recorder(
@@ -460,6 +641,8 @@ struct PumpContext {
     recorder: SharedRecorder,
     control: Arc<dyn ProcessControl>,
     output: Box<dyn ProcessOutput>,
+    /// No terminal: stage messages go to stderr.
+    stderr_messages: bool,
 }
 
 enum PumpEnd {
@@ -496,16 +679,16 @@ async fn pump_output(mut ctx: PumpContext) {
             },
         }
     };
+    let teller = Teller {
+        conn: &ctx.conn,
+        client: ctx.client.as_ref(),
+        recorder: &ctx.recorder,
+        on_stderr: ctx.stderr_messages,
+    };
     match end {
         PumpEnd::Exited => match wait_exit_status(ctx.control.as_ref()).await {
             Ok(status) if killed_with_its_container(ctx.control.as_ref(), status).await => {
-                stream_broke(
-                    &ctx.conn,
-                    ctx.client.as_ref(),
-                    &ctx.recorder,
-                    "the container stopped",
-                )
-                .await
+                stream_broke(teller, "the container stopped").await
             }
             Ok(status) => {
                 match status {
@@ -522,46 +705,49 @@ async fn pump_output(mut ctx: PumpContext) {
                 let _ = ctx.client.close().await;
             }
             // The output ended because the engine went away, not the process.
-            Err(error) => {
-                stream_broke(
-                    &ctx.conn,
-                    ctx.client.as_ref(),
-                    &ctx.recorder,
-                    &error.to_string(),
-                )
-                .await
-            }
+            Err(error) => stream_broke(teller, &error.to_string()).await,
         },
         PumpEnd::Terminated(reason) => {
-            tell(&ctx.conn, ctx.client.as_ref(), &ctx.recorder, reason).await;
-            finish_recording(&ctx.conn, &ctx.recorder);
-        }
-        PumpEnd::StreamError(error) => {
-            stream_broke(
+            tell(
                 &ctx.conn,
                 ctx.client.as_ref(),
                 &ctx.recorder,
-                &error.to_string(),
+                reason,
+                ctx.stderr_messages,
             )
-            .await
+            .await;
+            finish_recording(&ctx.conn, &ctx.recorder);
         }
+        PumpEnd::StreamError(error) => stream_broke(teller, &error.to_string()).await,
         PumpEnd::ClientGone => finish_recording(&ctx.conn, &ctx.recorder),
     }
 }
 
 /// The container's stream broke or its engine went away: tell the client, keep the
 /// recording complete, end the session.
-async fn stream_broke(
-    conn: &Connection,
-    client: &dyn ClientChannel,
-    recorder: &SharedRecorder,
-    error: &str,
-) {
+async fn stream_broke(to: Teller<'_>, error: &str) {
+    let conn = to.conn;
     tracing::error!(target: "hermes::session", session_id = %conn.session_id(), %error, "container stream broke");
     conn.emit_session_error("stream", error);
-    tell(conn, client, recorder, EndReason::StreamError).await;
-    finish_recording(conn, recorder);
+    tell(
+        conn,
+        to.client,
+        to.recorder,
+        EndReason::StreamError,
+        to.on_stderr,
+    )
+    .await;
+    finish_recording(conn, to.recorder);
     conn.terminate(EndReason::StreamError).await;
+}
+
+/// Where a stage message goes.
+#[derive(Clone, Copy)]
+struct Teller<'a> {
+    conn: &'a Connection,
+    client: &'a dyn ClientChannel,
+    recorder: &'a SharedRecorder,
+    on_stderr: bool,
 }
 
 /// A process killed by a signal may have died with its whole container (killed, out

@@ -3,7 +3,7 @@
 //! given back at the end.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Connection, LeaseState};
 use crate::config::parse_memory_size;
@@ -138,6 +138,9 @@ impl Connection {
             parse_memory_size(&config.container_pool.security.disk_limit).unwrap_or(u64::MAX);
         let deadline = tokio::time::sleep(Duration::from_secs(limit));
         tokio::pin!(deadline);
+        let idle_limit = Duration::from_secs(config.server.idle_timeout);
+        let idle_check = tokio::time::sleep_until((self.last_input() + idle_limit).into());
+        tokio::pin!(idle_check);
         let mut usage_check = tokio::time::interval(USAGE_CHECK_INTERVAL);
         usage_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = self.services.shutdown.clone();
@@ -145,6 +148,13 @@ impl Connection {
         let reason = loop {
             tokio::select! {
                 _ = &mut deadline => break EndReason::Timeout,
+                _ = &mut idle_check, if !idle_limit.is_zero() => {
+                    let idle_until = self.last_input() + idle_limit;
+                    if idle_until <= Instant::now() {
+                        break EndReason::IdleTimeout;
+                    }
+                    idle_check.as_mut().reset(idle_until.into());
+                }
                 _ = async {
                     if shutdown.wait_for(|down| *down).await.is_err() {
                         // The sender is gone only when the process is ending anyway.

@@ -23,14 +23,20 @@ pub fn end_message(reason: EndReason, username: &str, hostname: &str) -> String 
             "\r\n-bash: cannot create temp file for here-document: No space left on device\r\n"
                 .to_owned()
         }
+        // What su(1) prints when its session is terminated: an administrator's limit.
+        EndReason::Timeout => "\r\nSession terminated, killing shell... ...killed.\r\n".to_owned(),
         // bash's TMOUT auto-logout.
-        EndReason::Timeout => "\r\ntimed out waiting for input: auto-logout\r\n".to_owned(),
+        EndReason::IdleTimeout => "\r\ntimed out waiting for input: auto-logout\r\n".to_owned(),
         // systemd's wall message for `shutdown now`.
         EndReason::Shutdown => format!(
             "\r\nBroadcast message from root@{hostname} on pts/1 ({}):\r\n\r\nThe system will power off now!\r\n\r\n",
             wall_clock(SystemTime::now())
         ),
-        EndReason::Running | EndReason::Exited | EndReason::ClientClosed => String::new(),
+        // The client is not listening any more.
+        EndReason::Running
+        | EndReason::Exited
+        | EndReason::ClientClosed
+        | EndReason::ClientNotResponding => String::new(),
     }
 }
 
@@ -67,6 +73,7 @@ mod tests {
             EndReason::ExecFailed,
             EndReason::StreamError,
             EndReason::Timeout,
+            EndReason::IdleTimeout,
             EndReason::Shutdown,
             EndReason::DiskLimit,
         ];

@@ -8,11 +8,14 @@
 
 mod auth;
 mod channel;
+mod forward;
+mod input;
 mod lease;
 pub mod messages;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 pub use auth::{AuthMethod, AuthReply, ClientKex, OfferedKey};
 pub use channel::ChannelSession;
+pub use forward::{DirectTcpip, ForwardCapture};
 
 use crate::admission::{Admission, DropReason, Limits, Ticket};
 use crate::auth::{ConnectionAuthState, CredentialPolicy, FailureTiming};
@@ -46,6 +50,9 @@ pub trait ClientChannel: Send + Sync {
     /// Closes the channel.
     async fn close(&self) -> std::io::Result<()>;
 }
+
+/// A place for one more session channel on a connection (see `max_sessions`).
+pub struct SessionReservation(SessionSlot);
 
 /// Controls the whole SSH connection. Implemented by the SSH adapter.
 pub trait ClientConnection: Send + Sync {
@@ -169,6 +176,22 @@ pub struct Connection {
     /// Set once, when the session must end early; channels watch it.
     terminated: watch::Sender<Option<EndReason>>,
     client: OnceLock<Arc<dyn ClientConnection>>,
+    /// Client input queued for processes, all channels together (see `input`).
+    input_backlog: Arc<AtomicUsize>,
+    /// When the client last sent input, in ms since `started` (for `idle_timeout`).
+    last_input_ms: AtomicU64,
+    /// Session channels open (`persona.max_sessions`).
+    sessions_open: Arc<AtomicU32>,
+    forwards: forward::ForwardState,
+}
+
+/// A place among a connection's `max_sessions`, given back when dropped.
+pub(crate) struct SessionSlot(Arc<AtomicU32>);
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Connection {
@@ -232,7 +255,48 @@ impl Connection {
             lease: watch::channel(LeaseState::NotRequested).0,
             terminated: watch::channel(None).0,
             client: OnceLock::new(),
+            input_backlog: Arc::new(AtomicUsize::new(0)),
+            last_input_ms: AtomicU64::new(0),
+            sessions_open: Arc::new(AtomicU32::new(0)),
+            forwards: forward::ForwardState::default(),
         })
+    }
+
+    /// Client input queued on its way into containers, in bytes, all channels
+    /// together. The SSH adapter stops widening the client's window while it is high.
+    pub fn input_backlog(&self) -> usize {
+        self.input_backlog.load(Ordering::Acquire)
+    }
+
+    /// The client sent input: the session is not idle.
+    fn input_seen(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_input_ms.store(now, Ordering::Release);
+    }
+
+    /// When the session last saw input.
+    fn last_input(&self) -> Instant {
+        self.started + Duration::from_millis(self.last_input_ms.load(Ordering::Acquire))
+    }
+
+    /// The client stopped answering keepalives; the SSH side has dropped it.
+    pub fn client_not_responding(&self) {
+        let mut state = self.state();
+        if state.metadata.end_reason == EndReason::Running {
+            state.metadata.end_reason = EndReason::ClientNotResponding;
+        }
+        drop(state);
+        tracing::info!(target: "hermes::session", session_id = %self.context.session, "client not responding to keepalives; dropped");
+    }
+
+    /// Logs a channel open that was refused, and why.
+    pub fn channel_refused(&self, channel_type: &str, reason: &str) {
+        self.services.events.emit(
+            EventBuilder::connection(EventId::ChannelRefused, &self.context)
+                .field("channel_type", channel_type)
+                .field("reason", reason)
+                .message(format!("{channel_type} channel refused: {reason}")),
+        );
     }
 
     /// The session id.
@@ -270,6 +334,7 @@ impl Connection {
 
     /// Login succeeded: take a session slot, start getting a container, arm timeouts.
     fn logged_in(self: &Arc<Self>, username: &str) {
+        self.input_seen();
         let permit = self.services.session_slots.clone().try_acquire_owned().ok();
         let at_capacity = permit.is_none();
         {
@@ -331,15 +396,34 @@ impl Connection {
         }
     }
 
-    /// Opens a session channel.
-    pub fn open_channel(self: &Arc<Self>, client: Arc<dyn ClientChannel>) -> ChannelSession {
+    /// Takes a place for a session channel, or None past `persona.max_sessions` (the
+    /// channel is then refused as sshd refuses it).
+    pub fn reserve_session(&self) -> Option<SessionReservation> {
+        let max = self.services.config.persona.max_sessions;
+        let open = self.sessions_open.fetch_add(1, Ordering::AcqRel);
+        let slot = SessionSlot(Arc::clone(&self.sessions_open));
+        if open >= max {
+            drop(slot);
+            tracing::info!(target: "hermes::session", session_id = %self.context.session, max, "session channel refused: max_sessions reached");
+            self.channel_refused("session", &format!("persona.max_sessions ({max}) reached"));
+            return None;
+        }
+        Some(SessionReservation(slot))
+    }
+
+    /// Opens a session channel in a place taken with [`Connection::reserve_session`].
+    pub fn open_channel(
+        self: &Arc<Self>,
+        reservation: SessionReservation,
+        client: Arc<dyn ClientChannel>,
+    ) -> ChannelSession {
         let index = {
             let mut state = self.state();
             let index = state.channels_opened;
             state.channels_opened += 1;
             index
         };
-        ChannelSession::new(Arc::clone(self), client, index)
+        ChannelSession::new(Arc::clone(self), client, index, reservation.0)
     }
 
     /// What the client is told when the session ends for `reason`.

@@ -60,13 +60,36 @@ impl Client {
             .await
             .expect("pty");
         channel.request_shell(true).await.expect("shell");
-        Shell {
-            channel,
-            received: Vec::new(),
-            exit_status: None,
-            closed: false,
-        }
+        Shell::new(channel)
     }
+
+    /// Opens a session channel running `command` without a terminal.
+    pub async fn exec(&self, command: &str) -> Shell {
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .expect("open session");
+        channel.exec(true, command).await.expect("exec");
+        Shell::new(channel)
+    }
+}
+
+/// The prompt of the tests' root login.
+pub const ROOT_PROMPT: &str = "root@web-prod-01:~# ";
+
+/// Logs in as root/toor and opens a shell; panics unless the prompt comes.
+pub async fn root_shell(port: u16) -> (Client, Shell) {
+    let client = Client::login(port, "root", "toor").await;
+    let mut shell = client.shell(200, 50).await;
+    assert!(
+        shell
+            .read_until(ROOT_PROMPT, 0, Duration::from_secs(20))
+            .await,
+        "{}",
+        shell.text()
+    );
+    (client, shell)
 }
 
 /// An interactive shell channel and everything it has received.
@@ -78,6 +101,16 @@ pub struct Shell {
 }
 
 impl Shell {
+    /// Wraps a channel on which nothing has been received yet.
+    pub fn new(channel: Channel<Msg>) -> Shell {
+        Shell {
+            channel,
+            received: Vec::new(),
+            exit_status: None,
+            closed: false,
+        }
+    }
+
     pub async fn send(&self, text: &str) {
         self.channel.data(text.as_bytes()).await.expect("send");
     }

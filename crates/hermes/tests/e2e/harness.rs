@@ -72,6 +72,10 @@ pub struct Options {
     pub docker_url: Option<&'static str>,
     /// Reuse a sensor name (to meet an earlier instance's containers).
     pub sensor: Option<String>,
+    /// Extra lines for the `persona` section.
+    pub persona_extra: &'static str,
+    /// Extra top-level sections (unindented YAML), e.g. `forwarding:`.
+    pub top_extra: &'static str,
 }
 
 impl Default for Options {
@@ -96,6 +100,8 @@ impl Default for Options {
             image: IMAGE,
             docker_url: None,
             sensor: None,
+            top_extra: "",
+            persona_extra: "",
         }
     }
 }
@@ -170,7 +176,7 @@ impl Hermes {
   auth_failure_delay_ms: {delay}
   max_auth_tries: {max_tries}
   login_grace_time: {grace}
-authentication:
+{persona_extra}authentication:
   mode: {mode}
   accept_public_keys: {accept_keys}
   static_credentials:
@@ -185,7 +191,7 @@ authentication:
 recording:
   output_dir: "{base}/recordings"
 {recording_extra}
-{docker}logging:
+{docker}{top_extra}logging:
   level: DEBUG
   format: json
   output_dir: "{base}/logs"
@@ -208,6 +214,8 @@ recording:
                 .map(|url| format!("docker:\n  base_url: \"{url}\"\n"))
                 .unwrap_or_default(),
             accept_keys = options.accept_public_keys,
+            top_extra = options.top_extra,
+            persona_extra = options.persona_extra,
         );
         let config_path = dir.path().join("hermes.yaml");
         std::fs::write(&config_path, config).expect("write config");
@@ -394,6 +402,32 @@ recording:
     /// An OpenSSH client command for `user`, answering password prompts with
     /// `passwords` in order (through SSH_ASKPASS).
     pub fn ssh(&self, user: &str, passwords: &[&str], method: &str) -> Command {
+        let mut command = self.openssh("ssh", passwords, method);
+        command.arg(format!("{user}@127.0.0.1"));
+        command
+    }
+
+    /// `scp` or `sftp` (or `ssh` without a destination) with the same options as
+    /// [`Hermes::ssh`]; the caller adds the operands (host `127.0.0.1`).
+    pub fn openssh(&self, program: &str, passwords: &[&str], method: &str) -> Command {
+        self.openssh_logging(program, passwords, method, "ERROR")
+    }
+
+    /// [`Hermes::ssh`] at the client's default log level (INFO), where it prints what
+    /// the server answered to forwarding requests.
+    pub fn ssh_info(&self, user: &str, passwords: &[&str]) -> Command {
+        let mut command = self.openssh_logging("ssh", passwords, "password", "INFO");
+        command.arg(format!("{user}@127.0.0.1"));
+        command
+    }
+
+    fn openssh_logging(
+        &self,
+        program: &str,
+        passwords: &[&str],
+        method: &str,
+        log_level: &str,
+    ) -> Command {
         let work = self.dir.path().join(format!("askpass-{}", unique_sensor()));
         std::fs::create_dir_all(&work).expect("askpass dir");
         let list = work.join("passwords");
@@ -412,31 +446,50 @@ recording:
         )
         .expect("askpass script");
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let mut command = Command::new("ssh");
+        let mut command = Command::new(program);
         command
             .env("SSH_ASKPASS", &script)
             .env("SSH_ASKPASS_REQUIRE", "force")
             .env_remove("SSH_AUTH_SOCK")
-            .args(["-F", "/dev/null", "-p", &self.port.to_string()])
+            .args(["-F", "/dev/null", "-o", &format!("Port={}", self.port)])
             .args([
                 "-o",
                 "StrictHostKeyChecking=no",
                 "-o",
                 "UserKnownHostsFile=/dev/null",
             ])
-            .args(["-o", "PubkeyAuthentication=no", "-o", "LogLevel=ERROR"])
+            .args(["-o", "PubkeyAuthentication=no"])
+            .args(["-o", &format!("LogLevel={log_level}")])
             .args(["-o", &format!("PreferredAuthentications={method}")])
             .args([
                 "-o",
                 &format!("NumberOfPasswordPrompts={}", passwords.len().max(1)),
-            ])
-            .arg(format!("{user}@127.0.0.1"));
+            ]);
         command
     }
 }
 
+/// The last `max` characters of a text, on a char boundary.
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
 impl Drop for Hermes {
     fn drop(&mut self) {
+        // A failing test shows what Hermes logged and wrote: in CI that is all there is.
+        if std::thread::panicking() {
+            let events = std::fs::read_to_string(self.dir.path().join("logs/hermes.json"))
+                .unwrap_or_default();
+            eprintln!(
+                "--- hermes log (tail) ---\n{}\n--- events (tail) ---\n{}\n---",
+                tail(&self.output(), 12_000),
+                tail(&events, 8_000)
+            );
+        }
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])

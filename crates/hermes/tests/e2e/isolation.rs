@@ -9,19 +9,10 @@ use serde_json::Value;
 use crate::client::{Client, Shell, output_lines};
 use crate::harness::{Hermes, Options, require_docker};
 
-const ROOT_PROMPT: &str = "root@web-prod-01:~# ";
+use crate::client::ROOT_PROMPT;
 
 async fn root_shell(hermes: &Hermes) -> (Client, Shell) {
-    let client = Client::login(hermes.port, "root", "toor").await;
-    let mut shell = client.shell(200, 50).await;
-    assert!(
-        shell
-            .read_until(ROOT_PROMPT, 0, Duration::from_secs(20))
-            .await,
-        "{}",
-        shell.text()
-    );
-    (client, shell)
+    crate::client::root_shell(hermes.port).await
 }
 
 fn allocated_containers(hermes: &Hermes) -> Vec<String> {

@@ -2,6 +2,7 @@
 //! client and an in-process russh client.
 
 mod auth;
+mod channels;
 mod client;
 mod flood;
 mod harness;
@@ -10,6 +11,8 @@ mod lifecycle;
 mod machine;
 mod policy;
 mod pool;
+mod pressure;
 mod reference;
 mod shell;
+mod timeouts;
 mod transport;

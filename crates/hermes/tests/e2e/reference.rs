@@ -36,6 +36,11 @@ impl ReferenceSshd {
 
     /// Starts it; with `pam`, exactly Debian's packaged settings (UsePAM yes).
     pub fn start_with_pam(pam: bool) -> Option<ReferenceSshd> {
+        Self::start_with(pam, "")
+    }
+
+    /// Starts it with `extra` lines appended to the configuration.
+    pub fn start_with(pam: bool, extra: &str) -> Option<ReferenceSshd> {
         let sshd = Path::new("/usr/sbin/sshd");
         if !sshd.exists() {
             if std::env::var("CI").as_deref() == Ok("true") {
@@ -63,7 +68,7 @@ impl ReferenceSshd {
         std::fs::write(
             &config,
             format!(
-                "KbdInteractiveAuthentication no\nUsePAM {}\nX11Forwarding yes\nPrintMotd no\nAcceptEnv LANG LC_*\nPidFile none\n",
+                "KbdInteractiveAuthentication no\nUsePAM {}\nX11Forwarding yes\nPrintMotd no\nAcceptEnv LANG LC_*\nSubsystem sftp /usr/lib/openssh/sftp-server\nPidFile none\n{extra}",
                 if pam { "yes" } else { "no" }
             ),
         )

@@ -212,12 +212,7 @@ async fn output_starting_with_bytes_0_1_2_does_not_stall_the_session() {
         )
         .await
         .expect("exec");
-    let mut shell = crate::client::Shell {
-        channel,
-        received: Vec::new(),
-        exit_status: None,
-        closed: false,
-    };
+    let mut shell = crate::client::Shell::new(channel);
     assert!(
         shell
             .read_until("text-after-binary", 0, Duration::from_secs(20))

@@ -1,0 +1,208 @@
+//! Port forwarding: every request is logged and nothing is ever connected or bound.
+//!
+//! `direct-tcpip` (ssh -L, -D) is refused as an sshd behind an egress firewall refuses
+//! it, or, in capture mode, accepted so the client's payload (spam, proxy traffic,
+//! exploits aimed elsewhere) can be logged within limits. `tcpip-forward` (ssh -R) is
+//! answered as sshd answers it, with a port from the kernel's ephemeral range when the
+//! client asks for port 0; no socket is ever opened.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rand::RngExt;
+
+use super::Connection;
+use crate::config::{DirectTcpipMode, parse_memory_size};
+use crate::escape::{escape_bytes, escape_untrusted};
+use crate::events::{EventBuilder, EventId};
+
+/// Linux's default `net.ipv4.ip_local_port_range`, where sshd's port-0 binds land.
+const EPHEMERAL_PORTS: std::ops::RangeInclusive<u32> = 32768..=60999;
+
+/// The port the persona's own sshd listens on inside the server.
+const SSHD_PORT: u32 = 22;
+
+/// How to answer a `direct-tcpip` request.
+pub enum DirectTcpip {
+    /// Refuse with code 2 (connect failed) and this description, as sshd does.
+    Refuse {
+        /// The description sshd sends (`strerror` of the failed connect).
+        description: &'static str,
+    },
+    /// Accept and log what comes through.
+    Capture(ForwardCapture),
+}
+
+/// A `direct-tcpip` channel being captured: logs the client's data, within the
+/// configured size and time.
+pub struct ForwardCapture {
+    conn: Arc<Connection>,
+    dst_host: String,
+    dst_port: u32,
+    id: u32,
+    remaining: u64,
+    lifetime: Duration,
+    _slot: CaptureSlot,
+}
+
+/// Frees a capture place when the channel ends.
+struct CaptureSlot(Arc<AtomicU32>);
+
+impl Drop for CaptureSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ForwardCapture {
+    /// How long the channel may stay open.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// Logs a piece of the client's data. Returns false once the byte limit is
+    /// reached: the channel should be closed.
+    pub fn data(&mut self, bytes: &[u8]) -> bool {
+        let keep = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        if keep > 0 {
+            self.remaining -= keep as u64;
+            let data = escape_bytes(&bytes[..keep]);
+            self.conn.services.events.emit(
+                EventBuilder::connection(EventId::DirectTcpipData, &self.conn.context)
+                    .field("dst_ip", self.dst_host.clone())
+                    .field("dst_port", self.dst_port)
+                    .field("data", data.clone())
+                    .field("id", self.id)
+                    .message(format!(
+                        "direct-tcp forward to {}:{} with data {data}",
+                        escape_untrusted(&self.dst_host),
+                        self.dst_port
+                    )),
+            );
+        }
+        self.remaining > 0
+    }
+}
+
+/// The connection's forwarding state.
+#[derive(Default)]
+pub(super) struct ForwardState {
+    /// Ports of accepted remote forwards (so a second bind of one fails, and a cancel
+    /// of an unknown one too).
+    remote_ports: std::sync::Mutex<HashSet<(String, u32)>>,
+    /// Capture channels open.
+    captures: Arc<AtomicU32>,
+    /// Direct-tcpip channels seen (Cowrie's `id`).
+    next_id: AtomicU32,
+}
+
+impl Connection {
+    /// A `direct-tcpip` channel open: logged, then refused or captured per
+    /// `forwarding.direct_tcpip`.
+    pub fn direct_tcpip(
+        self: &Arc<Self>,
+        host: &str,
+        port: u32,
+        orig_ip: &str,
+        orig_port: u32,
+    ) -> DirectTcpip {
+        let config = &self.services.config.forwarding;
+        let state = &self.forwards;
+        let id = state.next_id.fetch_add(1, Ordering::AcqRel);
+        let decision = match config.direct_tcpip {
+            DirectTcpipMode::Refuse => None,
+            DirectTcpipMode::Capture => {
+                let open = state.captures.fetch_add(1, Ordering::AcqRel);
+                let slot = CaptureSlot(Arc::clone(&state.captures));
+                (open < config.max_captures_per_connection).then_some(slot)
+            }
+        };
+        let accepted = decision.is_some();
+        self.services.events.emit(
+            EventBuilder::connection(EventId::DirectTcpipRequest, &self.context)
+                .field("dst_ip", host)
+                .field("dst_port", port)
+                .field("orig_ip", orig_ip)
+                .field("orig_port", orig_port)
+                .field("accepted", accepted)
+                .message(format!(
+                    "direct-tcp connection request to {}:{port} from {}:{orig_port}",
+                    escape_untrusted(host),
+                    escape_untrusted(orig_ip)
+                )),
+        );
+        tracing::info!(target: "hermes::forward", session_id = %self.context.session, dst = %escape_untrusted(host), port, accepted, "direct-tcpip request");
+        match decision {
+            None => {
+                if config.direct_tcpip == DirectTcpipMode::Capture {
+                    self.channel_refused(
+                        "direct-tcpip",
+                        "forwarding.max_captures_per_connection reached",
+                    );
+                }
+                DirectTcpip::Refuse {
+                    description: "Connection refused",
+                }
+            }
+            Some(slot) => DirectTcpip::Capture(ForwardCapture {
+                conn: Arc::clone(self),
+                dst_host: host.to_owned(),
+                dst_port: port,
+                id,
+                remaining: parse_memory_size(&config.capture_bytes).unwrap_or(64 << 10),
+                lifetime: Duration::from_secs(config.capture_seconds),
+                _slot: slot,
+            }),
+        }
+    }
+
+    /// A `tcpip-forward` request (ssh -R): logged and answered as sshd answers it
+    /// (`AllowTcpForwarding yes`, `GatewayPorts no`): a privileged port only for root,
+    /// not the port sshd itself holds nor one already forwarded, port 0 gets a port
+    /// from the ephemeral range. Returns the port to report, or None to refuse.
+    pub fn remote_forward(&self, address: &str, port: u32) -> Option<u32> {
+        let is_root = self.state().metadata.username.as_deref() == Some("root");
+        let allocated = if port == 0 {
+            Some(rand::rng().random_range(EPHEMERAL_PORTS))
+        } else if port > 65535 || port == SSHD_PORT || (port < 1024 && !is_root) {
+            None
+        } else {
+            Some(port)
+        };
+        let accepted = allocated.filter(|bound| {
+            self.forwards
+                .remote_ports
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((address.to_owned(), *bound))
+        });
+        let mut event = EventBuilder::connection(EventId::RemoteForward, &self.context)
+            .field("address", address)
+            .field("port", port)
+            .field("accepted", accepted.is_some())
+            .message(format!(
+                "remote forward request: {}:{port}",
+                escape_untrusted(address)
+            ));
+        if port == 0
+            && let Some(bound) = accepted
+        {
+            event = event.field("allocated_port", bound);
+        }
+        self.services.events.emit(event);
+        accepted
+    }
+
+    /// A `cancel-tcpip-forward`: succeeds for a forward that was granted.
+    pub fn cancel_remote_forward(&self, address: &str, port: u32) -> bool {
+        self.forwards
+            .remote_ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(address.to_owned(), port))
+    }
+}
