@@ -104,7 +104,7 @@ fn copy_rates(key: &Path, port: u16, local: &Path, dir: &Path) -> (Vec<f64>, Vec
         if let Some(seconds) = scp(key, port, &remote, &back.to_string_lossy()) {
             down.push(megabytes / seconds);
         }
-        let same = std::fs::metadata(&back).map(|m| m.len() as usize) == Ok(FILE_BYTES);
+        let same = std::fs::metadata(&back).is_ok_and(|m| m.len() as usize == FILE_BYTES);
         if !same {
             eprintln!("run {run}: the copy back is incomplete");
         }
