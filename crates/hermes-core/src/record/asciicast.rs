@@ -112,12 +112,19 @@ impl AsciicastRecorder {
 
     /// Records bytes the client was sent.
     pub fn output(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.truncated {
+            // Past the size limit nothing more is written: do not decode either.
+            return Ok(());
+        }
         let text = self.output.decode(bytes);
         self.event("o", &text)
     }
 
     /// Records bytes the client typed.
     pub fn input(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.truncated {
+            return Ok(());
+        }
         let text = self.input.decode(bytes);
         self.event("i", &text)
     }

@@ -12,36 +12,31 @@ impl Utf8Stream {
     /// character for the next call.
     pub fn decode(&mut self, chunk: &[u8]) -> String {
         let owned;
-        let mut input: &[u8] = if self.pending.is_empty() {
+        let input: &[u8] = if self.pending.is_empty() {
             chunk
         } else {
             self.pending.extend_from_slice(chunk);
             owned = std::mem::take(&mut self.pending);
             &owned
         };
+        // One pass over the input (binary output is mostly invalid UTF-8: decoding
+        // it error by error with from_utf8 cost more than the encryption).
         let mut out = String::with_capacity(input.len());
-        loop {
-            match std::str::from_utf8(input) {
-                Ok(valid) => {
-                    out.push_str(valid);
-                    break;
-                }
-                Err(error) => {
-                    let (valid, rest) = input.split_at(error.valid_up_to());
-                    // `valid` was just checked by from_utf8.
-                    out.push_str(std::str::from_utf8(valid).unwrap_or_default());
-                    match error.error_len() {
-                        Some(bad) => {
-                            out.push('\u{fffd}');
-                            input = &rest[bad..];
-                        }
-                        None => {
-                            // An incomplete character at the end: wait for more bytes.
-                            self.pending.extend_from_slice(rest);
-                            break;
-                        }
-                    }
-                }
+        let mut chunks = input.utf8_chunks().peekable();
+        while let Some(piece) = chunks.next() {
+            out.push_str(piece.valid());
+            let invalid = piece.invalid();
+            if invalid.is_empty() {
+                continue;
+            }
+            let at_end = chunks.peek().is_none();
+            let incomplete =
+                at_end && std::str::from_utf8(invalid).is_err_and(|e| e.error_len().is_none());
+            if incomplete {
+                // A character cut at the end of the chunk: wait for the rest.
+                self.pending.extend_from_slice(invalid);
+            } else {
+                out.push('\u{fffd}');
             }
         }
         out
@@ -85,6 +80,26 @@ mod tests {
             .map(|b| stream.decode(&[*b]))
             .collect();
         assert_eq!(out, text);
+    }
+
+    #[test]
+    fn random_bytes_decode_like_from_utf8_lossy() {
+        let mut state: u32 = 0x1234_5678;
+        let bytes: Vec<u8> = (0..100_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect();
+        let whole = String::from_utf8_lossy(&bytes);
+        for size in [1, 2, 3, 7, 4096, 100_000] {
+            let mut stream = Utf8Stream::default();
+            let mut out: String = bytes.chunks(size).map(|c| stream.decode(c)).collect();
+            out.push_str(&stream.finish());
+            assert_eq!(out, whole, "chunks of {size}");
+        }
     }
 
     #[test]
