@@ -19,9 +19,11 @@ use hermes_core::session::{AuthMethod, AuthReply, Connection, DirectTcpip, Offer
 use crate::channel::{RusshClientChannel, run_capture, run_channel};
 use crate::stream::StreamControl;
 
-/// The window granted to the client on each channel, and the largest packet: sshd's
-/// (64 packets of 32 KiB).
-pub(crate) const WINDOW_SIZE: u32 = 64 * 32 * 1024;
+/// The largest packet accepted on a channel: sshd's 32 KiB.
+pub(crate) const MAX_PACKET: u32 = 32 * 1024;
+
+/// The window granted to the client on each channel: sshd's 64 packets.
+pub(crate) const WINDOW_SIZE: u32 = 64 * MAX_PACKET;
 
 /// Above this much client input queued for containers (the whole connection), the
 /// client's windows are no longer widened: it may send what it was granted, then

@@ -15,7 +15,7 @@ use hermes_core::admission::Ticket;
 use hermes_core::session::{ClientConnection, Connection, SessionServices, connection_dropped};
 
 use crate::algorithms::{AlgorithmNames, build_offer};
-use crate::handler::{ConnectionShared, SshHandler, WINDOW_SIZE};
+use crate::handler::{ConnectionShared, MAX_PACKET, SshHandler, WINDOW_SIZE};
 use crate::ident::{self, Outcome};
 use crate::stream::{ClientStream, StreamControl};
 
@@ -96,7 +96,7 @@ impl SshServer {
                 .map(|(_, count)| count as usize)
                 .unwrap_or(3),
             window_size: WINDOW_SIZE,
-            maximum_packet_size: 32 * 1024,
+            maximum_packet_size: MAX_PACKET,
             nodelay: true,
             ..Default::default()
         };

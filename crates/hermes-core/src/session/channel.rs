@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::input::InputQueue;
-use super::{ClientChannel, Connection, SessionSlot};
+use super::{ClientChannel, Connection, CountedPlace};
 use crate::escape::escape_untrusted;
 use crate::events::{EventBuilder, EventId};
 use crate::persona;
@@ -112,7 +112,7 @@ pub struct ChannelSession {
     early_input: Vec<u8>,
     recorder: SharedRecorder,
     /// Counts against `persona.max_sessions` while the channel lives.
-    _slot: SessionSlot,
+    _slot: CountedPlace,
 }
 
 impl ChannelSession {
@@ -120,7 +120,7 @@ impl ChannelSession {
         conn: Arc<Connection>,
         client: Arc<dyn ClientChannel>,
         index: u32,
-        slot: SessionSlot,
+        slot: CountedPlace,
     ) -> Self {
         let input = InputQueue::new(Arc::clone(&conn.input_backlog));
         ChannelSession {
@@ -550,15 +550,13 @@ impl ChannelSession {
 
     /// No container or no process: tell the client in the stage's words, then end.
     async fn fail(&mut self, reason: EndReason) {
-        let on_stderr = self.pty.is_none();
-        tell(
-            &self.conn,
-            self.client.as_ref(),
-            &self.recorder,
-            reason,
-            on_stderr,
-        )
-        .await;
+        let teller = Teller {
+            conn: &self.conn,
+            client: self.client.as_ref(),
+            recorder: &self.recorder,
+            on_stderr: self.pty.is_none(),
+        };
+        tell(teller, reason).await;
         self.conn.terminate(reason).await;
     }
 }
@@ -570,26 +568,20 @@ fn token(text: &str) -> String {
 
 /// Writes the stage's end message to the client (and the recording, when there is
 /// one): on the terminal, or on stderr without one, where bash's messages go.
-async fn tell(
-    conn: &Connection,
-    client: &dyn ClientChannel,
-    recorder: &SharedRecorder,
-    reason: EndReason,
-    on_stderr: bool,
-) {
-    let mut message = conn.end_message(reason);
+async fn tell(to: Teller<'_>, reason: EndReason) {
+    let mut message = to.conn.end_message(reason);
     if message.is_empty() {
         return;
     }
-    if on_stderr {
+    if to.on_stderr {
         message = message.replace("\r\n", "\n");
     }
-    with_recorder(recorder, |rec| rec.output(message.as_bytes()));
+    with_recorder(to.recorder, |rec| rec.output(message.as_bytes()));
     let bytes = Bytes::from(message);
-    let _ = if on_stderr {
-        client.stderr(bytes).await
+    let _ = if to.on_stderr {
+        to.client.stderr(bytes).await
     } else {
-        client.data(bytes).await
+        to.client.data(bytes).await
     };
 }
 
@@ -708,14 +700,7 @@ async fn pump_output(mut ctx: PumpContext) {
             Err(error) => stream_broke(teller, &error.to_string()).await,
         },
         PumpEnd::Terminated(reason) => {
-            tell(
-                &ctx.conn,
-                ctx.client.as_ref(),
-                &ctx.recorder,
-                reason,
-                ctx.stderr_messages,
-            )
-            .await;
+            tell(teller, reason).await;
             finish_recording(&ctx.conn, &ctx.recorder);
         }
         PumpEnd::StreamError(error) => stream_broke(teller, &error.to_string()).await,
@@ -729,14 +714,7 @@ async fn stream_broke(to: Teller<'_>, error: &str) {
     let conn = to.conn;
     tracing::error!(target: "hermes::session", session_id = %conn.session_id(), %error, "container stream broke");
     conn.emit_session_error("stream", error);
-    tell(
-        conn,
-        to.client,
-        to.recorder,
-        EndReason::StreamError,
-        to.on_stderr,
-    )
-    .await;
+    tell(to, EndReason::StreamError).await;
     finish_recording(conn, to.recorder);
     conn.terminate(EndReason::StreamError).await;
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rand::RngExt;
 
-use super::Connection;
+use super::{Connection, CountedPlace};
 use crate::config::{DirectTcpipMode, parse_memory_size};
 use crate::escape::{escape_bytes, escape_untrusted};
 use crate::events::{EventBuilder, EventId};
@@ -44,16 +44,8 @@ pub struct ForwardCapture {
     id: u32,
     remaining: u64,
     lifetime: Duration,
-    _slot: CaptureSlot,
-}
-
-/// Frees a capture place when the channel ends.
-struct CaptureSlot(Arc<AtomicU32>);
-
-impl Drop for CaptureSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    /// A place among `max_captures_per_connection`, freed when the channel ends.
+    _slot: CountedPlace,
 }
 
 impl ForwardCapture {
@@ -116,9 +108,7 @@ impl Connection {
         let decision = match config.direct_tcpip {
             DirectTcpipMode::Refuse => None,
             DirectTcpipMode::Capture => {
-                let open = state.captures.fetch_add(1, Ordering::AcqRel);
-                let slot = CaptureSlot(Arc::clone(&state.captures));
-                (open < config.max_captures_per_connection).then_some(slot)
+                CountedPlace::take(&state.captures, config.max_captures_per_connection)
             }
         };
         let accepted = decision.is_some();

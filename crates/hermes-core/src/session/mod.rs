@@ -52,7 +52,7 @@ pub trait ClientChannel: Send + Sync {
 }
 
 /// A place for one more session channel on a connection (see `max_sessions`).
-pub struct SessionReservation(SessionSlot);
+pub struct SessionReservation(CountedPlace);
 
 /// Controls the whole SSH connection. Implemented by the SSH adapter.
 pub trait ClientConnection: Send + Sync {
@@ -185,10 +185,20 @@ pub struct Connection {
     forwards: forward::ForwardState,
 }
 
-/// A place among a connection's `max_sessions`, given back when dropped.
-pub(crate) struct SessionSlot(Arc<AtomicU32>);
+/// One of at most `max` places counted in a shared counter (session channels,
+/// captured forwards), given back when dropped.
+pub(crate) struct CountedPlace(Arc<AtomicU32>);
 
-impl Drop for SessionSlot {
+impl CountedPlace {
+    /// Takes a place, or None when `max` are taken.
+    pub(crate) fn take(counter: &Arc<AtomicU32>, max: u32) -> Option<CountedPlace> {
+        let taken = counter.fetch_add(1, Ordering::AcqRel);
+        let slot = CountedPlace(Arc::clone(counter));
+        (taken < max).then_some(slot)
+    }
+}
+
+impl Drop for CountedPlace {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -400,14 +410,11 @@ impl Connection {
     /// channel is then refused as sshd refuses it).
     pub fn reserve_session(&self) -> Option<SessionReservation> {
         let max = self.services.config.persona.max_sessions;
-        let open = self.sessions_open.fetch_add(1, Ordering::AcqRel);
-        let slot = SessionSlot(Arc::clone(&self.sessions_open));
-        if open >= max {
-            drop(slot);
+        let Some(slot) = CountedPlace::take(&self.sessions_open, max) else {
             tracing::info!(target: "hermes::session", session_id = %self.context.session, max, "session channel refused: max_sessions reached");
             self.channel_refused("session", &format!("persona.max_sessions ({max}) reached"));
             return None;
-        }
+        };
         Some(SessionReservation(slot))
     }
 
