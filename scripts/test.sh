@@ -12,6 +12,13 @@ if ! command -v ssh >/dev/null 2>&1 || [ ! -x /usr/sbin/sshd ]; then
     apt-get update -qq && apt-get install -y -qq openssh-client openssh-server >/dev/null
   }
 fi
+if ! command -v asciinema >/dev/null 2>&1; then
+  echo "installing asciinema (reads the recordings back in the tests)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq asciinema >/dev/null 2>&1 || {
+    apt-get update -qq && apt-get install -y -qq asciinema >/dev/null
+  }
+fi
 images/target/build.sh hermes-target:latest
 
 cargo fmt --all --check

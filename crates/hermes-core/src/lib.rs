@@ -6,6 +6,8 @@
 
 pub mod admission;
 pub mod auth;
+pub mod capture;
+pub mod commands;
 pub mod config;
 pub mod escape;
 pub mod events;

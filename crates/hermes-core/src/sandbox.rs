@@ -92,6 +92,40 @@ pub struct ContainerUsage {
     pub disk_bytes: u64,
 }
 
+/// A regular file that was created or changed in a container's own filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedFile {
+    /// Absolute path in the container.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time as the engine reports it (to notice a file that changed
+    /// again since it was last copied).
+    pub modified: String,
+}
+
+/// A file's content as read from a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileRead {
+    /// The whole content.
+    Content(Bytes),
+    /// Larger than the limit given (its size).
+    TooLarge(u64),
+    /// Not a regular file, or no longer there.
+    Unavailable,
+}
+
+/// A file found outside the container's own filesystem: in its `/dev/shm` (a tmpfs
+/// the engine's diff does not see), or deleted but still open or running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolatileFile {
+    /// Path in the container (for a deleted file, the path it had; `memfd:NAME` for
+    /// an anonymous memory file).
+    pub path: String,
+    /// The content, or what stopped it from being read.
+    pub content: FileRead,
+}
+
 /// A process to start in a leased container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSpec {
@@ -191,6 +225,42 @@ pub trait Sandbox: Send + Sync {
 
     /// Starts a process in a leased container.
     async fn spawn(&self, lease: &Lease, spec: ProcessSpec) -> Result<Process, SandboxError>;
+
+    /// Regular files created or changed in the container's own filesystem since it
+    /// was created (at most `max` of them). Engines without a diff return none.
+    async fn changed_files(
+        &self,
+        _lease: &Lease,
+        _max: usize,
+    ) -> Result<Vec<ChangedFile>, SandboxError> {
+        Ok(Vec::new())
+    }
+
+    /// Reads one file of the container's filesystem, up to `max_size` bytes, without
+    /// running anything in the container.
+    async fn read_file(
+        &self,
+        _lease: &Lease,
+        _path: &str,
+        _max_size: u64,
+    ) -> Result<FileRead, SandboxError> {
+        Ok(FileRead::Unavailable)
+    }
+
+    /// Files the diff cannot see: deleted files that a process of the container still
+    /// runs or holds open (`running_only`: no process is started for this, so the
+    /// attacker cannot notice), and with `running_only` false also the files in
+    /// `/dev/shm` (read by a process in the container, so only once the session is
+    /// over). At most `max_files`, each up to `max_size` bytes.
+    async fn volatile_files(
+        &self,
+        _lease: &Lease,
+        _running_only: bool,
+        _max_files: usize,
+        _max_size: u64,
+    ) -> Result<Vec<VolatileFile>, SandboxError> {
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]

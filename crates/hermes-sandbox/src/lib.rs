@@ -10,11 +10,13 @@
 mod endpoint;
 mod error;
 mod exec;
+mod files;
 mod hijack;
 mod pool;
 mod profile;
 mod retention;
 mod signal;
+mod tar;
 
 pub use endpoint::{Endpoint, EndpointError};
 pub use pool::{DockerSandbox, PoolSettings, PoolStatus};

@@ -23,12 +23,14 @@ use tokio::task::JoinSet;
 use hermes_core::events::{EventBuilder, EventBus, EventId};
 use hermes_core::ids::SessionId;
 use hermes_core::sandbox::{
-    ContainerUsage, Lease, LeaseSource, Process, ProcessSpec, Sandbox, SandboxError, TtySize,
+    ChangedFile, ContainerUsage, FileRead, Lease, LeaseSource, OutputChunk, Process, ProcessSpec,
+    Sandbox, SandboxError, TtySize, VolatileFile,
 };
 
 use crate::endpoint::{Endpoint, EndpointError};
 use crate::error::{describe, engine, is_not_found, is_not_modified};
 use crate::exec::{ExecControl, MuxOutput, TtyOutput, resize_exec};
+use crate::files;
 use crate::profile::ContainerProfile;
 use crate::retention::{self, Rules, Stopped};
 use crate::{BANNER_LABEL, ROLE_LABEL, SENSOR_LABEL, hijack};
@@ -745,6 +747,114 @@ impl Sandbox for DockerSandbox {
                 container_id: lease.container_id.clone(),
             }),
         })
+    }
+
+    async fn changed_files(
+        &self,
+        lease: &Lease,
+        max: usize,
+    ) -> Result<Vec<ChangedFile>, SandboxError> {
+        files::changed_files(&self.docker, &lease.container_id, max).await
+    }
+
+    async fn read_file(
+        &self,
+        lease: &Lease,
+        path: &str,
+        max_size: u64,
+    ) -> Result<FileRead, SandboxError> {
+        files::read_file(&self.docker, &lease.container_id, path, max_size).await
+    }
+
+    async fn volatile_files(
+        &self,
+        lease: &Lease,
+        running_only: bool,
+        max_files: usize,
+        max_size: u64,
+    ) -> Result<Vec<VolatileFile>, SandboxError> {
+        let inspect = self
+            .docker
+            .inspect_container(&lease.container_id, None)
+            .await
+            .map_err(engine)?;
+        let state = inspect.state.unwrap_or_default();
+        if !state.running.unwrap_or(false) {
+            return Ok(Vec::new());
+        }
+        let init_pid = state
+            .pid
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or(0);
+        let mut found = if init_pid > 0 {
+            tokio::task::spawn_blocking(move || {
+                files::deleted_open_files(init_pid, max_files, max_size)
+            })
+            .await
+            .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if !running_only && found.len() < max_files {
+            match self.shm_archive(lease, max_files, max_size).await {
+                Ok(archive) => found.extend(files::files_in_archive(
+                    &archive,
+                    "/dev/shm",
+                    max_files - found.len(),
+                    max_size,
+                )),
+                Err(error) => {
+                    tracing::warn!(target: "hermes::capture", container = lease.short_id(), %error, "cannot read /dev/shm");
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Longest a `/dev/shm` archive may take to arrive.
+const SHM_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl DockerSandbox {
+    /// `/dev/shm` as a tar stream, made by the container's `tar` (the engine's archive
+    /// endpoint does not reach into the container's tmpfs mounts).
+    async fn shm_archive(
+        &self,
+        lease: &Lease,
+        max_files: usize,
+        max_size: u64,
+    ) -> Result<Vec<u8>, SandboxError> {
+        let spec = ProcessSpec {
+            argv: ["tar", "-C", "/dev/shm", "--one-file-system", "-cf", "-", "."]
+                .map(str::to_owned)
+                .to_vec(),
+            env: Vec::new(),
+            user: "root".to_owned(),
+            workdir: "/".to_owned(),
+            tty: None,
+        };
+        let mut process = self.spawn(lease, spec).await?;
+        drop(process.input);
+        let cap = (max_files as u64)
+            .saturating_mul(max_size.saturating_add(1024))
+            .min(1 << 30);
+        let mut archive = Vec::new();
+        let read = async {
+            while let Some(chunk) = process.output.next_chunk().await? {
+                if let OutputChunk::Stdout(bytes) = chunk {
+                    archive.extend_from_slice(&bytes);
+                    if archive.len() as u64 > cap {
+                        break;
+                    }
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        match tokio::time::timeout(SHM_READ_TIMEOUT, read).await {
+            Ok(Ok(())) => Ok(archive),
+            Ok(Err(error)) => Err(SandboxError::Engine(error.to_string())),
+            Err(_) => Err(SandboxError::Timeout(SHM_READ_TIMEOUT.as_secs())),
+        }
     }
 }
 

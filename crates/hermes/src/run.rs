@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hermes_core::config::{Config, LogLevel};
-use hermes_core::events::{EventBus, JsonLinesFile, spawn_writer};
+use hermes_core::config::{EventRotation, parse_memory_size};
+use hermes_core::events::{EventBus, JsonLinesFile, Rotation, spawn_writer};
 use hermes_core::persona::DEFAULT_SSH_BANNER;
-use hermes_core::session::SessionServices;
+use hermes_core::capture::{CaptureLimits, FileStore};
+use hermes_core::session::{CaptureServices, SessionServices};
 use hermes_sandbox::{ContainerProfile, DockerSandbox, Endpoint, PoolSettings};
 use hermes_ssh::hostkeys;
 use hermes_ssh::{AlgorithmNames, SshServer, SshSettings};
@@ -41,7 +43,14 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
 
     let event_path = config.logging.output_dir.join(&config.logging.event_file);
     let (events, receiver) = EventBus::new(&sensor);
-    let sink = JsonLinesFile::open(&event_path)
+    let rotation = match config.logging.event_rotation {
+        EventRotation::Daily => Rotation::Daily,
+        EventRotation::Never => Rotation::Never,
+        EventRotation::Size => Rotation::Size(
+            parse_memory_size(&config.logging.event_rotation_size).unwrap_or(100 << 20),
+        ),
+    };
+    let sink = JsonLinesFile::open_rotating(&event_path, rotation)
         .with_context(|| format!("cannot open the event log {}", event_path.display()))?;
     let writer =
         spawn_writer(receiver, vec![Box::new(sink)]).context("cannot start the event writer")?;
@@ -82,6 +91,8 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
         )
     })?;
 
+    let capture = capture_services(&config)?;
+
     sandbox.start().await;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let services = SessionServices::new(
@@ -89,6 +100,7 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
         events.clone(),
         sandbox.clone(),
         shutdown_rx.clone(),
+        capture,
     );
     tracing::info!(
         target: "hermes",
@@ -138,6 +150,10 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
     tracing::info!(target: "hermes", address = %format!("{}:{}", config.server.host, config.server.port), banner, "listening");
 
     server.serve(listener, shutdown_rx, DRAIN).await;
+    let left = services.wait_finalized(FINALIZE).await;
+    if left > 0 {
+        tracing::warn!(target: "hermes", left, "sessions still capturing files at shutdown; stopping anyway");
+    }
 
     tracing::info!(target: "hermes", "stopping containers");
     sandbox.shutdown().await;
@@ -151,6 +167,29 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
     // detached task may still hold.
     drop(writer);
     Ok(())
+}
+
+/// How long ended sessions get to finish their final capture at shutdown.
+const FINALIZE: Duration = Duration::from_secs(60);
+
+/// The file store and limits of `capture`, or None when capture is off.
+fn capture_services(config: &Config) -> anyhow::Result<Option<CaptureServices>> {
+    let capture = &config.capture;
+    if !capture.enabled {
+        return Ok(None);
+    }
+    let size = |value: &str| parse_memory_size(value).unwrap_or(u64::MAX);
+    let store = FileStore::open(&capture.output_dir, size(&capture.max_store_size))
+        .context("capture.output_dir")?;
+    tracing::info!(target: "hermes::capture", dir = %capture.output_dir.display(), used = store.used(), "file store opened");
+    Ok(Some(CaptureServices {
+        store: Arc::new(store),
+        limits: CaptureLimits {
+            max_file_size: size(&capture.max_file_size),
+            max_files_per_session: capture.max_files_per_session as usize,
+            ignore_paths: capture.ignore_paths.clone(),
+        },
+    }))
 }
 
 /// Every connection is a file descriptor: take the hard limit, not the soft default.

@@ -46,6 +46,63 @@ pub struct Config {
     /// What happens to port forwarding requests.
     #[garde(dive)]
     pub forwarding: ForwardingConfig,
+    /// Files captured from sessions.
+    #[garde(dive)]
+    pub capture: CaptureConfig,
+}
+
+/// `capture`: files created or changed in a session's container (and scp/sftp
+/// uploads), copied at the end of the session (and after commands while it runs)
+/// into a content-addressed store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Capture files at all.
+    #[garde(skip)]
+    pub enabled: bool,
+    /// The store: one file per content, named by its SHA-256.
+    #[garde(custom(validate::non_empty_path))]
+    pub output_dir: PathBuf,
+    /// Largest file copied, e.g. `32m`; larger ones get a `hermes.file.skipped`.
+    #[garde(custom(validate::memory_size))]
+    pub max_file_size: String,
+    /// Most files copied from one session.
+    #[garde(range(min = 1, max = 100000))]
+    pub max_files_per_session: u32,
+    /// Total size of the store; past it, new content is skipped (with an event).
+    #[garde(custom(validate::memory_size))]
+    pub max_store_size: String,
+    /// Paths never copied: exact paths, or directories ending in `/`.
+    #[garde(skip)]
+    pub ignore_paths: Vec<String>,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            output_dir: PathBuf::from("/data/downloads"),
+            max_file_size: "32m".to_owned(),
+            max_files_per_session: 200,
+            max_store_size: "2g".to_owned(),
+            // What every login and the persona's own daemons write: sshd's login
+            // records, rsyslog's logs, pid files, the login's MOTD.
+            ignore_paths: [
+                "/var/log/wtmp",
+                "/var/log/btmp",
+                "/var/log/lastlog",
+                "/run/utmp",
+                "/var/run/utmp",
+                "/var/log/auth.log",
+                "/var/log/syslog",
+                "/var/log/cron.log",
+                "/var/log/messages",
+                "/run/motd.dynamic",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        }
+    }
 }
 
 /// `forwarding`: port forwarding is logged always and never connects anywhere.
@@ -615,6 +672,25 @@ pub struct LoggingConfig {
     /// File name of the JSON-lines event log (Cowrie schema) inside `output_dir`.
     #[garde(custom(validate::file_name))]
     pub event_file: String,
+    /// When the event log is rotated: `daily` (to `<event_file>.YYYY-MM-DD`, as
+    /// Cowrie), `size` (past `event_rotation_size`), or `never`.
+    #[garde(skip)]
+    pub event_rotation: EventRotation,
+    /// Size at which `size` rotation starts a new file, e.g. `100m`.
+    #[garde(custom(validate::memory_size))]
+    pub event_rotation_size: String,
+}
+
+/// How the event log is rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventRotation {
+    /// A new file every UTC day.
+    Daily,
+    /// A new file past `event_rotation_size`.
+    Size,
+    /// One file (rotated, if at all, by an external tool).
+    Never,
 }
 
 impl Default for LoggingConfig {
@@ -625,6 +701,8 @@ impl Default for LoggingConfig {
             output_dir: PathBuf::from("/data/logs"),
             include_fields: LogField::ALL.to_vec(),
             event_file: "hermes.json".to_owned(),
+            event_rotation: EventRotation::Daily,
+            event_rotation_size: "100m".to_owned(),
         }
     }
 }

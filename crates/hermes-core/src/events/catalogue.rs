@@ -4,21 +4,78 @@
 //! Hermes's own ids live under `hermes.`. Every emitted event is checked against this
 //! table in tests (see [`EventId::check`]).
 
+/// The JSON type of a field, as Cowrie's consumers expect it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    /// A string.
+    Str,
+    /// A non-negative integer.
+    Int,
+    /// A number (integer or float).
+    Num,
+    /// true or false.
+    Bool,
+    /// An array of strings.
+    StrList,
+}
+
+impl FieldType {
+    /// Whether `value` has this type.
+    pub fn matches(self, value: &serde_json::Value) -> bool {
+        match self {
+            FieldType::Str => value.is_string(),
+            FieldType::Int => value.is_u64(),
+            FieldType::Num => value.is_number(),
+            FieldType::Bool => value.is_boolean(),
+            FieldType::StrList => value
+                .as_array()
+                .is_some_and(|items| items.iter().all(serde_json::Value::is_string)),
+        }
+    }
+
+    /// The name used in docs and error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::Str => "string",
+            FieldType::Int => "integer",
+            FieldType::Num => "number",
+            FieldType::Bool => "boolean",
+            FieldType::StrList => "array of strings",
+        }
+    }
+}
+
+/// A field name and its type.
+pub type Field = (&'static str, FieldType);
+
+use FieldType::{Bool, Int, Num, Str, StrList};
+
 /// Fields on every event.
-pub const COMMON_FIELDS: &[&str] = &["eventid", "timestamp", "sensor", "message"];
+pub const COMMON_FIELDS: &[Field] = &[
+    ("eventid", Str),
+    ("timestamp", Str),
+    ("sensor", Str),
+    ("message", Str),
+];
 
 /// Fields on every event that belongs to a connection.
-pub const CONNECTION_FIELDS: &[&str] = &[
-    "session", "src_ip", "src_port", "dst_ip", "dst_port", "protocol",
+pub const CONNECTION_FIELDS: &[Field] = &[
+    ("session", Str),
+    ("src_ip", Str),
+    ("src_port", Int),
+    ("dst_ip", Str),
+    ("dst_port", Int),
+    ("protocol", Str),
 ];
 
 macro_rules! catalogue {
-    ($( $(#[$doc:meta])* $variant:ident = $name:literal, connection: $conn:literal,
-        fields: [$($field:literal),* $(,)?] $(, optional: [$($opt:literal),* $(,)?])?; )*) => {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $name:literal, connection: $conn:literal,
+        fields: [$($field:literal : $ty:ident),* $(,)?]
+        $(, optional: [$($opt:literal : $oty:ident),* $(,)?])?; )*) => {
         /// An event id.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum EventId {
-            $( $(#[$doc])* $variant, )*
+            $( $(#[doc = $doc])* $variant, )*
         }
 
         impl EventId {
@@ -31,20 +88,25 @@ macro_rules! catalogue {
             }
 
             /// Fields this event always carries beyond the common (and connection) ones.
-            pub const fn fields(self) -> &'static [&'static str] {
-                match self { $(EventId::$variant => &[$($field),*],)* }
+            pub const fn fields(self) -> &'static [Field] {
+                match self { $(EventId::$variant => &[$(($field, $ty)),*],)* }
             }
 
             /// Fields this event carries in some cases (e.g. `password` only for
             /// password logins).
-            pub const fn optional_fields(self) -> &'static [&'static str] {
-                match self { $(EventId::$variant => &[$($($opt),*)?],)* }
+            pub const fn optional_fields(self) -> &'static [Field] {
+                match self { $(EventId::$variant => &[$($(($opt, $oty)),*)?],)* }
             }
 
             /// Whether the event belongs to a connection (and so carries `session`,
             /// `src_ip` and the other connection fields).
             pub const fn is_connection_event(self) -> bool {
                 match self { $(EventId::$variant => $conn,)* }
+            }
+
+            /// What the event means (its doc comment), for the documentation.
+            pub fn description(self) -> &'static str {
+                match self { $(EventId::$variant => concat!($($doc, " "),*),)* }
             }
         }
     };
@@ -54,97 +116,169 @@ catalogue! {
     /// A TCP connection was accepted.
     SessionConnect = "cowrie.session.connect", connection: true, fields: [];
     /// The client's identification string arrived.
-    ClientVersion = "cowrie.client.version", connection: true, fields: ["version"];
+    ClientVersion = "cowrie.client.version", connection: true, fields: ["version": Str];
     /// The client's key exchange offer (from its plaintext KEXINIT), with its HASSH.
     ClientKex = "cowrie.client.kex", connection: true,
-        fields: ["hassh", "hasshAlgorithms", "kexAlgs", "keyAlgs", "encCS", "macCS", "compCS", "langCS"];
+        fields: ["hassh": Str, "hasshAlgorithms": Str, "kexAlgs": StrList, "keyAlgs": StrList,
+                 "encCS": StrList, "macCS": StrList, "compCS": StrList, "langCS": StrList];
     /// The client offered a public key.
     ClientFingerprint = "cowrie.client.fingerprint", connection: true,
-        fields: ["username", "fingerprint", "key", "type"];
+        fields: ["username": Str, "fingerprint": Str, "key": Str, "type": Str];
     /// An authentication attempt was accepted: `password` for password and
     /// keyboard-interactive logins, `fingerprint`, `key` and `type` for public keys.
-    LoginSuccess = "cowrie.login.success", connection: true, fields: ["username"],
-        optional: ["password", "fingerprint", "key", "type"];
+    LoginSuccess = "cowrie.login.success", connection: true, fields: ["username": Str],
+        optional: ["password": Str, "fingerprint": Str, "key": Str, "type": Str];
     /// An authentication attempt was refused (same fields as a success).
-    LoginFailed = "cowrie.login.failed", connection: true, fields: ["username"],
-        optional: ["password", "fingerprint", "key", "type"];
+    LoginFailed = "cowrie.login.failed", connection: true, fields: ["username": Str],
+        optional: ["password": Str, "fingerprint": Str, "key": Str, "type": Str];
     /// A terminal was requested or resized.
-    ClientSize = "cowrie.client.size", connection: true, fields: ["width", "height"];
+    ClientSize = "cowrie.client.size", connection: true, fields: ["width": Int, "height": Int];
     /// The client sent an `env` request (accepted or not).
-    ClientVar = "cowrie.client.var", connection: true, fields: ["name", "value", "accepted"];
-    /// The client asked to run a command (`exec`).
-    CommandInput = "cowrie.command.input", connection: true, fields: ["input"];
+    ClientVar = "cowrie.client.var", connection: true,
+        fields: ["name": Str, "value": Str, "accepted": Bool];
+    /// A session recording was opened (`ttylog`: its path).
+    LogOpen = "cowrie.log.open", connection: true, fields: ["ttylog": Str];
+    /// A command: an `exec` request exactly as sent, or a line entered in an
+    /// interactive shell (reconstructed from the keystrokes). `realm` names the program
+    /// that was running when the line was typed into it rather than into the shell;
+    /// `approximate` marks a line with input that cannot be replayed exactly (tab
+    /// completion, unknown keys).
+    CommandInput = "cowrie.command.input", connection: true, fields: ["input": Str],
+        optional: ["realm": Str, "approximate": Bool];
+    /// A file that appeared or changed in the container during the session, copied
+    /// into the store (`outfile`, named by its SHA-256). `url` when a wget/curl/tftp
+    /// command of the session fetched it; `duplicate` when the store had it already.
+    FileDownload = "cowrie.session.file_download", connection: true,
+        fields: ["destfile": Str, "outfile": Str, "shasum": Str, "size": Int, "duplicate": Bool],
+        optional: ["url": Str];
+    /// A file the client sent with scp or sftp (`filename` as the client named it).
+    FileUpload = "cowrie.session.file_upload", connection: true,
+        fields: ["filename": Str, "destfile": Str, "outfile": Str, "shasum": Str, "size": Int,
+                 "duplicate": Bool];
     /// A `direct-tcpip` channel was requested (ssh -L, -D): the destination the client
     /// asked for (`dst_ip`, `dst_port`: as sent, a name or an address) and the
     /// originator it claims. Never connected anywhere.
     DirectTcpipRequest = "cowrie.direct-tcpip.request", connection: true,
-        fields: ["dst_ip", "dst_port", "orig_ip", "orig_port", "accepted"];
+        fields: ["dst_ip": Str, "dst_port": Int, "orig_ip": Str, "orig_port": Int, "accepted": Bool];
     /// Data the client sent into a captured `direct-tcpip` channel (`data` escaped:
     /// printable ASCII as is, other bytes as \xNN; `id` the channel).
     DirectTcpipData = "cowrie.direct-tcpip.data", connection: true,
-        fields: ["dst_ip", "dst_port", "data", "id"];
+        fields: ["dst_ip": Str, "dst_port": Int, "data": Str, "id": Int];
     /// A session recording was closed.
-    LogClosed = "cowrie.log.closed", connection: true, fields: ["ttylog", "size", "duration_ms", "duration"];
+    LogClosed = "cowrie.log.closed", connection: true,
+        fields: ["ttylog": Str, "size": Int, "duration_ms": Int, "duration": Num];
     /// The connection closed.
-    SessionClosed = "cowrie.session.closed", connection: true, fields: ["duration_ms", "duration"];
+    SessionClosed = "cowrie.session.closed", connection: true,
+        fields: ["duration_ms": Int, "duration": Num];
     /// The connection was refused before the SSH banner by an admission rule
     /// (`max_startups`, per-source or global caps).
-    ConnectionDrop = "hermes.connection.drop", connection: true, fields: ["reason"];
+    ConnectionDrop = "hermes.connection.drop", connection: true, fields: ["reason": Str];
     /// The client's identification line was not SSH-2.0; it got sshd's answer.
-    ClientBadVersion = "hermes.client.bad_version", connection: true, fields: ["version", "reply"];
+    ClientBadVersion = "hermes.client.bad_version", connection: true,
+        fields: ["version": Str, "reply": Str];
     /// The connection reached `max_auth_tries`; its next attempt was answered with
     /// sshd's disconnect ("Too many authentication failures").
-    AuthMaxTries = "hermes.auth.max_tries", connection: true, fields: ["failures"];
+    AuthMaxTries = "hermes.auth.max_tries", connection: true, fields: ["failures": Int];
     /// The login grace time ran out before authentication.
-    LoginGraceTimeout = "hermes.login.grace_timeout", connection: true, fields: ["seconds"];
-    /// A container was handed to a session.
-    ContainerAllocate = "hermes.container.allocate", connection: true, fields: ["container_id", "source"];
+    LoginGraceTimeout = "hermes.login.grace_timeout", connection: true, fields: ["seconds": Int];
+    /// A container was handed to a session (`source`: `pool`, `on_demand`, `reused`,
+    /// `shared`).
+    ContainerAllocate = "hermes.container.allocate", connection: true,
+        fields: ["container_id": Str, "source": Str];
+    /// A returning source got its earlier container back (`reused`: started again;
+    /// `shared`: joined while another of its sessions runs).
+    ContainerReuse = "hermes.container.reuse", connection: true,
+        fields: ["container_id": Str, "source": Str];
     /// A session's container was released (stopped and kept for forensics).
-    ContainerRelease = "hermes.container.release", connection: true, fields: ["container_id"];
-    /// A session could not get a container or a shell; it was told and closed.
-    SessionError = "hermes.session.error", connection: true, fields: ["stage", "error"];
+    ContainerRelease = "hermes.container.release", connection: true, fields: ["container_id": Str];
+    /// A session stage failed (`container_allocation`, `exec_start`, `stream`,
+    /// `capacity`, `disk_limit`, `capture`).
+    SessionError = "hermes.session.error", connection: true, fields: ["stage": Str, "error": Str];
     /// A channel was refused: `session` past `persona.max_sessions`, `direct-tcpip`
     /// past the capture limit.
-    ChannelRefused = "hermes.channel.refused", connection: true, fields: ["channel_type", "reason"];
+    ChannelRefused = "hermes.channel.refused", connection: true,
+        fields: ["channel_type": Str, "reason": Str];
     /// A subsystem was requested (`sftp` runs the container's sftp-server; others are
     /// refused as sshd refuses them).
-    Subsystem = "hermes.session.subsystem", connection: true, fields: ["name", "accepted"];
+    Subsystem = "hermes.session.subsystem", connection: true,
+        fields: ["name": Str, "accepted": Bool];
     /// The client sent a signal for the channel's process; `delivered` says whether it
     /// reached it.
-    Signal = "hermes.session.signal", connection: true, fields: ["signal", "delivered"];
+    Signal = "hermes.session.signal", connection: true, fields: ["signal": Str, "delivered": Bool];
     /// X11 forwarding was requested (accepted as Debian's sshd_config does; no display
     /// is ever connected).
     X11Request = "hermes.forward.x11", connection: true,
-        fields: ["auth_protocol", "screen", "single_connection", "accepted"];
+        fields: ["auth_protocol": Str, "screen": Int, "single_connection": Bool, "accepted": Bool];
     /// Agent forwarding was requested (accepted as Debian's sshd_config does; the agent
     /// is never used).
-    AgentRequest = "hermes.forward.agent", connection: true, fields: ["accepted"];
+    AgentRequest = "hermes.forward.agent", connection: true, fields: ["accepted": Bool];
     /// Remote forwarding (ssh -R) was requested; nothing ever listens.
     RemoteForward = "hermes.forward.remote", connection: true,
-        fields: ["address", "port", "accepted"], optional: ["allocated_port"];
+        fields: ["address": Str, "port": Int, "accepted": Bool], optional: ["allocated_port": Int];
+    /// A file of the session was not stored: `reason` is `max_file_size`,
+    /// `max_files_per_session`, `max_store_size`, `unreadable` or `store_error`.
+    FileSkipped = "hermes.file.skipped", connection: true,
+        fields: ["destfile": Str, "reason": Str], optional: ["size": Int];
+    /// A recording stopped early because it could not be written (disk full); the
+    /// session went on and what was written stays valid.
+    RecordError = "hermes.record.error", connection: true, fields: ["ttylog": Str, "error": Str];
     /// A stopped container was removed by the retention rules.
-    ContainerRemove = "hermes.container.remove", connection: false, fields: ["container_id", "reason"];
+    ContainerRemove = "hermes.container.remove", connection: false,
+        fields: ["container_id": Str, "reason": Str];
+    /// Events were lost because the event queue was full (a sink far slower than the
+    /// sessions); written as soon as there is room again.
+    EventsDropped = "hermes.events.dropped", connection: false, fields: ["count": Int];
 }
 
 impl EventId {
-    /// Checks that `event` (a JSON object) has exactly the fields this id promises:
-    /// the common ones, the connection ones for connection events, its own, nothing else.
+    /// Checks that `event` (a JSON object) has exactly the fields this id promises,
+    /// each with its type: the common ones, the connection ones for connection events,
+    /// its own, nothing else; `timestamp` in ISO 8601 UTC with microseconds and `Z`,
+    /// `session` as 12 lowercase hex characters.
     pub fn check(self, event: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
-        let mut expected: Vec<&str> = COMMON_FIELDS.to_vec();
+        let mut expected: Vec<Field> = COMMON_FIELDS.to_vec();
         if self.is_connection_event() {
             expected.extend_from_slice(CONNECTION_FIELDS);
         }
         expected.extend_from_slice(self.fields());
-        for field in &expected {
-            if !event.contains_key(*field) {
-                return Err(format!("{} lacks `{field}`", self.as_str()));
+        for (field, ty) in &expected {
+            match event.get(*field) {
+                None => return Err(format!("{} lacks `{field}`", self.as_str())),
+                Some(value) if !ty.matches(value) => {
+                    return Err(format!(
+                        "{}: `{field}` is {value}, not a {}",
+                        self.as_str(),
+                        ty.name()
+                    ));
+                }
+                Some(_) => {}
             }
         }
-        for key in event.keys() {
-            if !expected.contains(&key.as_str()) && !self.optional_fields().contains(&key.as_str())
-            {
-                return Err(format!("{} has unexpected `{key}`", self.as_str()));
+        for (key, value) in event {
+            if expected.iter().any(|(name, _)| name == key) {
+                continue;
             }
+            match self.optional_fields().iter().find(|(name, _)| name == key) {
+                None => return Err(format!("{} has unexpected `{key}`", self.as_str())),
+                Some((_, ty)) if !ty.matches(value) => {
+                    return Err(format!(
+                        "{}: `{key}` is {value}, not a {}",
+                        self.as_str(),
+                        ty.name()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let timestamp = event.get("timestamp").and_then(|v| v.as_str()).unwrap_or("");
+        if !is_iso8601_micros(timestamp) {
+            return Err(format!("timestamp {timestamp:?} is not YYYY-MM-DDTHH:MM:SS.ffffffZ"));
+        }
+        if let Some(session) = event.get("session").and_then(|v| v.as_str())
+            && !(session.len() == 12
+                && session.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        {
+            return Err(format!("session {session:?} is not 12 lowercase hex characters"));
         }
         match event.get("eventid").and_then(|v| v.as_str()) {
             Some(id) if id == self.as_str() => Ok(()),
@@ -156,6 +290,43 @@ impl EventId {
     pub fn from_name(name: &str) -> Option<EventId> {
         EventId::ALL.iter().copied().find(|id| id.as_str() == name)
     }
+}
+
+/// `2026-06-23T14:15:26.253618Z`.
+fn is_iso8601_micros(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let pattern = b"dddd-dd-ddTdd:dd:dd.ddddddZ";
+    bytes.len() == pattern.len()
+        && bytes.iter().zip(pattern).all(|(b, p)| match p {
+            b'd' => b.is_ascii_digit(),
+            other => b == other,
+        })
+}
+
+/// The catalogue as a Markdown table (what `hermes events` prints and the README
+/// carries).
+pub fn markdown_table() -> String {
+    let mut out = String::from("| eventid | fields besides the common ones | when |\n|---|---|---|\n");
+    for id in EventId::ALL {
+        let mut fields: Vec<String> = id
+            .fields()
+            .iter()
+            .map(|(name, ty)| format!("`{name}` ({})", ty.name()))
+            .collect();
+        fields.extend(
+            id.optional_fields()
+                .iter()
+                .map(|(name, ty)| format!("`{name}`? ({})", ty.name())),
+        );
+        let description = id.description().split_whitespace().collect::<Vec<_>>().join(" ");
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            id.as_str(),
+            fields.join(", "),
+            description
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -183,16 +354,41 @@ mod tests {
         let reserved = COMMON_FIELDS
             .iter()
             .chain(CONNECTION_FIELDS)
-            .filter(|f| !matches!(**f, "dst_ip" | "dst_port"));
+            .map(|(name, _)| *name)
+            .filter(|f| !matches!(*f, "dst_ip" | "dst_port"));
         for field in reserved {
             for id in EventId::ALL {
+                let declared = id
+                    .fields()
+                    .iter()
+                    .chain(id.optional_fields())
+                    .any(|(name, _)| *name == field);
                 assert!(
-                    !id.fields().contains(field) && !id.optional_fields().contains(field),
+                    !declared,
                     "{} declares the shared field {field}",
                     id.as_str()
                 );
             }
         }
+    }
+
+    /// docs/events.md is the catalogue, generated; `HERMES_WRITE_DOCS=1` rewrites it.
+    #[test]
+    fn the_event_documentation_is_the_catalogue() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/events.md");
+        let expected = format!(
+            "{}{}",
+            include_str!("events-header.md"),
+            markdown_table()
+        );
+        if std::env::var_os("HERMES_WRITE_DOCS").is_some() {
+            std::fs::write(path, &expected).expect("write docs/events.md");
+        }
+        let actual = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            actual == expected,
+            "docs/events.md is out of date: run HERMES_WRITE_DOCS=1 cargo test -p hermes-core the_event_documentation"
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-pub use catalogue::{COMMON_FIELDS, CONNECTION_FIELDS, EventId};
-pub use sink::{EventSink, JsonLinesFile, spawn_writer};
+pub use catalogue::{COMMON_FIELDS, CONNECTION_FIELDS, EventId, Field, FieldType, markdown_table};
+pub use sink::{EventSink, JsonLinesFile, Rotation, spawn_writer};
 
 use crate::ids::SessionId;
 
@@ -138,30 +138,55 @@ pub enum WriterMessage {
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
-/// Sends events to the writer task. Cloning is cheap; emitting never waits.
+/// How many events may wait for the writer. Past it, events are counted as dropped
+/// (and reported by a `hermes.events.dropped` event) rather than blocking a session
+/// or growing without bound behind a stalled sink.
+pub const QUEUE_CAPACITY: usize = 100_000;
+
+/// Sends events to the writer thread. Cloning is cheap; emitting never waits.
 #[derive(Clone)]
 pub struct EventBus {
-    sender: mpsc::UnboundedSender<WriterMessage>,
+    sender: mpsc::Sender<WriterMessage>,
     sensor: Arc<str>,
     dropped: Arc<AtomicU64>,
 }
 
+/// The writer's end of the bus: queued events, and the count of those that found the
+/// queue full.
+pub struct EventQueue {
+    receiver: mpsc::Receiver<WriterMessage>,
+    dropped: Arc<AtomicU64>,
+    sensor: Arc<str>,
+}
+
 impl EventBus {
-    /// A bus for `sensor`, and the receiving end for [`spawn_writer`].
-    pub fn new(sensor: &str) -> (EventBus, mpsc::UnboundedReceiver<WriterMessage>) {
-        let (sender, receiver) = mpsc::unbounded_channel();
+    /// A bus for `sensor` with the default queue, and the writer's end for
+    /// [`spawn_writer`].
+    pub fn new(sensor: &str) -> (EventBus, EventQueue) {
+        Self::with_capacity(sensor, QUEUE_CAPACITY)
+    }
+
+    /// A bus whose queue holds `capacity` events.
+    pub fn with_capacity(sensor: &str, capacity: usize) -> (EventBus, EventQueue) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let sensor: Arc<str> = Arc::from(sensor);
         (
             EventBus {
                 sender,
-                sensor: Arc::from(sensor),
-                dropped: Arc::new(AtomicU64::new(0)),
+                sensor: Arc::clone(&sensor),
+                dropped: Arc::clone(&dropped),
             },
-            receiver,
+            EventQueue {
+                receiver,
+                dropped,
+                sensor,
+            },
         )
     }
 
-    /// Finishes and sends an event. If the writer has stopped (shutdown), the event is
-    /// counted as dropped and logged.
+    /// Finishes and queues an event. When the queue is full or the writer has stopped
+    /// (shutdown), the event is counted as dropped.
     pub fn emit(&self, builder: EventBuilder) {
         let event = builder.build(&self.sensor);
         debug_assert!(
@@ -170,9 +195,15 @@ impl EventBus {
             event.id().check(event.as_json())
         );
         let id = event.id();
-        if self.sender.send(WriterMessage::Event(event)).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target: "hermes::events", eventid = id.as_str(), "event writer is gone; event dropped");
+        if let Err(error) = self.sender.try_send(WriterMessage::Event(event)) {
+            let before = self.dropped.fetch_add(1, Ordering::Relaxed);
+            if before.is_power_of_two() || before == 0 {
+                let why = match error {
+                    mpsc::error::TrySendError::Full(_) => "event queue full",
+                    mpsc::error::TrySendError::Closed(_) => "event writer is gone",
+                };
+                tracing::warn!(target: "hermes::events", eventid = id.as_str(), dropped = before + 1, "{why}; event dropped");
+            }
         }
     }
 
@@ -180,7 +211,7 @@ impl EventBus {
     /// writer has stopped).
     pub async fn flush(&self) {
         let (done, wait) = tokio::sync::oneshot::channel();
-        if self.sender.send(WriterMessage::Flush(done)).is_ok() {
+        if self.sender.send(WriterMessage::Flush(done)).await.is_ok() {
             let _ = wait.await;
         }
     }
@@ -196,12 +227,32 @@ impl EventBus {
     }
 }
 
+impl EventQueue {
+    /// The next message, blocking the (writer) thread; None once every bus is gone.
+    fn blocking_next(&mut self) -> Option<WriterMessage> {
+        self.receiver.blocking_recv()
+    }
+
+    /// Events dropped so far.
+    fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The event that reports `count` more dropped events.
+    fn dropped_event(&self, count: u64) -> Event {
+        EventBuilder::global(EventId::EventsDropped)
+            .field("count", count)
+            .message(format!("{count} events dropped: the event queue was full"))
+            .build(&self.sensor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn next_event(rx: &mut mpsc::UnboundedReceiver<WriterMessage>) -> Event {
-        match rx.try_recv() {
+    fn next_event(rx: &mut EventQueue) -> Event {
+        match rx.receiver.try_recv() {
             Ok(WriterMessage::Event(event)) => event,
             other => panic!("expected an event, got {other:?}"),
         }
@@ -253,6 +304,26 @@ mod tests {
         let mut missing = event.as_json().clone();
         missing.remove("reason");
         assert!(EventId::ContainerRemove.check(&missing).is_err());
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let (bus, mut rx) = EventBus::with_capacity("s", 3);
+        for _ in 0..10 {
+            bus.emit(
+                EventBuilder::global(EventId::ContainerRemove)
+                    .field("container_id", "a")
+                    .field("reason", "r"),
+            );
+        }
+        assert_eq!(bus.dropped(), 7);
+        let report = rx.dropped_event(7);
+        EventId::EventsDropped
+            .check(report.as_json())
+            .expect("catalogue");
+        for _ in 0..3 {
+            next_event(&mut rx);
+        }
     }
 
     #[test]

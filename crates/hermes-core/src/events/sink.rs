@@ -7,11 +7,9 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
-
-use super::{Event, WriterMessage};
+use super::{Event, EventQueue, WriterMessage};
 
 /// A destination for events.
 pub trait EventSink: Send {
@@ -22,20 +20,53 @@ pub trait EventSink: Send {
     fn write(&mut self, event: &Event) -> io::Result<()>;
 }
 
+/// When the event file is rotated. The rotated file is renamed to
+/// `<file>.<YYYY-MM-DD>` (the UTC day of its last line), `.<n>` added when that name
+/// is taken; the next line goes to a new `<file>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// Never: one growing file (for an external logrotate with copytruncate).
+    Never,
+    /// At the first line of a new UTC day, as Cowrie's `cowrie.json.YYYY-MM-DD`.
+    Daily,
+    /// Before a line would take the file past this many bytes.
+    Size(u64),
+}
+
 /// Appends one JSON object per line to a file. Each line is written with a single
-/// `write(2)` and no user-space buffer, so a SIGKILL loses at most the line being written.
+/// `write(2)` and no user-space buffer, so a SIGKILL loses at most the line being
+/// written; a write that fails half way (disk full) is cut back off the file, so the
+/// file never holds a partial line.
 pub struct JsonLinesFile {
     path: PathBuf,
     file: Option<File>,
+    /// Bytes in the open file.
+    len: u64,
+    /// UTC day (`YYYY-MM-DD`) of the open file's last line.
+    day: String,
+    rotation: Rotation,
     line: Vec<u8>,
 }
 
 impl JsonLinesFile {
-    /// Opens (creating directories and the file) `path` for appending.
+    /// Opens (creating directories and the file) `path` for appending, without rotation.
     pub fn open(path: &Path) -> io::Result<Self> {
+        Self::open_rotating(path, Rotation::Never)
+    }
+
+    /// Opens `path` for appending, rotating as `rotation` says. A file left from an
+    /// earlier day is rotated before the first new line (daily rotation).
+    pub fn open_rotating(path: &Path, rotation: Rotation) -> io::Result<Self> {
+        let day = match std::fs::metadata(path).and_then(|m| m.modified()) {
+            Ok(modified) => utc_day(modified),
+            Err(_) => utc_day(SystemTime::now()),
+        };
         let mut sink = JsonLinesFile {
             path: path.to_owned(),
             file: None,
+            len: 0,
+            day,
+            rotation,
             line: Vec::with_capacity(1024),
         };
         sink.reopen()?;
@@ -46,12 +77,42 @@ impl JsonLinesFile {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        self.file = Some(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?,
-        );
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.len = file.metadata()?.len();
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// Renames the current file out of the way; the next write opens a new one.
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file = None;
+        if std::fs::metadata(&self.path).is_err() {
+            return Ok(());
+        }
+        let base = format!("{}.{}", self.path.display(), self.day);
+        let mut target = PathBuf::from(&base);
+        let mut n = 1;
+        while target.exists() {
+            target = PathBuf::from(format!("{base}.{n}"));
+            n += 1;
+        }
+        std::fs::rename(&self.path, &target)?;
+        self.len = 0;
+        Ok(())
+    }
+
+    fn rotate_if_due(&mut self, today: &str) -> io::Result<()> {
+        let due = match self.rotation {
+            Rotation::Never => false,
+            Rotation::Daily => self.day != today && self.len > 0,
+            Rotation::Size(max) => self.len > 0 && self.len + self.line.len() as u64 > max,
+        };
+        if due {
+            self.rotate()?;
+        }
         Ok(())
     }
 }
@@ -62,49 +123,75 @@ impl EventSink for JsonLinesFile {
     }
 
     fn write(&mut self, event: &Event) -> io::Result<()> {
-        if self.file.is_none() {
-            self.reopen()?;
-        }
         self.line.clear();
         serde_json::to_writer(&mut self.line, event.as_json()).map_err(io::Error::other)?;
         self.line.push(b'\n');
-        let result = match self.file.as_mut() {
-            Some(file) => file.write_all(&self.line),
-            None => Err(io::Error::other("event file is not open")),
-        };
-        if result.is_err() {
-            // Reopen on the next event: the file may have been removed or the disk freed.
-            self.file = None;
+        let today = utc_day(SystemTime::now());
+        self.rotate_if_due(&today)?;
+        if self.file.is_none() {
+            self.reopen()?;
         }
-        result
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("event file is not open"));
+        };
+        match file.write_all(&self.line) {
+            Ok(()) => {
+                self.len += self.line.len() as u64;
+                self.day = today;
+                Ok(())
+            }
+            Err(error) => {
+                // Cut a partly written line back off, so the file stays whole lines;
+                // reopen on the next event (the file may be gone or the disk freed).
+                let _ = file.set_len(self.len);
+                self.file = None;
+                Err(error)
+            }
+        }
     }
+}
+
+/// `YYYY-MM-DD` in UTC.
+fn utc_day(time: SystemTime) -> String {
+    crate::time::iso8601_micros(time)
+        .get(..10)
+        .unwrap_or("1970-01-01")
+        .to_owned()
 }
 
 /// Starts the writer thread. It ends when every [`super::EventBus`] clone is dropped.
 pub fn spawn_writer(
-    mut receiver: mpsc::UnboundedReceiver<WriterMessage>,
+    mut queue: EventQueue,
     mut sinks: Vec<Box<dyn EventSink>>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("hermes-events".into())
         .spawn(move || {
             let mut last_complaint: Vec<Option<Instant>> = vec![None; sinks.len()];
-            while let Some(message) = receiver.blocking_recv() {
-                match message {
-                    WriterMessage::Event(event) => {
-                        for (sink, complained) in sinks.iter_mut().zip(last_complaint.iter_mut()) {
-                            if let Err(error) = sink.write(&event) {
-                                // One complaint a minute per sink, not one per event.
-                                if complained.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                                    tracing::error!(target: "hermes::events", sink = %sink.name(), %error, "event sink failed; events are retried on the next write");
-                                    *complained = Some(Instant::now());
-                                }
-                            }
+            let mut reported_drops = 0;
+            let mut write_all = |sinks: &mut Vec<Box<dyn EventSink>>, event: &Event| {
+                for (sink, complained) in sinks.iter_mut().zip(last_complaint.iter_mut()) {
+                    if let Err(error) = sink.write(event) {
+                        // One complaint a minute per sink, not one per event.
+                        if complained.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                            tracing::error!(target: "hermes::events", sink = %sink.name(), %error, "event sink failed; events are retried on the next write");
+                            *complained = Some(Instant::now());
                         }
                     }
+                }
+            };
+            while let Some(message) = queue.blocking_next() {
+                match message {
+                    WriterMessage::Event(event) => write_all(&mut sinks, &event),
                     WriterMessage::Flush(done) => {
                         let _ = done.send(());
                     }
+                }
+                let dropped = queue.dropped();
+                if dropped > reported_drops {
+                    let event = queue.dropped_event(dropped - reported_drops);
+                    write_all(&mut sinks, &event);
+                    reported_drops = dropped;
                 }
             }
         })
@@ -184,5 +271,146 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    fn remove_event(i: usize) -> EventBuilder {
+        EventBuilder::global(EventId::ContainerRemove)
+            .field("container_id", format!("c{i}"))
+            .field("reason", "r")
+    }
+
+    /// Every line of every file in `dir` whose name starts with `prefix`, checked.
+    fn all_lines(dir: &Path, prefix: &str) -> (usize, Vec<String>) {
+        let mut files = 0;
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("dir") {
+            let entry = entry.expect("entry");
+            if !entry.file_name().to_string_lossy().starts_with(prefix) {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(entry.path()).expect("read");
+            assert!(text.is_empty() || text.ends_with('\n'), "whole lines only");
+            for line in text.lines() {
+                let value: serde_json::Value = serde_json::from_str(line).expect("json line");
+                ids.push(value["container_id"].as_str().expect("id").to_owned());
+            }
+        }
+        (files, ids)
+    }
+
+    #[tokio::test]
+    async fn size_rotation_under_load_loses_no_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.json");
+        let (bus, rx) = EventBus::new("s");
+        let writer = spawn_writer(
+            rx,
+            vec![Box::new(
+                JsonLinesFile::open_rotating(&path, Rotation::Size(64 << 10)).expect("open"),
+            )],
+        )
+        .expect("writer");
+        // Four producers at once, as sessions emit.
+        let mut tasks = Vec::new();
+        for t in 0..4 {
+            let bus = bus.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..5_000 {
+                    bus.emit(remove_event(t * 100_000 + i));
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("producer");
+        }
+        bus.flush().await;
+        assert_eq!(bus.dropped(), 0);
+        drop(bus);
+        writer.join().expect("writer");
+        let (files, mut ids) = all_lines(dir.path(), "events.json");
+        assert!(files > 10, "rotated into {files} files");
+        for entry in std::fs::read_dir(dir.path()).expect("dir") {
+            let len = entry.expect("entry").metadata().expect("stat").len();
+            assert!(len <= 64 << 10, "{len}");
+        }
+        let total = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!((total, ids.len()), (20_000, 20_000));
+    }
+
+    #[test]
+    fn daily_rotation_names_the_file_by_its_day() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.json");
+        let (bus, _rx) = EventBus::new("s");
+        let event = |i| remove_event(i).build(bus.sensor());
+        let mut sink = JsonLinesFile::open_rotating(&path, Rotation::Daily).expect("open");
+        sink.write(&event(1)).expect("write");
+        sink.write(&event(2)).expect("write");
+        // As if those lines were written on an earlier day.
+        sink.day = "2026-01-01".into();
+        sink.write(&event(3)).expect("write");
+        let old = std::fs::read_to_string(dir.path().join("events.json.2026-01-01"))
+            .expect("rotated file");
+        assert_eq!(old.lines().count(), 2);
+        assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 1);
+        // A second rotation for the same day does not overwrite the first.
+        sink.day = "2026-01-01".into();
+        sink.write(&event(4)).expect("write");
+        assert!(dir.path().join("events.json.2026-01-01.1").exists());
+        let (_, ids) = all_lines(dir.path(), "events.json");
+        assert_eq!(ids.len(), 4);
+    }
+
+    #[test]
+    fn a_file_left_from_an_earlier_day_is_rotated_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.json");
+        std::fs::write(&path, "{\"container_id\":\"old\"}\n").expect("write");
+        let old = SystemTime::now() - Duration::from_secs(3 * 86_400);
+        File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(old))
+            .expect("mtime");
+        let (bus, _rx) = EventBus::new("s");
+        let mut sink = JsonLinesFile::open_rotating(&path, Rotation::Daily).expect("open");
+        sink.write(&remove_event(1).build(bus.sensor())).expect("write");
+        let rotated = dir.path().join(format!("events.json.{}", utc_day(old)));
+        assert!(rotated.exists(), "{}", rotated.display());
+        assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_sink_never_blocks_emitters() {
+        struct Stalled(std::sync::mpsc::Receiver<()>);
+        impl EventSink for Stalled {
+            fn name(&self) -> String {
+                "stalled".into()
+            }
+            fn write(&mut self, _: &Event) -> io::Result<()> {
+                // Blocks until the test lets go (a hung NFS mount, a full pipe).
+                let _ = self.0.recv();
+                Ok(())
+            }
+        }
+        let (release, stalled) = std::sync::mpsc::channel();
+        let (bus, rx) = EventBus::with_capacity("s", 1000);
+        let writer = spawn_writer(rx, vec![Box::new(Stalled(stalled))]).expect("writer");
+        let started = Instant::now();
+        for i in 0..50_000 {
+            bus.emit(remove_event(i));
+        }
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(5),
+            "emitting took {elapsed:?} behind a stalled sink"
+        );
+        assert!(bus.dropped() >= 48_000, "{}", bus.dropped());
+        drop(release);
+        drop(bus);
+        writer.join().expect("writer");
     }
 }

@@ -174,7 +174,13 @@ impl AsciicastRecorder {
             self.truncated = true;
             return Ok(());
         }
-        self.file.write_all(&self.line)?;
+        if let Err(error) = self.file.write_all(&self.line) {
+            // Cut a partly written line back off (disk full): the file stays whole
+            // lines, and nothing more is written to it.
+            let _ = self.file.set_len(self.size);
+            self.truncated = true;
+            return Err(error);
+        }
         self.size += self.line.len() as u64;
         Ok(())
     }

@@ -9,7 +9,30 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
+use crate::capture::CapturedFile;
 use crate::config::MetadataField;
+
+/// A command line as the metadata lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    /// When it was entered (ISO 8601).
+    pub time: String,
+    /// The session channel (0 for the first).
+    pub channel: u32,
+    /// The line.
+    pub input: String,
+    /// The program it was typed into, when not the shell.
+    pub realm: Option<String>,
+    /// Reconstructed with input that cannot be replayed exactly.
+    pub approximate: bool,
+}
+
+/// `YYYY/MM/DD` (UTC) of `time`: the directory a session started then is kept in.
+pub fn dated_dir(time: SystemTime) -> std::path::PathBuf {
+    let stamp = crate::time::iso8601_micros(time);
+    let part = |range: std::ops::Range<usize>| stamp.get(range).unwrap_or("00").to_owned();
+    [part(0..4), part(5..7), part(8..10)].iter().collect()
+}
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,14 +123,17 @@ pub struct SessionMetadata {
     pub end_time: Option<SystemTime>,
     /// Container that served the session.
     pub container_id: Option<String>,
-    /// Commands received with `exec`.
-    pub commands: Vec<String>,
+    /// Commands: `exec` requests and lines entered in shells.
+    pub commands: Vec<CommandRecord>,
+    /// Files captured from the container.
+    pub files: Vec<CapturedFile>,
     /// Exit status of the shell or command.
     pub exit_status: Option<u32>,
     /// Why it ended.
     pub end_reason: EndReason,
-    /// The recording file name, when there is one.
-    pub recording: Option<String>,
+    /// The session's recordings (one per channel with a process), relative to the
+    /// recordings directory.
+    pub recordings: Vec<String>,
     /// Terminal size at start, when there was a terminal.
     pub terminal: Option<(u32, u32)>,
     /// The recording reached `max_recording_size` and stopped recording.
@@ -122,7 +148,30 @@ impl SessionMetadata {
         doc.insert("username".into(), json!(self.username));
         doc.insert("end_reason".into(), self.end_reason.as_str().into());
         doc.insert("exit_status".into(), json!(self.exit_status));
-        doc.insert("recording".into(), json!(self.recording));
+        doc.insert("recording".into(), json!(self.recordings.first()));
+        doc.insert("recordings".into(), json!(self.recordings));
+        let files: Vec<Value> = self
+            .files
+            .iter()
+            .map(|f| {
+                let mut file = json!({
+                    "time": f.time,
+                    "kind": f.kind.as_str(),
+                    "destfile": f.destfile,
+                    "shasum": f.shasum,
+                    "size": f.size,
+                    "duplicate": f.duplicate,
+                });
+                if let Some(url) = &f.url {
+                    file["url"] = url.clone().into();
+                }
+                if let Some(name) = &f.filename {
+                    file["filename"] = name.clone().into();
+                }
+                file
+            })
+            .collect();
+        doc.insert("files".into(), files.into());
         if self.recording_truncated {
             doc.insert("recording_truncated".into(), true.into());
         }
@@ -173,7 +222,25 @@ impl SessionMetadata {
                     doc.insert("container_id".into(), json!(self.container_id));
                 }
                 MetadataField::CommandsExecuted => {
-                    doc.insert("commands".into(), json!(self.commands));
+                    let commands: Vec<Value> = self
+                        .commands
+                        .iter()
+                        .map(|c| {
+                            let mut command = json!({
+                                "time": c.time,
+                                "channel": c.channel,
+                                "input": c.input,
+                            });
+                            if let Some(realm) = &c.realm {
+                                command["realm"] = realm.clone().into();
+                            }
+                            if c.approximate {
+                                command["approximate"] = true.into();
+                            }
+                            command
+                        })
+                        .collect();
+                    doc.insert("commands".into(), commands.into());
                 }
             }
         }
@@ -217,10 +284,17 @@ mod tests {
             start_time: SystemTime::UNIX_EPOCH,
             end_time: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1500)),
             container_id: Some("abc".into()),
-            commands: vec![],
+            commands: vec![CommandRecord {
+                time: "2026-01-01T00:00:01.000000Z".into(),
+                channel: 0,
+                input: "python3".into(),
+                realm: None,
+                approximate: false,
+            }],
+            files: vec![],
             exit_status: Some(3),
             end_reason: EndReason::Exited,
-            recording: Some("0123456789ab.cast".into()),
+            recordings: vec!["2026/01/01/0123456789ab.cast".into()],
             terminal: Some((80, 24)),
             recording_truncated: false,
         }
@@ -235,6 +309,15 @@ mod tests {
         assert_eq!(doc["src_port"], 50000);
         assert_eq!(doc["auth_attempts"][0]["password"], "toor");
         assert_eq!(doc["container_id"], "abc");
+        assert_eq!(doc["commands"][0]["input"], "python3");
+        assert_eq!(doc["recording"], "2026/01/01/0123456789ab.cast");
+        assert_eq!(doc["files"], json!([]));
+    }
+
+    #[test]
+    fn sessions_are_filed_by_day() {
+        let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        assert_eq!(dated_dir(time), std::path::PathBuf::from("2026/11/18"));
     }
 
     #[test]

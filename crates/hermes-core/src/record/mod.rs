@@ -5,5 +5,5 @@ mod metadata;
 mod utf8;
 
 pub use asciicast::{AsciicastRecorder, CastHeader, RecordingSummary};
-pub use metadata::{AuthAttempt, EndReason, SessionMetadata};
+pub use metadata::{AuthAttempt, CommandRecord, EndReason, SessionMetadata, dated_dir};
 pub use utf8::Utf8Stream;

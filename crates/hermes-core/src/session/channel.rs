@@ -10,6 +10,8 @@ use tokio::task::JoinHandle;
 
 use super::input::InputQueue;
 use super::{ClientChannel, Connection, CountedPlace};
+use crate::capture::{ScpUploads, SftpUploads, Upload};
+use crate::commands::{Command, CommandTracker};
 use crate::escape::escape_untrusted;
 use crate::events::{EventBuilder, EventId};
 use crate::persona;
@@ -60,6 +62,51 @@ fn one_line(text: &str) -> String {
 }
 
 type SharedRecorder = Arc<Mutex<Option<AsciicastRecorder>>>;
+type SharedTracker = Arc<Mutex<Option<CommandTracker>>>;
+
+/// Reads the client's side of a file transfer for the names of the files it sends.
+enum UploadReader {
+    Scp(ScpUploads),
+    Sftp(SftpUploads),
+}
+
+impl UploadReader {
+    fn feed(&mut self, bytes: &[u8]) {
+        match self {
+            UploadReader::Scp(scp) => scp.feed(bytes),
+            UploadReader::Sftp(sftp) => sftp.feed(bytes),
+        }
+    }
+
+    fn uploads(&self) -> &[Upload] {
+        match self {
+            UploadReader::Scp(scp) => scp.uploads(),
+            UploadReader::Sftp(sftp) => sftp.uploads(),
+        }
+    }
+}
+
+/// The home directory of the session's account (what relative scp/sftp paths start
+/// from).
+fn home_of(account: &str) -> String {
+    if account == "root" {
+        "/root".to_owned()
+    } else {
+        format!("/home/{account}")
+    }
+}
+
+/// Whether an exec'd command is a shell reading its commands from stdin
+/// (`ssh host sh < script`).
+fn is_stdin_shell(command: &str) -> bool {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let program = words
+        .first()
+        .map(|w| w.rsplit('/').next().unwrap_or(w))
+        .unwrap_or("");
+    matches!(program, "sh" | "bash" | "dash" | "ash" | "zsh" | "ksh")
+        && words[1..].iter().all(|w| matches!(*w, "-s" | "-i" | "-l" | "-" | "--login"))
+}
 
 struct Running {
     control: Arc<dyn ProcessControl>,
@@ -111,6 +158,10 @@ pub struct ChannelSession {
     /// Input that arrived before the recording started, for the recording.
     early_input: Vec<u8>,
     recorder: SharedRecorder,
+    /// Command lines from the channel's input (shells and terminal programs).
+    tracker: SharedTracker,
+    /// File names from scp/sftp input, and how many were handed to the connection.
+    uploads: Option<(UploadReader, usize)>,
     /// Counts against `persona.max_sessions` while the channel lives.
     _slot: CountedPlace,
 }
@@ -136,6 +187,8 @@ impl ChannelSession {
             input,
             early_input: Vec::new(),
             recorder: Arc::new(Mutex::new(None)),
+            tracker: Arc::new(Mutex::new(None)),
+            uploads: None,
             _slot: slot,
         }
     }
@@ -159,7 +212,9 @@ impl ChannelSession {
         if let Some((_, current)) = self.pty.as_mut() {
             *current = size;
         }
-        with_recorder(&self.recorder, |rec| rec.resize(size.width, size.height));
+        with_recorder(&self.conn, &self.recorder, |rec| {
+            rec.resize(size.width, size.height)
+        });
         if let Some(running) = &self.running
             && let Err(error) = running.control.resize(size).await
         {
@@ -290,13 +345,15 @@ impl ChannelSession {
     /// `exec`: runs `command` through the user's shell, as sshd does.
     pub async fn exec(&mut self, command: &[u8]) {
         let command = String::from_utf8_lossy(command).into_owned();
-        self.conn.services.events.emit(
-            EventBuilder::connection(EventId::CommandInput, &self.conn.context)
-                .field("input", command.clone())
-                .message(format!("CMD: {command}")),
-        );
         tracing::info!(target: "hermes::session", session_id = %self.conn.session_id(), command = %escape_untrusted(&command), "exec request");
-        self.conn.state().metadata.commands.push(command.clone());
+        self.conn.command(
+            self.index,
+            Command {
+                input: command.clone(),
+                realm: None,
+                approximate: false,
+            },
+        );
         self.start(Program::Exec(command)).await;
     }
 
@@ -305,11 +362,38 @@ impl ChannelSession {
     pub async fn data(&mut self, bytes: &[u8]) {
         self.conn.input_seen();
         if self.running.is_some() {
-            with_recorder(&self.recorder, |rec| rec.input(bytes));
+            with_recorder(&self.conn, &self.recorder, |rec| rec.input(bytes));
+            self.observe_input(bytes);
         } else if self.early_input.len() + bytes.len() <= MAX_EARLY_INPUT {
             self.early_input.extend_from_slice(bytes);
         }
         self.input.push(bytes).await;
+    }
+
+    /// Reads the client's input for command lines and uploaded file names.
+    fn observe_input(&mut self, bytes: &[u8]) {
+        let commands = self
+            .tracker
+            .lock()
+            .ok()
+            .and_then(|mut tracker| tracker.as_mut().map(|t| t.input(bytes)))
+            .unwrap_or_default();
+        for command in commands {
+            self.conn.command(self.index, command);
+        }
+        if let Some((reader, handed)) = &mut self.uploads {
+            reader.feed(bytes);
+            let found = reader.uploads();
+            if found.len() > *handed {
+                self.conn
+                    .files
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .uploads
+                    .extend_from_slice(&found[*handed..]);
+                *handed = found.len();
+            }
+        }
     }
 
     /// EOF from the client: closes the process's stdin once its input is written; its
@@ -331,6 +415,10 @@ impl ChannelSession {
             let _ = running.pump.await;
         }
         finish_recording(&self.conn, &self.recorder);
+        if self.uploads.is_some() {
+            // The transfer is over: copy what it brought.
+            self.conn.schedule_capture();
+        }
     }
 
     async fn start(&mut self, program: Program) {
@@ -369,15 +457,18 @@ impl ChannelSession {
             }
         };
         self.start_recording(&program, &username);
+        self.start_observing(&program, &username);
         let early_input = std::mem::take(&mut self.early_input);
         if !early_input.is_empty() {
-            with_recorder(&self.recorder, |rec| rec.input(&early_input));
+            with_recorder(&self.conn, &self.recorder, |rec| rec.input(&early_input));
+            self.observe_input(&early_input);
         }
         let control: Arc<dyn ProcessControl> = Arc::from(process.control);
         let pump = tokio::spawn(pump_output(PumpContext {
             conn: Arc::clone(&self.conn),
             client: Arc::clone(&self.client),
             recorder: Arc::clone(&self.recorder),
+            tracker: Arc::clone(&self.tracker),
             control: Arc::clone(&control),
             output: process.output,
             stderr_messages: self.pty.is_none(),
@@ -483,20 +574,50 @@ impl ChannelSession {
         }
     }
 
-    fn recording_path(&self) -> Option<PathBuf> {
-        let dir = self.conn.services.recording_dir()?;
+    /// What the channel's input is read for: command lines of shells and terminal
+    /// programs, file names of scp and sftp.
+    fn start_observing(&mut self, program: &Program, username: &str) {
+        let home = home_of(&account_name(username));
+        let tracker = match (program, self.pty.is_some()) {
+            (Program::Shell, true) => Some(CommandTracker::terminal_shell()),
+            (Program::Shell, false) => Some(CommandTracker::plain_shell()),
+            (Program::Exec(command), true) => Some(CommandTracker::terminal_program(command)),
+            (Program::Exec(command), false) if is_stdin_shell(command) => {
+                Some(CommandTracker::plain_shell())
+            }
+            _ => None,
+        };
+        if let Ok(mut slot) = self.tracker.lock() {
+            *slot = tracker;
+        }
+        self.uploads = match program {
+            Program::Exec(command) => {
+                ScpUploads::for_command(command, &home).map(|scp| (UploadReader::Scp(scp), 0))
+            }
+            Program::Subsystem { name, .. } if name == "sftp" => {
+                Some((UploadReader::Sftp(SftpUploads::new(&home)), 0))
+            }
+            _ => None,
+        };
+    }
+
+    /// The recording's file name, and the directory it goes in.
+    fn recording_path(&self) -> Option<(PathBuf, String)> {
+        let dir = self.conn.record_dir.clone()?;
         let session = self.conn.session_id();
-        Some(if self.index == 0 {
-            dir.join(format!("{session}.cast"))
+        let name = if self.index == 0 {
+            format!("{session}.cast")
         } else {
-            dir.join(format!("{session}-{}.cast", self.index))
-        })
+            format!("{session}-{}.cast", self.index)
+        };
+        Some((dir, name))
     }
 
     fn start_recording(&self, program: &Program, username: &str) {
-        let Some(path) = self.recording_path() else {
+        let Some((dir, name)) = self.recording_path() else {
             return;
         };
+        let path = dir.join(&name);
         let (term, size) = match &self.pty {
             Some((term, size)) => (term.clone(), *size),
             None => (String::new(), TtySize::DEFAULT),
@@ -532,12 +653,16 @@ impl ChannelSession {
         match AsciicastRecorder::create(&path, &header, max_size) {
             Ok(recorder) => {
                 tracing::info!(target: "hermes::record", session_id = %self.conn.session_id(), path = %path.display(), "recording started");
-                if let Some(name) = path.file_name() {
-                    let mut state = self.conn.state();
-                    if state.metadata.recording.is_none() {
-                        state.metadata.recording = Some(name.to_string_lossy().into_owned());
-                    }
-                }
+                let relative = crate::record::dated_dir(self.conn.state().metadata.start_time)
+                    .join(&name)
+                    .display()
+                    .to_string();
+                self.conn.state().metadata.recordings.push(relative);
+                self.conn.services.events.emit(
+                    EventBuilder::connection(EventId::LogOpen, &self.conn.context)
+                        .field("ttylog", path.display().to_string())
+                        .message(format!("Opening TTY Log: {}", path.display())),
+                );
                 if let Ok(mut slot) = self.recorder.lock() {
                     *slot = Some(recorder);
                 }
@@ -576,7 +701,7 @@ async fn tell(to: Teller<'_>, reason: EndReason) {
     if to.on_stderr {
         message = message.replace("\r\n", "\n");
     }
-    with_recorder(to.recorder, |rec| rec.output(message.as_bytes()));
+    with_recorder(to.conn, to.recorder, |rec| rec.output(message.as_bytes()));
     let bytes = Bytes::from(message);
     let _ = if to.on_stderr {
         to.client.stderr(bytes).await
@@ -586,17 +711,31 @@ async fn tell(to: Teller<'_>, reason: EndReason) {
 }
 
 fn with_recorder(
+    conn: &Connection,
     recorder: &SharedRecorder,
     write: impl FnOnce(&mut AsciicastRecorder) -> std::io::Result<()>,
 ) {
     let Ok(mut slot) = recorder.lock() else {
         return;
     };
-    if let Some(rec) = slot.as_mut()
-        && let Err(error) = write(rec)
-    {
-        tracing::error!(target: "hermes::record", path = %rec.path().display(), %error, "recording write failed; recording stopped");
-        *slot = None;
+    let Some(rec) = slot.as_mut() else {
+        return;
+    };
+    if let Err(error) = write(rec) {
+        // A full or failing disk: what was written stays whole (the recorder cut off
+        // the partial line); the recording ends here, the session goes on.
+        let path = rec.path().display().to_string();
+        tracing::error!(target: "hermes::record", session_id = %conn.session_id(), path = %path, %error, "recording write failed; recording stopped, the session goes on");
+        conn.services.events.emit(
+            EventBuilder::connection(EventId::RecordError, &conn.context)
+                .field("ttylog", path.clone())
+                .field("error", error.to_string())
+                .message(format!("Recording {path} stopped: {error}")),
+        );
+        if let Some(rec) = slot.take() {
+            drop(slot);
+            report_closed(conn, rec.finish());
+        }
     }
 }
 
@@ -605,7 +744,11 @@ fn finish_recording(conn: &Connection, recorder: &SharedRecorder) {
     let Some(rec) = taken else {
         return;
     };
-    let summary = rec.finish();
+    report_closed(conn, rec.finish());
+}
+
+/// `cowrie.log.closed` for a finished recording.
+fn report_closed(conn: &Connection, summary: crate::record::RecordingSummary) {
     if summary.truncated {
         conn.state().metadata.recording_truncated = true;
         tracing::warn!(target: "hermes::record", session_id = %conn.session_id(), path = %summary.path.display(), "recording reached max_recording_size; the rest of the output was not recorded");
@@ -631,6 +774,7 @@ struct PumpContext {
     conn: Arc<Connection>,
     client: Arc<dyn ClientChannel>,
     recorder: SharedRecorder,
+    tracker: SharedTracker,
     control: Arc<dyn ProcessControl>,
     output: Box<dyn ProcessOutput>,
     /// No terminal: stage messages go to stderr.
@@ -655,13 +799,18 @@ async fn pump_output(mut ctx: PumpContext) {
             }
             chunk = ctx.output.next_chunk() => match chunk {
                 Ok(Some(OutputChunk::Stdout(bytes))) => {
-                    with_recorder(&ctx.recorder, |rec| rec.output(&bytes));
+                    with_recorder(&ctx.conn, &ctx.recorder, |rec| rec.output(&bytes));
+                    if let Ok(mut tracker) = ctx.tracker.lock()
+                        && let Some(tracker) = tracker.as_mut()
+                    {
+                        tracker.output(&bytes);
+                    }
                     if ctx.client.data(bytes).await.is_err() {
                         break PumpEnd::ClientGone;
                     }
                 }
                 Ok(Some(OutputChunk::Stderr(bytes))) => {
-                    with_recorder(&ctx.recorder, |rec| rec.output(&bytes));
+                    with_recorder(&ctx.conn, &ctx.recorder, |rec| rec.output(&bytes));
                     if ctx.client.stderr(bytes).await.is_err() {
                         break PumpEnd::ClientGone;
                     }

@@ -41,13 +41,26 @@ impl Connection {
                             lease.source.as_str()
                         )),
                 );
+                if matches!(lease.source, LeaseSource::Reused | LeaseSource::Shared) {
+                    self.services.events.emit(
+                        EventBuilder::connection(EventId::ContainerReuse, &self.context)
+                            .field("container_id", lease.container_id.clone())
+                            .field("source", lease.source.as_str())
+                            .message(format!(
+                                "Container {} of this source reused ({})",
+                                lease.short_id(),
+                                lease.source.as_str()
+                            )),
+                    );
+                }
                 self.state().metadata.container_id = Some(lease.container_id.clone());
                 self.write_metadata();
+                self.capture_baseline(&lease).await;
                 self.lease.send_replace(LeaseState::Ready(lease));
                 // finish() may have run between the check above and the send: it
                 // releases what it finds, so look once more.
                 if self.state().finished {
-                    self.release_lease();
+                    self.release_lease().await;
                 }
             }
             Err(error) => {
@@ -95,33 +108,52 @@ impl Connection {
     }
 
     /// Gives a container back: through the returning-source map when it came from it
-    /// (stopped only when its last session ends), directly otherwise.
+    /// (stopped only when its last session ends), directly otherwise. No capture: for
+    /// a container no session used.
     fn give_back(&self, lease: Lease) {
+        if let Some(lease) = self.to_stop(lease) {
+            self.stop(lease);
+        }
+    }
+
+    /// The container to stop now that this session is done with it: None while
+    /// another session of the same source still uses it.
+    fn to_stop(&self, lease: Lease) -> Option<Lease> {
         let slot: Option<Arc<Slot>> = self.state().slot.take();
-        let to_stop = match slot {
+        match slot {
             Some(slot) => match self.services.machines.release(&slot) {
                 Release::Stop(lease) => Some(lease),
                 Release::StillInUse => None,
             },
             None => Some(lease),
-        };
-        if let Some(lease) = to_stop {
-            self.services.events.emit(
-                EventBuilder::connection(EventId::ContainerRelease, &self.context)
-                    .field("container_id", lease.container_id.clone())
-                    .message(format!("Container {} released", lease.short_id())),
-            );
-            self.services.sandbox.release(lease);
         }
     }
 
-    /// Releases the connection's container, if it has one.
-    pub(super) fn release_lease(&self) {
+    fn stop(&self, lease: Lease) {
+        self.services.events.emit(
+            EventBuilder::connection(EventId::ContainerRelease, &self.context)
+                .field("container_id", lease.container_id.clone())
+                .message(format!("Container {} released", lease.short_id())),
+        );
+        self.services.sandbox.release(lease);
+    }
+
+    /// Releases the connection's container, if it has one, after the session's last
+    /// capture pass (the final one, reaching into `/dev/shm`, when the container is
+    /// stopped; an ordinary one while another session of the source still uses it).
+    pub(super) async fn release_lease(&self) {
         let previous = self
             .lease
             .send_replace(LeaseState::Failed(EndReason::ClientClosed));
-        if let LeaseState::Ready(lease) = previous {
-            self.give_back(lease);
+        let LeaseState::Ready(lease) = previous else {
+            return;
+        };
+        match self.to_stop(lease.clone()) {
+            Some(lease) => {
+                self.final_capture(&lease).await;
+                self.stop(lease);
+            }
+            None => self.capture_pass(&lease, false).await,
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod auth;
 mod channel;
+mod files;
 mod forward;
 mod input;
 mod lease;
@@ -15,13 +16,13 @@ pub mod messages;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 pub use auth::{AuthMethod, AuthReply, ClientKex, OfferedKey};
 pub use channel::ChannelSession;
@@ -29,11 +30,13 @@ pub use forward::{DirectTcpip, ForwardCapture};
 
 use crate::admission::{Admission, DropReason, Limits, Ticket};
 use crate::auth::{ConnectionAuthState, CredentialPolicy, FailureTiming};
+use crate::capture::{CaptureLimits, FileStore, SessionFiles};
+use crate::commands::Command;
 use crate::config::Config;
 use crate::events::{ConnectionContext, EventBuilder, EventBus, EventId};
 use crate::ids::SessionId;
 use crate::machines::{MachineRegistry, Slot};
-use crate::record::{EndReason, SessionMetadata};
+use crate::record::{CommandRecord, EndReason, SessionMetadata};
 use crate::sandbox::{Lease, Sandbox};
 
 /// Sends to the client on one session channel. Implemented by the SSH adapter.
@@ -81,6 +84,19 @@ pub struct SessionServices {
     pub session_slots: Arc<Semaphore>,
     /// Becomes true when Hermes shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// Where captured files go, and the limits (None: capture is off).
+    pub capture: Option<CaptureServices>,
+    /// Connections whose end (final capture, release, last events) is still running.
+    finalizing: AtomicUsize,
+    finalized: Notify,
+}
+
+/// The file store and the limits of `capture`.
+pub struct CaptureServices {
+    /// The content-addressed store, shared by every session.
+    pub store: Arc<FileStore>,
+    /// Per-session limits.
+    pub limits: CaptureLimits,
 }
 
 impl SessionServices {
@@ -90,6 +106,7 @@ impl SessionServices {
         events: EventBus,
         sandbox: Arc<dyn Sandbox>,
         shutdown: watch::Receiver<bool>,
+        capture: Option<CaptureServices>,
     ) -> Arc<Self> {
         Arc::new(SessionServices {
             policy: CredentialPolicy::from_config(&config.authentication),
@@ -103,12 +120,32 @@ impl SessionServices {
             events,
             sandbox,
             shutdown,
+            capture,
+            finalizing: AtomicUsize::new(0),
+            finalized: Notify::new(),
         })
     }
 
     fn recording_dir(&self) -> Option<PathBuf> {
         let recording = &self.config.recording;
         recording.enabled.then(|| recording.output_dir.clone())
+    }
+
+    /// Waits until every ended connection has finished its final capture, released
+    /// its container and written its last events, or `timeout` passes. Returns how
+    /// many were still running.
+    pub async fn wait_finalized(&self, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.finalized.notified();
+            let left = self.finalizing.load(Ordering::Acquire);
+            if left == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.finalizing.load(Ordering::Acquire);
+            }
+        }
     }
 }
 
@@ -183,6 +220,14 @@ pub struct Connection {
     /// Session channels open (`persona.max_sessions`).
     sessions_open: Arc<AtomicU32>,
     forwards: forward::ForwardState,
+    /// The session's directory for recordings and metadata (dated by its start).
+    record_dir: Option<PathBuf>,
+    /// What the session's capture passes have found.
+    files: Mutex<SessionFiles>,
+    /// One capture pass at a time.
+    capture_lock: tokio::sync::Mutex<()>,
+    /// A pass is due shortly.
+    capture_scheduled: AtomicBool,
 }
 
 /// One of at most `max` places counted in a shared counter (session channels,
@@ -228,6 +273,10 @@ impl Connection {
             )),
         );
         tracing::info!(target: "hermes::session", session_id = %context.session, source_ip = %src_ip, src_port = src.port(), "connection accepted");
+        let start_time = SystemTime::now();
+        let record_dir = services
+            .recording_dir()
+            .map(|dir| dir.join(crate::record::dated_dir(start_time)));
         let metadata = SessionMetadata {
             session: context.session.to_string(),
             src_ip,
@@ -237,13 +286,14 @@ impl Connection {
             client_version: None,
             username: None,
             auth_attempts: Vec::new(),
-            start_time: SystemTime::now(),
+            start_time,
             end_time: None,
             container_id: None,
             commands: Vec::new(),
+            files: Vec::new(),
             exit_status: None,
             end_reason: EndReason::Running,
-            recording: None,
+            recordings: Vec::new(),
             terminal: None,
             recording_truncated: false,
         };
@@ -269,7 +319,50 @@ impl Connection {
             last_input_ms: AtomicU64::new(0),
             sessions_open: Arc::new(AtomicU32::new(0)),
             forwards: forward::ForwardState::default(),
+            record_dir,
+            files: Mutex::new(SessionFiles::default()),
+            capture_lock: tokio::sync::Mutex::new(()),
+            capture_scheduled: AtomicBool::new(false),
         })
+    }
+
+    /// A command line of channel `channel`: logged as `cowrie.command.input`, kept in
+    /// the metadata, read for the URLs it fetches, and followed by a capture pass.
+    pub(super) fn command(self: &Arc<Self>, channel: u32, command: Command) {
+        let mut event = EventBuilder::connection(EventId::CommandInput, &self.context)
+            .field("input", command.input.clone());
+        let message = match &command.realm {
+            Some(realm) => {
+                event = event.field("realm", realm.clone());
+                format!("CMD ({realm}): {}", command.input)
+            }
+            None => format!("CMD: {}", command.input),
+        };
+        if command.approximate {
+            event = event.field("approximate", true);
+        }
+        self.services.events.emit(event.message(message));
+        tracing::info!(target: "hermes::session", session_id = %self.context.session, command = %crate::escape::escape_untrusted(&command.input), realm = %command.realm.as_deref().map(crate::escape::escape_untrusted).unwrap_or_default(), "command");
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .command(&command.input);
+        self.state().metadata.commands.push(CommandRecord {
+            time: crate::time::now_iso8601(),
+            channel,
+            input: command.input,
+            realm: command.realm,
+            approximate: command.approximate,
+        });
+        self.metadata_changed();
+        self.schedule_capture();
+    }
+
+    /// Rewrites the metadata file after a change worth keeping if Hermes dies.
+    fn metadata_changed(&self) {
+        if self.state().metadata.username.is_some() {
+            self.write_metadata();
+        }
     }
 
     /// Client input queued on its way into containers, in bytes, all channels
@@ -449,8 +542,8 @@ impl Connection {
     }
 
     fn metadata_path(&self) -> Option<PathBuf> {
-        self.services
-            .recording_dir()
+        self.record_dir
+            .as_ref()
             .map(|dir| dir.join(format!("{}.json", self.context.session)))
     }
 
@@ -458,16 +551,23 @@ impl Connection {
         let Some(path) = self.metadata_path() else {
             return;
         };
-        let metadata = self.state().metadata.clone();
+        let mut metadata = self.state().metadata.clone();
+        metadata.files = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .captured
+            .clone();
         if let Err(error) = metadata.write(&path, &self.services.config.recording.capture_metadata)
         {
             tracing::error!(target: "hermes::record", session_id = %self.context.session, path = %path.display(), %error, "cannot write session metadata");
         }
     }
 
-    /// The SSH connection is gone (for whatever reason): release the container in the
-    /// background, write the final metadata, emit `cowrie.session.closed`. Idempotent.
-    pub fn finish(&self) {
+    /// The SSH connection is gone (for whatever reason): in the background, the final
+    /// capture pass, the container's release, the final metadata and
+    /// `cowrie.session.closed`. Idempotent.
+    pub fn finish(self: &Arc<Self>) {
         {
             let mut state = self.state();
             if state.finished {
@@ -489,21 +589,26 @@ impl Connection {
         if self.terminated.borrow().is_none() {
             self.terminated.send_replace(Some(EndReason::ClientClosed));
         }
-        self.release_lease();
-        if self.state().metadata.username.is_some() {
-            self.write_metadata();
-        }
         let elapsed = self.started.elapsed();
-        let duration_ms = elapsed.as_millis() as u64;
-        self.services.events.emit(
-            EventBuilder::connection(EventId::SessionClosed, &self.context)
-                .field("duration_ms", duration_ms)
-                .field(
-                    "duration",
-                    (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
-                )
-                .message(format!("Connection lost after {duration_ms} milliseconds")),
-        );
-        tracing::info!(target: "hermes::session", session_id = %self.context.session, duration_ms, "connection closed");
+        self.services.finalizing.fetch_add(1, Ordering::AcqRel);
+        let conn = Arc::clone(self);
+        // Detached: a connection task cut at shutdown must not cut this short.
+        tokio::spawn(async move {
+            conn.release_lease().await;
+            conn.metadata_changed();
+            let duration_ms = elapsed.as_millis() as u64;
+            conn.services.events.emit(
+                EventBuilder::connection(EventId::SessionClosed, &conn.context)
+                    .field("duration_ms", duration_ms)
+                    .field(
+                        "duration",
+                        (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+                    )
+                    .message(format!("Connection lost after {duration_ms} milliseconds")),
+            );
+            tracing::info!(target: "hermes::session", session_id = %conn.context.session, duration_ms, "connection closed");
+            conn.services.finalizing.fetch_sub(1, Ordering::AcqRel);
+            conn.services.finalized.notify_waiters();
+        });
     }
 }

@@ -86,13 +86,10 @@ fn of_kind<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {
 
 /// The metadata file of the one session that has `predicate`.
 fn metadata_where(hermes: &Hermes, predicate: impl Fn(&Value) -> bool) -> Vec<Value> {
-    let Ok(entries) = std::fs::read_dir(hermes.recordings()) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .filter_map(|e| std::fs::read(e.path()).ok())
+    hermes
+        .metadata_files()
+        .into_iter()
+        .filter_map(|path| std::fs::read(path).ok())
         .filter_map(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
         .filter(|m| predicate(m))
         .collect()

@@ -64,6 +64,8 @@ pub struct Options {
     pub reuse: bool,
     /// Extra lines for the `recording` section.
     pub recording_extra: &'static str,
+    /// Lines appended to the `capture` section.
+    pub capture_extra: &'static str,
     /// `container_pool.reuse.key`.
     pub reuse_key: &'static str,
     /// `container_pool.image`.
@@ -76,6 +78,10 @@ pub struct Options {
     pub persona_extra: &'static str,
     /// Extra top-level sections (unindented YAML), e.g. `forwarding:`.
     pub top_extra: &'static str,
+    /// Extra lines for the `logging` section.
+    pub logging_extra: &'static str,
+    /// Recordings somewhere else than `<dir>/recordings` (a small filesystem).
+    pub recording_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -97,11 +103,14 @@ impl Default for Options {
             reuse: false,
             reuse_key: "source",
             recording_extra: "",
+            capture_extra: "",
             image: IMAGE,
             docker_url: None,
             sensor: None,
             top_extra: "",
             persona_extra: "",
+            logging_extra: "",
+            recording_dir: None,
         }
     }
 }
@@ -115,6 +124,7 @@ pub struct Hermes {
     pub port: u16,
     pub sensor: String,
     pub hostname: String,
+    recordings: PathBuf,
 }
 
 pub fn free_port() -> u16 {
@@ -153,6 +163,10 @@ impl Hermes {
             .map(|(u, p)| format!("    - {{username: \"{u}\", password: \"{p}\"}}\n"))
             .collect();
         let base = dir.path().display();
+        let recordings = options
+            .recording_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("recordings"));
         let mode_settings = match options.mode {
             "accept_after_failures" => {
                 format!("  accept_all_after_failures: {}\n", options.accept_after)
@@ -189,13 +203,18 @@ impl Hermes {
     state_file: "{base}/state/containers.json"
 {pool_extra}
 recording:
-  output_dir: "{base}/recordings"
+  output_dir: "{recordings}"
 {recording_extra}
+capture:
+  output_dir: "{base}/downloads"
+{capture_extra}
 {docker}{top_extra}logging:
   level: DEBUG
   format: json
   output_dir: "{base}/logs"
-"#,
+{logging_extra}"#,
+            recordings = recordings.display(),
+            logging_extra = options.logging_extra,
             max_sessions = options.max_sessions,
             ki = options.keyboard_interactive,
             delay = options.failure_delay_ms,
@@ -208,6 +227,7 @@ recording:
             reuse = options.reuse,
             reuse_key = options.reuse_key,
             recording_extra = options.recording_extra,
+            capture_extra = options.capture_extra,
             image = options.image,
             docker = options
                 .docker_url
@@ -227,6 +247,7 @@ recording:
             port,
             sensor,
             hostname,
+            recordings,
         };
         hermes.spawn();
         hermes
@@ -297,7 +318,55 @@ recording:
     }
 
     pub fn recordings(&self) -> PathBuf {
-        self.dir.path().join("recordings")
+        self.recordings.clone()
+    }
+
+    /// The directory of the event log and the operational log.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// Every file under the recordings directory (its `YYYY/MM/DD` layout).
+    pub fn recording_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                let path = entry.path();
+                if path.is_dir() && depth < 4 {
+                    walk(&path, depth + 1, out);
+                } else if path.is_file() {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.recordings(), 0, &mut out);
+        out
+    }
+
+    /// Every session metadata file.
+    pub fn metadata_files(&self) -> Vec<PathBuf> {
+        self.recording_files()
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect()
+    }
+
+    /// A session's `<session>.<ext>` file, in the dated directory it was filed in
+    /// (the day of today when there is none yet, for the error message).
+    pub fn session_file(&self, session: &str, ext: &str) -> PathBuf {
+        let name = format!("{session}.{ext}");
+        self.recording_files()
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == name))
+            .unwrap_or_else(|| self.recordings().join("missing").join(name))
+    }
+
+    /// The captured-file store.
+    pub fn downloads(&self) -> PathBuf {
+        self.dir.path().join("downloads")
     }
 
     /// Every event written so far, each checked against the catalogue.
@@ -527,6 +596,25 @@ pub fn succeeded(command: &mut Command) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs `command` with `stdin` as its standard input, and returns what it printed.
+pub fn run_with_stdin(command: &mut Command, stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let mut pipe = child.stdin.take().expect("stdin");
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    let output = child.wait_with_output().expect("client output");
+    let _ = writer.join();
+    output
 }
 
 /// Parses an asciicast v2 file: header and events.

@@ -170,13 +170,13 @@ async fn disk_fill_is_bounded_and_recordings_stay_small() {
         .expect("session")
         .to_owned();
     let metadata: Value = serde_json::from_slice(
-        &std::fs::read(hermes.recordings().join(format!("{session}.json"))).expect("metadata"),
+        &std::fs::read(hermes.session_file(&session.to_string(), "json")).expect("metadata"),
     )
     .expect("json");
     assert_eq!(metadata["end_reason"], "disk_limit");
     assert_eq!(metadata["recording_truncated"], true);
     let cast =
-        std::fs::metadata(hermes.recordings().join(format!("{session}.cast"))).expect("cast");
+        std::fs::metadata(hermes.session_file(&session.to_string(), "cast")).expect("cast");
     assert!(cast.len() <= 1 << 20, "recording {} bytes", cast.len());
     // The container is stopped (and kept) once the session is over.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -328,7 +328,7 @@ async fn a_container_that_dies_ends_its_session_with_a_message_and_a_complete_re
             .any(|e| e["eventid"] == "hermes.session.error" && e["stage"] == "stream")
     );
     let session = events[0]["session"].as_str().expect("session").to_owned();
-    let (_, cast) = crate::harness::read_cast(&hermes.recordings().join(format!("{session}.cast")));
+    let (_, cast) = crate::harness::read_cast(&hermes.session_file(&session.to_string(), "cast"));
     assert!(
         cast.iter()
             .any(|(_, code, data)| code == "o" && data.contains("before-25"))
@@ -338,7 +338,7 @@ async fn a_container_that_dies_ends_its_session_with_a_message_and_a_complete_re
             .any(|(_, code, data)| code == "o" && data.contains("Broken pipe"))
     );
     let metadata: Value = serde_json::from_slice(
-        &std::fs::read(hermes.recordings().join(format!("{session}.json"))).expect("metadata"),
+        &std::fs::read(hermes.session_file(&session.to_string(), "json")).expect("metadata"),
     )
     .expect("json");
     assert_eq!(metadata["end_reason"], "stream_error");

@@ -382,14 +382,14 @@ async fn the_engine_going_away_ends_sessions_cleanly_and_the_pool_comes_back() {
             "{id} for the broken session"
         );
     }
-    let (header, cast) = read_cast(&hermes.recordings().join(format!("{broken}.cast")));
+    let (header, cast) = read_cast(&hermes.session_file(&broken.to_string(), "cast"));
     assert_eq!(header["version"], 2);
     assert!(
         cast.iter()
             .any(|(_, code, data)| code == "o" && data.contains("Broken pipe"))
     );
     let metadata: Value = serde_json::from_slice(
-        &std::fs::read(hermes.recordings().join(format!("{broken}.json"))).expect("metadata"),
+        &std::fs::read(hermes.session_file(&broken.to_string(), "json")).expect("metadata"),
     )
     .expect("json");
     assert_eq!(metadata["end_reason"], "stream_error");

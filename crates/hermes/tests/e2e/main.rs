@@ -2,6 +2,7 @@
 //! client and an in-process russh client.
 
 mod auth;
+mod capture;
 mod channels;
 mod client;
 mod flood;

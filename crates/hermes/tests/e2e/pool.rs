@@ -61,10 +61,10 @@ async fn two_simultaneous_sessions_get_two_containers_recordings_and_metadata_fi
     let mut usernames = HashSet::new();
     let mut ports = HashSet::new();
     for session in &sessions {
-        let cast = hermes.recordings().join(format!("{session}.cast"));
+        let cast = hermes.session_file(&session.to_string(), "cast");
         assert!(cast.exists(), "{}", cast.display());
         let metadata: Value = serde_json::from_slice(
-            &std::fs::read(hermes.recordings().join(format!("{session}.json"))).expect("metadata"),
+            &std::fs::read(hermes.session_file(&session.to_string(), "json")).expect("metadata"),
         )
         .expect("json");
         let connect = events
@@ -163,7 +163,7 @@ async fn sigterm_with_a_session_open_stops_every_container_and_exits_zero() {
         .and_then(|e| e["session"].as_str().map(str::to_owned))
         .expect("session");
     let metadata: Value = serde_json::from_slice(
-        &std::fs::read(hermes.recordings().join(format!("{session}.json"))).expect("metadata"),
+        &std::fs::read(hermes.session_file(&session.to_string(), "json")).expect("metadata"),
     )
     .expect("json");
     assert_eq!(metadata["end_reason"], "shutdown");

@@ -179,7 +179,7 @@ async fn window_change_resizes_the_terminal_and_the_session_goes_on() {
     drop(client);
 
     let session = session_of(&hermes);
-    let (header, events) = read_cast(&hermes.recordings().join(format!("{session}.cast")));
+    let (header, events) = read_cast(&hermes.session_file(&session.to_string(), "cast"));
     assert_eq!(header["width"], 80);
     assert_eq!(header["height"], 24);
     assert!(
@@ -274,7 +274,7 @@ async fn the_recording_replays_exactly_what_the_client_saw() {
     hermes.wait_for_events("log.closed", |events| {
         events.iter().any(|e| e["eventid"] == "cowrie.log.closed")
     });
-    let (header, events) = read_cast(&hermes.recordings().join(format!("{session}.cast")));
+    let (header, events) = read_cast(&hermes.session_file(&session.to_string(), "cast"));
     assert_eq!(header["version"], 2);
     assert_eq!(header["width"], 100);
     assert_eq!(header["height"], 30);
@@ -299,7 +299,7 @@ async fn the_recording_replays_exactly_what_the_client_saw() {
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "times go forward");
 
     let metadata: Value = serde_json::from_slice(
-        &std::fs::read(hermes.recordings().join(format!("{session}.json"))).expect("metadata"),
+        &std::fs::read(hermes.session_file(&session.to_string(), "json")).expect("metadata"),
     )
     .expect("metadata json");
     assert_eq!(metadata["session"], session.as_str());
@@ -315,7 +315,24 @@ async fn the_recording_replays_exactly_what_the_client_saw() {
     assert!(metadata["start_time"].as_str().is_some());
     assert!(metadata["end_time"].as_str().is_some());
     assert!(metadata["duration"].as_f64().is_some_and(|d| d > 0.0));
-    assert_eq!(metadata["recording"], format!("{session}.cast"));
+    // Filed by day: YYYY/MM/DD/<session>.cast, relative to the recordings directory.
+    let recording = metadata["recording"].as_str().expect("recording");
+    assert_eq!(recording.len(), "2026/11/23/".len() + session.len() + 5, "{recording}");
+    assert_eq!(
+        hermes.recordings().join(recording),
+        hermes.session_file(&session.to_string(), "cast")
+    );
+    // The lines typed at the prompt, reconstructed from the keystrokes.
+    let commands: Vec<&str> = metadata["commands"]
+        .as_array()
+        .expect("commands")
+        .iter()
+        .filter_map(|c| c["input"].as_str())
+        .collect();
+    assert_eq!(
+        commands,
+        ["echo 'héllo ☃ 日本語 🎉'; seq 1 2000 | tail -n 3", "exit 7"]
+    );
 }
 
 /// The one session id seen so far.

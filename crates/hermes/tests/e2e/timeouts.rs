@@ -17,12 +17,10 @@ use crate::harness::{Hermes, Options, require_docker};
 fn ended_metadata(hermes: &Hermes) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let found: Vec<Value> = std::fs::read_dir(hermes.recordings())
+        let found: Vec<Value> = hermes
+            .metadata_files()
             .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|path| std::fs::read(path).ok())
             .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
             .filter(|m| m["end_reason"] != "running" && m["end_reason"].is_string())
             .collect();

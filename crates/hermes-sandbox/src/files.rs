@@ -1,0 +1,306 @@
+//! Finding and reading the files a session left in its container.
+//!
+//! The container's own filesystem is read through the engine (`changes`, `archive`):
+//! nothing runs in the container, so the attacker neither sees it nor can tamper with
+//! it, and the engine resolves paths inside the container (a symlink planted by the
+//! attacker cannot point the read at the host). Deleted files still running or open
+//! are read from the host's `/proc` (only when Hermes runs on the engine's host), and
+//! `/dev/shm` (a tmpfs the diff does not cover) with `tar` run in the container once
+//! the session is over.
+
+use std::fs;
+use std::io::Read;
+
+use bollard::Docker;
+use bollard::models::ChangeType;
+use bollard::query_parameters::{
+    ContainerArchiveInfoOptionsBuilder, DownloadFromContainerOptionsBuilder,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use hermes_core::sandbox::{ChangedFile, FileRead, SandboxError, VolatileFile};
+
+use crate::error::{engine, is_not_found};
+use crate::tar::{self, EntryKind};
+
+/// Type bits of Go's `os.FileMode` (what the engine's path stat carries): any of them
+/// set means not a regular file.
+const GO_MODE_TYPE_BITS: u32 = (1 << 31) // dir
+    | (1 << 30) // append-only
+    | (1 << 29) // exclusive
+    | (1 << 28) // temporary
+    | (1 << 27) // symlink
+    | (1 << 26) // device
+    | (1 << 25) // named pipe
+    | (1 << 24) // socket
+    | (1 << 21) // char device
+    | (1 << 19); // irregular
+
+/// Paths the diff lists that are never the attacker's files: the kernel's and the
+/// engine's own mounts.
+fn is_system_path(path: &str) -> bool {
+    ["/proc", "/sys", "/dev", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf"]
+        .iter()
+        .any(|prefix| {
+            path == *prefix
+                || path
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+}
+
+/// Regular files added or modified in the container's writable layer.
+pub(crate) async fn changed_files(
+    docker: &Docker,
+    container_id: &str,
+    max: usize,
+) -> Result<Vec<ChangedFile>, SandboxError> {
+    let changes = match docker.container_changes(container_id).await {
+        Ok(changes) => changes.unwrap_or_default(),
+        Err(error) if is_not_found(&error) => {
+            return Err(SandboxError::ContainerGone(container_id.to_owned()));
+        }
+        Err(error) => return Err(engine(error)),
+    };
+    let mut files = Vec::new();
+    for change in changes {
+        if files.len() >= max {
+            break;
+        }
+        if matches!(change.kind, ChangeType::_2) || is_system_path(&change.path) {
+            continue;
+        }
+        let options = ContainerArchiveInfoOptionsBuilder::default()
+            .path(&change.path)
+            .build();
+        let stat = match docker
+            .get_container_archive_info(container_id, Some(options))
+            .await
+        {
+            Ok(stat) => stat,
+            // Gone between the diff and the stat.
+            Err(_) => continue,
+        };
+        if stat.file_mode & GO_MODE_TYPE_BITS != 0 || stat.size < 0 {
+            continue;
+        }
+        files.push(ChangedFile {
+            path: change.path,
+            size: stat.size as u64,
+            modified: stat.modification_time.unwrap_or_default(),
+        });
+    }
+    Ok(files)
+}
+
+/// One file through the engine's archive endpoint (a tar of that one path).
+pub(crate) async fn read_file(
+    docker: &Docker,
+    container_id: &str,
+    path: &str,
+    max_size: u64,
+) -> Result<FileRead, SandboxError> {
+    let options = DownloadFromContainerOptionsBuilder::default()
+        .path(path)
+        .build();
+    let mut stream = docker.download_from_container(container_id, Some(options));
+    // The header blocks (pax names included) come before the content.
+    let cap = usize::try_from(max_size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 << 10);
+    let mut archive = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                archive.extend_from_slice(&bytes);
+                if archive.len() > cap {
+                    break;
+                }
+            }
+            Err(error) if is_not_found(&error) => return Ok(FileRead::Unavailable),
+            Err(error) => return Err(engine(error)),
+        }
+    }
+    Ok(first_file(&archive, max_size))
+}
+
+/// The first regular file of an archive, within `max_size`.
+fn first_file(archive: &[u8], max_size: u64) -> FileRead {
+    match tar::entries(archive, 1).into_iter().next() {
+        Some(entry) if entry.kind == EntryKind::File => {
+            if entry.size > max_size {
+                FileRead::TooLarge(entry.size)
+            } else {
+                match entry.data {
+                    Some(data) => FileRead::Content(Bytes::from(data)),
+                    None => FileRead::Unavailable,
+                }
+            }
+        }
+        _ => FileRead::Unavailable,
+    }
+}
+
+/// The files of a tar stream made in the container (`/dev/shm`), prefixed with `dir`.
+pub(crate) fn files_in_archive(
+    archive: &[u8],
+    dir: &str,
+    max_files: usize,
+    max_size: u64,
+) -> Vec<VolatileFile> {
+    tar::entries(archive, max_files.saturating_mul(4))
+        .into_iter()
+        .filter(|entry| entry.kind == EntryKind::File)
+        .take(max_files)
+        .map(|entry| {
+            let relative = entry.path.trim_start_matches("./").trim_start_matches('/');
+            let content = if entry.size > max_size {
+                FileRead::TooLarge(entry.size)
+            } else {
+                entry
+                    .data
+                    .map_or(FileRead::Unavailable, |d| FileRead::Content(Bytes::from(d)))
+            };
+            VolatileFile {
+                path: format!("{}/{relative}", dir.trim_end_matches('/')),
+                content,
+            }
+        })
+        .collect()
+}
+
+fn pid_namespace(pid: i32) -> Option<std::path::PathBuf> {
+    fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
+}
+
+/// What a `/proc/PID/exe` or `/proc/PID/fd/N` link says about a file gone from the
+/// filesystem: its former path, or `memfd:NAME`.
+fn deleted_target(link: &str) -> Option<String> {
+    let path = link.strip_suffix(" (deleted)")?;
+    if let Some(name) = path.strip_prefix("/memfd:") {
+        return Some(format!("memfd:{name}"));
+    }
+    path.starts_with('/').then(|| path.to_owned())
+}
+
+/// Reads an open file through its `/proc` link, up to `max_size`.
+fn read_link_target(link: &str, max_size: u64) -> FileRead {
+    let Ok(file) = fs::File::open(link) else {
+        return FileRead::Unavailable;
+    };
+    match file.metadata() {
+        Ok(meta) if !meta.is_file() => return FileRead::Unavailable,
+        Ok(meta) if meta.len() > max_size => return FileRead::TooLarge(meta.len()),
+        Err(_) => return FileRead::Unavailable,
+        Ok(_) => {}
+    }
+    let mut data = Vec::new();
+    match file.take(max_size.saturating_add(1)).read_to_end(&mut data) {
+        Ok(_) if data.len() as u64 > max_size => FileRead::TooLarge(data.len() as u64),
+        Ok(_) => FileRead::Content(Bytes::from(data)),
+        Err(_) => FileRead::Unavailable,
+    }
+}
+
+/// Deleted files that processes of the container (found by its init's PID namespace)
+/// still run or hold open, read from the host's `/proc`. Empty when this host's
+/// `/proc` does not show the container (Hermes in a container, remote engine).
+pub(crate) fn deleted_open_files(init_pid: i32, max_files: usize, max_size: u64) -> Vec<VolatileFile> {
+    let Some(namespace) = pid_namespace(init_pid) else {
+        return Vec::new();
+    };
+    let Ok(proc_dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut found = Vec::new();
+    for entry in proc_dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid_namespace(pid).as_deref() != Some(namespace.as_path()) {
+            continue;
+        }
+        let mut links = vec![format!("/proc/{pid}/exe")];
+        if let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) {
+            links.extend(
+                fds.flatten()
+                    .take(1024)
+                    .map(|fd| format!("/proc/{pid}/fd/{}", fd.file_name().to_string_lossy())),
+            );
+        }
+        for link in links {
+            if found.len() >= max_files {
+                return found;
+            }
+            let Some(target) = fs::read_link(&link)
+                .ok()
+                .and_then(|t| deleted_target(&t.to_string_lossy()))
+            else {
+                continue;
+            };
+            let content = read_link_target(&link, max_size);
+            // The same file open in several processes (or as exe and fd) once.
+            let key = match &content {
+                FileRead::Content(data) => (target.clone(), data.len() as u64),
+                FileRead::TooLarge(size) => (target.clone(), *size),
+                FileRead::Unavailable => continue,
+            };
+            if seen.insert(key) {
+                found.push(VolatileFile {
+                    path: target,
+                    content,
+                });
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_paths_are_left_out() {
+        assert!(is_system_path("/proc"));
+        assert!(is_system_path("/dev/shm"));
+        assert!(is_system_path("/etc/hosts"));
+        assert!(!is_system_path("/etc/hosts.allow"));
+        assert!(!is_system_path("/tmp/x"));
+        assert!(!is_system_path("/devices"));
+    }
+
+    #[test]
+    fn deleted_link_targets() {
+        assert_eq!(deleted_target("/tmp/x (deleted)"), Some("/tmp/x".into()));
+        assert_eq!(deleted_target("/memfd:kworker (deleted)"), Some("memfd:kworker".into()));
+        assert_eq!(deleted_target("/tmp/x"), None);
+        assert_eq!(deleted_target("socket:[123]"), None);
+        assert_eq!(deleted_target("anon_inode:[eventfd] (deleted)"), None);
+    }
+
+    #[test]
+    fn a_deleted_file_held_open_by_a_process_of_this_namespace_is_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dropper.bin");
+        std::fs::write(&path, b"\x7fELF payload").expect("write");
+        let held = fs::File::open(&path).expect("open");
+        std::fs::remove_file(&path).expect("rm");
+        let me = std::process::id() as i32;
+        let found = deleted_open_files(me, 10_000, 1 << 20);
+        let wanted = path.display().to_string();
+        let hit = found.iter().find(|f| f.path == wanted);
+        assert_eq!(
+            hit.map(|f| &f.content),
+            Some(&FileRead::Content(Bytes::from_static(b"\x7fELF payload"))),
+            "{found:?}"
+        );
+        drop(held);
+    }
+}

