@@ -40,14 +40,21 @@ const GO_MODE_TYPE_BITS: u32 = (1 << 31) // dir
 /// Paths the diff lists that are never the attacker's files: the kernel's and the
 /// engine's own mounts.
 fn is_system_path(path: &str) -> bool {
-    ["/proc", "/sys", "/dev", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf"]
-        .iter()
-        .any(|prefix| {
-            path == *prefix
-                || path
-                    .strip_prefix(prefix)
-                    .is_some_and(|rest| rest.starts_with('/'))
-        })
+    [
+        "/proc",
+        "/sys",
+        "/dev",
+        "/etc/hostname",
+        "/etc/hosts",
+        "/etc/resolv.conf",
+    ]
+    .iter()
+    .any(|prefix| {
+        path == *prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
 }
 
 /// Regular files added or modified in the container's writable layer.
@@ -206,7 +213,11 @@ fn read_link_target(link: &str, max_size: u64) -> FileRead {
 /// Deleted files that processes of the container (found by its init's PID namespace)
 /// still run or hold open, read from the host's `/proc`. Empty when this host's
 /// `/proc` does not show the container (Hermes in a container, remote engine).
-pub(crate) fn deleted_open_files(init_pid: i32, max_files: usize, max_size: u64) -> Vec<VolatileFile> {
+pub(crate) fn deleted_open_files(
+    init_pid: i32,
+    max_files: usize,
+    max_size: u64,
+) -> Vec<VolatileFile> {
     let Some(namespace) = pid_namespace(init_pid) else {
         return Vec::new();
     };
@@ -279,7 +290,10 @@ mod tests {
     #[test]
     fn deleted_link_targets() {
         assert_eq!(deleted_target("/tmp/x (deleted)"), Some("/tmp/x".into()));
-        assert_eq!(deleted_target("/memfd:kworker (deleted)"), Some("memfd:kworker".into()));
+        assert_eq!(
+            deleted_target("/memfd:kworker (deleted)"),
+            Some("memfd:kworker".into())
+        );
         assert_eq!(deleted_target("/tmp/x"), None);
         assert_eq!(deleted_target("socket:[123]"), None);
         assert_eq!(deleted_target("anon_inode:[eventfd] (deleted)"), None);

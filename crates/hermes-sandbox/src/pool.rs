@@ -782,10 +782,7 @@ impl Sandbox for DockerSandbox {
         if !state.running.unwrap_or(false) {
             return Ok(Vec::new());
         }
-        let init_pid = state
-            .pid
-            .and_then(|p| i32::try_from(p).ok())
-            .unwrap_or(0);
+        let init_pid = state.pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
         let mut found = if init_pid > 0 {
             tokio::task::spawn_blocking(move || {
                 files::deleted_open_files(init_pid, max_files, max_size)
@@ -825,9 +822,17 @@ impl DockerSandbox {
         max_size: u64,
     ) -> Result<Vec<u8>, SandboxError> {
         let spec = ProcessSpec {
-            argv: ["tar", "-C", "/dev/shm", "--one-file-system", "-cf", "-", "."]
-                .map(str::to_owned)
-                .to_vec(),
+            argv: [
+                "tar",
+                "-C",
+                "/dev/shm",
+                "--one-file-system",
+                "-cf",
+                "-",
+                ".",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
             env: Vec::new(),
             user: "root".to_owned(),
             workdir: "/".to_owned(),

@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use hermes_core::capture::{CaptureLimits, FileStore};
 use hermes_core::config::{Config, LogLevel};
 use hermes_core::config::{EventRotation, parse_memory_size};
 use hermes_core::events::{EventBus, JsonLinesFile, Rotation, spawn_writer};
 use hermes_core::persona::DEFAULT_SSH_BANNER;
-use hermes_core::capture::{CaptureLimits, FileStore};
 use hermes_core::session::{CaptureServices, SessionServices};
 use hermes_sandbox::{ContainerProfile, DockerSandbox, Endpoint, PoolSettings};
 use hermes_ssh::hostkeys;

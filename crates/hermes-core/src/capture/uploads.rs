@@ -21,9 +21,7 @@ const MAX_PENDING: usize = 64 << 10;
 const MAX_UPLOADS: usize = 10_000;
 
 fn join(dir: &str, name: &str) -> String {
-    if name.starts_with('/') {
-        name.to_owned()
-    } else if dir.is_empty() {
+    if name.starts_with('/') || dir.is_empty() {
         name.to_owned()
     } else {
         format!("{}/{name}", dir.trim_end_matches('/'))
@@ -62,7 +60,11 @@ impl ScpUploads {
             return None;
         }
         let target = words[1 + flags.len()..].join(" ");
-        let target = if target.is_empty() { ".".to_owned() } else { target };
+        let target = if target.is_empty() {
+            ".".to_owned()
+        } else {
+            target
+        };
         let absolute = if target.starts_with('/') {
             target
         } else if target == "." {

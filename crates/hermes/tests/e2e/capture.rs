@@ -76,7 +76,10 @@ async fn a_session_leaves_every_file_it_made_in_the_store() {
     shell.run("rm -f /var/tmp/gone.txt", ROOT_PROMPT).await;
     // In /dev/shm (a tmpfs the engine's diff does not see).
     shell
-        .run("printf 'shm payload' > /dev/shm/.x; mkdir -p /root/.cache", ROOT_PROMPT)
+        .run(
+            "printf 'shm payload' > /dev/shm/.x; mkdir -p /root/.cache",
+            ROOT_PROMPT,
+        )
         .await;
     // A running program whose file was deleted (a miner that hides itself).
     let sleep_hash = shell.run("sha256sum /bin/sleep", ROOT_PROMPT).await;
@@ -107,7 +110,9 @@ async fn a_session_leaves_every_file_it_made_in_the_store() {
     let outfile = PathBuf::from(x86["outfile"].as_str().expect("outfile"));
     assert_eq!(std::fs::read(&outfile).expect("stored file"), payload);
     assert_eq!(
-        outfile.file_name().map(|n| n.to_string_lossy().into_owned()),
+        outfile
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned()),
         Some(sha256_hex(payload))
     );
     assert!(outfile.starts_with(hermes.downloads()));
@@ -141,7 +146,12 @@ async fn a_session_leaves_every_file_it_made_in_the_store() {
         .iter()
         .filter_map(|f| f["destfile"].as_str())
         .collect();
-    for path in ["/tmp/x86.sh", "/var/tmp/gone.txt", "/dev/shm/.x", "/root/.cache/kworker"] {
+    for path in [
+        "/tmp/x86.sh",
+        "/var/tmp/gone.txt",
+        "/dev/shm/.x",
+        "/root/.cache/kworker",
+    ] {
         assert!(files.contains(path), "{path} not in {files:?}");
     }
     assert_eq!(metadata["end_reason"], "exited");
@@ -151,7 +161,10 @@ async fn a_session_leaves_every_file_it_made_in_the_store() {
         .iter()
         .filter_map(|c| c["input"].as_str())
         .collect();
-    assert!(commands.iter().any(|c| c.starts_with("cd /tmp; wget")), "{commands:?}");
+    assert!(
+        commands.iter().any(|c| c.starts_with("cd /tmp; wget")),
+        "{commands:?}"
+    );
     assert_eq!(commands.last(), Some(&"exit"));
     // No login bookkeeping in the store (wtmp, lastlog are ignored).
     assert!(file_event(&events, "cowrie.session.file_download", "/var/log/wtmp").is_none());
@@ -224,7 +237,9 @@ async fn capture_limits_drop_files_with_an_event() {
     });
     let client = Client::login(hermes.port, "root", "toor").await;
     let mut exec = client
-        .exec("head -c 4096 /dev/zero > /tmp/big; for i in 1 2 3 4; do echo $i > /tmp/small$i; done")
+        .exec(
+            "head -c 4096 /dev/zero > /tmp/big; for i in 1 2 3 4; do echo $i > /tmp/small$i; done",
+        )
         .await;
     assert!(exec.read_to_close(Duration::from_secs(20)).await);
     drop(exec);
@@ -265,8 +280,18 @@ async fn every_event_of_real_sessions_matches_the_catalogue() {
     // The key alone (the harness's clients never offer keys), refused.
     let refused = Command::new("ssh")
         .args(["-F", "/dev/null", "-p", &hermes.port.to_string()])
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "BatchMode=yes", "-o", "PreferredAuthentications=publickey"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "PreferredAuthentications=publickey",
+        ])
         .arg("-i")
         .arg(&key)
         .arg("root@127.0.0.1")
@@ -359,9 +384,8 @@ async fn sigkill_mid_session_leaves_whole_lines_everywhere() {
     // Every event line parses and matches the catalogue (the harness checks).
     let events = hermes.events();
     assert!(
-        events
-            .iter()
-            .any(|e| e["eventid"] == "cowrie.command.input" && e["input"] == "uname -a; echo __done$((6*7))"),
+        events.iter().any(|e| e["eventid"] == "cowrie.command.input"
+            && e["input"] == "uname -a; echo __done$((6*7))"),
         "{events:#?}"
     );
     let cast = hermes
@@ -437,7 +461,10 @@ fn asciinema_cat(cast: &Path) -> String {
 fn all_event_lines(dir: &Path) -> (usize, Vec<Value>) {
     let mut files = 0;
     let mut lines = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("log dir").filter_map(Result::ok) {
+    for entry in std::fs::read_dir(dir)
+        .expect("log dir")
+        .filter_map(Result::ok)
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.starts_with("hermes.json") {
             continue;
@@ -445,9 +472,11 @@ fn all_event_lines(dir: &Path) -> (usize, Vec<Value>) {
         files += 1;
         let text = std::fs::read_to_string(entry.path()).expect("read");
         for line in text.lines() {
-            let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"));
-            let id = hermes_core::events::EventId::from_name(value["eventid"].as_str().expect("id"))
-                .expect("known id");
+            let value: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"));
+            let id =
+                hermes_core::events::EventId::from_name(value["eventid"].as_str().expect("id"))
+                    .expect("known id");
             id.check(value.as_object().expect("object"))
                 .unwrap_or_else(|e| panic!("{e}"));
             lines.push(value);

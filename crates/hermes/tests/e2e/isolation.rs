@@ -175,8 +175,7 @@ async fn disk_fill_is_bounded_and_recordings_stay_small() {
     .expect("json");
     assert_eq!(metadata["end_reason"], "disk_limit");
     assert_eq!(metadata["recording_truncated"], true);
-    let cast =
-        std::fs::metadata(hermes.session_file(&session.to_string(), "cast")).expect("cast");
+    let cast = std::fs::metadata(hermes.session_file(&session.to_string(), "cast")).expect("cast");
     assert!(cast.len() <= 1 << 20, "recording {} bytes", cast.len());
     // The container is stopped (and kept) once the session is over.
     let deadline = Instant::now() + Duration::from_secs(20);

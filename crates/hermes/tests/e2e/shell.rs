@@ -317,7 +317,11 @@ async fn the_recording_replays_exactly_what_the_client_saw() {
     assert!(metadata["duration"].as_f64().is_some_and(|d| d > 0.0));
     // Filed by day: YYYY/MM/DD/<session>.cast, relative to the recordings directory.
     let recording = metadata["recording"].as_str().expect("recording");
-    assert_eq!(recording.len(), "2026/11/23/".len() + session.len() + 5, "{recording}");
+    assert_eq!(
+        recording.len(),
+        "2026/11/23/".len() + session.len() + 5,
+        "{recording}"
+    );
     assert_eq!(
         hermes.recordings().join(recording),
         hermes.session_file(&session.to_string(), "cast")
