@@ -56,6 +56,11 @@ impl Slot {
         self.acquire.lock().await
     }
 
+    /// Sessions using the machine now.
+    pub fn sessions(&self) -> u32 {
+        self.state().sessions
+    }
+
     /// The running lease, when a session uses the machine now: the caller joins it.
     pub fn join_running(&self) -> Option<Lease> {
         let mut state = self.state();

@@ -632,9 +632,15 @@ impl Sandbox for DockerSandbox {
         self.state().active.remove(&lease.container_id);
         let docker = self.docker.clone();
         let lock = self.container_lock(&lease.container_id);
+        // Taken now when free, so a `resume` that comes right after waits for the stop
+        // (and starts the container again) instead of handing out one about to stop.
+        let held = Arc::clone(&lock).try_lock_owned().ok();
         self.sweep.notify_one();
         self.spawn_background(async move {
-            let _stopping = lock.lock().await;
+            let _stopping = match held {
+                Some(guard) => guard,
+                None => lock.lock_owned().await,
+            };
             match stop_container(&docker, &lease.container_id).await {
                 Ok(()) => tracing::info!(target: "hermes::sandbox", container_id = %lease.short_id(), "container stopped and kept"),
                 Err(error) => tracing::warn!(target: "hermes::sandbox", container_id = %lease.short_id(), %error, "cannot stop released container"),

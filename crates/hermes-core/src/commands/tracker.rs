@@ -117,7 +117,7 @@ impl CommandTracker {
     }
 
     /// Output the client was shown.
-    pub fn output(&mut self, bytes: &[u8]) {
+    pub fn output(&mut self, mut bytes: &[u8]) {
         let Mode::Terminal {
             tail,
             in_escape,
@@ -127,6 +127,13 @@ impl CommandTracker {
         else {
             return;
         };
+        // Only the end of a large chunk can hold the prompt: a flood costs no more
+        // than its last kilobytes.
+        if bytes.len() > 4 * MAX_TAIL {
+            bytes = &bytes[bytes.len() - 4 * MAX_TAIL..];
+            tail.clear();
+            *in_escape = EscapeState::None;
+        }
         for ch in String::from_utf8_lossy(bytes).chars() {
             *in_escape = match (*in_escape, ch) {
                 (EscapeState::None, '\u{1b}') => EscapeState::Esc,
@@ -313,6 +320,16 @@ mod tests {
         );
         assert!(t.input(b"\x00\x01binary\n").is_empty());
         assert_eq!(t.input(b"ok\n").len(), 1);
+    }
+
+    #[test]
+    fn a_flood_then_the_prompt() {
+        let mut t = CommandTracker::terminal_shell();
+        t.output(PROMPT);
+        assert_eq!(inputs(&mut t, b"cat big.log\r"), [("cat big.log".into(), None)]);
+        t.output(&vec![b'x'; 1 << 20]);
+        t.output(b"\r\nroot@web-prod-01:~# ");
+        assert_eq!(inputs(&mut t, b"id\r"), [("id".into(), None)]);
     }
 
     #[test]

@@ -139,8 +139,8 @@ impl Connection {
     }
 
     /// Releases the connection's container, if it has one, after the session's last
-    /// capture pass (the final one, reaching into `/dev/shm`, when the container is
-    /// stopped; an ordinary one while another session of the source still uses it).
+    /// capture pass (the final one, reaching into `/dev/shm`, when no other session of
+    /// the source uses it; an ordinary one otherwise).
     pub(super) async fn release_lease(&self) {
         let previous = self
             .lease
@@ -148,12 +148,20 @@ impl Connection {
         let LeaseState::Ready(lease) = previous else {
             return;
         };
-        match self.to_stop(lease.clone()) {
-            Some(lease) => {
-                self.final_capture(&lease).await;
-                self.stop(lease);
-            }
-            None => self.capture_pass(&lease, false).await,
+        // Captured while the container is still this session's: a returning source
+        // that logs in meanwhile joins it rather than waiting for a stop and a start.
+        let last = self
+            .state()
+            .slot
+            .as_ref()
+            .is_none_or(|slot| slot.sessions() <= 1);
+        if last {
+            self.final_capture(&lease).await;
+        } else {
+            self.capture_pass(&lease, false).await;
+        }
+        if let Some(lease) = self.to_stop(lease) {
+            self.stop(lease);
         }
     }
 

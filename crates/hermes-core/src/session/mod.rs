@@ -201,7 +201,12 @@ struct ConnectionState {
     slot: Option<Arc<Slot>>,
     channels_opened: u32,
     finished: bool,
+    /// When the metadata file was last rewritten for a change.
+    metadata_written: Option<Instant>,
 }
+
+/// Shortest time between two rewrites of a running session's metadata file.
+const METADATA_REWRITE_GAP: Duration = Duration::from_secs(1);
 
 /// One SSH connection, from TCP accept to close.
 pub struct Connection {
@@ -311,6 +316,7 @@ impl Connection {
                 slot: None,
                 channels_opened: 0,
                 finished: false,
+                metadata_written: None,
             }),
             lease: watch::channel(LeaseState::NotRequested).0,
             terminated: watch::channel(None).0,
@@ -358,11 +364,25 @@ impl Connection {
         self.schedule_capture();
     }
 
-    /// Rewrites the metadata file after a change worth keeping if Hermes dies.
+    /// Rewrites the metadata file after a change worth keeping if Hermes dies: at
+    /// most once per [`METADATA_REWRITE_GAP`] (a bot's thousand commands are not a
+    /// thousand rewrites), and always at the end.
     fn metadata_changed(&self) {
-        if self.state().metadata.username.is_some() {
-            self.write_metadata();
+        {
+            let mut state = self.state();
+            if state.metadata.username.is_none() {
+                return;
+            }
+            let due = state.finished
+                || state
+                    .metadata_written
+                    .is_none_or(|at| at.elapsed() >= METADATA_REWRITE_GAP);
+            if !due {
+                return;
+            }
+            state.metadata_written = Some(Instant::now());
         }
+        self.write_metadata();
     }
 
     /// Client input queued on its way into containers, in bytes, all channels

@@ -418,6 +418,8 @@ fn documented(method: &str, path: &str) -> bool {
             | ("DELETE", ["containers", _])
             | ("POST", ["exec", _, "start" | "resize"])
             | ("GET", ["exec", _, "json"])
+            | ("GET", ["containers", _, "changes"])
+            | ("HEAD" | "GET", ["containers", _, "archive"])
     )
 }
 
