@@ -226,12 +226,23 @@ pub trait Sandbox: Send + Sync {
     /// Starts a process in a leased container.
     async fn spawn(&self, lease: &Lease, spec: ProcessSpec) -> Result<Process, SandboxError>;
 
-    /// Regular files created or changed in the container's own filesystem since it
-    /// was created (at most `max` of them). Engines without a diff return none.
-    async fn changed_files(
+    /// Paths added or modified in the container's own filesystem since it was created
+    /// (its writable layer; deletions left out), at most `max`. Engines without a
+    /// diff return none.
+    async fn changed_paths(
         &self,
         _lease: &Lease,
         _max: usize,
+    ) -> Result<Vec<String>, SandboxError> {
+        Ok(Vec::new())
+    }
+
+    /// The regular files among `paths`, with their size and modification time
+    /// (directories, links, devices and paths gone meanwhile are left out).
+    async fn stat_files(
+        &self,
+        _lease: &Lease,
+        _paths: Vec<String>,
     ) -> Result<Vec<ChangedFile>, SandboxError> {
         Ok(Vec::new())
     }

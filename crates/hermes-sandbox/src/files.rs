@@ -57,12 +57,12 @@ fn is_system_path(path: &str) -> bool {
     })
 }
 
-/// Regular files added or modified in the container's writable layer.
-pub(crate) async fn changed_files(
+/// Paths added or modified in the container's writable layer.
+pub(crate) async fn changed_paths(
     docker: &Docker,
     container_id: &str,
     max: usize,
-) -> Result<Vec<ChangedFile>, SandboxError> {
+) -> Result<Vec<String>, SandboxError> {
     let changes = match docker.container_changes(container_id).await {
         Ok(changes) => changes.unwrap_or_default(),
         Err(error) if is_not_found(&error) => {
@@ -70,35 +70,43 @@ pub(crate) async fn changed_files(
         }
         Err(error) => return Err(engine(error)),
     };
-    let mut files = Vec::new();
-    for change in changes {
-        if files.len() >= max {
-            break;
-        }
-        if matches!(change.kind, ChangeType::_2) || is_system_path(&change.path) {
-            continue;
-        }
-        let options = ContainerArchiveInfoOptionsBuilder::default()
-            .path(&change.path)
-            .build();
-        let stat = match docker
-            .get_container_archive_info(container_id, Some(options))
-            .await
-        {
-            Ok(stat) => stat,
-            // Gone between the diff and the stat.
-            Err(_) => continue,
-        };
-        if stat.file_mode & GO_MODE_TYPE_BITS != 0 || stat.size < 0 {
-            continue;
-        }
-        files.push(ChangedFile {
-            path: change.path,
-            size: stat.size as u64,
-            modified: stat.modification_time.unwrap_or_default(),
-        });
-    }
-    Ok(files)
+    Ok(changes
+        .into_iter()
+        .filter(|change| !matches!(change.kind, ChangeType::_2) && !is_system_path(&change.path))
+        .map(|change| change.path)
+        .take(max)
+        .collect())
+}
+
+/// Stats at once (each through the engine's archive endpoint).
+const PARALLEL_STATS: usize = 8;
+
+/// The regular files among `paths`, with size and modification time.
+pub(crate) async fn stat_files(
+    docker: &Docker,
+    container_id: &str,
+    paths: Vec<String>,
+) -> Vec<ChangedFile> {
+    futures_util::stream::iter(paths)
+        .map(|path| async move {
+            let options = ContainerArchiveInfoOptionsBuilder::default()
+                .path(&path)
+                .build();
+            // Gone between the diff and the stat: left out.
+            let stat = docker
+                .get_container_archive_info(container_id, Some(options))
+                .await
+                .ok()?;
+            (stat.file_mode & GO_MODE_TYPE_BITS == 0 && stat.size >= 0).then(|| ChangedFile {
+                path,
+                size: stat.size as u64,
+                modified: stat.modification_time.unwrap_or_default(),
+            })
+        })
+        .buffer_unordered(PARALLEL_STATS)
+        .filter_map(std::future::ready)
+        .collect()
+        .await
 }
 
 /// One file through the engine's archive endpoint (a tar of that one path).

@@ -755,12 +755,16 @@ impl Sandbox for DockerSandbox {
         })
     }
 
-    async fn changed_files(
+    async fn changed_paths(&self, lease: &Lease, max: usize) -> Result<Vec<String>, SandboxError> {
+        files::changed_paths(&self.docker, &lease.container_id, max).await
+    }
+
+    async fn stat_files(
         &self,
         lease: &Lease,
-        max: usize,
+        paths: Vec<String>,
     ) -> Result<Vec<ChangedFile>, SandboxError> {
-        files::changed_files(&self.docker, &lease.container_id, max).await
+        Ok(files::stat_files(&self.docker, &lease.container_id, paths).await)
     }
 
     async fn read_file(

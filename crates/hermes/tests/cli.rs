@@ -67,6 +67,31 @@ fn malformed_configs_exit_2_naming_key_and_line() {
             &["persona.max_sessions", "line 2"],
         ),
         ("duplicate key", b"server:\n  port: 22\n  port: 23\n", &["server.port", "line 3", "duplicate"]),
+        (
+            "unknown rotation",
+            b"logging:\n  event_rotation: weekly\n",
+            &["logging.event_rotation", "line 2", "daily"],
+        ),
+        (
+            "bad rotation size",
+            b"logging:\n  event_rotation: size\n  event_rotation_size: big\n",
+            &["logging.event_rotation_size", "line 3"],
+        ),
+        (
+            "bad capture size",
+            b"capture:\n  max_file_size: huge\n",
+            &["capture.max_file_size", "line 2"],
+        ),
+        (
+            "capture file count out of range",
+            b"capture:\n  max_files_per_session: 0\n",
+            &["capture.max_files_per_session", "line 2"],
+        ),
+        (
+            "unknown capture key",
+            b"capture:\n  follow_symlinks: yes\n",
+            &["capture.follow_symlinks", "line 2"],
+        ),
         ("empty file", b"", &["empty", "line 1"]),
         ("only comments", b"# nothing here\n", &["empty"]),
         ("not a mapping", b"- server\n", &["line 1"]),

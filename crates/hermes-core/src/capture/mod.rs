@@ -147,6 +147,11 @@ impl SessionFiles {
         }
     }
 
+    /// Whether `path` was looked at before.
+    pub fn seen(&self, path: &str) -> bool {
+        self.seen.contains_key(path)
+    }
+
     /// Whether one more file may be copied.
     pub fn has_room(&self, limits: &CaptureLimits) -> bool {
         self.stored < limits.max_files_per_session

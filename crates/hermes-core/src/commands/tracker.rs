@@ -326,7 +326,10 @@ mod tests {
     fn a_flood_then_the_prompt() {
         let mut t = CommandTracker::terminal_shell();
         t.output(PROMPT);
-        assert_eq!(inputs(&mut t, b"cat big.log\r"), [("cat big.log".into(), None)]);
+        assert_eq!(
+            inputs(&mut t, b"cat big.log\r"),
+            [("cat big.log".into(), None)]
+        );
         t.output(&vec![b'x'; 1 << 20]);
         t.output(b"\r\nroot@web-prod-01:~# ");
         assert_eq!(inputs(&mut t, b"id\r"), [("id".into(), None)]);

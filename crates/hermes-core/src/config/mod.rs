@@ -98,6 +98,9 @@ impl Default for CaptureConfig {
                 "/var/log/cron.log",
                 "/var/log/messages",
                 "/run/motd.dynamic",
+                "/run/sshd.pid",
+                "/run/crond.pid",
+                "/run/crond.reboot",
             ]
             .map(str::to_owned)
             .to_vec(),

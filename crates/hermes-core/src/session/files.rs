@@ -18,10 +18,26 @@ use crate::sandbox::{FileRead, Lease};
 const PASS_DELAY: Duration = Duration::from_secs(2);
 /// Longest the final pass may hold up the container's release.
 const FINAL_PASS_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest the baseline may delay a session's shell.
-const BASELINE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest the start-of-session listing may hold the first pass up.
+const BASELINE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most changed paths looked at per pass.
 const MAX_CHANGED_PATHS: usize = 10_000;
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffff` of an RFC 3339 UTC time (`...Z`, any number of
+/// fraction digits), comparable as text with [`crate::time::iso8601_micros`]; None for
+/// other offsets.
+fn mtime_key(rfc3339: &str) -> Option<String> {
+    let body = rfc3339.strip_suffix('Z')?;
+    let (seconds, fraction) = body.split_once('.').unwrap_or((body, ""));
+    if seconds.len() != 19 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut micros: String = fraction.chars().take(6).collect();
+    while micros.len() < 6 {
+        micros.push('0');
+    }
+    Some(format!("{seconds}.{micros}"))
+}
 
 impl Connection {
     /// A command ran (or an upload ended): look for new files shortly.
@@ -50,36 +66,47 @@ impl Connection {
         });
     }
 
-    /// Notes what the container's filesystem already holds when the session gets it
+    /// Notes what the container's filesystem already held when the session got it
     /// (its own start-up, an earlier session of a returning source), so that only
-    /// what this session changes is captured. Runs before the session's first
-    /// process starts.
-    pub(super) async fn capture_baseline(&self, lease: &Lease) {
+    /// what this session changes is captured. Runs in the background while the shell
+    /// starts (the engine's diff takes a while), holding the capture lock that every
+    /// pass waits for; files modified after the session began are never counted as
+    /// already there.
+    pub(super) async fn start_baseline(self: &Arc<Self>, lease: &Lease) {
         if self.services.capture.is_none() {
             return;
         }
-        let _pass = self.capture_lock.lock().await;
-        let listed = tokio::time::timeout(
-            BASELINE_TIMEOUT,
-            self.services
-                .sandbox
-                .changed_files(lease, MAX_CHANGED_PATHS),
-        )
-        .await;
-        match listed {
-            Ok(Ok(files)) => {
-                let mut seen = self.files();
-                for file in files {
-                    seen.changed(&file.path, file.size, &file.modified);
+        let guard = Arc::clone(&self.capture_lock).lock_owned().await;
+        let conn = Arc::clone(self);
+        let lease = lease.clone();
+        tokio::spawn(async move {
+            let _pass = guard;
+            let began = crate::time::iso8601_micros(conn.state().metadata.start_time);
+            let sandbox = &conn.services.sandbox;
+            let listed = tokio::time::timeout(BASELINE_TIMEOUT, async {
+                let paths = sandbox.changed_paths(&lease, MAX_CHANGED_PATHS).await?;
+                sandbox.stat_files(&lease, paths).await
+            })
+            .await;
+            match listed {
+                Ok(Ok(files)) => {
+                    let mut seen = conn.files();
+                    for file in files {
+                        let older = mtime_key(&file.modified)
+                            .is_some_and(|key| key.as_str() < &began[..26]);
+                        if older {
+                            seen.changed(&file.path, file.size, &file.modified);
+                        }
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(target: "hermes::capture", session_id = %conn.context.session, %error, "cannot list the container's files at the start");
+                }
+                Err(_) => {
+                    tracing::warn!(target: "hermes::capture", session_id = %conn.context.session, "listing the container's files at the start timed out");
                 }
             }
-            Ok(Err(error)) => {
-                tracing::warn!(target: "hermes::capture", session_id = %self.context.session, %error, "cannot list the container's files before the session");
-            }
-            Err(_) => {
-                tracing::warn!(target: "hermes::capture", session_id = %self.context.session, "listing the container's files before the session timed out");
-            }
-        }
+        });
     }
 
     /// The last pass, before the container is stopped: also `/dev/shm` (read by a
@@ -111,13 +138,30 @@ impl Connection {
         let limits = &capture.limits;
         // One pass at a time per session.
         let _pass = self.capture_lock.lock().await;
+        let started = std::time::Instant::now();
+        let captured_before = self.files().captured.len();
         let sandbox = &self.services.sandbox;
-        match sandbox.changed_files(lease, MAX_CHANGED_PATHS).await {
+        let listed = async {
+            let paths: Vec<String> = sandbox
+                .changed_paths(lease, MAX_CHANGED_PATHS)
+                .await?
+                .into_iter()
+                .filter(|path| !limits.ignores(path))
+                .collect();
+            // While the session runs, only paths not seen before (a file that is
+            // gone by the end); at the end, every path (it may have changed since).
+            let paths = if last {
+                paths
+            } else {
+                let files = self.files();
+                paths.into_iter().filter(|p| !files.seen(p)).collect()
+            };
+            sandbox.stat_files(lease, paths).await
+        };
+        match listed.await {
             Ok(changed) => {
                 for file in changed {
-                    if limits.ignores(&file.path)
-                        || !self.files().changed(&file.path, file.size, &file.modified)
-                    {
+                    if !self.files().changed(&file.path, file.size, &file.modified) {
                         continue;
                     }
                     if file.size > limits.max_file_size {
@@ -187,6 +231,8 @@ impl Connection {
                 tracing::debug!(target: "hermes::capture", session_id = %self.context.session, %error, "cannot look for deleted or /dev/shm files");
             }
         }
+        let captured = self.files().captured.len() - captured_before;
+        tracing::info!(target: "hermes::capture", session_id = %self.context.session, last, captured, elapsed_ms = started.elapsed().as_millis() as u64, "capture pass done");
     }
 
     fn files(&self) -> std::sync::MutexGuard<'_, crate::capture::SessionFiles> {
@@ -292,5 +338,30 @@ impl Connection {
             event = event.field("size", size);
         }
         self.services.events.emit(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_times_compare_with_session_times() {
+        assert_eq!(
+            mtime_key("2026-11-23T14:59:18.937206722Z").as_deref(),
+            Some("2026-11-23T14:59:18.937206")
+        );
+        assert_eq!(
+            mtime_key("2026-11-23T14:59:18.9Z").as_deref(),
+            Some("2026-11-23T14:59:18.900000")
+        );
+        assert_eq!(
+            mtime_key("2026-11-23T14:59:18Z").as_deref(),
+            Some("2026-11-23T14:59:18.000000")
+        );
+        assert_eq!(mtime_key("2026-11-23T14:59:18+01:00"), None);
+        assert_eq!(mtime_key("junk"), None);
+        let session = "2026-11-23T14:59:19.000001Z";
+        assert!(mtime_key("2026-11-23T14:59:18.999Z").is_some_and(|k| k.as_str() < &session[..26]));
     }
 }

@@ -55,7 +55,7 @@ impl Connection {
                 }
                 self.state().metadata.container_id = Some(lease.container_id.clone());
                 self.write_metadata();
-                self.capture_baseline(&lease).await;
+                self.start_baseline(&lease).await;
                 self.lease.send_replace(LeaseState::Ready(lease));
                 // finish() may have run between the check above and the send: it
                 // releases what it finds, so look once more.

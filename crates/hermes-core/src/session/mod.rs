@@ -229,8 +229,8 @@ pub struct Connection {
     record_dir: Option<PathBuf>,
     /// What the session's capture passes have found.
     files: Mutex<SessionFiles>,
-    /// One capture pass at a time.
-    capture_lock: tokio::sync::Mutex<()>,
+    /// One capture pass at a time (the start-of-session listing first).
+    capture_lock: Arc<tokio::sync::Mutex<()>>,
     /// A pass is due shortly.
     capture_scheduled: AtomicBool,
 }
@@ -327,7 +327,7 @@ impl Connection {
             forwards: forward::ForwardState::default(),
             record_dir,
             files: Mutex::new(SessionFiles::default()),
-            capture_lock: tokio::sync::Mutex::new(()),
+            capture_lock: Arc::new(tokio::sync::Mutex::new(())),
             capture_scheduled: AtomicBool::new(false),
         })
     }
