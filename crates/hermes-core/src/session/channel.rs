@@ -458,6 +458,7 @@ impl ChannelSession {
                 return;
             }
         };
+        self.conn.process_started.send_replace(true);
         self.start_recording(&program, &username);
         self.start_observing(&program, &username);
         let early_input = std::mem::take(&mut self.early_input);

@@ -81,6 +81,14 @@ impl Connection {
         let lease = lease.clone();
         tokio::spawn(async move {
             let _pass = guard;
+            // The engine's diff holds the container while it runs: not before the
+            // session's first process is up, so it never delays the shell.
+            let mut started = conn.process_started.subscribe();
+            let mut terminated = conn.terminated.subscribe();
+            tokio::select! {
+                _ = started.wait_for(|s| *s) => {}
+                _ = terminated.wait_for(|t| t.is_some()) => {}
+            }
             let began = crate::time::iso8601_micros(conn.state().metadata.start_time);
             let sandbox = &conn.services.sandbox;
             let listed = tokio::time::timeout(BASELINE_TIMEOUT, async {

@@ -233,6 +233,8 @@ pub struct Connection {
     capture_lock: Arc<tokio::sync::Mutex<()>>,
     /// A pass is due shortly.
     capture_scheduled: AtomicBool,
+    /// The session's first process has started.
+    process_started: watch::Sender<bool>,
 }
 
 /// One of at most `max` places counted in a shared counter (session channels,
@@ -329,6 +331,7 @@ impl Connection {
             files: Mutex::new(SessionFiles::default()),
             capture_lock: Arc::new(tokio::sync::Mutex::new(())),
             capture_scheduled: AtomicBool::new(false),
+            process_started: watch::channel(false).0,
         })
     }
 
