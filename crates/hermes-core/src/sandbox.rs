@@ -237,25 +237,18 @@ pub trait Sandbox: Send + Sync {
         Ok(Vec::new())
     }
 
-    /// The regular files among `paths`, with their size and modification time
-    /// (directories, links, devices and paths gone meanwhile are left out).
-    async fn stat_files(
+    /// The regular files among `paths` (directories, links, devices and paths gone
+    /// meanwhile are left out) with their size and modification time, and with
+    /// `content` also their content up to `max_size` bytes. Read through the engine:
+    /// nothing runs in the container.
+    async fn read_files(
         &self,
         _lease: &Lease,
         _paths: Vec<String>,
-    ) -> Result<Vec<ChangedFile>, SandboxError> {
-        Ok(Vec::new())
-    }
-
-    /// Reads one file of the container's filesystem, up to `max_size` bytes, without
-    /// running anything in the container.
-    async fn read_file(
-        &self,
-        _lease: &Lease,
-        _path: &str,
         _max_size: u64,
-    ) -> Result<FileRead, SandboxError> {
-        Ok(FileRead::Unavailable)
+        _content: bool,
+    ) -> Result<Vec<(ChangedFile, FileRead)>, SandboxError> {
+        Ok(Vec::new())
     }
 
     /// Files the diff cannot see: deleted files that a process of the container still

@@ -13,9 +13,7 @@ use std::io::Read;
 
 use bollard::Docker;
 use bollard::models::ChangeType;
-use bollard::query_parameters::{
-    ContainerArchiveInfoOptionsBuilder, DownloadFromContainerOptionsBuilder,
-};
+use bollard::query_parameters::DownloadFromContainerOptionsBuilder;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -23,19 +21,6 @@ use hermes_core::sandbox::{ChangedFile, FileRead, SandboxError, VolatileFile};
 
 use crate::error::{engine, is_not_found};
 use crate::tar::{self, EntryKind};
-
-/// Type bits of Go's `os.FileMode` (what the engine's path stat carries): any of them
-/// set means not a regular file.
-const GO_MODE_TYPE_BITS: u32 = (1 << 31) // dir
-    | (1 << 30) // append-only
-    | (1 << 29) // exclusive
-    | (1 << 28) // temporary
-    | (1 << 27) // symlink
-    | (1 << 26) // device
-    | (1 << 25) // named pipe
-    | (1 << 24) // socket
-    | (1 << 21) // char device
-    | (1 << 19); // irregular
 
 /// Paths the diff lists that are never the attacker's files: the kernel's and the
 /// engine's own mounts.
@@ -70,91 +55,134 @@ pub(crate) async fn changed_paths(
         }
         Err(error) => return Err(engine(error)),
     };
-    Ok(changes
+    let paths: Vec<String> = changes
         .into_iter()
         .filter(|change| !matches!(change.kind, ChangeType::_2) && !is_system_path(&change.path))
         .map(|change| change.path)
-        .take(max)
-        .collect())
+        .collect();
+    Ok(leaves(paths).into_iter().take(max).collect())
 }
 
-/// Stats at once (each through the engine's archive endpoint).
-const PARALLEL_STATS: usize = 8;
+/// The paths that are not the parent directory of another one: the diff lists a
+/// changed directory beside its changed entries, and reading a directory through
+/// the archive endpoint would copy its whole tree.
+fn leaves(paths: Vec<String>) -> Vec<String> {
+    let mut parents = std::collections::HashSet::new();
+    for path in &paths {
+        let mut at = path.as_str();
+        while let Some((parent, _)) = at.rsplit_once('/') {
+            if !parents.insert(parent.to_owned()) {
+                break;
+            }
+            at = parent;
+        }
+    }
+    let mut kept: Vec<String> = paths
+        .into_iter()
+        .filter(|path| !parents.contains(path) && path != "/")
+        .collect();
+    kept.sort();
+    kept
+}
 
-/// The regular files among `paths`, with size and modification time.
-pub(crate) async fn stat_files(
+/// Files read at once (each through the engine's archive endpoint).
+const PARALLEL_READS: usize = 8;
+
+/// What reading one path found.
+enum Found {
+    /// A regular file: its stat, and its content when asked for and within the limit.
+    File(ChangedFile, FileRead),
+    /// A directory, a link, a device, or nothing any more.
+    Other,
+}
+
+/// Reads one path through the engine's archive endpoint (a tar of that path): the
+/// header gives the stat; the content follows when `content` is asked for and within
+/// `max_size`. The stream is dropped as soon as what is wanted is there.
+async fn read_one(
+    docker: &Docker,
+    container_id: &str,
+    path: &str,
+    max_size: u64,
+    content: bool,
+) -> Result<Found, SandboxError> {
+    let options = DownloadFromContainerOptionsBuilder::default()
+        .path(path)
+        .build();
+    let mut stream = docker.download_from_container(container_id, Some(options));
+    let cap = usize::try_from(max_size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 << 10);
+    let mut archive = Vec::new();
+    loop {
+        // What the bytes so far say.
+        if let Some(entry) = tar::entries(&archive, 1).into_iter().next() {
+            if entry.kind != EntryKind::File {
+                return Ok(Found::Other);
+            }
+            let stat = ChangedFile {
+                path: path.to_owned(),
+                size: entry.size,
+                modified: epoch_to_rfc3339(entry.mtime),
+            };
+            if !content {
+                return Ok(Found::File(stat, FileRead::Unavailable));
+            }
+            if entry.size > max_size {
+                let size = entry.size;
+                return Ok(Found::File(stat, FileRead::TooLarge(size)));
+            }
+            if let Some(data) = entry.data {
+                return Ok(Found::File(stat, FileRead::Content(Bytes::from(data))));
+            }
+        }
+        if archive.len() > cap {
+            return Ok(Found::Other);
+        }
+        match stream.next().await {
+            Some(Ok(bytes)) => archive.extend_from_slice(&bytes),
+            Some(Err(error)) if is_not_found(&error) => return Ok(Found::Other),
+            Some(Err(error)) => return Err(engine(error)),
+            None => return Ok(Found::Other),
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch.
+pub(crate) fn epoch_to_rfc3339(seconds: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+    let full = hermes_core::time::iso8601_micros(time);
+    format!("{}Z", full.get(..19).unwrap_or("1970-01-01T00:00:00"))
+}
+
+/// The regular files among `paths`, with their stat and (with `content`) their
+/// content up to `max_size`; eight at a time.
+pub(crate) async fn read_files(
     docker: &Docker,
     container_id: &str,
     paths: Vec<String>,
-) -> Vec<ChangedFile> {
+    max_size: u64,
+    content: bool,
+) -> Vec<(ChangedFile, FileRead)> {
     futures_util::stream::iter(paths)
         .map(|path| async move {
-            let options = ContainerArchiveInfoOptionsBuilder::default()
-                .path(&path)
-                .build();
-            // Gone between the diff and the stat: left out.
-            let stat = docker
-                .get_container_archive_info(container_id, Some(options))
-                .await
-                .ok()?;
-            (stat.file_mode & GO_MODE_TYPE_BITS == 0 && stat.size >= 0).then(|| ChangedFile {
-                path,
-                size: stat.size as u64,
-                modified: stat.modification_time.unwrap_or_default(),
-            })
+            match read_one(docker, container_id, &path, max_size, content).await {
+                Ok(Found::File(stat, read)) => Some((stat, read)),
+                Ok(Found::Other) => None,
+                Err(error) => {
+                    tracing::warn!(target: "hermes::capture", container = %short(container_id), %error, "cannot read a file of the container");
+                    None
+                }
+            }
         })
-        .buffer_unordered(PARALLEL_STATS)
+        .buffer_unordered(PARALLEL_READS)
         .filter_map(std::future::ready)
         .collect()
         .await
 }
 
-/// One file through the engine's archive endpoint (a tar of that one path).
-pub(crate) async fn read_file(
-    docker: &Docker,
-    container_id: &str,
-    path: &str,
-    max_size: u64,
-) -> Result<FileRead, SandboxError> {
-    let options = DownloadFromContainerOptionsBuilder::default()
-        .path(path)
-        .build();
-    let mut stream = docker.download_from_container(container_id, Some(options));
-    // The header blocks (pax names included) come before the content.
-    let cap = usize::try_from(max_size)
-        .unwrap_or(usize::MAX)
-        .saturating_add(64 << 10);
-    let mut archive = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(bytes) => {
-                archive.extend_from_slice(&bytes);
-                if archive.len() > cap {
-                    break;
-                }
-            }
-            Err(error) if is_not_found(&error) => return Ok(FileRead::Unavailable),
-            Err(error) => return Err(engine(error)),
-        }
-    }
-    Ok(first_file(&archive, max_size))
-}
-
-/// The first regular file of an archive, within `max_size`.
-fn first_file(archive: &[u8], max_size: u64) -> FileRead {
-    match tar::entries(archive, 1).into_iter().next() {
-        Some(entry) if entry.kind == EntryKind::File => {
-            if entry.size > max_size {
-                FileRead::TooLarge(entry.size)
-            } else {
-                match entry.data {
-                    Some(data) => FileRead::Content(Bytes::from(data)),
-                    None => FileRead::Unavailable,
-                }
-            }
-        }
-        _ => FileRead::Unavailable,
-    }
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 /// The files of a tar stream made in the container (`/dev/shm`), prefixed with `dir`.
@@ -293,6 +321,33 @@ mod tests {
         assert!(!is_system_path("/etc/hosts.allow"));
         assert!(!is_system_path("/tmp/x"));
         assert!(!is_system_path("/devices"));
+    }
+
+    #[test]
+    fn directories_of_the_diff_are_left_out() {
+        let paths = [
+            "/tmp",
+            "/tmp/a",
+            "/tmp/ab",
+            "/root/.cache",
+            "/root/.cache/k",
+            "/var/x",
+            "/tmp/ab-c",
+            "/tmp/ab/z",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            leaves(paths),
+            [
+                "/root/.cache/k",
+                "/tmp/a",
+                "/tmp/ab-c",
+                "/tmp/ab/z",
+                "/var/x"
+            ]
+        );
+        assert_eq!(epoch_to_rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
     }
 
     #[test]

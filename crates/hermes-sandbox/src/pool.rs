@@ -759,21 +759,14 @@ impl Sandbox for DockerSandbox {
         files::changed_paths(&self.docker, &lease.container_id, max).await
     }
 
-    async fn stat_files(
+    async fn read_files(
         &self,
         lease: &Lease,
         paths: Vec<String>,
-    ) -> Result<Vec<ChangedFile>, SandboxError> {
-        Ok(files::stat_files(&self.docker, &lease.container_id, paths).await)
-    }
-
-    async fn read_file(
-        &self,
-        lease: &Lease,
-        path: &str,
         max_size: u64,
-    ) -> Result<FileRead, SandboxError> {
-        files::read_file(&self.docker, &lease.container_id, path, max_size).await
+        content: bool,
+    ) -> Result<Vec<(ChangedFile, FileRead)>, SandboxError> {
+        Ok(files::read_files(&self.docker, &lease.container_id, paths, max_size, content).await)
     }
 
     async fn volatile_files(

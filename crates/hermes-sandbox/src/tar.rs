@@ -23,6 +23,8 @@ pub(crate) struct Entry {
     pub kind: EntryKind,
     /// Size the header declares.
     pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: u64,
     /// The content when it is complete in the buffer (regular files only).
     pub data: Option<Vec<u8>>,
 }
@@ -126,6 +128,7 @@ pub(crate) fn entries(bytes: &[u8], max_entries: usize) -> Vec<Entry> {
                     path,
                     kind,
                     size,
+                    mtime: number(&header[136..148]).unwrap_or(0),
                     data: (kind == EntryKind::File)
                         .then(|| data.map(<[u8]>::to_vec))
                         .flatten(),

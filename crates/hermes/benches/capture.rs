@@ -43,7 +43,10 @@ async fn closing_time(hermes: &Hermes, command: &str, closed_before: usize) -> f
         if closed > closed_before {
             return ended.elapsed().as_secs_f64() * 1000.0;
         }
-        assert!(ended.elapsed() < Duration::from_secs(120), "no session.closed");
+        assert!(
+            ended.elapsed() < Duration::from_secs(120),
+            "no session.closed"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

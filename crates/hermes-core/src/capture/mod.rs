@@ -147,6 +147,13 @@ impl SessionFiles {
         }
     }
 
+    /// Whether the file at `path` differs from when it was last looked at.
+    pub fn differs(&self, path: &str, size: u64, modified: &str) -> bool {
+        self.seen
+            .get(path)
+            .is_none_or(|(s, m)| *s != size || m != modified)
+    }
+
     /// Whether `path` was looked at before.
     pub fn seen(&self, path: &str) -> bool {
         self.seen.contains_key(path)

@@ -93,15 +93,17 @@ impl Connection {
             let sandbox = &conn.services.sandbox;
             let listed = tokio::time::timeout(BASELINE_TIMEOUT, async {
                 let paths = sandbox.changed_paths(&lease, MAX_CHANGED_PATHS).await?;
-                sandbox.stat_files(&lease, paths).await
+                sandbox.read_files(&lease, paths, 0, false).await
             })
             .await;
             match listed {
                 Ok(Ok(files)) => {
                     let mut seen = conn.files();
-                    for file in files {
-                        let older = mtime_key(&file.modified)
-                            .is_some_and(|key| key.as_str() < &began[..26]);
+                    for (file, _) in files {
+                        // Whole seconds: a file of the session's first second is the
+                        // session's.
+                        let older =
+                            mtime_key(&file.modified).is_some_and(|key| key[..19] < began[..19]);
                         if older {
                             seen.changed(&file.path, file.size, &file.modified);
                         }
@@ -156,43 +158,44 @@ impl Connection {
                 .into_iter()
                 .filter(|path| !limits.ignores(path))
                 .collect();
-            // While the session runs, only paths not seen before (a file that is
-            // gone by the end); at the end, every path (it may have changed since).
-            let paths = if last {
-                paths
-            } else {
+            let (known, new): (Vec<String>, Vec<String>) = {
                 let files = self.files();
-                paths.into_iter().filter(|p| !files.seen(p)).collect()
+                paths.into_iter().partition(|p| files.seen(p))
             };
-            sandbox.stat_files(lease, paths).await
+            // Files seen before are looked at again only at the end (they may have
+            // changed since); while the session runs, only new paths are read.
+            let mut wanted = new;
+            if last {
+                let stats = sandbox
+                    .read_files(lease, known, limits.max_file_size, false)
+                    .await?;
+                let files = self.files();
+                wanted.extend(
+                    stats
+                        .into_iter()
+                        .filter(|(f, _)| files.differs(&f.path, f.size, &f.modified))
+                        .map(|(f, _)| f.path),
+                );
+            }
+            sandbox
+                .read_files(lease, wanted, limits.max_file_size, true)
+                .await
         };
         match listed.await {
-            Ok(changed) => {
-                for file in changed {
+            Ok(found) => {
+                for (file, content) in found {
                     if !self.files().changed(&file.path, file.size, &file.modified) {
                         continue;
                     }
-                    if file.size > limits.max_file_size {
-                        self.skip(&file.path, SkipReason::TooLarge, Some(file.size));
-                        continue;
-                    }
-                    if !self.files().has_room(limits) {
-                        self.skip(&file.path, SkipReason::TooMany, Some(file.size));
-                        continue;
-                    }
-                    match sandbox
-                        .read_file(lease, &file.path, limits.max_file_size)
-                        .await
-                    {
-                        Ok(FileRead::Content(data)) => self.keep(&file.path, data).await,
-                        Ok(FileRead::TooLarge(size)) => {
+                    match content {
+                        FileRead::TooLarge(size) => {
                             self.skip(&file.path, SkipReason::TooLarge, Some(size));
                         }
-                        // Gone since the diff, or not a regular file after all.
-                        Ok(FileRead::Unavailable) => {}
-                        Err(error) => {
-                            tracing::warn!(target: "hermes::capture", session_id = %self.context.session, path = %escape_untrusted(&file.path), %error, "cannot read a file of the container");
+                        _ if !self.files().has_room(limits) => {
+                            self.skip(&file.path, SkipReason::TooMany, Some(file.size));
                         }
+                        FileRead::Content(data) => self.keep(&file.path, data).await,
+                        FileRead::Unavailable => {}
                     }
                 }
             }
