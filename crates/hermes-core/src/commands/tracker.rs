@@ -49,7 +49,7 @@ pub fn program_of(line: &str) -> Option<String> {
 enum Mode {
     /// A terminal: keystrokes through a line editor.
     Terminal {
-        editor: LineEditor,
+        editor: Box<LineEditor>,
         /// Output since the last line break, escape sequences removed.
         tail: String,
         /// In an escape sequence of the output.
@@ -92,7 +92,7 @@ impl CommandTracker {
     fn terminal(program: Option<String>) -> Self {
         CommandTracker {
             mode: Mode::Terminal {
-                editor: LineEditor::new(),
+                editor: Box::new(LineEditor::new()),
                 tail: String::new(),
                 in_escape: EscapeState::None,
                 at_prompt: false,
