@@ -2,8 +2,17 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod archive;
+mod cast;
+mod cmd;
 mod logging;
+mod replay;
 mod run;
+mod sessions;
+mod source;
+mod terminal;
+mod timeline;
+mod when;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +46,10 @@ enum Command {
         #[arg(short, long, default_value = "config/hermes.yaml")]
         config: PathBuf,
     },
+    /// List recorded sessions, newest first.
+    Sessions(sessions::SessionsArgs),
+    /// Play a session's recording to the terminal (sanitised), or print its commands.
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -83,6 +96,8 @@ fn report_config_error(error: &ConfigError) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Sessions(args) => cmd::finish(sessions::run(&args)),
+        Command::Replay(args) => cmd::finish(replay::run(&args)),
         Command::CheckConfig { config } => match load(&config) {
             Ok(config) => {
                 print!("{}", config.to_yaml());
