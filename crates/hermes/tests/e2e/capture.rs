@@ -11,26 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::client::{Client, ROOT_PROMPT};
-use crate::harness::{Hermes, Options, read_cast, require_docker, succeeded};
+use crate::client::{Client, ROOT_PROMPT, root_shell};
+use crate::harness::{Hermes, Options, read_cast, require_docker, sha256_hex, succeeded};
 
 fn of_kind<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["eventid"] == id).collect()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("data");
-    std::fs::write(&path, bytes).expect("write");
-    let out = Command::new("sha256sum")
-        .arg(&path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Waits until the session that logged in last has closed, and returns the events.
@@ -53,13 +38,7 @@ async fn a_session_leaves_every_file_it_made_in_the_store() {
         return;
     }
     let hermes = Hermes::start(Options::default());
-    let client = Client::login(hermes.port, "root", "toor").await;
-    let mut shell = client.shell(120, 40).await;
-    assert!(
-        shell
-            .read_until(ROOT_PROMPT, 0, Duration::from_secs(20))
-            .await
-    );
+    let (client, mut shell) = root_shell(hermes.port).await;
     // A fetch that cannot reach its server (the container has no network), then
     // the same name written by the shell: the file is labelled with the URL.
     shell
@@ -367,13 +346,7 @@ async fn sigkill_mid_session_leaves_whole_lines_everywhere() {
         return;
     }
     let mut hermes = Hermes::start(Options::default());
-    let client = Client::login(hermes.port, "root", "toor").await;
-    let mut shell = client.shell(80, 24).await;
-    assert!(
-        shell
-            .read_until(ROOT_PROMPT, 0, Duration::from_secs(20))
-            .await
-    );
+    let (client, mut shell) = root_shell(hermes.port).await;
     shell.run("uname -a", ROOT_PROMPT).await;
     // Output still streaming when the process dies.
     shell.send("seq 1 10000000\n").await;
@@ -522,13 +495,7 @@ async fn a_full_disk_ends_the_recording_not_the_session() {
         recording_dir: Some(recordings.clone()),
         ..Options::default()
     });
-    let client = Client::login(hermes.port, "root", "toor").await;
-    let mut shell = client.shell(80, 24).await;
-    assert!(
-        shell
-            .read_until(ROOT_PROMPT, 0, Duration::from_secs(20))
-            .await
-    );
+    let (client, mut shell) = root_shell(hermes.port).await;
     // Far more output than the disk holds.
     shell.run("seq 1 100000", ROOT_PROMPT).await;
     let alive = shell.run("echo still-$((40+2))", ROOT_PROMPT).await;
@@ -572,13 +539,7 @@ async fn sessions_and_replay_read_a_real_session() {
         return;
     }
     let hermes = Hermes::start(Options::default());
-    let client = Client::login(hermes.port, "root", "toor").await;
-    let mut shell = client.shell(80, 24).await;
-    assert!(
-        shell
-            .read_until(ROOT_PROMPT, 0, Duration::from_secs(20))
-            .await
-    );
+    let (client, mut shell) = root_shell(hermes.port).await;
     shell.run("echo replay-$((6*9))", ROOT_PROMPT).await;
     shell.send("exit\n").await;
     assert!(shell.read_to_close(Duration::from_secs(20)).await);

@@ -4,14 +4,16 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use russh::{ChannelMsg, Sig};
 use serde_json::Value;
 
 use crate::client::Client;
-use crate::harness::{Hermes, Options, require_docker, succeeded};
+use crate::harness::{
+    Hermes, Options, require_docker, run_with_stdin, sha256_file, sha256_hex, succeeded,
+};
 
 const ROOT: (&str, &str) = ("root", "toor");
 
@@ -29,24 +31,6 @@ fn ssh_root(hermes: &Hermes) -> Command {
     hermes.ssh(ROOT.0, &[ROOT.1], "password")
 }
 
-/// Runs `command` with `stdin` as its standard input.
-fn run_with_input(command: &mut Command, stdin: &[u8]) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn client");
-    let mut pipe = child.stdin.take().expect("stdin");
-    let input = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = pipe.write_all(&input);
-    });
-    let output = child.wait_with_output().expect("client output");
-    let _ = writer.join();
-    output
-}
-
 /// `count` bytes of every value, from a fixed xorshift sequence.
 fn binary_file(path: &Path, count: usize) {
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -59,25 +43,6 @@ fn binary_file(path: &Path, count: usize) {
     }
     bytes.truncate(count);
     std::fs::write(path, bytes).expect("write binary file");
-}
-
-fn sha256_file(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn sha256_bytes(bytes: &[u8]) -> String {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("data");
-    std::fs::write(&path, bytes).expect("write");
-    sha256_file(&path)
 }
 
 fn of_kind<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {
@@ -128,7 +93,7 @@ fn exec_keeps_streams_apart_returns_each_status_and_runs_piped_scripts() {
 
     // A script piped into `sh`: the client's EOF ends its stdin, the output still
     // arrives in full.
-    let output = run_with_input(
+    let output = run_with_stdin(
         ssh_root(&hermes).arg("sh"),
         b"uname -s\necho piped-$((2+3))\nexit 4\n",
     );
@@ -211,13 +176,13 @@ fn large_and_binary_output_and_input_arrive_intact() {
         .next()
         .unwrap_or_default()
         .to_owned();
-    assert_eq!(sha256_bytes(&output.stdout), remote_hash);
+    assert_eq!(sha256_hex(&output.stdout), remote_hash);
 
     // 50 MB through `cat` and back: input and output at once, no deadlock.
     let input = dir.path().join("input");
     binary_file(&input, 50 << 20);
     let bytes = std::fs::read(&input).expect("input");
-    let output = run_with_input(ssh_root(&hermes).arg("cat"), &bytes);
+    let output = run_with_stdin(ssh_root(&hermes).arg("cat"), &bytes);
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(output.stdout.len(), bytes.len());
     assert!(output.stdout == bytes, "echoed bytes differ");
@@ -304,7 +269,7 @@ fn sftp_put_get_ls_rename_rm_through_the_containers_sftp_server() {
     // Commands on stdin (batch mode, -b, would forbid the password prompt).
     let mut command = hermes.openssh("sftp", &[ROOT.1], "password");
     command.arg("root@127.0.0.1").current_dir(dir.path());
-    let output = run_with_input(&mut command, &std::fs::read(&batch).expect("batch"));
+    let output = run_with_stdin(&mut command, &std::fs::read(&batch).expect("batch"));
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(

@@ -598,6 +598,27 @@ pub fn succeeded(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// SHA-256 of a file, lowercase hex (by `sha256sum`, independent of Hermes's code).
+pub fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("data");
+    std::fs::write(&path, bytes).expect("write");
+    sha256_file(&path)
+}
+
 /// Runs `command` with `stdin` as its standard input, and returns what it printed.
 pub fn run_with_stdin(command: &mut Command, stdin: &[u8]) -> std::process::Output {
     use std::io::Write;
