@@ -237,6 +237,16 @@ pub trait Sandbox: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// The regular files among `paths` with their size and modification time (to
+    /// the second), without reading them.
+    async fn stat_files(
+        &self,
+        _lease: &Lease,
+        _paths: Vec<String>,
+    ) -> Result<Vec<ChangedFile>, SandboxError> {
+        Ok(Vec::new())
+    }
+
     /// The regular files among `paths` (directories, links, devices and paths gone
     /// meanwhile are left out) with their size and modification time, and with
     /// `content` also their content up to `max_size` bytes. Read through the engine:

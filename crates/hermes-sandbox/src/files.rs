@@ -13,7 +13,9 @@ use std::io::Read;
 
 use bollard::Docker;
 use bollard::models::ChangeType;
-use bollard::query_parameters::DownloadFromContainerOptionsBuilder;
+use bollard::query_parameters::{
+    ContainerArchiveInfoOptionsBuilder, DownloadFromContainerOptionsBuilder,
+};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -83,6 +85,54 @@ fn leaves(paths: Vec<String>) -> Vec<String> {
         .collect();
     kept.sort();
     kept
+}
+
+/// Type bits of Go's `os.FileMode` (what the engine's path stat carries): any of them
+/// set means not a regular file.
+const GO_MODE_TYPE_BITS: u32 = (1 << 31) // dir
+    | (1 << 30) // append-only
+    | (1 << 29) // exclusive
+    | (1 << 28) // temporary
+    | (1 << 27) // symlink
+    | (1 << 26) // device
+    | (1 << 25) // named pipe
+    | (1 << 24) // socket
+    | (1 << 21) // char device
+    | (1 << 19); // irregular
+
+/// The regular files among `paths`, with size and modification time to the second
+/// (the same form as a tar header's, so the two compare), from the engine's path
+/// stat: no file is read.
+pub(crate) async fn stat_files(
+    docker: &Docker,
+    container_id: &str,
+    paths: Vec<String>,
+) -> Vec<ChangedFile> {
+    futures_util::stream::iter(paths)
+        .map(|path| async move {
+            let options = ContainerArchiveInfoOptionsBuilder::default()
+                .path(&path)
+                .build();
+            // Gone between the diff and the stat: left out.
+            let stat = docker
+                .get_container_archive_info(container_id, Some(options))
+                .await
+                .ok()?;
+            let modified = stat.modification_time.unwrap_or_default();
+            let modified = match modified.get(..19) {
+                Some(seconds) if modified.ends_with('Z') => format!("{seconds}Z"),
+                _ => modified,
+            };
+            (stat.file_mode & GO_MODE_TYPE_BITS == 0 && stat.size >= 0).then(|| ChangedFile {
+                path,
+                size: stat.size as u64,
+                modified,
+            })
+        })
+        .buffer_unordered(PARALLEL_READS)
+        .filter_map(std::future::ready)
+        .collect()
+        .await
 }
 
 /// Files read at once (each through the engine's archive endpoint).

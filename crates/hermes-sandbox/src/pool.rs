@@ -759,6 +759,14 @@ impl Sandbox for DockerSandbox {
         files::changed_paths(&self.docker, &lease.container_id, max).await
     }
 
+    async fn stat_files(
+        &self,
+        lease: &Lease,
+        paths: Vec<String>,
+    ) -> Result<Vec<ChangedFile>, SandboxError> {
+        Ok(files::stat_files(&self.docker, &lease.container_id, paths).await)
+    }
+
     async fn read_files(
         &self,
         lease: &Lease,

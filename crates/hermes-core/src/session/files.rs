@@ -93,13 +93,13 @@ impl Connection {
             let sandbox = &conn.services.sandbox;
             let listed = tokio::time::timeout(BASELINE_TIMEOUT, async {
                 let paths = sandbox.changed_paths(&lease, MAX_CHANGED_PATHS).await?;
-                sandbox.read_files(&lease, paths, 0, false).await
+                sandbox.stat_files(&lease, paths).await
             })
             .await;
             match listed {
                 Ok(Ok(files)) => {
                     let mut seen = conn.files();
-                    for (file, _) in files {
+                    for file in files {
                         // Whole seconds: a file of the session's first second is the
                         // session's.
                         let older =
@@ -166,15 +166,13 @@ impl Connection {
             // changed since); while the session runs, only new paths are read.
             let mut wanted = new;
             if last {
-                let stats = sandbox
-                    .read_files(lease, known, limits.max_file_size, false)
-                    .await?;
+                let stats = sandbox.stat_files(lease, known).await?;
                 let files = self.files();
                 wanted.extend(
                     stats
                         .into_iter()
-                        .filter(|(f, _)| files.differs(&f.path, f.size, &f.modified))
-                        .map(|(f, _)| f.path),
+                        .filter(|f| files.differs(&f.path, f.size, &f.modified))
+                        .map(|f| f.path),
                 );
             }
             sandbox
