@@ -123,7 +123,7 @@ pub(crate) async fn stat_files(
                 Some(seconds) if modified.ends_with('Z') => format!("{seconds}Z"),
                 _ => modified,
             };
-            (stat.file_mode & GO_MODE_TYPE_BITS == 0 && stat.size >= 0).then(|| ChangedFile {
+            (stat.file_mode & GO_MODE_TYPE_BITS == 0 && stat.size >= 0).then_some(ChangedFile {
                 path,
                 size: stat.size as u64,
                 modified,
