@@ -126,7 +126,7 @@ async fn retention_keeps_only_the_newest_stopped_containers() {
         pool_extra: "  max_stopped_containers: 2\n",
         ..Options::default()
     });
-    for _ in 0..4 {
+    for round in 1..=4 {
         let output = tokio::task::block_in_place(|| {
             hermes
                 .ssh("root", &["toor"], "password")
@@ -135,6 +135,29 @@ async fn retention_keeps_only_the_newest_stopped_containers() {
         })
         .expect("ssh");
         assert!(output.status.success());
+        // The container is stopped after the session's final file capture: wait for
+        // it, so the stop order is the session order the test reasons about.
+        let events = tokio::task::block_in_place(|| {
+            hermes.wait_for_events("release", |events| {
+                events
+                    .iter()
+                    .filter(|e| e["eventid"] == "hermes.container.release")
+                    .count()
+                    == round
+            })
+        });
+        let released = events
+            .iter()
+            .rev()
+            .find(|e| e["eventid"] == "hermes.container.release")
+            .and_then(|e| e["container_id"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while hermes.containers(Some("running")).contains(&released) {
+            assert!(Instant::now() < deadline, "round {round}: not stopped");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     let events = tokio::task::block_in_place(|| {
         hermes.wait_for_events("two removals", |events| {
