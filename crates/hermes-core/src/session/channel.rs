@@ -355,6 +355,7 @@ impl ChannelSession {
                 realm: None,
                 approximate: false,
             },
+            false,
         );
         self.start(Program::Exec(command)).await;
     }
@@ -381,7 +382,7 @@ impl ChannelSession {
             .and_then(|mut tracker| tracker.as_mut().map(|t| t.input(bytes)))
             .unwrap_or_default();
         for command in commands {
-            self.conn.command(self.index, command);
+            self.conn.command(self.index, command, true);
         }
         if let Some((reader, handed)) = &mut self.uploads {
             reader.feed(bytes);

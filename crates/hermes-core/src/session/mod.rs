@@ -336,8 +336,10 @@ impl Connection {
     }
 
     /// A command line of channel `channel`: logged as `cowrie.command.input`, kept in
-    /// the metadata, read for the URLs it fetches, and followed by a capture pass.
-    pub(super) fn command(self: &Arc<Self>, channel: u32, command: Command) {
+    /// the metadata, read for the URLs it fetches, and (`then_capture`: a line of an
+    /// interactive or scripted shell) followed by a capture pass. An `exec` request is
+    /// not: its channel's end comes soon, and the pass then is the one that counts.
+    pub(super) fn command(self: &Arc<Self>, channel: u32, command: Command, then_capture: bool) {
         let mut event = EventBuilder::connection(EventId::CommandInput, &self.context)
             .field("input", command.input.clone());
         let message = match &command.realm {
@@ -364,7 +366,9 @@ impl Connection {
             approximate: command.approximate,
         });
         self.metadata_changed();
-        self.schedule_capture();
+        if then_capture {
+            self.schedule_capture();
+        }
     }
 
     /// Rewrites the metadata file after a change worth keeping if Hermes dies: at

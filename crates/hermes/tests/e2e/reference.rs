@@ -115,8 +115,10 @@ impl Drop for ReferenceSshd {
 /// bytes that followed, and whether it closed within `wait`.
 fn probe(port: u16, payload: &[u8], wait: Duration) -> (Vec<u8>, Vec<u8>, bool) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // The banner first, however long a loaded machine takes to send it (sshd forks
+    // per connection), so it never ends up in the answer.
     stream
-        .set_read_timeout(Some(Duration::from_millis(100)))
+        .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut banner = Vec::new();
     let mut byte = [0u8; 1];
@@ -126,6 +128,9 @@ fn probe(port: u16, payload: &[u8], wait: Duration) -> (Vec<u8>, Vec<u8>, bool) 
             _ => break,
         }
     }
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
     stream.write_all(payload).expect("send");
     let mut answer = Vec::new();
     let mut closed = false;
