@@ -90,11 +90,6 @@ impl FileStore {
         })
     }
 
-    /// The store's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Bytes stored.
     pub fn used(&self) -> u64 {
         *self.used.lock().unwrap_or_else(|p| p.into_inner())

@@ -253,41 +253,27 @@ impl SftpUploads {
         let kind = packet[0];
         // Skip the type byte and the request id.
         let body = 5;
-        match kind {
-            SSH_FXP_OPEN => {
-                if let Some((path, next)) = read_string(packet, body)
-                    && let Some(flags) = read_u32(packet, next)
-                    && flags & (SSH_FXF_WRITE | SSH_FXF_CREAT) != 0
-                {
-                    self.found.push(Upload {
-                        path: self.absolute(&path),
-                        filename: path,
-                    });
-                }
-            }
-            SSH_FXP_RENAME => {
-                if let Some((_, next)) = read_string(packet, body)
-                    && let Some((target, _)) = read_string(packet, next)
-                {
-                    self.found.push(Upload {
-                        path: self.absolute(&target),
-                        filename: target,
-                    });
-                }
-            }
-            SSH_FXP_EXTENDED => {
-                if let Some((name, next)) = read_string(packet, body)
-                    && name == "posix-rename@openssh.com"
-                    && let Some((_, next)) = read_string(packet, next)
-                    && let Some((target, _)) = read_string(packet, next)
-                {
-                    self.found.push(Upload {
-                        path: self.absolute(&target),
-                        filename: target,
-                    });
-                }
-            }
-            _ => {}
+        // The path a file is written to: opened for writing, or a rename's target.
+        let target = match kind {
+            SSH_FXP_OPEN => read_string(packet, body).and_then(|(path, next)| {
+                let flags = read_u32(packet, next)?;
+                (flags & (SSH_FXF_WRITE | SSH_FXF_CREAT) != 0).then_some(path)
+            }),
+            SSH_FXP_RENAME => read_string(packet, body)
+                .and_then(|(_, next)| read_string(packet, next))
+                .map(|(target, _)| target),
+            SSH_FXP_EXTENDED => read_string(packet, body)
+                .filter(|(name, _)| name == "posix-rename@openssh.com")
+                .and_then(|(_, next)| read_string(packet, next))
+                .and_then(|(_, next)| read_string(packet, next))
+                .map(|(target, _)| target),
+            _ => None,
+        };
+        if let Some(filename) = target {
+            self.found.push(Upload {
+                path: self.absolute(&filename),
+                filename,
+            });
         }
     }
 

@@ -257,26 +257,7 @@ async fn every_event_of_real_sessions_matches_the_catalogue() {
     // A key offered (refused), a wrong password, the right one; env, a terminal,
     // typed commands, a file; a forward with data.
     // The key alone (the harness's clients never offer keys), refused.
-    let refused = Command::new("ssh")
-        .args(["-F", "/dev/null", "-p", &hermes.port.to_string()])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "PreferredAuthentications=publickey",
-        ])
-        .arg("-i")
-        .arg(&key)
-        .arg("root@127.0.0.1")
-        .arg("true")
-        .output()
-        .expect("ssh");
+    let refused = crate::transport::ssh_with_key(&hermes, &key);
     assert!(!refused.status.success());
     let mut ssh = hermes.openssh("ssh", &["wrong", "toor"], "password");
     ssh.args(["-o", "SendEnv=LC_HERMES", "-tt"])

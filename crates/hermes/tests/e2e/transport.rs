@@ -191,7 +191,8 @@ fn keygen(dir: &std::path::Path) -> (std::path::PathBuf, String, String) {
     (key, fingerprint, public)
 }
 
-fn ssh_with_key(hermes: &Hermes, key: &std::path::Path) -> std::process::Output {
+/// `ssh` logging in with `key` only (never a password), running a short command.
+pub fn ssh_with_key(hermes: &Hermes, key: &std::path::Path) -> std::process::Output {
     Command::new("ssh")
         .env_remove("SSH_AUTH_SOCK")
         .args(["-F", "/dev/null", "-p", &hermes.port.to_string()])
