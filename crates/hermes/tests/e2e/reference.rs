@@ -104,6 +104,13 @@ impl ReferenceSshd {
     }
 }
 
+impl ReferenceSshd {
+    /// The listening sshd's process id (its connections are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for ReferenceSshd {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,261 @@
+//! Interactive shells: the time from "password accepted" to the prompt over
+//! sequential logins, and many sessions open at once, each typing a command a second.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::clients::{Connection, Stream, at_prompt, contains, login};
+use crate::procfs::{self, PeakSampler};
+use crate::report::Figures;
+use crate::stats::Samples;
+use crate::target::{Target, loopback_source};
+
+/// Pause between sequential logins (the same for every server; Hermes's pool refills).
+const BETWEEN_LOGINS: Duration = Duration::from_millis(300);
+
+async fn close(connection: Connection, mut stream: Stream) {
+    let _ = stream.send(b"exit\n").await;
+    stream.read_until(|_| false, Duration::from_secs(5)).await;
+    drop(stream);
+    let _ = connection
+        .disconnect(russh::Disconnect::ByApplication, "", "")
+        .await;
+}
+
+/// One login: (ms to the first byte, ms to the prompt), both from the moment the
+/// password was accepted.
+async fn time_one(target: &Target, source: Option<std::net::IpAddr>) -> Option<(f64, f64)> {
+    let connection = login(target, source).await?;
+    let accepted = Instant::now();
+    let mut stream = Stream::shell(&connection).await?;
+    stream
+        .read_until(|tail| !tail.is_empty(), Duration::from_secs(30))
+        .await
+        .then_some(())?;
+    let first = accepted.elapsed().as_secs_f64() * 1000.0;
+    stream
+        .read_until(at_prompt, Duration::from_secs(30))
+        .await
+        .then_some(())?;
+    let prompt = accepted.elapsed().as_secs_f64() * 1000.0;
+    close(connection, stream).await;
+    Some((first, prompt))
+}
+
+pub async fn time_to_shell(target: &Target, logins: usize, figures: &mut Figures) {
+    let mut first = Vec::new();
+    let mut prompt = Vec::new();
+    let mut failed = 0;
+    for i in 0..logins {
+        let source = target.on_loopback().then(|| loopback_source(2000 + i));
+        match time_one(target, source).await {
+            Some((f, p)) => {
+                first.push(f);
+                prompt.push(p);
+            }
+            None => failed += 1,
+        }
+        tokio::time::sleep(BETWEEN_LOGINS).await;
+    }
+    if failed > 0 {
+        println!("  {}: {failed} of {logins} logins failed", target.name);
+    }
+    let prompt = Samples::new(prompt);
+    figures.add(
+        "shell_prompt_p95",
+        Samples::one(prompt.percentile(95.0).unwrap_or(f64::NAN)),
+    );
+    figures.add("shell_prompt", prompt);
+    figures.add("shell_first_byte", Samples::new(first));
+    figures.add("shell_failed", Samples::one(failed as f64));
+}
+
+/// What one concurrent session saw.
+struct SessionResult {
+    answered: usize,
+    latencies_ms: Vec<f64>,
+}
+
+/// Types `echo t-K` a key at a time, once a second from `start`, and times each answer.
+async fn typing_session(
+    connection: Connection,
+    mut stream: Stream,
+    start: tokio::time::Instant,
+    seconds: usize,
+) -> (Connection, Stream, SessionResult) {
+    let (answered, latencies_ms) = type_commands(&mut stream, start, seconds).await;
+    let result = SessionResult {
+        answered,
+        latencies_ms,
+    };
+    (connection, stream, result)
+}
+
+async fn type_commands(
+    stream: &mut Stream,
+    start: tokio::time::Instant,
+    seconds: usize,
+) -> (usize, Vec<f64>) {
+    let mut answered = 0;
+    let mut latencies = Vec::new();
+    for k in 0..seconds {
+        tokio::time::sleep_until(start + Duration::from_secs(k as u64)).await;
+        stream.clear();
+        let line = format!("echo t-{k}");
+        for key in line.bytes() {
+            if !stream.send(&[key]).await {
+                return (answered, latencies);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sent = Instant::now();
+        if !stream.send(b"\r").await {
+            return (answered, latencies);
+        }
+        // The answer is its own line ("t-K" after a line end or bash's bracketed-paste
+        // switch, which ends in CR); the echoed input reads "echo t-K".
+        let answer = format!("t-{k}\r\n");
+        let after_newline = format!("\n{answer}");
+        let after_cr = format!("\r{answer}");
+        let seen = stream
+            .read_until(
+                |tail| {
+                    contains(tail, after_newline.as_bytes()) || contains(tail, after_cr.as_bytes())
+                },
+                Duration::from_secs(5),
+            )
+            .await;
+        if seen {
+            answered += 1;
+            latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+        } else if std::env::var_os("BENCH_DEBUG").is_some() {
+            eprintln!("no answer to {line:?}: {:?}", String::from_utf8_lossy(stream.tail()));
+        }
+    }
+    (answered, latencies)
+}
+
+pub async fn concurrency(target: &Target, sessions: usize, seconds: usize, figures: &mut Figures) {
+    // Open them all, eight logins at a time.
+    let gate = Arc::new(Semaphore::new(8));
+    let ramp_started = Instant::now();
+    let mut opening = Vec::new();
+    for i in 0..sessions {
+        let gate = Arc::clone(&gate);
+        let target = target.clone();
+        opening.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.ok()?;
+            let source = target.on_loopback().then(|| loopback_source(5000 + i));
+            let connection = login(&target, source).await?;
+            let mut stream = Stream::shell(&connection).await?;
+            stream
+                .read_until(at_prompt, Duration::from_secs(60))
+                .await
+                .then_some((connection, stream))
+        }));
+    }
+    let mut open = Vec::new();
+    for task in opening {
+        if let Ok(Some(session)) = task.await {
+            open.push(session);
+        }
+    }
+    let ramp = ramp_started.elapsed().as_secs_f64();
+    println!(
+        "  {}: {} of {sessions} sessions at their prompt after {ramp:.1} s",
+        target.name,
+        open.len()
+    );
+
+    // Everyone types for `seconds`.
+    let sampler = PeakSampler::start(target.pid, &target.comm, Duration::from_millis(250));
+    let cpu_before = target
+        .pid
+        .map(|pid| procfs::tree_cpu_split(pid, &target.comm));
+    let start = tokio::time::Instant::now() + Duration::from_millis(500);
+    let typing: Vec<_> = open
+        .into_iter()
+        .map(|(connection, stream)| {
+            tokio::spawn(typing_session(connection, stream, start, seconds))
+        })
+        .collect();
+    let mut results = Vec::new();
+    let mut sessions_left = Vec::new();
+    for task in typing {
+        if let Ok((connection, stream, result)) = task.await {
+            sessions_left.push((connection, stream));
+            results.push(result);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = match (target.pid, cpu_before) {
+        (Some(pid), Some(before)) => {
+            let after = procfs::tree_cpu_split(pid, &target.comm);
+            Some((after.0 - before.0, after.1 - before.1))
+        }
+        _ => None,
+    };
+    let pss = target
+        .pid
+        .map(|pid| procfs::tree_pss_kib(pid, &target.comm));
+    let containers = procfs::containers_memory_kib(&target.containers());
+    let peak = sampler.finish();
+
+    let opened = results.len();
+    let answered: usize = results.iter().map(|r| r.answered).sum();
+    let expected = sessions * seconds;
+    let latencies: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.latencies_ms.clone())
+        .collect();
+    let latencies = Samples::new(latencies);
+    figures.add("conc_opened", Samples::one(opened as f64));
+    figures.add("conc_failures", Samples::one((expected - answered) as f64));
+    figures.add("conc_ramp", Samples::one(ramp));
+    figures.add(
+        "conc_latency_p95",
+        Samples::one(latencies.percentile(95.0).unwrap_or(f64::NAN)),
+    );
+    figures.add("conc_latency", latencies);
+    if let Some((own, rest)) = peak {
+        figures.add("conc_rss", Samples::one(own as f64 / 1024.0));
+        if rest > 0 {
+            figures.add("conc_sessions_rss", Samples::one(rest as f64 / 1024.0));
+        }
+    }
+    if let Some((own, rest)) = pss {
+        figures.add("conc_pss", Samples::one(own as f64 / 1024.0));
+        if rest > 0 {
+            figures.add("conc_sessions_pss", Samples::one(rest as f64 / 1024.0));
+        }
+    }
+    if containers > 0 {
+        figures.add(
+            "conc_sessions_rss",
+            Samples::one(containers as f64 / 1024.0),
+        );
+    }
+    if let Some((own, rest)) = cpu {
+        let session_seconds = (opened.max(1) as f64) * elapsed;
+        figures.add("conc_cpu", Samples::one(own * 1000.0 / session_seconds));
+        if rest > 0.0 {
+            figures.add(
+                "conc_sessions_cpu",
+                Samples::one(rest * 1000.0 / session_seconds),
+            );
+        }
+    }
+    println!(
+        "  {}: {answered} of {expected} commands answered",
+        target.name
+    );
+    let closing: Vec<_> = sessions_left
+        .into_iter()
+        .map(|(connection, stream)| tokio::spawn(close(connection, stream)))
+        .collect();
+    for task in closing {
+        let _ = task.await;
+    }
+}
