@@ -139,6 +139,19 @@ pub struct ProcessSpec {
     pub workdir: String,
     /// A terminal of this size, or plain pipes when None.
     pub tty: Option<TtySize>,
+    /// The input that turns a standby waiting in the container (see [`StandbySpec`])
+    /// into this process; None when it must be started afresh.
+    pub standby_input: Option<Vec<u8>>,
+}
+
+/// A process a sandbox may start ahead in each ready container, so that a login with
+/// a terminal is only a write to it ([`ProcessSpec::standby_input`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandbySpec {
+    /// The waiting process (on a terminal).
+    pub process: ProcessSpec,
+    /// Input that makes an unused standby exit (before anything else runs there).
+    pub cancel: Vec<u8>,
 }
 
 /// A piece of a process's output.

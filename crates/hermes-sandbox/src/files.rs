@@ -44,12 +44,23 @@ fn is_system_path(path: &str) -> bool {
     })
 }
 
-/// Paths added or modified in the container's writable layer.
+/// Paths added or modified in the container's writable layer: read from its overlay
+/// upper directory when Hermes runs on the engine's host, else the engine's diff.
 pub(crate) async fn changed_paths(
     docker: &Docker,
     container_id: &str,
     max: usize,
 ) -> Result<Vec<String>, SandboxError> {
+    if let Some(upper) = upper_dir(docker, container_id).await? {
+        let walked = tokio::task::spawn_blocking(move || crate::upper::changed_paths(&upper)).await;
+        match walked {
+            Ok(Ok(paths)) => return Ok(wanted(paths, max)),
+            Ok(Err(error)) => {
+                tracing::debug!(target: "hermes::sandbox", %error, "cannot walk the upper directory; asking the engine");
+            }
+            Err(_) => {}
+        }
+    }
     let changes = match docker.container_changes(container_id).await {
         Ok(changes) => changes.unwrap_or_default(),
         Err(error) if is_not_found(&error) => {
@@ -59,10 +70,36 @@ pub(crate) async fn changed_paths(
     };
     let paths: Vec<String> = changes
         .into_iter()
-        .filter(|change| !matches!(change.kind, ChangeType::_2) && !is_system_path(&change.path))
+        .filter(|change| !matches!(change.kind, ChangeType::_2))
         .map(|change| change.path)
         .collect();
-    Ok(leaves(paths).into_iter().take(max).collect())
+    Ok(wanted(paths, max))
+}
+
+/// The changed paths worth reading: no system paths, no parents of other entries.
+fn wanted(paths: Vec<String>, max: usize) -> Vec<String> {
+    let paths = paths.into_iter().filter(|p| !is_system_path(p)).collect();
+    leaves(paths).into_iter().take(max).collect()
+}
+
+/// The container's overlay upper directory, when this host has it (Hermes on the
+/// engine's host, overlay2 storage).
+async fn upper_dir(
+    docker: &Docker,
+    container_id: &str,
+) -> Result<Option<std::path::PathBuf>, SandboxError> {
+    let inspect = match docker.inspect_container(container_id, None).await {
+        Ok(inspect) => inspect,
+        Err(error) if is_not_found(&error) => {
+            return Err(SandboxError::ContainerGone(container_id.to_owned()));
+        }
+        Err(error) => return Err(engine(error)),
+    };
+    let upper = inspect
+        .graph_driver
+        .and_then(|driver| driver.data.get("UpperDir").cloned())
+        .map(std::path::PathBuf::from);
+    Ok(upper.filter(|path| path.is_absolute() && path.is_dir()))
 }
 
 /// The paths that are not the parent directory of another one: the diff lists a

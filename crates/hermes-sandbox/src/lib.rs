@@ -16,7 +16,9 @@ mod pool;
 mod profile;
 mod retention;
 mod signal;
+mod standby;
 mod tar;
+mod upper;
 
 pub use endpoint::{Endpoint, EndpointError};
 pub use pool::{DockerSandbox, PoolSettings, PoolStatus};

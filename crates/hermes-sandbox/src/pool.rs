@@ -24,7 +24,7 @@ use hermes_core::events::{EventBuilder, EventBus, EventId};
 use hermes_core::ids::SessionId;
 use hermes_core::sandbox::{
     ChangedFile, ContainerUsage, FileRead, Lease, LeaseSource, OutputChunk, Process, ProcessSpec,
-    Sandbox, SandboxError, TtySize, VolatileFile,
+    Sandbox, SandboxError, StandbySpec, TtySize, VolatileFile,
 };
 
 use crate::endpoint::{Endpoint, EndpointError};
@@ -33,6 +33,7 @@ use crate::exec::{ExecControl, MuxOutput, TtyOutput, resize_exec};
 use crate::files;
 use crate::profile::ContainerProfile;
 use crate::retention::{self, Rules, Stopped};
+use crate::standby::Standby;
 use crate::{BANNER_LABEL, ROLE_LABEL, SENSOR_LABEL, hijack};
 
 /// Containers created at once while refilling.
@@ -64,6 +65,9 @@ pub struct PoolSettings {
     pub max_stopped: usize,
     /// Bytes of stopped containers' writable layers kept at most.
     pub max_stopped_bytes: u64,
+    /// A process to start ahead in each ready container (a login is then a write to
+    /// it instead of engine round trips); None starts every process at its request.
+    pub standby: Option<StandbySpec>,
 }
 
 impl PoolSettings {
@@ -79,6 +83,7 @@ impl PoolSettings {
             max_stopped: pool.max_stopped_containers as usize,
             max_stopped_bytes: hermes_core::config::parse_memory_size(&pool.max_stopped_disk)
                 .unwrap_or(u64::MAX),
+            standby: None,
         }
     }
 }
@@ -121,6 +126,8 @@ pub struct DockerSandbox {
     /// Held while a container is being stopped, so a returning source's resume waits
     /// for the stop instead of racing it.
     container_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Standby processes waiting in ready (and just leased) containers, by container.
+    standbys: Mutex<HashMap<String, Standby>>,
 }
 
 impl DockerSandbox {
@@ -148,6 +155,7 @@ impl DockerSandbox {
             shutting_down: AtomicBool::new(false),
             background: Mutex::new(JoinSet::new()),
             container_locks: Mutex::new(HashMap::new()),
+            standbys: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -176,6 +184,69 @@ impl DockerSandbox {
 
     fn state(&self) -> MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn standbys(&self) -> MutexGuard<'_, HashMap<String, Standby>> {
+        self.standbys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the standby process in a new ready container; without one, logins there
+    /// start their process the ordinary way.
+    async fn start_standby(&self, container_id: &str) {
+        let Some(standby) = &self.settings.standby else {
+            return;
+        };
+        match self.exec(container_id, &standby.process).await {
+            Ok((exec_id, stream)) => {
+                self.standbys()
+                    .insert(container_id.to_owned(), Standby::new(exec_id, stream));
+            }
+            Err(error) => {
+                tracing::warn!(target: "hermes::sandbox", container_id = %short(container_id), %error, "cannot start the standby login");
+            }
+        }
+    }
+
+    /// Creates and starts an exec, returning its id and attached stream once the
+    /// process runs.
+    async fn exec(
+        &self,
+        container_id: &str,
+        spec: &ProcessSpec,
+    ) -> Result<(String, hijack::ExecStream), SandboxError> {
+        let tty = spec.tty;
+        let config = ExecConfig {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(tty.is_some()),
+            console_size: tty.map(|s| vec![s.height as usize, s.width as usize]),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            cmd: Some(spec.argv.clone()),
+            user: Some(spec.user.clone()),
+            working_dir: Some(spec.workdir.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(container_id, config)
+            .await
+            .map_err(|error| match &error {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404 | 409,
+                    ..
+                } => SandboxError::ContainerGone(short(container_id).to_owned()),
+                _ => engine(error),
+            })?;
+        let stream = hijack::start_exec(
+            &self.endpoint,
+            &self.api_version,
+            &created.id,
+            tty.is_some(),
+        )
+        .await?;
+        let stream = self.confirm_started(&created.id, stream).await?;
+        Ok((created.id, stream))
     }
 
     /// Current counts.
@@ -297,6 +368,9 @@ impl DockerSandbox {
 
     async fn create_for_pool(self: Arc<Self>) {
         let result = self.create_container().await;
+        if let Ok(id) = &result {
+            self.start_standby(id).await;
+        }
         let leftover = {
             let mut state = self.state();
             state.creating = state.creating.saturating_sub(1);
@@ -319,6 +393,7 @@ impl DockerSandbox {
             }
         };
         if let Some(id) = leftover {
+            self.standbys().remove(&id);
             self.remove_in_background(id);
         }
         self.wake.notify_one();
@@ -515,6 +590,7 @@ impl DockerSandbox {
         while self.state().creating > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.standbys().clear();
         let (ready, active): (Vec<String>, Vec<String>) = {
             let mut state = self.state();
             (
@@ -607,6 +683,17 @@ impl Sandbox for DockerSandbox {
                     source: LeaseSource::OnDemand,
                 });
             };
+            // A standby still waiting there proves the container runs: no round trip.
+            let standby_waiting = self.standbys().get_mut(&id).map(Standby::is_waiting);
+            if standby_waiting == Some(true) {
+                return Ok(Lease {
+                    container_id: id,
+                    source: LeaseSource::Pool,
+                });
+            }
+            if standby_waiting == Some(false) {
+                self.standbys().remove(&id);
+            }
             match self.is_running(&id).await {
                 Ok(true) => {
                     return Ok(Lease {
@@ -618,6 +705,7 @@ impl Sandbox for DockerSandbox {
                     // Died while waiting (OOM, daemon restart): it served nobody, drop it.
                     tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), "ready container is not running; discarding it");
                     self.state().active.remove(&id);
+                    self.standbys().remove(&id);
                     self.remove_in_background(id);
                 }
                 Err(error) => {
@@ -630,6 +718,7 @@ impl Sandbox for DockerSandbox {
 
     fn release(&self, lease: Lease) {
         self.state().active.remove(&lease.container_id);
+        self.standbys().remove(&lease.container_id);
         let docker = self.docker.clone();
         let lock = self.container_lock(&lease.container_id);
         // Taken now when free, so a `resume` that comes right after waits for the stop
@@ -703,40 +792,29 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn spawn(&self, lease: &Lease, spec: ProcessSpec) -> Result<Process, SandboxError> {
+        let standby = self.standbys().remove(&lease.container_id);
+        if let Some(standby) = standby {
+            match (&spec.standby_input, spec.tty) {
+                (Some(input), Some(_)) => {
+                    if let Some(process) = standby
+                        .take_over(input, &self.docker, &lease.container_id)
+                        .await
+                    {
+                        return Ok(process);
+                    }
+                    tracing::warn!(target: "hermes::sandbox", container_id = %lease.short_id(), "the standby login is gone; starting the session's process");
+                }
+                _ => {
+                    if let Some(settings) = &self.settings.standby {
+                        standby.cancel(&settings.cancel).await;
+                    }
+                }
+            }
+        }
         let tty = spec.tty;
-        let config = ExecConfig {
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(tty.is_some()),
-            console_size: tty.map(|s| vec![s.height as usize, s.width as usize]),
-            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            cmd: Some(spec.argv),
-            user: Some(spec.user),
-            working_dir: Some(spec.workdir),
-            ..Default::default()
-        };
-        let created = self
-            .docker
-            .create_exec(&lease.container_id, config)
-            .await
-            .map_err(|error| match &error {
-                bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404 | 409,
-                    ..
-                } => SandboxError::ContainerGone(lease.short_id().to_owned()),
-                _ => engine(error),
-            })?;
-        let stream = hijack::start_exec(
-            &self.endpoint,
-            &self.api_version,
-            &created.id,
-            tty.is_some(),
-        )
-        .await?;
-        let stream = self.confirm_started(&created.id, stream).await?;
+        let (exec_id, stream) = self.exec(&lease.container_id, &spec).await?;
         if let Some(size) = tty {
-            self.initial_resize(&created.id, size).await;
+            self.initial_resize(&exec_id, size).await;
         }
         let (reader, writer) = tokio::io::split(stream);
         let output: Box<dyn hermes_core::sandbox::ProcessOutput> = if tty.is_some() {
@@ -749,7 +827,7 @@ impl Sandbox for DockerSandbox {
             input: Box::new(writer),
             control: Box::new(ExecControl {
                 docker: self.docker.clone(),
-                exec_id: created.id,
+                exec_id,
                 container_id: lease.container_id.clone(),
             }),
         })
@@ -848,6 +926,7 @@ impl DockerSandbox {
             user: "root".to_owned(),
             workdir: "/".to_owned(),
             tty: None,
+            standby_input: None,
         };
         let mut process = self.spawn(lease, spec).await?;
         drop(process.input);

@@ -69,7 +69,10 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
     let sandbox = DockerSandbox::connect(
         endpoint,
         profile,
-        PoolSettings::from_config(&config),
+        PoolSettings {
+            standby: Some(hermes_core::session::standby_spec()),
+            ..PoolSettings::from_config(&config)
+        },
         events.clone(),
     )
     .await

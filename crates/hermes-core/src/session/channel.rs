@@ -555,6 +555,10 @@ impl ChannelSession {
             .collect();
         params.push_str("command=");
         params.push_str(&command);
+        let standby_input = self
+            .pty
+            .as_ref()
+            .map(|(_, size)| super::standby::standby_input(*size, &params));
         let mut env = vec![
             ("SSH_SESSION_PARAMS".to_owned(), params),
             ("SSH_SESSION_USER".to_owned(), account),
@@ -575,6 +579,7 @@ impl ChannelSession {
             user: "root".to_owned(),
             workdir: "/".to_owned(),
             tty: self.pty.as_ref().map(|(_, size)| *size),
+            standby_input,
         }
     }
 

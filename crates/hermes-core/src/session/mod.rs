@@ -13,6 +13,7 @@ mod forward;
 mod input;
 mod lease;
 pub mod messages;
+mod standby;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 pub use auth::{AuthMethod, AuthReply, ClientKex, OfferedKey};
 pub use channel::ChannelSession;
 pub use forward::{DirectTcpip, ForwardCapture};
+pub use standby::standby_spec;
 
 use crate::admission::{Admission, DropReason, Limits, Ticket};
 use crate::auth::{ConnectionAuthState, CredentialPolicy, FailureTiming};

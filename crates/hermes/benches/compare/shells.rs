@@ -131,7 +131,10 @@ async fn type_commands(
             answered += 1;
             latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
         } else if std::env::var_os("BENCH_DEBUG").is_some() {
-            eprintln!("no answer to {line:?}: {:?}", String::from_utf8_lossy(stream.tail()));
+            eprintln!(
+                "no answer to {line:?}: {:?}",
+                String::from_utf8_lossy(stream.tail())
+            );
         }
     }
     (answered, latencies)

@@ -31,9 +31,7 @@ pub fn exec_round_trip(openssh: &OpenSsh, target: &Target, runs: usize, figures:
     let mut times = Vec::new();
     for _ in 0..runs {
         let mut command = ssh(openssh, target, &[], &["true"]);
-        command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        command.stdout(Stdio::null()).stderr(Stdio::null());
         let started = Instant::now();
         if command.status().is_ok_and(|s| s.success()) {
             times.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -85,7 +83,10 @@ pub async fn terminal(target: &Target, megabytes: usize, runs: usize, figures: &
             break;
         }
         let done = shell
-            .read_until(|tail| contains(tail, b"\n__END__\r"), Duration::from_secs(300))
+            .read_until(
+                |tail| contains(tail, b"\n__END__\r"),
+                Duration::from_secs(300),
+            )
             .await;
         if !done {
             println!("  {}: the cat did not finish", target.name);
@@ -206,10 +207,15 @@ pub fn scp_rates(
         }
         let _ = std::fs::remove_file(&back);
     }
-    let _ = ssh(openssh, target, &["-S", &master.socket], &["rm", "-f", REMOTE_BINARY])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let _ = ssh(
+        openssh,
+        target,
+        &["-S", &master.socket],
+        &["rm", "-f", REMOTE_BINARY],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .status();
     figures.add("scp_up", Samples::new(up));
     figures.add("scp_down", Samples::new(down));
 }
