@@ -27,8 +27,10 @@ pub(crate) const WINDOW_SIZE: u32 = 64 * MAX_PACKET;
 
 /// Above this much client input queued for containers (the whole connection), the
 /// client's windows are no longer widened: it may send what it was granted, then
-/// waits, as sshd makes it wait when a child does not read.
-const INPUT_BACKLOG_LIMIT: usize = 1 << 20;
+/// waits, as sshd makes it wait when a child does not read. Twice a channel's window,
+/// so that one transfer at full speed never trips it (at 1 MiB it did, and an upload
+/// crawled on two-byte window grants).
+const INPUT_BACKLOG_LIMIT: usize = 2 * WINDOW_SIZE as usize;
 
 /// sshd's answer to a channel it cannot open: reason 2, "open failed" (session past
 /// MaxSessions, channel types it does not serve).

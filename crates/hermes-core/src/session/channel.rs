@@ -40,6 +40,24 @@ t=$(tty 2> /dev/null) && t=${t#/dev/} || t=notty
 exec 3<&0 6<<< "$SSH_SESSION_PARAMS"
 exec -c -a "sshd: $SSH_SESSION_USER@$t" /bin/bash < "$helper""#;
 
+/// How much of a file-transfer channel (scp, sftp) is recorded. Its stream is the
+/// files' bytes, which the capture store keeps; as asciicast every binary byte is
+/// decoded and escaped, and recording 64 MiB of it took over half of Hermes's CPU in a
+/// transfer and held scp to under half of sshd's speed.
+const TRANSFER_RECORDING_LIMIT: u64 = 1 << 20;
+
+/// Whether a channel moves files: the sftp subsystem, or scp without a terminal.
+fn is_file_transfer(program: &Program, pty: bool) -> bool {
+    match program {
+        Program::Subsystem { name, .. } => name == "sftp",
+        Program::Exec(command) if !pty => command
+            .split_whitespace()
+            .next()
+            .is_some_and(|word| word.rsplit('/').next() == Some("scp")),
+        _ => false,
+    }
+}
+
 /// The account a login name gets in the container: the name itself when it is one
 /// `useradd` takes safely, else `user`.
 fn account_name(login: &str) -> String {
@@ -655,10 +673,13 @@ impl ChannelSession {
             shell: "/bin/bash".to_owned(),
             title,
         };
-        let max_size = crate::config::parse_memory_size(
+        let mut max_size = crate::config::parse_memory_size(
             &self.conn.services.config.recording.max_recording_size,
         )
         .unwrap_or(u64::MAX);
+        if is_file_transfer(program, self.pty.is_some()) {
+            max_size = max_size.min(TRANSFER_RECORDING_LIMIT);
+        }
         match AsciicastRecorder::create(&path, &header, max_size) {
             Ok(recorder) => {
                 tracing::info!(target: "hermes::record", session_id = %self.conn.session_id(), path = %path.display(), "recording started");
@@ -911,4 +932,25 @@ async fn wait_exit_status(control: &dyn ProcessControl) -> Result<Option<u32>, S
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_transfers_are_scp_without_a_terminal_and_sftp() {
+        let exec = |c: &str| Program::Exec(c.to_owned());
+        let subsystem = |name: &str| Program::Subsystem {
+            name: name.to_owned(),
+            command: String::new(),
+        };
+        assert!(is_file_transfer(&exec("scp -t /tmp"), false));
+        assert!(is_file_transfer(&exec("/usr/bin/scp -f -- x"), false));
+        assert!(is_file_transfer(&subsystem("sftp"), false));
+        assert!(!is_file_transfer(&exec("scp -t /tmp"), true));
+        assert!(!is_file_transfer(&exec("cat x | scp"), false));
+        assert!(!is_file_transfer(&exec("wget http://x/scp"), false));
+        assert!(!is_file_transfer(&Program::Shell, false));
+    }
 }

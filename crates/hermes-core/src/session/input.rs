@@ -19,6 +19,9 @@ use tokio::sync::Notify;
 /// resort; the window throttle normally keeps the queue far below it).
 pub(super) const MAX_QUEUED_PER_CHANNEL: usize = 16 << 20;
 
+/// Bytes written to a process's stdin in one go.
+const WRITE_SLICE: usize = 256 << 10;
+
 #[derive(Default)]
 struct State {
     queued: BytesMut,
@@ -131,14 +134,23 @@ impl InputQueue {
                     (state.queued.split().freeze(), state.eof)
                 };
                 if !chunk.is_empty() {
-                    let written = stdin.write_all(&chunk).await;
-                    shared
-                        .connection_backlog
-                        .fetch_sub(chunk.len(), Ordering::AcqRel);
-                    shared.drained.notify_waiters();
-                    if written.is_err() {
-                        shared.close();
-                        return;
+                    // In slices, each counted off the backlog as soon as it is out, so
+                    // the client's window reopens while a large queue drains.
+                    let mut offset = 0;
+                    while offset < chunk.len() {
+                        let end = (offset + WRITE_SLICE).min(chunk.len());
+                        let written = stdin.write_all(&chunk[offset..end]).await;
+                        // On a failed write, what was not written is dropped too.
+                        let settled = if written.is_ok() { end } else { chunk.len() };
+                        shared
+                            .connection_backlog
+                            .fetch_sub(settled - offset, Ordering::AcqRel);
+                        shared.drained.notify_waiters();
+                        if written.is_err() {
+                            shared.close();
+                            return;
+                        }
+                        offset = end;
                     }
                     continue;
                 }

@@ -447,7 +447,7 @@ fn documented(method: &str, path: &str) -> bool {
 }
 
 /// A TCP front for the Docker socket that records the request line of every request.
-async fn recording_proxy(socket: &'static str) -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
+pub async fn recording_proxy(socket: &'static str) -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

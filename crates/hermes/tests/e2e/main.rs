@@ -15,5 +15,6 @@ mod pool;
 mod pressure;
 mod reference;
 mod shell;
+mod standby;
 mod timeouts;
 mod transport;
