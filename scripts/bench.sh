@@ -19,4 +19,4 @@ if ! command -v ssh >/dev/null 2>&1 || [ ! -x /usr/sbin/sshd ]; then
   }
 fi
 images/target/build.sh hermes-target:latest
-cargo bench -p hermes --bench compare -- --record docs/benchmarks.md "$@"
+cargo bench -p hermes --bench compare -- --record "$PWD/docs/benchmarks.md" "$@"

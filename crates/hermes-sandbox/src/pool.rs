@@ -128,6 +128,9 @@ pub struct DockerSandbox {
     container_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Standby processes waiting in ready (and just leased) containers, by container.
     standbys: Mutex<HashMap<String, Standby>>,
+    /// Containers' overlay upper directories on this host (None: not reachable here),
+    /// looked up once each.
+    upper_dirs: Mutex<HashMap<String, Option<std::path::PathBuf>>>,
 }
 
 impl DockerSandbox {
@@ -156,6 +159,7 @@ impl DockerSandbox {
             background: Mutex::new(JoinSet::new()),
             container_locks: Mutex::new(HashMap::new()),
             standbys: Mutex::new(HashMap::new()),
+            upper_dirs: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -188,6 +192,28 @@ impl DockerSandbox {
 
     fn standbys(&self) -> MutexGuard<'_, HashMap<String, Standby>> {
         self.standbys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The container's upper directory when this host has it (cached per container).
+    async fn upper_dir(
+        &self,
+        container_id: &str,
+    ) -> Result<Option<std::path::PathBuf>, SandboxError> {
+        let known = self
+            .upper_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(container_id)
+            .cloned();
+        if let Some(known) = known {
+            return Ok(known.filter(|dir| dir.is_dir()));
+        }
+        let found = files::upper_dir(&self.docker, container_id).await?;
+        self.upper_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(container_id.to_owned(), found.clone());
+        Ok(found)
     }
 
     /// Starts the standby process in a new ready container; without one, logins there
@@ -458,6 +484,10 @@ impl DockerSandbox {
     }
 
     fn remove_in_background(&self, id: String) {
+        self.upper_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         let docker = self.docker.clone();
         self.spawn_background(async move {
             let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
@@ -834,7 +864,8 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn changed_paths(&self, lease: &Lease, max: usize) -> Result<Vec<String>, SandboxError> {
-        files::changed_paths(&self.docker, &lease.container_id, max).await
+        let upper = self.upper_dir(&lease.container_id).await?;
+        files::changed_paths(&self.docker, &lease.container_id, upper, max).await
     }
 
     async fn stat_files(
@@ -842,7 +873,8 @@ impl Sandbox for DockerSandbox {
         lease: &Lease,
         paths: Vec<String>,
     ) -> Result<Vec<ChangedFile>, SandboxError> {
-        Ok(files::stat_files(&self.docker, &lease.container_id, paths).await)
+        let upper = self.upper_dir(&lease.container_id).await.ok().flatten();
+        Ok(files::stat_files(&self.docker, &lease.container_id, upper, paths).await)
     }
 
     async fn read_files(
@@ -852,7 +884,16 @@ impl Sandbox for DockerSandbox {
         max_size: u64,
         content: bool,
     ) -> Result<Vec<(ChangedFile, FileRead)>, SandboxError> {
-        Ok(files::read_files(&self.docker, &lease.container_id, paths, max_size, content).await)
+        let upper = self.upper_dir(&lease.container_id).await.ok().flatten();
+        Ok(files::read_files(
+            &self.docker,
+            &lease.container_id,
+            upper,
+            paths,
+            max_size,
+            content,
+        )
+        .await)
     }
 
     async fn volatile_files(

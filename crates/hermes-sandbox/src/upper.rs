@@ -94,6 +94,94 @@ pub(crate) fn changed_paths(upper: &Path) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
+/// What the upper directory says of one path: a regular file (size, mtime in seconds,
+/// and its content when asked), something else, or not there (the path is not in the
+/// writable layer, or a directory on the way is a symlink: the engine must resolve it).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    File {
+        size: u64,
+        mtime: u64,
+        content: Option<Vec<u8>>,
+    },
+    Other,
+    Absent,
+}
+
+/// Looks `path` up in `upper` without following any symlink, reading the content of a
+/// regular file when `read` (at most `max_size` bytes; a larger file has none).
+pub(crate) fn entry(upper: &Path, path: &str, read: bool, max_size: u64) -> io::Result<Entry> {
+    use std::io::Read;
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    let Some((last, dirs)) = components.split_last() else {
+        return Ok(Entry::Other);
+    };
+    if components.iter().any(|c| *c == "." || *c == "..") {
+        return Ok(Entry::Absent);
+    }
+    let mut dir = open_root(upper)?;
+    for component in dirs {
+        match open_dir_at(&dir, std::ffi::OsStr::new(component)) {
+            Ok(next) => dir = next,
+            Err(error) if is_absent(&error) => return Ok(Entry::Absent),
+            Err(error) => return Err(error),
+        }
+    }
+    let name = CString::new(last.as_bytes())?;
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: a symlink is
+    // not opened through.
+    // SAFETY: a valid descriptor and a NUL-terminated name; the result is checked.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let error = io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::ELOOP) => Ok(Entry::Other),
+            _ if is_absent(&error) => Ok(Entry::Absent),
+            _ => Err(error),
+        };
+    }
+    // SAFETY: fd was just opened and is owned by nothing else.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    let metadata = file.metadata()?;
+    let kind = metadata.file_type();
+    if kind.is_char_device() && metadata.rdev() == 0 {
+        return Ok(Entry::Absent); // a whiteout
+    }
+    if !kind.is_file() {
+        return Ok(Entry::Other);
+    }
+    let size = metadata.len();
+    let mtime = u64::try_from(metadata.mtime()).unwrap_or(0);
+    let content = if read && size <= max_size {
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&mut file)
+            .take(max_size.saturating_add(1))
+            .read_to_end(&mut bytes)?;
+        // Grew past the limit while being read: as if too large.
+        (bytes.len() as u64 <= max_size).then_some(bytes)
+    } else {
+        None
+    };
+    Ok(Entry::File {
+        size,
+        mtime,
+        content,
+    })
+}
+
+fn is_absent(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +229,60 @@ mod tests {
         } else {
             eprintln!("whiteout check needs CAP_MKNOD (run as root)");
         }
+    }
+
+    #[test]
+    fn one_entry_is_read_without_following_symlinks() {
+        let upper = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("secret"), b"host").expect("write");
+        let base = upper.path();
+        std::fs::create_dir_all(base.join("tmp")).expect("mkdir");
+        std::fs::write(base.join("tmp/drop.bin"), b"\x7fELF payload").expect("write");
+        std::os::unix::fs::symlink(outside.path().join("secret"), base.join("tmp/link"))
+            .expect("symlink");
+        std::os::unix::fs::symlink(outside.path(), base.join("via")).expect("symlink");
+        let fifo = CString::new(base.join("tmp/fifo").as_os_str().as_bytes()).expect("path");
+        // SAFETY: a valid path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+
+        match entry(base, "/tmp/drop.bin", true, 1024).expect("read") {
+            Entry::File { size, content, .. } => {
+                assert_eq!(size, 12);
+                assert_eq!(content.as_deref(), Some(&b"\x7fELF payload"[..]));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Too large: the stat without the content.
+        assert!(matches!(
+            entry(base, "/tmp/drop.bin", true, 4).expect("read"),
+            Entry::File {
+                size: 12,
+                content: None,
+                ..
+            }
+        ));
+        assert_eq!(
+            entry(base, "/tmp/link", true, 1024).expect("link"),
+            Entry::Other
+        );
+        assert_eq!(
+            entry(base, "/via/secret", true, 1024).expect("via"),
+            Entry::Absent
+        );
+        assert_eq!(
+            entry(base, "/tmp/fifo", true, 1024).expect("fifo"),
+            Entry::Other
+        );
+        assert_eq!(
+            entry(base, "/tmp/none", true, 1024).expect("none"),
+            Entry::Absent
+        );
+        assert_eq!(
+            entry(base, "/tmp/../etc", true, 1024).expect("dots"),
+            Entry::Absent
+        );
+        assert_eq!(entry(base, "/tmp", true, 1024).expect("dir"), Entry::Other);
     }
 
     #[test]

@@ -93,6 +93,17 @@ fn report_config_error(error: &ConfigError) {
     eprintln!("hermes: {error}");
 }
 
+/// glibc gives each thread that allocates its own arena (up to eight per core), and
+/// memory freed in one stays mapped there: with hundreds of sessions moving between
+/// the runtime's and the blocking pool's threads, that held tens of MB.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator tuning; called before any other thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -110,6 +121,7 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(code) => return code,
             };
+            limit_malloc_arenas();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
