@@ -10,8 +10,12 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use hermes_core::sandbox::{OutputChunk, ProcessControl, ProcessOutput, SandboxError, TtySize};
 
-/// Bytes read from the engine per call.
+/// Bytes read from the engine per call for a terminal (a buffer this size stays with
+/// each session).
 const READ_SIZE: usize = 32 * 1024;
+/// Bytes read per call for a command without a terminal: bulk output (scp, sftp) moves
+/// in fewer, larger pieces.
+const MUX_READ_SIZE: usize = 128 * 1024;
 
 /// Output of a TTY exec: the bytes exactly as the terminal produced them.
 pub(crate) struct TtyOutput<R> {
@@ -53,7 +57,7 @@ impl<R> MuxOutput<R> {
     pub(crate) fn new(reader: R) -> Self {
         MuxOutput {
             reader,
-            buffer: BytesMut::with_capacity(READ_SIZE),
+            buffer: BytesMut::with_capacity(MUX_READ_SIZE),
             frame: None,
         }
     }
@@ -111,7 +115,7 @@ impl<R: AsyncRead + Send + Unpin> ProcessOutput for MuxOutput<R> {
             if let Some(chunk) = self.take_chunk()? {
                 return Ok(Some(chunk));
             }
-            self.buffer.reserve(READ_SIZE);
+            self.buffer.reserve(MUX_READ_SIZE);
             if self.reader.read_buf(&mut self.buffer).await? == 0 {
                 if self.frame.is_some() || !self.buffer.is_empty() {
                     return Err(io::Error::new(
