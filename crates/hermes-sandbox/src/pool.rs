@@ -483,11 +483,15 @@ impl DockerSandbox {
         set.spawn(task);
     }
 
-    fn remove_in_background(&self, id: String) {
+    fn forget_upper_dir(&self, id: &str) {
         self.upper_dirs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+            .remove(id);
+    }
+
+    fn remove_in_background(&self, id: String) {
+        self.forget_upper_dir(&id);
         let docker = self.docker.clone();
         self.spawn_background(async move {
             let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
@@ -561,6 +565,7 @@ impl DockerSandbox {
             match self.docker.remove_container(&id, Some(options)).await {
                 Ok(()) => {
                     removed += 1;
+                    self.forget_upper_dir(&id);
                     self.events.emit(
                         EventBuilder::global(EventId::ContainerRemove)
                             .field("container_id", id.clone())
