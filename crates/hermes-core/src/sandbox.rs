@@ -150,6 +150,8 @@ pub struct ProcessSpec {
 pub struct StandbySpec {
     /// The waiting process (on a terminal).
     pub process: ProcessSpec,
+    /// What it prints once it is ready for its input (nothing written before that).
+    pub ready: Vec<u8>,
     /// Input that makes an unused standby exit (before anything else runs there).
     pub cancel: Vec<u8>,
 }

@@ -36,6 +36,8 @@ use crate::retention::{self, Rules, Stopped};
 use crate::standby::Standby;
 use crate::{BANNER_LABEL, ROLE_LABEL, SENSOR_LABEL, hijack};
 
+/// How long a new standby login gets to quiet its terminal.
+const STANDBY_READY_WAIT: Duration = Duration::from_secs(10);
 /// Containers created at once while refilling.
 const MAX_PARALLEL_CREATES: usize = 4;
 /// Grace period given to a container's PID 1 on stop (ours exits on SIGTERM at once).
@@ -224,8 +226,13 @@ impl DockerSandbox {
         };
         match self.exec(container_id, &standby.process).await {
             Ok((exec_id, stream)) => {
-                self.standbys()
-                    .insert(container_id.to_owned(), Standby::new(exec_id, stream));
+                let mut waiting = Standby::new(exec_id, stream);
+                if waiting.wait_ready(&standby.ready, STANDBY_READY_WAIT).await {
+                    self.standbys().insert(container_id.to_owned(), waiting);
+                } else {
+                    tracing::warn!(target: "hermes::sandbox", container_id = %short(container_id), "the standby login did not get ready; logins there start their own process");
+                    waiting.cancel(&standby.cancel).await;
+                }
             }
             Err(error) => {
                 tracing::warn!(target: "hermes::sandbox", container_id = %short(container_id), %error, "cannot start the standby login");

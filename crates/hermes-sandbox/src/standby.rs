@@ -33,6 +33,25 @@ impl Standby {
         }
     }
 
+    /// Waits until it has printed exactly `ready` (its terminal is then quiet): a
+    /// line written earlier would be echoed back to the client. False when it printed
+    /// something else, ended, or took longer than `timeout`.
+    pub(crate) async fn wait_ready(&mut self, ready: &[u8], timeout: Duration) -> bool {
+        let mut seen = Vec::with_capacity(ready.len());
+        let read = tokio::time::timeout(timeout, async {
+            let mut byte = [0u8; 1];
+            while seen.len() < ready.len() {
+                match self.reader.read(&mut byte).await {
+                    Ok(1) => seen.push(byte[0]),
+                    _ => return false,
+                }
+            }
+            true
+        })
+        .await;
+        matches!(read, Ok(true)) && seen == ready
+    }
+
     /// Still waiting: its stream has neither ended (the process or its container is
     /// gone) nor carried output (a standby prints nothing). Never blocks.
     pub(crate) fn is_waiting(&mut self) -> bool {

@@ -15,7 +15,8 @@ use crate::sandbox::{ProcessSpec, StandbySpec, TtySize};
 const STANDBY_LAUNCHER: &str = r#"helper=/usr/lib/openssh/ssh-session-helper
 [ -r "$helper" ] || exit 0
 saved=$(stty -g 2> /dev/null)
-stty -echo -icanon 2> /dev/null
+stty -echo -icanon 2> /dev/null || exit 0
+printf '\006'
 IFS=' ' read -r rows cols encoded || exit 0
 [ -n "$encoded" ] || exit 0
 stty "$saved" rows "$rows" cols "$cols" 2> /dev/null
@@ -27,8 +28,9 @@ t=$(tty 2> /dev/null) && t=${t#/dev/} || t=notty
 exec 3<&0 6<<< "$params"
 exec -c -a "sshd: $user@$t" /bin/bash < "$helper""#;
 
-/// What the sandbox starts ahead in each ready container, and the input that makes
-/// an unused one exit.
+/// What the sandbox starts ahead in each ready container, the byte it prints once its
+/// terminal is quiet (before that, a line written to it would be echoed back), and the
+/// input that makes an unused one exit.
 pub fn standby_spec() -> StandbySpec {
     StandbySpec {
         process: ProcessSpec {
@@ -43,6 +45,7 @@ pub fn standby_spec() -> StandbySpec {
             tty: Some(TtySize::DEFAULT),
             standby_input: None,
         },
+        ready: vec![0x06],
         cancel: b"\n".to_vec(),
     }
 }
@@ -117,6 +120,8 @@ mod tests {
         assert!(spec.process.tty.is_some());
         assert_eq!(spec.process.user, "root");
         assert_eq!(spec.cancel, b"\n");
+        assert_eq!(spec.ready, [0x06]);
+        assert!(spec.process.argv[2].contains("printf '\\006'"));
         // The launcher parses as bash.
         let status = Command::new("/bin/bash")
             .args(["-n", "-c"])

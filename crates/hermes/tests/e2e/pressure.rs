@@ -109,10 +109,13 @@ async fn a_container_flooding_output_does_not_starve_another_session() {
         }
         total
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // The flood's first 10 MiB of zeros go into its recording as JSON escapes (six
+    // bytes each, up to the 64 MiB cap), which holds a debug build near 5 MB/s: give it
+    // three seconds to be in full flow before measuring.
+    std::thread::sleep(Duration::from_secs(3));
     let measured = Instant::now();
     let under_flood = echo_round_trips(&mut quiet, 20).await;
-    let flood_seconds = measured.elapsed().as_secs_f64() + 2.0;
+    let flood_seconds = measured.elapsed().as_secs_f64() + 3.0;
     let _ = flood.kill();
     let _ = flood.wait();
     let flooded = counter.join().unwrap_or(0);

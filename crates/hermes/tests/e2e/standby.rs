@@ -36,6 +36,14 @@ async fn a_terminal_login_takes_over_the_standby_and_no_session_sees_one() {
         "{}",
         shell.text()
     );
+    // Nothing of the hand-over reaches the client: not the parameters line (echoed if
+    // written before the standby quieted its terminal), not its ready byte.
+    let text = shell.text();
+    assert!(text.starts_with("Linux "), "{text:?}");
+    assert!(
+        !text.contains("user=root") && !text.contains("\\x0a"),
+        "{text:?}"
+    );
     let during: Vec<(String, String)> = seen
         .lock()
         .map(|s| s[before..].to_vec())
