@@ -11,12 +11,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/ensure-docker.sh
-if ! command -v ssh >/dev/null 2>&1 || [ ! -x /usr/sbin/sshd ]; then
-  echo "installing the OpenSSH client and server (the reference)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq openssh-client openssh-server >/dev/null 2>&1 || {
-    apt-get update -qq && apt-get install -y -qq openssh-client openssh-server >/dev/null
-  }
-fi
+scripts/ensure-openssh.sh
 images/target/build.sh hermes-target:latest
 cargo bench -p hermes --bench compare -- --record "$PWD/docs/benchmarks.md" "$@"

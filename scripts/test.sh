@@ -5,13 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/ensure-docker.sh
-if ! command -v ssh >/dev/null 2>&1 || [ ! -x /usr/sbin/sshd ]; then
-  echo "installing the OpenSSH client and server (test peers)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq openssh-client openssh-server >/dev/null 2>&1 || {
-    apt-get update -qq && apt-get install -y -qq openssh-client openssh-server >/dev/null
-  }
-fi
+scripts/ensure-openssh.sh
 if ! command -v asciinema >/dev/null 2>&1; then
   echo "installing asciinema (reads the recordings back in the tests)"
   export DEBIAN_FRONTEND=noninteractive

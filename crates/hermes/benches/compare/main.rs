@@ -204,7 +204,7 @@ fn main() {
         }
     }
     if wanted("throughput") {
-        write_payload(&payload, args.megabytes * 1_000_000);
+        harness::binary_file(&payload, args.megabytes * 1_000_000);
         for (target, figures) in targets.iter().zip(figures.iter_mut()) {
             println!(
                 "throughput: {} ({} MB, {} runs)",
@@ -288,18 +288,4 @@ fn parameters(args: &Args) -> String {
         args.seconds,
         args.idle
     )
-}
-
-/// Incompressible bytes for scp (xorshift, no need for cryptographic randomness).
-fn write_payload(path: &std::path::Path, size: usize) {
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut bytes = Vec::with_capacity(size + 8);
-    while bytes.len() < size {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(size);
-    std::fs::write(path, &bytes).expect("payload");
 }

@@ -3,7 +3,6 @@
 //! forwarding modes OpenSSH cannot be made to exercise on demand.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,8 @@ use serde_json::Value;
 
 use crate::client::Client;
 use crate::harness::{
-    Hermes, Options, require_docker, run_with_stdin, sha256_file, sha256_hex, succeeded,
+    Hermes, Options, binary_file, require_docker, run_with_stdin, sha256_file, sha256_hex,
+    succeeded,
 };
 
 const ROOT: (&str, &str) = ("root", "toor");
@@ -29,20 +29,6 @@ fn hermes_with_reuse() -> Hermes {
 
 fn ssh_root(hermes: &Hermes) -> Command {
     hermes.ssh(ROOT.0, &[ROOT.1], "password")
-}
-
-/// `count` bytes of every value, from a fixed xorshift sequence.
-fn binary_file(path: &Path, count: usize) {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut bytes = Vec::with_capacity(count);
-    while bytes.len() < count {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(count);
-    std::fs::write(path, bytes).expect("write binary file");
 }
 
 fn of_kind<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {

@@ -668,3 +668,17 @@ pub fn raise_fd_limit() {
         }
     }
 }
+
+/// `count` bytes of every value, from a fixed xorshift sequence.
+pub fn binary_file(path: &Path, count: usize) {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut bytes = Vec::with_capacity(count);
+    while bytes.len() < count {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(count);
+    std::fs::write(path, bytes).expect("write binary file");
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::client::{Client, ROOT_PROMPT};
+use crate::client::{Client, ROOT_PROMPT, root_shell};
 use crate::harness::{Hermes, Options, require_docker};
 use crate::lifecycle::recording_proxy;
 
@@ -27,15 +27,7 @@ async fn a_terminal_login_takes_over_the_standby_and_no_session_sees_one() {
     let before = seen.lock().map(|s| s.len()).unwrap_or(0);
 
     // A shell: its container's standby becomes the login.
-    let client = Client::login(hermes.port, "root", "toor").await;
-    let mut shell = client.shell(120, 40).await;
-    assert!(
-        shell
-            .read_until(ROOT_PROMPT, 0, Duration::from_secs(20))
-            .await,
-        "{}",
-        shell.text()
-    );
+    let (client, mut shell) = root_shell(hermes.port).await;
     // Nothing of the hand-over reaches the client: not the parameters line (echoed if
     // written before the standby quieted its terminal), not its ready byte.
     let text = shell.text();
@@ -66,7 +58,7 @@ async fn a_terminal_login_takes_over_the_standby_and_no_session_sees_one() {
     );
     // The terminal has the client's size, set by the standby itself.
     let size = shell.run("stty size", ROOT_PROMPT).await;
-    assert!(size.contains("40 120"), "{size:?}");
+    assert!(size.contains("50 200"), "{size:?}");
     let ps = shell.run("ps -eo args", ROOT_PROMPT).await;
     assert!(ps.contains("sshd: root@pts/"), "{ps}");
     assert!(!shows_standby(&ps), "{ps}");
