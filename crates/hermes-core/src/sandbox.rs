@@ -142,6 +142,9 @@ pub struct ProcessSpec {
     /// The input that turns a standby waiting in the container (see [`StandbySpec`])
     /// into this process; None when it must be started afresh.
     pub standby_input: Option<Vec<u8>>,
+    /// It moves files (sftp-server, scp): the sandbox may carry its stdin and stdout
+    /// outside the engine's stream, which is the slow part of a bulk transfer.
+    pub file_transfer: bool,
 }
 
 /// A process a sandbox may start ahead in each ready container, so that a login with

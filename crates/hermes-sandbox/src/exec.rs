@@ -129,6 +129,65 @@ impl<R: AsyncRead + Send + Unpin> ProcessOutput for MuxOutput<R> {
     }
 }
 
+/// Output of a process whose stdout comes through its own pipe ([`crate::direct`])
+/// and whose stderr still comes through the engine's multiplexed stream; ends when
+/// both have ended.
+pub(crate) struct DirectOutput<R> {
+    stdout: Option<tokio::net::unix::pipe::Receiver>,
+    stderr: Option<MuxOutput<R>>,
+    buffer: BytesMut,
+}
+
+impl<R> DirectOutput<R> {
+    pub(crate) fn new(stdout: tokio::net::unix::pipe::Receiver, stderr: R) -> Self {
+        DirectOutput {
+            stdout: Some(stdout),
+            stderr: Some(MuxOutput::new(stderr)),
+            buffer: BytesMut::with_capacity(MUX_READ_SIZE),
+        }
+    }
+}
+
+#[async_trait]
+impl<R: AsyncRead + Send + Unpin> ProcessOutput for DirectOutput<R> {
+    async fn next_chunk(&mut self) -> io::Result<Option<OutputChunk>> {
+        loop {
+            match (&mut self.stdout, &mut self.stderr) {
+                (None, None) => return Ok(None),
+                (Some(stdout), None) => {
+                    self.buffer.reserve(MUX_READ_SIZE);
+                    if stdout.read_buf(&mut self.buffer).await? == 0 {
+                        self.stdout = None;
+                        continue;
+                    }
+                    return Ok(Some(OutputChunk::Stdout(self.buffer.split().freeze())));
+                }
+                (None, Some(stderr)) => match stderr.next_chunk().await? {
+                    Some(chunk) => return Ok(Some(chunk)),
+                    None => self.stderr = None,
+                },
+                (Some(stdout), Some(stderr)) => {
+                    self.buffer.reserve(MUX_READ_SIZE);
+                    // Both reads are cancel-safe: what one has read stays buffered.
+                    tokio::select! {
+                        read = stdout.read_buf(&mut self.buffer) => {
+                            if read? == 0 {
+                                self.stdout = None;
+                                continue;
+                            }
+                            return Ok(Some(OutputChunk::Stdout(self.buffer.split().freeze())));
+                        }
+                        chunk = stderr.next_chunk() => match chunk? {
+                            Some(chunk) => return Ok(Some(chunk)),
+                            None => self.stderr = None,
+                        },
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Resize and exit status of one exec, through the Docker API.
 pub(crate) struct ExecControl {
     pub(crate) docker: Docker,

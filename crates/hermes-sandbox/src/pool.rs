@@ -29,12 +29,12 @@ use hermes_core::sandbox::{
 
 use crate::endpoint::{Endpoint, EndpointError};
 use crate::error::{describe, engine, is_not_found, is_not_modified};
-use crate::exec::{ExecControl, MuxOutput, TtyOutput, resize_exec};
-use crate::files;
+use crate::exec::{DirectOutput, ExecControl, MuxOutput, TtyOutput, resize_exec};
 use crate::profile::ContainerProfile;
 use crate::retention::{self, Rules, Stopped};
 use crate::standby::Standby;
 use crate::{BANNER_LABEL, ROLE_LABEL, SENSOR_LABEL, hijack};
+use crate::{direct, files};
 
 /// How long a new standby login gets to quiet its terminal.
 const STANDBY_READY_WAIT: Duration = Duration::from_secs(10);
@@ -133,6 +133,9 @@ pub struct DockerSandbox {
     /// Containers' overlay upper directories on this host (None: not reachable here),
     /// looked up once each.
     upper_dirs: Mutex<HashMap<String, Option<std::path::PathBuf>>>,
+    /// Whether file transfers may use [`direct`] pipes: cleared the first time the
+    /// container's processes turn out to be out of reach (Hermes in a container).
+    direct_io: AtomicBool,
 }
 
 impl DockerSandbox {
@@ -162,6 +165,7 @@ impl DockerSandbox {
             container_locks: Mutex::new(HashMap::new()),
             standbys: Mutex::new(HashMap::new()),
             upper_dirs: Mutex::new(HashMap::new()),
+            direct_io: AtomicBool::new(true),
         }))
     }
 
@@ -247,15 +251,28 @@ impl DockerSandbox {
         container_id: &str,
         spec: &ProcessSpec,
     ) -> Result<(String, hijack::ExecStream), SandboxError> {
+        self.exec_as(container_id, spec, spec.argv.clone(), true)
+            .await
+    }
+
+    /// Creates and starts an exec running `argv` with `spec`'s user, environment and
+    /// terminal; with `attach_io` false only its stderr comes through the engine.
+    async fn exec_as(
+        &self,
+        container_id: &str,
+        spec: &ProcessSpec,
+        argv: Vec<String>,
+        attach_io: bool,
+    ) -> Result<(String, hijack::ExecStream), SandboxError> {
         let tty = spec.tty;
         let config = ExecConfig {
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
+            attach_stdin: Some(attach_io),
+            attach_stdout: Some(attach_io),
             attach_stderr: Some(true),
             tty: Some(tty.is_some()),
             console_size: tty.map(|s| vec![s.height as usize, s.width as usize]),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            cmd: Some(spec.argv.clone()),
+            cmd: Some(argv),
             user: Some(spec.user.clone()),
             working_dir: Some(spec.workdir.clone()),
             ..Default::default()
@@ -853,6 +870,13 @@ impl Sandbox for DockerSandbox {
                 }
             }
         }
+        if spec.file_transfer && spec.tty.is_none() && self.direct_io.load(Ordering::Relaxed) {
+            match self.spawn_direct(lease, &spec).await {
+                Ok(Some(process)) => return Ok(process),
+                Ok(None) => {}
+                Err(error) => return Err(error),
+            }
+        }
         let tty = spec.tty;
         let (exec_id, stream) = self.exec(&lease.container_id, &spec).await?;
         if let Some(size) = tty {
@@ -980,6 +1004,7 @@ impl DockerSandbox {
             workdir: "/".to_owned(),
             tty: None,
             standby_input: None,
+            file_transfer: false,
         };
         let mut process = self.spawn(lease, spec).await?;
         drop(process.input);
@@ -1012,6 +1037,91 @@ impl DockerSandbox {
     /// Waits until the engine has started the exec's process. When it could not (the
     /// program is missing, say), the engine writes its own error text into the stream;
     /// that text must never reach the attacker, so it becomes an error here.
+    /// Starts a file-transfer process with its stdin and stdout on FIFOs opened from
+    /// the host ([`direct`]). Ok(None) when that cannot be done here, before anything
+    /// ran in the container (the caller then starts it the ordinary way).
+    async fn spawn_direct(
+        &self,
+        lease: &Lease,
+        spec: &ProcessSpec,
+    ) -> Result<Option<Process>, SandboxError> {
+        let container_id = &lease.container_id;
+        let inspect = match self.docker.inspect_container(container_id, None).await {
+            Ok(inspect) => inspect,
+            Err(error) if is_not_found(&error) => {
+                return Err(SandboxError::ContainerGone(short(container_id).to_owned()));
+            }
+            Err(error) => return Err(engine(error)),
+        };
+        let state = inspect.state.unwrap_or_default();
+        if state.running != Some(true) {
+            return Err(SandboxError::ContainerGone(short(container_id).to_owned()));
+        }
+        let pid = state.pid.unwrap_or(0);
+        let fifos = match direct::Fifos::make(pid, container_id) {
+            Ok(fifos) => fifos,
+            Err(error) => {
+                if self.direct_io.swap(false, Ordering::Relaxed) {
+                    tracing::info!(target: "hermes::sandbox", container_id = %short(container_id), %error, "file transfers go through the engine's stream (the container's processes are not reachable from here)");
+                }
+                return Ok(None);
+            }
+        };
+        let stdout = match fifos.open_stdout() {
+            Ok(stdout) => stdout,
+            Err(error) => {
+                tracing::warn!(target: "hermes::sandbox", container_id = %short(container_id), %error, "cannot open a transfer's output pipe; using the engine's stream");
+                return Ok(None);
+            }
+        };
+        let (exec_id, stream) = match self
+            .exec_as(container_id, spec, fifos.wrap(&spec.argv), false)
+            .await
+        {
+            Ok(started) => started,
+            Err(error) => {
+                fifos.release_waiting();
+                return Err(error);
+            }
+        };
+        let docker = self.docker.clone();
+        let exec = exec_id.clone();
+        let stdin = fifos
+            .open_stdin(|| {
+                let docker = docker.clone();
+                let exec = exec.clone();
+                async move {
+                    docker
+                        .inspect_exec(&exec)
+                        .await
+                        .map(|i| i.running == Some(false))
+                        .unwrap_or(false)
+                }
+            })
+            .await;
+        let stdin = match stdin {
+            Ok(stdin) => stdin,
+            Err(error) => {
+                fifos.release_waiting();
+                return Err(SandboxError::Engine(format!(
+                    "transfer process in {}: {error}",
+                    short(container_id)
+                )));
+            }
+        };
+        drop(fifos);
+        let (reader, _unused_writer) = tokio::io::split(stream);
+        Ok(Some(Process {
+            output: Box::new(DirectOutput::new(stdout, reader)),
+            input: Box::new(direct::Input::new(stdin)),
+            control: Box::new(ExecControl {
+                docker: self.docker.clone(),
+                exec_id,
+                container_id: container_id.clone(),
+            }),
+        }))
+    }
+
     async fn confirm_started(
         &self,
         exec_id: &str,

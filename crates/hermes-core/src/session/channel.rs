@@ -598,6 +598,7 @@ impl ChannelSession {
             workdir: "/".to_owned(),
             tty: self.pty.as_ref().map(|(_, size)| *size),
             standby_input,
+            file_transfer: is_file_transfer(program, self.pty.is_some()),
         }
     }
 

@@ -44,6 +44,7 @@ pub fn standby_spec() -> StandbySpec {
             workdir: "/".to_owned(),
             tty: Some(TtySize::DEFAULT),
             standby_input: None,
+            file_transfer: false,
         },
         ready: vec![0x06],
         cancel: b"\n".to_vec(),

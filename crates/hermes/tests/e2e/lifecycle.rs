@@ -448,6 +448,21 @@ fn documented(method: &str, path: &str) -> bool {
 
 /// A TCP front for the Docker socket that records the request line of every request.
 pub async fn recording_proxy(socket: &'static str) -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
+    let (port, seen, _) = counting_proxy(socket).await;
+    (port, seen)
+}
+
+/// [`recording_proxy`] that also counts the bytes the engine sent back (answers and
+/// exec streams).
+pub async fn counting_proxy(
+    socket: &'static str,
+) -> (
+    u16,
+    Arc<Mutex<Vec<(String, String)>>>,
+    Arc<std::sync::atomic::AtomicU64>,
+) {
+    let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = Arc::clone(&counted);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -457,6 +472,7 @@ pub async fn recording_proxy(socket: &'static str) -> (u16, Arc<Mutex<Vec<(Strin
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let log = Arc::clone(&log);
+            let count = Arc::clone(&count);
             tokio::spawn(async move {
                 let Ok(engine) = tokio::net::UnixStream::connect(socket).await else {
                     return;
@@ -464,7 +480,13 @@ pub async fn recording_proxy(socket: &'static str) -> (u16, Arc<Mutex<Vec<(Strin
                 let (mut engine_read, mut engine_write) = engine.into_split();
                 let (mut client_read, mut client_write) = client.into_split();
                 tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut engine_read, &mut client_write).await;
+                    let mut piece = vec![0u8; 65536];
+                    while let Ok(n) = engine_read.read(&mut piece).await {
+                        if n == 0 || client_write.write_all(&piece[..n]).await.is_err() {
+                            break;
+                        }
+                        count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
                 });
                 // Parse requests (bollard sends Content-Length bodies) until an upgrade.
                 let mut buffer = Vec::new();
@@ -509,7 +531,7 @@ pub async fn recording_proxy(socket: &'static str) -> (u16, Arc<Mutex<Vec<(Strin
             });
         }
     });
-    (port, seen)
+    (port, seen, counted)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ mod harness;
 mod isolation;
 mod lifecycle;
 mod machine;
+mod pipes;
 mod policy;
 mod pool;
 mod pressure;
