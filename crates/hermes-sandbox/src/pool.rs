@@ -149,6 +149,9 @@ impl DockerSandbox {
         let docker = endpoint.connect().await?;
         let api_version = docker.client_version().to_string();
         tracing::info!(target: "hermes::sandbox", endpoint = %endpoint, api_version, "connected to Docker");
+        // Another runtime (gVisor) keeps the container's files out of the host's view
+        // of its first process.
+        let direct_io = AtomicBool::new(profile.runtime.is_none());
         Ok(Arc::new(DockerSandbox {
             docker,
             endpoint,
@@ -165,7 +168,7 @@ impl DockerSandbox {
             container_locks: Mutex::new(HashMap::new()),
             standbys: Mutex::new(HashMap::new()),
             upper_dirs: Mutex::new(HashMap::new()),
-            direct_io: AtomicBool::new(true),
+            direct_io,
         }))
     }
 
@@ -1102,11 +1105,11 @@ impl DockerSandbox {
         let stdin = match stdin {
             Ok(stdin) => stdin,
             Err(error) => {
+                // Nothing of the program ran: its shell stops at the redirection.
                 fifos.release_waiting();
-                return Err(SandboxError::Engine(format!(
-                    "transfer process in {}: {error}",
-                    short(container_id)
-                )));
+                self.direct_io.store(false, Ordering::Relaxed);
+                tracing::warn!(target: "hermes::sandbox", container_id = %short(container_id), %error, "a transfer's process did not open its pipes; file transfers go through the engine's stream from now on");
+                return Ok(None);
             }
         };
         drop(fifos);
