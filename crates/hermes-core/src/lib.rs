@@ -4,6 +4,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod address_block;
 pub mod admission;
 pub mod auth;
 pub mod capture;
@@ -13,6 +14,7 @@ pub mod escape;
 pub mod events;
 pub mod ids;
 pub mod machines;
+pub mod metrics;
 pub mod persona;
 pub mod record;
 pub mod sandbox;

@@ -12,8 +12,9 @@ mod handler;
 pub mod hostkeys;
 mod ident;
 mod kexinit;
+pub mod proxy_protocol;
 mod server;
 mod stream;
 
 pub use algorithms::{AlgorithmNames, Offer, build_offer};
-pub use server::{SshServer, SshSettings};
+pub use server::{ProxySettings, SshServer, SshSettings};

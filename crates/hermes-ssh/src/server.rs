@@ -11,12 +11,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use hermes_core::address_block::AddressBlock;
 use hermes_core::admission::Ticket;
 use hermes_core::session::{ClientConnection, Connection, SessionServices, connection_dropped};
 
 use crate::algorithms::{AlgorithmNames, build_offer};
 use crate::handler::{ConnectionShared, MAX_PACKET, SshHandler, WINDOW_SIZE};
 use crate::ident::{self, Outcome};
+use crate::proxy_protocol::{self, ProxiedAddresses};
 use crate::stream::{ClientStream, StreamControl};
 
 /// What the SSH side needs beyond the core's services.
@@ -35,6 +37,17 @@ pub struct SshSettings {
     pub login_grace: Option<Duration>,
     /// sshd's ClientAliveInterval and ClientAliveCountMax; None sends no keepalives.
     pub client_alive: Option<(Duration, u32)>,
+    /// A load balancer's PROXY protocol header in front of every connection.
+    pub proxy: Option<ProxySettings>,
+}
+
+/// Who may send a PROXY protocol header, and how long it may take.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// The balancers' addresses.
+    pub trusted: Vec<AddressBlock>,
+    /// The header must be complete this soon after the connection.
+    pub header_timeout: Duration,
 }
 
 /// Everything one connection task needs, shared by all of them.
@@ -44,6 +57,7 @@ struct ServerShared {
     banner: String,
     keyboard_interactive: bool,
     login_grace: Option<Duration>,
+    proxy: Option<ProxySettings>,
 }
 
 /// The SSH server: a russh configuration and the core services it drives.
@@ -107,6 +121,7 @@ impl SshServer {
                 banner: settings.banner,
                 keyboard_interactive: settings.keyboard_interactive,
                 login_grace: settings.login_grace,
+                proxy: settings.proxy,
             }),
         }
     }
@@ -126,23 +141,29 @@ impl SshServer {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let local = stream.local_addr().unwrap_or(peer);
-                        let services = &self.shared.services;
-                        match services.admission.admit(peer.ip().to_canonical()) {
-                            Ok(ticket) => {
-                                connections.spawn(run_connection(
-                                    Arc::clone(&self.shared),
-                                    stream,
-                                    peer,
-                                    local,
-                                    ticket,
-                                    connection_shutdown.clone(),
-                                ));
+                        if let Some(proxy) = &self.shared.proxy {
+                            if !proxy.trusted.iter().any(|block| block.matches(peer.ip())) {
+                                tracing::warn!(target: "hermes::ssh", %peer, "connection from outside proxy_trusted closed (PROXY protocol is on)");
+                                continue;
                             }
-                            Err(reason) => {
-                                // As sshd past MaxStartups: closed before the banner.
-                                drop(stream);
-                                connection_dropped(services, peer, local, reason);
-                            }
+                            connections.spawn(proxied_connection(
+                                Arc::clone(&self.shared),
+                                stream,
+                                peer,
+                                local,
+                                connection_shutdown.clone(),
+                            ));
+                            continue;
+                        }
+                        if let Some(ticket) = admit(&self.shared, peer, local) {
+                            connections.spawn(run_connection(
+                                Arc::clone(&self.shared),
+                                stream,
+                                peer,
+                                local,
+                                ticket,
+                                connection_shutdown.clone(),
+                            ));
                         }
                     }
                     Err(error) => {
@@ -165,6 +186,47 @@ impl SshServer {
             tracing::warn!(target: "hermes::ssh", left = connections.len(), "connections still open after the drain period; closing them");
             connections.shutdown().await;
         }
+    }
+}
+
+/// Admission (per-source and global limits): a ticket, or None when the connection
+/// is to be dropped as sshd drops it past MaxStartups (before the banner).
+fn admit(shared: &ServerShared, peer: SocketAddr, local: SocketAddr) -> Option<Ticket> {
+    let services = &shared.services;
+    match services.admission.admit(peer.ip().to_canonical()) {
+        Ok(ticket) => Some(ticket),
+        Err(reason) => {
+            connection_dropped(services, peer, local, reason);
+            None
+        }
+    }
+}
+
+/// Reads the balancer's PROXY header, then admits and runs the connection as the
+/// client it names.
+async fn proxied_connection(
+    shared: Arc<ServerShared>,
+    mut stream: TcpStream,
+    balancer: SocketAddr,
+    local: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Some(proxy) = &shared.proxy else {
+        return;
+    };
+    let (peer, local) = match proxy_protocol::read_header(&mut stream, proxy.header_timeout).await {
+        Ok(ProxiedAddresses::Tcp {
+            source,
+            destination,
+        }) => (source, destination),
+        Ok(ProxiedAddresses::Local) => (balancer, local),
+        Err(error) => {
+            tracing::warn!(target: "hermes::ssh", %balancer, %error, "connection closed");
+            return;
+        }
+    };
+    if let Some(ticket) = admit(&shared, peer, local) {
+        run_connection(Arc::clone(&shared), stream, peer, local, ticket, shutdown).await;
     }
 }
 

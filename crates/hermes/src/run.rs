@@ -4,15 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use hermes_core::address_block::AddressBlock;
 use hermes_core::capture::{CaptureLimits, FileStore};
-use hermes_core::config::{Config, LogLevel};
+use hermes_core::config::{Config, LogLevel, ServerConfig};
 use hermes_core::config::{EventRotation, parse_memory_size};
 use hermes_core::events::{EventBus, JsonLinesFile, Rotation, spawn_writer};
 use hermes_core::persona::DEFAULT_SSH_BANNER;
 use hermes_core::session::{CaptureServices, SessionServices};
 use hermes_sandbox::{ContainerProfile, DockerSandbox, Endpoint, PoolSettings};
 use hermes_ssh::hostkeys;
-use hermes_ssh::{AlgorithmNames, SshServer, SshSettings};
+use hermes_ssh::{AlgorithmNames, ProxySettings, SshServer, SshSettings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -20,6 +21,9 @@ use crate::logging::{self, LogSettings};
 
 /// How long open sessions get to end after SIGTERM before they are cut.
 const DRAIN: Duration = Duration::from_secs(10);
+/// A balancer sends its PROXY header at once; a connection without one in this time
+/// is closed.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Result<()> {
     logging::init(
@@ -142,6 +146,7 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
                     config.persona.client_alive_count_max,
                 )
             }),
+            proxy: proxy_settings(&config.server)?,
         },
         Arc::clone(&services),
     );
@@ -278,4 +283,24 @@ async fn return_freed_memory() {
             libc::malloc_trim(0);
         }
     }
+}
+
+/// The PROXY protocol settings, when it is on (the blocks were checked with the
+/// configuration).
+fn proxy_settings(server: &ServerConfig) -> anyhow::Result<Option<ProxySettings>> {
+    if !server.proxy_protocol {
+        return Ok(None);
+    }
+    let trusted = server
+        .proxy_trusted
+        .iter()
+        .map(|text| {
+            AddressBlock::parse(text)
+                .map_err(|message| anyhow::anyhow!("server.proxy_trusted: {message}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(ProxySettings {
+        trusted,
+        header_timeout: PROXY_HEADER_TIMEOUT,
+    }))
 }

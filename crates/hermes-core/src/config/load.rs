@@ -307,6 +307,20 @@ mod tests {
     }
 
     #[test]
+    fn proxy_protocol_needs_valid_trusted_balancers() {
+        let found = issues("server:\n  proxy_protocol: true\n");
+        assert_eq!(found[0].path, "server", "{found:?}");
+        assert!(found[0].message.contains("proxy_trusted"), "{found:?}");
+        let found = issues(
+            "server:\n  proxy_protocol: true\n  proxy_trusted:\n    - 10.0.0.0/8\n    - 10.0.0.0/33\n",
+        );
+        assert_eq!(found[0].path, "server.proxy_trusted[1]", "{found:?}");
+        assert_eq!(found[0].line, 5, "{found:?}");
+        let good = "server:\n  proxy_protocol: true\n  proxy_trusted: [\"::1\", 10.1.2.3]\n";
+        assert!(parse_str(good, "test.yaml").is_ok());
+    }
+
+    #[test]
     fn duplicate_key_is_reported_with_its_name() {
         let found = issues("server:\n  port: 22\n  port: 23\n");
         assert_eq!(found[0].path, "server.port");

@@ -23,7 +23,7 @@ pub use load::{ConfigError, ConfigIssue, load_file, parse_str};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Listener, host keys, global limits.
-    #[garde(dive)]
+    #[garde(dive, custom(validate::server))]
     pub server: ServerConfig,
     /// What the server pretends to be.
     #[garde(dive)]
@@ -193,6 +193,15 @@ pub struct ServerConfig {
     /// Connections Hermes holds at once, all sources together.
     #[garde(range(min = 1, max = 1_000_000))]
     pub max_connections: u32,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a load
+    /// balancer, and the client it names is the session's source. Off by default.
+    #[garde(skip)]
+    pub proxy_protocol: bool,
+    /// The balancers (addresses or CIDR blocks) that may send that header; any other
+    /// peer is closed on. Required with `proxy_protocol`, so that no client can name
+    /// its own source by connecting around the balancer.
+    #[garde(inner(custom(validate::address_block)))]
+    pub proxy_trusted: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -209,6 +218,8 @@ impl Default for ServerConfig {
             per_source_max_startups: 8,
             max_connections_per_source: 32,
             max_connections: 1024,
+            proxy_protocol: false,
+            proxy_trusted: Vec::new(),
         }
     }
 }

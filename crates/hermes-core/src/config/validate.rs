@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{AuthMode, AuthenticationConfig, ContainerPoolConfig, MaxStartups};
+use super::{AuthMode, AuthenticationConfig, ContainerPoolConfig, MaxStartups, ServerConfig};
 use crate::persona;
 
 type Result = garde::Result;
@@ -179,6 +179,22 @@ pub(super) fn security_opt(opt: &str, _: &()) -> Result {
     if lowered == "seccomp=default" {
         return fail(
             "`seccomp=default` is not a profile path; omit it, Docker's default profile applies anyway",
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn address_block(text: &str, _: &()) -> Result {
+    crate::address_block::AddressBlock::parse(text)
+        .map(|_| ())
+        .or_else(fail)
+}
+
+/// The PROXY protocol is trusted only from named balancers.
+pub(super) fn server(server: &ServerConfig, _: &()) -> Result {
+    if server.proxy_protocol && server.proxy_trusted.is_empty() {
+        return fail(
+            "`proxy_protocol` needs `proxy_trusted`: the balancers' addresses or CIDR blocks",
         );
     }
     Ok(())

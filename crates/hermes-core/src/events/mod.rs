@@ -99,7 +99,7 @@ impl EventBuilder {
         self
     }
 
-    fn build(self, sensor: &str) -> Event {
+    pub(crate) fn build(self, sensor: &str) -> Event {
         let mut fields = self.fields;
         fields.insert("eventid".into(), self.id.as_str().into());
         fields.insert("timestamp".into(), crate::time::now_iso8601().into());

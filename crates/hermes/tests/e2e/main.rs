@@ -14,6 +14,7 @@ mod pipes;
 mod policy;
 mod pool;
 mod pressure;
+mod proxy;
 mod reference;
 mod shell;
 mod standby;

@@ -1,0 +1,168 @@
+//! The PROXY protocol in front of the listener: v1 and v2 headers from a trusted
+//! balancer set the session's source (events and the shell's `SSH_CLIENT`), a client
+//! cannot name its own, and a malformed, missing or untrusted header closes the
+//! connection before the banner.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::client::{AcceptAnyKey, Shell};
+use crate::harness::{Hermes, Options, require_docker};
+
+fn hermes() -> Hermes {
+    Hermes::start(Options {
+        pool_size: 1,
+        server_extra: "  proxy_protocol: true\n  proxy_trusted: [127.0.0.1/32, \"::1\"]\n",
+        ..Options::default()
+    })
+}
+
+async fn from(source: [u8; 4], port: u16) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind((std::net::Ipv4Addr::from(source), 0).into())
+        .expect("bind");
+    socket
+        .connect(([127, 0, 0, 1], port).into())
+        .await
+        .expect("connect")
+}
+
+/// What the server sends within 3 s (until it closes).
+async fn answer(stream: &mut TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut piece = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut piece)).await {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&piece[..n]);
+        if seen.ends_with(b"\r\n") {
+            break;
+        }
+    }
+    seen
+}
+
+fn v2_ipv6(source: [u8; 16], port: u16) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.extend_from_slice(&[0x21, 0x21, 0, 36]);
+    header.extend_from_slice(&source);
+    header.extend_from_slice(&[0u8; 15]);
+    header.push(1);
+    header.extend_from_slice(&port.to_be_bytes());
+    header.extend_from_slice(&22u16.to_be_bytes());
+    header
+}
+
+fn connects(hermes: &Hermes) -> Vec<(String, String)> {
+    hermes
+        .events()
+        .iter()
+        .filter(|e| e["eventid"] == "cowrie.session.connect")
+        .map(|e| {
+            (
+                e["src_ip"].as_str().unwrap_or_default().to_owned(),
+                e["dst_ip"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_headers_set_the_source_and_bad_ones_are_refused() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = hermes();
+
+    // v1, then a whole login: the container sees the attacker's address.
+    let mut stream = from([127, 0, 0, 1], hermes.port).await;
+    stream
+        .write_all(b"PROXY TCP4 203.0.113.9 10.0.0.5 40000 22\r\n")
+        .await
+        .expect("header");
+    let config = Arc::new(russh::client::Config::default());
+    let mut handle = russh::client::connect_stream(config, stream, AcceptAnyKey)
+        .await
+        .expect("ssh over the proxied stream");
+    let auth = handle
+        .authenticate_password("root", "toor")
+        .await
+        .expect("auth");
+    assert!(auth.success());
+    let channel = handle.channel_open_session().await.expect("session");
+    channel.exec(true, "echo $SSH_CLIENT").await.expect("exec");
+    let mut exec = Shell::new(channel);
+    assert!(exec.read_to_close(Duration::from_secs(20)).await);
+    assert_eq!(exec.text().trim(), "203.0.113.9 40000 22");
+    drop(exec);
+    drop(handle);
+
+    // v2 over IPv6; a second header from the client is only a bad SSH line.
+    let mut attacker = [0u8; 16];
+    attacker[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    attacker[15] = 7;
+    let mut stream = from([127, 0, 0, 1], hermes.port).await;
+    stream
+        .write_all(&v2_ipv6(attacker, 5555))
+        .await
+        .expect("header");
+    let banner = answer(&mut stream).await;
+    assert!(banner.starts_with(b"SSH-2.0-OpenSSH_9.2p1"), "{banner:?}");
+    stream
+        .write_all(b"PROXY TCP4 198.51.100.1 10.0.0.5 1 22\r\n")
+        .await
+        .expect("client's own header");
+    let _ = answer(&mut stream).await;
+    drop(stream);
+
+    // Refused before the banner: malformed, missing, or from outside proxy_trusted.
+    for (source, first) in [
+        (
+            [127, 0, 0, 1],
+            &b"PROXY TCP4 203.0.113.10 10.0.0.5 99999 22\r\n"[..],
+        ),
+        ([127, 0, 0, 1], &b"PROXY TCP9 203.0.113.10\r\n"[..]),
+        ([127, 0, 0, 1], &b"SSH-2.0-OpenSSH_9.6\r\n"[..]),
+        (
+            [127, 0, 0, 2],
+            &b"PROXY TCP4 203.0.113.11 10.0.0.5 1 22\r\n"[..],
+        ),
+    ] {
+        let mut stream = from(source, hermes.port).await;
+        let _ = stream.write_all(first).await;
+        let seen = answer(&mut stream).await;
+        assert!(
+            seen.is_empty(),
+            "{:?} got {seen:?}",
+            String::from_utf8_lossy(first)
+        );
+    }
+
+    let events = hermes.wait_for_events("both connections", |events| {
+        events
+            .iter()
+            .filter(|e| e["eventid"] == "cowrie.session.closed")
+            .count()
+            >= 2
+    });
+    drop(events);
+    let seen = connects(&hermes);
+    assert_eq!(
+        seen,
+        vec![
+            ("203.0.113.9".to_owned(), "10.0.0.5".to_owned()),
+            ("2001:db8::7".to_owned(), "::1".to_owned()),
+        ],
+        "{seen:?}"
+    );
+    let log = hermes.output();
+    assert!(log.contains("malformed PROXY protocol header"), "{log}");
+    assert!(log.contains("no PROXY protocol header"), "{log}");
+    assert!(log.contains("outside proxy_trusted"), "{log}");
+}
