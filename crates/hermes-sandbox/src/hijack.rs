@@ -27,6 +27,7 @@ pub(crate) async fn start_exec(
     tty: bool,
 ) -> Result<ExecStream, SandboxError> {
     let failed = |what: &str, e: &dyn std::fmt::Display| {
+        crate::error::count_error();
         SandboxError::Engine(format!("exec start ({what}) at {endpoint}: {e}"))
     };
     if exec_id.is_empty() || !exec_id.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -6,7 +6,7 @@
 //! and kept for forensics until the retention sweep removes them.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 
 use hermes_core::events::{EventBuilder, EventBus, EventId};
 use hermes_core::ids::SessionId;
+use hermes_core::metrics::{Histogram, render_family};
 use hermes_core::sandbox::{
     ChangedFile, ContainerUsage, FileRead, Lease, LeaseSource, OutputChunk, Process, ProcessSpec,
     Sandbox, SandboxError, StandbySpec, TtySize, VolatileFile,
@@ -37,6 +38,12 @@ use crate::{BANNER_LABEL, ROLE_LABEL, SENSOR_LABEL, hijack};
 use crate::{direct, files};
 
 /// How long a new standby login gets to quiet its terminal.
+/// Bucket bounds of the container creation time, seconds.
+const CREATE_BOUNDS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+/// The health check's engine ping waits this long.
+const HEALTH_PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// With no ready container, this many failed creations in a row make Hermes unhealthy.
+const UNHEALTHY_AFTER_FAILURES: u32 = 3;
 const STANDBY_READY_WAIT: Duration = Duration::from_secs(10);
 /// Containers created at once while refilling.
 const MAX_PARALLEL_CREATES: usize = 4;
@@ -99,6 +106,10 @@ pub struct PoolStatus {
     pub creating: usize,
     /// Leased to sessions.
     pub active: usize,
+    /// Stopped and kept for forensics (as of the last retention sweep).
+    pub stopped: usize,
+    /// Pool container creations that failed in a row (0 after a success).
+    pub failed_in_a_row: u32,
 }
 
 #[derive(Default)]
@@ -136,6 +147,10 @@ pub struct DockerSandbox {
     /// Whether file transfers may use [`direct`] pipes: cleared the first time the
     /// container's processes turn out to be out of reach (Hermes in a container).
     direct_io: AtomicBool,
+    /// Stopped containers of this sensor after the last retention sweep.
+    stopped: AtomicUsize,
+    /// How long successful container creations (create and start) took.
+    create_seconds: Histogram,
 }
 
 impl DockerSandbox {
@@ -169,6 +184,8 @@ impl DockerSandbox {
             standbys: Mutex::new(HashMap::new()),
             upper_dirs: Mutex::new(HashMap::new()),
             direct_io,
+            stopped: AtomicUsize::new(0),
+            create_seconds: Histogram::new(CREATE_BOUNDS),
         }))
     }
 
@@ -309,6 +326,8 @@ impl DockerSandbox {
             ready: state.ready.len(),
             creating: state.creating,
             active: state.active.len(),
+            stopped: self.stopped.load(Ordering::Relaxed),
+            failed_in_a_row: state.consecutive_failures,
         }
     }
 
@@ -455,6 +474,15 @@ impl DockerSandbox {
     /// Creates and starts one container within `spawn_timeout`. A container that was
     /// created but could not be started is removed: nothing half-made is left behind.
     async fn create_container(&self) -> Result<String, SandboxError> {
+        let started = Instant::now();
+        let created = self.create_container_untimed().await;
+        if created.is_ok() {
+            self.create_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        created
+    }
+
+    async fn create_container_untimed(&self) -> Result<String, SandboxError> {
         let timeout = self.settings.spawn_timeout;
         let name = format!("hermes-{}", SessionId::random());
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
@@ -587,6 +615,7 @@ impl DockerSandbox {
             }
         }
         let mut removed = 0;
+        let found = stopped.len();
         for (id, reason) in retention::choose(stopped, now, rules) {
             let options = RemoveContainerOptionsBuilder::default().v(true).build();
             match self.docker.remove_container(&id, Some(options)).await {
@@ -609,7 +638,67 @@ impl DockerSandbox {
                 }
             }
         }
+        self.stopped
+            .store(found.saturating_sub(removed), Ordering::Relaxed);
         removed
+    }
+
+    /// Appends the pool's metrics (Prometheus text format).
+    pub fn render_metrics(&self, out: &mut String) {
+        let status = self.status();
+        render_family(
+            out,
+            "hermes_pool_containers",
+            "gauge",
+            "Containers of this sensor by state (stopped: as of the last retention sweep).",
+            &[
+                ("state=\"ready\"", status.ready as u64),
+                ("state=\"creating\"", status.creating as u64),
+                ("state=\"active\"", status.active as u64),
+                ("state=\"stopped\"", status.stopped as u64),
+            ],
+        );
+        render_family(
+            out,
+            "hermes_pool_create_failures_in_a_row",
+            "gauge",
+            "Pool container creations that failed in a row.",
+            &[("", u64::from(status.failed_in_a_row))],
+        );
+        self.create_seconds.render(
+            out,
+            "hermes_container_create_seconds",
+            "Time to create and start a container (successful ones).",
+        );
+        render_family(
+            out,
+            "hermes_docker_errors_total",
+            "counter",
+            "Errors from the Docker engine or the connection to it.",
+            &[("", crate::error::engine_errors())],
+        );
+    }
+
+    /// Ok when the engine answers and the pool can be refilled; else why not.
+    pub async fn health(&self) -> Result<(), String> {
+        match tokio::time::timeout(HEALTH_PING_TIMEOUT, self.docker.ping()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(format!("Docker engine: {}", describe(&error))),
+            Err(_) => {
+                return Err(format!(
+                    "Docker engine did not answer within {} s",
+                    HEALTH_PING_TIMEOUT.as_secs()
+                ));
+            }
+        }
+        let status = self.status();
+        if status.ready == 0 && status.failed_in_a_row >= UNHEALTHY_AFTER_FAILURES {
+            return Err(format!(
+                "the pool cannot be refilled: the last {} container creations failed",
+                status.failed_in_a_row
+            ));
+        }
+        Ok(())
     }
 
     fn container_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -6,6 +6,7 @@ mod archive;
 mod cast;
 mod cmd;
 mod logging;
+mod metrics_http;
 mod replay;
 mod run;
 mod sessions;

@@ -8,7 +8,8 @@ use hermes_core::address_block::AddressBlock;
 use hermes_core::capture::{CaptureLimits, FileStore};
 use hermes_core::config::{Config, LogLevel, ServerConfig};
 use hermes_core::config::{EventRotation, parse_memory_size};
-use hermes_core::events::{EventBus, JsonLinesFile, Rotation, spawn_writer};
+use hermes_core::events::{EventBus, EventSink, JsonLinesFile, Rotation, spawn_writer};
+use hermes_core::metrics::{EventMetrics, MetricsSink};
 use hermes_core::persona::DEFAULT_SSH_BANNER;
 use hermes_core::session::{CaptureServices, SessionServices};
 use hermes_sandbox::{ContainerProfile, DockerSandbox, Endpoint, PoolSettings};
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::logging::{self, LogSettings};
+use crate::metrics_http::{self, MetricsSource};
 
 /// How long open sessions get to end after SIGTERM before they are cut.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -56,8 +58,12 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
     };
     let sink = JsonLinesFile::open_rotating(&event_path, rotation)
         .with_context(|| format!("cannot open the event log {}", event_path.display()))?;
-    let writer =
-        spawn_writer(receiver, vec![Box::new(sink)]).context("cannot start the event writer")?;
+    let event_metrics = Arc::new(EventMetrics::default());
+    let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(sink)];
+    if config.metrics.enabled {
+        sinks.push(Box::new(MetricsSink::new(Arc::clone(&event_metrics))));
+    }
+    let writer = spawn_writer(receiver, sinks).context("cannot start the event writer")?;
 
     let (host_keys, generated) =
         hostkeys::load_or_generate(&config.server.host_key_path).context("host keys")?;
@@ -97,6 +103,24 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
             config.server.host, config.server.port
         )
     })?;
+
+    let metrics_listener = if config.metrics.enabled {
+        let listen = config.metrics.listen;
+        if listen.port() == config.server.port
+            && (listen.ip() == config.server.host
+                || listen.ip().is_unspecified()
+                || config.server.host.is_unspecified())
+        {
+            bail!("metrics.listen ({listen}) must not be the SSH listener's address");
+        }
+        Some(
+            TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("metrics.listen: cannot listen on {listen}"))?,
+        )
+    } else {
+        None
+    };
 
     let capture = capture_services(&config)?;
 
@@ -154,6 +178,15 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
         sandbox.clone(),
         config.container_pool.spawn_timeout,
     ));
+    if let Some(listener) = metrics_listener {
+        tracing::info!(target: "hermes::metrics", address = %config.metrics.listen, "serving /metrics and /healthz");
+        let source = Arc::new(MetricsSource {
+            events: Arc::clone(&event_metrics),
+            bus: events.clone(),
+            sandbox: sandbox.clone(),
+        });
+        tokio::spawn(metrics_http::serve(listener, source, shutdown_rx.clone()));
+    }
     tokio::spawn(wait_for_signal(shutdown_tx));
     tokio::spawn(return_freed_memory());
     tracing::info!(target: "hermes", address = %format!("{}:{}", config.server.host, config.server.port), banner, "listening");

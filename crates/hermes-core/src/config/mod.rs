@@ -49,6 +49,32 @@ pub struct Config {
     /// Files captured from sessions.
     #[garde(dive)]
     pub capture: CaptureConfig,
+    /// Prometheus metrics and the health endpoint.
+    #[garde(dive)]
+    pub metrics: MetricsConfig,
+}
+
+/// `metrics`: Prometheus metrics (`/metrics`) and a health check (`/healthz`) over
+/// HTTP, on an address of their own: never the attacker-facing SSH port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve them at all.
+    #[garde(skip)]
+    pub enabled: bool,
+    /// Address and port to listen on (keep it off the internet: it is not
+    /// authenticated).
+    #[garde(skip)]
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: false,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
 }
 
 /// `capture`: files created or changed in a session's container (and scp/sftp

@@ -10,6 +10,7 @@ mod harness;
 mod isolation;
 mod lifecycle;
 mod machine;
+mod operations;
 mod pipes;
 mod policy;
 mod pool;

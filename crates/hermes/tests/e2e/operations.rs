@@ -1,0 +1,201 @@
+//! What an operator watches: Prometheus metrics that move with real sessions, and a
+//! health check that turns unhealthy when the Docker engine cannot be reached and
+//! healthy again when it can.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::client::{Client, connect};
+use crate::harness::{Hermes, Options, free_port, require_docker};
+
+/// A TCP door to the Docker socket that can be shut (every connection through it
+/// cut) and opened again on the same port: to Hermes, the engine going away.
+fn open_door(listener: std::net::TcpListener) -> JoinHandle<()> {
+    listener.set_nonblocking(true).expect("nonblocking");
+    let listener = TcpListener::from_std(listener).expect("listener");
+    tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        while let Ok((mut client, _)) = listener.accept().await {
+            connections.spawn(async move {
+                if let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock").await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                }
+            });
+        }
+    })
+}
+
+fn bind(port: u16) -> std::net::TcpListener {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpListener::bind(("127.0.0.1", port)) {
+            Ok(listener) => return listener,
+            Err(error) if std::time::Instant::now() > deadline => panic!("bind {port}: {error}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// One HTTP request to the metrics address: (status line, body).
+async fn get(port: u16, request: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("metrics connect");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+async fn metrics(port: u16) -> String {
+    let (status, body) = get(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    body
+}
+
+async fn health(port: u16) -> (String, String) {
+    get(port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await
+}
+
+/// The value of one sample line (`name{labels} value`).
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+/// Waits until the health check says `healthy` (true) or not.
+async fn health_becomes(port: u16, healthy: bool) -> (String, String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = health(port).await;
+        if answer.0.contains("200") == healthy || tokio::time::Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_a_session_and_health_follows_the_engine() {
+    if !require_docker() {
+        return;
+    }
+    let door_port = free_port();
+    let door = open_door(bind(door_port));
+    let metrics_port = free_port();
+    let url = Box::leak(format!("tcp://127.0.0.1:{door_port}").into_boxed_str());
+    let top = Box::leak(
+        format!("metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics_port}\n").into_boxed_str(),
+    );
+    let hermes = Hermes::start(Options {
+        docker_url: Some(url),
+        pool_size: 1,
+        top_extra: top,
+        ..Options::default()
+    });
+
+    let before = metrics(metrics_port).await;
+    assert_eq!(sample(&before, "hermes_sessions_total"), 0.0);
+    assert!(
+        sample(&before, "hermes_container_create_seconds_count") >= 1.0,
+        "{before}"
+    );
+    assert_eq!(
+        sample(&before, "hermes_pool_containers{state=\"ready\"}"),
+        1.0
+    );
+
+    // One failed password, one login that drops a file, then the close.
+    let mut handle = connect(hermes.port).await.expect("connect");
+    let failed = handle
+        .authenticate_password("root", "wrong")
+        .await
+        .expect("auth");
+    assert!(!failed.success());
+    let ok = handle
+        .authenticate_password("root", "toor")
+        .await
+        .expect("auth");
+    assert!(ok.success());
+    let client = Client { handle };
+    let mut exec = client.exec("echo payload > /root/dropped.sh").await;
+    assert!(exec.read_to_close(Duration::from_secs(20)).await);
+    drop(exec);
+    drop(client);
+    hermes.wait_for_events("the close and the captured file", |events| {
+        events
+            .iter()
+            .any(|e| e["eventid"] == "cowrie.session.closed")
+            && events
+                .iter()
+                .any(|e| e["eventid"] == "cowrie.session.file_download")
+    });
+    let after = metrics(metrics_port).await;
+    for (name, at_least) in [
+        ("hermes_connections_total", 1.0),
+        ("hermes_auth_attempts_total{result=\"failure\"}", 1.0),
+        ("hermes_auth_attempts_total{result=\"success\"}", 1.0),
+        ("hermes_sessions_total", 1.0),
+        ("hermes_session_duration_seconds_count", 1.0),
+        ("hermes_captured_files_total", 1.0),
+        ("hermes_captured_bytes_total", 8.0),
+        ("hermes_events_total", 5.0),
+    ] {
+        assert!(sample(&after, name) >= at_least, "{name} in\n{after}");
+    }
+    assert_eq!(sample(&after, "hermes_sessions_active"), 0.0);
+    assert_eq!(sample(&after, "hermes_events_dropped_total"), 0.0);
+
+    // Health: the engine answers, then it is gone, then it is back.
+    let (status, body) = health(metrics_port).await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "ok\n")
+    );
+    door.abort();
+    let _ = door.await;
+    let (status, body) = health_becomes(metrics_port, false).await;
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{body}");
+    assert!(body.starts_with("unhealthy: Docker engine"), "{body}");
+    let errors_while_gone = sample(&metrics(metrics_port).await, "hermes_docker_errors_total");
+    assert!(errors_while_gone >= 1.0);
+    let door = open_door(bind(door_port));
+    let (status, body) = health_becomes(metrics_port, true).await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+
+    // Anything else is answered plainly and the endpoint stays up.
+    let (status, _) = get(metrics_port, "GET /nothing HTTP/1.1\r\n\r\n").await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (status, _) = get(metrics_port, "DELETE /metrics HTTP/1.1\r\n\r\n").await;
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    let (status, _) = get(
+        metrics_port,
+        &format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(20_000)),
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    let (status, _) = get(metrics_port, "\x00\x01\x02 junk\r\n\r\n").await;
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    let (status, body) = get(metrics_port, "HEAD /metrics HTTP/1.1\r\n\r\n").await;
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", ""));
+    assert!(
+        metrics(metrics_port)
+            .await
+            .contains("hermes_connections_total")
+    );
+    drop(hermes);
+    door.abort();
+}
