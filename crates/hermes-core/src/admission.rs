@@ -76,7 +76,7 @@ struct State {
 /// Counts connections and decides admissions. Shared by the accept loop.
 #[derive(Debug)]
 pub struct Admission {
-    limits: Limits,
+    limits: Mutex<Limits>,
     state: Mutex<State>,
 }
 
@@ -92,9 +92,15 @@ impl Admission {
     /// New, with nothing admitted.
     pub fn new(limits: Limits) -> Arc<Self> {
         Arc::new(Admission {
-            limits,
+            limits: Mutex::new(limits),
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// Replaces the limits (configuration reload); connections already admitted keep
+    /// their places and count against the new limits.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -113,7 +119,7 @@ impl Admission {
         source: IpAddr,
         roll: u32,
     ) -> Result<Ticket, DropReason> {
-        let limits = self.limits;
+        let limits = *self.limits.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = self.state();
         let here = state.per_source.get(&source).copied().unwrap_or_default();
         if state.total.connections >= limits.connections {

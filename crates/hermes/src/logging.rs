@@ -24,11 +24,14 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// Optional fields to include.
     pub include: Vec<LogField>,
+    /// Lines also go to standard output.
+    pub stdout: bool,
 }
 
 struct LineLayer {
     format: LogFormat,
     include: Vec<LogField>,
+    stdout: bool,
     file: Option<Mutex<File>>,
 }
 
@@ -135,7 +138,9 @@ impl<S: Subscriber> Layer<S> for LineLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut line = self.render(event);
         line.push('\n');
-        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        if self.stdout {
+            let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        }
         if let Some(file) = &self.file
             && let Ok(mut file) = file.lock()
         {
@@ -171,6 +176,7 @@ pub fn init(settings: &LogSettings, log_dir: Option<&Path>) -> std::io::Result<(
     let layer = LineLayer {
         format: settings.format,
         include: settings.include.clone(),
+        stdout: settings.stdout,
         file,
     }
     .with_filter(level_filter(settings.level));
@@ -197,6 +203,7 @@ mod tests {
             LineLayer {
                 format,
                 include,
+                stdout: false,
                 file: None,
             },
         );

@@ -134,7 +134,7 @@ fn main() -> ExitCode {
                 }
             };
             let level = cli.log_level.map(LogLevel::from);
-            match runtime.block_on(run::run(config, level)) {
+            match runtime.block_on(run::run(config, path, level)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(target: "hermes", "{error:#}");

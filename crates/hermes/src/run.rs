@@ -1,12 +1,13 @@
 //! `hermes run`: wiring the components together, serving, and shutting down cleanly.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hermes_core::address_block::AddressBlock;
 use hermes_core::capture::{CaptureLimits, FileStore};
-use hermes_core::config::{Config, LogLevel, ServerConfig};
+use hermes_core::config::{self, Config, LogDestination, LogLevel, ServerConfig};
 use hermes_core::config::{EventRotation, parse_memory_size};
 use hermes_core::events::{EventBus, EventSink, JsonLinesFile, Rotation, spawn_writer};
 use hermes_core::metrics::{EventMetrics, MetricsSink};
@@ -27,14 +28,26 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// is closed.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    config_path: PathBuf,
+    level_override: Option<LogLevel>,
+) -> anyhow::Result<()> {
     logging::init(
         &LogSettings {
             level: level_override.unwrap_or(config.logging.level),
             format: config.logging.format,
             include: config.logging.include_fields.clone(),
+            stdout: config
+                .logging
+                .destinations
+                .contains(&LogDestination::Stdout),
         },
-        Some(&config.logging.output_dir),
+        config
+            .logging
+            .destinations
+            .contains(&LogDestination::File)
+            .then_some(config.logging.output_dir.as_path()),
     )
     .with_context(|| {
         format!(
@@ -135,8 +148,8 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
     );
     tracing::info!(
         target: "hermes",
-        credentials = services.policy.credential_count(),
-        mode = ?services.policy.mode(),
+        credentials = services.policy().credential_count(),
+        mode = ?services.policy().mode(),
         "credential policy loaded"
     );
     let state_saver = {
@@ -188,6 +201,7 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
         tokio::spawn(metrics_http::serve(listener, source, shutdown_rx.clone()));
     }
     tokio::spawn(wait_for_signal(shutdown_tx));
+    let reloader = tokio::spawn(reload_on_hangup(config_path, Arc::clone(&services)));
     tokio::spawn(return_freed_memory());
     tracing::info!(target: "hermes", address = %format!("{}:{}", config.server.host, config.server.port), banner, "listening");
 
@@ -200,6 +214,7 @@ pub async fn run(config: Config, level_override: Option<LogLevel>) -> anyhow::Re
     tracing::info!(target: "hermes", "stopping containers");
     sandbox.shutdown().await;
     state_saver.abort();
+    reloader.abort();
     save_state(&services);
     events.flush().await;
     drop(server);
@@ -260,7 +275,7 @@ fn raise_open_file_limit() {
 const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(2);
 
 fn save_state(services: &SessionServices) {
-    if let Some(memory) = services.policy.sticky_memory()
+    if let Some(memory) = services.policy().sticky_memory()
         && let Err(error) = memory.save_if_dirty()
     {
         tracing::error!(target: "hermes::auth", %error, "cannot save the sticky credential state");
@@ -279,6 +294,38 @@ async fn report_pool_ready(sandbox: Arc<DockerSandbox>, spawn_timeout: u64) {
         tracing::info!(target: "hermes::sandbox", ready = sandbox.status().ready, elapsed_ms = started.elapsed().as_millis() as u64, "container pool ready");
     } else {
         tracing::warn!(target: "hermes::sandbox", status = ?sandbox.status(), "container pool not full yet");
+    }
+}
+
+/// Reloads the configuration file on SIGHUP. The credential policy and the connection
+/// and session limits change for new connections and logins; open sessions go on.
+/// Other changed keys are named as needing a restart; a file that does not validate
+/// changes nothing.
+async fn reload_on_hangup(path: PathBuf, services: Arc<SessionServices>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!(target: "hermes", "cannot install the SIGHUP handler; configuration reload is off");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let file = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || config::load_file(&file)).await;
+        match loaded {
+            Ok(Ok(new)) => {
+                save_state(&services);
+                let report = services.reload(&new);
+                tracing::info!(target: "hermes", path = %path.display(), applied = %report.applied.join(", "), credentials = services.policy().credential_count(), mode = ?services.policy().mode(), "configuration reloaded");
+                if !report.needs_restart.is_empty() {
+                    tracing::warn!(target: "hermes", keys = %report.needs_restart.join(", "), "changed keys that take effect only after a restart");
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::error!(target: "hermes", %error, "configuration reload refused; nothing changed");
+            }
+            Err(error) => {
+                tracing::error!(target: "hermes", %error, "configuration reload failed; nothing changed");
+            }
+        }
     }
 }
 

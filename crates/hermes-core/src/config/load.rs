@@ -321,6 +321,15 @@ mod tests {
     }
 
     #[test]
+    fn log_destinations_are_checked() {
+        let found = issues("logging:\n  destinations: []\n");
+        assert_eq!(found[0].path, "logging.destinations", "{found:?}");
+        let found = issues("logging:\n  destinations: [stdout, syslog]\n");
+        assert_eq!(found[0].path, "logging.destinations[1]", "{found:?}");
+        assert_eq!(found[0].line, 2, "{found:?}");
+    }
+
+    #[test]
     fn duplicate_key_is_reported_with_its_name() {
         let found = issues("server:\n  port: 22\n  port: 23\n");
         assert_eq!(found[0].path, "server.port");

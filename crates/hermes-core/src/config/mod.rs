@@ -706,6 +706,10 @@ pub struct LoggingConfig {
     /// Directory of `hermes.log` (operational log) and the event log.
     #[garde(custom(validate::non_empty_path))]
     pub output_dir: PathBuf,
+    /// Where operational log lines go: `stdout` (for a container's or systemd's
+    /// journal), `file` (`<output_dir>/hermes.log`), or both.
+    #[garde(length(min = 1))]
+    pub destinations: Vec<LogDestination>,
     /// Fields each operational log line carries when they apply.
     #[garde(skip)]
     pub include_fields: Vec<LogField>,
@@ -719,6 +723,16 @@ pub struct LoggingConfig {
     /// Size at which `size` rotation starts a new file, e.g. `100m`.
     #[garde(custom(validate::memory_size))]
     pub event_rotation_size: String,
+}
+
+/// Where operational log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogDestination {
+    /// Standard output.
+    Stdout,
+    /// `hermes.log` in the log directory.
+    File,
 }
 
 /// How the event log is rotated.
@@ -739,6 +753,7 @@ impl Default for LoggingConfig {
             level: LogLevel::Info,
             format: LogFormat::Json,
             output_dir: PathBuf::from("/data/logs"),
+            destinations: vec![LogDestination::Stdout, LogDestination::File],
             include_fields: LogField::ALL.to_vec(),
             event_file: "hermes.json".to_owned(),
             event_rotation: EventRotation::Daily,

@@ -87,10 +87,10 @@ impl Connection {
             state.counted_failures = state.counted_failures.saturating_add(1);
         }
         state.counted_failures + 1 >= max
-            && !self.services.policy.accepts_public_keys()
+            && !self.services.policy().accepts_public_keys()
             && !self
                 .services
-                .policy
+                .policy()
                 .next_attempt_always_accepted(&state.auth, self.context.src.ip())
     }
 
@@ -127,7 +127,7 @@ impl Connection {
                     key.key_type, key.fingerprint
                 )),
         );
-        if self.services.policy.accepts_public_keys() {
+        if self.services.policy().accepts_public_keys() {
             return AuthReply::ACCEPTED;
         }
         let last_try = self.record_failure(true);
@@ -140,7 +140,7 @@ impl Connection {
 
     /// A public key whose signature checked out, with the policy accepting keys.
     pub fn pubkey_login(self: &Arc<Self>, username: &str, key: &OfferedKey) -> bool {
-        if !self.services.policy.accepts_public_keys() {
+        if !self.services.policy().accepts_public_keys() {
             return false;
         }
         self.services.events.emit(
@@ -169,7 +169,7 @@ impl Connection {
     ) -> AuthReply {
         let decision = {
             let mut state = self.state();
-            let decision = self.services.policy.check_password(
+            let decision = self.services.policy().check_password(
                 &mut state.auth,
                 self.context.src.ip(),
                 username,

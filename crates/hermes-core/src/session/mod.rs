@@ -13,21 +13,25 @@ mod forward;
 mod input;
 mod lease;
 pub mod messages;
+mod reload;
+mod slots;
 mod standby;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 
 pub use auth::{AuthMethod, AuthReply, ClientKex, OfferedKey};
 pub use channel::ChannelSession;
 pub use forward::{DirectTcpip, ForwardCapture};
+pub use reload::ReloadReport;
+pub use slots::SessionSlots;
 pub use standby::standby_spec;
 
 use crate::admission::{Admission, DropReason, Limits, Ticket};
@@ -70,8 +74,8 @@ pub trait ClientConnection: Send + Sync {
 pub struct SessionServices {
     /// The loaded configuration.
     pub config: Arc<Config>,
-    /// Which logins succeed.
-    pub policy: CredentialPolicy,
+    /// Which logins succeed (replaced by a reload; see [`SessionServices::policy`]).
+    policy: RwLock<Arc<CredentialPolicy>>,
     /// How long failed attempts take.
     pub timing: FailureTiming,
     /// Admission control before authentication.
@@ -83,7 +87,7 @@ pub struct SessionServices {
     /// Which container each returning source gets back.
     pub machines: Arc<MachineRegistry>,
     /// One permit per authenticated session (`server.max_concurrent_sessions`).
-    pub session_slots: Arc<Semaphore>,
+    pub session_slots: SessionSlots,
     /// Becomes true when Hermes shuts down.
     pub shutdown: watch::Receiver<bool>,
     /// Where captured files go, and the limits (None: capture is off).
@@ -111,12 +115,12 @@ impl SessionServices {
         capture: Option<CaptureServices>,
     ) -> Arc<Self> {
         Arc::new(SessionServices {
-            policy: CredentialPolicy::from_config(&config.authentication),
+            policy: RwLock::new(Arc::new(CredentialPolicy::from_config(
+                &config.authentication,
+            ))),
             timing: FailureTiming::new(Duration::from_millis(config.persona.auth_failure_delay_ms)),
             admission: Admission::new(Limits::from_config(&config.server)),
-            session_slots: Arc::new(Semaphore::new(
-                config.server.max_concurrent_sessions as usize,
-            )),
+            session_slots: SessionSlots::new(config.server.max_concurrent_sessions),
             machines: MachineRegistry::load(&config.container_pool.reuse),
             config,
             events,
@@ -126,6 +130,12 @@ impl SessionServices {
             finalizing: AtomicUsize::new(0),
             finalized: Notify::new(),
         })
+    }
+
+    /// The credential policy in force (a reload swaps it; a connection's next attempt
+    /// uses the new one).
+    pub fn policy(&self) -> Arc<CredentialPolicy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn recording_dir(&self) -> Option<PathBuf> {
@@ -467,7 +477,7 @@ impl Connection {
     /// Login succeeded: take a session slot, start getting a container, arm timeouts.
     fn logged_in(self: &Arc<Self>, username: &str) {
         self.input_seen();
-        let permit = self.services.session_slots.clone().try_acquire_owned().ok();
+        let permit = self.services.session_slots.try_take();
         let at_capacity = permit.is_none();
         {
             let mut state = self.state();
@@ -484,7 +494,7 @@ impl Connection {
                 "capacity",
                 &format!(
                     "server.max_concurrent_sessions ({}) reached",
-                    self.services.config.server.max_concurrent_sessions
+                    self.services.session_slots.max()
                 ),
             );
             self.lease

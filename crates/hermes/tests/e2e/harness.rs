@@ -118,7 +118,7 @@ impl Default for Options {
 /// A running Hermes.
 pub struct Hermes {
     child: Option<Child>,
-    config_path: PathBuf,
+    pub config_path: PathBuf,
     run: u32,
     pub dir: tempfile::TempDir,
     pub port: u16,

@@ -199,3 +199,88 @@ async fn metrics_move_with_a_session_and_health_follows_the_engine() {
     drop(hermes);
     door.abort();
 }
+
+/// Sends SIGHUP and waits for the log line that says how it went.
+fn hang_up(hermes: &Hermes, expect: &str) {
+    let before = hermes.output().matches(expect).count();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &hermes.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hermes.output().matches(expect).count() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {expect:?} after SIGHUP:\n{}",
+            hermes.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn password_works(port: u16, password: &str) -> bool {
+    let mut handle = connect(port).await.expect("connect");
+    handle
+        .authenticate_password("root", password)
+        .await
+        .expect("auth exchange")
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_changes_credentials_for_new_logins_and_keeps_open_sessions() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let (client, mut shell) = crate::client::root_shell(hermes.port).await;
+    let original = std::fs::read_to_string(&hermes.config_path).expect("config");
+    assert!(original.contains("password: \"toor\""), "{original}");
+
+    // New credentials, a new limit, and a key that needs a restart.
+    let changed: String = original
+        .replace("password: \"toor\"", "password: \"n3w-Pass\"")
+        .lines()
+        .map(|line| {
+            if line.starts_with("  hostname:") {
+                "  hostname: db-07\n".to_owned()
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&hermes.config_path, changed).expect("write");
+    tokio::task::block_in_place(|| hang_up(&hermes, "configuration reloaded"));
+    let log = hermes.output();
+    assert!(log.contains("authentication.static_credentials"), "{log}");
+    assert!(
+        log.contains("take effect only after a restart") && log.contains("persona.hostname"),
+        "{log}"
+    );
+    assert!(!password_works(hermes.port, "toor").await);
+    assert!(password_works(hermes.port, "n3w-Pass").await);
+    // The session opened before goes on, and still shows the old hostname.
+    let out = shell
+        .run("echo still-here; hostname", crate::client::ROOT_PROMPT)
+        .await;
+    assert!(
+        out.contains("still-here") && !out.contains("db-07"),
+        "{out}"
+    );
+
+    // A file that does not validate changes nothing.
+    std::fs::write(&hermes.config_path, "server:\n  port: banana\n").expect("write");
+    tokio::task::block_in_place(|| hang_up(&hermes, "configuration reload refused"));
+    assert!(
+        hermes.output().contains("server.port"),
+        "{}",
+        hermes.output()
+    );
+    assert!(password_works(hermes.port, "n3w-Pass").await);
+    drop(shell);
+    drop(client);
+}
