@@ -14,6 +14,8 @@ if ! command -v asciinema >/dev/null 2>&1; then
   }
 fi
 images/target/build.sh hermes-target:latest
+# docker-compose, the socket proxy and Hermes's own image, for the compose test.
+scripts/compose-images.sh
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

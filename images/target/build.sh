@@ -14,26 +14,15 @@ tag="${1:-hermes-target:latest}"
 mirror="${HERMES_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-# The recipe: this script and everything it copies in. An image built from another
-# recipe (an older session helper, say) is rebuilt.
-recipe="$(cd "$here" && find . -type f -print0 | LC_ALL=C sort -z \
-  | xargs -0 sha256sum | sha256sum | cut -c1-16)"
-if [ "${HERMES_IMAGE_FORCE:-0}" != 1 ] && docker image inspect "$tag" >/dev/null 2>&1; then
-  built="$(docker image inspect -f '{{ index .Config.Labels "hermes.image.recipe" }}' "$tag" 2>/dev/null || true)"
-  if [ "$built" = "$recipe" ]; then
-    echo "image $tag is up to date (HERMES_IMAGE_FORCE=1 rebuilds it)"
-    exit 0
-  fi
-  echo "image $tag was built from another recipe; rebuilding"
-fi
+# shellcheck source=../recipe.sh
+. "$here/../recipe.sh"
 
-if ! command -v debootstrap >/dev/null 2>&1; then
-  echo "installing debootstrap"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq debootstrap >/dev/null 2>&1 || {
-    apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null
-  }
+# The recipe: this script and everything it copies in.
+recipe="$(recipe_of "$here")"
+if image_up_to_date "$tag" "$recipe"; then
+  exit 0
 fi
+ensure_debootstrap
 
 packages=(
   bash coreutils procps iproute2 iputils-ping curl wget ca-certificates

@@ -53,7 +53,10 @@ pub(crate) async fn start_exec(
         .uri(format!("/v{api_version}/exec/{exec_id}/start"))
         .header(HOST, "docker")
         .header(CONTENT_TYPE, "application/json")
-        .header(CONNECTION, "Upgrade")
+        // `close`: should the engine not take the connection over (an error), it
+        // closes it after its answer, so a socket proxy that checked this one
+        // request can pass the rest through untouched.
+        .header(CONNECTION, "Upgrade, close")
         .header(UPGRADE, "tcp")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| failed("request", &e))?;

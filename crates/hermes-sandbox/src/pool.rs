@@ -124,7 +124,9 @@ struct PoolState {
 /// Target containers on a Docker engine.
 pub struct DockerSandbox {
     docker: Docker,
-    endpoint: Endpoint,
+    /// Where exec streams are opened (the socket proxy's stream port, or the API's
+    /// own endpoint).
+    stream_endpoint: Endpoint,
     api_version: String,
     profile: ContainerProfile,
     settings: PoolSettings,
@@ -157,6 +159,7 @@ impl DockerSandbox {
     /// Connects to the engine (negotiating the API version) and checks the image.
     pub async fn connect(
         endpoint: Endpoint,
+        stream_endpoint: Option<Endpoint>,
         profile: ContainerProfile,
         settings: PoolSettings,
         events: EventBus,
@@ -169,7 +172,7 @@ impl DockerSandbox {
         let direct_io = AtomicBool::new(profile.runtime.is_none());
         Ok(Arc::new(DockerSandbox {
             docker,
-            endpoint,
+            stream_endpoint: stream_endpoint.unwrap_or(endpoint),
             api_version,
             profile,
             settings,
@@ -309,7 +312,7 @@ impl DockerSandbox {
                 _ => engine(error),
             })?;
         let stream = hijack::start_exec(
-            &self.endpoint,
+            &self.stream_endpoint,
             &self.api_version,
             &created.id,
             tty.is_some(),

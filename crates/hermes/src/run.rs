@@ -89,8 +89,16 @@ pub async fn run(
         config.docker.base_url.as_deref(),
     )?;
     let profile = ContainerProfile::from_config(&config, &sensor);
+    let stream_endpoint = match config.docker.stream_url.as_deref() {
+        Some(url) => Some(Endpoint::from_config(
+            &config.docker.socket_path,
+            Some(url),
+        )?),
+        None => None,
+    };
     let sandbox = DockerSandbox::connect(
         endpoint,
+        stream_endpoint,
         profile,
         PoolSettings {
             standby: Some(hermes_core::session::standby_spec()),

@@ -831,6 +831,11 @@ pub struct DockerConfig {
     /// example a Docker socket proxy. Overrides `socket_path`.
     #[garde(inner(custom(validate::docker_url)))]
     pub base_url: Option<String>,
+    /// Where exec streams (the sessions' shells) are opened, when not at `base_url`:
+    /// the socket proxy serves them on a port of its own (HAProxy cannot pass the
+    /// engine's connection upgrade on its HTTP port).
+    #[garde(inner(custom(validate::docker_url)))]
+    pub stream_url: Option<String>,
 }
 
 impl Default for DockerConfig {
@@ -838,6 +843,7 @@ impl Default for DockerConfig {
         Self {
             socket_path: PathBuf::from("/var/run/docker.sock"),
             base_url: None,
+            stream_url: None,
         }
     }
 }

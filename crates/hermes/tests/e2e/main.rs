@@ -5,6 +5,8 @@ mod auth;
 mod capture;
 mod channels;
 mod client;
+mod compose;
+mod deploy;
 mod flood;
 mod harness;
 mod isolation;

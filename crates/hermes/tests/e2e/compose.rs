@@ -1,0 +1,316 @@
+//! The production deployment: `docker-compose.yml` with Hermes's own image and the
+//! Docker socket proxy. Hermes works through the proxy (a login over SSH, metrics),
+//! runs unprivileged, and the proxy answers 403 to everything outside Hermes's list.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::client::Client;
+use crate::harness::{free_port, require_docker};
+
+const IMAGES: &[&str] = &["hermes:latest", "hermes-socket-proxy:latest"];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Whether the compose images and docker-compose are here (a failure under CI=true).
+fn require_compose() -> bool {
+    let have = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let ok = have("docker-compose", &["version"])
+        && IMAGES
+            .iter()
+            .all(|i| have("docker", &["image", "inspect", i]));
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "docker-compose or the images {IMAGES:?} are missing: scripts/test.sh builds them (scripts/compose-images.sh)"
+        );
+        eprintln!("SKIPPED: docker-compose or the images {IMAGES:?} are missing");
+    }
+    ok
+}
+
+/// A compose project brought up for one test, and brought down (volumes and the
+/// attackers' containers too) when dropped.
+struct Stack {
+    project: String,
+    files: Vec<PathBuf>,
+    env: Vec<(String, String)>,
+    sensor: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    fn compose(&self, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new("docker-compose");
+        command.arg("-p").arg(&self.project);
+        for file in &self.files {
+            command.arg("-f").arg(file);
+        }
+        command
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command.output().expect("docker-compose")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.compose(&["logs", "--no-color", "--tail", "80"]);
+            eprintln!("{}", String::from_utf8_lossy(&logs.stdout));
+        }
+        let _ = self.compose(&["down", "-v", "-t", "20"]);
+        let ids = Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=hermes.sensor={}", self.sensor))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+/// One HTTP request; the status code and body of the answer.
+async fn http(port: u16, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn request(method: &str, path: &str, body: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_the_rest() {
+    if !require_docker() || !require_compose() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let suffix = format!("{:08x}", rand_u32());
+    let sensor = format!("compose-{suffix}");
+    let (ssh_port, metrics_port, proxy_port, stream_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let base = std::fs::read_to_string(repo().join("deploy/compose/hermes.yaml")).expect("config");
+    let config = base.replace("sensor_name: hermes", &format!("sensor_name: {sensor}"))
+        + "persona:\n  auth_failure_delay_ms: 0\nauthentication:\n  mode: static\n  static_credentials:\n    - {username: root, password: toor}\ncontainer_pool:\n  size: 1\n";
+    let config_path = dir.path().join("hermes.yaml");
+    std::fs::write(&config_path, config).expect("write config");
+    // The test reaches the proxy from the host; a deployment never publishes it.
+    let override_path = dir.path().join("test.yml");
+    std::fs::write(
+        &override_path,
+        format!(
+            "version: \"2.4\"\nservices:\n  socket-proxy:\n    ports: [\"127.0.0.1:{proxy_port}:2375\", \"127.0.0.1:{stream_port}:2376\"]\n    networks: [docker-api, test]\n  hermes:\n    volumes:\n      - {}:/etc/hermes/hermes.yaml:ro\nnetworks:\n  test: {{}}\n",
+            config_path.display()
+        ),
+    )
+    .expect("write override");
+    let stack = Stack {
+        project: format!("hermestest{suffix}"),
+        files: vec![repo().join("docker-compose.yml"), override_path],
+        env: vec![
+            ("HERMES_SSH_PORT".into(), ssh_port.to_string()),
+            ("HERMES_METRICS_PORT".into(), metrics_port.to_string()),
+        ],
+        sensor,
+        _dir: dir,
+    };
+    let up = stack.compose(&["up", "-d"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+
+    // Up and healthy: Docker answers through the proxy and the pool is filled.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, body) = http(metrics_port, "GET /healthz HTTP/1.1\r\n\r\n").await;
+        if code == 200 {
+            let (_, metrics) = http(metrics_port, "GET /metrics HTTP/1.1\r\n\r\n").await;
+            if metrics.contains("hermes_pool_containers{state=\"ready\"} 1") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "not ready: {code} {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // A login over SSH, with a command in the attacker's container.
+    let client = Client::login(ssh_port, "root", "toor").await;
+    let mut exec = client.exec("echo through-the-proxy; id -un").await;
+    assert!(exec.read_to_close(Duration::from_secs(30)).await);
+    assert_eq!(exec.text(), "through-the-proxy\nroot\n");
+    drop(exec);
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = http(metrics_port, "GET /metrics HTTP/1.1\r\n\r\n").await;
+        if metrics.contains("hermes_sessions_total 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Hermes runs as uid 10001 without capabilities.
+    let id = stack.compose(&["ps", "-q", "hermes"]);
+    let id = String::from_utf8_lossy(&id.stdout).trim().to_owned();
+    let pid = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}}", &id])
+        .output()
+        .expect("inspect");
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_owned();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:\t10001\t10001\t10001")),
+        "{status}"
+    );
+    assert!(
+        status.lines().any(|l| l == "CapEff:\t0000000000000000"),
+        "{status}"
+    );
+
+    // The proxy: what Hermes uses goes through, the rest is 403.
+    assert_eq!(http(proxy_port, &request("GET", "/_ping", "")).await.0, 200);
+    assert_eq!(
+        http(proxy_port, &request("GET", "/v1.41/version", ""))
+            .await
+            .0,
+        200
+    );
+    for (method, path) in [
+        ("GET", "/volumes"),
+        ("GET", "/v1.41/volumes"),
+        ("POST", "/volumes/create"),
+        ("GET", "/networks"),
+        ("POST", "/networks/create"),
+        ("GET", "/secrets"),
+        ("GET", "/configs"),
+        ("GET", "/swarm"),
+        ("POST", "/swarm/init"),
+        ("GET", "/services"),
+        ("GET", "/nodes"),
+        ("POST", "/build"),
+        ("GET", "/plugins"),
+        ("POST", "/plugins/pull"),
+        ("GET", "/info"),
+        ("GET", "/events"),
+        ("GET", "/system/df"),
+        ("POST", "/auth"),
+        ("POST", "/images/create?fromImage=x"),
+        ("DELETE", "/images/hermes-target:latest"),
+        ("GET", "/images/json"),
+        ("POST", "/containers/prune"),
+        ("DELETE", "/containers/prune"),
+        ("POST", "/containers/x/kill"),
+        ("PUT", "/containers/x/archive"),
+        ("POST", "/containers/x/update"),
+        ("GET", "/containers/x/export"),
+        ("POST", "/session"),
+    ] {
+        let (code, body) = http(proxy_port, &request(method, path, "")).await;
+        assert_eq!(code, 403, "{method} {path}: {body}");
+    }
+    // Container and exec bodies asking for the host are refused too.
+    for body in [
+        r#"{"Image":"hermes-target:latest","HostConfig":{"Privileged":true}}"#,
+        r#"{"Image":"hermes-target:latest","HostConfig":{"privileged" : true}}"#,
+        r#"{"Image":"hermes-target:latest","HostConfig":{"Binds":["/:/host"]}}"#,
+        r#"{"Image":"hermes-target:latest","HostConfig":{"Mounts":[{"Type":"bind","Source":"/","Target":"/h"}]}}"#,
+        r#"{"Image":"hermes-target:latest","HostConfig":{"PidMode":"host"}}"#,
+        r#"{"Image":"hermes-target:latest","HostConfig":{"NetworkMode":"host"}}"#,
+        r#"{"Image":"hermes-target:latest","HostConfig":{"CapAdd":["SYS_ADMIN"]}}"#,
+        r#"{"Image":"hermes-target:latest","HostConfig":{"SecurityOpt":["seccomp=unconfined"]}}"#,
+        r#"{"Image":"hermes-target:latest","HostConfig":{"Devices":[{"PathOnHost":"/dev/sda"}]}}"#,
+        r#"{"Image":"hermes-target:latest","HostConfig":{"\u0050rivileged":true}}"#,
+    ] {
+        let (code, answer) = http(proxy_port, &request("POST", "/containers/create", body)).await;
+        assert_eq!(code, 403, "{body}: {answer}");
+    }
+    let (code, answer) = http(
+        proxy_port,
+        &request(
+            "POST",
+            "/containers/x/exec",
+            r#"{"Cmd":["sh"],"Privileged":true}"#,
+        ),
+    )
+    .await;
+    assert_eq!(code, 403, "{answer}");
+
+    // The exec stream port takes one checked exec start per connection, and nothing
+    // else: other calls, a start without `close`, or a second request smuggled after
+    // a failing start get no answer from the engine.
+    let start = |connection: &str| {
+        let body = r#"{"Detach":false,"Tty":false}"#;
+        format!(
+            "POST /v1.41/exec/{}/start HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nConnection: {connection}\r\nUpgrade: tcp\r\nContent-Length: {}\r\n\r\n{body}",
+            "0".repeat(64),
+            body.len()
+        )
+    };
+    assert_eq!(
+        http(stream_port, &request("GET", "/info", "")).await,
+        (0, String::new())
+    );
+    assert_eq!(
+        http(stream_port, &start("Upgrade")).await,
+        (0, String::new())
+    );
+    let smuggled = start("Upgrade, close") + &request("GET", "/info", "");
+    let (code, body) = http(stream_port, &smuggled).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body.contains("No such exec instance") && !body.contains("KernelVersion"),
+        "{body}"
+    );
+    drop(stack);
+}
+
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    nanos ^ std::process::id().rotate_left(16)
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Everything `docker-compose up` needs on a fresh Debian 12 machine, without any
+# registry: the Docker engine and docker-compose, the attackers' target image, the
+# socket proxy image and Hermes's own image.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/ensure-docker.sh
+if ! command -v docker-compose >/dev/null 2>&1; then
+  echo "installing docker-compose"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq docker-compose >/dev/null 2>&1 || {
+    apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null
+  }
+fi
+images/target/build.sh hermes-target:latest
+images/socket-proxy/build.sh hermes-socket-proxy:latest
+images/hermes/build.sh hermes:latest
