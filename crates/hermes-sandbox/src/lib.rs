@@ -21,7 +21,7 @@ mod standby;
 mod tar;
 mod upper;
 
-pub use endpoint::{Endpoint, EndpointError};
+pub use endpoint::{Endpoint, EndpointError, TlsFiles};
 pub use pool::{DockerSandbox, PoolSettings, PoolStatus};
 pub use profile::ContainerProfile;
 

@@ -13,7 +13,7 @@ use hermes_core::events::{EventBus, EventSink, JsonLinesFile, Rotation, spawn_wr
 use hermes_core::metrics::{EventMetrics, MetricsSink};
 use hermes_core::persona::DEFAULT_SSH_BANNER;
 use hermes_core::session::{CaptureServices, SessionServices};
-use hermes_sandbox::{ContainerProfile, DockerSandbox, Endpoint, PoolSettings};
+use hermes_sandbox::{ContainerProfile, DockerSandbox, Endpoint, PoolSettings, TlsFiles};
 use hermes_ssh::hostkeys;
 use hermes_ssh::{AlgorithmNames, ProxySettings, SshServer, SshSettings};
 use tokio::net::TcpListener;
@@ -84,15 +84,22 @@ pub async fn run(
         tracing::info!(target: "hermes", path = %path.display(), "generated host key");
     }
 
+    let tls = config.docker.tls.as_ref().map(|tls| TlsFiles {
+        ca: tls.ca.clone(),
+        cert: tls.cert.clone(),
+        key: tls.key.clone(),
+    });
     let endpoint = Endpoint::from_config(
         &config.docker.socket_path,
         config.docker.base_url.as_deref(),
+        tls.as_ref(),
     )?;
     let profile = ContainerProfile::from_config(&config, &sensor);
     let stream_endpoint = match config.docker.stream_url.as_deref() {
         Some(url) => Some(Endpoint::from_config(
             &config.docker.socket_path,
             Some(url),
+            tls.as_ref(),
         )?),
         None => None,
     };

@@ -836,6 +836,25 @@ pub struct DockerConfig {
     /// engine's connection upgrade on its HTTP port).
     #[garde(inner(custom(validate::docker_url)))]
     pub stream_url: Option<String>,
+    /// TLS with a client certificate for a `tcp://` or `https://` engine on another
+    /// host (Docker's `--tlsverify` files).
+    #[garde(dive)]
+    pub tls: Option<DockerTlsConfig>,
+}
+
+/// `docker.tls`: PEM files as `dockerd --tlsverify` clients use them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct DockerTlsConfig {
+    /// The CA that signed the engine's certificate.
+    #[garde(custom(validate::non_empty_path))]
+    pub ca: PathBuf,
+    /// This client's certificate.
+    #[garde(custom(validate::non_empty_path))]
+    pub cert: PathBuf,
+    /// Its private key.
+    #[garde(custom(validate::non_empty_path))]
+    pub key: PathBuf,
 }
 
 impl Default for DockerConfig {
@@ -844,6 +863,7 @@ impl Default for DockerConfig {
             socket_path: PathBuf::from("/var/run/docker.sock"),
             base_url: None,
             stream_url: None,
+            tls: None,
         }
     }
 }

@@ -241,9 +241,12 @@ pub(super) fn docker_url(url: &str, _: &()) -> Result {
     }
     let rest = url
         .strip_prefix("tcp://")
-        .or_else(|| url.strip_prefix("http://"));
+        .or_else(|| url.strip_prefix("http://"))
+        .or_else(|| url.strip_prefix("https://"));
     let Some(rest) = rest else {
-        return fail("must start with unix://, tcp:// or http:// (TLS is not supported yet)");
+        return fail(
+            "must start with unix://, tcp://, http:// or https:// (https needs docker.tls)",
+        );
     };
     let authority = rest.trim_end_matches('/');
     match authority.rsplit_once(':') {
@@ -381,12 +384,13 @@ mod tests {
             "unix:///var/run/docker.sock",
             "tcp://127.0.0.1:2375",
             "http://proxy:2375/",
+            "https://engine:2376",
         ] {
             assert!(docker_url(good, &()).is_ok(), "{good}");
         }
         for bad in [
             "unix://",
-            "https://x:1",
+            "ftp://x:1",
             "tcp://x",
             "tcp://:1",
             "/var/run/docker.sock",

@@ -69,7 +69,7 @@ async fn max_containers_caps_running_containers_and_refuses_with_a_message() {
 }
 
 /// An image whose command does not exist: every container creates and fails to start.
-fn broken_image() -> &'static str {
+pub fn broken_image() -> &'static str {
     const TAG: &str = "hermes-test-broken:latest";
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("placeholder"), "x").expect("file");

@@ -22,4 +22,5 @@ mod reference;
 mod shell;
 mod standby;
 mod timeouts;
+mod tls;
 mod transport;

@@ -284,3 +284,37 @@ async fn sighup_changes_credentials_for_new_logins_and_keeps_open_sessions() {
     drop(shell);
     drop(client);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_so_when_the_pool_cannot_be_refilled() {
+    if !require_docker() {
+        return;
+    }
+    let image = crate::lifecycle::broken_image();
+    let metrics_port = free_port();
+    let top = Box::leak(
+        format!("metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics_port}\n").into_boxed_str(),
+    );
+    let _hermes = tokio::task::block_in_place(|| {
+        Hermes::start_unready(Options {
+            image,
+            top_extra: top,
+            ..Options::default()
+        })
+    });
+    let (status, body) = health_becomes(metrics_port, false).await;
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{body}");
+    assert!(
+        body.starts_with("unhealthy: the pool cannot be refilled"),
+        "{body}"
+    );
+    let metrics = metrics(metrics_port).await;
+    assert!(
+        sample(&metrics, "hermes_pool_create_failures_in_a_row") >= 3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "hermes_pool_containers{state=\"ready\"}"),
+        0.0
+    );
+}
