@@ -13,6 +13,13 @@ if ! command -v asciinema >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq asciinema >/dev/null
   }
 fi
+if [ ! -x /bin/busybox ]; then
+  echo "installing busybox-static (a tiny image for a second engine in the tests)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq busybox-static >/dev/null 2>&1 || {
+    apt-get update -qq && apt-get install -y -qq busybox-static >/dev/null
+  }
+fi
 images/target/build.sh hermes-target:latest
 # docker-compose, the socket proxy and Hermes's own image, for the compose test.
 scripts/compose-images.sh

@@ -139,11 +139,15 @@ mod tests {
         let base = timing.user_base("root");
         for _ in 0..200 {
             let delay = timing.failure_delay("root", FailedMethod::Password);
-            let ratio = delay.as_secs_f64() / base.as_secs_f64();
             // PAM's 1-3 s rounded up to base·2^k: k is 7 to 10 depending on the
             // random per-user base and this second's PAM draw (up to twice 3 s).
+            // Whole nanoseconds: a float ratio of the two is not always exact.
+            let (whole, rest) = (
+                delay.as_nanos() / base.as_nanos(),
+                delay.as_nanos() % base.as_nanos(),
+            );
             assert!(
-                [128.0, 256.0, 512.0, 1024.0].contains(&ratio),
+                rest == 0 && [128, 256, 512, 1024].contains(&whole),
                 "{delay:?} / {base:?}"
             );
             assert!(delay >= Duration::from_millis(1000) && delay < Duration::from_secs(6));

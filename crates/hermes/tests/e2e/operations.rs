@@ -2,6 +2,7 @@
 //! health check that turns unhealthy when the Docker engine cannot be reached and
 //! healthy again when it can.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -317,4 +318,215 @@ async fn health_says_so_when_the_pool_cannot_be_refilled() {
         sample(&metrics, "hermes_pool_containers{state=\"ready\"}"),
         0.0
     );
+}
+
+/// A second Docker engine of its own (own data root, socket and containerd
+/// namespace) that a test may stop and start without touching the engine the other
+/// tests use.
+struct SecondEngine {
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl SecondEngine {
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
+    /// The name of its bridge interface (at most 15 bytes).
+    fn bridge(&self) -> String {
+        let tag: String = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!("hb{}", &tag[tag.len().saturating_sub(10)..])
+    }
+
+    fn start(dir: tempfile::TempDir) -> SecondEngine {
+        let engine = SecondEngine { dir, child: None };
+        let bridge = engine.bridge();
+        let octet = bridge.bytes().map(u32::from).sum::<u32>() % 200 + 20;
+        for args in [
+            vec!["link", "add", bridge.as_str(), "type", "bridge"],
+            vec![
+                "addr",
+                "add",
+                &format!("10.213.{octet}.1/24"),
+                "dev",
+                bridge.as_str(),
+            ],
+            vec!["link", "set", bridge.as_str(), "up"],
+        ] {
+            let out = std::process::Command::new("ip")
+                .args(&args)
+                .output()
+                .expect("ip");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut engine = engine;
+        engine.resume();
+        engine
+    }
+
+    /// Starts dockerd on the same roots and waits until it answers.
+    fn resume(&mut self) {
+        let root = self.dir.path();
+        let tag = root
+            .file_name()
+            .map(|n| n.to_string_lossy().replace('.', "-"))
+            .unwrap_or_default();
+        let log = std::fs::File::create(root.join("dockerd.log")).expect("log");
+        let child = std::process::Command::new("dockerd")
+            .arg("--data-root")
+            .arg(root.join("data"))
+            .arg("--exec-root")
+            .arg(root.join("exec"))
+            .arg("--pidfile")
+            .arg(root.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket().display()))
+            // A bridge of its own: `--bridge=none` would make dockerd delete the
+            // host's docker0, which the main engine's containers need.
+            .arg(format!("--bridge={}", self.bridge()))
+            .args(["--iptables=false", "--ip-masq=false"])
+            .args(["--containerd-namespace", &format!("hermes-{tag}")])
+            .args([
+                "--containerd-plugins-namespace",
+                &format!("hermes-{tag}-plugins"),
+            ])
+            .args(["--cgroup-parent", &format!("hermes-{tag}")])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("dockerd");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.docker(&["version"]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second dockerd did not start: {}",
+                std::fs::read_to_string(root.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops dockerd (SIGTERM) and waits for it to exit.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while child.try_wait().ok().flatten().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket().display()))
+            .args(args)
+            .output()
+            .expect("docker")
+    }
+}
+
+impl Drop for SecondEngine {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let ids = self.docker(&["ps", "-aq"]);
+            let ids = String::from_utf8_lossy(&ids.stdout).into_owned();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = self.docker(&[&["rm", "-f"][..], &ids].concat());
+            }
+        }
+        self.stop();
+        let _ = std::process::Command::new("umount")
+            .arg("-R")
+            .arg(self.dir.path().join("exec"))
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge()])
+            .output();
+    }
+}
+
+/// A tiny image (busybox) on the second engine, enough for containers to run.
+fn tiny_image(engine: &SecondEngine) -> &'static str {
+    const TAG: &str = "hermes-test-tiny:latest";
+    let rootfs = engine.dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).expect("rootfs");
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox (busybox-static)");
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).expect("sh");
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -c . | docker -H unix://{} import --change 'CMD [\"/bin/busybox\", \"sleep\", \"100000\"]' - {TAG} > /dev/null",
+            rootfs.display(),
+            engine.socket().display()
+        ))
+        .status()
+        .expect("import");
+    assert!(status.success());
+    TAG
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_unhealthy_when_dockerd_stops_and_healthy_when_it_is_back() {
+    if !require_docker() {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("hermes-dockerd.")
+        .tempdir_in("/var/tmp")
+        .expect("tempdir");
+    let mut engine = tokio::task::block_in_place(|| SecondEngine::start(dir));
+    let image = tokio::task::block_in_place(|| tiny_image(&engine));
+    let metrics_port = free_port();
+    let socket = engine.socket();
+    let top = Box::leak(
+        format!(
+            "metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics_port}\ndocker:\n  socket_path: \"{}\"\n",
+            socket.display()
+        )
+        .into_boxed_str(),
+    );
+    let hermes = tokio::task::block_in_place(|| {
+        Hermes::start(Options {
+            image,
+            pool_size: 1,
+            top_extra: top,
+            ..Options::default()
+        })
+    });
+    let (status, body) = health_becomes(metrics_port, true).await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+
+    tokio::task::block_in_place(|| engine.stop());
+    let (status, body) = health_becomes(metrics_port, false).await;
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{body}");
+    assert!(body.starts_with("unhealthy: Docker engine"), "{body}");
+
+    tokio::task::block_in_place(|| engine.resume());
+    let (status, body) = health_becomes(metrics_port, true).await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    drop(hermes);
 }
