@@ -18,7 +18,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,6 +26,8 @@ use std::time::Duration;
 use rand::RngExt;
 use tokio::io::AsyncWrite;
 use tokio::net::unix::pipe;
+
+use crate::openat::open_at;
 
 /// How long the process may take to open its end of the input FIFO.
 const OPEN_WAIT: Duration = Duration::from_secs(10);
@@ -48,18 +50,6 @@ fn cstring(text: &str) -> io::Result<CString> {
     CString::new(text).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
 }
 
-fn open_at(dir: Option<&OwnedFd>, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
-    let path = cstring(path)?;
-    let dir = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
-    // SAFETY: `path` is a valid C string; the flags ask for no file creation.
-    let fd = unsafe { libc::openat(dir, path.as_ptr(), flags | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openat returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 fn file_type(fd: &OwnedFd) -> io::Result<libc::mode_t> {
     // SAFETY: an all-zero stat is a valid value to be overwritten.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
@@ -72,7 +62,11 @@ fn file_type(fd: &OwnedFd) -> io::Result<libc::mode_t> {
 
 /// Reopens an `O_PATH` descriptor for I/O: the same inode, whatever its name now is.
 fn reopen(fd: &OwnedFd, flags: libc::c_int) -> io::Result<File> {
-    let reopened = open_at(None, &format!("/proc/self/fd/{}", fd.as_raw_fd()), flags)?;
+    let reopened = open_at(
+        None::<&OwnedFd>,
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        flags,
+    )?;
     Ok(File::from(reopened))
 }
 
@@ -86,8 +80,8 @@ impl Fifos {
         // The /proc directory pins the process: if the pid is reused meanwhile, the
         // cgroup read below fails or names another container.
         let proc_dir = open_at(
-            None,
-            &format!("/proc/{pid}"),
+            None::<&OwnedFd>,
+            format!("/proc/{pid}"),
             libc::O_PATH | libc::O_DIRECTORY,
         )?;
         let cgroup = open_at(Some(&proc_dir), "cgroup", libc::O_RDONLY)?;
@@ -310,7 +304,7 @@ mod tests {
         std::os::unix::fs::symlink(&fifo, dir.path().join("link")).expect("link");
         std::os::unix::fs::symlink("/dev/null", dir.path().join("device-link")).expect("link");
         let dir_fd = open_at(
-            None,
+            None::<&OwnedFd>,
             dir.path().to_str().expect("utf-8"),
             libc::O_PATH | libc::O_DIRECTORY,
         )

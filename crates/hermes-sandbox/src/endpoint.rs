@@ -149,7 +149,13 @@ impl Endpoint {
                 Box::new(stream)
             }
             Endpoint::Tls { addr, files } => {
-                let connector = tokio_rustls::TlsConnector::from(tls_config(files)?);
+                // Read per stream (off the runtime's threads): a renewed client
+                // certificate is used without a restart.
+                let files = files.clone();
+                let config = tokio::task::spawn_blocking(move || tls_config(&files))
+                    .await
+                    .map_err(std::io::Error::other)??;
+                let connector = tokio_rustls::TlsConnector::from(config);
                 let host = addr
                     .rsplit_once(':')
                     .map_or(addr.as_str(), |(host, _)| host)

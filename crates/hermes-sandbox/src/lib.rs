@@ -13,6 +13,7 @@ mod error;
 mod exec;
 mod files;
 mod hijack;
+mod openat;
 mod pool;
 mod profile;
 mod retention;

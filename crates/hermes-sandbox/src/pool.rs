@@ -38,13 +38,13 @@ use crate::{BANNER_LABEL, ROLE_LABEL, SENSOR_LABEL, hijack};
 use crate::{direct, files};
 
 /// How long a new standby login gets to quiet its terminal.
+const STANDBY_READY_WAIT: Duration = Duration::from_secs(10);
 /// Bucket bounds of the container creation time, seconds.
 const CREATE_BOUNDS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
 /// The health check's engine ping waits this long.
 const HEALTH_PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// With no ready container, this many failed creations in a row make Hermes unhealthy.
 const UNHEALTHY_AFTER_FAILURES: u32 = 3;
-const STANDBY_READY_WAIT: Duration = Duration::from_secs(10);
 /// Containers created at once while refilling.
 const MAX_PARALLEL_CREATES: usize = 4;
 /// Grace period given to a container's PID 1 on stop (ours exits on SIGTERM at once).
@@ -1127,11 +1127,6 @@ impl DockerSandbox {
 }
 
 impl DockerSandbox {
-    /// Daemons before API 1.42 ignore the exec's console size: set it right after the
-    /// start, retrying briefly while the exec is still coming up.
-    /// Waits until the engine has started the exec's process. When it could not (the
-    /// program is missing, say), the engine writes its own error text into the stream;
-    /// that text must never reach the attacker, so it becomes an error here.
     /// Starts a file-transfer process with its stdin and stdout on FIFOs opened from
     /// the host ([`direct`]). Ok(None) when that cannot be done here, before anything
     /// ran in the container (the caller then starts it the ordinary way).
@@ -1217,6 +1212,9 @@ impl DockerSandbox {
         }))
     }
 
+    /// Waits until the engine has started the exec's process. When it could not (the
+    /// program is missing, say), the engine writes its own error text into the stream;
+    /// that text must never reach the attacker, so it becomes an error here.
     async fn confirm_started(
         &self,
         exec_id: &str,
@@ -1252,6 +1250,8 @@ impl DockerSandbox {
         }
     }
 
+    /// Daemons before API 1.42 ignore the exec's console size: set it right after the
+    /// start, retrying briefly while the exec is still coming up.
     async fn initial_resize(&self, exec_id: &str, size: TtySize) {
         for attempt in 0..5 {
             match resize_exec(&self.docker, exec_id, size).await {

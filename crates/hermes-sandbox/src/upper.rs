@@ -7,14 +7,15 @@
 //! each directory is opened with `O_NOFOLLOW` relative to its already-open parent and
 //! read through that descriptor, and the walk is bounded in entries and depth.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+use crate::openat::open_at;
 
 /// Entries looked at in one walk, at most (a container may hold millions of files).
 const MAX_ENTRIES: usize = 200_000;
@@ -23,36 +24,21 @@ const MAX_DEPTH: usize = 64;
 
 /// Opens `name` in the directory `parent` as a directory, never through a symlink.
 fn open_dir_at(parent: &File, name: &std::ffi::OsStr) -> io::Result<File> {
-    let name = CString::new(name.as_bytes())?;
-    // SAFETY: a valid descriptor and a NUL-terminated name; the result is checked.
-    let fd = unsafe {
-        libc::openat(
-            parent.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just opened and is owned by nothing else.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    open_at(
+        Some(parent),
+        name.as_bytes(),
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+    )
+    .map(File::from)
 }
 
 fn open_root(path: &Path) -> io::Result<File> {
-    let path = CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: as in open_dir_at.
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as in open_dir_at.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    open_at(
+        None::<&File>,
+        path.as_os_str().as_bytes(),
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+    )
+    .map(File::from)
 }
 
 /// Every path (as the container sees it) the upper directory `upper` adds or
@@ -127,27 +113,23 @@ pub(crate) fn entry(upper: &Path, path: &str, read: bool, max_size: u64) -> io::
             Err(error) => return Err(error),
         }
     }
-    let name = CString::new(last.as_bytes())?;
     // O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: a symlink is
     // not opened through.
-    // SAFETY: a valid descriptor and a NUL-terminated name; the result is checked.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
+    let opened = open_at(
+        Some(&dir),
+        last.as_bytes(),
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+    );
+    let mut file = match opened {
+        Ok(fd) => File::from(fd),
+        Err(error) => {
+            return match error.raw_os_error() {
+                Some(libc::ELOOP) => Ok(Entry::Other),
+                _ if is_absent(&error) => Ok(Entry::Absent),
+                _ => Err(error),
+            };
+        }
     };
-    if fd < 0 {
-        let error = io::Error::last_os_error();
-        return match error.raw_os_error() {
-            Some(libc::ELOOP) => Ok(Entry::Other),
-            _ if is_absent(&error) => Ok(Entry::Absent),
-            _ => Err(error),
-        };
-    }
-    // SAFETY: fd was just opened and is owned by nothing else.
-    let mut file = unsafe { File::from_raw_fd(fd) };
     let metadata = file.metadata()?;
     let kind = metadata.file_type();
     if kind.is_char_device() && metadata.rdev() == 0 {
@@ -185,6 +167,7 @@ fn is_absent(error: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CString;
 
     #[test]
     fn lists_what_the_layer_holds_without_following_symlinks() {

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::client::Client;
-use crate::harness::{free_port, require_docker};
+use crate::harness::{free_port, require_docker, unique_sensor};
 
 const IMAGES: &[&str] = &["hermes:latest", "hermes-socket-proxy:latest"];
 
@@ -123,8 +123,7 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let suffix = format!("{:08x}", rand_u32());
-    let sensor = format!("compose-{suffix}");
+    let sensor = unique_sensor();
     let (ssh_port, metrics_port, proxy_port, stream_port) =
         (free_port(), free_port(), free_port(), free_port());
     let base = std::fs::read_to_string(repo().join("deploy/compose/hermes.yaml")).expect("config");
@@ -143,7 +142,7 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
     )
     .expect("write override");
     let stack = Stack {
-        project: format!("hermestest{suffix}"),
+        project: sensor.replace('-', ""),
         files: vec![repo().join("docker-compose.yml"), override_path],
         env: vec![
             ("HERMES_SSH_PORT".into(), ssh_port.to_string()),
@@ -305,12 +304,4 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
         "{body}"
     );
     drop(stack);
-}
-
-fn rand_u32() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    nanos ^ std::process::id().rotate_left(16)
 }

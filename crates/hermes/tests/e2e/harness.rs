@@ -134,7 +134,8 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-fn unique_sensor() -> String {
+/// A sensor name no other test (or earlier run) uses.
+pub fn unique_sensor() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
