@@ -175,6 +175,10 @@ pub trait ProcessOutput: Send {
     async fn next_chunk(&mut self) -> io::Result<Option<OutputChunk>>;
 }
 
+/// The shortest time between two resizes of one container's terminals: a flood of
+/// window changes must not become a flood of engine calls.
+pub const MIN_RESIZE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Controls a running process.
 #[async_trait]
 pub trait ProcessControl: Send + Sync {
@@ -191,6 +195,25 @@ pub trait ProcessControl: Send + Sync {
     async fn signal(&self, signal: &str) -> Result<bool, SandboxError>;
 }
 
+/// Which way a process's input and output travel between Hermes and the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoPath {
+    /// Through the engine's exec stream (dockerd and the container's shim).
+    Engine,
+    /// Through pipes of the container opened from Hermes's host, past the engine.
+    Direct,
+}
+
+impl IoPath {
+    /// Name used in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoPath::Engine => "engine",
+            IoPath::Direct => "direct",
+        }
+    }
+}
+
 /// A process started in a container.
 pub struct Process {
     /// Its output.
@@ -199,6 +222,8 @@ pub struct Process {
     pub input: Box<dyn AsyncWrite + Send + Unpin>,
     /// Resize and exit status.
     pub control: Box<dyn ProcessControl>,
+    /// How its input and output travel.
+    pub path: IoPath,
 }
 
 impl fmt::Debug for Process {

@@ -1,14 +1,19 @@
 //! A process started with `docker exec`: its output (raw for a TTY, demultiplexed
 //! otherwise), its stdin, and its control calls.
 
+use std::collections::HashMap;
 use std::io;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bollard::Docker;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
 
-use hermes_core::sandbox::{OutputChunk, ProcessControl, ProcessOutput, SandboxError, TtySize};
+use hermes_core::sandbox::{
+    MIN_RESIZE_INTERVAL, OutputChunk, ProcessControl, ProcessOutput, SandboxError, TtySize,
+};
 
 /// Bytes read from the engine per call for a terminal (a buffer this size stays with
 /// each session).
@@ -193,11 +198,42 @@ pub(crate) struct ExecControl {
     pub(crate) docker: Docker,
     pub(crate) exec_id: String,
     pub(crate) container_id: String,
+    pub(crate) resizes: Arc<ResizeTurns>,
+}
+
+/// Spaces the resize calls of each container by [`MIN_RESIZE_INTERVAL`], whichever of
+/// its terminals they are for.
+#[derive(Default)]
+pub(crate) struct ResizeTurns {
+    next: Mutex<HashMap<String, Instant>>,
+}
+
+impl ResizeTurns {
+    /// Waits for the container's next turn to resize.
+    async fn wait(&self, container_id: &str) {
+        let turn = {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let turn = next.get(container_id).map_or(now, |at| (*at).max(now));
+            next.insert(container_id.to_owned(), turn + MIN_RESIZE_INTERVAL);
+            turn
+        };
+        tokio::time::sleep_until(turn).await;
+    }
+
+    /// Forgets a removed container.
+    pub(crate) fn forget(&self, container_id: &str) {
+        self.next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(container_id);
+    }
 }
 
 #[async_trait]
 impl ProcessControl for ExecControl {
     async fn resize(&self, size: TtySize) -> Result<(), SandboxError> {
+        self.resizes.wait(&self.container_id).await;
         resize_exec(&self.docker, &self.exec_id, size).await
     }
 

@@ -24,13 +24,13 @@ use hermes_core::events::{EventBuilder, EventBus, EventId};
 use hermes_core::ids::SessionId;
 use hermes_core::metrics::{Histogram, render_family};
 use hermes_core::sandbox::{
-    ChangedFile, ContainerUsage, FileRead, Lease, LeaseSource, OutputChunk, Process, ProcessSpec,
-    Sandbox, SandboxError, StandbySpec, TtySize, VolatileFile,
+    ChangedFile, ContainerUsage, FileRead, IoPath, Lease, LeaseSource, OutputChunk, Process,
+    ProcessSpec, Sandbox, SandboxError, StandbySpec, TtySize, VolatileFile,
 };
 
 use crate::endpoint::{Endpoint, EndpointError};
 use crate::error::{describe, engine, is_not_found, is_not_modified};
-use crate::exec::{DirectOutput, ExecControl, MuxOutput, TtyOutput, resize_exec};
+use crate::exec::{DirectOutput, ExecControl, MuxOutput, ResizeTurns, TtyOutput, resize_exec};
 use crate::profile::ContainerProfile;
 use crate::retention::{self, Rules, Stopped};
 use crate::standby::Standby;
@@ -146,9 +146,15 @@ pub struct DockerSandbox {
     /// Containers' overlay upper directories on this host (None: not reachable here),
     /// looked up once each.
     upper_dirs: Mutex<HashMap<String, Option<std::path::PathBuf>>>,
-    /// Whether file transfers may use [`direct`] pipes: cleared the first time the
-    /// container's processes turn out to be out of reach (Hermes in a container).
-    direct_io: AtomicBool,
+    /// Whether file transfers may use [`direct`] pipes at all (not under another
+    /// runtime, which keeps the container's files out of the host's view).
+    direct_io: bool,
+    /// Containers whose transfers go through the engine's stream: their processes
+    /// were out of reach, or their pipes failed a check. Only that box is affected,
+    /// so one attacker's broken `/bin/sh` or raced FIFO slows nobody else.
+    engine_only: Mutex<HashSet<String>>,
+    /// Each container's turn for its next terminal resize.
+    resizes: Arc<ResizeTurns>,
     /// Stopped containers of this sensor after the last retention sweep.
     stopped: AtomicUsize,
     /// How long successful container creations (create and start) took.
@@ -169,7 +175,7 @@ impl DockerSandbox {
         tracing::info!(target: "hermes::sandbox", endpoint = %endpoint, api_version, "connected to Docker");
         // Another runtime (gVisor) keeps the container's files out of the host's view
         // of its first process.
-        let direct_io = AtomicBool::new(profile.runtime.is_none());
+        let direct_io = profile.runtime.is_none();
         Ok(Arc::new(DockerSandbox {
             docker,
             stream_endpoint: stream_endpoint.unwrap_or(endpoint),
@@ -187,6 +193,8 @@ impl DockerSandbox {
             standbys: Mutex::new(HashMap::new()),
             upper_dirs: Mutex::new(HashMap::new()),
             direct_io,
+            engine_only: Mutex::new(HashSet::new()),
+            resizes: Arc::new(ResizeTurns::default()),
             stopped: AtomicUsize::new(0),
             create_seconds: Histogram::new(CREATE_BOUNDS),
         }))
@@ -541,15 +549,39 @@ impl DockerSandbox {
         set.spawn(task);
     }
 
-    fn forget_upper_dir(&self, id: &str) {
+    /// Forgets what was learnt of a removed container on this host.
+    fn forget_host_views(&self, id: &str) {
         self.upper_dirs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+        self.engine_only
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.resizes.forget(id);
+    }
+
+    /// Whether this container's file transfers may use [`direct`] pipes.
+    fn direct_io_for(&self, container_id: &str) -> bool {
+        self.direct_io
+            && !self
+                .engine_only
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(container_id)
+    }
+
+    /// From now on this container's transfers use the engine's stream.
+    fn engine_only(&self, container_id: &str) {
+        self.engine_only
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(container_id.to_owned());
     }
 
     fn remove_in_background(&self, id: String) {
-        self.forget_upper_dir(&id);
+        self.forget_host_views(&id);
         let docker = self.docker.clone();
         self.spawn_background(async move {
             let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
@@ -624,7 +656,7 @@ impl DockerSandbox {
             match self.docker.remove_container(&id, Some(options)).await {
                 Ok(()) => {
                     removed += 1;
-                    self.forget_upper_dir(&id);
+                    self.forget_host_views(&id);
                     self.events.emit(
                         EventBuilder::global(EventId::ContainerRemove)
                             .field("container_id", id.clone())
@@ -951,7 +983,7 @@ impl Sandbox for DockerSandbox {
             match (&spec.standby_input, spec.tty) {
                 (Some(input), Some(_)) => {
                     if let Some(process) = standby
-                        .take_over(input, &self.docker, &lease.container_id)
+                        .take_over(input, &self.docker, &lease.container_id, &self.resizes)
                         .await
                     {
                         return Ok(process);
@@ -965,7 +997,7 @@ impl Sandbox for DockerSandbox {
                 }
             }
         }
-        if spec.file_transfer && spec.tty.is_none() && self.direct_io.load(Ordering::Relaxed) {
+        if spec.file_transfer && spec.tty.is_none() && self.direct_io_for(&lease.container_id) {
             match self.spawn_direct(lease, &spec).await {
                 Ok(Some(process)) => return Ok(process),
                 Ok(None) => {}
@@ -990,7 +1022,9 @@ impl Sandbox for DockerSandbox {
                 docker: self.docker.clone(),
                 exec_id,
                 container_id: lease.container_id.clone(),
+                resizes: Arc::clone(&self.resizes),
             }),
+            path: IoPath::Engine,
         })
     }
 
@@ -1151,9 +1185,8 @@ impl DockerSandbox {
         let fifos = match direct::Fifos::make(pid, container_id) {
             Ok(fifos) => fifos,
             Err(error) => {
-                if self.direct_io.swap(false, Ordering::Relaxed) {
-                    tracing::info!(target: "hermes::sandbox", container_id = %short(container_id), %error, "file transfers go through the engine's stream (the container's processes are not reachable from here)");
-                }
+                self.engine_only(container_id);
+                tracing::info!(target: "hermes::sandbox", container_id = %short(container_id), %error, "this container's file transfers go through the engine's stream (its processes are not reachable from here)");
                 return Ok(None);
             }
         };
@@ -1194,8 +1227,8 @@ impl DockerSandbox {
             Err(error) => {
                 // Nothing of the program ran: its shell stops at the redirection.
                 fifos.release_waiting();
-                self.direct_io.store(false, Ordering::Relaxed);
-                tracing::warn!(target: "hermes::sandbox", container_id = %short(container_id), %error, "a transfer's process did not open its pipes; file transfers go through the engine's stream from now on");
+                self.engine_only(container_id);
+                tracing::warn!(target: "hermes::sandbox", container_id = %short(container_id), %error, "a transfer's process did not open its pipes; this container's file transfers go through the engine's stream from now on");
                 return Ok(None);
             }
         };
@@ -1208,7 +1241,9 @@ impl DockerSandbox {
                 docker: self.docker.clone(),
                 exec_id,
                 container_id: container_id.clone(),
+                resizes: Arc::clone(&self.resizes),
             }),
+            path: IoPath::Direct,
         }))
     }
 

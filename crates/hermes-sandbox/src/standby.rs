@@ -3,15 +3,16 @@
 //! pool, handed a session's parameters at login, or told to exit when the session
 //! starts something else.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
 use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
-use hermes_core::sandbox::Process;
+use hermes_core::sandbox::{IoPath, Process};
 
-use crate::exec::{ExecControl, TtyOutput};
+use crate::exec::{ExecControl, ResizeTurns, TtyOutput};
 use crate::hijack::ExecStream;
 
 /// How long an unused standby gets to exit before the session's own process starts.
@@ -66,6 +67,7 @@ impl Standby {
         input: &[u8],
         docker: &Docker,
         container_id: &str,
+        resizes: &Arc<ResizeTurns>,
     ) -> Option<Process> {
         if !self.is_waiting() {
             return None;
@@ -79,7 +81,9 @@ impl Standby {
                 docker: docker.clone(),
                 exec_id: self.exec_id,
                 container_id: container_id.to_owned(),
+                resizes: Arc::clone(resizes),
             }),
+            path: IoPath::Engine,
         })
     }
 

@@ -194,6 +194,11 @@ catalogue! {
     /// A session stage failed (`container_allocation`, `exec_start`, `stream`,
     /// `capacity`, `disk_limit`, `capture`).
     SessionError = "hermes.session.error", connection: true, fields: ["stage": Str, "error": Str];
+    /// A channel's process started; `path` is how its input and output travel:
+    /// `direct` (the container's own pipes, opened from Hermes's host) or `engine`
+    /// (the engine's exec stream).
+    ChannelProcess = "hermes.channel.process", connection: true,
+        fields: ["channel": Int, "path": Str];
     /// A channel was refused: `session` past `persona.max_sessions`, `direct-tcpip`
     /// past the capture limit.
     ChannelRefused = "hermes.channel.refused", connection: true,

@@ -101,10 +101,13 @@ impl EventBuilder {
 
     pub(crate) fn build(self, sensor: &str) -> Event {
         let mut fields = self.fields;
+        for value in fields.values_mut() {
+            bound_value(value);
+        }
         fields.insert("eventid".into(), self.id.as_str().into());
         fields.insert("timestamp".into(), crate::time::now_iso8601().into());
         fields.insert("sensor".into(), sensor.into());
-        fields.insert("message".into(), self.message.into());
+        fields.insert("message".into(), bounded_text(self.message).into());
         if let Some(ctx) = self.connection {
             fields.insert("session".into(), ctx.session.to_string().into());
             fields.insert(
@@ -126,6 +129,56 @@ impl EventBuilder {
             id: self.id,
             fields,
         }
+    }
+}
+
+/// Bytes of one string field (and of the message) at most: log shippers cut or refuse
+/// longer lines (Splunk's default line is 10,000 bytes), and an attacker chooses many
+/// values' length. The recording and the session metadata keep what is cut here.
+pub const MAX_FIELD_BYTES: usize = 4096;
+
+/// Elements of one list field at most (a client's algorithm lists have a few dozen).
+pub const MAX_LIST_ITEMS: usize = 64;
+
+/// `text` itself when it fits [`MAX_FIELD_BYTES`], else its start with a marker that
+/// gives its full length.
+pub fn bounded_text(text: String) -> String {
+    cut_with_length(text, MAX_FIELD_BYTES)
+}
+
+/// `text` itself when it has at most `max` bytes, else its start (on a character
+/// boundary) followed by `...[truncated, N bytes]`, all within `max` bytes.
+pub fn cut_with_length(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let marker = format!("...[truncated, {} bytes]", text.len());
+    let mut cut = max.saturating_sub(marker.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut bounded = text;
+    bounded.truncate(cut);
+    bounded.push_str(&marker);
+    bounded
+}
+
+/// Bounds every string in a field's value, and the length of its lists.
+fn bound_value(value: &mut Value) {
+    match value {
+        Value::String(text) if text.len() > MAX_FIELD_BYTES => {
+            *text = bounded_text(std::mem::take(text));
+        }
+        Value::Array(items) => {
+            if items.len() > MAX_LIST_ITEMS {
+                let more = items.len() - (MAX_LIST_ITEMS - 1);
+                items.truncate(MAX_LIST_ITEMS - 1);
+                items.push(Value::String(format!("...[{more} more]")));
+            }
+            items.iter_mut().for_each(bound_value);
+        }
+        Value::Object(map) => map.values_mut().for_each(bound_value),
+        _ => {}
     }
 }
 
@@ -336,5 +389,61 @@ mod tests {
                 .field("reason", "r"),
         );
         assert_eq!(bus.dropped(), 1);
+    }
+
+    #[test]
+    fn long_values_are_cut_with_their_full_length_and_lines_stay_bounded() {
+        let (bus, mut rx) = EventBus::new("s");
+        let value = "é".repeat(100_000);
+        bus.emit(
+            EventBuilder::connection(EventId::ClientVar, &context())
+                .field("name", "LC_X")
+                .field("value", value.clone())
+                .field("accepted", true)
+                .message(format!("request_env: LC_X={value}")),
+        );
+        let event = next_event(&mut rx);
+        EventId::ClientVar
+            .check(event.as_json())
+            .expect("catalogue");
+        let cut = event.get("value").and_then(Value::as_str).expect("value");
+        assert!(cut.len() <= MAX_FIELD_BYTES, "{}", cut.len());
+        assert!(cut.starts_with("éé"));
+        assert!(cut.ends_with("...[truncated, 200000 bytes]"), "{cut}");
+        let message = event
+            .get("message")
+            .and_then(Value::as_str)
+            .expect("message");
+        assert!(message.len() <= MAX_FIELD_BYTES);
+        assert!(event.to_line().len() < 3 * MAX_FIELD_BYTES);
+        // Short values pass untouched.
+        assert_eq!(bounded_text("LC_ALL".to_owned()), "LC_ALL");
+    }
+
+    #[test]
+    fn long_lists_keep_their_start_and_say_how_many_were_left_out() {
+        let (bus, mut rx) = EventBus::new("s");
+        let algorithms: Vec<String> = (0..5000).map(|i| format!("alg-{i}")).collect();
+        bus.emit(
+            EventBuilder::connection(EventId::ClientKex, &context())
+                .field("hassh", "h")
+                .field("hasshAlgorithms", "a")
+                .field("kexAlgs", algorithms.clone())
+                .field("keyAlgs", Vec::<String>::new())
+                .field("encCS", vec!["x".repeat(50_000)])
+                .field("macCS", Vec::<String>::new())
+                .field("compCS", Vec::<String>::new())
+                .field("langCS", Vec::<String>::new()),
+        );
+        let event = next_event(&mut rx);
+        let kex = event
+            .get("kexAlgs")
+            .and_then(Value::as_array)
+            .expect("list");
+        assert_eq!(kex.len(), MAX_LIST_ITEMS);
+        assert_eq!(kex[0], "alg-0");
+        assert_eq!(kex[MAX_LIST_ITEMS - 1], format!("...[{} more]", 5000 - 63));
+        let enc = event.get("encCS").and_then(Value::as_array).expect("list");
+        assert!(enc[0].as_str().is_some_and(|s| s.len() <= MAX_FIELD_BYTES));
     }
 }

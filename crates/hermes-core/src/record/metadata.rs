@@ -98,6 +98,10 @@ pub struct AuthAttempt {
     pub timestamp: String,
 }
 
+/// Commands one session's metadata keeps: it is held in memory and rewritten as the
+/// session goes, so a client pasting a million lines must not grow it without end.
+pub const MAX_COMMANDS: usize = 10_000;
+
 /// Everything known about a session.
 #[derive(Debug, Clone)]
 pub struct SessionMetadata {
@@ -123,8 +127,11 @@ pub struct SessionMetadata {
     pub end_time: Option<SystemTime>,
     /// Container that served the session.
     pub container_id: Option<String>,
-    /// Commands: `exec` requests and lines entered in shells.
+    /// Commands: `exec` requests and lines entered in shells, the first
+    /// [`MAX_COMMANDS`] of them.
     pub commands: Vec<CommandRecord>,
+    /// Commands past [`MAX_COMMANDS`], counted only (each is still an event).
+    pub commands_omitted: u64,
     /// Files captured from the container.
     pub files: Vec<CapturedFile>,
     /// Exit status of the shell or command.
@@ -241,6 +248,9 @@ impl SessionMetadata {
                         })
                         .collect();
                     doc.insert("commands".into(), commands.into());
+                    if self.commands_omitted > 0 {
+                        doc.insert("commands_omitted".into(), self.commands_omitted.into());
+                    }
                 }
             }
         }
@@ -284,6 +294,7 @@ mod tests {
             start_time: SystemTime::UNIX_EPOCH,
             end_time: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1500)),
             container_id: Some("abc".into()),
+            commands_omitted: 0,
             commands: vec![CommandRecord {
                 time: "2026-01-01T00:00:01.000000Z".into(),
                 channel: 0,

@@ -5,5 +5,7 @@ mod metadata;
 mod utf8;
 
 pub use asciicast::{AsciicastRecorder, CastHeader, RecordingSummary};
-pub use metadata::{AuthAttempt, CommandRecord, EndReason, SessionMetadata, dated_dir};
+pub use metadata::{
+    AuthAttempt, CommandRecord, EndReason, MAX_COMMANDS, SessionMetadata, dated_dir,
+};
 pub use utf8::Utf8Stream;

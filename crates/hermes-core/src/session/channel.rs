@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::input::InputQueue;
+use super::resize::TerminalResizer;
 use super::{ClientChannel, Connection, CountedPlace};
 use crate::capture::{ScpUploads, SftpUploads, Upload};
 use crate::commands::{Command, CommandTracker};
@@ -132,6 +133,8 @@ struct Running {
     control: Arc<dyn ProcessControl>,
     pump: JoinHandle<()>,
     writer: JoinHandle<()>,
+    /// Hands window changes to its terminal (None without one).
+    resizer: Option<TerminalResizer>,
 }
 
 /// What the client asked the channel to run.
@@ -155,6 +158,14 @@ struct X11Forward {
 /// Input that arrives before the process starts is recorded up to this many bytes
 /// (all of it still reaches the process).
 const MAX_EARLY_INPUT: usize = 1 << 20;
+
+/// `env` requests one channel applies at most: sshd ignores the 129th.
+const MAX_ENV: usize = 128;
+
+/// Bytes of applied environment (names and values) one channel keeps at most; past
+/// it a request is refused. The kernel refuses an environment string over 128 KiB
+/// anyway, so a real server could not run a shell with more.
+const MAX_ENV_BYTES: usize = 64 * 1024;
 
 /// The signals sshd delivers (its `name2sig` table); others are refused.
 const SIGNALS: &[&str] = &[
@@ -225,7 +236,8 @@ impl ChannelSession {
         true
     }
 
-    /// `window-change`: resizes the process's terminal and records it.
+    /// `window-change`: resizes the process's terminal (coalesced, never waiting for
+    /// the engine) and records it.
     pub async fn window_change(&mut self, width: u32, height: u32) {
         let size = TtySize::sanitized(width, height);
         self.emit_size(size);
@@ -235,10 +247,8 @@ impl ChannelSession {
         with_recorder(&self.conn, &self.recorder, |rec| {
             rec.resize(size.width, size.height)
         });
-        if let Some(running) = &self.running
-            && let Err(error) = running.control.resize(size).await
-        {
-            tracing::warn!(target: "hermes::session", session_id = %self.conn.session_id(), %error, "terminal resize failed");
+        if let Some(resizer) = self.running.as_ref().and_then(|r| r.resizer.as_ref()) {
+            resizer.request(size);
         }
     }
 
@@ -252,9 +262,14 @@ impl ChannelSession {
     }
 
     /// `env`: logged always; applied and accepted only for the names Debian's sshd
-    /// accepts (`AcceptEnv LANG LC_*`).
+    /// accepts (`AcceptEnv LANG LC_*`), at most [`MAX_ENV`] of them (sshd ignores
+    /// more) within [`MAX_ENV_BYTES`].
     pub fn env_request(&mut self, name: &str, value: &str) -> bool {
-        let accepted = persona::accepts_env(name) && !self.started;
+        let kept: usize = self.env.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let accepted = persona::accepts_env(name)
+            && !self.started
+            && self.env.len() < MAX_ENV
+            && kept + name.len() + value.len() <= MAX_ENV_BYTES;
         self.conn.services.events.emit(
             EventBuilder::connection(EventId::ClientVar, &self.conn.context)
                 .field("name", name)
@@ -478,6 +493,16 @@ impl ChannelSession {
             }
         };
         self.conn.process_started.send_replace(true);
+        self.conn.services.events.emit(
+            EventBuilder::connection(EventId::ChannelProcess, &self.conn.context)
+                .field("channel", self.index)
+                .field("path", process.path.as_str())
+                .message(format!(
+                    "channel {} started, its data through {}",
+                    self.index,
+                    process.path.as_str()
+                )),
+        );
         self.start_recording(&program, &username);
         self.start_observing(&program, &username);
         let early_input = std::mem::take(&mut self.early_input);
@@ -496,10 +521,14 @@ impl ChannelSession {
             stderr_messages: self.pty.is_none(),
         }));
         let writer = tokio::spawn(self.input.writer(process.input));
+        let resizer = self.pty.as_ref().map(|(_, size)| {
+            TerminalResizer::start(Arc::clone(&control), *size, self.conn.session_id())
+        });
         self.running = Some(Running {
             control,
             pump,
             writer,
+            resizer,
         });
     }
 

@@ -21,6 +21,18 @@ use crate::events::{EventBuilder, EventId};
 /// Linux's default `net.ipv4.ip_local_port_range`, where sshd's port-0 binds land.
 const EPHEMERAL_PORTS: std::ops::RangeInclusive<u32> = 32768..=60999;
 
+/// Bytes of forwarded data per event: escaped (at most 4 bytes each) it stays within
+/// an event field's bound.
+const DATA_PIECE: usize = 512;
+
+/// Remote forwards one connection may hold; past it requests are refused, as sshd
+/// refuses one it cannot bind.
+const MAX_REMOTE_FORWARDS: usize = 64;
+
+/// The longest address a remote forward may name (a DNS name's limit): sshd cannot
+/// resolve a longer one and refuses the request.
+const MAX_FORWARD_ADDRESS: usize = 255;
+
 /// The port the persona's own sshd listens on inside the server.
 const SSHD_PORT: u32 = 22;
 
@@ -60,9 +72,10 @@ impl ForwardCapture {
         let keep = usize::try_from(self.remaining)
             .unwrap_or(usize::MAX)
             .min(bytes.len());
-        if keep > 0 {
-            self.remaining -= keep as u64;
-            let data = escape_bytes(&bytes[..keep]);
+        self.remaining -= keep as u64;
+        // Pieces whose escaped form fits one event field: nothing is cut.
+        for piece in bytes[..keep].chunks(DATA_PIECE) {
+            let data = escape_bytes(piece);
             self.conn.services.events.emit(
                 EventBuilder::connection(EventId::DirectTcpipData, &self.conn.context)
                     .field("dst_ip", self.dst_host.clone())
@@ -156,7 +169,9 @@ impl Connection {
     /// from the ephemeral range. Returns the port to report, or None to refuse.
     pub fn remote_forward(&self, address: &str, port: u32) -> Option<u32> {
         let is_root = self.state().metadata.username.as_deref() == Some("root");
-        let allocated = if port == 0 {
+        let allocated = if address.len() > MAX_FORWARD_ADDRESS {
+            None
+        } else if port == 0 {
             Some(rand::rng().random_range(EPHEMERAL_PORTS))
         } else if port > 65535 || port == SSHD_PORT || (port < 1024 && !is_root) {
             None
@@ -164,11 +179,12 @@ impl Connection {
             Some(port)
         };
         let accepted = allocated.filter(|bound| {
-            self.forwards
+            let mut ports = self
+                .forwards
                 .remote_ports
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert((address.to_owned(), *bound))
+                .unwrap_or_else(|p| p.into_inner());
+            ports.len() < MAX_REMOTE_FORWARDS && ports.insert((address.to_owned(), *bound))
         });
         let mut event = EventBuilder::connection(EventId::RemoteForward, &self.context)
             .field("address", address)

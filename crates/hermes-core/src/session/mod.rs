@@ -14,6 +14,7 @@ mod input;
 mod lease;
 pub mod messages;
 mod reload;
+mod resize;
 mod slots;
 mod standby;
 
@@ -309,6 +310,7 @@ impl Connection {
             end_time: None,
             container_id: None,
             commands: Vec::new(),
+            commands_omitted: 0,
             files: Vec::new(),
             exit_status: None,
             end_reason: EndReason::Running,
@@ -370,13 +372,21 @@ impl Connection {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .command(&command.input);
-        self.state().metadata.commands.push(CommandRecord {
-            time: crate::time::now_iso8601(),
-            channel,
-            input: command.input,
-            realm: command.realm,
-            approximate: command.approximate,
-        });
+        {
+            let mut state = self.state();
+            let metadata = &mut state.metadata;
+            if metadata.commands.len() < crate::record::MAX_COMMANDS {
+                metadata.commands.push(CommandRecord {
+                    time: crate::time::now_iso8601(),
+                    channel,
+                    input: crate::events::cut_with_length(command.input, MAX_COMMAND_BYTES),
+                    realm: command.realm,
+                    approximate: command.approximate,
+                });
+            } else {
+                metadata.commands_omitted += 1;
+            }
+        }
         self.metadata_changed();
         if then_capture {
             self.schedule_capture();
@@ -651,3 +661,6 @@ impl Connection {
         });
     }
 }
+
+/// Bytes of one command line the metadata keeps (the recording keeps all of it).
+const MAX_COMMAND_BYTES: usize = 64 * 1024;

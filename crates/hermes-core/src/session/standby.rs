@@ -11,13 +11,16 @@
 use crate::sandbox::{ProcessSpec, StandbySpec, TtySize};
 
 /// Waits with echo off and the line discipline out of the way, restores the terminal
-/// (with the session's size), and replaces itself as the plain launcher does.
+/// (with the session's size), and replaces itself as the plain launcher does. `read -n`
+/// reads its line a byte at a time: a plain `read` on a non-canonical terminal takes
+/// whatever has arrived, so a client's first keystrokes sent right behind the
+/// parameters would end in bash's buffer and be lost at its `exec`.
 const STANDBY_LAUNCHER: &str = r#"helper=/usr/lib/openssh/ssh-session-helper
 [ -r "$helper" ] || exit 0
 saved=$(stty -g 2> /dev/null)
 stty -echo -icanon 2> /dev/null || exit 0
 printf '\006'
-IFS=' ' read -r rows cols encoded || exit 0
+IFS=' ' read -r -n 16777216 rows cols encoded || exit 0
 [ -n "$encoded" ] || exit 0
 stty "$saved" rows "$rows" cols "$cols" 2> /dev/null
 printf -v params '%b' "$encoded"

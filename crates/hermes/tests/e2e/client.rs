@@ -36,10 +36,40 @@ pub async fn connect(port: u16) -> Result<Handle<AcceptAnyKey>, russh::Error> {
     client::connect(config, ("127.0.0.1", port), AcceptAnyKey).await
 }
 
+/// An SSH connection to a loopback port from `source` (any 127.0.0.0/8 address is
+/// this machine's, so each test source can be a distinct attacker), not logged in yet.
+pub async fn connect_from(
+    port: u16,
+    source: std::net::Ipv4Addr,
+) -> Result<Handle<AcceptAnyKey>, russh::Error> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((source, 0).into())?;
+    let stream = socket
+        .connect((std::net::Ipv4Addr::LOCALHOST, port).into())
+        .await?;
+    stream.set_nodelay(true)?;
+    client::connect_stream(Arc::new(client::Config::default()), stream, AcceptAnyKey).await
+}
+
 impl Client {
+    /// Connects from `source` and logs in with a password; panics when it fails.
+    pub async fn login_from(
+        port: u16,
+        source: std::net::Ipv4Addr,
+        user: &str,
+        password: &str,
+    ) -> Client {
+        let handle = connect_from(port, source).await.expect("connect");
+        Self::authenticate(handle, user, password).await
+    }
+
     /// Connects and logs in with a password; panics when the login fails.
     pub async fn login(port: u16, user: &str, password: &str) -> Client {
-        let mut handle = connect(port).await.expect("connect");
+        let handle = connect(port).await.expect("connect");
+        Self::authenticate(handle, user, password).await
+    }
+
+    async fn authenticate(mut handle: Handle<AcceptAnyKey>, user: &str, password: &str) -> Client {
         let result = handle
             .authenticate_password(user, password)
             .await

@@ -2,6 +2,7 @@
 //! client and an in-process russh client.
 
 mod auth;
+mod bounds;
 mod capture;
 mod channels;
 mod client;
@@ -24,3 +25,4 @@ mod standby;
 mod timeouts;
 mod tls;
 mod transport;
+mod typeahead;

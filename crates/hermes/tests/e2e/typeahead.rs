@@ -1,0 +1,214 @@
+//! Type-ahead: what a client sends the moment its shell channel opens (before any
+//! prompt, as bots do) reaches the shell and runs, whichever way the session's
+//! container and login came about: a pool container's standby login, a container
+//! made on demand because the pool was empty, or a returning source's own container.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::client::{Client, Shell};
+use crate::harness::{Hermes, Options, require_docker};
+
+/// Sent right behind the shell request. Its output names the sum only when bash ran
+/// it: the echo of the line itself shows `$((6*7))`.
+const COMMAND: &str = "echo TA-$((6*7))-X";
+const RAN: &str = "TA-42-X";
+
+/// Sessions run at once.
+const AT_ONCE: usize = 3;
+
+/// One session: log in from `source`, open a terminal and a shell without waiting for
+/// any answer, type the command at once. Ok when its output came, else what was seen.
+async fn type_ahead(port: u16, source: Ipv4Addr) -> Result<(), String> {
+    let client = Client::login_from(port, source, "root", "toor").await;
+    let channel = client
+        .handle
+        .channel_open_session()
+        .await
+        .map_err(|e| format!("open: {e}"))?;
+    channel
+        .request_pty(false, "xterm-256color", 120, 40, 0, 0, &[])
+        .await
+        .map_err(|e| format!("pty: {e}"))?;
+    channel
+        .request_shell(false)
+        .await
+        .map_err(|e| format!("shell: {e}"))?;
+    channel
+        .data(format!("{COMMAND}\n").as_bytes())
+        .await
+        .map_err(|e| format!("data: {e}"))?;
+    let mut shell = Shell::new(channel);
+    let ran = shell.read_until(RAN, 0, Duration::from_secs(40)).await;
+    let text = shell.text();
+    if ran {
+        shell.send("exit\n").await;
+        shell.read_to_close(Duration::from_secs(10)).await;
+        Ok(())
+    } else {
+        Err(format!("from {source}: {text:?}"))
+    }
+}
+
+/// Runs `count` sessions, `AT_ONCE` at a time, from the sources `source(i)`; returns
+/// the failures.
+async fn run_sessions(port: u16, count: usize, source: impl Fn(usize) -> Ipv4Addr) -> Vec<String> {
+    let gate = Arc::new(Semaphore::new(AT_ONCE));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let permit = Arc::clone(&gate).acquire_owned().await.expect("semaphore");
+        let from = source(i);
+        tasks.spawn(async move {
+            let result = type_ahead(port, from).await;
+            drop(permit);
+            result
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => failures.push(failure),
+            Err(panic) => failures.push(format!("session task: {panic}")),
+        }
+    }
+    failures
+}
+
+/// Runs `sessions` type-ahead sessions from `source(i)` and asserts that each ran;
+/// returns how their containers came.
+async fn all_ran(
+    hermes: &Hermes,
+    what: &str,
+    sessions: usize,
+    source: impl Fn(usize) -> Ipv4Addr,
+) -> HashMap<String, usize> {
+    let failures = run_sessions(hermes.port, sessions, source).await;
+    let sources = lease_sources(&hermes.events());
+    eprintln!(
+        "{what}: type-ahead ran in {} of {sessions}; containers: {sources:?}",
+        sessions - failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    sources
+}
+
+/// A fresh source address for session `i` (127.0.0.0/8 is all loopback).
+fn fresh(block: u8, i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, block, (i / 250) as u8, (i % 250) as u8 + 2)
+}
+
+/// How the sessions' containers came (`pool`, `on_demand`, `reused`, `shared`).
+fn lease_sources(events: &[Value]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for event in events
+        .iter()
+        .filter(|e| e["eventid"] == "hermes.container.allocate")
+    {
+        let source = event["source"].as_str().unwrap_or("?").to_owned();
+        *counts.entry(source).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Every session recorded the command exactly as typed, once: it is recorded because
+/// the shell received it, and each of those shells printed its output (checked by the
+/// caller).
+fn assert_recorded(hermes: &Hermes, sessions: usize) {
+    let events = hermes.wait_for_events("every command recorded", |events| {
+        events
+            .iter()
+            .filter(|e| e["eventid"] == "cowrie.command.input")
+            .count()
+            >= sessions
+    });
+    let commands: Vec<&str> = events
+        .iter()
+        .filter(|e| e["eventid"] == "cowrie.command.input")
+        .filter_map(|e| e["input"].as_str())
+        .collect();
+    let typed = commands.iter().filter(|c| **c == COMMAND).count();
+    assert_eq!(typed, sessions, "{commands:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn type_ahead_runs_on_every_fresh_login_from_the_pools_standby() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options {
+        pool_size: 4,
+        ..Options::default()
+    });
+    let sessions = 100;
+    let sources = all_ran(&hermes, "fresh logins", sessions, |i| fresh(31, i)).await;
+    // Most of them were the standby's: a pool container with its waiting login.
+    assert!(
+        sources.get("pool").copied().unwrap_or(0) >= sessions / 2,
+        "{sources:?}"
+    );
+    assert_recorded(&hermes, sessions);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn type_ahead_runs_when_the_pool_is_empty_and_for_a_returning_source() {
+    if !require_docker() {
+        return;
+    }
+    // One ready container for three logins at a time: the others' containers are
+    // made on demand, and their logins are started afresh, without a standby.
+    let empty = Hermes::start(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let sessions = 30;
+    let sources = all_ran(&empty, "empty pool", sessions, |i| fresh(32, i)).await;
+    assert!(
+        sources.get("on_demand").copied().unwrap_or(0) >= sessions / 3,
+        "{sources:?}"
+    );
+    assert_recorded(&empty, sessions);
+    drop(empty);
+
+    // One source again and again: its own container, started again or shared.
+    let returning = Hermes::start(Options {
+        pool_size: 1,
+        reuse: true,
+        ..Options::default()
+    });
+    let source = Ipv4Addr::new(127, 33, 0, 9);
+    let sources = all_ran(&returning, "returning source", sessions, |_| source).await;
+    let again =
+        sources.get("reused").copied().unwrap_or(0) + sources.get("shared").copied().unwrap_or(0);
+    assert!(again >= sessions - 1, "{sources:?}");
+    // And after its container was stopped between logins: started again.
+    for round in 0..3 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while returning.containers(Some("exited")).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the container never stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let failures = run_sessions(returning.port, 1, |_| source).await;
+        assert!(failures.is_empty(), "round {round}: {failures:?}");
+    }
+    let sources = lease_sources(&returning.events());
+    eprintln!("returning source, then started again: containers: {sources:?}");
+    assert_eq!(
+        sources.get("reused").copied().unwrap_or(0),
+        3,
+        "{sources:?}"
+    );
+    assert_recorded(&returning, sessions + 3);
+}
