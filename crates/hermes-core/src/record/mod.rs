@@ -2,8 +2,12 @@
 
 mod asciicast;
 mod metadata;
+mod retry;
 mod utf8;
 
 pub use asciicast::{AsciicastRecorder, CastHeader, RecordingSummary};
-pub use metadata::{AuthAttempt, CommandRecord, EndReason, SessionMetadata, dated_dir};
+pub use metadata::{
+    AuthAttempt, CommandRecord, EndReason, SessionMetadata, dated_dir, write_atomically,
+};
+pub use retry::{METADATA_RETRY, MetadataWriter};
 pub use utf8::Utf8Stream;

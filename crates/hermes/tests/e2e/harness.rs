@@ -82,6 +82,8 @@ pub struct Options {
     pub logging_extra: &'static str,
     /// Recordings somewhere else than `<dir>/recordings` (a small filesystem).
     pub recording_dir: Option<PathBuf>,
+    /// The event log and operational log somewhere else than `<dir>/logs`.
+    pub log_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -111,6 +113,7 @@ impl Default for Options {
             persona_extra: "",
             logging_extra: "",
             recording_dir: None,
+            log_dir: None,
         }
     }
 }
@@ -125,6 +128,7 @@ pub struct Hermes {
     pub sensor: String,
     pub hostname: String,
     recordings: PathBuf,
+    logs: PathBuf,
 }
 
 pub fn free_port() -> u16 {
@@ -168,6 +172,10 @@ impl Hermes {
             .recording_dir
             .clone()
             .unwrap_or_else(|| dir.path().join("recordings"));
+        let logs = options
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("logs"));
         let mode_settings = match options.mode {
             "accept_after_failures" => {
                 format!("  accept_all_after_failures: {}\n", options.accept_after)
@@ -212,8 +220,9 @@ capture:
 {docker}{top_extra}logging:
   level: DEBUG
   format: json
-  output_dir: "{base}/logs"
+  output_dir: "{logs}"
 {logging_extra}"#,
+            logs = logs.display(),
             recordings = recordings.display(),
             logging_extra = options.logging_extra,
             max_sessions = options.max_sessions,
@@ -249,6 +258,7 @@ capture:
             sensor,
             hostname,
             recordings,
+            logs,
         };
         hermes.spawn();
         hermes
@@ -324,7 +334,7 @@ capture:
 
     /// The directory of the event log and the operational log.
     pub fn log_dir(&self) -> PathBuf {
-        self.dir.path().join("logs")
+        self.logs.clone()
     }
 
     /// Every file under the recordings directory (its `YYYY/MM/DD` layout).
@@ -372,8 +382,7 @@ capture:
 
     /// Every event written so far, each checked against the catalogue.
     pub fn events(&self) -> Vec<Value> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("logs/hermes.json")).unwrap_or_default();
+        let text = std::fs::read_to_string(self.log_dir().join("hermes.json")).unwrap_or_default();
         text.lines()
             .map(|line| {
                 let value: Value = serde_json::from_str(line)
@@ -552,8 +561,8 @@ impl Drop for Hermes {
     fn drop(&mut self) {
         // A failing test shows what Hermes logged and wrote: in CI that is all there is.
         if std::thread::panicking() {
-            let events = std::fs::read_to_string(self.dir.path().join("logs/hermes.json"))
-                .unwrap_or_default();
+            let events =
+                std::fs::read_to_string(self.log_dir().join("hermes.json")).unwrap_or_default();
             eprintln!(
                 "--- hermes log (tail) ---\n{}\n--- events (tail) ---\n{}\n---",
                 tail(&self.output(), 12_000),
