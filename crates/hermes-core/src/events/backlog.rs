@@ -43,6 +43,7 @@ impl Backlog {
     }
 
     /// Lines waiting.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lines.len()
     }
