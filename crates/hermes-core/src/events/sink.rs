@@ -7,10 +7,9 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
-
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::backlog::Backlog;
 use super::{Event, EventBuilder, EventId, EventQueue, Next, WriterMessage};

@@ -11,62 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Hermes, Options, free_port, require_docker, succeeded};
-
-/// A tmpfs of its own, unmounted when dropped.
-struct SmallDisk {
-    path: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(path: &Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(path).expect("mountpoint");
-        succeeded(
-            Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "hermes-test"])
-                .arg(path),
-        );
-        SmallDisk {
-            path: path.to_owned(),
-        }
-    }
-
-    fn filler(&self) -> PathBuf {
-        self.path.join("filler")
-    }
-
-    /// Takes every free byte; returns how many that was.
-    fn fill(&self) -> u64 {
-        let mut file = std::fs::File::create(self.filler()).expect("filler");
-        let mut written = 0u64;
-        for chunk in [1 << 20, 4096, 1] {
-            let block = vec![0u8; chunk];
-            // Bounded: the disk is a few MiB.
-            for _ in 0..100_000 {
-                match file.write(&block) {
-                    Ok(n) if n > 0 => written += n as u64,
-                    _ => break,
-                }
-            }
-        }
-        assert!(
-            file.write(b"x").is_err(),
-            "the disk at {} is not full",
-            self.path.display()
-        );
-        written
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.filler()).expect("remove filler");
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
+use crate::harness::{Hermes, Options, SmallDisk, free_port, require_docker, succeeded};
 
 /// Which disks the test fills.
 #[derive(Debug, Clone, Copy)]
