@@ -213,14 +213,14 @@ impl EventMetrics {
             out,
             "hermes_events_total",
             "counter",
-            "Events handed to the event sinks.",
+            "Events handed to the event sinks (the event log's own hermes.events.dropped reports aside).",
             &[("", get(&self.events))],
         );
         render_family(
             out,
             "hermes_events_dropped_total",
             "counter",
-            "Events dropped because the event queue was full.",
+            "Events lost: the event queue was full, or the event log could not be written and its backlog was full.",
             &[("", events_dropped)],
         );
     }

@@ -4,6 +4,7 @@
 //! but it should not be the weak point if it is exposed by mistake.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hermes_core::events::EventBus;
@@ -26,6 +27,8 @@ pub struct MetricsSource {
     pub events: Arc<EventMetrics>,
     /// The event bus (for its dropped count).
     pub bus: EventBus,
+    /// Events the event log dropped (its backlog was full).
+    pub file_dropped: Arc<AtomicU64>,
     /// The pool and the engine.
     pub sandbox: Arc<DockerSandbox>,
 }
@@ -34,7 +37,8 @@ impl MetricsSource {
     /// The whole Prometheus exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
-        self.events.render(&mut out, self.bus.dropped());
+        let dropped = self.bus.dropped() + self.file_dropped.load(Ordering::Relaxed);
+        self.events.render(&mut out, dropped);
         self.sandbox.render_metrics(&mut out);
         out
     }

@@ -69,8 +69,13 @@ pub async fn run(
             parse_memory_size(&config.logging.event_rotation_size).unwrap_or(100 << 20),
         ),
     };
+    let backlog = parse_memory_size(&config.logging.event_backlog_size)
+        .and_then(|bytes| usize::try_from(bytes).ok())
+        .unwrap_or(hermes_core::events::DEFAULT_BACKLOG_BYTES);
     let sink = JsonLinesFile::open_rotating(&event_path, rotation)
-        .with_context(|| format!("cannot open the event log {}", event_path.display()))?;
+        .with_context(|| format!("cannot open the event log {}", event_path.display()))?
+        .with_backlog(backlog);
+    let file_dropped = sink.dropped_counter();
     let event_metrics = Arc::new(EventMetrics::default());
     let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(sink)];
     if config.metrics.enabled {
@@ -211,6 +216,7 @@ pub async fn run(
         let source = Arc::new(MetricsSource {
             events: Arc::clone(&event_metrics),
             bus: events.clone(),
+            file_dropped,
             sandbox: sandbox.clone(),
         });
         tokio::spawn(metrics_http::serve(listener, source, shutdown_rx.clone()));
@@ -231,6 +237,10 @@ pub async fn run(
     state_saver.abort();
     reloader.abort();
     save_state(&services);
+    if services.metadata.retry() {
+        let left = services.metadata.pending();
+        tracing::error!(target: "hermes", left, "session metadata files still cannot be written at shutdown; they are lost");
+    }
     events.flush().await;
     drop(server);
     drop(events);

@@ -78,6 +78,11 @@ fn malformed_configs_exit_2_naming_key_and_line() {
             &["logging.event_rotation_size", "line 3"],
         ),
         (
+            "bad event backlog size",
+            b"logging:\n  event_backlog_size: 0k\n",
+            &["logging.event_backlog_size", "line 2"],
+        ),
+        (
             "bad capture size",
             b"capture:\n  max_file_size: huge\n",
             &["capture.max_file_size", "line 2"],

@@ -723,6 +723,10 @@ pub struct LoggingConfig {
     /// Size at which `size` rotation starts a new file, e.g. `100m`.
     #[garde(custom(validate::memory_size))]
     pub event_rotation_size: String,
+    /// Event lines kept in memory while the event log cannot be written (a full
+    /// disk), e.g. `16m`; past it events are counted as dropped.
+    #[garde(custom(validate::memory_size))]
+    pub event_backlog_size: String,
 }
 
 /// Where operational log lines go.
@@ -758,6 +762,7 @@ impl Default for LoggingConfig {
             event_file: "hermes.json".to_owned(),
             event_rotation: EventRotation::Daily,
             event_rotation_size: "100m".to_owned(),
+            event_backlog_size: "16m".to_owned(),
         }
     }
 }

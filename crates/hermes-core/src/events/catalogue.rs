@@ -224,14 +224,17 @@ catalogue! {
     /// `max_files_per_session`, `max_store_size`, `unreadable` or `store_error`.
     FileSkipped = "hermes.file.skipped", connection: true,
         fields: ["destfile": Str, "reason": Str], optional: ["size": Int];
-    /// A recording stopped early because it could not be written (disk full); the
-    /// session went on and what was written stays valid.
+    /// A recording could not be written (disk full): not created at all, or output
+    /// left out until writes succeeded again. The session went on, what was written
+    /// stays valid, and the metadata's `recording_error` says why.
     RecordError = "hermes.record.error", connection: true, fields: ["ttylog": Str, "error": Str];
     /// A stopped container was removed by the retention rules.
     ContainerRemove = "hermes.container.remove", connection: false,
         fields: ["container_id": Str, "reason": Str];
-    /// Events were lost because the event queue was full (a sink far slower than the
-    /// sessions); written as soon as there is room again.
+    /// Events were lost: the event queue was full (a sink far slower than the
+    /// sessions), or the event log could not be written (disk full) for longer than
+    /// its backlog (`logging.event_backlog_size`) holds. Written as soon as it can be,
+    /// after the events that waited.
     EventsDropped = "hermes.events.dropped", connection: false, fields: ["count": Int];
 }
 

@@ -1,6 +1,7 @@
 //! The event pipeline: one catalogue of ids, events built against it, a bus that never
 //! blocks the session that emits, and sinks that write JSON lines.
 
+mod backlog;
 mod catalogue;
 mod sink;
 
@@ -12,7 +13,9 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 pub use catalogue::{COMMON_FIELDS, CONNECTION_FIELDS, EventId, Field, FieldType, markdown_table};
-pub use sink::{EventSink, JsonLinesFile, Rotation, spawn_writer};
+pub use sink::{
+    DEFAULT_BACKLOG_BYTES, EventSink, JsonLinesFile, RETRY_INTERVAL, Rotation, spawn_writer,
+};
 
 use crate::ids::SessionId;
 
@@ -280,10 +283,39 @@ impl EventBus {
     }
 }
 
+/// What [`EventQueue::next_within`] found.
+pub(crate) enum Next {
+    Message(WriterMessage),
+    /// Nothing came in time.
+    Idle,
+    /// Every bus is gone.
+    Closed,
+}
+
 impl EventQueue {
     /// The next message, blocking the (writer) thread; None once every bus is gone.
     fn blocking_next(&mut self) -> Option<WriterMessage> {
         self.receiver.blocking_recv()
+    }
+
+    /// The next message if one comes within `wait`.
+    pub(crate) fn next_within(&mut self, wait: std::time::Duration) -> Next {
+        /// How long the writer sleeps between looks at an empty queue.
+        const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.receiver.try_recv() {
+                Ok(message) => return Next::Message(message),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Next::Closed,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Next::Idle;
+                    }
+                    std::thread::sleep(left.min(POLL));
+                }
+            }
+        }
     }
 
     /// Events dropped so far.

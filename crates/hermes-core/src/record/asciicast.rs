@@ -3,9 +3,14 @@
 //! A header line, then one `[elapsed, code, data]` line per event: `o` output, `i` input,
 //! `r` resize (`"COLSxROWS"`). Each line reaches the file with one `write(2)` as it
 //! happens, so a crash loses at most the line being written.
+//!
+//! Two ways a recording loses output, told apart: the size limit (`max_recording_size`:
+//! nothing more is recorded) and failed writes (a full disk: the failed line is cut
+//! back off, later lines are skipped and a write is tried again every
+//! [`WRITE_RETRY`], so recording goes on once space returns).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,7 +44,14 @@ pub struct RecordingSummary {
     pub duration: Duration,
     /// Events were left out because the size limit was reached.
     pub truncated: bool,
+    /// The first write error, when writes failed (a full disk) and lines were lost.
+    pub write_error: Option<String>,
+    /// Lines lost to failed writes.
+    pub lines_lost: u64,
 }
+
+/// After a failed write, how long lines are skipped before a write is tried again.
+pub const WRITE_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Serialize)]
 struct HeaderLine<'a> {
@@ -70,6 +82,11 @@ pub struct AsciicastRecorder {
     size: u64,
     max_size: u64,
     truncated: bool,
+    /// The first write error.
+    write_error: Option<String>,
+    lines_lost: u64,
+    /// While writes fail: when the next may be tried.
+    retry_at: Option<Instant>,
     line: Vec<u8>,
 }
 
@@ -90,6 +107,9 @@ impl AsciicastRecorder {
             size: 0,
             max_size,
             truncated: false,
+            write_error: None,
+            lines_lost: 0,
+            retry_at: None,
             line: Vec::with_capacity(4096),
         };
         let timestamp = crate::time::unix_seconds(SystemTime::now()) as u64;
@@ -106,7 +126,12 @@ impl AsciicastRecorder {
         };
         recorder.line.clear();
         serde_json::to_writer(&mut recorder.line, &header_line).map_err(io::Error::other)?;
-        recorder.write_line()?;
+        if let Err(error) = recorder.write_line() {
+            // No recording without its header: leave no empty file behind.
+            drop(recorder);
+            let _ = std::fs::remove_file(path);
+            return Err(error);
+        }
         Ok(recorder)
     }
 
@@ -145,6 +170,8 @@ impl AsciicastRecorder {
             size: self.size,
             duration: self.started.elapsed(),
             truncated: self.truncated,
+            write_error: self.write_error,
+            lines_lost: self.lines_lost,
         }
     }
 
@@ -158,6 +185,11 @@ impl AsciicastRecorder {
         self.truncated
     }
 
+    /// Whether writes are failing now (lines are being skipped).
+    pub fn failing(&self) -> bool {
+        self.retry_at.is_some()
+    }
+
     fn event(&mut self, code: &str, data: &str) -> io::Result<()> {
         if data.is_empty() || self.truncated {
             return Ok(());
@@ -168,19 +200,33 @@ impl AsciicastRecorder {
         self.write_line()
     }
 
+    /// Writes the line in `self.line`. An error is returned only when writes start
+    /// failing; while they fail, lines are skipped (counted) and a write is tried
+    /// again every [`WRITE_RETRY`].
     fn write_line(&mut self) -> io::Result<()> {
         self.line.push(b'\n');
         if self.size > 0 && self.size + self.line.len() as u64 > self.max_size {
             self.truncated = true;
             return Ok(());
         }
+        let failing = self.retry_at.is_some();
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            self.lines_lost += 1;
+            return Ok(());
+        }
         if let Err(error) = self.file.write_all(&self.line) {
             // Cut a partly written line back off (disk full): the file stays whole
-            // lines, and nothing more is written to it.
+            // lines, and the next line goes where this one started.
             let _ = self.file.set_len(self.size);
-            self.truncated = true;
-            return Err(error);
+            let _ = self.file.seek(SeekFrom::Start(self.size));
+            self.lines_lost += 1;
+            self.retry_at = Some(Instant::now() + WRITE_RETRY);
+            if self.write_error.is_none() {
+                self.write_error = Some(error.to_string());
+            }
+            return if failing { Ok(()) } else { Err(error) };
         }
+        self.retry_at = None;
         self.size += self.line.len() as u64;
         Ok(())
     }
@@ -264,5 +310,53 @@ mod tests {
         std::fs::write(&path, "keep").expect("write");
         assert!(AsciicastRecorder::create(&path, &header(), 1 << 20).is_err());
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "keep");
+    }
+
+    #[test]
+    fn failed_writes_skip_output_and_recording_resumes_when_writes_work() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("full.cast");
+        let mut rec = AsciicastRecorder::create(&path, &header(), 1 << 20).expect("create");
+        rec.output(b"before\r\n").expect("o");
+        // The disk fills: every write fails with ENOSPC.
+        let real = std::mem::replace(
+            &mut rec.file,
+            File::options()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        );
+        let error = rec
+            .output(b"lost 1")
+            .expect_err("the first failure is reported");
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+        rec.output(b"lost 2")
+            .expect("later failures are not errors");
+        assert!(rec.failing());
+        // Space returns; the next try comes after WRITE_RETRY.
+        rec.file = real;
+        rec.output(b"lost 3").expect("skipped until the retry time");
+        rec.retry_at = Some(Instant::now());
+        rec.output(b"after\r\n").expect("o");
+        assert!(!rec.failing());
+        let summary = rec.finish();
+        assert!(!summary.truncated, "a full disk is not the size limit");
+        assert_eq!(summary.lines_lost, 3);
+        assert!(
+            summary
+                .write_error
+                .as_deref()
+                .is_some_and(|e| e.contains("No space left")),
+            "{:?}",
+            summary.write_error
+        );
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(summary.size, text.len() as u64);
+        let (_, events) = text.split_once('\n').expect("header");
+        let data: Vec<Value> = events
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("whole json line")[2].clone())
+            .collect();
+        assert_eq!(data, ["before\r\n", "after\r\n"]);
     }
 }

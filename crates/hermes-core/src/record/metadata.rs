@@ -145,6 +145,9 @@ pub struct SessionMetadata {
     pub terminal: Option<(u32, u32)>,
     /// The recording reached `max_recording_size` and stopped recording.
     pub recording_truncated: bool,
+    /// A recording could not be written (not created, or writes failed and output
+    /// was left out): why, e.g. `no space left on the recordings disk: ...`.
+    pub recording_error: Option<String>,
 }
 
 impl SessionMetadata {
@@ -181,6 +184,9 @@ impl SessionMetadata {
         doc.insert("files".into(), files.into());
         if self.recording_truncated {
             doc.insert("recording_truncated".into(), true.into());
+        }
+        if let Some(error) = &self.recording_error {
+            doc.insert("recording_error".into(), error.clone().into());
         }
         if let Some((width, height)) = self.terminal {
             doc.insert("terminal".into(), json!({"width": width, "height": height}));
@@ -257,18 +263,32 @@ impl SessionMetadata {
         Value::Object(doc)
     }
 
-    /// Writes the document to `path` atomically (temp file, then rename).
-    pub fn write(&self, path: &Path, fields: &[MetadataField]) -> io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+    /// The file's content: the document, pretty-printed.
+    pub fn to_bytes(&self, fields: &[MetadataField]) -> io::Result<Vec<u8>> {
         let mut text =
             serde_json::to_vec_pretty(&self.to_json(fields)).map_err(io::Error::other)?;
         text.push(b'\n');
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, path)
+        Ok(text)
     }
+
+    /// Writes the document to `path` atomically (temp file, then rename).
+    pub fn write(&self, path: &Path, fields: &[MetadataField]) -> io::Result<()> {
+        write_atomically(path, &self.to_bytes(fields)?)
+    }
+}
+
+/// Replaces `path` with `text`: written to `<path>.tmp`, then renamed over it. When
+/// that fails (a full disk) the temp file is removed, so no partial file is left.
+pub fn write_atomically(path: &Path, text: &[u8]) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]
@@ -308,6 +328,7 @@ mod tests {
             recordings: vec!["2026/01/01/0123456789ab.cast".into()],
             terminal: Some((80, 24)),
             recording_truncated: false,
+            recording_error: None,
         }
     }
 

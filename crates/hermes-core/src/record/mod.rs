@@ -2,10 +2,13 @@
 
 mod asciicast;
 mod metadata;
+mod retry;
 mod utf8;
 
 pub use asciicast::{AsciicastRecorder, CastHeader, RecordingSummary};
 pub use metadata::{
     AuthAttempt, CommandRecord, EndReason, MAX_COMMANDS, SessionMetadata, dated_dir,
+    write_atomically,
 };
+pub use retry::{METADATA_RETRY, MetadataWriter};
 pub use utf8::Utf8Stream;

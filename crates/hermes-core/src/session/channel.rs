@@ -728,7 +728,13 @@ impl ChannelSession {
                 }
             }
             Err(error) => {
-                tracing::error!(target: "hermes::record", session_id = %self.conn.session_id(), path = %path.display(), %error, "cannot create recording; the session goes on unrecorded");
+                tracing::error!(target: "hermes::record", session_id = %self.conn.session_id(), path = %path.display(), %error, "cannot create recording ({}); the session goes on unrecorded", write_failure(&error));
+                recording_failed(
+                    &self.conn,
+                    &path.display().to_string(),
+                    &error,
+                    "not recorded",
+                );
             }
         }
     }
@@ -783,20 +789,41 @@ fn with_recorder(
     };
     if let Err(error) = write(rec) {
         // A full or failing disk: what was written stays whole (the recorder cut off
-        // the partial line); the recording ends here, the session goes on.
+        // the partial line); output is skipped until writes succeed again, and the
+        // session goes on.
         let path = rec.path().display().to_string();
-        tracing::error!(target: "hermes::record", session_id = %conn.session_id(), path = %path, %error, "recording write failed; recording stopped, the session goes on");
-        conn.services.events.emit(
-            EventBuilder::connection(EventId::RecordError, &conn.context)
-                .field("ttylog", path.clone())
-                .field("error", error.to_string())
-                .message(format!("Recording {path} stopped: {error}")),
-        );
-        if let Some(rec) = slot.take() {
-            drop(slot);
-            report_closed(conn, rec.finish());
+        drop(slot);
+        tracing::error!(target: "hermes::record", session_id = %conn.session_id(), path = %path, %error, "recording write failed ({}); output is not recorded until writes succeed again", write_failure(&error));
+        recording_failed(conn, &path, &error, "incomplete");
+    }
+}
+
+/// What a failed recording write means, in words an operator acts on (a full disk is
+/// not the size limit).
+fn write_failure(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::StorageFull => "no space left on the recordings disk",
+        std::io::ErrorKind::QuotaExceeded => "disk quota exceeded",
+        _ => "I/O error",
+    }
+}
+
+/// `hermes.record.error`, and the metadata's `recording_error`, for a recording that
+/// could not be written (`what`: `not recorded` or `incomplete`).
+fn recording_failed(conn: &Connection, path: &str, error: &std::io::Error, what: &str) {
+    let text = format!("{}: {error}", write_failure(error));
+    {
+        let mut state = conn.state();
+        if state.metadata.recording_error.is_none() {
+            state.metadata.recording_error = Some(text.clone());
         }
     }
+    conn.services.events.emit(
+        EventBuilder::connection(EventId::RecordError, &conn.context)
+            .field("ttylog", path.to_owned())
+            .field("error", error.to_string())
+            .message(format!("Recording {path} {what}: {text}")),
+    );
 }
 
 fn finish_recording(conn: &Connection, recorder: &SharedRecorder) {
@@ -812,6 +839,9 @@ fn report_closed(conn: &Connection, summary: crate::record::RecordingSummary) {
     if summary.truncated {
         conn.state().metadata.recording_truncated = true;
         tracing::warn!(target: "hermes::record", session_id = %conn.session_id(), path = %summary.path.display(), "recording reached max_recording_size; the rest of the output was not recorded");
+    }
+    if let Some(error) = &summary.write_error {
+        tracing::warn!(target: "hermes::record", session_id = %conn.session_id(), path = %summary.path.display(), %error, lines_lost = summary.lines_lost, "recording is incomplete: writes failed and output was left out");
     }
     let duration_ms = summary.duration.as_millis() as u64;
     let ttylog = summary.path.display().to_string();

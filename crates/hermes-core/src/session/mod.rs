@@ -43,7 +43,7 @@ use crate::config::Config;
 use crate::events::{ConnectionContext, EventBuilder, EventBus, EventId};
 use crate::ids::SessionId;
 use crate::machines::{MachineRegistry, Slot};
-use crate::record::{CommandRecord, EndReason, SessionMetadata};
+use crate::record::{CommandRecord, EndReason, MetadataWriter, SessionMetadata};
 use crate::sandbox::{Lease, Sandbox};
 
 /// Sends to the client on one session channel. Implemented by the SSH adapter.
@@ -96,6 +96,8 @@ pub struct SessionServices {
     /// Connections whose end (final capture, release, last events) is still running.
     finalizing: AtomicUsize,
     finalized: Notify,
+    /// Writes metadata files, retrying those a full disk refused.
+    pub metadata: Arc<MetadataWriter>,
 }
 
 /// The file store and the limits of `capture`.
@@ -130,6 +132,7 @@ impl SessionServices {
             capture,
             finalizing: AtomicUsize::new(0),
             finalized: Notify::new(),
+            metadata: Arc::new(MetadataWriter::default()),
         })
     }
 
@@ -317,6 +320,7 @@ impl Connection {
             recordings: Vec::new(),
             terminal: None,
             recording_truncated: false,
+            recording_error: None,
         };
         Arc::new(Connection {
             services,
@@ -607,9 +611,11 @@ impl Connection {
             .unwrap_or_else(|p| p.into_inner())
             .captured
             .clone();
-        if let Err(error) = metadata.write(&path, &self.services.config.recording.capture_metadata)
-        {
-            tracing::error!(target: "hermes::record", session_id = %self.context.session, path = %path.display(), %error, "cannot write session metadata");
+        let written = metadata
+            .to_bytes(&self.services.config.recording.capture_metadata)
+            .and_then(|text| self.services.metadata.write(&path, text));
+        if let Err(error) = written {
+            tracing::error!(target: "hermes::record", session_id = %self.context.session, path = %path.display(), %error, "cannot write session metadata; retried until it is written");
         }
     }
 

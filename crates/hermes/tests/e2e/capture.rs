@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client::{Client, ROOT_PROMPT, root_shell};
-use crate::harness::{Hermes, Options, read_cast, require_docker, sha256_hex, succeeded};
+use crate::harness::{
+    Hermes, Options, SmallDisk, read_cast, require_docker, sha256_hex, succeeded,
+};
 
 fn of_kind<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["eventid"] == id).collect()
@@ -437,31 +439,6 @@ fn all_event_lines(dir: &Path) -> (usize, Vec<Value>) {
         }
     }
     (files, lines)
-}
-
-/// A small filesystem for the recordings: it fills up mid-session.
-struct SmallDisk {
-    path: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(path: &Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(path).expect("mountpoint");
-        succeeded(
-            Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "hermes-test"])
-                .arg(path),
-        );
-        SmallDisk {
-            path: path.to_owned(),
-        }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -82,6 +82,8 @@ pub struct Options {
     pub logging_extra: &'static str,
     /// Recordings somewhere else than `<dir>/recordings` (a small filesystem).
     pub recording_dir: Option<PathBuf>,
+    /// The event log and operational log somewhere else than `<dir>/logs`.
+    pub log_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -111,6 +113,7 @@ impl Default for Options {
             persona_extra: "",
             logging_extra: "",
             recording_dir: None,
+            log_dir: None,
         }
     }
 }
@@ -125,6 +128,7 @@ pub struct Hermes {
     pub sensor: String,
     pub hostname: String,
     recordings: PathBuf,
+    logs: PathBuf,
 }
 
 pub fn free_port() -> u16 {
@@ -168,6 +172,10 @@ impl Hermes {
             .recording_dir
             .clone()
             .unwrap_or_else(|| dir.path().join("recordings"));
+        let logs = options
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("logs"));
         let mode_settings = match options.mode {
             "accept_after_failures" => {
                 format!("  accept_all_after_failures: {}\n", options.accept_after)
@@ -212,8 +220,9 @@ capture:
 {docker}{top_extra}logging:
   level: DEBUG
   format: json
-  output_dir: "{base}/logs"
+  output_dir: "{logs}"
 {logging_extra}"#,
+            logs = logs.display(),
             recordings = recordings.display(),
             logging_extra = options.logging_extra,
             max_sessions = options.max_sessions,
@@ -249,6 +258,7 @@ capture:
             sensor,
             hostname,
             recordings,
+            logs,
         };
         hermes.spawn();
         hermes
@@ -324,7 +334,7 @@ capture:
 
     /// The directory of the event log and the operational log.
     pub fn log_dir(&self) -> PathBuf {
-        self.dir.path().join("logs")
+        self.logs.clone()
     }
 
     /// Every file under the recordings directory (its `YYYY/MM/DD` layout).
@@ -372,8 +382,7 @@ capture:
 
     /// Every event written so far, each checked against the catalogue.
     pub fn events(&self) -> Vec<Value> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("logs/hermes.json")).unwrap_or_default();
+        let text = std::fs::read_to_string(self.log_dir().join("hermes.json")).unwrap_or_default();
         text.lines()
             .map(|line| {
                 let value: Value = serde_json::from_str(line)
@@ -552,8 +561,8 @@ impl Drop for Hermes {
     fn drop(&mut self) {
         // A failing test shows what Hermes logged and wrote: in CI that is all there is.
         if std::thread::panicking() {
-            let events = std::fs::read_to_string(self.dir.path().join("logs/hermes.json"))
-                .unwrap_or_default();
+            let events =
+                std::fs::read_to_string(self.log_dir().join("hermes.json")).unwrap_or_default();
             eprintln!(
                 "--- hermes log (tail) ---\n{}\n--- events (tail) ---\n{}\n---",
                 tail(&self.output(), 12_000),
@@ -682,4 +691,59 @@ pub fn binary_file(path: &Path, count: usize) {
     }
     bytes.truncate(count);
     std::fs::write(path, bytes).expect("write binary file");
+}
+
+/// A small filesystem of its own (tmpfs), to fill up; unmounted when dropped.
+pub struct SmallDisk {
+    pub path: PathBuf,
+}
+
+impl SmallDisk {
+    pub fn mount(path: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(path).expect("mountpoint");
+        succeeded(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "hermes-test"])
+                .arg(path),
+        );
+        SmallDisk {
+            path: path.to_owned(),
+        }
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.path.join("filler")
+    }
+
+    /// Takes every free byte; returns how many that was.
+    pub fn fill(&self) -> u64 {
+        let mut file = std::fs::File::create(self.filler()).expect("filler");
+        let mut written = 0u64;
+        for chunk in [1 << 20, 4096, 1] {
+            let block = vec![0u8; chunk];
+            // Bounded: the disk is a few MiB.
+            for _ in 0..100_000 {
+                match file.write(&block) {
+                    Ok(n) if n > 0 => written += n as u64,
+                    _ => break,
+                }
+            }
+        }
+        assert!(
+            file.write(b"x").is_err(),
+            "the disk at {} is not full",
+            self.path.display()
+        );
+        written
+    }
+
+    pub fn free(&self) {
+        std::fs::remove_file(self.filler()).expect("remove filler");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }

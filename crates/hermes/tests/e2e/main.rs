@@ -8,6 +8,7 @@ mod channels;
 mod client;
 mod compose;
 mod deploy;
+mod diskfull;
 mod flood;
 mod harness;
 mod isolation;
