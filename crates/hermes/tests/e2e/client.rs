@@ -36,41 +36,7 @@ pub async fn connect(port: u16) -> Result<Handle<AcceptAnyKey>, russh::Error> {
     client::connect(config, ("127.0.0.1", port), AcceptAnyKey).await
 }
 
-/// An SSH connection to a loopback port from `source` (any 127.x.y.z is a distinct
-/// client address on Linux), not logged in yet.
-pub async fn connect_from(
-    port: u16,
-    source: std::net::Ipv4Addr,
-) -> Result<Handle<AcceptAnyKey>, russh::Error> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind((source, 0).into())?;
-    let stream = socket
-        .connect((std::net::Ipv4Addr::LOCALHOST, port).into())
-        .await?;
-    stream.set_nodelay(true)?;
-    client::connect_stream(Arc::new(client::Config::default()), stream, AcceptAnyKey).await
-}
-
 impl Client {
-    /// Like [`Client::login`], from the loopback address `source`.
-    pub async fn login_from(
-        port: u16,
-        source: std::net::Ipv4Addr,
-        user: &str,
-        password: &str,
-    ) -> Client {
-        let mut handle = connect_from(port, source).await.expect("connect");
-        let result = handle
-            .authenticate_password(user, password)
-            .await
-            .expect("auth exchange");
-        assert!(
-            result.success(),
-            "login {user}/{password} from {source} refused"
-        );
-        Client { handle }
-    }
-
     /// Connects and logs in with a password; panics when the login fails.
     pub async fn login(port: u16, user: &str, password: &str) -> Client {
         let mut handle = connect(port).await.expect("connect");

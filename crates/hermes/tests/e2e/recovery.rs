@@ -165,7 +165,7 @@ fn sigkill_with_sessions_open_loses_no_machine_and_closes_the_sessions_once() {
     }
 
     // The sessions the killed process left open are closed, each once.
-    let closed_once = |events: &[Value]| {
+    let closed_once = |hermes: &Hermes, events: &[Value]| {
         for (session, _) in &machines {
             let closed = of_session(events, "cowrie.session.closed", session);
             assert_eq!(closed.len(), 1, "{session}: {closed:?}");
@@ -173,13 +173,13 @@ fn sigkill_with_sessions_open_loses_no_machine_and_closes_the_sessions_once() {
             let recovered = of_session(events, "hermes.session.recovered", session);
             assert_eq!(recovered.len(), 1, "{session}: {recovered:?}");
             assert_eq!(recovered[0]["end_reason"], "sensor_died");
-            let doc = metadata(&hermes, session);
+            let doc = metadata(hermes, session);
             assert_eq!(doc["end_reason"], "sensor_died", "{session}");
             assert_eq!(doc["end_time"], recovered[0]["end_time"], "{session}");
             assert!(doc["duration"].as_f64().is_some_and(|d| d > 0.0), "{doc}");
         }
     };
-    closed_once(&events);
+    closed_once(&hermes, &events);
     assert_eq!(
         events
             .iter()
@@ -191,7 +191,7 @@ fn sigkill_with_sessions_open_loses_no_machine_and_closes_the_sessions_once() {
     // A second restart (a clean one) closes nothing again.
     hermes.restart();
     let events = hermes.events();
-    closed_once(&events);
+    closed_once(&hermes, &events);
     assert_eq!(
         events
             .iter()
