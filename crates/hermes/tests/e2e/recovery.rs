@@ -90,6 +90,16 @@ fn sigkill_with_sessions_open_loses_no_machine_and_closes_the_sessions_once() {
             ssh_from(&hermes, *source, &command),
             "written",
         ));
+        // The machine map on disk has the machine as soon as the session runs (it is
+        // saved when the machine is assigned, not at the next periodic save).
+        let saved: Value = serde_json::from_slice(
+            &std::fs::read(hermes.dir.path().join("state/containers.json")).expect("machine map"),
+        )
+        .expect("machine map json");
+        assert!(
+            saved["machines"][source.to_string()]["container_id"].is_string(),
+            "{source} missing from the saved map: {saved}"
+        );
     }
     let events = hermes.wait_for_events("three containers allocated", |events| {
         events
