@@ -172,7 +172,8 @@ catalogue! {
         fields: ["duration_ms": Int, "duration": Num];
     /// A session that a killed (or crashed) Hermes left open, closed at the next start:
     /// its metadata now says `end_reason` `sensor_died`, `end_time` is the last time
-    /// anything of it was written. Follows its `cowrie.session.closed`; once per session.
+    /// anything of it was written. Follows its `cowrie.session.closed`; written once
+    /// (the journal entry that asked for it is removed once both are on disk).
     SessionRecovered = "hermes.session.recovered", connection: true,
         fields: ["end_reason": Str, "end_time": Str];
     /// The connection was refused before the SSH banner by an admission rule
