@@ -17,6 +17,7 @@ pub mod machines;
 pub mod metrics;
 pub mod persona;
 pub mod record;
+pub mod recovery;
 pub mod sandbox;
 pub mod session;
 pub mod time;

@@ -77,8 +77,8 @@ impl Slot {
             .flatten()
     }
 
-    /// Records that a session now runs on `lease`.
-    pub fn started(&self, source: IpAddr, lease: &Lease) {
+    /// Records that a session now runs on `lease` (see [`MachineRegistry::assigned`]).
+    fn started(&self, source: IpAddr, lease: &Lease) {
         let mut state = self.state();
         state.source = Some(source);
         state.container_id = Some(lease.container_id.clone());
@@ -102,12 +102,18 @@ struct StateFile {
     machines: HashMap<String, SavedMachine>,
 }
 
+/// At most this many machines are written to the state file (the most recently used):
+/// the file is rewritten whenever a source gets a machine, so it stays small.
+const MAX_SAVED_MACHINES: usize = 10_000;
+
 /// The map of returning sources to their containers.
 #[derive(Debug)]
 pub struct MachineRegistry {
     config: ReuseConfig,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     dirty: AtomicBool,
+    /// One writer of the state file at a time (the periodic saver and assignments).
+    saving: Mutex<()>,
 }
 
 /// What a finished session leaves to do.
@@ -143,6 +149,7 @@ impl MachineRegistry {
             config: config.clone(),
             slots: Mutex::new(slots),
             dirty: AtomicBool::new(false),
+            saving: Mutex::new(()),
         })
     }
 
@@ -192,6 +199,14 @@ impl MachineRegistry {
         (key, slot)
     }
 
+    /// A session now runs on `lease`, the machine of `slot`. The map must be saved
+    /// before the session writes anything there (see [`MachineRegistry::save_if_dirty`]):
+    /// if Hermes dies while the session runs, the source gets this machine back.
+    pub fn assigned(&self, slot: &Slot, source: IpAddr, lease: &Lease) {
+        slot.started(source, lease);
+        self.dirty.store(true, Ordering::Release);
+    }
+
     /// A session on `slot` ended.
     pub fn release(&self, slot: &Slot) -> Release {
         let mut state = slot.state();
@@ -218,13 +233,19 @@ impl MachineRegistry {
         self.dirty.store(true, Ordering::Release);
     }
 
-    /// Writes the map if it changed (atomically).
+    /// Writes the map if it changed (atomically and durably: temp file, fsync, rename).
     pub fn save_if_dirty(&self) -> io::Result<()> {
-        if !self.config.enabled || !self.dirty.swap(false, Ordering::AcqRel) {
+        if !self.config.enabled {
+            return Ok(());
+        }
+        // Held from the snapshot to the rename, so an older snapshot never replaces a
+        // newer one.
+        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
         let now = now_secs();
-        let machines = self
+        let mut machines: Vec<(String, SavedMachine)> = self
             .slots()
             .iter()
             .filter_map(|(key, slot)| {
@@ -248,11 +269,15 @@ impl MachineRegistry {
                 }
             })
             .collect();
+        if machines.len() > MAX_SAVED_MACHINES {
+            machines.sort_unstable_by_key(|(_, saved)| std::cmp::Reverse(saved.last_used));
+            machines.truncate(MAX_SAVED_MACHINES);
+        }
         let result = write_state(
             &self.config.state_file,
             &StateFile {
                 version: 1,
-                machines,
+                machines: machines.into_iter().collect(),
             },
         );
         if result.is_err() {
@@ -284,8 +309,18 @@ fn write_state(path: &Path, file: &StateFile) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(file).map_err(io::Error::other)?)?;
-    std::fs::rename(&tmp, path)
+    let bytes = serde_json::to_vec(file).map_err(io::Error::other)?;
+    {
+        let mut out = std::fs::File::create(&tmp)?;
+        io::Write::write_all(&mut out, &bytes)?;
+        out.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    // The rename itself survives a power cut only once the directory is synced.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -319,7 +354,7 @@ mod tests {
         let (key, slot) = registry.slot_for(SRC, "root");
         assert_eq!(key, "198.51.100.4");
         assert!(slot.kept_container().is_none());
-        slot.started(SRC, &lease("c1"));
+        registry.assigned(&slot, SRC, &lease("c1"));
         // A second login while the first runs joins the running container.
         let (_, again) = registry.slot_for(SRC, "admin");
         assert_eq!(again.join_running(), Some(lease("c1")));
@@ -337,12 +372,51 @@ mod tests {
         let cfg = config(dir.path(), ReuseKey::Source, 3);
         let registry = MachineRegistry::load(&cfg);
         let (_, slot) = registry.slot_for(SRC, "root");
-        slot.started(SRC, &lease("c9"));
+        registry.assigned(&slot, SRC, &lease("c9"));
         registry.release(&slot);
         registry.save_if_dirty().expect("save");
         let reloaded = MachineRegistry::load(&cfg);
         let (_, slot) = reloaded.slot_for(SRC, "root");
         assert_eq!(slot.kept_container().as_deref(), Some("c9"));
+    }
+
+    #[test]
+    fn a_machine_in_use_is_saved_and_survives_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path(), ReuseKey::Source, 3);
+        let registry = MachineRegistry::load(&cfg);
+        let (_, slot) = registry.slot_for(SRC, "root");
+        registry.assigned(&slot, SRC, &lease("c7"));
+        registry.save_if_dirty().expect("save");
+        // The process dies here: no release, no further save.
+        drop(registry);
+        let reloaded = MachineRegistry::load(&cfg);
+        let (_, slot) = reloaded.slot_for(SRC, "root");
+        assert_eq!(slot.kept_container().as_deref(), Some("c7"));
+        assert!(!dir.path().join("machines.json.tmp").exists());
+    }
+
+    #[test]
+    fn the_saved_map_keeps_the_most_recently_used_machines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path(), ReuseKey::Source, 3);
+        let registry = MachineRegistry::load(&cfg);
+        for n in 0..MAX_SAVED_MACHINES as u32 + 5 {
+            let source = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            let slot = Arc::new(Slot::default());
+            registry.assigned(&slot, source, &lease(&format!("c{n}")));
+            slot.state().last_used = u64::from(n);
+            registry.slots().insert(source.to_string(), slot);
+        }
+        registry.save_if_dirty().expect("save");
+        let saved = read_state(&cfg.state_file);
+        assert_eq!(saved.machines.len(), MAX_SAVED_MACHINES);
+        let newest = std::net::Ipv4Addr::from(0x0a00_0000 + MAX_SAVED_MACHINES as u32 + 4);
+        assert!(saved.machines.contains_key(&newest.to_string()));
+        assert!(
+            !saved.machines.contains_key("10.0.0.0"),
+            "the oldest is left out"
+        );
     }
 
     #[test]
@@ -352,7 +426,7 @@ mod tests {
         for (user, id) in [("root", "c1"), ("admin", "c2")] {
             let (_, slot) = registry.slot_for(SRC, user);
             assert!(slot.kept_container().is_none(), "{user} starts fresh");
-            slot.started(SRC, &lease(id));
+            registry.assigned(&slot, SRC, &lease(id));
             registry.release(&slot);
             std::thread::sleep(Duration::from_millis(1100));
         }
@@ -367,7 +441,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let registry = MachineRegistry::load(&config(dir.path(), ReuseKey::Source, 3));
         let (_, slot) = registry.slot_for(SRC, "root");
-        slot.started(SRC, &lease("c1"));
+        registry.assigned(&slot, SRC, &lease("c1"));
         registry.release(&slot);
         registry.forget(&slot);
         assert!(slot.kept_container().is_none());

@@ -157,6 +157,15 @@ pub async fn run(
 
     let capture = capture_services(&config)?;
 
+    if config.recording.enabled {
+        // Sessions a killed predecessor left open are closed before new ones start.
+        let closed =
+            hermes_core::recovery::close_left_open(&config.recording.output_dir, &events).await;
+        if closed > 0 {
+            tracing::warn!(target: "hermes", sessions = closed, "closed sessions the previous process left open (end_reason sensor_died)");
+        }
+    }
+
     sandbox.start().await;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let services = SessionServices::new(

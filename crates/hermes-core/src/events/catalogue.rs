@@ -170,6 +170,12 @@ catalogue! {
     /// The connection closed.
     SessionClosed = "cowrie.session.closed", connection: true,
         fields: ["duration_ms": Int, "duration": Num];
+    /// A session that a killed (or crashed) Hermes left open, closed at the next start:
+    /// its metadata now says `end_reason` `sensor_died`, `end_time` is the last time
+    /// anything of it was written. Follows its `cowrie.session.closed`; written once
+    /// (the journal entry that asked for it is removed once both are on disk).
+    SessionRecovered = "hermes.session.recovered", connection: true,
+        fields: ["end_reason": Str, "end_time": Str];
     /// The connection was refused before the SSH banner by an admission rule
     /// (`max_startups`, per-source or global caps).
     ConnectionDrop = "hermes.connection.drop", connection: true, fields: ["reason": Str];

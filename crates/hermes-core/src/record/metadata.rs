@@ -61,6 +61,8 @@ pub enum EndReason {
     Capacity,
     /// The container's writable layer reached `security.disk_limit`.
     DiskLimit,
+    /// Hermes was killed (or crashed) while the session was open; set at its next start.
+    SensorDied,
 }
 
 impl EndReason {
@@ -79,6 +81,7 @@ impl EndReason {
             EndReason::Shutdown => "shutdown",
             EndReason::Capacity => "capacity",
             EndReason::DiskLimit => "disk_limit",
+            EndReason::SensorDied => "sensor_died",
         }
     }
 }

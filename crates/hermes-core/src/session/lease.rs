@@ -102,8 +102,21 @@ impl Connection {
             Some(lease) => lease,
             None => self.services.sandbox.lease(self.context.session).await?,
         };
-        slot.started(source, &lease);
+        machines.assigned(&slot, source, &lease);
         self.state().slot = Some(Arc::clone(&slot));
+        // Saved before the session can write anything there: a Hermes killed while
+        // the session runs gives the source this machine back after its restart.
+        let registry = Arc::clone(machines);
+        let saved = tokio::task::spawn_blocking(move || registry.save_if_dirty()).await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(target: "hermes::sandbox", session_id = %self.context.session, %error, "cannot save the returning-source machine map")
+            }
+            Err(error) => {
+                tracing::error!(target: "hermes::sandbox", session_id = %self.context.session, %error, "saving the returning-source machine map failed")
+            }
+        }
         Ok(lease)
     }
 

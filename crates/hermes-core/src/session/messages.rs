@@ -36,7 +36,8 @@ pub fn end_message(reason: EndReason, username: &str, hostname: &str) -> String 
         EndReason::Running
         | EndReason::Exited
         | EndReason::ClientClosed
-        | EndReason::ClientNotResponding => String::new(),
+        | EndReason::ClientNotResponding
+        | EndReason::SensorDied => String::new(),
     }
 }
 

@@ -43,7 +43,9 @@ use crate::config::Config;
 use crate::events::{ConnectionContext, EventBuilder, EventBus, EventId};
 use crate::ids::SessionId;
 use crate::machines::{MachineRegistry, Slot};
-use crate::record::{CommandRecord, EndReason, MetadataWriter, SessionMetadata};
+use crate::record::{
+    CommandRecord, EndReason, Journal, MetadataWriter, OpenSession, SessionMetadata,
+};
 use crate::sandbox::{Lease, Sandbox};
 
 /// Sends to the client on one session channel. Implemented by the SSH adapter.
@@ -93,6 +95,9 @@ pub struct SessionServices {
     pub shutdown: watch::Receiver<bool>,
     /// Where captured files go, and the limits (None: capture is off).
     pub capture: Option<CaptureServices>,
+    /// Logged-in sessions not closed yet, for the next start when Hermes is killed
+    /// (None when recording is off: there is no metadata to close).
+    journal: Option<Journal>,
     /// Connections whose end (final capture, release, last events) is still running.
     finalizing: AtomicUsize,
     finalized: Notify,
@@ -125,6 +130,10 @@ impl SessionServices {
             admission: Admission::new(Limits::from_config(&config.server)),
             session_slots: SessionSlots::new(config.server.max_concurrent_sessions),
             machines: MachineRegistry::load(&config.container_pool.reuse),
+            journal: config
+                .recording
+                .enabled
+                .then(|| Journal::new(&config.recording.output_dir)),
             config,
             events,
             sandbox,
@@ -219,6 +228,8 @@ struct ConnectionState {
     finished: bool,
     /// When the metadata file was last rewritten for a change.
     metadata_written: Option<Instant>,
+    /// The session has an open-session journal entry to remove when it is closed.
+    journaled: bool,
 }
 
 /// Shortest time between two rewrites of a running session's metadata file.
@@ -337,6 +348,7 @@ impl Connection {
                 channels_opened: 0,
                 finished: false,
                 metadata_written: None,
+                journaled: false,
             }),
             lease: watch::channel(LeaseState::NotRequested).0,
             terminated: watch::channel(None).0,
@@ -502,6 +514,7 @@ impl Connection {
             }
         }
         self.write_metadata();
+        self.journal_opened();
         if at_capacity {
             tracing::warn!(target: "hermes::session", session_id = %self.context.session, "max_concurrent_sessions reached; session will be refused");
             self.emit_session_error(
@@ -619,6 +632,47 @@ impl Connection {
         }
     }
 
+    /// Records the session in the open-session journal (after its first metadata file:
+    /// the next start closes what the journal lists).
+    fn journal_opened(&self) {
+        let Some(journal) = &self.services.journal else {
+            return;
+        };
+        let open = {
+            let state = self.state();
+            let metadata = &state.metadata;
+            OpenSession {
+                src_ip: metadata.src_ip.clone(),
+                src_port: metadata.src_port,
+                dst_ip: metadata.dst_ip.clone(),
+                dst_port: metadata.dst_port,
+                start_us: metadata
+                    .start_time
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as u64)
+                    .unwrap_or(0),
+                metadata: crate::record::dated_dir(metadata.start_time)
+                    .join(format!("{}.json", self.context.session)),
+            }
+        };
+        match journal.opened(self.context.session, &open) {
+            Ok(()) => self.state().journaled = true,
+            Err(error) => {
+                tracing::error!(target: "hermes::record", session_id = %self.context.session, %error, "cannot record the session as open")
+            }
+        }
+    }
+
+    /// The session is closed: its journal entry goes.
+    fn journal_closed(&self) {
+        let journaled = std::mem::take(&mut self.state().journaled);
+        if let (true, Some(journal)) = (journaled, &self.services.journal)
+            && let Err(error) = journal.closed(self.context.session)
+        {
+            tracing::error!(target: "hermes::record", session_id = %self.context.session, %error, "cannot remove the session's open-session journal entry");
+        }
+    }
+
     /// The SSH connection is gone (for whatever reason): in the background, the final
     /// capture pass, the container's release, the final metadata and
     /// `cowrie.session.closed`. Idempotent.
@@ -661,6 +715,7 @@ impl Connection {
                     )
                     .message(format!("Connection lost after {duration_ms} milliseconds")),
             );
+            conn.journal_closed();
             tracing::info!(target: "hermes::session", session_id = %conn.context.session, duration_ms, "connection closed");
             conn.services.finalizing.fetch_sub(1, Ordering::AcqRel);
             conn.services.finalized.notify_waiters();

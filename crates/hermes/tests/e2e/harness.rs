@@ -463,6 +463,14 @@ capture:
         }
     }
 
+    /// Starts Hermes again after [`Hermes::kill_hard`], with the same configuration and
+    /// data directory, and waits until it is ready.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
+        self.wait_until_ready();
+    }
+
     /// Containers of this instance in the given Docker state filter (`running`, ...).
     pub fn containers(&self, status: Option<&str>) -> Vec<String> {
         let mut command = Command::new("docker");

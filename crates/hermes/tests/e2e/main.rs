@@ -20,6 +20,7 @@ mod policy;
 mod pool;
 mod pressure;
 mod proxy;
+mod recovery;
 mod reference;
 mod shell;
 mod standby;
