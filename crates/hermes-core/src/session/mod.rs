@@ -34,6 +34,7 @@ pub use reload::ReloadReport;
 pub use slots::SessionSlots;
 pub use standby::standby_spec;
 
+use crate::admission::refusals::{RefusalLog, Summary};
 use crate::admission::{Admission, DropReason, Limits, Ticket};
 use crate::auth::{ConnectionAuthState, CredentialPolicy, FailureTiming};
 use crate::capture::{CaptureLimits, FileStore, SessionFiles};
@@ -92,6 +93,8 @@ pub struct SessionServices {
     pub shutdown: watch::Receiver<bool>,
     /// Where captured files go, and the limits (None: capture is off).
     pub capture: Option<CaptureServices>,
+    /// Refused connections not yet written out.
+    refusals: Mutex<RefusalLog>,
     /// Connections whose end (final capture, release, last events) is still running.
     finalizing: AtomicUsize,
     finalized: Notify,
@@ -122,6 +125,9 @@ impl SessionServices {
             admission: Admission::new(Limits::from_config(&config.server)),
             session_slots: SessionSlots::new(config.server.max_concurrent_sessions),
             machines: MachineRegistry::load(&config.container_pool.reuse),
+            refusals: Mutex::new(RefusalLog::new(Duration::from_secs(
+                config.server.refused_event_interval,
+            ))),
             config,
             events,
             sandbox,
@@ -161,30 +167,70 @@ impl SessionServices {
     }
 }
 
-/// Records a connection that admission control refused: it gets an event (with a
-/// session id of its own) and nothing else.
+/// Records a connection that admission control refused: it is counted into its
+/// source's summary (see [`RefusalLog`]), written as one event per source and reason
+/// per interval.
 pub fn connection_dropped(
     services: &SessionServices,
     src: SocketAddr,
     dst: SocketAddr,
     reason: DropReason,
 ) {
-    let context = ConnectionContext {
-        session: SessionId::random(),
+    let src = SocketAddr::new(src.ip().to_canonical(), src.port());
+    let full = services.refusals().record(
         src,
         dst,
-    };
-    services.events.emit(
-        EventBuilder::connection(EventId::ConnectionDrop, &context)
-            .field("reason", reason.as_str())
-            .message(format!(
-                "Connection from {}:{} dropped: {}",
-                src.ip().to_canonical(),
-                src.port(),
-                reason.as_str()
-            )),
+        reason,
+        tokio::time::Instant::now(),
+        SystemTime::now(),
     );
-    tracing::debug!(target: "hermes::admission", source_ip = %src.ip().to_canonical(), reason = reason.as_str(), "connection dropped");
+    write_refusals(services, full);
+    tracing::debug!(target: "hermes::admission", source_ip = %src.ip(), reason = reason.as_str(), "connection refused");
+}
+
+fn write_refusals(services: &SessionServices, summaries: Vec<Summary>) {
+    for summary in summaries {
+        let context = ConnectionContext {
+            session: SessionId::random(),
+            src: summary.src,
+            dst: summary.dst,
+        };
+        let first_seen = crate::time::iso8601_micros(summary.first);
+        let last_seen = crate::time::iso8601_micros(summary.last);
+        services.events.emit(
+            EventBuilder::connection(EventId::ConnectionRefused, &context)
+                .field("reason", summary.reason.as_str())
+                .field("count", summary.count)
+                .message(format!(
+                    "{} connection(s) from {} refused ({}) between {first_seen} and {last_seen}",
+                    summary.count,
+                    summary.src.ip(),
+                    summary.reason.as_str()
+                ))
+                .field("first_seen", first_seen)
+                .field("last_seen", last_seen),
+        );
+    }
+}
+
+impl SessionServices {
+    fn refusals(&self) -> MutexGuard<'_, RefusalLog> {
+        self.refusals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the refusal summaries whose interval has ended; with `all`, every one
+    /// (at shutdown, so none is lost).
+    pub fn write_refusals(&self, all: bool) {
+        let summaries = {
+            let mut log = self.refusals();
+            if all {
+                log.drain()
+            } else {
+                log.due(tokio::time::Instant::now())
+            }
+        };
+        write_refusals(self, summaries);
+    }
 }
 
 /// The state of a connection's container.
