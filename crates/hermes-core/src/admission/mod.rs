@@ -23,8 +23,8 @@ use tokio::time::Instant;
 
 use crate::config::{MaxStartups, ServerConfig};
 
-pub use penalty::{Offence, Penalties};
 use penalty::PenaltyTable;
+pub use penalty::{Offence, Penalties};
 pub use progress::Progress;
 
 /// Why a connection was refused (or, for the global limits, closed to make room).
@@ -258,9 +258,7 @@ impl Admission {
             None
         };
         if let Some(reason) = needs_room {
-            let victim = limits
-                .evict_after
-                .and_then(|idle| state.stalled(now, idle));
+            let victim = limits.evict_after.and_then(|idle| state.stalled(now, idle));
             match victim {
                 Some(victim) => state.evict(&victim, reason),
                 None => return Err(reason),
@@ -507,7 +505,11 @@ mod tests {
             assert_eq!(admission.counts(), (100, 100));
         }
         for ticket in &held[..10] {
-            assert_eq!(ticket.progress().evicted_by(), None, "a talking client was closed");
+            assert_eq!(
+                ticket.progress().evicted_by(),
+                None,
+                "a talking client was closed"
+            );
         }
         // Everyone left has sent an identification line and spoke within 10 s: the
         // next newcomer is refused as sshd refuses it.
@@ -518,7 +520,10 @@ mod tests {
         // Ten seconds of silence make them stalled too.
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(admission.admit_with_roll(source(501), 99).is_ok());
-        assert_eq!(held[0].progress().evicted_by(), Some(DropReason::MaxStartups));
+        assert_eq!(
+            held[0].progress().evicted_by(),
+            Some(DropReason::MaxStartups)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -547,7 +552,11 @@ mod tests {
             "the rest are talking or logged in"
         );
         drop(first);
-        assert_eq!(admission.counts(), (2, 3), "the evicted ticket gave its places back already");
+        assert_eq!(
+            admission.counts(),
+            (2, 3),
+            "the evicted ticket gave its places back already"
+        );
         drop((second, third, fourth));
         assert_eq!(admission.counts(), (0, 0));
     }
@@ -559,7 +568,9 @@ mod tests {
         // Connections that are closed to make room: 10 s each; two reach min (15 s).
         for _ in 0..2 {
             let ticket = admission.admit_with_roll(noisy, 99).expect("ok");
-            admission.state().evict(&ticket.progress(), DropReason::MaxStartups);
+            admission
+                .state()
+                .evict(&ticket.progress(), DropReason::MaxStartups);
         }
         assert_eq!(
             admission.admit_with_roll(noisy, 0).err(),

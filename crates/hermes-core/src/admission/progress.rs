@@ -53,7 +53,9 @@ impl Progress {
 
     /// The client sent something.
     pub fn heard(&self) {
-        let ms = Instant::now().saturating_duration_since(self.epoch).as_millis() as u64;
+        let ms = Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64;
         self.heard_ms.fetch_max(ms, Ordering::Relaxed);
     }
 

@@ -142,8 +142,14 @@ mod tests {
                 DropReason::PerSourceStartups
             };
             assert!(
-                log.record(addr(1, 1000 + i), dst(), reason, Instant::now(), SystemTime::now())
-                    .is_empty()
+                log.record(
+                    addr(1, 1000 + i),
+                    dst(),
+                    reason,
+                    Instant::now(),
+                    SystemTime::now()
+                )
+                .is_empty()
             );
             tokio::time::advance(Duration::from_millis(10)).await;
         }
@@ -159,12 +165,17 @@ mod tests {
         assert!(log.due(Instant::now()).is_empty());
         tokio::time::advance(Duration::from_secs(51)).await;
         let due = log.due(Instant::now());
-        let counts: Vec<(IpAddr, DropReason, u64)> =
-            due.iter().map(|s| (s.src.ip(), s.reason, s.count)).collect();
+        let counts: Vec<(IpAddr, DropReason, u64)> = due
+            .iter()
+            .map(|s| (s.src.ip(), s.reason, s.count))
+            .collect();
         assert_eq!(counts.len(), 2, "{counts:?}");
         assert!(counts.contains(&(addr(1, 0).ip(), DropReason::PerSourceStartups, 900)));
         assert!(counts.contains(&(addr(1, 0).ip(), DropReason::Penalty, 100)));
-        assert!(due.iter().all(|s| s.last >= s.first && s.src.port() >= 1990));
+        assert!(
+            due.iter()
+                .all(|s| s.last >= s.first && s.src.port() >= 1990)
+        );
         // The other source's interval started 10 s later.
         assert_eq!(log.pending(), 1);
         tokio::time::advance(Duration::from_secs(10)).await;

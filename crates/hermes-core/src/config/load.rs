@@ -327,9 +327,15 @@ mod tests {
         );
         let paths: Vec<_> = found.iter().map(|i| (i.path.as_str(), i.line)).collect();
         assert!(paths.contains(&("server.startup_idle", 2)), "{paths:?}");
-        assert!(paths.contains(&("server.refused_event_interval", 3)), "{paths:?}");
+        assert!(
+            paths.contains(&("server.refused_event_interval", 3)),
+            "{paths:?}"
+        );
         assert!(paths.contains(&("server.penalties.max", 6)), "{paths:?}");
-        assert!(paths.contains(&("server.penalties.max_sources", 7)), "{paths:?}");
+        assert!(
+            paths.contains(&("server.penalties.max_sources", 7)),
+            "{paths:?}"
+        );
         let good = "server:\n  evict_stalled_startups: false\n  penalties:\n    enabled: false\n    noauth: 0\n";
         let config = parse_str(good, "test.yaml").expect("loads");
         assert!(!config.server.evict_stalled_startups);

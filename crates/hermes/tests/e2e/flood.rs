@@ -65,7 +65,9 @@ async fn flood(port: u16, count: usize, first: &'static [u8], budget: Duration) 
 /// A connection to `target` from the loopback address `source`.
 async fn connect_from(source: Ipv4Addr, target: SocketAddr) -> Option<TcpStream> {
     let socket = TcpSocket::new_v4().expect("socket");
-    socket.bind((source, 0).into()).expect("bind a loopback address");
+    socket
+        .bind((source, 0).into())
+        .expect("bind a loopback address");
     match tokio::time::timeout(Duration::from_secs(2), socket.connect(target)).await {
         Ok(Ok(stream)) => Some(stream),
         _ => None,
@@ -104,7 +106,12 @@ async fn dropped_metric(metrics_port: u16, expected: u64) -> u64 {
         let text = metrics(metrics_port).await;
         let total: f64 = REASONS
             .iter()
-            .map(|r| sample(&text, &format!("hermes_connections_dropped_total{{reason=\"{r}\"}}")))
+            .map(|r| {
+                sample(
+                    &text,
+                    &format!("hermes_connections_dropped_total{{reason=\"{r}\"}}"),
+                )
+            })
             .sum();
         let total = total as u64;
         if total == expected || Instant::now() > deadline {
@@ -266,7 +273,11 @@ async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
 
     // One source takes its share of startup places and is refused past it.
     let (greedy_refused, greedy_kept) = burst(GREEDY, target, GREEDY_BURST).await;
-    assert_eq!(greedy_kept.len(), PER_SOURCE, "the greedy source holds its share");
+    assert_eq!(
+        greedy_kept.len(),
+        PER_SOURCE,
+        "the greedy source holds its share"
+    );
     assert_eq!(greedy_refused, GREEDY_BURST - PER_SOURCE);
 
     // 2,000 idle and 200 slow-loris connections, each from its own address, mixed.
@@ -299,7 +310,10 @@ async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
     held.iter_mut().for_each(Held::trickle);
     // Closes of evicted connections reach us; then count what Hermes still holds.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let greedy_alive = greedy_kept.into_iter().filter_map(|mut h| h.alive().then_some(h)).count();
+    let greedy_alive = greedy_kept
+        .into_iter()
+        .filter_map(|mut h| h.alive().then_some(h))
+        .count();
     let alive: Vec<bool> = held.iter_mut().map(Held::alive).collect();
     let alive_before = alive.iter().filter(|a| **a).count();
     let slow_alive = held
@@ -354,7 +368,10 @@ async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
     // startup places, all taken by the flood, when the client came.
     assert_eq!(opened, IDLE + SLOW, "every flood connection was opened");
     assert_eq!(slow_opened, SLOW);
-    assert_eq!(greedy_alive, 0, "the greedy source's connections were the first closed");
+    assert_eq!(
+        greedy_alive, 0,
+        "the greedy source's connections were the first closed"
+    );
     assert!(
         (STARTUPS_FULL..STARTUPS_FULL + 5).contains(&alive_before),
         "Hermes should hold its {STARTUPS_FULL} startup places, all flood: {alive_before}"
@@ -369,7 +386,10 @@ async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
         "legitimate client waited {took:?} during the flood"
     );
     // It got in by closing a flood connection, and was never chosen itself.
-    assert!(alive_after < alive_before, "{alive_after} vs {alive_before}");
+    assert!(
+        alive_after < alive_before,
+        "{alive_after} vs {alive_before}"
+    );
     assert!(evicted.iter().all(|e| e["src_ip"] != "127.0.0.1"));
     assert!(evicted.iter().all(|e| e["reason"] == "max_startups"));
     assert!(evicted.len() > opened + PER_SOURCE - STARTUPS_FULL);
