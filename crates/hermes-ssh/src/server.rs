@@ -222,18 +222,23 @@ async fn proxied_connection(
     let Some(proxy) = &shared.proxy else {
         return;
     };
-    let (peer, local) = match proxy_protocol::read_header(&mut stream, proxy.header_timeout).await {
-        Ok(ProxiedAddresses::Tcp {
-            source,
-            destination,
-        }) => (source, destination),
-        Ok(ProxiedAddresses::Local) => (balancer, local),
-        Err(error) => {
-            tracing::warn!(target: "hermes::ssh", %balancer, %error, "connection closed");
-            return;
-        }
-    };
+    let (peer, local, health_check) =
+        match proxy_protocol::read_header(&mut stream, proxy.header_timeout).await {
+            Ok(ProxiedAddresses::Tcp {
+                source,
+                destination,
+            }) => (source, destination, false),
+            Ok(ProxiedAddresses::Local) => (balancer, local, true),
+            Err(error) => {
+                tracing::warn!(target: "hermes::ssh", %balancer, %error, "connection closed");
+                return;
+            }
+        };
     if let Some(ticket) = admit(&shared, peer, local) {
+        if health_check {
+            // The balancer's own checks never log in; they must not get it refused.
+            ticket.progress().exempt_from_penalties();
+        }
         run_connection(Arc::clone(&shared), stream, peer, local, ticket, shutdown).await;
     }
 }

@@ -32,6 +32,8 @@ pub struct Progress {
     heard_ms: AtomicU64,
     stage: AtomicU8,
     grace_exceeded: AtomicBool,
+    /// Never penalised (a load balancer's health check).
+    exempt: AtomicBool,
     /// The limit that had this connection closed (a [`DropReason`] code), or 0.
     evicted: AtomicU8,
     wake: Notify,
@@ -46,6 +48,7 @@ impl Progress {
             heard_ms: AtomicU64::new(now.saturating_duration_since(epoch).as_millis() as u64),
             stage: AtomicU8::new(WAITING),
             grace_exceeded: AtomicBool::new(false),
+            exempt: AtomicBool::new(false),
             evicted: AtomicU8::new(NOT_EVICTED),
             wake: Notify::new(),
         }
@@ -82,6 +85,11 @@ impl Progress {
         Instant::now().saturating_duration_since(self.heard_at())
     }
 
+    /// However it ends, the connection adds no penalty to its source.
+    pub fn exempt_from_penalties(&self) {
+        self.exempt.store(true, Ordering::Relaxed);
+    }
+
     /// When the client last sent a byte.
     pub(super) fn heard_at(&self) -> Instant {
         self.epoch + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed))
@@ -97,7 +105,9 @@ impl Progress {
 
     /// What a penalty would be for, if the connection ended now unauthenticated.
     pub(super) fn offence(&self) -> Option<Offence> {
-        if self.stage.load(Ordering::Relaxed) >= AUTH_ATTEMPTED {
+        if self.stage.load(Ordering::Relaxed) >= AUTH_ATTEMPTED
+            || self.exempt.load(Ordering::Relaxed)
+        {
             None
         } else if self.evicted.load(Ordering::Acquire) != NOT_EVICTED {
             Some(Offence::Evicted)

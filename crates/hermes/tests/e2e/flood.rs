@@ -4,6 +4,8 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -192,6 +194,8 @@ const GREEDY: Ipv4Addr = Ipv4Addr::new(127, 3, 0, 1);
 const GREEDY_BURST: usize = 300;
 /// `per_source_max_startups` (default).
 const PER_SOURCE: usize = 8;
+/// Idle connections that keep arriving during the second login.
+const MORE: usize = 1000;
 const LINE: &[u8] = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3 trickling";
 
 /// A flood connection, as a plain non-blocking socket.
@@ -327,6 +331,32 @@ async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
     let took = legitimate_login_time(hermes.port).await;
     let alive_after = held.iter_mut().map(Held::alive).filter(|a| *a).count();
 
+    // Again while the flood goes on: new idle connections from new addresses keep
+    // arriving during the login (one every 2 ms), each closing another stalled one.
+    let more = Arc::new(AtomicUsize::new(0));
+    let going_on = tokio::spawn({
+        let more = Arc::clone(&more);
+        async move {
+            let mut held = Vec::new();
+            let mut pace = tokio::time::interval(Duration::from_millis(2));
+            for n in 0..MORE {
+                pace.tick().await;
+                if let Some(stream) = connect_held(flood_source(IDLE + SLOW + n), target).await {
+                    held.push(stream);
+                    more.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            held
+        }
+    });
+    while more.load(Ordering::Relaxed) < MORE / 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let more_before = more.load(Ordering::Relaxed);
+    let took_during = legitimate_login_time(hermes.port).await;
+    let more_after = more.load(Ordering::Relaxed);
+    let more_held = going_on.await.expect("flood task");
+
     // The greedy source was closed to make room 8 times (10 s penalty each): it is
     // refused now, whatever the places.
     let (penalised, _) = burst(GREEDY, target, 50).await;
@@ -337,7 +367,8 @@ async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
                 .iter()
                 .filter(|e| e["eventid"] == "hermes.connection.evicted")
                 .count();
-            evicted > opened + PER_SOURCE - STARTUPS_FULL
+            // Every flood admission past the full mark closed one.
+            evicted + STARTUPS_FULL >= opened + more_held.len() + PER_SOURCE
                 && refused_count(events, Some("per_source_penalty")) >= 50
         })
     });
@@ -355,10 +386,13 @@ async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
     let text = metrics(metrics_port).await;
     let accepted_metric = sample(&text, "hermes_connections_total") as usize;
     drop(held);
+    let more_opened = more_held.len();
+    drop(more_held);
 
     println!(
         "flood from {} addresses: {opened} connections opened ({slow_opened} slow-loris) in {flood_took:?}; \
          {alive_before} held by Hermes before the login ({slow_alive} slow-loris), {alive_after} after; legitimate login took {took:?}; \
+         while {MORE} more arrived (opened {more_before}..{more_after} of them during it), {took_during:?}; \
          {} closed to make room; {connects} accepted; greedy source: {greedy_refused} refused past its share, \
          {penalised} of 50 refused under penalty; {refused} refusals in {lines} events (metric {metric}); Hermes RSS {rss} KiB",
         opened + 1,
@@ -385,6 +419,14 @@ async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
         took < Duration::from_secs(1),
         "legitimate client waited {took:?} during the flood"
     );
+    assert!(
+        took_during < Duration::from_secs(1),
+        "legitimate client waited {took_during:?} while the flood went on"
+    );
+    assert!(
+        more_before >= MORE / 4 && more_after < MORE,
+        "the flood went on during the login: {more_before}..{more_after} of {MORE}"
+    );
     // It got in by closing a flood connection, and was never chosen itself.
     assert!(
         alive_after < alive_before,
@@ -392,7 +434,8 @@ async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
     );
     assert!(evicted.iter().all(|e| e["src_ip"] != "127.0.0.1"));
     assert!(evicted.iter().all(|e| e["reason"] == "max_startups"));
-    assert!(evicted.len() > opened + PER_SOURCE - STARTUPS_FULL);
+    assert!(evicted.len() + STARTUPS_FULL >= opened + MORE + PER_SOURCE);
+    assert_eq!(more_opened, MORE);
     // Penalties: a source closed to make room again and again is refused for a while.
     assert_eq!(penalised, 50);
     assert_eq!(refused_count(&events, Some("per_source_penalty")), 50);
