@@ -95,12 +95,13 @@ pub fn render_family(
 /// Session lengths, seconds: from a quick bot to a long manual session.
 const SESSION_BOUNDS: &[f64] = &[1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0];
 
-/// Why connections were dropped; any other reason is counted as `other`.
+/// Why connections were refused; any other reason is counted as `other`.
 const DROP_REASONS: &[&str] = &[
     "max_startups",
     "per_source_max_startups",
     "max_connections",
     "max_connections_per_source",
+    "per_source_penalty",
 ];
 
 /// What the event stream says about the server. Shared by the event writer (which
@@ -163,7 +164,7 @@ impl EventMetrics {
             out,
             "hermes_connections_dropped_total",
             "counter",
-            "Connections refused by a limit (hermes.connection.drop).",
+            "Connections refused by a limit (the counts of hermes.connection.refused).",
             &samples,
         );
         render_family(
@@ -264,11 +265,12 @@ impl EventSink for MetricsSink {
         };
         match event.id() {
             EventId::SessionConnect => add(&m.connections, 1),
-            EventId::ConnectionDrop => {
+            EventId::ConnectionRefused => {
                 let reason = event.get("reason").and_then(|v| v.as_str()).unwrap_or("");
+                let count = event.get("count").and_then(|v| v.as_u64()).unwrap_or(0);
                 match DROP_REASONS.iter().position(|r| *r == reason) {
-                    Some(i) => add(&m.dropped[i], 1),
-                    None => add(&m.dropped_other, 1),
+                    Some(i) => add(&m.dropped[i], count),
+                    None => add(&m.dropped_other, count),
                 }
             }
             EventId::LoginSuccess => add(&m.auth_success, 1),
@@ -344,8 +346,14 @@ mod tests {
                     .field("password", "y"),
             ),
             build(
-                EventBuilder::connection(EventId::ConnectionDrop, &context)
-                    .field("reason", "weird\nreason"),
+                EventBuilder::connection(EventId::ConnectionRefused, &context)
+                    .field("reason", "weird\nreason")
+                    .field("count", 1),
+            ),
+            build(
+                EventBuilder::connection(EventId::ConnectionRefused, &context)
+                    .field("reason", "per_source_penalty")
+                    .field("count", 1234),
             ),
             build(
                 EventBuilder::connection(EventId::ContainerAllocate, &context)
@@ -368,13 +376,14 @@ mod tests {
             "hermes_auth_attempts_total{result=\"success\"} 1\n",
             "hermes_auth_attempts_total{result=\"failure\"} 1\n",
             "hermes_connections_dropped_total{reason=\"other\"} 1\n",
+            "hermes_connections_dropped_total{reason=\"per_source_penalty\"} 1234\n",
             "hermes_sessions_total 1\n",
             "hermes_sessions_active 0\n",
             "hermes_session_duration_seconds_bucket{le=\"15\"} 1\n",
             "hermes_session_duration_seconds_bucket{le=\"5\"} 0\n",
             "hermes_captured_files_total 1\n",
             "hermes_captured_bytes_total 1234\n",
-            "hermes_events_total 7\n",
+            "hermes_events_total 8\n",
             "hermes_events_dropped_total 3\n",
         ] {
             assert!(out.contains(line), "{line:?} missing from\n{out}");

@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use hermes_core::admission::Progress;
+
 /// sshd's limit on an identification line (SSH_MAX_BANNER_LEN).
 const MAX_LINE: usize = 8192;
 /// The library's limit on the identification line it will take.
@@ -132,11 +134,13 @@ pub(crate) enum Outcome {
     TimedOut,
 }
 
-/// Sends `banner`, reads the client's line, answers a bad one as sshd does.
+/// Sends `banner`, reads the client's line, answers a bad one as sshd does; tells
+/// `progress` of every byte and of the complete line.
 pub(crate) async fn exchange(
     stream: &mut TcpStream,
     banner: &str,
     grace: Duration,
+    progress: &Progress,
 ) -> io::Result<Outcome> {
     let mut hello = Vec::with_capacity(banner.len() + 2);
     hello.extend_from_slice(banner.as_bytes());
@@ -150,6 +154,7 @@ pub(crate) async fn exchange(
             if stream.read(&mut byte).await? == 0 {
                 return Ok::<_, io::Error>(None);
             }
+            progress.heard();
             if let Some(verdict) = reader.push(byte[0]) {
                 return Ok(Some(verdict));
             }
@@ -163,6 +168,7 @@ pub(crate) async fn exchange(
     };
     match verdict {
         Verdict::Accepted(line) => {
+            progress.identified();
             let library_takes = line.len() <= LIBRARY_MAX_LINE
                 && (line.starts_with("SSH-2.0-") || line.starts_with("SSH-1.99-"));
             Ok(if library_takes {

@@ -136,8 +136,11 @@ impl SshServer {
     ) {
         let mut connections = JoinSet::new();
         let connection_shutdown = shutdown.clone();
+        let mut refusal_tick = tokio::time::interval(REFUSAL_TICK);
+        refusal_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = refusal_tick.tick() => self.shared.services.write_refusals(false),
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let local = stream.local_addr().unwrap_or(peer);
@@ -186,8 +189,13 @@ impl SshServer {
             tracing::warn!(target: "hermes::ssh", left = connections.len(), "connections still open after the drain period; closing them");
             connections.shutdown().await;
         }
+        // Nothing is refused any more: write out every refusal still being summed.
+        self.shared.services.write_refusals(true);
     }
 }
+
+/// How often refusal summaries whose interval has ended are written.
+const REFUSAL_TICK: Duration = Duration::from_secs(1);
 
 /// Admission (per-source and global limits): a ticket, or None when the connection
 /// is to be dropped as sshd drops it past MaxStartups (before the banner).
@@ -214,18 +222,23 @@ async fn proxied_connection(
     let Some(proxy) = &shared.proxy else {
         return;
     };
-    let (peer, local) = match proxy_protocol::read_header(&mut stream, proxy.header_timeout).await {
-        Ok(ProxiedAddresses::Tcp {
-            source,
-            destination,
-        }) => (source, destination),
-        Ok(ProxiedAddresses::Local) => (balancer, local),
-        Err(error) => {
-            tracing::warn!(target: "hermes::ssh", %balancer, %error, "connection closed");
-            return;
-        }
-    };
+    let (peer, local, health_check) =
+        match proxy_protocol::read_header(&mut stream, proxy.header_timeout).await {
+            Ok(ProxiedAddresses::Tcp {
+                source,
+                destination,
+            }) => (source, destination, false),
+            Ok(ProxiedAddresses::Local) => (balancer, local, true),
+            Err(error) => {
+                tracing::warn!(target: "hermes::ssh", %balancer, %error, "connection closed");
+                return;
+            }
+        };
     if let Some(ticket) = admit(&shared, peer, local) {
+        if health_check {
+            // The balancer's own checks never log in; they must not get it refused.
+            ticket.progress().exempt_from_penalties();
+        }
         run_connection(Arc::clone(&shared), stream, peer, local, ticket, shutdown).await;
     }
 }
@@ -239,13 +252,22 @@ async fn run_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let progress = ticket.progress();
     let conn = Connection::accept(Arc::clone(&shared.services), peer, local, Some(ticket));
     let grace = shared
         .login_grace
         .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
     let started = tokio::time::Instant::now();
 
-    let line = match ident::exchange(&mut stream, &shared.banner, grace).await {
+    let exchanged = tokio::select! {
+        outcome = ident::exchange(&mut stream, &shared.banner, grace, &progress) => outcome,
+        reason = progress.evicted() => {
+            conn.evicted(reason, progress.silent());
+            conn.finish();
+            return;
+        }
+    };
+    let line = match exchanged {
         Ok(Outcome::Accepted(line)) => {
             conn.client_version(&line);
             line
@@ -286,6 +308,7 @@ async fn run_connection(
         &line,
         shared.banner.len() + 2,
         Arc::clone(&control),
+        Arc::clone(&progress),
         move |kex| reporter.client_kex(&kex),
     );
     let mut running = match russh::server::run_stream(
@@ -314,6 +337,7 @@ async fn run_connection(
     tokio::pin!(max_tries_timer);
     let mut max_tries = MaxTries::Waiting;
     let mut shutdown_seen = false;
+    let mut evicted = false;
     let authenticated = || connection_shared.authenticated.load(Ordering::Acquire);
     loop {
         tokio::select! {
@@ -347,6 +371,13 @@ async fn run_connection(
                 let _ = handle
                     .disconnect(russh::Disconnect::ProtocolError, "Too many authentication failures".to_owned(), String::new())
                     .await;
+            }
+            // Only an unauthenticated connection is ever chosen; one that logs in at the
+            // same moment is closed all the same (its places were given back).
+            reason = progress.evicted(), if !evicted => {
+                evicted = true;
+                conn.evicted(reason, progress.silent());
+                control.kill();
             }
             _ = shutdown_requested(&mut shutdown), if !shutdown_seen => {
                 shutdown_seen = true;

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use hermes_core::admission::Progress;
 use hermes_core::session::ClientKex;
 
 use crate::kexinit::KexInitScanner;
@@ -76,17 +77,20 @@ pub(crate) struct ClientStream<F> {
     on_kex: Option<F>,
     control: Arc<StreamControl>,
     held: usize,
+    /// Told of every read, so admission knows the client is not silent.
+    progress: Arc<Progress>,
 }
 
 impl<F: FnOnce(ClientKex)> ClientStream<F> {
     /// `client_line`: the client's version line (replayed to the library with CR LF);
     /// `banner_len`: bytes of banner (with CR LF) the library will write and we
-    /// already sent.
+    /// already sent; `progress`: told when the client sends something.
     pub(crate) fn new(
         inner: TcpStream,
         client_line: &str,
         banner_len: usize,
         control: Arc<StreamControl>,
+        progress: Arc<Progress>,
         on_kex: F,
     ) -> Self {
         let mut replay = Vec::with_capacity(client_line.len() + 2);
@@ -102,6 +106,7 @@ impl<F: FnOnce(ClientKex)> ClientStream<F> {
             on_kex: Some(on_kex),
             control,
             held: 0,
+            progress,
         }
     }
 }
@@ -124,6 +129,7 @@ impl<F: FnOnce(ClientKex) + Unpin> ClientStream<F> {
             match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) => {
                     let bytes = read.filled();
+                    self.progress.heard();
                     self.scan(bytes);
                     let block = self.first_block.get_or_insert_with(Vec::new);
                     block.extend_from_slice(bytes);
@@ -193,9 +199,12 @@ impl<F: FnOnce(ClientKex) + Unpin> AsyncRead for ClientStream<F> {
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &result
-            && !this.scanner.is_done()
+            && buf.filled().len() > before
         {
-            this.scan(&buf.filled()[before..]);
+            this.progress.heard();
+            if !this.scanner.is_done() {
+                this.scan(&buf.filled()[before..]);
+            }
         }
         result
     }

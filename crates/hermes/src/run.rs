@@ -130,7 +130,7 @@ pub async fn run(
     }
 
     let address = (config.server.host, config.server.port);
-    let listener = TcpListener::bind(address).await.with_context(|| {
+    let listener = listen(address.into()).with_context(|| {
         format!(
             "cannot listen on {}:{}",
             config.server.host, config.server.port
@@ -258,6 +258,24 @@ pub async fn run(
     // detached task may still hold.
     drop(writer);
     Ok(())
+}
+
+/// Connections the kernel completes and queues for the SSH listener before Hermes
+/// accepts them (capped by net.core.somaxconn). A burst of flood connections past
+/// the queue makes the kernel drop SYNs, everyone's alike, and a client's retry comes
+/// a second later: a deep queue lets admission control, not the kernel, choose.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// The SSH listener, with [`ACCEPT_BACKLOG`].
+fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 /// How long ended sessions get to finish their final capture at shutdown.

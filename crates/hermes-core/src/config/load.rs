@@ -321,6 +321,28 @@ mod tests {
     }
 
     #[test]
+    fn penalties_and_eviction_are_checked() {
+        let found = issues(
+            "server:\n  startup_idle: 0\n  refused_event_interval: 0\n  penalties:\n    min: 60\n    max: 30\n    max_sources: 0\n",
+        );
+        let paths: Vec<_> = found.iter().map(|i| (i.path.as_str(), i.line)).collect();
+        assert!(paths.contains(&("server.startup_idle", 2)), "{paths:?}");
+        assert!(
+            paths.contains(&("server.refused_event_interval", 3)),
+            "{paths:?}"
+        );
+        assert!(paths.contains(&("server.penalties.max", 6)), "{paths:?}");
+        assert!(
+            paths.contains(&("server.penalties.max_sources", 7)),
+            "{paths:?}"
+        );
+        let good = "server:\n  evict_stalled_startups: false\n  penalties:\n    enabled: false\n    noauth: 0\n";
+        let config = parse_str(good, "test.yaml").expect("loads");
+        assert!(!config.server.evict_stalled_startups);
+        assert_eq!(config.server.penalties.noauth, 0);
+    }
+
+    #[test]
     fn log_destinations_are_checked() {
         let found = issues("logging:\n  destinations: []\n");
         assert_eq!(found[0].path, "logging.destinations", "{found:?}");

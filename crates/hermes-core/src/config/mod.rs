@@ -219,6 +219,23 @@ pub struct ServerConfig {
     /// Connections Hermes holds at once, all sources together.
     #[garde(range(min = 1, max = 1_000_000))]
     pub max_connections: u32,
+    /// When `max_startups` or `max_connections` would refuse a new connection, close
+    /// instead the stalled unauthenticated connection silent longest (no complete
+    /// identification line yet, or silent `startup_idle` seconds), so a flood of idle
+    /// connections cannot lock everyone out. Off: refuse as sshd does.
+    #[garde(skip)]
+    pub evict_stalled_startups: bool,
+    /// Seconds an unauthenticated connection that sent its identification line may be
+    /// silent before it counts as stalled.
+    #[garde(range(min = 1, max = 3600))]
+    pub startup_idle: u64,
+    /// Per-source penalties (after OpenSSH's PerSourcePenalties).
+    #[garde(dive)]
+    pub penalties: PenaltyConfig,
+    /// Refused connections are written as one `hermes.connection.refused` event per
+    /// source and reason per this many seconds, with their count.
+    #[garde(range(min = 1, max = 3600))]
+    pub refused_event_interval: u64,
     /// Every connection starts with a PROXY protocol header (v1 or v2) from a load
     /// balancer, and the client it names is the session's source. Off by default.
     #[garde(skip)]
@@ -244,8 +261,57 @@ impl Default for ServerConfig {
             per_source_max_startups: 8,
             max_connections_per_source: 32,
             max_connections: 1024,
+            evict_stalled_startups: true,
+            startup_idle: 10,
+            penalties: PenaltyConfig::default(),
+            refused_event_interval: 60,
             proxy_protocol: false,
             proxy_trusted: Vec::new(),
+        }
+    }
+}
+
+/// `server.penalties`: a source whose unauthenticated connections keep ending without
+/// an authentication attempt collects penalty time; once it holds `min` seconds, its
+/// new connections are refused until the time runs out. Connections that tried a
+/// password or key are never penalised: they are what a honeypot is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct PenaltyConfig {
+    /// Penalties on or off.
+    #[garde(skip)]
+    pub enabled: bool,
+    /// Seconds added when a connection closes without an authentication attempt.
+    #[garde(range(max = 3600))]
+    pub noauth: u64,
+    /// Seconds added when the login grace time runs out.
+    #[garde(range(max = 3600))]
+    pub grace_exceeded: u64,
+    /// Seconds added when the connection is closed to make room for a new one.
+    #[garde(range(max = 3600))]
+    pub evicted: u64,
+    /// Penalty seconds a source must hold before it is refused.
+    #[garde(range(min = 1, max = 86_400))]
+    pub min: u64,
+    /// Cap on a source's penalty, seconds; at least `min`.
+    #[garde(range(min = 1, max = 86_400), custom(validate::penalty_max(&self.min)))]
+    pub max: u64,
+    /// Source addresses tracked at most; past it, the one closest to expiry is
+    /// forgotten.
+    #[garde(range(min = 1, max = 10_000_000))]
+    pub max_sources: u32,
+}
+
+impl Default for PenaltyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            noauth: 1,
+            grace_exceeded: 10,
+            evicted: 10,
+            min: 15,
+            max: 600,
+            max_sources: 65_536,
         }
     }
 }

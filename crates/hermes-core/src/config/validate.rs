@@ -200,6 +200,16 @@ pub(super) fn server(server: &ServerConfig, _: &()) -> Result {
     Ok(())
 }
 
+/// `penalties.max` caps what `min` must reach.
+pub(super) fn penalty_max(min: &u64) -> impl FnOnce(&u64, &()) -> Result + '_ {
+    move |max, _| {
+        if max < min {
+            return fail(format!("must be at least `min` ({min})"));
+        }
+        Ok(())
+    }
+}
+
 /// The pool cannot keep more ready containers than it may run.
 pub(super) fn container_pool(pool: &ContainerPoolConfig, _: &()) -> Result {
     if pool.size > pool.max_containers {

@@ -176,9 +176,19 @@ catalogue! {
     /// (the journal entry that asked for it is removed once both are on disk).
     SessionRecovered = "hermes.session.recovered", connection: true,
         fields: ["end_reason": Str, "end_time": Str];
-    /// The connection was refused before the SSH banner by an admission rule
-    /// (`max_startups`, per-source or global caps).
-    ConnectionDrop = "hermes.connection.drop", connection: true, fields: ["reason": Str];
+    /// Connections from one source refused before the SSH banner for one `reason`
+    /// (`max_startups`, `per_source_max_startups`, `max_connections`,
+    /// `max_connections_per_source`, `per_source_penalty`), summed over
+    /// `server.refused_event_interval`: `count` of them between `first_seen` and
+    /// `last_seen`. `session` names this record; `src_port` is the last one's.
+    ConnectionRefused = "hermes.connection.refused", connection: true,
+        fields: ["reason": Str, "count": Int, "first_seen": Str, "last_seen": Str];
+    /// An unauthenticated connection was closed to make room for a new one (`reason`:
+    /// the limit that was full, `max_startups` or `max_connections`): it had not sent
+    /// a complete identification line, or had been silent for `server.startup_idle`
+    /// seconds, and was silent longest (`silent_ms`).
+    ConnectionEvicted = "hermes.connection.evicted", connection: true,
+        fields: ["reason": Str, "silent_ms": Int];
     /// The client's identification line was not SSH-2.0; it got sshd's answer.
     ClientBadVersion = "hermes.client.bad_version", connection: true,
         fields: ["version": Str, "reply": Str];

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Connection;
+use crate::admission::DropReason;
 use crate::auth::{Decision, FailedMethod};
 use crate::escape::escape_untrusted;
 use crate::events::{EventBuilder, EventId};
@@ -116,6 +117,7 @@ impl Connection {
     /// A public key offered (before its signature): logged; refused unless the policy
     /// accepts keys.
     pub async fn pubkey_offer(&self, username: &str, key: &OfferedKey) -> AuthReply {
+        self.auth_attempted();
         self.services.events.emit(
             EventBuilder::connection(EventId::ClientFingerprint, &self.context)
                 .field("username", username)
@@ -167,6 +169,7 @@ impl Connection {
         username: &str,
         password: &str,
     ) -> AuthReply {
+        self.auth_attempted();
         let decision = {
             let mut state = self.state();
             let decision = self.services.policy().check_password(
@@ -264,6 +267,21 @@ impl Connection {
         );
     }
 
+    /// The connection was closed to make room for a new one.
+    pub fn evicted(&self, reason: DropReason, silent: Duration) {
+        let silent_ms = silent.as_millis() as u64;
+        self.services.events.emit(
+            EventBuilder::connection(EventId::ConnectionEvicted, &self.context)
+                .field("reason", reason.as_str())
+                .field("silent_ms", silent_ms)
+                .message(format!(
+                    "Unauthenticated connection silent for {silent_ms} ms closed to make room ({})",
+                    reason.as_str()
+                )),
+        );
+        tracing::debug!(target: "hermes::admission", session_id = %self.context.session, reason = reason.as_str(), silent_ms, "connection closed to make room");
+    }
+
     /// The client's identification line was refused with `reply`.
     pub fn bad_version(&self, line: &str, reply: &str) {
         self.services.events.emit(
@@ -274,8 +292,18 @@ impl Connection {
         );
     }
 
+    /// A password or key was tried: the connection is never penalised.
+    fn auth_attempted(&self) {
+        if let Some(ticket) = &self.state().ticket {
+            ticket.progress().auth_attempted();
+        }
+    }
+
     /// The login grace time ran out.
     pub fn login_grace_expired(&self, seconds: u64) {
+        if let Some(ticket) = &self.state().ticket {
+            ticket.progress().grace_exceeded();
+        }
         self.services.events.emit(
             EventBuilder::connection(EventId::LoginGraceTimeout, &self.context)
                 .field("seconds", seconds)

@@ -35,6 +35,7 @@ pub use reload::ReloadReport;
 pub use slots::SessionSlots;
 pub use standby::standby_spec;
 
+use crate::admission::refusals::{RefusalLog, Summary};
 use crate::admission::{Admission, DropReason, Limits, Ticket};
 use crate::auth::{ConnectionAuthState, CredentialPolicy, FailureTiming};
 use crate::capture::{CaptureLimits, FileStore, SessionFiles};
@@ -98,6 +99,8 @@ pub struct SessionServices {
     /// Logged-in sessions not closed yet, for the next start when Hermes is killed
     /// (None when recording is off: there is no metadata to close).
     journal: Option<Journal>,
+    /// Refused connections not yet written out.
+    refusals: Mutex<RefusalLog>,
     /// Connections whose end (final capture, release, last events) is still running.
     finalizing: AtomicUsize,
     finalized: Notify,
@@ -134,6 +137,9 @@ impl SessionServices {
                 .recording
                 .enabled
                 .then(|| Journal::new(&config.recording.output_dir)),
+            refusals: Mutex::new(RefusalLog::new(Duration::from_secs(
+                config.server.refused_event_interval,
+            ))),
             config,
             events,
             sandbox,
@@ -174,30 +180,70 @@ impl SessionServices {
     }
 }
 
-/// Records a connection that admission control refused: it gets an event (with a
-/// session id of its own) and nothing else.
+/// Records a connection that admission control refused: it is counted into its
+/// source's summary (see [`RefusalLog`]), written as one event per source and reason
+/// per interval.
 pub fn connection_dropped(
     services: &SessionServices,
     src: SocketAddr,
     dst: SocketAddr,
     reason: DropReason,
 ) {
-    let context = ConnectionContext {
-        session: SessionId::random(),
+    let src = SocketAddr::new(src.ip().to_canonical(), src.port());
+    let full = services.refusals().record(
         src,
         dst,
-    };
-    services.events.emit(
-        EventBuilder::connection(EventId::ConnectionDrop, &context)
-            .field("reason", reason.as_str())
-            .message(format!(
-                "Connection from {}:{} dropped: {}",
-                src.ip().to_canonical(),
-                src.port(),
-                reason.as_str()
-            )),
+        reason,
+        tokio::time::Instant::now(),
+        SystemTime::now(),
     );
-    tracing::debug!(target: "hermes::admission", source_ip = %src.ip().to_canonical(), reason = reason.as_str(), "connection dropped");
+    write_refusals(services, full);
+    tracing::debug!(target: "hermes::admission", source_ip = %src.ip(), reason = reason.as_str(), "connection refused");
+}
+
+fn write_refusals(services: &SessionServices, summaries: Vec<Summary>) {
+    for summary in summaries {
+        let context = ConnectionContext {
+            session: SessionId::random(),
+            src: summary.src,
+            dst: summary.dst,
+        };
+        let first_seen = crate::time::iso8601_micros(summary.first);
+        let last_seen = crate::time::iso8601_micros(summary.last);
+        services.events.emit(
+            EventBuilder::connection(EventId::ConnectionRefused, &context)
+                .field("reason", summary.reason.as_str())
+                .field("count", summary.count)
+                .message(format!(
+                    "{} connection(s) from {} refused ({}) between {first_seen} and {last_seen}",
+                    summary.count,
+                    summary.src.ip(),
+                    summary.reason.as_str()
+                ))
+                .field("first_seen", first_seen)
+                .field("last_seen", last_seen),
+        );
+    }
+}
+
+impl SessionServices {
+    fn refusals(&self) -> MutexGuard<'_, RefusalLog> {
+        self.refusals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the refusal summaries whose interval has ended; with `all`, every one
+    /// (at shutdown, so none is lost).
+    pub fn write_refusals(&self, all: bool) {
+        let summaries = {
+            let mut log = self.refusals();
+            if all {
+                log.drain()
+            } else {
+                log.due(tokio::time::Instant::now())
+            }
+        };
+        write_refusals(self, summaries);
+    }
 }
 
 /// The state of a connection's container.

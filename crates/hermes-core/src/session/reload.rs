@@ -19,6 +19,9 @@ const RELOADABLE: &[&str] = &[
     "server.per_source_max_startups",
     "server.max_connections_per_source",
     "server.max_connections",
+    "server.evict_stalled_startups",
+    "server.startup_idle",
+    "server.penalties",
 ];
 
 /// What a reload did.

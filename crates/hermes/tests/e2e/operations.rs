@@ -59,7 +59,7 @@ async fn get(port: u16, request: &str) -> (String, String) {
     )
 }
 
-async fn metrics(port: u16) -> String {
+pub(crate) async fn metrics(port: u16) -> String {
     let (status, body) = get(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
     body
@@ -70,7 +70,7 @@ async fn health(port: u16) -> (String, String) {
 }
 
 /// The value of one sample line (`name{labels} value`).
-fn sample(text: &str, name: &str) -> f64 {
+pub(crate) fn sample(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())

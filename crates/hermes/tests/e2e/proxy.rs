@@ -15,7 +15,7 @@ use crate::harness::{Hermes, Options, require_docker};
 fn hermes() -> Hermes {
     Hermes::start(Options {
         pool_size: 1,
-        server_extra: "  proxy_protocol: true\n  proxy_trusted: [127.0.0.1/32, \"::1\"]\n",
+        server_extra: "  proxy_protocol: true\n  proxy_trusted: [127.0.0.1/32, \"::1\"]\n  refused_event_interval: 1\n",
         ..Options::default()
     })
 }
@@ -165,4 +165,65 @@ async fn proxy_headers_set_the_source_and_bad_ones_are_refused() {
     assert!(log.contains("malformed PROXY protocol header"), "{log}");
     assert!(log.contains("no PROXY protocol header"), "{log}");
     assert!(log.contains("outside proxy_trusted"), "{log}");
+}
+
+/// One banner grab through the balancer: the header, then whatever comes back.
+async fn grab(port: u16, header: &[u8]) -> Vec<u8> {
+    let mut stream = from([127, 0, 0, 1], port).await;
+    stream.write_all(header).await.expect("header");
+    answer(&mut stream).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn penalties_fall_on_the_proxied_client_never_on_the_balancers_health_checks() {
+    if !require_docker() {
+        return;
+    }
+    let hermes = hermes();
+    // Health checks (PROXY UNKNOWN keeps the balancer's address) that read the banner
+    // and leave: far more than would get any client penalised.
+    for n in 0..40 {
+        let seen = grab(hermes.port, b"PROXY UNKNOWN\r\n").await;
+        assert!(
+            seen.starts_with(b"SSH-2.0-"),
+            "health check {n} got {seen:?}"
+        );
+    }
+    // The same from one proxied client: after about 15 s of penalty (1 s each) it is
+    // closed on before the banner.
+    let mut refused_from = None;
+    for n in 0..40 {
+        let seen = grab(
+            hermes.port,
+            b"PROXY TCP4 203.0.113.50 10.0.0.5 40000 22\r\n",
+        )
+        .await;
+        if !seen.starts_with(b"SSH-2.0-") {
+            refused_from.get_or_insert(n);
+        }
+        // The server notices the close before the next grab.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused_from = refused_from.expect("a client that only grabs banners is refused at last");
+    assert!(
+        (14..30).contains(&refused_from),
+        "refused from grab {refused_from}"
+    );
+    let events = tokio::task::block_in_place(|| {
+        hermes.wait_for_events("the refusal summary", |events| {
+            events
+                .iter()
+                .any(|e| e["eventid"] == "hermes.connection.refused")
+        })
+    });
+    let refusals: Vec<_> = events
+        .iter()
+        .filter(|e| e["eventid"] == "hermes.connection.refused")
+        .collect();
+    assert!(
+        refusals
+            .iter()
+            .all(|e| e["src_ip"] == "203.0.113.50" && e["reason"] == "per_source_penalty"),
+        "{refusals:?}"
+    );
 }
