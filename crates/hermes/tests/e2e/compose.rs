@@ -305,3 +305,85 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
     );
     drop(stack);
 }
+
+/// The proxy alone (no docker-compose or Hermes image needed): Hermes's real create
+/// body, seccomp profile included, gets through to the engine, and the same body
+/// asking for `seccomp=unconfined` does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
+    const PROXY: &str = "hermes-socket-proxy:latest";
+    if !require_docker() {
+        return;
+    }
+    let have_image = Command::new("docker")
+        .args(["image", "inspect", PROXY])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_image {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{PROXY} is missing: scripts/compose-images.sh builds it"
+        );
+        eprintln!("SKIPPED: {PROXY} is missing");
+        return;
+    }
+    let name = unique_sensor();
+    let port = free_port();
+    let run = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            &name,
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+        ])
+        .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
+        .arg("-p")
+        .arg(format!("127.0.0.1:{port}:2375"))
+        .arg(PROXY)
+        .output()
+        .expect("docker run");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+        }
+    }
+    let _proxy = Remove(name);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http(port, &request("GET", "/_ping", "")).await.0 != 200 {
+        assert!(Instant::now() < deadline, "the proxy did not come up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let config = hermes_core::config::Config::default();
+    let mut body =
+        hermes_sandbox::ContainerProfile::from_config(&config, "proxy-check").create_body();
+    // An image the engine does not have: its 404 shows the body got past the proxy,
+    // and no container is made.
+    body.image = Some("hermes-no-such-image:none".to_owned());
+    let json = serde_json::to_string(&body).expect("body");
+    assert!(json.contains("seccomp={"), "the profile is in the body");
+    println!("create body: {} bytes", json.len());
+    let (code, answer) = http(port, &request("POST", "/v1.41/containers/create", &json)).await;
+    assert_eq!(code, 404, "{answer}");
+    assert!(answer.contains("No such image"), "{answer}");
+
+    let mut unconfined = body.clone();
+    if let Some(host) = unconfined.host_config.as_mut() {
+        host.security_opt = Some(vec!["seccomp=unconfined".to_owned()]);
+    }
+    let json = serde_json::to_string(&unconfined).expect("body");
+    let (code, answer) = http(port, &request("POST", "/v1.41/containers/create", &json)).await;
+    assert_eq!(code, 403, "{answer}");
+}

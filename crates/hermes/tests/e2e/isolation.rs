@@ -450,6 +450,7 @@ fn the_seccomp_profile_refuses_io_uring_and_the_other_listed_calls() {
     );
     let results = probe_results(&out);
     let io_uring = results.get("io_uring_setup").map(String::as_str);
+    println!("under Docker's default profile: io_uring_setup={io_uring:?}");
     assert!(
         io_uring.is_some_and(|e| e != "EPERM"),
         "io_uring_setup under Docker's profile: {out}"
