@@ -26,7 +26,7 @@ mod upper;
 pub use endpoint::{Endpoint, EndpointError, TlsFiles};
 pub use pool::{DockerSandbox, PoolSettings, PoolStatus};
 pub use profile::ContainerProfile;
-pub use seccomp::{DENIED, Denied, profile_json as seccomp_profile_json};
+pub use seccomp::{DENIED, Denied};
 
 /// The label every Hermes target container carries (value `target`).
 pub const ROLE_LABEL: &str = "hermes.role";

@@ -7,6 +7,8 @@
 //! Docker evaluates the conditions (`caps`, `arches`, `minKernel`) when it turns the
 //! profile into the container's filter.
 
+use std::sync::LazyLock;
+
 use serde::Serialize;
 
 /// A system call refused in every box whatever its capabilities, and why.
@@ -660,14 +662,14 @@ fn rules() -> Vec<Rule> {
             ..allow(names)
         });
     }
-    let without_sys_admin = || Filter {
+    let holds_sys_admin = || Filter {
         caps: vec!["CAP_SYS_ADMIN"],
         ..Filter::default()
     };
     // Threads and processes, but no new namespaces.
     rules.push(Rule {
         args: first_arg("SCMP_CMP_MASKED_EQ", CLONE_NAMESPACE_FLAGS, 0),
-        excludes: without_sys_admin(),
+        excludes: holds_sys_admin(),
         ..allow(&["clone"])
     });
     // clone3 passes its flags in memory, out of the filter's sight: ENOSYS makes
@@ -676,14 +678,19 @@ fn rules() -> Vec<Rule> {
         names: vec!["clone3"],
         action: "SCMP_ACT_ERRNO",
         errno_ret: Some(ENOSYS),
-        excludes: without_sys_admin(),
+        excludes: holds_sys_admin(),
         ..Rule::default()
     });
     rules
 }
 
-/// The profile as compact JSON, for `--security-opt seccomp=<JSON>`.
-pub fn profile_json() -> String {
+/// The profile as compact JSON, for `--security-opt seccomp=<JSON>`; built once.
+pub fn profile_json() -> &'static str {
+    static JSON: LazyLock<String> = LazyLock::new(build_json);
+    &JSON
+}
+
+fn build_json() -> String {
     let profile = Profile {
         default_action: "SCMP_ACT_ERRNO",
         default_errno_ret: EPERM,
@@ -712,7 +719,7 @@ mod tests {
     use super::*;
 
     fn profile() -> Value {
-        serde_json::from_str(&profile_json()).expect("valid JSON")
+        serde_json::from_str(profile_json()).expect("valid JSON")
     }
 
     fn rules_of(profile: &Value) -> &Vec<Value> {
@@ -811,6 +818,26 @@ mod tests {
             .map(|r| r["args"][0]["value"].as_u64().expect("value"))
             .collect();
         assert_eq!(personalities, [0, 8, 0x20000, 0x20008, 0xffff_ffff]);
+    }
+
+    /// SECURITY.md names every refused call; the ones Docker would allow are in its
+    /// table, with their reasons.
+    #[test]
+    fn security_md_lists_every_denied_call() {
+        let doc = include_str!("../../../SECURITY.md");
+        let table: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
+        for denied in DENIED {
+            for name in denied.names {
+                let quoted = format!("`{name}`");
+                assert!(doc.contains(&quoted), "{name} not in SECURITY.md");
+                if denied.docker_allows {
+                    assert!(
+                        table.iter().any(|l| l.contains(&quoted)),
+                        "{name} not in SECURITY.md's table"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
