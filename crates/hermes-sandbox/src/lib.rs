@@ -17,6 +17,7 @@ mod openat;
 mod pool;
 mod profile;
 mod retention;
+mod seccomp;
 mod signal;
 mod standby;
 mod tar;
@@ -25,6 +26,7 @@ mod upper;
 pub use endpoint::{Endpoint, EndpointError, TlsFiles};
 pub use pool::{DockerSandbox, PoolSettings, PoolStatus};
 pub use profile::ContainerProfile;
+pub use seccomp::{DENIED, Denied};
 
 /// The label every Hermes target container carries (value `target`).
 pub const ROLE_LABEL: &str = "hermes.role";

@@ -7,7 +7,7 @@ use bollard::models::{
     ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 
-use hermes_core::config::{Config, parse_memory_size};
+use hermes_core::config::{Config, SeccompProfile, parse_memory_size};
 
 use crate::{CREATED_LABEL, ROLE_LABEL, SENSOR_LABEL};
 
@@ -34,8 +34,10 @@ pub struct ContainerProfile {
     pub cap_drop: Vec<String>,
     /// Capabilities added back.
     pub cap_add: Vec<String>,
-    /// `--security-opt` values.
+    /// `--security-opt` values, without the seccomp profile.
     pub security_opt: Vec<String>,
+    /// The seccomp profile.
+    pub seccomp: SeccompProfile,
     /// RLIMIT_FSIZE in bytes.
     pub max_file_bytes: i64,
     /// OCI runtime, when not the engine's default.
@@ -65,6 +67,7 @@ impl ContainerProfile {
             cap_drop: security.capabilities.drop.clone(),
             cap_add: security.capabilities.add.clone(),
             security_opt: security.security_opt.clone(),
+            seccomp: security.seccomp,
             max_file_bytes: bytes(&security.max_file_size),
             runtime: security.runtime.clone(),
             userns_mode: security.userns_mode.clone(),
@@ -98,7 +101,7 @@ impl ContainerProfile {
                 shm_size: Some(self.shm_bytes),
                 cap_drop: Some(self.cap_drop.clone()),
                 cap_add: Some(self.cap_add.clone()),
-                security_opt: Some(self.security_opt.clone()),
+                security_opt: Some(self.security_opt()),
                 privileged: Some(false),
                 init: Some(false),
                 readonly_rootfs: Some(false),
@@ -135,6 +138,18 @@ impl ContainerProfile {
     }
 }
 
+impl ContainerProfile {
+    /// The configured options, and Hermes's seccomp profile (as JSON: the engine
+    /// reads no files for API clients) unless the engine's default is asked for.
+    fn security_opt(&self) -> Vec<String> {
+        let mut options = self.security_opt.clone();
+        if self.seccomp == SeccompProfile::Hermes {
+            options.push(format!("seccomp={}", crate::seccomp::profile_json()));
+        }
+        options
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,10 +175,12 @@ mod tests {
                 "SETGID".to_owned()
             ])
         );
-        assert_eq!(
-            host.security_opt,
-            Some(vec!["no-new-privileges:true".to_owned()])
-        );
+        let options = host.security_opt.as_deref().unwrap_or_default();
+        assert_eq!(options.len(), 2, "{options:?}");
+        assert_eq!(options[0], "no-new-privileges:true");
+        let json = options[1].strip_prefix("seccomp=").expect("our profile");
+        let seccomp: serde_json::Value = serde_json::from_str(json).expect("JSON");
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(host.privileged, Some(false));
         assert_eq!(
             host.cgroupns_mode,
@@ -184,5 +201,43 @@ mod tests {
             labels.get(SENSOR_LABEL).map(String::as_str),
             Some("sensor-1")
         );
+    }
+
+    #[test]
+    fn docker_default_leaves_seccomp_to_the_engine() {
+        let mut config = Config::default();
+        config.container_pool.security.seccomp = SeccompProfile::DockerDefault;
+        let body = ContainerProfile::from_config(&config, "s").create_body();
+        let host = body.host_config.expect("host config");
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges:true".to_owned()])
+        );
+    }
+
+    /// What the socket proxy (images/socket-proxy/haproxy.cfg) refuses in a create
+    /// body must not appear in ours, and the body stays under its size limit.
+    #[test]
+    fn the_create_body_passes_the_socket_proxy_checks() {
+        let body = ContainerProfile::from_config(&Config::default(), "sensor-1").create_body();
+        let json = serde_json::to_string(&body).expect("serializable");
+        assert!(json.len() < 60_000, "{} bytes", json.len());
+        assert!(
+            json.len() > 5_000,
+            "the profile is in it: {} bytes",
+            json.len()
+        );
+        let lowered = json.to_ascii_lowercase();
+        for refused in [
+            "\\u",
+            "unconfined",
+            "apparmor=",
+            "label:disable",
+            "label=disable",
+            "systempaths",
+            "\"privileged\":true",
+        ] {
+            assert!(!lowered.contains(refused), "`{refused}` in the body");
+        }
     }
 }

@@ -36,8 +36,18 @@ fn malformed_configs_exit_2_naming_key_and_line() {
         ),
         (
             "unknown nested key",
+            b"container_pool:\n  security:\n    memory_limit: 256m\n    apparmor: off\n",
+            &["container_pool.security.apparmor", "line 4"],
+        ),
+        (
+            "unknown seccomp profile",
             b"container_pool:\n  security:\n    memory_limit: 256m\n    seccomp: off\n",
-            &["container_pool.security.seccomp", "line 4"],
+            &["container_pool.security.seccomp", "line 4", "hermes", "docker-default"],
+        ),
+        (
+            "seccomp in security_opt",
+            b"container_pool:\n  security:\n    security_opt:\n      - \"seccomp=/etc/p.json\"\n",
+            &["container_pool.security.security_opt", "line 4", "container_pool.security.seccomp"],
         ),
         ("wrong type", b"container_pool:\n  size: three\n", &["container_pool.size", "line 2"]),
         (

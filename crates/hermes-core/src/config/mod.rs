@@ -629,9 +629,12 @@ pub struct SecurityConfig {
     /// Linux capabilities.
     #[garde(dive)]
     pub capabilities: CapabilitiesConfig,
-    /// Docker `--security-opt` values.
+    /// Docker `--security-opt` values (not `seccomp`: that is [`Self::seccomp`]).
     #[garde(inner(custom(validate::security_opt)))]
     pub security_opt: Vec<String>,
+    /// The seccomp profile of the containers.
+    #[garde(skip)]
+    pub seccomp: SeccompProfile,
     /// Size of a container's writable layer at which its sessions are ended and it is
     /// stopped (checked every few seconds), e.g. `1g`.
     #[garde(custom(validate::memory_size))]
@@ -659,12 +662,23 @@ impl Default for SecurityConfig {
             tmpfs_size: "50m".to_owned(),
             capabilities: CapabilitiesConfig::default(),
             security_opt: vec!["no-new-privileges:true".to_owned()],
+            seccomp: SeccompProfile::Hermes,
             disk_limit: "1g".to_owned(),
             max_file_size: "512m".to_owned(),
             runtime: None,
             userns_mode: None,
         }
     }
+}
+
+/// Which seccomp profile the containers get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeccompProfile {
+    /// Hermes's own: Docker's default minus io_uring and other high-risk calls.
+    Hermes,
+    /// The engine's built-in default profile.
+    DockerDefault,
 }
 
 /// `container_pool.security.capabilities`.

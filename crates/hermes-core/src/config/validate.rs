@@ -173,13 +173,15 @@ pub(super) fn security_opt(opt: &str, _: &()) -> Result {
     // `seccomp=unconfined` and `apparmor=unconfined` remove isolation layers; refuse
     // them rather than let a typo weaken containment.
     let lowered = opt.to_ascii_lowercase().replace(':', "=");
-    if lowered == "seccomp=unconfined" || lowered == "apparmor=unconfined" {
+    if lowered == "apparmor=unconfined" {
         return fail(format!("`{opt}` disables a containment layer"));
     }
-    if lowered == "seccomp=default" {
-        return fail(
-            "`seccomp=default` is not a profile path; omit it, Docker's default profile applies anyway",
-        );
+    // The profile is chosen by `seccomp` (Hermes's own or Docker's default); through
+    // the API a path here would not even load.
+    if lowered.starts_with("seccomp=") {
+        return fail(format!(
+            "`{opt}`: the seccomp profile is set by `container_pool.security.seccomp` (`hermes` or `docker-default`)"
+        ));
     }
     Ok(())
 }
@@ -461,6 +463,13 @@ mod tests {
         assert!(security_opt("no-new-privileges:true", &()).is_ok());
         assert!(security_opt("seccomp=unconfined", &()).is_err());
         assert!(security_opt("seccomp:unconfined", &()).is_err());
+        assert!(security_opt("apparmor:unconfined", &()).is_err());
+        let custom = security_opt("seccomp=/etc/profile.json", &()).expect_err("refused");
+        assert!(
+            custom
+                .to_string()
+                .contains("container_pool.security.seccomp")
+        );
         assert!(capability("CAP_CHOWN", &()).is_ok());
         assert!(capability("CHOWNN", &()).is_err());
     }

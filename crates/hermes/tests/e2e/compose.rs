@@ -12,7 +12,13 @@ use tokio::net::TcpStream;
 use crate::client::Client;
 use crate::harness::{free_port, require_docker, unique_sensor};
 
-const IMAGES: &[&str] = &["hermes:latest", "hermes-socket-proxy:latest"];
+const PROXY_IMAGE: &str = "hermes-socket-proxy:latest";
+
+/// Hermes's image: `hermes:latest`, or `HERMES_COMPOSE_IMAGE` to test a build of
+/// one branch without replacing the shared tag.
+fn hermes_image() -> String {
+    std::env::var("HERMES_COMPOSE_IMAGE").unwrap_or_else(|_| "hermes:latest".to_owned())
+}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -28,16 +34,17 @@ fn require_compose() -> bool {
             .status()
             .is_ok_and(|s| s.success())
     };
+    let images = [hermes_image(), PROXY_IMAGE.to_owned()];
     let ok = have("docker-compose", &["version"])
-        && IMAGES
+        && images
             .iter()
             .all(|i| have("docker", &["image", "inspect", i]));
     if !ok {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "docker-compose or the images {IMAGES:?} are missing: scripts/test.sh builds them (scripts/compose-images.sh)"
+            "docker-compose or the images {images:?} are missing: scripts/test.sh builds them (scripts/compose-images.sh)"
         );
-        eprintln!("SKIPPED: docker-compose or the images {IMAGES:?} are missing");
+        eprintln!("SKIPPED: docker-compose or the images {images:?} are missing");
     }
     ok
 }
@@ -136,7 +143,8 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
     std::fs::write(
         &override_path,
         format!(
-            "version: \"2.4\"\nservices:\n  socket-proxy:\n    ports: [\"127.0.0.1:{proxy_port}:2375\", \"127.0.0.1:{stream_port}:2376\"]\n    networks: [docker-api, test]\n  hermes:\n    volumes:\n      - {}:/etc/hermes/hermes.yaml:ro\nnetworks:\n  test: {{}}\n",
+            "version: \"2.4\"\nservices:\n  socket-proxy:\n    ports: [\"127.0.0.1:{proxy_port}:2375\", \"127.0.0.1:{stream_port}:2376\"]\n    networks: [docker-api, test]\n  hermes:\n    image: {}\n    volumes:\n      - {}:/etc/hermes/hermes.yaml:ro\nnetworks:\n  test: {{}}\n",
+            hermes_image(),
             config_path.display()
         ),
     )
@@ -177,6 +185,13 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
     let mut exec = client.exec("echo through-the-proxy; id -un").await;
     assert!(exec.read_to_close(Duration::from_secs(30)).await);
     assert_eq!(exec.text(), "through-the-proxy\nroot\n");
+    drop(exec);
+    // The box has Hermes's seccomp profile: the create body carried it past the proxy.
+    let mut exec = client
+        .exec("python3 -c 'import ctypes; libc = ctypes.CDLL(None, use_errno=True); print(libc.syscall(425, 1, 0), ctypes.get_errno())'")
+        .await;
+    assert!(exec.read_to_close(Duration::from_secs(30)).await);
+    assert_eq!(exec.text(), "-1 1\n", "io_uring_setup fails with EPERM");
     drop(exec);
     drop(client);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -304,4 +319,85 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
         "{body}"
     );
     drop(stack);
+}
+
+/// The proxy alone (no docker-compose or Hermes image needed): Hermes's real create
+/// body, seccomp profile included, gets through to the engine, and the same body
+/// asking for `seccomp=unconfined` does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
+    if !require_docker() {
+        return;
+    }
+    let have_image = Command::new("docker")
+        .args(["image", "inspect", PROXY_IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_image {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{PROXY_IMAGE} is missing: scripts/compose-images.sh builds it"
+        );
+        eprintln!("SKIPPED: {PROXY_IMAGE} is missing");
+        return;
+    }
+    let name = unique_sensor();
+    let port = free_port();
+    let run = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            &name,
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+        ])
+        .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
+        .arg("-p")
+        .arg(format!("127.0.0.1:{port}:2375"))
+        .arg(PROXY_IMAGE)
+        .output()
+        .expect("docker run");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+        }
+    }
+    let _proxy = Remove(name);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http(port, &request("GET", "/_ping", "")).await.0 != 200 {
+        assert!(Instant::now() < deadline, "the proxy did not come up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let config = hermes_core::config::Config::default();
+    let mut body =
+        hermes_sandbox::ContainerProfile::from_config(&config, "proxy-check").create_body();
+    // An image the engine does not have: its 404 shows the body got past the proxy,
+    // and no container is made.
+    body.image = Some("hermes-no-such-image:none".to_owned());
+    let json = serde_json::to_string(&body).expect("body");
+    assert!(json.contains("seccomp={"), "the profile is in the body");
+    println!("create body: {} bytes", json.len());
+    let (code, answer) = http(port, &request("POST", "/v1.41/containers/create", &json)).await;
+    assert_eq!(code, 404, "{answer}");
+    assert!(answer.contains("No such image"), "{answer}");
+
+    let mut unconfined = body.clone();
+    if let Some(host) = unconfined.host_config.as_mut() {
+        host.security_opt = Some(vec!["seccomp=unconfined".to_owned()]);
+    }
+    let json = serde_json::to_string(&unconfined).expect("body");
+    let (code, answer) = http(port, &request("POST", "/v1.41/containers/create", &json)).await;
+    assert_eq!(code, 403, "{answer}");
 }

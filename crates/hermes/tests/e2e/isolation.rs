@@ -342,3 +342,118 @@ async fn a_container_that_dies_ends_its_session_with_a_message_and_a_complete_re
     .expect("json");
     assert_eq!(metadata["end_reason"], "stream_error");
 }
+
+/// x86_64 numbers of the calls Hermes's seccomp profile refuses
+/// (`hermes_sandbox::DENIED`; a test below checks this covers all of them).
+const DENIED_X86_64: &[(&str, u32)] = &[
+    ("io_uring_setup", 425),
+    ("io_uring_enter", 426),
+    ("io_uring_register", 427),
+    ("bpf", 321),
+    ("perf_event_open", 298),
+    ("init_module", 175),
+    ("finit_module", 313),
+    ("delete_module", 176),
+    ("memfd_secret", 447),
+    ("modify_ldt", 154),
+    ("userfaultfd", 323),
+    ("keyctl", 250),
+    ("add_key", 248),
+    ("request_key", 249),
+    ("kexec_load", 246),
+    ("kexec_file_load", 320),
+];
+
+/// A command for the box: each denied call with arguments the kernel itself would
+/// refuse with another errno (EFAULT, EINVAL, EBADF...), so EPERM can only be the
+/// filter's; then clone3 (ENOSYS from the filter, EINVAL from the kernel), ptrace on a
+/// missing process (ESRCH: it reaches the kernel), a thread (glibc falls back from
+/// clone3 to clone), and the personality rules through setarch.
+fn syscall_probe() -> String {
+    let calls: Vec<String> = DENIED_X86_64
+        .iter()
+        .map(|(name, number)| format!("(\"{name}\", {number})"))
+        .collect();
+    format!(
+        "python3 -c 'import ctypes, errno, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def call(nr, *args):
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    return \"ok\" if r != -1 else errno.errorcode.get(ctypes.get_errno(), \"?\")
+for name, nr in [{}]:
+    print(name + \"=\" + call(nr, -1, 0, 0, 0, 0, 0))
+print(\"clone3=\" + call(435, 0, 0))
+print(\"ptrace=\" + call(101, 12, 999999, 0, 0))
+t = threading.Thread(target=lambda: print(\"thread=ran\"))
+t.start()
+t.join()
+'; echo linux32=$(setarch linux32 uname -m); setarch -R true 2>&1 | grep -c 'Operation not permitted'",
+        calls.join(", ")
+    )
+}
+
+fn probe_results(out: &str) -> std::collections::HashMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_seccomp_profile_refuses_io_uring_and_the_other_listed_calls() {
+    let listed: Vec<&str> = DENIED_X86_64.iter().map(|(n, _)| *n).collect();
+    let mut denied: Vec<&str> = hermes_sandbox::DENIED
+        .iter()
+        .flat_map(|d| d.names.iter().copied())
+        .collect();
+    denied.sort_unstable();
+    let mut sorted = listed.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, denied, "the probe covers every denied call");
+    if !require_docker() {
+        return;
+    }
+    let hermes = Hermes::start(Options::default());
+    let out = crate::harness::succeeded(
+        hermes
+            .ssh("root", &["toor"], "password")
+            .arg(syscall_probe()),
+    );
+    println!("{out}");
+    let results = probe_results(&out);
+    for name in &listed {
+        assert_eq!(
+            results.get(*name).map(String::as_str),
+            Some("EPERM"),
+            "{name}: {out}"
+        );
+    }
+    // Ordinary work goes on: clone3 falls back, threads start, ptrace reaches the
+    // kernel, harmless personalities are allowed and ADDR_NO_RANDOMIZE is not.
+    assert_eq!(results["clone3"], "ENOSYS", "{out}");
+    assert_eq!(results["ptrace"], "ESRCH", "{out}");
+    assert_eq!(results["thread"], "ran", "{out}");
+    assert_eq!(results["linux32"], "i686", "{out}");
+    assert_eq!(out.lines().last(), Some("1"), "setarch -R refused: {out}");
+    drop(hermes);
+
+    // Under the engine's default profile io_uring reaches the kernel (EFAULT for the
+    // null parameters): the EPERM above is our profile's doing.
+    let hermes = Hermes::start(Options {
+        pool_extra: "  security:\n    seccomp: \"docker-default\"\n",
+        ..Options::default()
+    });
+    let out = crate::harness::succeeded(
+        hermes
+            .ssh("root", &["toor"], "password")
+            .arg(syscall_probe()),
+    );
+    let results = probe_results(&out);
+    let io_uring = results.get("io_uring_setup").map(String::as_str);
+    println!("under Docker's default profile: io_uring_setup={io_uring:?}");
+    assert!(
+        io_uring.is_some_and(|e| e != "EPERM"),
+        "io_uring_setup under Docker's profile: {out}"
+    );
+    assert_eq!(results["thread"], "ran", "{out}");
+}
