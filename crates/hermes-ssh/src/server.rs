@@ -85,6 +85,12 @@ impl ClientConnection for RusshConnection {
     }
 }
 
+/// Messages one channel may have waiting while the core is busy with an earlier one
+/// (starting its process, say); past it the connection's reader waits. Requests are
+/// not bound by the flow-control window, and a packet may carry 256 KiB, so this
+/// bounds what a channel's pending requests hold: 16 of them, 4 MiB at most.
+const CHANNEL_BACKLOG: usize = 16;
+
 impl SshServer {
     /// Builds the russh configuration from the persona.
     pub fn new(settings: SshSettings, services: Arc<SessionServices>) -> Self {
@@ -111,6 +117,7 @@ impl SshServer {
                 .unwrap_or(3),
             window_size: WINDOW_SIZE,
             maximum_packet_size: MAX_PACKET,
+            channel_buffer_size: CHANNEL_BACKLOG,
             nodelay: true,
             ..Default::default()
         };

@@ -84,16 +84,22 @@ impl Journal {
         self.dir.join(format!("{session}.open"))
     }
 
-    /// Records `session` as open (temp file, then rename: an entry is whole or absent).
+    /// Records `session` as open (temp file, then rename: an entry is whole or absent,
+    /// and a failed write leaves no temp file).
     pub fn opened(&self, session: SessionId, open: &OpenSession) -> Result<(), JournalError> {
         std::fs::create_dir_all(&self.dir).map_err(context(&self.dir))?;
         let path = self.entry_path(session);
         let tmp = self.dir.join(format!("{session}.tmp"));
         let bytes = serde_json::to_vec(open).map_err(|e| context(&tmp)(io::Error::other(e)))?;
-        std::fs::File::create(&tmp)
+        let written = std::fs::File::create(&tmp)
             .and_then(|mut file| file.write_all(&bytes))
-            .map_err(context(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(context(&path))
+            .map_err(context(&tmp))
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(context(&path)));
+        if written.is_err() {
+            // A full disk leaves no empty or half entry behind.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// `session` is closed: its entry goes (absent already is fine).

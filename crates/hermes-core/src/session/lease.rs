@@ -28,7 +28,7 @@ impl Connection {
             Ok(lease) => {
                 if self.state().finished {
                     // The client left while the container was coming: give it back.
-                    self.give_back(lease);
+                    self.give_back(lease).await;
                     return;
                 }
                 self.services.events.emit(
@@ -123,22 +123,25 @@ impl Connection {
     /// Gives a container back: through the returning-source map when it came from it
     /// (stopped only when its last session ends), directly otherwise. No capture: for
     /// a container no session used.
-    fn give_back(&self, lease: Lease) {
-        if let Some(lease) = self.to_stop(lease) {
-            self.stop(lease);
-        }
+    async fn give_back(&self, lease: Lease) {
+        self.stop_unless_shared(lease).await;
     }
 
-    /// The container to stop now that this session is done with it: None while
-    /// another session of the same source still uses it.
-    fn to_stop(&self, lease: Lease) -> Option<Lease> {
+    /// Stops the container now that this session is done with it, unless another
+    /// session of the same source still uses it. The source's machine is held while
+    /// the decision and the stop's start are made, so a login of that source cannot
+    /// slip in between and be handed a container about to stop: it either joins this
+    /// one first (and the stop is not made) or waits for the stop and starts it again.
+    async fn stop_unless_shared(&self, lease: Lease) {
         let slot: Option<Arc<Slot>> = self.state().slot.take();
         match slot {
-            Some(slot) => match self.services.machines.release(&slot) {
-                Release::Stop(lease) => Some(lease),
-                Release::StillInUse => None,
-            },
-            None => Some(lease),
+            Some(slot) => {
+                let _one_at_a_time = slot.lock().await;
+                if let Release::Stop(lease) = self.services.machines.release(&slot) {
+                    self.stop(lease);
+                }
+            }
+            None => self.stop(lease),
         }
     }
 
@@ -173,9 +176,7 @@ impl Connection {
         } else {
             self.capture_pass(&lease, false).await;
         }
-        if let Some(lease) = self.to_stop(lease) {
-            self.stop(lease);
-        }
+        self.stop_unless_shared(lease).await;
     }
 
     /// Ends the session at `server.session_timeout`, `max_session_duration`, shutdown,

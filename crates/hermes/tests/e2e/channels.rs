@@ -196,11 +196,6 @@ fn scp_copies_both_ways_in_both_protocols_and_keeps_a_100mb_binary_intact() {
     assert!(out.starts_with(&hash), "{out} vs {hash}");
     scp(&["root@127.0.0.1:/root/payload.bin", "back.bin"]);
     assert_eq!(sha256_file(&dir.path().join("back.bin")), hash);
-    // The box has 256 MiB, and on a cgroup v1 host the page cache of the files it
-    // writes counts against that without per-cgroup dirty limits: two 100 MB files
-    // written within seconds could leave a fork no memory (seen once under the full
-    // suite). A 256 MiB server holding one such file at a time is what is tested.
-    succeeded(ssh_root(&hermes).arg("rm /root/payload.bin"));
 
     // The legacy protocol (`scp -O`) runs the container's own scp.
     scp(&["-O", "payload.bin", "root@127.0.0.1:/tmp/legacy.bin"]);
