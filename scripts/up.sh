@@ -7,6 +7,18 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 config="${HERMES_CONFIG:-config/hermes.yaml}"
 image="$(sed -n 's/^  image: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' "$config" | head -n 1)"
 
+# The workspace's rust-version; Debian 12's packaged rustc (1.63) cannot build it.
+need_rust="$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' Cargo.toml | head -n 1)"
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust ${need_rust} or newer (https://rustup.rs), then run this again" >&2
+  exit 1
+fi
+have_rust="$(rustc --version 2>/dev/null | awk '{print $2}')"
+if [ "$(printf '%s\n%s\n' "$need_rust" "$have_rust" | sort -V | head -n 1)" != "$need_rust" ]; then
+  echo "rustc ${have_rust:-unknown} is too old: Hermes needs Rust ${need_rust} or newer (rustup update stable)" >&2
+  exit 1
+fi
+
 scripts/ensure-docker.sh
 images/target/build.sh "${image:-hermes-target:latest}"
 cargo build --release --locked --bin hermes

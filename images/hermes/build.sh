@@ -4,6 +4,7 @@
 # unprivileged user hermes (uid 10001), with /data/* as volumes.
 #
 # Usage: images/hermes/build.sh [IMAGE_TAG]        (default: hermes:latest)
+#   HERMES_IMAGE_FORCE=1  rebuild even when the image is up to date
 set -euo pipefail
 umask 022
 
@@ -22,6 +23,15 @@ if ! ldd "$binary" 2>&1 | grep -q "statically linked"; then
   exit 1
 fi
 
+# The same binary and config make the same image: importing it again would only leave
+# the previous one dangling.
+# shellcheck source=../recipe.sh
+. "$root/images/recipe.sh"
+recipe="$(sha256sum "$binary" deploy/compose/hermes.yaml images/hermes/build.sh | sha256sum | cut -c1-16)"
+if image_up_to_date "$tag" "$recipe"; then
+  exit 0
+fi
+
 work="$(mktemp -d /var/tmp/hermes-image.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 rootfs="$work/rootfs"
@@ -35,8 +45,6 @@ printf 'hosts: files dns\n' >"$rootfs/etc/nsswitch.conf"
 chmod 1777 "$rootfs/tmp"
 chown -R 10001:10001 "$rootfs/data"
 chmod 0700 "$rootfs/data/keys"
-recipe="$(sha256sum "$binary" deploy/compose/hermes.yaml | sha256sum | cut -c1-16)"
-
 tar --numeric-owner -C "$rootfs" -c . | docker import \
   --change 'USER 10001:10001' \
   --change 'WORKDIR /data' \

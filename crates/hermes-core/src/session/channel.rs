@@ -710,7 +710,13 @@ impl ChannelSession {
         if is_file_transfer(program, self.pty.is_some()) {
             max_size = max_size.min(TRANSFER_RECORDING_LIMIT);
         }
-        match AsciicastRecorder::create(&path, &header, max_size) {
+        // The one format there is; a second would be chosen here.
+        let created = match self.conn.services.config.recording.format {
+            crate::config::RecordingFormat::Asciicast => {
+                AsciicastRecorder::create(&path, &header, max_size)
+            }
+        };
+        match created {
             Ok(recorder) => {
                 tracing::info!(target: "hermes::record", session_id = %self.conn.session_id(), path = %path.display(), "recording started");
                 let relative = crate::record::dated_dir(self.conn.state().metadata.start_time)
