@@ -224,23 +224,27 @@ async fn proxied_connection(
     mut stream: TcpStream,
     balancer: SocketAddr,
     local: SocketAddr,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let Some(proxy) = &shared.proxy else {
         return;
     };
-    let (peer, local, health_check) =
-        match proxy_protocol::read_header(&mut stream, proxy.header_timeout).await {
-            Ok(ProxiedAddresses::Tcp {
-                source,
-                destination,
-            }) => (source, destination, false),
-            Ok(ProxiedAddresses::Local) => (balancer, local, true),
-            Err(error) => {
-                tracing::warn!(target: "hermes::ssh", %balancer, %error, "connection closed");
-                return;
-            }
-        };
+    let header = tokio::select! {
+        header = proxy_protocol::read_header(&mut stream, proxy.header_timeout) => header,
+        // Nothing was admitted or logged for it yet: shutdown just closes it.
+        _ = shutdown_requested(&mut shutdown) => return,
+    };
+    let (peer, local, health_check) = match header {
+        Ok(ProxiedAddresses::Tcp {
+            source,
+            destination,
+        }) => (source, destination, false),
+        Ok(ProxiedAddresses::Local) => (balancer, local, true),
+        Err(error) => {
+            tracing::warn!(target: "hermes::ssh", %balancer, %error, "connection closed");
+            return;
+        }
+    };
     if let Some(ticket) = admit(&shared, peer, local) {
         if health_check {
             // The balancer's own checks never log in; they must not get it refused.
@@ -261,6 +265,9 @@ async fn run_connection(
     let _ = stream.set_nodelay(true);
     let progress = ticket.progress();
     let conn = Connection::accept(Arc::clone(&shared.services), peer, local, Some(ticket));
+    // Every way out of this task ends the connection: returns, and an abort when the
+    // drain period is over.
+    let _finish = conn.finish_on_drop();
     let grace = shared
         .login_grace
         .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
@@ -270,9 +277,11 @@ async fn run_connection(
         outcome = ident::exchange(&mut stream, &shared.banner, grace, &progress) => outcome,
         reason = progress.evicted() => {
             conn.evicted(reason, progress.silent());
-            conn.finish();
             return;
         }
+        // Not logged in: shutdown closes it at once, as sshd's listener going away
+        // does (a slow client must not hold shutdown for the whole drain).
+        _ = shutdown_requested(&mut shutdown) => return,
     };
     let line = match exchanged {
         Ok(Outcome::Accepted(line)) => {
@@ -281,24 +290,18 @@ async fn run_connection(
         }
         Ok(Outcome::Refused { reply, line }) => {
             conn.bad_version(&line, reply);
-            conn.finish();
             return;
         }
         Ok(Outcome::Unsupported(line)) => {
             conn.client_version(&line);
             tracing::info!(target: "hermes::ssh", session_id = %conn.session_id(), "identification sshd accepts but the SSH library does not; closing");
-            conn.finish();
             return;
         }
         Ok(Outcome::TimedOut) => {
             conn.login_grace_expired(grace.as_secs());
-            conn.finish();
             return;
         }
-        Ok(Outcome::Closed) | Err(_) => {
-            conn.finish();
-            return;
-        }
+        Ok(Outcome::Closed) | Err(_) => return,
     };
 
     let control = StreamControl::new();
@@ -328,7 +331,6 @@ async fn run_connection(
         Ok(running) => running,
         Err(error) => {
             tracing::debug!(target: "hermes::ssh", session_id = %conn.session_id(), %error, "SSH session did not start");
-            conn.finish();
             return;
         }
     };
@@ -403,7 +405,6 @@ async fn run_connection(
             .unwrap_or_else(|p| p.into_inner()),
     );
     while channels.join_next().await.is_some() {}
-    conn.finish();
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

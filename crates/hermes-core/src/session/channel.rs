@@ -8,6 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
 use super::input::InputQueue;
 use super::resize::TerminalResizer;
 use super::{ClientChannel, Connection, CountedPlace};
@@ -519,6 +521,7 @@ impl ChannelSession {
             control: Arc::clone(&control),
             output: process.output,
             stderr_messages: self.pty.is_none(),
+            _telling: self.conn.pumps.token(),
         }));
         let writer = tokio::spawn(self.input.writer(process.input));
         let resizer = self.pty.as_ref().map(|(_, size)| {
@@ -875,6 +878,8 @@ struct PumpContext {
     output: Box<dyn ProcessOutput>,
     /// No terminal: stage messages go to stderr.
     stderr_messages: bool,
+    /// Held until the pump's last words are written (see `Connection::terminate`).
+    _telling: TaskTrackerToken,
 }
 
 enum PumpEnd {
@@ -922,10 +927,11 @@ async fn pump_output(mut ctx: PumpContext) {
         recorder: &ctx.recorder,
         on_stderr: ctx.stderr_messages,
     };
-    match end {
+    let broke = match end {
         PumpEnd::Exited => match wait_exit_status(ctx.control.as_ref()).await {
             Ok(status) if killed_with_its_container(ctx.control.as_ref(), status).await => {
-                stream_broke(teller, "the container stopped").await
+                stream_broke(teller, "the container stopped").await;
+                true
             }
             Ok(status) => {
                 match status {
@@ -940,28 +946,45 @@ async fn pump_output(mut ctx: PumpContext) {
                 finish_recording(&ctx.conn, &ctx.recorder);
                 let _ = ctx.client.eof().await;
                 let _ = ctx.client.close().await;
+                false
             }
             // The output ended because the engine went away, not the process.
-            Err(error) => stream_broke(teller, &error.to_string()).await,
+            Err(error) => {
+                stream_broke(teller, &error.to_string()).await;
+                true
+            }
         },
         PumpEnd::Terminated(reason) => {
             tell(teller, reason).await;
             finish_recording(&ctx.conn, &ctx.recorder);
+            false
         }
-        PumpEnd::StreamError(error) => stream_broke(teller, &error.to_string()).await,
-        PumpEnd::ClientGone => finish_recording(&ctx.conn, &ctx.recorder),
+        PumpEnd::StreamError(error) => {
+            stream_broke(teller, &error.to_string()).await;
+            true
+        }
+        PumpEnd::ClientGone => {
+            finish_recording(&ctx.conn, &ctx.recorder);
+            false
+        }
+    };
+    if broke {
+        let conn = Arc::clone(&ctx.conn);
+        // Its message is written: its token goes before the session ends, which
+        // waits for every pump's.
+        drop(ctx);
+        conn.terminate(EndReason::StreamError).await;
     }
 }
 
-/// The container's stream broke or its engine went away: tell the client, keep the
-/// recording complete, end the session.
+/// The container's stream broke or its engine went away: tell the client and keep the
+/// recording complete; the caller then ends the session.
 async fn stream_broke(to: Teller<'_>, error: &str) {
     let conn = to.conn;
     tracing::error!(target: "hermes::session", session_id = %conn.session_id(), %error, "container stream broke");
     conn.emit_session_error("stream", error);
     tell(to, EndReason::StreamError).await;
     finish_recording(conn, to.recorder);
-    conn.terminate(EndReason::StreamError).await;
 }
 
 /// Where a stage message goes.

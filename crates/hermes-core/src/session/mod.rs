@@ -26,7 +26,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio_util::task::TaskTracker;
 
 pub use auth::{AuthMethod, AuthReply, ClientKex, OfferedKey};
 pub use channel::ChannelSession;
@@ -102,8 +103,7 @@ pub struct SessionServices {
     /// Refused connections not yet written out.
     refusals: Mutex<RefusalLog>,
     /// Connections whose end (final capture, release, last events) is still running.
-    finalizing: AtomicUsize,
-    finalized: Notify,
+    finalizing: TaskTracker,
     /// Writes metadata files, retrying those a full disk refused.
     pub metadata: Arc<MetadataWriter>,
 }
@@ -145,8 +145,7 @@ impl SessionServices {
             sandbox,
             shutdown,
             capture,
-            finalizing: AtomicUsize::new(0),
-            finalized: Notify::new(),
+            finalizing: TaskTracker::new(),
             metadata: Arc::new(MetadataWriter::default()),
         })
     }
@@ -166,17 +165,14 @@ impl SessionServices {
     /// its container and written its last events, or `timeout` passes. Returns how
     /// many were still running.
     pub async fn wait_finalized(&self, timeout: Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.finalized.notified();
-            let left = self.finalizing.load(Ordering::Acquire);
-            if left == 0 {
-                return 0;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.finalizing.load(Ordering::Acquire);
-            }
+        self.finalizing.close();
+        if tokio::time::timeout(timeout, self.finalizing.wait())
+            .await
+            .is_err()
+        {
+            return self.finalizing.len();
         }
+        0
     }
 }
 
@@ -290,6 +286,9 @@ pub struct Connection {
     lease: watch::Sender<LeaseState>,
     /// Set once, when the session must end early; channels watch it.
     terminated: watch::Sender<Option<EndReason>>,
+    /// The channels' output pumps: each holds a token until it has written its last
+    /// words, so an early end can wait for them before it disconnects.
+    pumps: TaskTracker,
     client: OnceLock<Arc<dyn ClientConnection>>,
     /// Client input queued for processes, all channels together (see `input`).
     input_backlog: Arc<AtomicUsize>,
@@ -398,6 +397,7 @@ impl Connection {
             }),
             lease: watch::channel(LeaseState::NotRequested).0,
             terminated: watch::channel(None).0,
+            pumps: TaskTracker::new(),
             client: OnceLock::new(),
             input_backlog: Arc::new(AtomicUsize::new(0)),
             last_input_ms: AtomicU64::new(0),
@@ -590,8 +590,10 @@ impl Connection {
         tracing::info!(target: "hermes::session", session_id = %self.context.session, reason = reason.as_str(), "terminating session");
         self.state().metadata.end_reason = reason;
         self.terminated.send_replace(Some(reason));
-        // Give the channels a moment to write their message before the disconnect.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The channels write their message before the disconnect; a client that does
+        // not read gets [`TELL_WAIT`], not more.
+        self.pumps.close();
+        let _ = tokio::time::timeout(TELL_WAIT, self.pumps.wait()).await;
         if let Some(client) = self.client.get() {
             client.disconnect();
         }
@@ -745,10 +747,15 @@ impl Connection {
             self.terminated.send_replace(Some(EndReason::ClientClosed));
         }
         let elapsed = self.started.elapsed();
-        self.services.finalizing.fetch_add(1, Ordering::AcqRel);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Only when the runtime itself is gone: nothing can be written any more.
+            tracing::error!(target: "hermes::session", session_id = %self.context.session, "connection ended outside the runtime; its end is not recorded");
+            return;
+        };
         let conn = Arc::clone(self);
-        // Detached: a connection task cut at shutdown must not cut this short.
-        tokio::spawn(async move {
+        // Detached, and tracked: a connection task cut at shutdown must not cut this
+        // short, and shutdown waits for it.
+        self.services.finalizing.spawn_on(async move {
             conn.release_lease().await;
             conn.metadata_changed();
             let duration_ms = elapsed.as_millis() as u64;
@@ -763,11 +770,28 @@ impl Connection {
             );
             conn.journal_closed();
             tracing::info!(target: "hermes::session", session_id = %conn.context.session, duration_ms, "connection closed");
-            conn.services.finalizing.fetch_sub(1, Ordering::AcqRel);
-            conn.services.finalized.notify_waiters();
-        });
+        }, &runtime);
+    }
+
+    /// A guard that [`finish`](Self::finish)es the connection when dropped: made right
+    /// after accept, it ends the connection on every way out of its task, an abort at
+    /// shutdown included.
+    pub fn finish_on_drop(self: &Arc<Self>) -> FinishOnDrop {
+        FinishOnDrop(Arc::clone(self))
     }
 }
+
+/// Finishes its connection when dropped (see [`Connection::finish_on_drop`]).
+pub struct FinishOnDrop(Arc<Connection>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
+/// How long an early end waits for its channels to write their message.
+const TELL_WAIT: Duration = Duration::from_secs(2);
 
 /// Bytes of one command line the metadata keeps (the recording keeps all of it).
 const MAX_COMMAND_BYTES: usize = 64 * 1024;

@@ -23,6 +23,7 @@ mod proxy;
 mod recovery;
 mod reference;
 mod shell;
+mod shutdown;
 mod standby;
 mod timeouts;
 mod tls;
