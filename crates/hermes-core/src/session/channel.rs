@@ -3,14 +3,14 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::task::JoinHandle;
 
-use tokio_util::task::task_tracker::TaskTrackerToken;
-
 use super::input::InputQueue;
+use super::pump::{PumpContext, SharedTracker, Teller, pump_output, tell};
+use super::recording::{
+    SharedRecorder, finish_recording, recording_failed, with_recorder, write_failure,
+};
 use super::resize::TerminalResizer;
 use super::{ClientChannel, Connection, CountedPlace};
 use crate::capture::{ScpUploads, SftpUploads, Upload};
@@ -19,9 +19,7 @@ use crate::escape::escape_untrusted;
 use crate::events::{EventBuilder, EventId};
 use crate::persona;
 use crate::record::{AsciicastRecorder, CastHeader, EndReason};
-use crate::sandbox::{
-    OutputChunk, ProcessControl, ProcessOutput, ProcessSpec, SandboxError, TtySize,
-};
+use crate::sandbox::{ProcessControl, ProcessSpec, TtySize};
 
 /// Started by `docker exec`: keeps the client's stdin on fd 3, hands the parameters
 /// over on fd 6, and replaces itself (empty environment, sshd's process title) with a
@@ -81,9 +79,6 @@ fn account_name(login: &str) -> String {
 fn one_line(text: &str) -> String {
     text.chars().filter(|c| *c != '\n' && *c != '\r').collect()
 }
-
-type SharedRecorder = Arc<Mutex<Option<AsciicastRecorder>>>;
-type SharedTracker = Arc<Mutex<Option<CommandTracker>>>;
 
 /// Reads the client's side of a file transfer for the names of the files it sends.
 enum UploadReader {
@@ -764,263 +759,6 @@ impl ChannelSession {
 /// Keeps one space-separated field a field.
 fn token(text: &str) -> String {
     text.chars().filter(|c| c.is_ascii_graphic()).collect()
-}
-
-/// Writes the stage's end message to the client (and the recording, when there is
-/// one): on the terminal, or on stderr without one, where bash's messages go.
-async fn tell(to: Teller<'_>, reason: EndReason) {
-    let mut message = to.conn.end_message(reason);
-    if message.is_empty() {
-        return;
-    }
-    if to.on_stderr {
-        message = message.replace("\r\n", "\n");
-    }
-    with_recorder(to.conn, to.recorder, |rec| rec.output(message.as_bytes()));
-    let bytes = Bytes::from(message);
-    let _ = if to.on_stderr {
-        to.client.stderr(bytes).await
-    } else {
-        to.client.data(bytes).await
-    };
-}
-
-fn with_recorder(
-    conn: &Connection,
-    recorder: &SharedRecorder,
-    write: impl FnOnce(&mut AsciicastRecorder) -> std::io::Result<()>,
-) {
-    let Ok(mut slot) = recorder.lock() else {
-        return;
-    };
-    let Some(rec) = slot.as_mut() else {
-        return;
-    };
-    if let Err(error) = write(rec) {
-        // A full or failing disk: what was written stays whole (the recorder cut off
-        // the partial line); output is skipped until writes succeed again, and the
-        // session goes on.
-        let path = rec.path().display().to_string();
-        drop(slot);
-        tracing::error!(target: "hermes::record", session_id = %conn.session_id(), path = %path, %error, "recording write failed ({}); output is not recorded until writes succeed again", write_failure(&error));
-        recording_failed(conn, &path, &error, "incomplete");
-    }
-}
-
-/// What a failed recording write means, in words an operator acts on (a full disk is
-/// not the size limit).
-fn write_failure(error: &std::io::Error) -> &'static str {
-    match error.kind() {
-        std::io::ErrorKind::StorageFull => "no space left on the recordings disk",
-        std::io::ErrorKind::QuotaExceeded => "disk quota exceeded",
-        _ => "I/O error",
-    }
-}
-
-/// `hermes.record.error`, and the metadata's `recording_error`, for a recording that
-/// could not be written (`what`: `not recorded` or `incomplete`).
-fn recording_failed(conn: &Connection, path: &str, error: &std::io::Error, what: &str) {
-    let text = format!("{}: {error}", write_failure(error));
-    {
-        let mut state = conn.state();
-        if state.metadata.recording_error.is_none() {
-            state.metadata.recording_error = Some(text.clone());
-        }
-    }
-    conn.services.events.emit(
-        EventBuilder::connection(EventId::RecordError, &conn.context)
-            .field("ttylog", path.to_owned())
-            .field("error", error.to_string())
-            .message(format!("Recording {path} {what}: {text}")),
-    );
-}
-
-fn finish_recording(conn: &Connection, recorder: &SharedRecorder) {
-    let taken = recorder.lock().ok().and_then(|mut slot| slot.take());
-    let Some(rec) = taken else {
-        return;
-    };
-    report_closed(conn, rec.finish());
-}
-
-/// `cowrie.log.closed` for a finished recording.
-fn report_closed(conn: &Connection, summary: crate::record::RecordingSummary) {
-    if summary.truncated {
-        conn.state().metadata.recording_truncated = true;
-        tracing::warn!(target: "hermes::record", session_id = %conn.session_id(), path = %summary.path.display(), "recording reached max_recording_size; the rest of the output was not recorded");
-    }
-    if let Some(error) = &summary.write_error {
-        tracing::warn!(target: "hermes::record", session_id = %conn.session_id(), path = %summary.path.display(), %error, lines_lost = summary.lines_lost, "recording is incomplete: writes failed and output was left out");
-    }
-    let duration_ms = summary.duration.as_millis() as u64;
-    let ttylog = summary.path.display().to_string();
-    conn.services.events.emit(
-        EventBuilder::connection(EventId::LogClosed, &conn.context)
-            .field("ttylog", ttylog.clone())
-            .field("size", summary.size)
-            .field("duration_ms", duration_ms)
-            .field(
-                "duration",
-                (summary.duration.as_secs_f64() * 1000.0).round() / 1000.0,
-            )
-            .message(format!(
-                "Closing TTY Log: {ttylog} after {duration_ms} milliseconds"
-            )),
-    );
-}
-
-struct PumpContext {
-    conn: Arc<Connection>,
-    client: Arc<dyn ClientChannel>,
-    recorder: SharedRecorder,
-    tracker: SharedTracker,
-    control: Arc<dyn ProcessControl>,
-    output: Box<dyn ProcessOutput>,
-    /// No terminal: stage messages go to stderr.
-    stderr_messages: bool,
-    /// Held until the pump's last words are written (see `Connection::terminate`).
-    _telling: TaskTrackerToken,
-}
-
-enum PumpEnd {
-    Exited,
-    Terminated(EndReason),
-    StreamError(std::io::Error),
-    ClientGone,
-}
-
-/// Container output to the client until the process exits or the session ends.
-async fn pump_output(mut ctx: PumpContext) {
-    let mut terminated = ctx.conn.terminated.subscribe();
-    let end = loop {
-        tokio::select! {
-            biased;
-            reason = async { terminated.wait_for(|t| t.is_some()).await.ok().and_then(|r| *r) } => {
-                break PumpEnd::Terminated(reason.unwrap_or(EndReason::ClientClosed));
-            }
-            chunk = ctx.output.next_chunk() => match chunk {
-                Ok(Some(OutputChunk::Stdout(bytes))) => {
-                    with_recorder(&ctx.conn, &ctx.recorder, |rec| rec.output(&bytes));
-                    if let Ok(mut tracker) = ctx.tracker.lock()
-                        && let Some(tracker) = tracker.as_mut()
-                    {
-                        tracker.output(&bytes);
-                    }
-                    if ctx.client.data(bytes).await.is_err() {
-                        break PumpEnd::ClientGone;
-                    }
-                }
-                Ok(Some(OutputChunk::Stderr(bytes))) => {
-                    with_recorder(&ctx.conn, &ctx.recorder, |rec| rec.output(&bytes));
-                    if ctx.client.stderr(bytes).await.is_err() {
-                        break PumpEnd::ClientGone;
-                    }
-                }
-                Ok(None) => break PumpEnd::Exited,
-                Err(error) => break PumpEnd::StreamError(error),
-            },
-        }
-    };
-    let teller = Teller {
-        conn: &ctx.conn,
-        client: ctx.client.as_ref(),
-        recorder: &ctx.recorder,
-        on_stderr: ctx.stderr_messages,
-    };
-    let broke = match end {
-        PumpEnd::Exited => match wait_exit_status(ctx.control.as_ref()).await {
-            Ok(status) if killed_with_its_container(ctx.control.as_ref(), status).await => {
-                stream_broke(teller, "the container stopped").await;
-                true
-            }
-            Ok(status) => {
-                match status {
-                    Some(code) => {
-                        ctx.conn.state().metadata.exit_status = Some(code);
-                        let _ = ctx.client.exit_status(code).await;
-                    }
-                    None => {
-                        tracing::warn!(target: "hermes::session", session_id = %ctx.conn.session_id(), "exit status unknown");
-                    }
-                }
-                finish_recording(&ctx.conn, &ctx.recorder);
-                let _ = ctx.client.eof().await;
-                let _ = ctx.client.close().await;
-                false
-            }
-            // The output ended because the engine went away, not the process.
-            Err(error) => {
-                stream_broke(teller, &error.to_string()).await;
-                true
-            }
-        },
-        PumpEnd::Terminated(reason) => {
-            tell(teller, reason).await;
-            finish_recording(&ctx.conn, &ctx.recorder);
-            false
-        }
-        PumpEnd::StreamError(error) => {
-            stream_broke(teller, &error.to_string()).await;
-            true
-        }
-        PumpEnd::ClientGone => {
-            finish_recording(&ctx.conn, &ctx.recorder);
-            false
-        }
-    };
-    if broke {
-        let conn = Arc::clone(&ctx.conn);
-        // Its message is written: its token goes before the session ends, which
-        // waits for every pump's.
-        drop(ctx);
-        conn.terminate(EndReason::StreamError).await;
-    }
-}
-
-/// The container's stream broke or its engine went away: tell the client and keep the
-/// recording complete; the caller then ends the session.
-async fn stream_broke(to: Teller<'_>, error: &str) {
-    let conn = to.conn;
-    tracing::error!(target: "hermes::session", session_id = %conn.session_id(), %error, "container stream broke");
-    conn.emit_session_error("stream", error);
-    tell(to, EndReason::StreamError).await;
-    finish_recording(conn, to.recorder);
-}
-
-/// Where a stage message goes.
-#[derive(Clone, Copy)]
-struct Teller<'a> {
-    conn: &'a Connection,
-    client: &'a dyn ClientChannel,
-    recorder: &'a SharedRecorder,
-    on_stderr: bool,
-}
-
-/// A process killed by a signal may have died with its whole container (killed, out
-/// of memory); the engine needs a moment to notice the container is down.
-async fn killed_with_its_container(control: &dyn ProcessControl, status: Option<u32>) -> bool {
-    if status.is_some_and(|code| code < 128) {
-        return false;
-    }
-    for _ in 0..10 {
-        if matches!(control.container_running().await, Ok(false)) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
-/// The engine may report the process as running for a moment after its output
-/// closed; an engine that cannot be asked at all is an error.
-async fn wait_exit_status(control: &dyn ProcessControl) -> Result<Option<u32>, SandboxError> {
-    for _ in 0..100 {
-        match control.exit_status().await? {
-            Some(code) => return Ok(Some(u32::try_from(code).unwrap_or(255))),
-            None => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ mod forward;
 mod input;
 mod lease;
 pub mod messages;
+mod pump;
+mod recording;
 mod reload;
 mod resize;
 mod slots;
