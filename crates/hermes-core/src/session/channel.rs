@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 
 use super::input::InputQueue;
+use super::launch::{self, Launch, Program, X11Forward, account_name, is_file_transfer};
 use super::pump::{PumpContext, SharedTracker, Teller, pump_output, tell};
 use super::recording::{
     SharedRecorder, finish_recording, recording_failed, with_recorder, write_failure,
@@ -21,64 +22,11 @@ use crate::persona;
 use crate::record::{AsciicastRecorder, CastHeader, EndReason};
 use crate::sandbox::{ProcessControl, ProcessSpec, TtySize};
 
-/// Started by `docker exec`: keeps the client's stdin on fd 3, hands the parameters
-/// over on fd 6, and replaces itself (empty environment, sshd's process title) with a
-/// bash reading the image's session helper. Without the helper (another image), a
-/// plain login shell or command.
-const LAUNCHER: &str = r#"helper=/usr/lib/openssh/ssh-session-helper
-if [ ! -r "$helper" ]; then
-  command=$SSH_SESSION_COMMAND
-  unset SSH_SESSION_PARAMS SSH_SESSION_USER SSH_SESSION_COMMAND HOSTNAME
-  if [ -z "$command" ]; then exec -a -bash /bin/bash; fi
-  exec /bin/bash -c "$command"
-fi
-unset SSH_SESSION_COMMAND
-if [ -z "$SSH_SESSION_PARAMS" ]; then
-  echo "ssh-session-launcher: the engine passed no session parameters" >&2
-  exit 255
-fi
-t=$(tty 2> /dev/null) && t=${t#/dev/} || t=notty
-exec 3<&0 6<<< "$SSH_SESSION_PARAMS"
-exec -c -a "sshd: $SSH_SESSION_USER@$t" /bin/bash < "$helper""#;
-
 /// How much of a file-transfer channel (scp, sftp) is recorded. Its stream is the
 /// files' bytes, which the capture store keeps; as asciicast every binary byte is
 /// decoded and escaped, and recording 64 MiB of it took over half of Hermes's CPU in a
 /// transfer and held scp to under half of sshd's speed.
 const TRANSFER_RECORDING_LIMIT: u64 = 1 << 20;
-
-/// Whether a channel moves files: the sftp subsystem, or scp without a terminal.
-fn is_file_transfer(program: &Program, pty: bool) -> bool {
-    match program {
-        Program::Subsystem { name, .. } => name == "sftp",
-        Program::Exec(command) if !pty => command
-            .split_whitespace()
-            .next()
-            .is_some_and(|word| word.rsplit('/').next() == Some("scp")),
-        _ => false,
-    }
-}
-
-/// The account a login name gets in the container: the name itself when it is one
-/// `useradd` takes safely, else `user`.
-fn account_name(login: &str) -> String {
-    let mut chars = login.chars();
-    let valid = login.len() <= 32
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if valid {
-        login.to_owned()
-    } else {
-        "user".to_owned()
-    }
-}
-
-/// Keeps a parameter on one line (the helper reads them line by line).
-fn one_line(text: &str) -> String {
-    text.chars().filter(|c| *c != '\n' && *c != '\r').collect()
-}
 
 /// Reads the client's side of a file transfer for the names of the files it sends.
 enum UploadReader {
@@ -132,24 +80,6 @@ struct Running {
     writer: JoinHandle<()>,
     /// Hands window changes to its terminal (None without one).
     resizer: Option<TerminalResizer>,
-}
-
-/// What the client asked the channel to run.
-enum Program {
-    Shell,
-    Exec(String),
-    /// A subsystem, by the command sshd's `Subsystem` line gives it.
-    Subsystem {
-        name: String,
-        command: String,
-    },
-}
-
-/// An accepted `x11-req`: what the session's xauth is given.
-struct X11Forward {
-    protocol: String,
-    cookie: String,
-    screen: u32,
 }
 
 /// Input that arrives before the process starts is recorded up to this many bytes
@@ -530,13 +460,8 @@ impl ChannelSession {
         });
     }
 
-    /// The process that stands in for sshd's session: the image's session helper (run
-    /// as "sshd: USER@pts/N") creates the account, writes utmp/wtmp/lastlog, prints the
-    /// MOTD and "Last login:", and runs the user's shell or command as that user. The
-    /// parameters travel in one variable that the launcher consumes before it replaces
-    /// itself, so no process in the container shows them.
+    /// The process that stands in for sshd's session (see [`launch::process_spec`]).
     fn process_spec(&self, program: &Program) -> ProcessSpec {
-        let context = &self.conn.context;
         let username = self
             .conn
             .state()
@@ -544,89 +469,16 @@ impl ChannelSession {
             .username
             .clone()
             .unwrap_or_default();
-        let account = account_name(&username);
-        let (mode, command) = match program {
-            Program::Shell => ("pty", String::new()),
-            Program::Exec(command) if self.pty.is_some() => ("pty-exec", command.clone()),
-            Program::Exec(command) => ("notty", command.clone()),
-            Program::Subsystem { command, .. } => ("subsystem", command.clone()),
-        };
-        let term = self
-            .pty
-            .as_ref()
-            .map(|(term, _)| term.clone())
-            .unwrap_or_default();
-        let lang = self
-            .env
-            .iter()
-            .find(|(name, _)| name == "LANG")
-            .map(|(_, value)| value.clone())
-            .unwrap_or_else(|| "C.UTF-8".to_owned());
-        // NAME=value lines the helper reads; the command comes last and may span lines.
-        let mut params = vec![
-            ("user", account.clone()),
-            ("src", context.src.ip().to_canonical().to_string()),
-            ("src_port", context.src.port().to_string()),
-            ("dst", context.dst.ip().to_canonical().to_string()),
-            ("dst_port", context.dst.port().to_string()),
-            ("term", term),
-            ("lang", lang),
-            ("mode", mode.to_owned()),
-        ];
-        if let Program::Subsystem { name, .. } = program {
-            params.push(("subsystem", name.clone()));
-        }
-        if let Some(x11) = &self.x11 {
-            params.push((
-                "x11",
-                format!(
-                    "{} {} {}",
-                    token(&x11.protocol),
-                    token(&x11.cookie),
-                    x11.screen
-                ),
-            ));
-        }
-        if self.agent {
-            params.push(("agent", "1".to_owned()));
-        }
-        // Accepted `env` requests (LANG is `lang`): the helper sets them for the user.
-        for (name, value) in self.env.iter().filter(|(name, _)| name != "LANG") {
-            params.push(("env", format!("{name}={value}")));
-        }
-        let mut params: String = params
-            .into_iter()
-            .map(|(name, value)| format!("{name}={}\n", one_line(&value)))
-            .collect();
-        params.push_str("command=");
-        params.push_str(&command);
-        let standby_input = self
-            .pty
-            .as_ref()
-            .map(|(_, size)| super::standby::standby_input(*size, &params));
-        let mut env = vec![
-            ("SSH_SESSION_PARAMS".to_owned(), params),
-            ("SSH_SESSION_USER".to_owned(), account),
-        ];
-        match program {
-            Program::Exec(command) | Program::Subsystem { command, .. } => {
-                env.push(("SSH_SESSION_COMMAND".to_owned(), command.clone()));
-            }
-            Program::Shell => {}
-        }
-        if let Some((term, _)) = &self.pty {
-            env.push(("TERM".to_owned(), term.clone()));
-        }
-        env.extend(self.env.iter().filter(|(name, _)| name != "LANG").cloned());
-        ProcessSpec {
-            argv: vec!["/bin/bash".to_owned(), "-c".to_owned(), LAUNCHER.to_owned()],
-            env,
-            user: "root".to_owned(),
-            workdir: "/".to_owned(),
-            tty: self.pty.as_ref().map(|(_, size)| *size),
-            standby_input,
-            file_transfer: is_file_transfer(program, self.pty.is_some()),
-        }
+        launch::process_spec(&Launch {
+            program,
+            username: &username,
+            src: self.conn.context.src,
+            dst: self.conn.context.dst,
+            pty: self.pty.as_ref(),
+            env: &self.env,
+            x11: self.x11.as_ref(),
+            agent: self.agent,
+        })
     }
 
     /// What the channel's input is read for: command lines of shells and terminal
@@ -753,31 +605,5 @@ impl ChannelSession {
         };
         tell(teller, reason).await;
         self.conn.terminate(reason).await;
-    }
-}
-
-/// Keeps one space-separated field a field.
-fn token(text: &str) -> String {
-    text.chars().filter(|c| c.is_ascii_graphic()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_transfers_are_scp_without_a_terminal_and_sftp() {
-        let exec = |c: &str| Program::Exec(c.to_owned());
-        let subsystem = |name: &str| Program::Subsystem {
-            name: name.to_owned(),
-            command: String::new(),
-        };
-        assert!(is_file_transfer(&exec("scp -t /tmp"), false));
-        assert!(is_file_transfer(&exec("/usr/bin/scp -f -- x"), false));
-        assert!(is_file_transfer(&subsystem("sftp"), false));
-        assert!(!is_file_transfer(&exec("scp -t /tmp"), true));
-        assert!(!is_file_transfer(&exec("cat x | scp"), false));
-        assert!(!is_file_transfer(&exec("wget http://x/scp"), false));
-        assert!(!is_file_transfer(&Program::Shell, false));
     }
 }

@@ -11,6 +11,7 @@ mod channel;
 mod files;
 mod forward;
 mod input;
+mod launch;
 mod lease;
 pub mod messages;
 mod pump;
