@@ -17,7 +17,7 @@ use super::{ClientChannel, Connection, CountedPlace};
 use crate::capture::{ScpUploads, SftpUploads, Upload};
 use crate::commands::{Command, CommandTracker};
 use crate::escape::escape_untrusted;
-use crate::events::{EventBuilder, EventId};
+use crate::events::EventId;
 use crate::persona;
 use crate::record::{AsciicastRecorder, CastHeader, EndReason};
 use crate::sandbox::{ProcessControl, ProcessSpec, TtySize};
@@ -159,7 +159,8 @@ impl ChannelSession {
         let size = TtySize::sanitized(width, height);
         self.emit_size(size);
         self.pty = Some((term.to_owned(), size));
-        self.conn.state().metadata.terminal = Some((size.width, size.height));
+        self.conn
+            .update_metadata(|m| m.terminal = Some((size.width, size.height)));
         true
     }
 
@@ -180,12 +181,12 @@ impl ChannelSession {
     }
 
     fn emit_size(&self, size: TtySize) {
-        self.conn.services.events.emit(
-            EventBuilder::connection(EventId::ClientSize, &self.conn.context)
+        self.conn.emit(EventId::ClientSize, |event| {
+            event
                 .field("width", size.width)
                 .field("height", size.height)
-                .message(format!("Terminal Size: {} {}", size.width, size.height)),
-        );
+                .message(format!("Terminal Size: {} {}", size.width, size.height))
+        });
     }
 
     /// `env`: logged always; applied and accepted only for the names Debian's sshd
@@ -197,13 +198,13 @@ impl ChannelSession {
             && !self.started
             && self.env.len() < MAX_ENV
             && kept + name.len() + value.len() <= MAX_ENV_BYTES;
-        self.conn.services.events.emit(
-            EventBuilder::connection(EventId::ClientVar, &self.conn.context)
+        self.conn.emit(EventId::ClientVar, |event| {
+            event
                 .field("name", name)
                 .field("value", value)
                 .field("accepted", accepted)
-                .message(format!("request_env: {name}={value}")),
-        );
+                .message(format!("request_env: {name}={value}"))
+        });
         if accepted {
             self.env.push((name.to_owned(), value.to_owned()));
         }
@@ -221,16 +222,16 @@ impl ChannelSession {
         single_connection: bool,
     ) -> bool {
         let accepted = !self.started;
-        self.conn.services.events.emit(
-            EventBuilder::connection(EventId::X11Request, &self.conn.context)
+        self.conn.emit(EventId::X11Request, |event| {
+            event
                 .field("auth_protocol", protocol)
                 .field("screen", screen)
                 .field("single_connection", single_connection)
                 .field("accepted", accepted)
                 .message(format!(
                     "X11 forwarding request: {protocol} screen {screen}"
-                )),
-        );
+                ))
+        });
         if accepted {
             self.x11 = Some(X11Forward {
                 protocol: protocol.to_owned(),
@@ -246,11 +247,11 @@ impl ChannelSession {
     /// client's agent is never used.
     pub fn agent_request(&mut self) -> bool {
         let accepted = !self.started;
-        self.conn.services.events.emit(
-            EventBuilder::connection(EventId::AgentRequest, &self.conn.context)
+        self.conn.emit(EventId::AgentRequest, |event| {
+            event
                 .field("accepted", accepted)
-                .message("agent forwarding request"),
-        );
+                .message("agent forwarding request")
+        });
         self.agent |= accepted;
         accepted
     }
@@ -264,12 +265,12 @@ impl ChannelSession {
     /// (`sftp` only, as in Debian's sshd_config). Returns whether it is accepted.
     pub async fn subsystem(&mut self, name: &str) -> bool {
         let command = persona::subsystem_command(name).filter(|_| !self.started);
-        self.conn.services.events.emit(
-            EventBuilder::connection(EventId::Subsystem, &self.conn.context)
+        self.conn.emit(EventId::Subsystem, |event| {
+            event
                 .field("name", name)
                 .field("accepted", command.is_some())
-                .message(format!("subsystem request: {name}")),
-        );
+                .message(format!("subsystem request: {name}"))
+        });
         tracing::info!(target: "hermes::session", session_id = %self.conn.session_id(), name = %escape_untrusted(name), accepted = command.is_some(), "subsystem request");
         let Some(command) = command else {
             return false;
@@ -296,12 +297,12 @@ impl ChannelSession {
             },
             _ => false,
         };
-        self.conn.services.events.emit(
-            EventBuilder::connection(EventId::Signal, &self.conn.context)
+        self.conn.emit(EventId::Signal, |event| {
+            event
                 .field("signal", name)
                 .field("delivered", delivered)
-                .message(format!("signal request: {name}")),
-        );
+                .message(format!("signal request: {name}"))
+        });
     }
 
     /// `exec`: runs `command` through the user's shell, as sshd does.
@@ -401,13 +402,7 @@ impl ChannelSession {
                 return;
             }
         };
-        let username = self
-            .conn
-            .state()
-            .metadata
-            .username
-            .clone()
-            .unwrap_or_default();
+        let username = self.conn.username();
         let spec = self.process_spec(&program);
         let process = match self.conn.services.sandbox.spawn(&lease, spec).await {
             Ok(process) => process,
@@ -420,16 +415,16 @@ impl ChannelSession {
             }
         };
         self.conn.process_started.send_replace(true);
-        self.conn.services.events.emit(
-            EventBuilder::connection(EventId::ChannelProcess, &self.conn.context)
+        self.conn.emit(EventId::ChannelProcess, |event| {
+            event
                 .field("channel", self.index)
                 .field("path", process.path.as_str())
                 .message(format!(
                     "channel {} started, its data through {}",
                     self.index,
                     process.path.as_str()
-                )),
-        );
+                ))
+        });
         self.start_recording(&program, &username);
         self.start_observing(&program, &username);
         let early_input = std::mem::take(&mut self.early_input);
@@ -462,13 +457,7 @@ impl ChannelSession {
 
     /// The process that stands in for sshd's session (see [`launch::process_spec`]).
     fn process_spec(&self, program: &Program) -> ProcessSpec {
-        let username = self
-            .conn
-            .state()
-            .metadata
-            .username
-            .clone()
-            .unwrap_or_default();
+        let username = self.conn.username();
         launch::process_spec(&Launch {
             program,
             username: &username,
@@ -569,16 +558,15 @@ impl ChannelSession {
         match created {
             Ok(recorder) => {
                 tracing::info!(target: "hermes::record", session_id = %self.conn.session_id(), path = %path.display(), "recording started");
-                let relative = crate::record::dated_dir(self.conn.state().metadata.start_time)
-                    .join(&name)
-                    .display()
-                    .to_string();
-                self.conn.state().metadata.recordings.push(relative);
-                self.conn.services.events.emit(
-                    EventBuilder::connection(EventId::LogOpen, &self.conn.context)
+                self.conn.update_metadata(|m| {
+                    let relative = crate::record::dated_dir(m.start_time).join(&name);
+                    m.recordings.push(relative.display().to_string());
+                });
+                self.conn.emit(EventId::LogOpen, |event| {
+                    event
                         .field("ttylog", path.display().to_string())
-                        .message(format!("Opening TTY Log: {}", path.display())),
-                );
+                        .message(format!("Opening TTY Log: {}", path.display()))
+                });
                 if let Ok(mut slot) = self.recorder.lock() {
                     *slot = Some(recorder);
                 }

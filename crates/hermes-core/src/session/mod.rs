@@ -645,8 +645,28 @@ impl Connection {
 
     /// What the client is told when the session ends for `reason`.
     fn end_message(&self, reason: EndReason) -> String {
-        let username = self.state().metadata.username.clone().unwrap_or_default();
-        messages::end_message(reason, &username, &self.services.config.persona.hostname)
+        messages::end_message(
+            reason,
+            &self.username(),
+            &self.services.config.persona.hostname,
+        )
+    }
+
+    /// Emits an event about this connection: `build` adds its fields and message.
+    fn emit(&self, id: EventId, build: impl FnOnce(EventBuilder) -> EventBuilder) {
+        self.services
+            .events
+            .emit(build(EventBuilder::connection(id, &self.context)));
+    }
+
+    /// The name the client logged in with (empty before login).
+    fn username(&self) -> String {
+        self.state().metadata.username.clone().unwrap_or_default()
+    }
+
+    /// Updates the session's metadata (written on its next save).
+    fn update_metadata(&self, update: impl FnOnce(&mut SessionMetadata)) {
+        update(&mut self.state().metadata);
     }
 
     fn emit_session_error(&self, stage: &str, error: &str) {

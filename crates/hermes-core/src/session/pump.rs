@@ -84,7 +84,7 @@ pub(super) async fn pump_output(mut ctx: PumpContext) {
             Ok(status) => {
                 match status {
                     Some(code) => {
-                        ctx.conn.state().metadata.exit_status = Some(code);
+                        ctx.conn.update_metadata(|m| m.exit_status = Some(code));
                         let _ = ctx.client.exit_status(code).await;
                     }
                     None => {

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::Connection;
-use crate::events::{EventBuilder, EventId};
+use crate::events::EventId;
 use crate::record::AsciicastRecorder;
 
 /// The channel's recording, once started; taken when it is finished.
@@ -48,18 +48,15 @@ pub(super) fn write_failure(error: &std::io::Error) -> &'static str {
 /// could not be written (`what`: `not recorded` or `incomplete`).
 pub(super) fn recording_failed(conn: &Connection, path: &str, error: &std::io::Error, what: &str) {
     let text = format!("{}: {error}", write_failure(error));
-    {
-        let mut state = conn.state();
-        if state.metadata.recording_error.is_none() {
-            state.metadata.recording_error = Some(text.clone());
-        }
-    }
-    conn.services.events.emit(
-        EventBuilder::connection(EventId::RecordError, &conn.context)
+    conn.update_metadata(|m| {
+        m.recording_error.get_or_insert_with(|| text.clone());
+    });
+    conn.emit(EventId::RecordError, |event| {
+        event
             .field("ttylog", path.to_owned())
             .field("error", error.to_string())
-            .message(format!("Recording {path} {what}: {text}")),
-    );
+            .message(format!("Recording {path} {what}: {text}"))
+    });
 }
 
 pub(super) fn finish_recording(conn: &Connection, recorder: &SharedRecorder) {
@@ -73,7 +70,7 @@ pub(super) fn finish_recording(conn: &Connection, recorder: &SharedRecorder) {
 /// `cowrie.log.closed` for a finished recording.
 fn report_closed(conn: &Connection, summary: crate::record::RecordingSummary) {
     if summary.truncated {
-        conn.state().metadata.recording_truncated = true;
+        conn.update_metadata(|m| m.recording_truncated = true);
         tracing::warn!(target: "hermes::record", session_id = %conn.session_id(), path = %summary.path.display(), "recording reached max_recording_size; the rest of the output was not recorded");
     }
     if let Some(error) = &summary.write_error {
@@ -81,8 +78,8 @@ fn report_closed(conn: &Connection, summary: crate::record::RecordingSummary) {
     }
     let duration_ms = summary.duration.as_millis() as u64;
     let ttylog = summary.path.display().to_string();
-    conn.services.events.emit(
-        EventBuilder::connection(EventId::LogClosed, &conn.context)
+    conn.emit(EventId::LogClosed, |event| {
+        event
             .field("ttylog", ttylog.clone())
             .field("size", summary.size)
             .field("duration_ms", duration_ms)
@@ -92,6 +89,6 @@ fn report_closed(conn: &Connection, summary: crate::record::RecordingSummary) {
             )
             .message(format!(
                 "Closing TTY Log: {ttylog} after {duration_ms} milliseconds"
-            )),
-    );
+            ))
+    });
 }
