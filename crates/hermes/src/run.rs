@@ -137,20 +137,23 @@ pub async fn run(
         )
     })?;
 
+    // Port 0 asks the kernel for a free port: the addresses logged below are the bound ones.
+    let ssh_address = listener
+        .local_addr()
+        .context("the SSH listener's bound address")?;
+
     let metrics_listener = if config.metrics.enabled {
         let listen = config.metrics.listen;
-        if listen.port() == config.server.port
-            && (listen.ip() == config.server.host
-                || listen.ip().is_unspecified()
-                || config.server.host.is_unspecified())
-        {
+        if same_listener(listen, ssh_address) {
             bail!("metrics.listen ({listen}) must not be the SSH listener's address");
         }
-        Some(
-            TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("metrics.listen: cannot listen on {listen}"))?,
-        )
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("metrics.listen: cannot listen on {listen}"))?;
+        let bound = listener
+            .local_addr()
+            .context("the metrics listener's bound address")?;
+        Some((listener, bound))
     } else {
         None
     };
@@ -220,8 +223,8 @@ pub async fn run(
         sandbox.clone(),
         config.container_pool.spawn_timeout,
     ));
-    if let Some(listener) = metrics_listener {
-        tracing::info!(target: "hermes::metrics", address = %config.metrics.listen, "serving /metrics and /healthz");
+    if let Some((listener, bound)) = metrics_listener {
+        tracing::info!(target: "hermes::metrics", address = %bound, "serving /metrics and /healthz");
         let source = Arc::new(MetricsSource {
             events: Arc::clone(&event_metrics),
             bus: events.clone(),
@@ -233,7 +236,7 @@ pub async fn run(
     tokio::spawn(wait_for_signal(shutdown_tx));
     let reloader = tokio::spawn(reload_on_hangup(config_path, Arc::clone(&services)));
     tokio::spawn(return_freed_memory());
-    tracing::info!(target: "hermes", address = %format!("{}:{}", config.server.host, config.server.port), banner, "listening");
+    tracing::info!(target: "hermes", address = %ssh_address, banner, "listening");
 
     server.serve(listener, shutdown_rx, DRAIN).await;
     let left = services.wait_finalized(FINALIZE).await;
@@ -276,6 +279,14 @@ fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
     socket.listen(ACCEPT_BACKLOG)
+}
+
+/// Whether the metrics address `metrics` would take the SSH listener's bound address.
+/// Port 0 is any free port, never the SSH one (the kernel gives each its own).
+fn same_listener(metrics: std::net::SocketAddr, ssh: std::net::SocketAddr) -> bool {
+    metrics.port() != 0
+        && metrics.port() == ssh.port()
+        && (metrics.ip() == ssh.ip() || metrics.ip().is_unspecified() || ssh.ip().is_unspecified())
 }
 
 /// How long ended sessions get to finish their final capture at shutdown.
@@ -435,4 +446,31 @@ fn proxy_settings(server: &ServerConfig) -> anyhow::Result<Option<ProxySettings>
         trusted,
         header_timeout: PROXY_HEADER_TIMEOUT,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_listener;
+
+    #[test]
+    fn port_zero_is_any_free_port_never_the_ssh_one() {
+        let addr = |text: &str| text.parse::<std::net::SocketAddr>().expect("address");
+        // Both asked for port 0: the kernel gives each a port of its own.
+        assert!(!same_listener(addr("127.0.0.1:0"), addr("127.0.0.1:0")));
+        assert!(!same_listener(addr("0.0.0.0:0"), addr("127.0.0.1:40000")));
+        assert!(same_listener(
+            addr("127.0.0.1:2222"),
+            addr("127.0.0.1:2222")
+        ));
+        assert!(same_listener(addr("0.0.0.0:2222"), addr("127.0.0.1:2222")));
+        assert!(same_listener(addr("127.0.0.1:2222"), addr("0.0.0.0:2222")));
+        assert!(!same_listener(
+            addr("127.0.0.2:2222"),
+            addr("127.0.0.1:2222")
+        ));
+        assert!(!same_listener(
+            addr("127.0.0.1:9464"),
+            addr("127.0.0.1:2222")
+        ));
+    }
 }
