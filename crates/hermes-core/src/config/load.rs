@@ -307,6 +307,17 @@ mod tests {
     }
 
     #[test]
+    fn port_zero_loads_for_ssh_and_metrics_alike() {
+        let config = parse_str(
+            "server:\n  port: 0\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
+            "test.yaml",
+        )
+        .expect("port 0 (any free port) loads");
+        assert_eq!(config.server.port, 0);
+        assert_eq!(config.metrics.listen.port(), 0);
+    }
+
+    #[test]
     fn proxy_protocol_needs_valid_trusted_balancers() {
         let found = issues("server:\n  proxy_protocol: true\n");
         assert_eq!(found[0].path, "server", "{found:?}");
