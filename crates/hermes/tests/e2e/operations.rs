@@ -525,3 +525,48 @@ async fn health_turns_unhealthy_when_dockerd_stops_and_healthy_when_it_is_back()
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
     drop(hermes);
 }
+
+/// The SSH banner a port answers with.
+async fn banner(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the SSH port");
+    let mut line = vec![0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut line))
+        .await
+        .expect("banner in time")
+        .expect("read banner");
+    String::from_utf8_lossy(&line[..read]).into_owned()
+}
+
+/// With port 0 for SSH and metrics (the config the harness writes), each listener gets
+/// a free port of its own, the log names the bound ports, and a restart reports afresh:
+/// no test probes for a port that another could take before Hermes binds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_zero_listeners_bind_free_ports_and_log_them() {
+    if !require_docker() {
+        return;
+    }
+    let mut hermes = tokio::task::block_in_place(|| {
+        Hermes::start(Options {
+            top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
+            ..Options::default()
+        })
+    });
+    let config = std::fs::read_to_string(&hermes.config_path).expect("config");
+    assert!(config.contains("\n  port: 0\n"), "{config}");
+    for run in ["first start", "after a restart"] {
+        let (ssh, metrics) = (hermes.port, hermes.metrics_port());
+        assert!(
+            ssh != 0 && metrics != 0 && ssh != metrics,
+            "{run}: {ssh} {metrics}"
+        );
+        let banner = banner(ssh).await;
+        assert!(banner.starts_with("SSH-2.0-"), "{run}: {banner:?}");
+        let (status, body) = health_becomes(metrics, true).await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "{run}: {body}");
+        if run == "first start" {
+            tokio::task::block_in_place(|| hermes.restart());
+        }
+    }
+}
