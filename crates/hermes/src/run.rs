@@ -143,10 +143,8 @@ pub async fn run(
         .context("the SSH listener's bound address")?;
 
     let metrics_listener = if config.metrics.enabled {
+        // The configuration check keeps it off the SSH address (port 0 aside).
         let listen = config.metrics.listen;
-        if same_listener(listen, ssh_address) {
-            bail!("metrics.listen ({listen}) must not be the SSH listener's address");
-        }
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("metrics.listen: cannot listen on {listen}"))?;
@@ -279,14 +277,6 @@ fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
     socket.listen(ACCEPT_BACKLOG)
-}
-
-/// Whether the metrics address `metrics` would take the SSH listener's bound address.
-/// Port 0 is any free port, never the SSH one (the kernel gives each its own).
-fn same_listener(metrics: std::net::SocketAddr, ssh: std::net::SocketAddr) -> bool {
-    metrics.port() != 0
-        && metrics.port() == ssh.port()
-        && (metrics.ip() == ssh.ip() || metrics.ip().is_unspecified() || ssh.ip().is_unspecified())
 }
 
 /// How long ended sessions get to finish their final capture at shutdown.
@@ -446,31 +436,4 @@ fn proxy_settings(server: &ServerConfig) -> anyhow::Result<Option<ProxySettings>
         trusted,
         header_timeout: PROXY_HEADER_TIMEOUT,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_listener;
-
-    #[test]
-    fn port_zero_is_any_free_port_never_the_ssh_one() {
-        let addr = |text: &str| text.parse::<std::net::SocketAddr>().expect("address");
-        // Both asked for port 0: the kernel gives each a port of its own.
-        assert!(!same_listener(addr("127.0.0.1:0"), addr("127.0.0.1:0")));
-        assert!(!same_listener(addr("0.0.0.0:0"), addr("127.0.0.1:40000")));
-        assert!(same_listener(
-            addr("127.0.0.1:2222"),
-            addr("127.0.0.1:2222")
-        ));
-        assert!(same_listener(addr("0.0.0.0:2222"), addr("127.0.0.1:2222")));
-        assert!(same_listener(addr("127.0.0.1:2222"), addr("0.0.0.0:2222")));
-        assert!(!same_listener(
-            addr("127.0.0.2:2222"),
-            addr("127.0.0.1:2222")
-        ));
-        assert!(!same_listener(
-            addr("127.0.0.1:9464"),
-            addr("127.0.0.1:2222")
-        ));
-    }
 }

@@ -50,7 +50,7 @@ pub struct Config {
     #[garde(dive)]
     pub capture: CaptureConfig,
     /// Prometheus metrics and the health endpoint.
-    #[garde(dive)]
+    #[garde(dive, custom(validate::metrics(&self.server)))]
     pub metrics: MetricsConfig,
 }
 
