@@ -137,20 +137,21 @@ pub async fn run(
         )
     })?;
 
+    // Port 0 asks the kernel for a free port: the addresses logged below are the bound ones.
+    let ssh_address = listener
+        .local_addr()
+        .context("the SSH listener's bound address")?;
+
     let metrics_listener = if config.metrics.enabled {
+        // The configuration check keeps it off the SSH address (port 0 aside).
         let listen = config.metrics.listen;
-        if listen.port() == config.server.port
-            && (listen.ip() == config.server.host
-                || listen.ip().is_unspecified()
-                || config.server.host.is_unspecified())
-        {
-            bail!("metrics.listen ({listen}) must not be the SSH listener's address");
-        }
-        Some(
-            TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("metrics.listen: cannot listen on {listen}"))?,
-        )
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("metrics.listen: cannot listen on {listen}"))?;
+        let bound = listener
+            .local_addr()
+            .context("the metrics listener's bound address")?;
+        Some((listener, bound))
     } else {
         None
     };
@@ -220,8 +221,8 @@ pub async fn run(
         sandbox.clone(),
         config.container_pool.spawn_timeout,
     ));
-    if let Some(listener) = metrics_listener {
-        tracing::info!(target: "hermes::metrics", address = %config.metrics.listen, "serving /metrics and /healthz");
+    if let Some((listener, bound)) = metrics_listener {
+        tracing::info!(target: "hermes::metrics", address = %bound, "serving /metrics and /healthz");
         let source = Arc::new(MetricsSource {
             events: Arc::clone(&event_metrics),
             bus: events.clone(),
@@ -233,7 +234,7 @@ pub async fn run(
     tokio::spawn(wait_for_signal(shutdown_tx));
     let reloader = tokio::spawn(reload_on_hangup(config_path, Arc::clone(&services)));
     tokio::spawn(return_freed_memory());
-    tracing::info!(target: "hermes", address = %format!("{}:{}", config.server.host, config.server.port), banner, "listening");
+    tracing::info!(target: "hermes", address = %ssh_address, banner, "listening");
 
     server.serve(listener, shutdown_rx, DRAIN).await;
     let left = services.wait_finalized(FINALIZE).await;

@@ -185,6 +185,15 @@ fn a_valid_config_prints_the_effective_configuration() {
 }
 
 #[test]
+fn port_zero_is_accepted_for_ssh_and_metrics() {
+    let (code, stdout, stderr) =
+        check(b"server:\n  port: 0\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:0\n");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("port: 0"), "{stdout}");
+    assert!(stdout.contains("listen: 127.0.0.1:0"), "{stdout}");
+}
+
+#[test]
 fn the_shipped_configs_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     for file in ["config/hermes.yaml", "config/hermes.example.yaml"] {

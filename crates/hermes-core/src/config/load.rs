@@ -307,6 +307,36 @@ mod tests {
     }
 
     #[test]
+    fn port_zero_loads_for_ssh_and_metrics_alike() {
+        let config = parse_str(
+            "server:\n  port: 0\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
+            "test.yaml",
+        )
+        .expect("port 0 (any free port) loads");
+        assert_eq!(config.server.port, 0);
+        assert_eq!(config.metrics.listen.port(), 0);
+    }
+
+    #[test]
+    fn metrics_never_take_the_ssh_address() {
+        let found = issues(
+            "server:\n  host: 0.0.0.0\n  port: 2222\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:2222\n",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, "metrics");
+        assert_eq!(found[0].line, 5);
+        assert!(found[0].message.contains("SSH listener"), "{found:?}");
+        // Another address, another port, or metrics off: all fine.
+        for text in [
+            "server:\n  host: 127.0.0.1\n  port: 2222\nmetrics:\n  enabled: true\n  listen: 127.0.0.2:2222\n",
+            "server:\n  port: 2222\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:9464\n",
+            "server:\n  port: 2222\nmetrics:\n  enabled: false\n  listen: 127.0.0.1:2222\n",
+        ] {
+            parse_str(text, "test.yaml").unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+
+    #[test]
     fn proxy_protocol_needs_valid_trusted_balancers() {
         let found = issues("server:\n  proxy_protocol: true\n");
         assert_eq!(found[0].path, "server", "{found:?}");

@@ -50,7 +50,7 @@ pub struct Config {
     #[garde(dive)]
     pub capture: CaptureConfig,
     /// Prometheus metrics and the health endpoint.
-    #[garde(dive)]
+    #[garde(dive, custom(validate::metrics(&self.server)))]
     pub metrics: MetricsConfig,
 }
 
@@ -183,8 +183,9 @@ pub struct ServerConfig {
     /// Address to listen on.
     #[garde(skip)]
     pub host: IpAddr,
-    /// TCP port to listen on.
-    #[garde(range(min = 1))]
+    /// TCP port to listen on; 0 is any free port (the `listening` log line says which),
+    /// so that tests never race each other for one.
+    #[garde(skip)]
     pub port: u16,
     /// Path of the RSA host key. The Ed25519 and ECDSA keys live beside it as
     /// `ssh_host_ed25519_key` and `ssh_host_ecdsa_key`. Missing keys are generated.

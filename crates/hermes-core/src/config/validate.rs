@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use super::{AuthMode, AuthenticationConfig, ContainerPoolConfig, MaxStartups, ServerConfig};
+use super::{
+    AuthMode, AuthenticationConfig, ContainerPoolConfig, MaxStartups, MetricsConfig, ServerConfig,
+};
 use crate::persona;
 
 type Result = garde::Result;
@@ -200,6 +202,23 @@ pub(super) fn server(server: &ServerConfig, _: &()) -> Result {
         );
     }
     Ok(())
+}
+
+/// The unauthenticated metrics listener never shares the attacker-facing SSH address.
+/// Port 0 is any free port, which the kernel never gives to both.
+pub(super) fn metrics(server: &ServerConfig) -> impl FnOnce(&MetricsConfig, &()) -> Result + '_ {
+    move |metrics, _| {
+        let listen = metrics.listen;
+        let same_ip = listen.ip() == server.host
+            || listen.ip().is_unspecified()
+            || server.host.is_unspecified();
+        if metrics.enabled && listen.port() != 0 && listen.port() == server.port && same_ip {
+            return fail(format!(
+                "`listen` ({listen}) must not be the SSH listener's address (server.host, server.port)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `penalties.max` caps what `min` must reach.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Hermes, Options, SmallDisk, free_port, require_docker, succeeded};
+use crate::harness::{Hermes, Options, SmallDisk, require_docker, succeeded};
 
 /// Which disks the test fills.
 #[derive(Debug, Clone, Copy)]
@@ -98,19 +98,16 @@ fn a_full_disk_loses_nothing_silently(full: Full) {
     let base = tempfile::tempdir().expect("tempdir");
     let logs = SmallDisk::mount(&base.path().join("logs"), "8m");
     let recordings = SmallDisk::mount(&base.path().join("recordings"), "8m");
-    let metrics_port = free_port();
     let hermes = Hermes::start(Options {
         pool_size: 2,
         log_dir: Some(logs.path.clone()),
         recording_dir: Some(recordings.path.clone()),
         // A small backlog, so that the full event log overflows it.
         logging_extra: "  event_backlog_size: \"8k\"\n",
-        top_extra: Box::leak(
-            format!("metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics_port}\n")
-                .into_boxed_str(),
-        ),
+        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
         ..Options::default()
     });
+    let metrics_port = hermes.metrics_port();
 
     // A session that prints through the whole test.
     let mut long: Child = exec(

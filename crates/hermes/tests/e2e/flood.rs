@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::client::Client;
-use crate::harness::{Hermes, Options, free_port, raise_fd_limit, require_docker};
+use crate::harness::{Hermes, Options, raise_fd_limit, require_docker};
 use crate::operations::{metrics, sample};
 
 const FLOOD: usize = 2000;
@@ -32,15 +32,12 @@ const REASONS: [&str; 6] = [
 /// Hermes with metrics on and refusals summed per second (instead of per minute), so
 /// the test sees the summaries without waiting.
 fn start_hermes() -> (Hermes, u16) {
-    let metrics_port = free_port();
-    let top = Box::leak(
-        format!("metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics_port}\n").into_boxed_str(),
-    );
     let hermes = Hermes::start(Options {
         server_extra: "  refused_event_interval: 1\n",
-        top_extra: top,
+        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
         ..Options::default()
     });
+    let metrics_port = hermes.metrics_port();
     (hermes, metrics_port)
 }
 

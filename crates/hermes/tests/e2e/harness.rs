@@ -124,13 +124,19 @@ pub struct Hermes {
     pub config_path: PathBuf,
     run: u32,
     pub dir: tempfile::TempDir,
+    /// The SSH port the running process bound (the config asks for port 0, any free
+    /// port, so no other test can take it between a probe and the bind).
     pub port: u16,
+    /// The metrics port the running process bound, when `metrics` is on.
+    pub metrics_port: Option<u16>,
     pub sensor: String,
     pub hostname: String,
     recordings: PathBuf,
     logs: PathBuf,
 }
 
+/// A port that was free a moment ago. Racy (anything may take it before the caller
+/// binds it): only for servers that cannot listen on port 0 and report theirs.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -159,7 +165,6 @@ impl Hermes {
     /// the pool (for tests where it cannot fill).
     pub fn start_unready(options: Options) -> Hermes {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let sensor = options.sensor.clone().unwrap_or_else(unique_sensor);
         let hostname = "web-prod-01".to_owned();
         let credentials: String = options
@@ -189,7 +194,7 @@ impl Hermes {
         let config = format!(
             r#"server:
   host: "127.0.0.1"
-  port: {port}
+  port: 0
   host_key_path: "{base}/keys/ssh_host_rsa_key"
   max_concurrent_sessions: {max_sessions}
   sensor_name: "{sensor}"
@@ -254,7 +259,8 @@ capture:
             config_path,
             run: 0,
             dir,
-            port,
+            port: 0,
+            metrics_port: None,
             sensor,
             hostname,
             recordings,
@@ -278,7 +284,14 @@ capture:
             .expect("spawn hermes");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.output().contains("listening") {
+        loop {
+            let stdout = std::fs::read_to_string(self.log_path("stdout")).unwrap_or_default();
+            // A restart binds a new port: the one released may be a client's by now.
+            if let Some(port) = bound_port(&stdout, "listening") {
+                self.port = port;
+                self.metrics_port = bound_port(&stdout, "serving /metrics and /healthz");
+                return;
+            }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
@@ -291,6 +304,11 @@ capture:
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The bound metrics port; panics when `metrics` is off.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port.expect("metrics enabled in the config")
     }
 
     fn log_path(&self, stream: &str) -> PathBuf {
@@ -554,6 +572,19 @@ capture:
             ]);
         command
     }
+}
+
+/// The port of the `address` in the JSON operational log line with this `message`
+/// (Hermes logs the addresses it bound, port 0 resolved).
+fn bound_port(log: &str, message: &str) -> Option<u16> {
+    log.lines().find_map(|line| {
+        let value: Value = serde_json::from_str(line).ok()?;
+        if value.get("message")?.as_str()? != message {
+            return None;
+        }
+        let address: std::net::SocketAddr = value.get("address")?.as_str()?.parse().ok()?;
+        (address.port() != 0).then_some(address.port())
+    })
 }
 
 /// The last `max` characters of a text, on a char boundary.

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::client::{Client, connect};
-use crate::harness::{Hermes, Options, free_port, require_docker};
+use crate::harness::{Hermes, Options, require_docker};
 
 /// A TCP door to the Docker socket that can be shut (every connection through it
 /// cut) and opened again on the same port: to Hermes, the engine going away.
@@ -94,19 +94,17 @@ async fn metrics_move_with_a_session_and_health_follows_the_engine() {
     if !require_docker() {
         return;
     }
-    let door_port = free_port();
-    let door = open_door(bind(door_port));
-    let metrics_port = free_port();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the door");
+    let door_port = listener.local_addr().expect("door address").port();
+    let door = open_door(listener);
     let url = Box::leak(format!("tcp://127.0.0.1:{door_port}").into_boxed_str());
-    let top = Box::leak(
-        format!("metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics_port}\n").into_boxed_str(),
-    );
     let hermes = Hermes::start(Options {
         docker_url: Some(url),
         pool_size: 1,
-        top_extra: top,
+        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
         ..Options::default()
     });
+    let metrics_port = hermes.metrics_port();
 
     let before = metrics(metrics_port).await;
     assert_eq!(sample(&before, "hermes_sessions_total"), 0.0);
@@ -292,17 +290,14 @@ async fn health_says_so_when_the_pool_cannot_be_refilled() {
         return;
     }
     let image = crate::lifecycle::broken_image();
-    let metrics_port = free_port();
-    let top = Box::leak(
-        format!("metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics_port}\n").into_boxed_str(),
-    );
-    let _hermes = tokio::task::block_in_place(|| {
+    let hermes = tokio::task::block_in_place(|| {
         Hermes::start_unready(Options {
             image,
-            top_extra: top,
+            top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
             ..Options::default()
         })
     });
+    let metrics_port = hermes.metrics_port();
     let (status, body) = health_becomes(metrics_port, false).await;
     assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{body}");
     assert!(
@@ -500,11 +495,10 @@ async fn health_turns_unhealthy_when_dockerd_stops_and_healthy_when_it_is_back()
         .expect("tempdir");
     let mut engine = tokio::task::block_in_place(|| SecondEngine::start(dir));
     let image = tokio::task::block_in_place(|| tiny_image(&engine));
-    let metrics_port = free_port();
     let socket = engine.socket();
     let top = Box::leak(
         format!(
-            "metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics_port}\ndocker:\n  socket_path: \"{}\"\n",
+            "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\ndocker:\n  socket_path: \"{}\"\n",
             socket.display()
         )
         .into_boxed_str(),
@@ -517,6 +511,7 @@ async fn health_turns_unhealthy_when_dockerd_stops_and_healthy_when_it_is_back()
             ..Options::default()
         })
     });
+    let metrics_port = hermes.metrics_port();
     let (status, body) = health_becomes(metrics_port, true).await;
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
 
@@ -529,4 +524,49 @@ async fn health_turns_unhealthy_when_dockerd_stops_and_healthy_when_it_is_back()
     let (status, body) = health_becomes(metrics_port, true).await;
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
     drop(hermes);
+}
+
+/// The SSH banner a port answers with.
+async fn banner(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the SSH port");
+    let mut line = vec![0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut line))
+        .await
+        .expect("banner in time")
+        .expect("read banner");
+    String::from_utf8_lossy(&line[..read]).into_owned()
+}
+
+/// With port 0 for SSH and metrics (the config the harness writes), each listener gets
+/// a free port of its own, the log names the bound ports, and a restart reports afresh:
+/// no test probes for a port that another could take before Hermes binds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_zero_listeners_bind_free_ports_and_log_them() {
+    if !require_docker() {
+        return;
+    }
+    let mut hermes = tokio::task::block_in_place(|| {
+        Hermes::start(Options {
+            top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
+            ..Options::default()
+        })
+    });
+    let config = std::fs::read_to_string(&hermes.config_path).expect("config");
+    assert!(config.contains("\n  port: 0\n"), "{config}");
+    for run in ["first start", "after a restart"] {
+        let (ssh, metrics) = (hermes.port, hermes.metrics_port());
+        assert!(
+            ssh != 0 && metrics != 0 && ssh != metrics,
+            "{run}: {ssh} {metrics}"
+        );
+        let banner = banner(ssh).await;
+        assert!(banner.starts_with("SSH-2.0-"), "{run}: {banner:?}");
+        let (status, body) = health_becomes(metrics, true).await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "{run}: {body}");
+        if run == "first start" {
+            tokio::task::block_in_place(|| hermes.restart());
+        }
+    }
 }

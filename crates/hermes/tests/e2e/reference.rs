@@ -74,28 +74,44 @@ impl ReferenceSshd {
         )
         .expect("sshd_config");
         let _ = std::fs::create_dir_all("/run/sshd");
-        let port = free_port();
-        let mut command = Command::new(sshd);
-        command.args(["-D", "-e", "-f"]).arg(&config).args([
-            "-p",
-            &port.to_string(),
-            "-o",
-            "ListenAddress=127.0.0.1",
-        ]);
-        for key in &keys {
-            command.arg("-h").arg(key);
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn sshd");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // sshd cannot listen on port 0 and report it: a port free a moment ago may be
+        // taken before sshd binds it, and then sshd exits; try another (bounded).
+        let (child, port) = (0..5)
+            .find_map(|_| {
+                let port = free_port();
+                let mut command = Command::new(sshd);
+                command.args(["-D", "-e", "-f"]).arg(&config).args([
+                    "-p",
+                    &port.to_string(),
+                    "-o",
+                    "ListenAddress=127.0.0.1",
+                ]);
+                for key in &keys {
+                    command.arg("-h").arg(key);
+                }
+                let log = dir.path().join(format!("sshd-{port}.log"));
+                let mut child = command
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&log).expect("sshd log"))
+                    .spawn()
+                    .expect("spawn sshd");
+                // sshd's own word that it bound the port (a connect could reach another
+                // process's listener there).
+                let bound = format!("Server listening on 127.0.0.1 port {port}.");
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return None;
+                    }
+                    if std::fs::read_to_string(&log).is_ok_and(|text| text.contains(&bound)) {
+                        return Some((child, port));
+                    }
+                    assert!(Instant::now() < deadline, "sshd did not start");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+            .expect("sshd could not listen on any of 5 free ports");
         Some(ReferenceSshd {
             child,
             port,
