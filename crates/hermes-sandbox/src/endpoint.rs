@@ -99,7 +99,7 @@ impl Endpoint {
     pub async fn connect(&self) -> Result<Docker, EndpointError> {
         let unreachable = |e: bollard::errors::Error| EndpointError::Unreachable {
             endpoint: self.to_string(),
-            message: crate::error::describe(&e),
+            message: crate::error::failure(e),
         };
         let docker = match self {
             Endpoint::Unix(path) => Docker::connect_with_unix(

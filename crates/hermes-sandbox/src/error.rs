@@ -4,11 +4,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hermes_core::sandbox::SandboxError;
 
-/// Errors the engine answered or the connection to it gave, since start (for the
-/// metrics; a 404 or 304 that the caller expects is not described, so not counted).
+/// Failed engine calls since start: errors the engine answered or the connection to it
+/// gave (a 404 or 304 the caller expects is an answer, not a failure, so not counted).
 static ENGINE_ERRORS: AtomicU64 = AtomicU64::new(0);
 
-/// Counts one engine error.
+/// Counts one failed engine call (for callers without a bollard error, e.g. the
+/// hijacked exec start).
 pub(crate) fn count_error() {
     ENGINE_ERRORS.fetch_add(1, Ordering::Relaxed);
 }
@@ -18,9 +19,20 @@ pub(crate) fn engine_errors() -> u64 {
     ENGINE_ERRORS.load(Ordering::Relaxed)
 }
 
-/// Describes a bollard error in one line, with the daemon's message when it sent one.
-pub(crate) fn describe(error: &bollard::errors::Error) -> String {
+/// An engine call failed: counts it and says why in one line. It takes the error, so
+/// a failure is counted once however often its description is then formatted.
+pub(crate) fn failure(error: bollard::errors::Error) -> String {
     count_error();
+    describe(&error)
+}
+
+/// An engine call failed, as the core's error (counted, see [`failure`]).
+pub(crate) fn engine(error: bollard::errors::Error) -> SandboxError {
+    SandboxError::Engine(failure(error))
+}
+
+/// A bollard error in one line, with the daemon's message when it sent one.
+fn describe(error: &bollard::errors::Error) -> String {
     match error {
         bollard::errors::Error::DockerResponseServerError {
             status_code,
@@ -28,10 +40,6 @@ pub(crate) fn describe(error: &bollard::errors::Error) -> String {
         } => format!("HTTP {status_code}: {}", message.trim()),
         other => other.to_string(),
     }
-}
-
-pub(crate) fn engine(error: bollard::errors::Error) -> SandboxError {
-    SandboxError::Engine(describe(&error))
 }
 
 /// True when the daemon answered 404 (no such container, exec or image).
@@ -54,4 +62,32 @@ pub(crate) fn is_not_modified(error: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error() -> bollard::errors::Error {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: "boom\n".into(),
+        }
+    }
+
+    #[test]
+    fn each_failure_is_counted_once_and_describing_counts_nothing() {
+        let before = engine_errors();
+        let error = server_error();
+        assert_eq!(describe(&error), "HTTP 500: boom");
+        assert_eq!(describe(&error), "HTTP 500: boom");
+        assert_eq!(engine_errors(), before, "formatting is not a failure");
+        assert_eq!(failure(error), "HTTP 500: boom");
+        assert_eq!(engine_errors(), before + 1);
+        let SandboxError::Engine(message) = engine(server_error()) else {
+            panic!("an engine error");
+        };
+        assert_eq!(message, "HTTP 500: boom");
+        assert_eq!(engine_errors(), before + 2);
+    }
 }

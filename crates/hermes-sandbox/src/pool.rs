@@ -29,7 +29,7 @@ use hermes_core::sandbox::{
 };
 
 use crate::endpoint::{Endpoint, EndpointError};
-use crate::error::{describe, engine, is_not_found, is_not_modified};
+use crate::error::{engine, failure, is_not_found, is_not_modified};
 use crate::exec::{DirectOutput, ExecControl, MuxOutput, ResizeTurns, TtyOutput, resize_exec};
 use crate::profile::ContainerProfile;
 use crate::retention::{self, Rules, Stopped};
@@ -389,7 +389,8 @@ impl DockerSandbox {
         let leftovers = match self.docker.list_containers(Some(options)).await {
             Ok(list) => list,
             Err(error) => {
-                tracing::error!(target: "hermes::sandbox", error = %describe(&error), "cannot list containers of an earlier run");
+                let error = failure(error);
+                tracing::error!(target: "hermes::sandbox", error = %error, "cannot list containers of an earlier run");
                 return;
             }
         };
@@ -588,7 +589,8 @@ impl DockerSandbox {
             if let Err(error) = docker.remove_container(&id, Some(options)).await
                 && !is_not_found(&error)
             {
-                tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), error = %describe(&error), "cannot remove container");
+                let error = failure(error);
+                tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), error = %error, "cannot remove container");
             }
         });
     }
@@ -614,7 +616,8 @@ impl DockerSandbox {
         let stopped = match self.docker.list_containers(Some(options)).await {
             Ok(list) => list,
             Err(error) => {
-                tracing::warn!(target: "hermes::sandbox", error = %describe(&error), "retention sweep cannot list containers");
+                let error = failure(error);
+                tracing::warn!(target: "hermes::sandbox", error = %error, "retention sweep cannot list containers");
                 return 0;
             }
         };
@@ -669,7 +672,8 @@ impl DockerSandbox {
                     );
                 }
                 Err(error) => {
-                    tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), error = %describe(&error), "retention sweep cannot remove container");
+                    let error = failure(error);
+                    tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), error = %error, "retention sweep cannot remove container");
                 }
             }
         }
@@ -718,7 +722,7 @@ impl DockerSandbox {
     pub async fn health(&self) -> Result<(), String> {
         match tokio::time::timeout(HEALTH_PING_TIMEOUT, self.docker.ping()).await {
             Ok(Ok(_)) => {}
-            Ok(Err(error)) => return Err(format!("Docker engine: {}", describe(&error))),
+            Ok(Err(error)) => return Err(format!("Docker engine: {}", failure(error))),
             Err(_) => {
                 return Err(format!(
                     "Docker engine did not answer within {} s",

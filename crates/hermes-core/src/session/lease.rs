@@ -16,6 +16,19 @@ use crate::sandbox::{Lease, LeaseSource, SandboxError};
 /// against `disk_limit`.
 const USAGE_CHECK_INTERVAL: Duration = Duration::from_secs(3);
 
+/// What a channel waiting for the container gets from the state it settled in (None:
+/// the connection went away while waiting).
+pub(super) fn outcome(state: Option<LeaseState>) -> Result<Lease, EndReason> {
+    match state {
+        Some(LeaseState::Ready(lease)) => Ok(lease),
+        Some(LeaseState::Failed(reason)) => Err(reason),
+        Some(LeaseState::Released) => Err(EndReason::ClientClosed),
+        Some(LeaseState::NotRequested | LeaseState::Pending) | None => {
+            Err(EndReason::ContainerUnavailable)
+        }
+    }
+}
+
 impl Connection {
     /// Gets the container for a logged-in connection and publishes it to its channels.
     pub(super) async fn acquire_lease(self: Arc<Self>) {
@@ -158,9 +171,7 @@ impl Connection {
     /// capture pass (the final one, reaching into `/dev/shm`, when no other session of
     /// the source uses it; an ordinary one otherwise).
     pub(super) async fn release_lease(&self) {
-        let previous = self
-            .lease
-            .send_replace(LeaseState::Failed(EndReason::ClientClosed));
+        let previous = self.lease.send_replace(LeaseState::Released);
         let LeaseState::Ready(lease) = previous else {
             return;
         };
@@ -254,5 +265,28 @@ impl Connection {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_after_the_release_ends_as_the_client_closed() {
+        assert_eq!(
+            outcome(Some(LeaseState::Released)),
+            Err(EndReason::ClientClosed)
+        );
+        assert_eq!(
+            outcome(Some(LeaseState::Failed(EndReason::Capacity))),
+            Err(EndReason::Capacity)
+        );
+        assert_eq!(outcome(None), Err(EndReason::ContainerUnavailable));
+        let lease = Lease {
+            container_id: "0123456789abcdef".into(),
+            source: LeaseSource::Pool,
+        };
+        assert_eq!(outcome(Some(LeaseState::Ready(lease.clone()))), Ok(lease));
     }
 }

@@ -256,6 +256,9 @@ enum LeaseState {
     Ready(Lease),
     /// None can be had: why, for the client message and metadata.
     Failed(EndReason),
+    /// The session is over and its container given back (or never got): a channel
+    /// starting now ends as one whose client closed.
+    Released,
 }
 
 /// Mutable per-connection state, behind a mutex never held across an await.
@@ -606,14 +609,15 @@ impl Connection {
     async fn wait_for_lease(&self) -> Result<Lease, EndReason> {
         let mut rx = self.lease.subscribe();
         let state = rx
-            .wait_for(|s| matches!(s, LeaseState::Ready(_) | LeaseState::Failed(_)))
+            .wait_for(|s| {
+                matches!(
+                    s,
+                    LeaseState::Ready(_) | LeaseState::Failed(_) | LeaseState::Released
+                )
+            })
             .await
             .map(|s| s.clone());
-        match state {
-            Ok(LeaseState::Ready(lease)) => Ok(lease),
-            Ok(LeaseState::Failed(reason)) => Err(reason),
-            _ => Err(EndReason::ContainerUnavailable),
-        }
+        lease::outcome(state.ok())
     }
 
     /// Takes a place for a session channel, or None past `persona.max_sessions` (the

@@ -18,6 +18,9 @@ use crate::operations::{metrics, sample};
 
 const FLOOD: usize = 2000;
 const FLOOD_SOURCE: [u8; 4] = [127, 0, 0, 2];
+/// What Hermes's memory may grow by during a flood, in KiB: a few KiB per connection
+/// held, nothing per connection refused or closed.
+const FLOOD_RSS_GROWTH_KIB: u64 = 16 * 1024;
 
 /// The refusal reasons the metric is labelled with.
 const REASONS: [&str; 6] = [
@@ -159,6 +162,10 @@ async fn run_flood(first: &'static [u8], what: &str) {
         "refusals are summed: {lines} events for {drops} refused connections"
     );
     assert_eq!(metric, drops, "the metric is the sum of the counts");
+    assert!(
+        during_rss < idle_rss + FLOOD_RSS_GROWTH_KIB,
+        "Hermes grew from {idle_rss} to {during_rss} KiB during the flood"
+    );
     drop(streams);
 }
 
@@ -269,6 +276,7 @@ async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
     }
     raise_fd_limit();
     let (hermes, metrics_port) = start_hermes();
+    let idle_rss = hermes.rss_kib();
     let target: SocketAddr = ([127, 0, 0, 1], hermes.port).into();
     let began = Instant::now();
 
@@ -391,7 +399,7 @@ async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
          {alive_before} held by Hermes before the login ({slow_alive} slow-loris), {alive_after} after; legitimate login took {took:?}; \
          while {MORE} more arrived (opened {more_before}..{more_after} of them during it), {took_during:?}; \
          {} closed to make room; {connects} accepted; greedy source: {greedy_refused} refused past its share, \
-         {penalised} of 50 refused under penalty; {refused} refusals in {lines} events (metric {metric}); Hermes RSS {rss} KiB",
+         {penalised} of 50 refused under penalty; {refused} refusals in {lines} events (metric {metric}); Hermes RSS {idle_rss} KiB idle, {rss} KiB with the flood held",
         opened + 1,
         evicted.len(),
     );
@@ -447,5 +455,9 @@ async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
         "{lines} refusal events for {refused} refused connections"
     );
     assert_eq!(metric, refused, "the metric is the sum of the counts");
+    assert!(
+        rss < idle_rss + FLOOD_RSS_GROWTH_KIB,
+        "Hermes grew from {idle_rss} to {rss} KiB with the flood held"
+    );
     assert!(began.elapsed() < Duration::from_secs(90));
 }

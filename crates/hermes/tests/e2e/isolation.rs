@@ -32,6 +32,66 @@ fn docker_stat(container: &str, format: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// The file `name` of `container`'s cgroup for `controller`, read from the host through
+/// its init process (cgroup v1: `/sys/fs/cgroup/<controller>/<path>`; v2: one tree).
+fn cgroup_file(container: &str, controller: &str, name: &str) -> String {
+    let output = Command::new("docker")
+        .args(["inspect", "--format", "{{.State.Pid}}", container])
+        .output()
+        .expect("docker inspect");
+    let pid = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_else(|e| panic!("cgroups of {container}'s init ({pid}): {e}"));
+    let entries: Vec<(&str, &str)> = cgroups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            fields.next()?;
+            Some((fields.next()?, fields.next()?))
+        })
+        .collect();
+    let v1 = entries
+        .iter()
+        .find(|(controllers, _)| controllers.split(',').any(|c| c == controller))
+        .map(|(controllers, path)| format!("/sys/fs/cgroup/{controllers}{path}"));
+    let v2 = || {
+        entries
+            .iter()
+            .find(|(controllers, _)| controllers.is_empty())
+            .map(|(_, path)| format!("/sys/fs/cgroup{path}"))
+    };
+    let dir = v1
+        .or_else(v2)
+        .unwrap_or_else(|| panic!("no {controller} cgroup in {cgroups}"));
+    std::fs::read_to_string(format!("{dir}/{name}")).unwrap_or_else(|e| panic!("{dir}/{name}: {e}"))
+}
+
+/// How many times `container`'s processes were refused a fork by its pids limit.
+fn pids_limit_hits(container: &str) -> u64 {
+    let events = cgroup_file(container, "pids", "pids.events");
+    events
+        .lines()
+        .find_map(|l| l.strip_prefix("max "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no max counter in pids.events: {events}"))
+}
+
+/// CPU time `container` has used (cgroup v1 `cpuacct.usage`, v2 `cpu.stat`).
+fn cpu_used(container: &str) -> Duration {
+    if std::path::Path::new("/sys/fs/cgroup/cpuacct").exists() {
+        let ns = cgroup_file(container, "cpuacct", "cpuacct.usage");
+        Duration::from_nanos(ns.trim().parse().expect("cpuacct.usage"))
+    } else {
+        let stat = cgroup_file(container, "cpu", "cpu.stat");
+        let us = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no usage_usec in cpu.stat: {stat}"));
+        Duration::from_micros(us)
+    }
+}
+
 fn hermes_alive(hermes: &Hermes) -> bool {
     std::path::Path::new(&format!("/proc/{}", hermes.pid())).exists()
 }
@@ -53,6 +113,16 @@ async fn a_fork_bomb_stays_inside_its_pids_limit() {
         .parse()
         .expect("pids");
     assert!(pids <= 100, "{pids} processes");
+    // The bomb did go off: it ran into the limit, not short of it.
+    let (hits, max) = tokio::task::block_in_place(|| {
+        (
+            pids_limit_hits(&victim),
+            cgroup_file(&victim, "pids", "pids.max"),
+        )
+    });
+    println!("fork bomb: {pids} processes, {hits} forks refused at pids.max {max}");
+    assert_eq!(max.trim(), "100", "the configured pids limit");
+    assert!(hits > 0, "the fork bomb never reached the pids limit");
     // Another session is served as usual, promptly.
     let started = Instant::now();
     let (_other, mut shell) = root_shell(&hermes).await;
@@ -105,10 +175,29 @@ async fn a_cpu_burn_is_held_to_the_quota() {
         )
         .await;
     let container = allocated_containers(&hermes)[0].clone();
+    let (used_before, since) =
+        tokio::task::block_in_place(|| (cpu_used(&container), Instant::now()));
     let cpu = tokio::task::block_in_place(|| docker_stat(&container, "{{.CPUPerc}}"));
     let percent: f64 = cpu.trim_end_matches('%').parse().expect("cpu percent");
-    println!("four busy loops in a 0.5-core container: {cpu}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (used, elapsed) =
+        tokio::task::block_in_place(|| (cpu_used(&container) - used_before, since.elapsed()));
+    let share = used.as_secs_f64() / elapsed.as_secs_f64();
+    println!(
+        "four busy loops in a 0.5-core container: {cpu} (docker stats); {used:?} of CPU in {elapsed:?} ({:.0}% of a core, cgroup)",
+        share * 100.0
+    );
     assert!(percent < 65.0, "cpu {cpu} over the 0.5-core quota");
+    assert!(
+        share < 0.65,
+        "{used:?} of CPU in {elapsed:?}: over the quota"
+    );
+    // The loops did run (an idle container uses next to nothing); the floor is low
+    // because the machine's other work can take the cores from them.
+    assert!(
+        used >= Duration::from_millis(200),
+        "the busy loops did not run: {used:?} of CPU in {elapsed:?}"
+    );
     shell.run("kill $(jobs -p)", ROOT_PROMPT).await;
 }
 
