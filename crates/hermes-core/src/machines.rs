@@ -27,7 +27,7 @@ fn now_secs() -> u64 {
 
 /// What the registry knows of one machine.
 #[derive(Debug, Default)]
-struct SlotState {
+struct MachineState {
     source: Option<IpAddr>,
     container_id: Option<String>,
     /// The running lease while sessions use it.
@@ -41,13 +41,13 @@ struct SlotState {
 /// One key's machine. Acquisitions for the same key are serialised by `acquire`, so
 /// two logins at once from one source end up on one container.
 #[derive(Debug, Default)]
-pub struct Slot {
-    state: Mutex<SlotState>,
+pub struct Machine {
+    state: Mutex<MachineState>,
     acquire: tokio::sync::Mutex<()>,
 }
 
-impl Slot {
-    fn state(&self) -> MutexGuard<'_, SlotState> {
+impl Machine {
+    fn state(&self) -> MutexGuard<'_, MachineState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -110,7 +110,7 @@ const MAX_SAVED_MACHINES: usize = 10_000;
 #[derive(Debug)]
 pub struct MachineRegistry {
     config: ReuseConfig,
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    entries: Mutex<HashMap<String, Arc<Machine>>>,
     dirty: AtomicBool,
     /// One writer of the state file at a time (the periodic saver and assignments).
     saving: Mutex<()>,
@@ -128,26 +128,26 @@ pub enum Release {
 impl MachineRegistry {
     /// Loads the saved map (a corrupt file is moved aside, never fatal).
     pub fn load(config: &ReuseConfig) -> Arc<Self> {
-        let mut slots = HashMap::new();
+        let mut entries = HashMap::new();
         if config.enabled {
             for (key, saved) in read_state(&config.state_file).machines {
                 if saved.expires <= now_secs() {
                     continue;
                 }
-                let slot = Slot::default();
+                let machine = Machine::default();
                 {
-                    let mut state = slot.state();
+                    let mut state = machine.state();
                     state.source = Some(saved.source);
                     state.container_id = Some(saved.container_id);
                     state.expires = saved.expires;
                     state.last_used = saved.last_used;
                 }
-                slots.insert(key, Arc::new(slot));
+                entries.insert(key, Arc::new(machine));
             }
         }
         Arc::new(MachineRegistry {
             config: config.clone(),
-            slots: Mutex::new(slots),
+            entries: Mutex::new(entries),
             dirty: AtomicBool::new(false),
             saving: Mutex::new(()),
         })
@@ -158,30 +158,30 @@ impl MachineRegistry {
         self.config.enabled
     }
 
-    fn slots(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    fn entries(&self) -> MutexGuard<'_, HashMap<String, Arc<Machine>>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The slot a login from `source` as `username` uses: its own, or, when the source
+    /// The machine a login from `source` as `username` uses: its own, or, when the source
     /// already owns `max_containers_per_source` machines, its most recent one.
-    pub fn slot_for(&self, source: IpAddr, username: &str) -> (String, Arc<Slot>) {
+    pub fn machine_for(&self, source: IpAddr, username: &str) -> (String, Arc<Machine>) {
         let key = match self.config.key {
             ReuseKey::Source => source.to_string(),
             ReuseKey::SourceAndUser => format!("{source} {username}"),
         };
         let now = now_secs();
-        let mut slots = self.slots();
-        slots.retain(|_, slot| {
-            let state = slot.state();
+        let mut entries = self.entries();
+        entries.retain(|_, machine| {
+            let state = machine.state();
             state.sessions > 0 || state.expires > now || state.container_id.is_none()
         });
-        if let Some(slot) = slots.get(&key) {
-            return (key, Arc::clone(slot));
+        if let Some(machine) = entries.get(&key) {
+            return (key, Arc::clone(machine));
         }
-        let owned: Vec<(&String, u64)> = slots
+        let owned: Vec<(&String, u64)> = entries
             .iter()
-            .filter_map(|(k, slot)| {
-                let state = slot.state();
+            .filter_map(|(k, machine)| {
+                let state = machine.state();
                 (state.source == Some(source) && state.container_id.is_some())
                     .then_some((k, state.last_used))
             })
@@ -190,26 +190,26 @@ impl MachineRegistry {
             && let Some((newest, _)) = owned.iter().max_by_key(|(_, used)| *used)
         {
             let newest = (*newest).clone();
-            if let Some(slot) = slots.get(&newest) {
-                return (newest, Arc::clone(slot));
+            if let Some(machine) = entries.get(&newest) {
+                return (newest, Arc::clone(machine));
             }
         }
-        let slot = Arc::new(Slot::default());
-        slots.insert(key.clone(), Arc::clone(&slot));
-        (key, slot)
+        let machine = Arc::new(Machine::default());
+        entries.insert(key.clone(), Arc::clone(&machine));
+        (key, machine)
     }
 
-    /// A session now runs on `lease`, the machine of `slot`. The map must be saved
+    /// A session now runs on `lease`, as `machine`'s container. The map must be saved
     /// before the session writes anything there (see [`MachineRegistry::save_if_dirty`]):
     /// if Hermes dies while the session runs, the source gets this machine back.
-    pub fn assigned(&self, slot: &Slot, source: IpAddr, lease: &Lease) {
-        slot.started(source, lease);
+    pub fn assigned(&self, machine: &Machine, source: IpAddr, lease: &Lease) {
+        machine.started(source, lease);
         self.dirty.store(true, Ordering::Release);
     }
 
-    /// A session on `slot` ended.
-    pub fn release(&self, slot: &Slot) -> Release {
-        let mut state = slot.state();
+    /// A session on `machine` ended.
+    pub fn release(&self, machine: &Machine) -> Release {
+        let mut state = machine.state();
         state.sessions = state.sessions.saturating_sub(1);
         state.last_used = now_secs();
         state.expires = state.last_used + self.config.ttl;
@@ -224,8 +224,8 @@ impl MachineRegistry {
     }
 
     /// Forgets a container that is gone (removed, or could not be started again).
-    pub fn forget(&self, slot: &Slot) {
-        let mut state = slot.state();
+    pub fn forget(&self, machine: &Machine) {
+        let mut state = machine.state();
         if state.sessions == 0 {
             state.container_id = None;
             state.lease = None;
@@ -246,10 +246,10 @@ impl MachineRegistry {
         }
         let now = now_secs();
         let mut machines: Vec<(String, SavedMachine)> = self
-            .slots()
+            .entries()
             .iter()
-            .filter_map(|(key, slot)| {
-                let state = slot.state();
+            .filter_map(|(key, machine)| {
+                let state = machine.state();
                 let expires = if state.sessions > 0 {
                     now + self.config.ttl
                 } else {
@@ -351,17 +351,17 @@ mod tests {
     fn a_source_gets_its_container_back_and_concurrent_sessions_share_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let registry = MachineRegistry::load(&config(dir.path(), ReuseKey::Source, 3));
-        let (key, slot) = registry.slot_for(SRC, "root");
+        let (key, machine) = registry.machine_for(SRC, "root");
         assert_eq!(key, "198.51.100.4");
-        assert!(slot.kept_container().is_none());
-        registry.assigned(&slot, SRC, &lease("c1"));
+        assert!(machine.kept_container().is_none());
+        registry.assigned(&machine, SRC, &lease("c1"));
         // A second login while the first runs joins the running container.
-        let (_, again) = registry.slot_for(SRC, "admin");
+        let (_, again) = registry.machine_for(SRC, "admin");
         assert_eq!(again.join_running(), Some(lease("c1")));
-        assert_eq!(registry.release(&slot), Release::StillInUse);
-        assert_eq!(registry.release(&slot), Release::Stop(lease("c1")));
+        assert_eq!(registry.release(&machine), Release::StillInUse);
+        assert_eq!(registry.release(&machine), Release::Stop(lease("c1")));
         // After the last session: kept for the next login.
-        let (_, later) = registry.slot_for(SRC, "root");
+        let (_, later) = registry.machine_for(SRC, "root");
         assert!(later.join_running().is_none());
         assert_eq!(later.kept_container().as_deref(), Some("c1"));
     }
@@ -371,13 +371,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = config(dir.path(), ReuseKey::Source, 3);
         let registry = MachineRegistry::load(&cfg);
-        let (_, slot) = registry.slot_for(SRC, "root");
-        registry.assigned(&slot, SRC, &lease("c9"));
-        registry.release(&slot);
+        let (_, machine) = registry.machine_for(SRC, "root");
+        registry.assigned(&machine, SRC, &lease("c9"));
+        registry.release(&machine);
         registry.save_if_dirty().expect("save");
         let reloaded = MachineRegistry::load(&cfg);
-        let (_, slot) = reloaded.slot_for(SRC, "root");
-        assert_eq!(slot.kept_container().as_deref(), Some("c9"));
+        let (_, machine) = reloaded.machine_for(SRC, "root");
+        assert_eq!(machine.kept_container().as_deref(), Some("c9"));
     }
 
     #[test]
@@ -385,14 +385,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = config(dir.path(), ReuseKey::Source, 3);
         let registry = MachineRegistry::load(&cfg);
-        let (_, slot) = registry.slot_for(SRC, "root");
-        registry.assigned(&slot, SRC, &lease("c7"));
+        let (_, machine) = registry.machine_for(SRC, "root");
+        registry.assigned(&machine, SRC, &lease("c7"));
         registry.save_if_dirty().expect("save");
         // The process dies here: no release, no further save.
         drop(registry);
         let reloaded = MachineRegistry::load(&cfg);
-        let (_, slot) = reloaded.slot_for(SRC, "root");
-        assert_eq!(slot.kept_container().as_deref(), Some("c7"));
+        let (_, machine) = reloaded.machine_for(SRC, "root");
+        assert_eq!(machine.kept_container().as_deref(), Some("c7"));
         assert!(!dir.path().join("machines.json.tmp").exists());
     }
 
@@ -403,10 +403,10 @@ mod tests {
         let registry = MachineRegistry::load(&cfg);
         for n in 0..MAX_SAVED_MACHINES as u32 + 5 {
             let source = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n));
-            let slot = Arc::new(Slot::default());
-            registry.assigned(&slot, source, &lease(&format!("c{n}")));
-            slot.state().last_used = u64::from(n);
-            registry.slots().insert(source.to_string(), slot);
+            let machine = Arc::new(Machine::default());
+            registry.assigned(&machine, source, &lease(&format!("c{n}")));
+            machine.state().last_used = u64::from(n);
+            registry.entries().insert(source.to_string(), machine);
         }
         registry.save_if_dirty().expect("save");
         let saved = read_state(&cfg.state_file);
@@ -424,26 +424,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let registry = MachineRegistry::load(&config(dir.path(), ReuseKey::SourceAndUser, 2));
         for (user, id) in [("root", "c1"), ("admin", "c2")] {
-            let (_, slot) = registry.slot_for(SRC, user);
-            assert!(slot.kept_container().is_none(), "{user} starts fresh");
-            registry.assigned(&slot, SRC, &lease(id));
-            registry.release(&slot);
+            let (_, machine) = registry.machine_for(SRC, user);
+            assert!(machine.kept_container().is_none(), "{user} starts fresh");
+            registry.assigned(&machine, SRC, &lease(id));
+            registry.release(&machine);
             std::thread::sleep(Duration::from_millis(1100));
         }
         // A third user from the same source is over the cap: the newest machine.
-        let (key, slot) = registry.slot_for(SRC, "oracle");
+        let (key, machine) = registry.machine_for(SRC, "oracle");
         assert_eq!(key, "198.51.100.4 admin");
-        assert_eq!(slot.kept_container().as_deref(), Some("c2"));
+        assert_eq!(machine.kept_container().as_deref(), Some("c2"));
     }
 
     #[test]
     fn forgotten_containers_are_not_offered_again() {
         let dir = tempfile::tempdir().expect("tempdir");
         let registry = MachineRegistry::load(&config(dir.path(), ReuseKey::Source, 3));
-        let (_, slot) = registry.slot_for(SRC, "root");
-        registry.assigned(&slot, SRC, &lease("c1"));
-        registry.release(&slot);
-        registry.forget(&slot);
-        assert!(slot.kept_container().is_none());
+        let (_, machine) = registry.machine_for(SRC, "root");
+        registry.assigned(&machine, SRC, &lease("c1"));
+        registry.release(&machine);
+        registry.forget(&machine);
+        assert!(machine.kept_container().is_none());
     }
 }

@@ -121,7 +121,7 @@ pub struct ChannelSession {
     /// File names from scp/sftp input, and how many were handed to the connection.
     uploads: Option<(UploadReader, usize)>,
     /// Counts against `persona.max_sessions` while the channel lives.
-    _slot: CountedPlace,
+    _place: CountedPlace,
 }
 
 impl ChannelSession {
@@ -129,7 +129,7 @@ impl ChannelSession {
         conn: Arc<Connection>,
         client: Arc<dyn ClientChannel>,
         index: u32,
-        slot: CountedPlace,
+        place: CountedPlace,
     ) -> Self {
         let input = InputQueue::new(Arc::clone(&conn.input_backlog));
         ChannelSession {
@@ -147,7 +147,7 @@ impl ChannelSession {
             recorder: Arc::new(Mutex::new(None)),
             tracker: Arc::new(Mutex::new(None)),
             uploads: None,
-            _slot: slot,
+            _place: place,
         }
     }
 

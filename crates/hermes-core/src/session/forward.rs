@@ -57,7 +57,7 @@ pub struct ForwardCapture {
     remaining: u64,
     lifetime: Duration,
     /// A place among `max_captures_per_connection`, freed when the channel ends.
-    _slot: CountedPlace,
+    _place: CountedPlace,
 }
 
 impl ForwardCapture {
@@ -158,7 +158,7 @@ impl Connection {
                 id,
                 remaining: parse_memory_size(&config.capture_bytes).unwrap_or(64 << 10),
                 lifetime: Duration::from_secs(config.capture_seconds),
-                _slot: slot,
+                _place: slot,
             }),
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::{Connection, LeaseState};
 use crate::config::parse_memory_size;
 use crate::events::{EventBuilder, EventId};
-use crate::machines::{Release, Slot};
+use crate::machines::{Machine, Release};
 use crate::record::EndReason;
 use crate::sandbox::{Lease, LeaseSource, SandboxError};
 
@@ -91,22 +91,22 @@ impl Connection {
         let source = self.context.src.ip().to_canonical();
         let username = self.state().metadata.username.clone().unwrap_or_default();
         let machines = &self.services.machines;
-        let (key, slot) = machines.slot_for(source, &username);
-        let _one_at_a_time = slot.lock().await;
-        if let Some(lease) = slot.join_running() {
-            self.state().slot = Some(Arc::clone(&slot));
+        let (key, machine) = machines.machine_for(source, &username);
+        let _one_at_a_time = machine.lock().await;
+        if let Some(lease) = machine.join_running() {
+            self.state().machine = Some(Arc::clone(&machine));
             return Ok(Lease {
                 source: LeaseSource::Shared,
                 ..lease
             });
         }
         let mut lease = None;
-        if let Some(container_id) = slot.kept_container() {
+        if let Some(container_id) = machine.kept_container() {
             match self.services.sandbox.resume(&container_id).await {
                 Ok(resumed) => lease = Some(resumed),
                 Err(SandboxError::ContainerGone(_)) => {
                     tracing::info!(target: "hermes::session", session_id = %self.context.session, machine = %key, "the source's earlier container is gone; giving it a new one");
-                    machines.forget(&slot);
+                    machines.forget(&machine);
                 }
                 Err(error) => return Err(error),
             }
@@ -115,8 +115,8 @@ impl Connection {
             Some(lease) => lease,
             None => self.services.sandbox.lease(self.context.session).await?,
         };
-        machines.assigned(&slot, source, &lease);
-        self.state().slot = Some(Arc::clone(&slot));
+        machines.assigned(&machine, source, &lease);
+        self.state().machine = Some(Arc::clone(&machine));
         // Saved before the session can write anything there: a Hermes killed while
         // the session runs gives the source this machine back after its restart.
         let registry = Arc::clone(machines);
@@ -146,11 +146,11 @@ impl Connection {
     /// slip in between and be handed a container about to stop: it either joins this
     /// one first (and the stop is not made) or waits for the stop and starts it again.
     async fn stop_unless_shared(&self, lease: Lease) {
-        let slot: Option<Arc<Slot>> = self.state().slot.take();
-        match slot {
-            Some(slot) => {
-                let _one_at_a_time = slot.lock().await;
-                if let Release::Stop(lease) = self.services.machines.release(&slot) {
+        let machine: Option<Arc<Machine>> = self.state().machine.take();
+        match machine {
+            Some(machine) => {
+                let _one_at_a_time = machine.lock().await;
+                if let Release::Stop(lease) = self.services.machines.release(&machine) {
                     self.stop(lease);
                 }
             }
@@ -179,9 +179,9 @@ impl Connection {
         // that logs in meanwhile joins it rather than waiting for a stop and a start.
         let last = self
             .state()
-            .slot
+            .machine
             .as_ref()
-            .is_none_or(|slot| slot.sessions() <= 1);
+            .is_none_or(|machine| machine.sessions() <= 1);
         if last {
             self.final_capture(&lease).await;
         } else {

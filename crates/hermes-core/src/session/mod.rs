@@ -47,7 +47,7 @@ use crate::commands::Command;
 use crate::config::Config;
 use crate::events::{ConnectionContext, EventBuilder, EventBus, EventId};
 use crate::ids::SessionId;
-use crate::machines::{MachineRegistry, Slot};
+use crate::machines::{Machine, MachineRegistry};
 use crate::record::{
     CommandRecord, EndReason, Journal, MetadataWriter, OpenSession, SessionMetadata,
 };
@@ -270,8 +270,8 @@ struct ConnectionState {
     ticket: Option<Ticket>,
     metadata: SessionMetadata,
     permit: Option<OwnedSemaphorePermit>,
-    /// The returning-source slot the container came from, when reuse is on.
-    slot: Option<Arc<Slot>>,
+    /// The returning-source machine the container came from, when reuse is on.
+    machine: Option<Arc<Machine>>,
     channels_opened: u32,
     finished: bool,
     /// When the metadata file was last rewritten for a change.
@@ -323,8 +323,8 @@ impl CountedPlace {
     /// Takes a place, or None when `max` are taken.
     pub(crate) fn take(counter: &Arc<AtomicU32>, max: u32) -> Option<CountedPlace> {
         let taken = counter.fetch_add(1, Ordering::AcqRel);
-        let slot = CountedPlace(Arc::clone(counter));
-        (taken < max).then_some(slot)
+        let place = CountedPlace(Arc::clone(counter));
+        (taken < max).then_some(place)
     }
 }
 
@@ -395,7 +395,7 @@ impl Connection {
                 ticket,
                 metadata,
                 permit: None,
-                slot: None,
+                machine: None,
                 channels_opened: 0,
                 finished: false,
                 metadata_written: None,
@@ -552,7 +552,7 @@ impl Connection {
         self.state().metadata.client_version = Some(version.to_owned());
     }
 
-    /// Login succeeded: take a session slot, start getting a container, arm timeouts.
+    /// Login succeeded: take a session permit, start getting a container, arm timeouts.
     fn logged_in(self: &Arc<Self>, username: &str) {
         self.input_seen();
         let permit = self.services.session_slots.try_take();
@@ -624,12 +624,12 @@ impl Connection {
     /// channel is then refused as sshd refuses it).
     pub fn reserve_session(&self) -> Option<SessionReservation> {
         let max = self.services.config.persona.max_sessions;
-        let Some(slot) = CountedPlace::take(&self.sessions_open, max) else {
+        let Some(place) = CountedPlace::take(&self.sessions_open, max) else {
             tracing::info!(target: "hermes::session", session_id = %self.context.session, max, "session channel refused: max_sessions reached");
             self.channel_refused("session", &format!("persona.max_sessions ({max}) reached"));
             return None;
         };
-        Some(SessionReservation(slot))
+        Some(SessionReservation(place))
     }
 
     /// Opens a session channel in a place taken with [`Connection::reserve_session`].
