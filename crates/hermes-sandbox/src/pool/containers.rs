@@ -1,0 +1,154 @@
+//! Operations on this sensor's containers through the engine: create, find, stop,
+//! remove, and the per-container lock that orders a stop and a resume.
+
+use super::*;
+
+impl DockerSandbox {
+    pub(super) fn label_filters(&self, status: Option<&[&str]>) -> HashMap<String, Vec<String>> {
+        let mut filters = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{ROLE_LABEL}=target"),
+                format!("{SENSOR_LABEL}={}", self.profile.sensor),
+            ],
+        )]);
+        if let Some(status) = status {
+            filters.insert(
+                "status".to_owned(),
+                status.iter().map(|s| (*s).to_owned()).collect(),
+            );
+        }
+        filters
+    }
+
+    pub(super) async fn stop_leftovers(&self) {
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&self.label_filters(Some(&["running", "restarting", "paused"])))
+            .build();
+        let leftovers = match self.docker.list_containers(Some(options)).await {
+            Ok(list) => list,
+            Err(error) => {
+                let error = failure(error);
+                tracing::error!(target: "hermes::sandbox", error = %error, "cannot list containers of an earlier run");
+                return;
+            }
+        };
+        let mut stops = JoinSet::new();
+        for container in leftovers {
+            let Some(id) = container.id else { continue };
+            let docker = self.docker.clone();
+            stops.spawn(async move {
+                let result = stop_container(&docker, &id).await;
+                (id, result)
+            });
+        }
+        while let Some(joined) = stops.join_next().await {
+            if let Ok((id, result)) = joined {
+                match result {
+                    Ok(()) => {
+                        tracing::info!(target: "hermes::sandbox", container_id = %short(&id), "stopped a container left running by an earlier run")
+                    }
+                    Err(error) => {
+                        tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), %error, "cannot stop leftover container")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Creates and starts one container within `spawn_timeout`. A container that was
+    /// created but could not be started is removed: nothing half-made is left behind.
+    pub(super) async fn create_container(&self) -> Result<String, SandboxError> {
+        let started = Instant::now();
+        let created = self.create_container_untimed().await;
+        if created.is_ok() {
+            self.create_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        created
+    }
+
+    pub(super) async fn create_container_untimed(&self) -> Result<String, SandboxError> {
+        let timeout = self.settings.spawn_timeout;
+        let name = format!("hermes-{}", SessionId::random());
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = tokio::time::timeout(
+            timeout,
+            self.docker
+                .create_container(Some(options), self.profile.create_body()),
+        )
+        .await;
+        let id = match created {
+            Ok(Ok(response)) => response.id,
+            Ok(Err(error)) => return Err(engine(error)),
+            Err(_) => {
+                // The create may still complete on the daemon: remove by name.
+                self.remove_in_background(name);
+                return Err(SandboxError::Timeout(timeout.as_secs()));
+            }
+        };
+        let started = tokio::time::timeout(timeout, self.docker.start_container(&id, None)).await;
+        match started {
+            Ok(Ok(())) => Ok(id),
+            Ok(Err(error)) => {
+                self.remove_in_background(id);
+                Err(engine(error))
+            }
+            Err(_) => {
+                self.remove_in_background(id);
+                Err(SandboxError::Timeout(timeout.as_secs()))
+            }
+        }
+    }
+
+    pub(super) async fn exists(&self, id: &str) -> Result<bool, SandboxError> {
+        match self.docker.inspect_container(id, None).await {
+            Ok(_) => Ok(true),
+            Err(error) if is_not_found(&error) => Ok(false),
+            Err(error) => Err(engine(error)),
+        }
+    }
+
+    pub(super) async fn is_running(&self, id: &str) -> Result<bool, SandboxError> {
+        match self.docker.inspect_container(id, None).await {
+            Ok(inspect) => Ok(inspect.state.and_then(|s| s.running).unwrap_or(false)),
+            Err(error) if is_not_found(&error) => Ok(false),
+            Err(error) => Err(engine(error)),
+        }
+    }
+
+    pub(super) fn remove_in_background(&self, id: String) {
+        self.forget_host_views(&id);
+        let docker = self.docker.clone();
+        self.spawn_background(async move {
+            let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+            if let Err(error) = docker.remove_container(&id, Some(options)).await
+                && !is_not_found(&error)
+            {
+                let error = failure(error);
+                tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), error = %error, "cannot remove container");
+            }
+        });
+    }
+
+    pub(super) fn container_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .container_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Drop locks nobody holds any more, so the map does not grow.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        Arc::clone(locks.entry(id.to_owned()).or_default())
+    }
+}
+
+pub(super) async fn stop_container(docker: &Docker, id: &str) -> Result<(), SandboxError> {
+    let options = StopContainerOptionsBuilder::default()
+        .t(STOP_GRACE_SECS)
+        .build();
+    match docker.stop_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(error) if is_not_modified(&error) || is_not_found(&error) => Ok(()),
+        Err(error) => Err(engine(error)),
+    }
+}
