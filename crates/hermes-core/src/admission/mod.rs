@@ -311,6 +311,7 @@ impl Ticket {
     /// The connection logged in: it no longer counts as a startup (unless it was
     /// closed to make room a moment before).
     pub fn authenticated(&self) {
+        self.progress.logged_in();
         let mut state = self.admission.state();
         if state.startups.remove(&self.progress.id).is_some() {
             self.authenticated.store(true, Ordering::Release);

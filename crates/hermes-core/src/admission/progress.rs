@@ -18,6 +18,8 @@ const WAITING: u8 = 0;
 const IDENTIFIED: u8 = 1;
 /// A password or public key was tried.
 const AUTH_ATTEMPTED: u8 = 2;
+/// Logged in: no longer a startup, so nothing here matters any more.
+const LOGGED_IN: u8 = 3;
 
 /// Not evicted.
 const NOT_EVICTED: u8 = 0;
@@ -56,10 +58,19 @@ impl Progress {
 
     /// The client sent something.
     pub fn heard(&self) {
+        // Every read of the connection comes here; after login only this load does.
+        if self.stage.load(Ordering::Relaxed) == LOGGED_IN {
+            return;
+        }
         let ms = Instant::now()
             .saturating_duration_since(self.epoch)
             .as_millis() as u64;
         self.heard_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// The connection logged in; what it sends from now on is not tracked.
+    pub(super) fn logged_in(&self) {
+        self.stage.fetch_max(LOGGED_IN, Ordering::Relaxed);
     }
 
     /// The client's identification line is complete.
@@ -141,5 +152,24 @@ impl Progress {
             }
             notified.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_after_login_are_not_tracked() {
+        let epoch = Instant::now();
+        let progress = Progress::new(1, "192.0.2.1".parse().expect("ip"), epoch, epoch);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        progress.heard();
+        assert_eq!(progress.heard_at(), epoch + Duration::from_secs(2));
+        progress.logged_in();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        progress.heard();
+        assert_eq!(progress.heard_at(), epoch + Duration::from_secs(2));
+        assert!(progress.offence().is_none(), "a login is never penalised");
     }
 }

@@ -263,19 +263,24 @@ mod tests {
         assert!(!spec.file_transfer);
     }
 
-    #[test]
-    fn commands_without_a_terminal_carry_their_command_and_no_standby_input() {
-        let exec = Program::Exec("scp -t /root/".to_owned());
-        let spec = process_spec(&Launch {
-            program: &exec,
-            username: "Admin;rm -rf /",
+    /// What a channel without a terminal, env, X11 or agent starts for `program`.
+    fn without_terminal(program: &Program, username: &str) -> ProcessSpec {
+        process_spec(&Launch {
+            program,
+            username,
             src: addr("127.0.0.1:40000"),
             dst: addr("127.0.0.1:2222"),
             pty: None,
             env: &[],
             x11: None,
             agent: false,
-        });
+        })
+    }
+
+    #[test]
+    fn commands_without_a_terminal_carry_their_command_and_no_standby_input() {
+        let exec = Program::Exec("scp -t /root/".to_owned());
+        let spec = without_terminal(&exec, "Admin;rm -rf /");
         let params = env_of(&spec, "SSH_SESSION_PARAMS").expect("params");
         assert!(params.starts_with("user=user\n"), "{params}");
         assert!(
@@ -293,16 +298,7 @@ mod tests {
             name: "sftp".to_owned(),
             command: "/usr/lib/openssh/sftp-server".to_owned(),
         };
-        let spec = process_spec(&Launch {
-            program: &sftp,
-            username: "admin",
-            src: addr("127.0.0.1:40000"),
-            dst: addr("127.0.0.1:2222"),
-            pty: None,
-            env: &[],
-            x11: None,
-            agent: false,
-        });
+        let spec = without_terminal(&sftp, "admin");
         let params = env_of(&spec, "SSH_SESSION_PARAMS").expect("params");
         assert!(
             params.contains("\nmode=subsystem\nsubsystem=sftp\n"),

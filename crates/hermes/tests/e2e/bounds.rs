@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{Client, ROOT_PROMPT, root_shell};
 use crate::harness::{Hermes, Options, require_docker};
-use crate::lifecycle::recording_proxy;
+use crate::lifecycle::hermes_behind_proxy;
 
 /// The longest line of the event log, and how many lines it has.
 fn event_lines(hermes: &Hermes) -> (usize, usize) {
@@ -112,12 +112,7 @@ async fn a_window_change_flood_costs_the_engine_one_resize_per_50ms() {
     if !require_docker() {
         return;
     }
-    let (port, seen) = recording_proxy("/var/run/docker.sock").await;
-    let url = Box::leak(format!("tcp://127.0.0.1:{port}").into_boxed_str());
-    let hermes = Hermes::start(Options {
-        docker_url: Some(url),
-        ..Options::default()
-    });
+    let (hermes, seen, _) = hermes_behind_proxy(Options::default()).await;
     let (_client, mut shell) = root_shell(hermes.port).await;
     let resizes = || {
         seen.lock()

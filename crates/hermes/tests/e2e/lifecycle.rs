@@ -446,14 +446,26 @@ fn documented(method: &str, path: &str) -> bool {
     )
 }
 
-/// A TCP front for the Docker socket that records the request line of every request.
-pub async fn recording_proxy(socket: &'static str) -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
-    let (port, seen, _) = counting_proxy(socket).await;
-    (port, seen)
+/// Hermes with `options`, reaching the engine through a [`counting_proxy`]: the
+/// requests it made, and the bytes the engine sent back.
+pub async fn hermes_behind_proxy(
+    options: Options,
+) -> (
+    Hermes,
+    Arc<Mutex<Vec<(String, String)>>>,
+    Arc<std::sync::atomic::AtomicU64>,
+) {
+    let (port, seen, from_engine) = counting_proxy("/var/run/docker.sock").await;
+    let url = Box::leak(format!("tcp://127.0.0.1:{port}").into_boxed_str());
+    let hermes = Hermes::start(Options {
+        docker_url: Some(url),
+        ..options
+    });
+    (hermes, seen, from_engine)
 }
 
-/// [`recording_proxy`] that also counts the bytes the engine sent back (answers and
-/// exec streams).
+/// A TCP front for the Docker socket that records the request line of every request
+/// and counts the bytes the engine sent back (answers and exec streams).
 pub async fn counting_proxy(
     socket: &'static str,
 ) -> (
@@ -539,12 +551,7 @@ async fn over_tcp_hermes_uses_only_the_documented_docker_endpoints() {
     if !require_docker() {
         return;
     }
-    let (port, seen) = recording_proxy("/var/run/docker.sock").await;
-    let url = Box::leak(format!("tcp://127.0.0.1:{port}").into_boxed_str());
-    let hermes = Hermes::start(Options {
-        docker_url: Some(url),
-        ..Options::default()
-    });
+    let (hermes, seen, _) = hermes_behind_proxy(Options::default()).await;
     let client = Client::login(hermes.port, "root", "toor").await;
     let mut shell = client.shell(80, 24).await;
     assert!(shell.read_until("# ", 0, Duration::from_secs(20)).await);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::harness::{Hermes, Options, binary_file, require_docker, sha256_file, succeeded};
-use crate::lifecycle::counting_proxy;
+use crate::lifecycle::hermes_behind_proxy;
 
 const SIZE: usize = 16 << 20;
 
@@ -34,14 +34,12 @@ impl Setup {
 }
 
 async fn setup(pool_size: u32) -> Setup {
-    let (port, _seen, from_engine) = counting_proxy("/var/run/docker.sock").await;
-    let url = Box::leak(format!("tcp://127.0.0.1:{port}").into_boxed_str());
-    let hermes = Hermes::start(Options {
-        docker_url: Some(url),
+    let (hermes, _seen, from_engine) = hermes_behind_proxy(Options {
         reuse: true,
         pool_size,
         ..Options::default()
-    });
+    })
+    .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let payload = dir.path().join("payload.bin");
     binary_file(&payload, SIZE);

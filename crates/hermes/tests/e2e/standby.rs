@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::client::{Client, ROOT_PROMPT, root_shell};
-use crate::harness::{Hermes, Options, require_docker};
-use crate::lifecycle::recording_proxy;
+use crate::harness::{Options, require_docker};
+use crate::lifecycle::hermes_behind_proxy;
 
 /// What `ps` shows of a waiting standby or of its hand-over.
 fn shows_standby(ps: &str) -> bool {
@@ -17,13 +17,11 @@ async fn a_terminal_login_takes_over_the_standby_and_no_session_sees_one() {
     if !require_docker() {
         return;
     }
-    let (port, seen) = recording_proxy("/var/run/docker.sock").await;
-    let url = Box::leak(format!("tcp://127.0.0.1:{port}").into_boxed_str());
-    let hermes = Hermes::start(Options {
-        docker_url: Some(url),
+    let (hermes, seen, _) = hermes_behind_proxy(Options {
         pool_size: 2,
         ..Options::default()
-    });
+    })
+    .await;
     let before = seen.lock().map(|s| s.len()).unwrap_or(0);
 
     // A shell: its container's standby becomes the login.
