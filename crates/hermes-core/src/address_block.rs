@@ -5,7 +5,11 @@
 //! (`::ffff:a.b.c.d`), so `198.51.100.0/24` matches `::ffff:198.51.100.7` and the
 //! other way round.
 
-use std::net::IpAddr;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// An address block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +56,46 @@ impl AddressBlock {
     }
 }
 
+/// `a.b.c.d/len` for IPv4-mapped blocks, `ipv6/len` otherwise: parses back to the
+/// same block.
+impl fmt::Display for AddressBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mapped = self.prefix >= 96 && (self.network >> 32) == 0xffff;
+        if mapped {
+            let v4 = Ipv4Addr::from((self.network & u128::from(u32::MAX)) as u32);
+            write!(f, "{v4}/{}", self.prefix - 96)
+        } else {
+            write!(f, "{}/{}", Ipv6Addr::from(self.network), self.prefix)
+        }
+    }
+}
+
+impl Serialize for AddressBlock {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+struct AddressBlockVisitor;
+
+impl Visitor<'_> for AddressBlockVisitor {
+    type Value = AddressBlock;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an IP address or CIDR block")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<AddressBlock, E> {
+        AddressBlock::parse(text).map_err(E::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for AddressBlock {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(AddressBlockVisitor)
+    }
+}
+
 fn as_v6_bits(addr: IpAddr) -> u128 {
     match addr {
         IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
@@ -76,6 +120,23 @@ mod tests {
 
     fn filter(text: &str) -> AddressBlock {
         AddressBlock::parse(text).expect("filter")
+    }
+
+    #[test]
+    fn blocks_print_back_to_the_same_block() {
+        for (text, shown) in [
+            ("198.51.100.7/24", "198.51.100.0/24"),
+            ("10.1.2.3", "10.1.2.3/32"),
+            ("::1", "::1/128"),
+            ("2001:db8::/32", "2001:db8::/32"),
+            ("::/0", "::/0"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            ("::ffff:10.0.0.1", "10.0.0.1/32"),
+        ] {
+            let block = filter(text);
+            assert_eq!(block.to_string(), shown, "{text}");
+            assert_eq!(filter(shown), block, "{text}");
+        }
     }
 
     #[test]

@@ -212,7 +212,7 @@ impl MachineRegistry {
         let mut state = machine.state();
         state.sessions = state.sessions.saturating_sub(1);
         state.last_used = now_secs();
-        state.expires = state.last_used + self.config.ttl;
+        state.expires = state.last_used + self.ttl().as_secs();
         self.dirty.store(true, Ordering::Release);
         if state.sessions > 0 {
             return Release::StillInUse;
@@ -251,7 +251,7 @@ impl MachineRegistry {
             .filter_map(|(key, machine)| {
                 let state = machine.state();
                 let expires = if state.sessions > 0 {
-                    now + self.config.ttl
+                    now + self.ttl().as_secs()
                 } else {
                     state.expires
                 };
@@ -288,7 +288,7 @@ impl MachineRegistry {
 
     /// How long a machine is kept after its last session.
     pub fn ttl(&self) -> Duration {
-        Duration::from_secs(self.config.ttl)
+        self.config.ttl.get()
     }
 }
 
@@ -332,7 +332,7 @@ mod tests {
         ReuseConfig {
             enabled: true,
             key,
-            ttl: 3600,
+            ttl: crate::config::Seconds::new(3600),
             max_containers_per_source: cap,
             state_file: dir.join("machines.json"),
         }

@@ -7,7 +7,7 @@ use bollard::models::{
     ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 
-use hermes_core::config::{Config, SeccompProfile, parse_memory_size};
+use hermes_core::config::{Config, SeccompProfile};
 
 use crate::{CREATED_LABEL, ROLE_LABEL, SENSOR_LABEL};
 
@@ -50,25 +50,20 @@ impl ContainerProfile {
     /// From a validated configuration.
     pub fn from_config(config: &Config, sensor: &str) -> Self {
         let security = &config.container_pool.security;
-        let bytes = |text: &str| {
-            parse_memory_size(text)
-                .and_then(|b| i64::try_from(b).ok())
-                .unwrap_or(i64::MAX)
-        };
         ContainerProfile {
             image: config.container_pool.image.clone(),
             hostname: config.persona.hostname.clone(),
             sensor: sensor.to_owned(),
             network_mode: security.network_mode.clone(),
-            memory_bytes: bytes(&security.memory_limit),
+            memory_bytes: security.memory_limit.bytes_i64(),
             nano_cpus: (security.cpu_quota * 1e9).round() as i64,
             pids_limit: i64::from(security.pids_limit),
-            shm_bytes: bytes(&security.tmpfs_size),
+            shm_bytes: security.tmpfs_size.bytes_i64(),
             cap_drop: security.capabilities.drop.clone(),
             cap_add: security.capabilities.add.clone(),
             security_opt: security.security_opt.clone(),
             seccomp: security.seccomp,
-            max_file_bytes: bytes(&security.max_file_size),
+            max_file_bytes: security.max_file_size.bytes_i64(),
             runtime: security.runtime.clone(),
             userns_mode: security.userns_mode.clone(),
         }

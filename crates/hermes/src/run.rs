@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hermes_core::address_block::AddressBlock;
 use hermes_core::capture::{CaptureLimits, FileStore};
+use hermes_core::config::EventRotation;
 use hermes_core::config::{self, Config, LogDestination, LogLevel, ServerConfig};
-use hermes_core::config::{EventRotation, parse_memory_size};
 use hermes_core::events::{EventBus, EventSink, JsonLinesFile, Rotation, spawn_writer};
 use hermes_core::metrics::{EventMetrics, MetricsSink};
 use hermes_core::persona::DEFAULT_SSH_BANNER;
@@ -65,13 +64,9 @@ pub async fn run(
     let rotation = match config.logging.event_rotation {
         EventRotation::Daily => Rotation::Daily,
         EventRotation::Never => Rotation::Never,
-        EventRotation::Size => Rotation::Size(
-            parse_memory_size(&config.logging.event_rotation_size).unwrap_or(100 << 20),
-        ),
+        EventRotation::Size => Rotation::Size(config.logging.event_rotation_size.bytes()),
     };
-    let backlog = parse_memory_size(&config.logging.event_backlog_size)
-        .and_then(|bytes| usize::try_from(bytes).ok())
-        .unwrap_or(hermes_core::events::DEFAULT_BACKLOG_BYTES);
+    let backlog = config.logging.event_backlog_size.bytes_usize();
     let sink = JsonLinesFile::open_rotating(&event_path, rotation)
         .with_context(|| format!("cannot open the event log {}", event_path.display()))?
         .with_backlog(backlog);
@@ -205,21 +200,19 @@ pub async fn run(
             },
             keyboard_interactive: config.persona.keyboard_interactive,
             max_auth_tries: config.persona.max_auth_tries,
-            login_grace: (config.persona.login_grace_time > 0)
-                .then(|| Duration::from_secs(config.persona.login_grace_time)),
-            client_alive: (config.persona.client_alive_interval > 0).then(|| {
-                (
-                    Duration::from_secs(config.persona.client_alive_interval),
-                    config.persona.client_alive_count_max,
-                )
-            }),
-            proxy: proxy_settings(&config.server)?,
+            login_grace: config.persona.login_grace_time.non_zero(),
+            client_alive: config
+                .persona
+                .client_alive_interval
+                .non_zero()
+                .map(|interval| (interval, config.persona.client_alive_count_max)),
+            proxy: proxy_settings(&config.server),
         },
         Arc::clone(&services),
     );
     tokio::spawn(report_pool_ready(
         sandbox.clone(),
-        config.container_pool.spawn_timeout,
+        config.container_pool.spawn_timeout.get(),
     ));
     if let Some((listener, bound)) = metrics_listener {
         tracing::info!(target: "hermes::metrics", address = %bound, "serving /metrics and /healthz");
@@ -288,14 +281,13 @@ fn capture_services(config: &Config) -> anyhow::Result<Option<CaptureServices>> 
     if !capture.enabled {
         return Ok(None);
     }
-    let size = |value: &str| parse_memory_size(value).unwrap_or(u64::MAX);
-    let store = FileStore::open(&capture.output_dir, size(&capture.max_store_size))
+    let store = FileStore::open(&capture.output_dir, capture.max_store_size.bytes())
         .context("capture.output_dir")?;
     tracing::info!(target: "hermes::capture", dir = %capture.output_dir.display(), used = store.used(), "file store opened");
     Ok(Some(CaptureServices {
         store: Arc::new(store),
         limits: CaptureLimits {
-            max_file_size: size(&capture.max_file_size),
+            max_file_size: capture.max_file_size.bytes(),
             max_files_per_session: capture.max_files_per_session as usize,
             ignore_paths: capture.ignore_paths.clone(),
         },
@@ -338,10 +330,10 @@ fn save_state(services: &SessionServices) {
     }
 }
 
-async fn report_pool_ready(sandbox: Arc<DockerSandbox>, spawn_timeout: u64) {
+async fn report_pool_ready(sandbox: Arc<DockerSandbox>, spawn_timeout: Duration) {
     let started = std::time::Instant::now();
     if sandbox
-        .wait_ready(Duration::from_secs(spawn_timeout.max(60)))
+        .wait_ready(spawn_timeout.max(Duration::from_secs(60)))
         .await
     {
         tracing::info!(target: "hermes::sandbox", ready = sandbox.status().ready, elapsed_ms = started.elapsed().as_millis() as u64, "container pool ready");
@@ -418,22 +410,10 @@ async fn return_freed_memory() {
     }
 }
 
-/// The PROXY protocol settings, when it is on (the blocks were checked with the
-/// configuration).
-fn proxy_settings(server: &ServerConfig) -> anyhow::Result<Option<ProxySettings>> {
-    if !server.proxy_protocol {
-        return Ok(None);
-    }
-    let trusted = server
-        .proxy_trusted
-        .iter()
-        .map(|text| {
-            AddressBlock::parse(text)
-                .map_err(|message| anyhow::anyhow!("server.proxy_trusted: {message}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Some(ProxySettings {
-        trusted,
+/// The PROXY protocol settings, when it is on.
+fn proxy_settings(server: &ServerConfig) -> Option<ProxySettings> {
+    server.proxy_protocol.then(|| ProxySettings {
+        trusted: server.proxy_trusted.clone(),
         header_timeout: PROXY_HEADER_TIMEOUT,
-    }))
+    })
 }

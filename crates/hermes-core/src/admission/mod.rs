@@ -102,19 +102,19 @@ impl Limits {
     pub fn from_config(server: &ServerConfig) -> Self {
         let p = &server.penalties;
         Limits {
-            max_startups: server.max_startups(),
+            max_startups: server.max_startups,
             per_source_startups: server.per_source_max_startups,
             per_source_connections: server.max_connections_per_source,
             connections: server.max_connections,
             evict_after: server
                 .evict_stalled_startups
-                .then(|| Duration::from_secs(server.startup_idle)),
+                .then(|| server.startup_idle.get()),
             penalties: p.enabled.then(|| Penalties {
-                noauth: Duration::from_secs(p.noauth),
-                grace_exceeded: Duration::from_secs(p.grace_exceeded),
-                evicted: Duration::from_secs(p.evicted),
-                min: Duration::from_secs(p.min),
-                max: Duration::from_secs(p.max),
+                noauth: p.noauth.get(),
+                grace_exceeded: p.grace_exceeded.get(),
+                evicted: p.evicted.get(),
+                min: p.min.get(),
+                max: p.max.get(),
                 max_sources: p.max_sources as usize,
             }),
         }

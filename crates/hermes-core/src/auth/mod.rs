@@ -10,7 +10,6 @@ mod sticky;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use delay::{FailedMethod, FailureTiming};
 pub use glob::glob_match;
@@ -131,7 +130,7 @@ impl CredentialPolicy {
             Arc::new(StickyMemory::load(
                 settings.min_failures,
                 settings.max_failures,
-                Duration::from_secs(settings.remember_for),
+                settings.remember_for.get(),
                 &settings.state_file,
             ))
         });
@@ -316,7 +315,7 @@ mod tests {
         cfg.sticky = Some(StickyConfig {
             min_failures: 2,
             max_failures: 2,
-            remember_for: 3600,
+            remember_for: crate::config::Seconds::new(3600),
             state_file: dir.path().join("s.json"),
         });
         let policy = CredentialPolicy::from_config(&cfg);

@@ -1,6 +1,7 @@
 //! Reading a configuration file into [`Config`], with every problem reported as key path,
 //! line and column.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 
@@ -116,25 +117,107 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
         }]));
     }
 
-    // First pass: structure and types, tracking the key path of the first failure.
-    let mut failed_path = String::new();
-    let parsed: Result<Config, serde_saphyr::Error> =
-        serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                failed_path = e.path().to_string();
-                e.into_inner()
-            })
+    // First pass: structure and types (sizes, durations, addresses are parsed here).
+    // Deserializing stops at the first failure; a failure on a one-line value is set
+    // aside and its line blanked (the others keep their numbers), and the file is read
+    // again, so that every such problem is reported at once.
+    let mut text = Cow::Borrowed(text);
+    let mut issues = Vec::new();
+    loop {
+        let mut failed_path = String::new();
+        let parsed: Result<Config, serde_saphyr::Error> =
+            serde_saphyr::with_deserializer_from_str_with_options(&text, options(), |de| {
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    failed_path = e.path().to_string();
+                    e.into_inner()
+                })
+            });
+        let Err(error) = parsed else { break };
+        let issue = structural_issue(&error, &failed_path);
+        // A section left without keys by a blanked line is not a problem of its own.
+        let emptied = issues.iter().any(|earlier: &ConfigIssue| {
+            earlier
+                .path
+                .strip_prefix(issue.path.as_str())
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
         });
-    if let Err(error) = parsed {
-        return Err(invalid(vec![structural_issue(&error, &failed_path)]));
+        let blanked = if emptied {
+            blank_section_line(&text, &issue)
+        } else if issues.len() < MAX_SET_ASIDE {
+            let blanked = blank_value_line(&text, &issue);
+            issues.push(issue);
+            blanked
+        } else {
+            issues.push(issue);
+            None
+        };
+        match blanked {
+            Some(next) => text = Cow::Owned(next),
+            None => return Err(invalid(sorted(issues))),
+        }
     }
 
     // Second pass: value rules (ranges, formats), every failure with its location.
-    serde_saphyr::from_str_with_options_valid::<Config>(text, options()).map_err(|error| {
-        let mut issues = validation_issues(&error);
-        issues.sort_by_key(|issue| (issue.line, issue.column));
-        invalid(issues)
-    })
+    match serde_saphyr::from_str_with_options_valid::<Config>(&text, options()) {
+        Ok(config) if issues.is_empty() => Ok(config),
+        Ok(_) => Err(invalid(sorted(issues))),
+        Err(error) => {
+            issues.extend(validation_issues(&error));
+            Err(invalid(sorted(issues)))
+        }
+    }
+}
+
+/// Values set aside in the first pass before the rest is given up on.
+const MAX_SET_ASIDE: usize = 32;
+
+fn sorted(mut issues: Vec<ConfigIssue>) -> Vec<ConfigIssue> {
+    issues.sort_by_key(|issue| (issue.line, issue.column));
+    issues
+}
+
+/// The text with the issue's line emptied, when that line holds the failing key and
+/// its whole value (`key: value`, or `- value` for a list item); None otherwise.
+fn blank_value_line(text: &str, issue: &ConfigIssue) -> Option<String> {
+    let index = usize::try_from(issue.line.checked_sub(1)?).ok()?;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let content = lines.get(index)?.trim();
+    let value = if issue.path.ends_with(']') {
+        content.strip_prefix("- ")?
+    } else {
+        let key = issue.path.rsplit('.').next()?;
+        content.strip_prefix(key)?.strip_prefix(':')?
+    };
+    let value = value.trim();
+    // A nested block or a block scalar continues on the next lines: leave it.
+    if value.is_empty() || value.starts_with('|') || value.starts_with('>') {
+        return None;
+    }
+    Some(without_line(&lines, index))
+}
+
+/// The text with the line of the issue's (now empty) section key emptied: the nearest
+/// `key:` line at or above the issue's line.
+fn blank_section_line(text: &str, issue: &ConfigIssue) -> Option<String> {
+    let last = usize::try_from(issue.line.checked_sub(1)?).ok()?;
+    let key = issue.path.rsplit('.').next()?;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let index = (0..=last.min(lines.len().checked_sub(1)?))
+        .rev()
+        .find(|&i| lines[i].trim().strip_prefix(key) == Some(":"))?;
+    Some(without_line(&lines, index))
+}
+
+fn without_line(lines: &[&str], index: usize) -> String {
+    let mut out = String::with_capacity(lines.iter().map(|l| l.len()).sum());
+    for (i, line) in lines.iter().enumerate() {
+        if i == index {
+            out.push_str(if line.ends_with('\n') { "\n" } else { "" });
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 fn options() -> serde_saphyr::options::Options {
@@ -248,6 +331,7 @@ fn issue_at_byte(bytes: &[u8], offset: usize, message: &str) -> ConfigIssue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ByteSize, Days, Millis, Seconds};
 
     fn issues(text: &str) -> Vec<ConfigIssue> {
         match parse_str(text, "test.yaml") {
@@ -262,7 +346,10 @@ mod tests {
         let config = parse_str(text, "example").expect("prototype config loads");
         assert_eq!(config.server.port, 2222);
         assert_eq!(config.authentication.static_credentials.len(), 7);
-        assert_eq!(config.container_pool.security.memory_limit, "256m");
+        assert_eq!(
+            config.container_pool.security.memory_limit,
+            ByteSize::mib(256)
+        );
     }
 
     #[test]
@@ -369,7 +456,7 @@ mod tests {
         let good = "server:\n  evict_stalled_startups: false\n  penalties:\n    enabled: false\n    noauth: 0\n";
         let config = parse_str(good, "test.yaml").expect("loads");
         assert!(!config.server.evict_stalled_startups);
-        assert_eq!(config.server.penalties.noauth, 0);
+        assert_eq!(config.server.penalties.noauth, Seconds::new(0));
     }
 
     #[test]
@@ -379,6 +466,107 @@ mod tests {
         let found = issues("logging:\n  destinations: [stdout, syslog]\n");
         assert_eq!(found[0].path, "logging.destinations[1]", "{found:?}");
         assert_eq!(found[0].line, 2, "{found:?}");
+    }
+
+    /// Parse errors of typed values (raised while deserializing, not in validation)
+    /// still name the key and its line.
+    #[test]
+    fn malformed_typed_values_name_key_and_line() {
+        for (text, path, line, words) in [
+            (
+                "server:\n  port: 22\ncontainer_pool:\n  security:\n    tmpfs_size: 50mb\n",
+                "container_pool.security.tmpfs_size",
+                5,
+                "k, m or g suffix",
+            ),
+            (
+                "capture:\n  max_store_size: 2048\n",
+                "capture.max_store_size",
+                2,
+                "k, m or g suffix",
+            ),
+            (
+                "server:\n  port: 22\n  session_timeout: an hour\n",
+                "server.session_timeout",
+                3,
+                "seconds",
+            ),
+            (
+                "persona:\n  auth_failure_delay_ms: -5\n",
+                "persona.auth_failure_delay_ms",
+                2,
+                "negative",
+            ),
+            (
+                "container_pool:\n  cleanup_stopped_after_days: 36h\n",
+                "container_pool.cleanup_stopped_after_days",
+                2,
+                "days",
+            ),
+            (
+                "server:\n  max_startups: \"10:30\"\n",
+                "server.max_startups",
+                2,
+                "start:rate:full",
+            ),
+            (
+                "server:\n  proxy_protocol: true\n  proxy_trusted:\n    - 10.0.0.0/8\n    - 10.0.0.0/33\n",
+                "server.proxy_trusted[1]",
+                5,
+                "prefix length",
+            ),
+        ] {
+            let found = issues(text);
+            assert_eq!(found.len(), 1, "{text}: {found:?}");
+            assert_eq!(found[0].path, path, "{text}: {found:?}");
+            assert_eq!(found[0].line, line, "{text}: {found:?}");
+            assert!(found[0].message.contains(words), "{text}: {found:?}");
+            let shown = ConfigError::Invalid {
+                origin: "t".to_owned(),
+                issues: found,
+            }
+            .to_string();
+            assert!(shown.contains(&format!("line {line}")), "{shown}");
+        }
+    }
+
+    #[test]
+    fn typed_values_load_from_the_files_syntax() {
+        let config = parse_str(
+            "server:\n  session_timeout: 3600\n  idle_timeout: 15m\n  max_startups: 20\n  proxy_trusted: [10.1.2.3/8]\npersona:\n  auth_failure_delay_ms: 2000\n  login_grace_time: \"2m\"\ncontainer_pool:\n  cleanup_stopped_after_days: 7\n  security:\n    memory_limit: 1G\n",
+            "t",
+        )
+        .expect("loads");
+        assert_eq!(config.server.session_timeout, Seconds::new(3600));
+        assert_eq!(config.server.idle_timeout, Seconds::new(900));
+        assert_eq!(config.server.max_startups.to_string(), "20:100:20");
+        assert_eq!(config.server.proxy_trusted[0].to_string(), "10.0.0.0/8");
+        assert_eq!(config.persona.auth_failure_delay_ms, Millis::new(2000));
+        assert_eq!(config.persona.login_grace_time, Seconds::new(120));
+        assert_eq!(
+            config.container_pool.cleanup_stopped_after_days,
+            Days::new(7)
+        );
+        assert_eq!(
+            config.container_pool.security.memory_limit,
+            ByteSize::gib(1)
+        );
+    }
+
+    /// What `hermes check-config` prints loads back to the same configuration.
+    #[test]
+    fn the_effective_configuration_loads_back_unchanged() {
+        let config = parse_str(
+            "server:\n  idle_timeout: 1h\n  max_startups: \"5:50:60\"\n  proxy_protocol: true\n  proxy_trusted: [\"::1\", 192.0.2.7/24]\ncapture:\n  max_file_size: 1536k\nforwarding:\n  capture_bytes: 1024k\n",
+            "t",
+        )
+        .expect("loads");
+        let again = parse_str(&config.to_yaml(), "effective").expect("reloads");
+        assert_eq!(again, config);
+        assert_eq!(
+            parse_str(&Config::default().to_yaml(), "defaults").expect("defaults reload"),
+            Config::default()
+        );
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! and adds `persona`. Unknown keys are rejected at every level, and every key that is
 //! read has an effect: `config/hermes.example.yaml` documents what each one does.
 
+mod duration;
 mod load;
+mod max_startups;
+mod size;
 mod validate;
 
 use std::net::IpAddr;
@@ -14,9 +17,13 @@ use std::path::PathBuf;
 use garde::Validate;
 use serde::{Deserialize, Serialize};
 
+use crate::address_block::AddressBlock;
 use crate::persona;
 
+pub use duration::{Days, Millis, Seconds};
 pub use load::{ConfigError, ConfigIssue, load_file, parse_str};
+pub use max_startups::MaxStartups;
+pub use size::ByteSize;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Validate)]
@@ -41,7 +48,7 @@ pub struct Config {
     #[garde(dive)]
     pub logging: LoggingConfig,
     /// How to reach the Docker engine.
-    #[garde(dive)]
+    #[garde(dive, custom(validate::docker))]
     pub docker: DockerConfig,
     /// What happens to port forwarding requests.
     #[garde(dive)]
@@ -91,13 +98,13 @@ pub struct CaptureConfig {
     pub output_dir: PathBuf,
     /// Largest file copied, e.g. `32m`; larger ones get a `hermes.file.skipped`.
     #[garde(custom(validate::memory_size))]
-    pub max_file_size: String,
+    pub max_file_size: ByteSize,
     /// Most files copied from one session.
     #[garde(range(min = 1, max = 100000))]
     pub max_files_per_session: u32,
     /// Total size of the store; past it, new content is skipped (with an event).
     #[garde(custom(validate::memory_size))]
-    pub max_store_size: String,
+    pub max_store_size: ByteSize,
     /// Paths never copied: exact paths, or directories ending in `/`.
     #[garde(skip)]
     pub ignore_paths: Vec<String>,
@@ -108,9 +115,9 @@ impl Default for CaptureConfig {
         Self {
             enabled: true,
             output_dir: PathBuf::from("/data/downloads"),
-            max_file_size: "32m".to_owned(),
+            max_file_size: ByteSize::mib(32),
             max_files_per_session: 200,
-            max_store_size: "2g".to_owned(),
+            max_store_size: ByteSize::gib(2),
             // What every login and the persona's own daemons write: sshd's login
             // records, rsyslog's logs, pid files, the login's MOTD.
             ignore_paths: [
@@ -146,10 +153,10 @@ pub struct ForwardingConfig {
     pub direct_tcpip: DirectTcpipMode,
     /// Bytes logged per captured channel.
     #[garde(custom(validate::memory_size))]
-    pub capture_bytes: String,
-    /// Seconds a captured channel stays open.
+    pub capture_bytes: ByteSize,
+    /// How long a captured channel stays open, in seconds.
     #[garde(range(min = 1, max = 3600))]
-    pub capture_seconds: u64,
+    pub capture_seconds: Seconds,
     /// Captured channels one connection may hold at once; past it, refused.
     #[garde(range(min = 1, max = 1000))]
     pub max_captures_per_connection: u32,
@@ -159,8 +166,8 @@ impl Default for ForwardingConfig {
     fn default() -> Self {
         Self {
             direct_tcpip: DirectTcpipMode::Refuse,
-            capture_bytes: "64k".to_owned(),
-            capture_seconds: 30,
+            capture_bytes: ByteSize::kib(64),
+            capture_seconds: Seconds::new(30),
             max_captures_per_connection: 16,
         }
     }
@@ -189,26 +196,26 @@ pub struct ServerConfig {
     pub port: u16,
     /// Path of the RSA host key. The Ed25519 and ECDSA keys live beside it as
     /// `ssh_host_ed25519_key` and `ssh_host_ecdsa_key`. Missing keys are generated.
-    #[garde(custom(validate::non_empty_path))]
+    #[garde(custom(validate::host_key_path))]
     pub host_key_path: PathBuf,
     /// Authenticated sessions (connections holding a container) allowed at once.
     #[garde(range(min = 1, max = 10000))]
     pub max_concurrent_sessions: u32,
-    /// Absolute limit on one session, in seconds from login.
+    /// Absolute limit on one session from login, in seconds.
     #[garde(range(min = 1, max = 604_800))]
-    pub session_timeout: u64,
+    pub session_timeout: Seconds,
     /// A logged-in session that receives no input from the client on any channel for
-    /// this many seconds is ended (bash's TMOUT auto-logout); 0 turns it off.
+    /// this long, in seconds, is ended (bash's TMOUT auto-logout); 0 turns it off.
     #[garde(range(max = 604_800))]
-    pub idle_timeout: u64,
+    pub idle_timeout: Seconds,
     /// Name of this sensor in events (Cowrie's `sensor`); also scopes this instance's
     /// containers. Defaults to the machine's hostname.
     #[garde(inner(custom(validate::sensor_name)))]
     pub sensor_name: Option<String>,
     /// sshd's MaxStartups, `start:rate:full`: past `start` unauthenticated connections,
     /// new ones are dropped with probability `rate`% rising to 100% at `full`.
-    #[garde(custom(validate::max_startups))]
-    pub max_startups: String,
+    #[garde(skip)]
+    pub max_startups: MaxStartups,
     /// Unauthenticated connections one source address may hold (sshd's
     /// PerSourceMaxStartups). Kept below `max_startups`' start so one flooding source
     /// cannot push everyone else into random drops.
@@ -226,17 +233,17 @@ pub struct ServerConfig {
     /// connections cannot lock everyone out. Off: refuse as sshd does.
     #[garde(skip)]
     pub evict_stalled_startups: bool,
-    /// Seconds an unauthenticated connection that sent its identification line may be
-    /// silent before it counts as stalled.
+    /// How long, in seconds, an unauthenticated connection that sent its
+    /// identification line may be silent before it counts as stalled.
     #[garde(range(min = 1, max = 3600))]
-    pub startup_idle: u64,
+    pub startup_idle: Seconds,
     /// Per-source penalties (after OpenSSH's PerSourcePenalties).
     #[garde(dive)]
     pub penalties: PenaltyConfig,
     /// Refused connections are written as one `hermes.connection.refused` event per
-    /// source and reason per this many seconds, with their count.
+    /// source and reason per this interval, in seconds, with their count.
     #[garde(range(min = 1, max = 3600))]
-    pub refused_event_interval: u64,
+    pub refused_event_interval: Seconds,
     /// Every connection starts with a PROXY protocol header (v1 or v2) from a load
     /// balancer, and the client it names is the session's source. Off by default.
     #[garde(skip)]
@@ -244,8 +251,8 @@ pub struct ServerConfig {
     /// The balancers (addresses or CIDR blocks) that may send that header; any other
     /// peer is closed on. Required with `proxy_protocol`, so that no client can name
     /// its own source by connecting around the balancer.
-    #[garde(inner(custom(validate::address_block)))]
-    pub proxy_trusted: Vec<String>,
+    #[garde(skip)]
+    pub proxy_trusted: Vec<AddressBlock>,
 }
 
 impl Default for ServerConfig {
@@ -255,17 +262,17 @@ impl Default for ServerConfig {
             port: 2222,
             host_key_path: PathBuf::from("/data/keys/ssh_host_rsa_key"),
             max_concurrent_sessions: 10,
-            session_timeout: 3600,
-            idle_timeout: 900,
+            session_timeout: Seconds::new(3600),
+            idle_timeout: Seconds::new(900),
             sensor_name: None,
-            max_startups: "10:30:100".to_owned(),
+            max_startups: MaxStartups::default(),
             per_source_max_startups: 8,
             max_connections_per_source: 32,
             max_connections: 1024,
             evict_stalled_startups: true,
-            startup_idle: 10,
+            startup_idle: Seconds::new(10),
             penalties: PenaltyConfig::default(),
-            refused_event_interval: 60,
+            refused_event_interval: Seconds::new(60),
             proxy_protocol: false,
             proxy_trusted: Vec::new(),
         }
@@ -282,21 +289,23 @@ pub struct PenaltyConfig {
     /// Penalties on or off.
     #[garde(skip)]
     pub enabled: bool,
-    /// Seconds added when a connection closes without an authentication attempt.
+    /// Penalty added when a connection closes without an authentication attempt, in
+    /// seconds.
     #[garde(range(max = 3600))]
-    pub noauth: u64,
-    /// Seconds added when the login grace time runs out.
+    pub noauth: Seconds,
+    /// Penalty added when the login grace time runs out, in seconds.
     #[garde(range(max = 3600))]
-    pub grace_exceeded: u64,
-    /// Seconds added when the connection is closed to make room for a new one.
+    pub grace_exceeded: Seconds,
+    /// Penalty added when the connection is closed to make room for a new one, in
+    /// seconds.
     #[garde(range(max = 3600))]
-    pub evicted: u64,
-    /// Penalty seconds a source must hold before it is refused.
+    pub evicted: Seconds,
+    /// Penalty a source must hold before it is refused, in seconds.
     #[garde(range(min = 1, max = 86_400))]
-    pub min: u64,
-    /// Cap on a source's penalty, seconds; at least `min`.
+    pub min: Seconds,
+    /// Cap on a source's penalty, in seconds; at least `min`.
     #[garde(range(min = 1, max = 86_400), custom(validate::penalty_max(&self.min)))]
-    pub max: u64,
+    pub max: Seconds,
     /// Source addresses tracked at most; past it, the one closest to expiry is
     /// forgotten.
     #[garde(range(min = 1, max = 10_000_000))]
@@ -307,11 +316,11 @@ impl Default for PenaltyConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            noauth: 1,
-            grace_exceeded: 10,
-            evicted: 10,
-            min: 15,
-            max: 600,
+            noauth: Seconds::new(1),
+            grace_exceeded: Seconds::new(10),
+            evicted: Seconds::new(10),
+            min: Seconds::new(15),
+            max: Seconds::new(600),
             max_sources: 65_536,
         }
     }
@@ -335,19 +344,19 @@ pub struct PersonaConfig {
     /// the attempt that reaches it is answered with a disconnect.
     #[garde(range(min = 1, max = 100))]
     pub max_auth_tries: u32,
-    /// PAM's failure delay in milliseconds (pam_unix: 2000). Each failed password is
+    /// PAM's failure delay, in milliseconds (pam_unix: 2000). Each failed password is
     /// answered after PAM's randomised delay, rounded up by sshd's per-user timing rule,
     /// as on Debian. 0 answers at once (for benchmarks).
     #[garde(range(max = 10_000))]
-    pub auth_failure_delay_ms: u64,
-    /// Seconds a client has to log in before it is disconnected (sshd's
+    pub auth_failure_delay_ms: Millis,
+    /// How long a client has to log in before it is disconnected, in seconds (sshd's
     /// LoginGraceTime); 0 means no limit.
     #[garde(range(max = 3600))]
-    pub login_grace_time: u64,
-    /// Seconds without any packet from the client after which a keepalive is sent
-    /// (sshd's ClientAliveInterval); 0, Debian's default, sends none.
+    pub login_grace_time: Seconds,
+    /// Time without any packet from the client after which a keepalive is sent, in
+    /// seconds (sshd's ClientAliveInterval); 0, Debian's default, sends none.
     #[garde(range(max = 86_400))]
-    pub client_alive_interval: u64,
+    pub client_alive_interval: Seconds,
     /// Unanswered keepalives after which the connection is dropped (sshd's
     /// ClientAliveCountMax).
     #[garde(range(min = 1, max = 1000))]
@@ -380,9 +389,9 @@ impl Default for PersonaConfig {
             ssh_banner: "auto".to_owned(),
             keyboard_interactive: false,
             max_auth_tries: 6,
-            auth_failure_delay_ms: 2000,
-            login_grace_time: 120,
-            client_alive_interval: 0,
+            auth_failure_delay_ms: Millis::new(2000),
+            login_grace_time: Seconds::new(120),
+            client_alive_interval: Seconds::new(0),
             client_alive_count_max: 3,
             max_sessions: 10,
             kex_algorithms: owned(persona::offered(persona::KEX, persona::SUPPORTED_KEX)),
@@ -474,9 +483,10 @@ pub struct StickyConfig {
     /// Most failures a source needs (the number is drawn between the two bounds).
     #[garde(range(min = 0, max = 1000))]
     pub max_failures: u32,
-    /// Seconds a source's successful pair is remembered (and its failure count kept).
+    /// How long a source's successful pair is remembered (and its failure count
+    /// kept), in seconds.
     #[garde(range(min = 60, max = 31_536_000))]
-    pub remember_for: u64,
+    pub remember_for: Seconds,
     /// File that keeps this state across restarts.
     #[garde(custom(validate::non_empty_path))]
     pub state_file: PathBuf,
@@ -487,7 +497,7 @@ impl Default for StickyConfig {
         Self {
             min_failures: 2,
             max_failures: 5,
-            remember_for: 86_400,
+            remember_for: Seconds::new(86_400),
             state_file: PathBuf::from("/data/state/auth-sticky.json"),
         }
     }
@@ -512,19 +522,20 @@ pub struct ContainerPoolConfig {
     /// Ready (started, unused) containers kept at all times.
     #[garde(range(min = 1, max = 200))]
     pub size: u32,
-    /// Seconds one container create-and-start may take before it is abandoned.
+    /// How long one container create-and-start may take before it is abandoned, in
+    /// seconds.
     #[garde(range(min = 5, max = 600))]
-    pub spawn_timeout: u64,
+    pub spawn_timeout: Seconds,
     /// Target image (build it with `images/target/build.sh`).
     #[garde(length(min = 1, max = 256))]
     pub image: String,
-    /// Seconds a container may serve one session before it is stopped.
+    /// How long a container may serve one session before it is stopped, in seconds.
     #[garde(range(min = 60, max = 604_800))]
-    pub max_session_duration: u64,
-    /// Stopped containers (kept for forensics) are removed after this many days;
+    pub max_session_duration: Seconds,
+    /// Stopped containers (kept for forensics) are removed after this long, in days;
     /// 0 keeps them forever.
     #[garde(range(max = 3650))]
-    pub cleanup_stopped_after_days: u32,
+    pub cleanup_stopped_after_days: Days,
     /// Running containers (ready plus in use) at most. Past it, logins still succeed
     /// but the session is told the machine is out of resources and closed.
     #[garde(range(min = 1, max = 10_000))]
@@ -535,7 +546,7 @@ pub struct ContainerPoolConfig {
     /// Disk the stopped containers' writable layers may use in all, e.g. `20g`; the
     /// oldest go first.
     #[garde(custom(validate::memory_size))]
-    pub max_stopped_disk: String,
+    pub max_stopped_disk: ByteSize,
     /// Returning attackers get their previous machine back.
     #[garde(dive)]
     pub reuse: ReuseConfig,
@@ -554,10 +565,10 @@ pub struct ReuseConfig {
     /// What identifies a returning attacker.
     #[garde(skip)]
     pub key: ReuseKey,
-    /// Seconds after a session ends during which its container is kept for the
-    /// source's next login.
+    /// How long after a session ends its container is kept for the source's next
+    /// login, in seconds.
     #[garde(range(min = 60, max = 31_536_000))]
-    pub ttl: u64,
+    pub ttl: Seconds,
     /// Containers one source address may own at once (with `key: source_and_user`);
     /// past it, its most recently used container serves the new session.
     #[garde(range(min = 1, max = 1000))]
@@ -572,7 +583,7 @@ impl Default for ReuseConfig {
         Self {
             enabled: true,
             key: ReuseKey::Source,
-            ttl: 86_400,
+            ttl: Seconds::new(86_400),
             max_containers_per_source: 3,
             state_file: PathBuf::from("/data/state/containers.json"),
         }
@@ -593,13 +604,13 @@ impl Default for ContainerPoolConfig {
     fn default() -> Self {
         Self {
             size: 3,
-            spawn_timeout: 30,
+            spawn_timeout: Seconds::new(30),
             image: "hermes-target:latest".to_owned(),
-            max_session_duration: 3600,
-            cleanup_stopped_after_days: 7,
+            max_session_duration: Seconds::new(3600),
+            cleanup_stopped_after_days: Days::new(7),
             max_containers: 50,
             max_stopped_containers: 500,
-            max_stopped_disk: "20g".to_owned(),
+            max_stopped_disk: ByteSize::gib(20),
             reuse: ReuseConfig::default(),
             security: SecurityConfig::default(),
         }
@@ -616,7 +627,7 @@ pub struct SecurityConfig {
     pub network_mode: String,
     /// Memory limit, e.g. `256m` (k, m or g suffix).
     #[garde(custom(validate::memory_limit))]
-    pub memory_limit: String,
+    pub memory_limit: ByteSize,
     /// CPU limit in cores.
     #[garde(range(min = 0.1, max = 8.0))]
     pub cpu_quota: f64,
@@ -626,7 +637,7 @@ pub struct SecurityConfig {
     /// Size of `/dev/shm`, the container's only tmpfs (attacker-writable paths are kept
     /// off tmpfs so forensics can see them), e.g. `50m`.
     #[garde(custom(validate::memory_size))]
-    pub tmpfs_size: String,
+    pub tmpfs_size: ByteSize,
     /// Linux capabilities.
     #[garde(dive)]
     pub capabilities: CapabilitiesConfig,
@@ -639,10 +650,10 @@ pub struct SecurityConfig {
     /// Size of a container's writable layer at which its sessions are ended and it is
     /// stopped (checked every few seconds), e.g. `1g`.
     #[garde(custom(validate::memory_size))]
-    pub disk_limit: String,
+    pub disk_limit: ByteSize,
     /// Largest file a process in the container may write (RLIMIT_FSIZE), e.g. `512m`.
     #[garde(custom(validate::memory_size))]
-    pub max_file_size: String,
+    pub max_file_size: ByteSize,
     /// OCI runtime (e.g. `runsc` for gVisor) when the engine has it; the engine's
     /// default otherwise.
     #[garde(inner(custom(validate::runtime_name)))]
@@ -657,15 +668,15 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         Self {
             network_mode: "none".to_owned(),
-            memory_limit: "256m".to_owned(),
+            memory_limit: ByteSize::mib(256),
             cpu_quota: 0.5,
             pids_limit: 100,
-            tmpfs_size: "50m".to_owned(),
+            tmpfs_size: ByteSize::mib(50),
             capabilities: CapabilitiesConfig::default(),
             security_opt: vec!["no-new-privileges:true".to_owned()],
             seccomp: SeccompProfile::Hermes,
-            disk_limit: "1g".to_owned(),
-            max_file_size: "512m".to_owned(),
+            disk_limit: ByteSize::gib(1),
+            max_file_size: ByteSize::mib(512),
             runtime: None,
             userns_mode: None,
         }
@@ -723,7 +734,7 @@ pub struct RecordingConfig {
     /// Largest recording file, e.g. `64m`: past it, output is no longer recorded (the
     /// metadata says so), so an attacker cannot fill the recordings disk.
     #[garde(custom(validate::memory_size))]
-    pub max_recording_size: String,
+    pub max_recording_size: ByteSize,
 }
 
 impl Default for RecordingConfig {
@@ -733,7 +744,7 @@ impl Default for RecordingConfig {
             output_dir: PathBuf::from("/data/recordings"),
             format: RecordingFormat::Asciicast,
             capture_metadata: MetadataField::ALL.to_vec(),
-            max_recording_size: "64m".to_owned(),
+            max_recording_size: ByteSize::mib(64),
         }
     }
 }
@@ -803,11 +814,11 @@ pub struct LoggingConfig {
     pub event_rotation: EventRotation,
     /// Size at which `size` rotation starts a new file, e.g. `100m`.
     #[garde(custom(validate::memory_size))]
-    pub event_rotation_size: String,
+    pub event_rotation_size: ByteSize,
     /// Event lines kept in memory while the event log cannot be written (a full
     /// disk), e.g. `16m`; past it events are counted as dropped.
     #[garde(custom(validate::memory_size))]
-    pub event_backlog_size: String,
+    pub event_backlog_size: ByteSize,
 }
 
 /// Where operational log lines go.
@@ -842,8 +853,8 @@ impl Default for LoggingConfig {
             include_fields: LogField::ALL.to_vec(),
             event_file: "hermes.json".to_owned(),
             event_rotation: EventRotation::Daily,
-            event_rotation_size: "100m".to_owned(),
-            event_backlog_size: "16m".to_owned(),
+            event_rotation_size: ByteSize::mib(100),
+            event_backlog_size: ByteSize::mib(16),
         }
     }
 }
@@ -971,31 +982,4 @@ impl Config {
     pub fn to_yaml(&self) -> String {
         serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
-}
-
-/// sshd's MaxStartups, parsed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MaxStartups {
-    /// Unauthenticated connections accepted before random drops begin.
-    pub start: u32,
-    /// Drop probability (percent) at `start`.
-    pub rate: u32,
-    /// Unauthenticated connections at which every new one is dropped.
-    pub full: u32,
-}
-
-impl ServerConfig {
-    /// `max_startups` parsed (validation guarantees it parses).
-    pub fn max_startups(&self) -> MaxStartups {
-        validate::parse_max_startups(&self.max_startups).unwrap_or(MaxStartups {
-            start: 10,
-            rate: 30,
-            full: 100,
-        })
-    }
-}
-
-/// Parses a memory size such as `256m` into bytes (k, m, g are powers of 1024).
-pub fn parse_memory_size(text: &str) -> Option<u64> {
-    validate::parse_memory_size(text)
 }

@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use super::{
-    AuthMode, AuthenticationConfig, ContainerPoolConfig, MaxStartups, MetricsConfig, ServerConfig,
+    AuthMode, AuthenticationConfig, ByteSize, ContainerPoolConfig, DockerConfig, MetricsConfig,
+    Seconds, ServerConfig,
 };
 use crate::persona;
 
@@ -23,6 +24,28 @@ pub(super) fn non_empty_path(path: &Path, _: &()) -> Result {
 pub(super) fn file_name(name: &str, _: &()) -> Result {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
         return fail("must be a plain file name (no '/')");
+    }
+    Ok(())
+}
+
+/// The RSA host key's path: its Ed25519 and ECDSA siblings are kept beside it under
+/// their fixed names, so it must name a file other than those.
+pub(super) fn host_key_path(path: &Path, ctx: &()) -> Result {
+    non_empty_path(path, ctx)?;
+    let Some(name) = path.file_name() else {
+        return fail("must name a file, e.g. /data/keys/ssh_host_rsa_key");
+    };
+    for sibling in ["ssh_host_ed25519_key", "ssh_host_ecdsa_key"] {
+        if name == sibling {
+            return fail(format!(
+                "`{sibling}` is the file the {} host key is kept in beside the RSA key; name the RSA key's file, e.g. ssh_host_rsa_key",
+                if sibling.contains("ed25519") {
+                    "Ed25519"
+                } else {
+                    "ECDSA"
+                }
+            ));
+        }
     }
     Ok(())
 }
@@ -83,35 +106,20 @@ pub(super) fn network_mode(mode: &str, _: &()) -> Result {
     Ok(())
 }
 
-pub(super) fn parse_memory_size(text: &str) -> Option<u64> {
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+pub(super) fn memory_size(size: &ByteSize, _: &()) -> Result {
+    if size.bytes() == 0 {
+        return fail("must be more than 0");
     }
-    let multiplier: u64 = match unit {
-        "k" | "K" => 1 << 10,
-        "m" | "M" => 1 << 20,
-        "g" | "G" => 1 << 30,
-        _ => return None,
-    };
-    digits.parse::<u64>().ok()?.checked_mul(multiplier)
-}
-
-pub(super) fn memory_size(text: &str, _: &()) -> Result {
-    match parse_memory_size(text) {
-        None => fail("must be a number with a k, m or g suffix, e.g. `256m`"),
-        Some(0) => fail("must be more than 0"),
-        Some(_) => Ok(()),
-    }
+    Ok(())
 }
 
 /// A container memory limit: a size Docker accepts (at least 6 MiB).
-pub(super) fn memory_limit(text: &str, ctx: &()) -> Result {
-    memory_size(text, ctx)?;
-    match parse_memory_size(text) {
-        Some(bytes) if bytes < 6 << 20 => fail("must be at least 6m (Docker's minimum)"),
-        _ => Ok(()),
+pub(super) fn memory_limit(size: &ByteSize, ctx: &()) -> Result {
+    memory_size(size, ctx)?;
+    if *size < ByteSize::mib(6) {
+        return fail("must be at least 6m (Docker's minimum)");
     }
+    Ok(())
 }
 
 /// Linux capability names as Docker accepts them (with or without `CAP_`).
@@ -188,18 +196,34 @@ pub(super) fn security_opt(opt: &str, _: &()) -> Result {
     Ok(())
 }
 
-pub(super) fn address_block(text: &str, _: &()) -> Result {
-    crate::address_block::AddressBlock::parse(text)
-        .map(|_| ())
-        .or_else(fail)
-}
-
 /// The PROXY protocol is trusted only from named balancers.
 pub(super) fn server(server: &ServerConfig, _: &()) -> Result {
     if server.proxy_protocol && server.proxy_trusted.is_empty() {
         return fail(
             "`proxy_protocol` needs `proxy_trusted`: the balancers' addresses or CIDR blocks",
         );
+    }
+    Ok(())
+}
+
+/// The engine's addresses agree with `tls`, as the client is built at start:
+/// `https://` needs the certificate files, plain `http://` cannot use them.
+pub(super) fn docker(docker: &DockerConfig, _: &()) -> Result {
+    for (key, url) in [
+        ("base_url", &docker.base_url),
+        ("stream_url", &docker.stream_url),
+    ] {
+        let Some(url) = url else { continue };
+        if url.starts_with("https://") && docker.tls.is_none() {
+            return fail(format!(
+                "`{key}` ({url}) needs `tls`: the CA, certificate and key files"
+            ));
+        }
+        if url.starts_with("http://") && docker.tls.is_some() {
+            return fail(format!(
+                "`{key}` ({url}) is plain HTTP but `tls` is set: use tcp:// or https://"
+            ));
+        }
     }
     Ok(())
 }
@@ -222,7 +246,7 @@ pub(super) fn metrics(server: &ServerConfig) -> impl FnOnce(&MetricsConfig, &())
 }
 
 /// `penalties.max` caps what `min` must reach.
-pub(super) fn penalty_max(min: &u64) -> impl FnOnce(&u64, &()) -> Result + '_ {
+pub(super) fn penalty_max(min: &Seconds) -> impl FnOnce(&Seconds, &()) -> Result + '_ {
     move |max, _| {
         if max < min {
             return fail(format!("must be at least `min` ({min})"));
@@ -283,34 +307,6 @@ pub(super) fn docker_url(url: &str, _: &()) -> Result {
     match authority.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
         _ => fail("must name a host and a port, e.g. tcp://127.0.0.1:2375"),
-    }
-}
-
-/// `start:rate:full` (or a single number, meaning `start` = `full`), as sshd parses it.
-pub(super) fn parse_max_startups(text: &str) -> Option<MaxStartups> {
-    let numbers: Vec<u32> = text
-        .split(':')
-        .map(|part| part.trim().parse::<u32>())
-        .collect::<std::result::Result<_, _>>()
-        .ok()?;
-    let parsed = match numbers[..] {
-        [full] => MaxStartups {
-            start: full,
-            rate: 100,
-            full,
-        },
-        [start, rate, full] => MaxStartups { start, rate, full },
-        _ => return None,
-    };
-    (parsed.start >= 1 && parsed.start <= parsed.full && parsed.rate <= 100).then_some(parsed)
-}
-
-pub(super) fn max_startups(text: &str, _: &()) -> Result {
-    match parse_max_startups(text) {
-        Some(_) => Ok(()),
-        None => fail(
-            "must be `start:rate:full` with 1 <= start <= full and rate <= 100 (sshd's MaxStartups), e.g. `10:30:100`",
-        ),
     }
 }
 
@@ -380,16 +376,27 @@ mod tests {
 
     #[test]
     fn memory_sizes_follow_the_prototype_rule() {
+        let size = |text| ByteSize::parse(text).expect("parses");
         for good in ["256m", "1g", "512k", "100M", "2G", "1024K"] {
-            assert!(memory_size(good, &()).is_ok(), "{good}");
+            assert!(memory_size(&size(good), &()).is_ok(), "{good}");
         }
-        for bad in ["", "256", "m256", "256mb", "256 m", "-1m", "0.5g", "0k"] {
-            assert!(memory_size(bad, &()).is_err(), "{bad}");
+        assert!(memory_size(&size("0k"), &()).is_err());
+        assert!(memory_limit(&size("5m"), &()).is_err());
+        assert!(memory_limit(&size("6m"), &()).is_ok());
+    }
+
+    #[test]
+    fn host_key_paths_leave_room_for_the_siblings() {
+        assert!(host_key_path(Path::new("/data/keys/ssh_host_rsa_key"), &()).is_ok());
+        for bad in [
+            "",
+            "/",
+            "/data/keys/..",
+            "/data/keys/ssh_host_ed25519_key",
+            "keys/ssh_host_ecdsa_key",
+        ] {
+            assert!(host_key_path(Path::new(bad), &()).is_err(), "{bad}");
         }
-        assert!(memory_limit("5m", &()).is_err());
-        assert!(memory_limit("6m", &()).is_ok());
-        assert_eq!(parse_memory_size("256m"), Some(256 << 20));
-        assert_eq!(parse_memory_size("99999999999999999999g"), None);
     }
 
     #[test]
@@ -427,29 +434,6 @@ mod tests {
             "/var/run/docker.sock",
         ] {
             assert!(docker_url(bad, &()).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn max_startups_like_sshd() {
-        assert_eq!(
-            parse_max_startups("10:30:100"),
-            Some(MaxStartups {
-                start: 10,
-                rate: 30,
-                full: 100
-            })
-        );
-        assert_eq!(
-            parse_max_startups("20"),
-            Some(MaxStartups {
-                start: 20,
-                rate: 100,
-                full: 20
-            })
-        );
-        for bad in ["", "10:30", "a:b:c", "100:30:10", "10:130:100", "0:30:100"] {
-            assert!(parse_max_startups(bad).is_none(), "{bad}");
         }
     }
 

@@ -542,10 +542,13 @@ impl ChannelSession {
             shell: "/bin/bash".to_owned(),
             title,
         };
-        let mut max_size = crate::config::parse_memory_size(
-            &self.conn.services.config.recording.max_recording_size,
-        )
-        .unwrap_or(u64::MAX);
+        let mut max_size = self
+            .conn
+            .services
+            .config
+            .recording
+            .max_recording_size
+            .bytes();
         if is_file_transfer(program, self.pty.is_some()) {
             max_size = max_size.min(TRANSFER_RECORDING_LIMIT);
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use rand::RngExt;
 
 use super::{Connection, CountedPlace};
-use crate::config::{DirectTcpipMode, parse_memory_size};
+use crate::config::DirectTcpipMode;
 use crate::escape::{escape_bytes, escape_untrusted};
 use crate::events::{EventBuilder, EventId};
 
@@ -156,8 +156,8 @@ impl Connection {
                 dst_host: host.to_owned(),
                 dst_port: port,
                 id,
-                remaining: parse_memory_size(&config.capture_bytes).unwrap_or(64 << 10),
-                lifetime: Duration::from_secs(config.capture_seconds),
+                remaining: config.capture_bytes.bytes(),
+                lifetime: config.capture_seconds.get(),
                 _place: slot,
             }),
         }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Connection, LeaseState};
-use crate::config::parse_memory_size;
 use crate::events::{EventBuilder, EventId};
 use crate::machines::{Machine, Release};
 use crate::record::EndReason;
@@ -199,11 +198,10 @@ impl Connection {
             .server
             .session_timeout
             .min(config.container_pool.max_session_duration);
-        let disk_limit =
-            parse_memory_size(&config.container_pool.security.disk_limit).unwrap_or(u64::MAX);
-        let deadline = tokio::time::sleep(Duration::from_secs(limit));
+        let disk_limit = config.container_pool.security.disk_limit.bytes();
+        let deadline = tokio::time::sleep(limit.get());
         tokio::pin!(deadline);
-        let idle_limit = Duration::from_secs(config.server.idle_timeout);
+        let idle_limit = config.server.idle_timeout.get();
         let idle_check = tokio::time::sleep_until((self.last_input() + idle_limit).into());
         tokio::pin!(idle_check);
         let mut usage_check = tokio::time::interval(USAGE_CHECK_INTERVAL);

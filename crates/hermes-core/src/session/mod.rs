@@ -132,7 +132,7 @@ impl SessionServices {
             policy: RwLock::new(Arc::new(CredentialPolicy::from_config(
                 &config.authentication,
             ))),
-            timing: FailureTiming::new(Duration::from_millis(config.persona.auth_failure_delay_ms)),
+            timing: FailureTiming::new(config.persona.auth_failure_delay_ms.get()),
             admission: Admission::new(Limits::from_config(&config.server)),
             session_slots: SessionSlots::new(config.server.max_concurrent_sessions),
             machines: MachineRegistry::load(&config.container_pool.reuse),
@@ -140,9 +140,7 @@ impl SessionServices {
                 .recording
                 .enabled
                 .then(|| Journal::new(&config.recording.output_dir)),
-            refusals: Mutex::new(RefusalLog::new(Duration::from_secs(
-                config.server.refused_event_interval,
-            ))),
+            refusals: Mutex::new(RefusalLog::new(config.server.refused_event_interval.get())),
             config,
             events,
             sandbox,

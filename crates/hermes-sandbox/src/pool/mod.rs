@@ -82,13 +82,11 @@ impl PoolSettings {
         let pool = &config.container_pool;
         PoolSettings {
             size: pool.size as usize,
-            spawn_timeout: Duration::from_secs(pool.spawn_timeout),
-            retention: (pool.cleanup_stopped_after_days > 0)
-                .then(|| Duration::from_secs(u64::from(pool.cleanup_stopped_after_days) * 86_400)),
+            spawn_timeout: pool.spawn_timeout.get(),
+            retention: pool.cleanup_stopped_after_days.non_zero(),
             max_containers: pool.max_containers as usize,
             max_stopped: pool.max_stopped_containers as usize,
-            max_stopped_bytes: hermes_core::config::parse_memory_size(&pool.max_stopped_disk)
-                .unwrap_or(u64::MAX),
+            max_stopped_bytes: pool.max_stopped_disk.bytes(),
             standby: None,
         }
     }
