@@ -245,3 +245,185 @@ fn version_and_log_level_flags() {
         "clap rejects an unknown level"
     );
 }
+
+/// Sizes, durations, `max_startups` and address blocks are parsed at load: a value
+/// that does not parse is named with its key and line like any other problem.
+#[test]
+fn malformed_typed_values_exit_2_naming_key_and_line() {
+    let cases: &[(&str, &[u8], &[&str])] = &[
+        (
+            "size without a unit",
+            b"container_pool:\n  max_stopped_disk: 20480\n",
+            &["container_pool.max_stopped_disk", "line 2", "k, m or g suffix"],
+        ),
+        (
+            "size with a unit the syntax lacks",
+            b"recording:\n  max_recording_size: 1t\n",
+            &["recording.max_recording_size", "line 2", "k, m or g suffix"],
+        ),
+        (
+            "duration in words",
+            b"server:\n  port: 2222\n  idle_timeout: fifteen minutes\n",
+            &["server.idle_timeout", "line 3", "seconds"],
+        ),
+        (
+            "duration finer than the key's unit",
+            b"persona:\n  login_grace_time: 1500ms\n",
+            &["persona.login_grace_time", "line 2", "whole number of seconds"],
+        ),
+        (
+            "negative duration",
+            b"forwarding:\n  capture_seconds: -1\n",
+            &["forwarding.capture_seconds", "line 2", "negative"],
+        ),
+        (
+            "max_startups with two fields",
+            b"server:\n  max_startups: \"10:30\"\n",
+            &["server.max_startups", "line 2", "start:rate:full"],
+        ),
+        (
+            "address block with a bad prefix",
+            b"server:\n  proxy_protocol: true\n  proxy_trusted:\n    - 10.0.0.0/8\n    - 192.0.2.0/40\n",
+            &["server.proxy_trusted[1]", "line 5", "prefix length"],
+        ),
+        (
+            "address block that is a host name",
+            b"server:\n  proxy_protocol: true\n  proxy_trusted: [balancer.internal]\n",
+            &["server.proxy_trusted[0]", "line 3", "IP address or CIDR block"],
+        ),
+    ];
+    for (name, yaml, expected) in cases {
+        let (code, stdout, stderr) = check(yaml);
+        assert_eq!(code, Some(2), "{name}: exit code; stderr: {stderr}");
+        assert!(stdout.is_empty(), "{name}: nothing on stdout");
+        for needle in *expected {
+            assert!(
+                stderr.contains(needle),
+                "{name}: `{needle}` missing from:\n{stderr}"
+            );
+        }
+    }
+}
+
+/// A value that does not parse stops deserializing; the rest of the file is still
+/// checked, so every problem is reported at once.
+#[test]
+fn a_malformed_value_does_not_hide_the_others() {
+    let (code, _, stderr) = check(
+        b"server:\n  session_timeout: 0\n  idle_timeout: soon\ncontainer_pool:\n  size: 0\n  security:\n    memory_limit: lots\n    pids_limit: 1\n",
+    );
+    assert_eq!(code, Some(2));
+    for (key, line) in [
+        ("server.session_timeout", "line 2"),
+        ("server.idle_timeout", "line 3"),
+        ("container_pool.size", "line 5"),
+        ("container_pool.security.memory_limit", "line 7"),
+        ("container_pool.security.pids_limit", "line 8"),
+    ] {
+        let reported = stderr
+            .lines()
+            .any(|l| l.contains(key) && l.contains(&format!("{line},")));
+        assert!(reported, "{key} at {line} missing:\n{stderr}");
+    }
+    // Only the keys named: no section is blamed for a value set aside inside it.
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.trim_start().starts_with("line "))
+            .count(),
+        5,
+        "{stderr}"
+    );
+}
+
+/// What `hermes run` would refuse at start on the configuration alone, check-config
+/// refuses too, naming the key.
+#[test]
+fn check_config_refuses_what_run_would_refuse() {
+    let cases: &[(&str, &[u8], &[&str])] = &[
+        (
+            "metrics on the SSH address",
+            b"server:\n  host: 0.0.0.0\n  port: 2222\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:2222\n",
+            &["metrics", "line 5", "SSH listener"],
+        ),
+        (
+            "PROXY protocol without trusted balancers",
+            b"server:\n  proxy_protocol: true\n",
+            &["server", "proxy_trusted"],
+        ),
+        (
+            "https engine without tls",
+            b"docker:\n  base_url: https://engine.internal:2376\n",
+            &["docker", "line 2", "base_url", "needs `tls`"],
+        ),
+        (
+            "stream address over https without tls",
+            b"docker:\n  base_url: tcp://127.0.0.1:2375\n  stream_url: https://127.0.0.1:2376\n",
+            &["docker", "stream_url", "needs `tls`"],
+        ),
+        (
+            "plain http engine with tls",
+            b"docker:\n  base_url: http://127.0.0.1:2375\n  tls:\n    ca: /certs/ca.pem\n    cert: /certs/cert.pem\n    key: /certs/key.pem\n",
+            &["docker", "line 2", "plain HTTP"],
+        ),
+        (
+            "host key path naming the Ed25519 sibling",
+            b"server:\n  host_key_path: /data/keys/ssh_host_ed25519_key\n",
+            &["server.host_key_path", "line 2", "Ed25519"],
+        ),
+        (
+            "host key path naming no file",
+            b"server:\n  host_key_path: /\n",
+            &["server.host_key_path", "line 2", "must name a file"],
+        ),
+    ];
+    for (name, yaml, expected) in cases {
+        let (code, stdout, stderr) = check(yaml);
+        assert_eq!(code, Some(2), "{name}: exit code; stderr: {stderr}");
+        assert!(stdout.is_empty(), "{name}: nothing on stdout");
+        for needle in *expected {
+            assert!(
+                stderr.contains(needle),
+                "{name}: `{needle}` missing from:\n{stderr}"
+            );
+        }
+    }
+    // `run` loads through the same check: it refuses before touching Docker.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("https.yaml");
+    std::fs::write(&path, "docker:\n  base_url: https://engine.internal:2376\n").expect("write");
+    let output = hermes(&["run", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("needs `tls`"));
+    // The same addresses with what they need are accepted.
+    for yaml in [
+        &b"docker:\n  base_url: https://engine.internal:2376\n  tls:\n    ca: /certs/ca.pem\n    cert: /certs/cert.pem\n    key: /certs/key.pem\n"[..],
+        b"docker:\n  base_url: http://127.0.0.1:2375\n",
+        b"server:\n  host_key_path: /data/keys/my_rsa_key\n",
+    ] {
+        let (code, _, stderr) = check(yaml);
+        assert_eq!(code, Some(0), "{}: {stderr}", String::from_utf8_lossy(yaml));
+    }
+}
+
+/// The effective configuration check-config prints is itself a valid file that
+/// prints the same; durations come out as bare numbers in their key's unit.
+#[test]
+fn the_printed_configuration_checks_back_the_same() {
+    let (code, first, stderr) = check(
+        b"server:\n  idle_timeout: 15m\n  max_startups: 20\n  proxy_protocol: true\n  proxy_trusted: [192.0.2.7/24, \"::1\"]\npersona:\n  auth_failure_delay_ms: 2s\ncapture:\n  max_file_size: 2048k\n",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    for shown in [
+        "idle_timeout: 900",
+        "max_startups: 20:100:20",
+        "- 192.0.2.0/24",
+        "auth_failure_delay_ms: 2000",
+        "max_file_size: 2m",
+    ] {
+        assert!(first.contains(shown), "`{shown}` missing from:\n{first}");
+    }
+    let (code, second, stderr) = check(first.as_bytes());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(first, second);
+}
