@@ -189,8 +189,14 @@ fn blank_value_line(text: &str, issue: &ConfigIssue) -> Option<String> {
         content.strip_prefix(key)?.strip_prefix(':')?
     };
     let value = value.trim();
-    // A nested block or a block scalar continues on the next lines: leave it.
-    if value.is_empty() || value.starts_with('|') || value.starts_with('>') {
+    // A nested block, a block scalar or an item with more keys continues on the next
+    // lines: leave it.
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let continues = lines[index + 1..]
+        .iter()
+        .find(|line| !line.trim().is_empty() && !line.trim_start().starts_with('#'))
+        .is_some_and(|next| indent(next) > indent(lines[index]));
+    if value.is_empty() || value.starts_with('|') || value.starts_with('>') || continues {
         return None;
     }
     Some(without_line(&lines, index))
@@ -566,6 +572,28 @@ mod tests {
         assert_eq!(
             parse_str(&Config::default().to_yaml(), "defaults").expect("defaults reload"),
             Config::default()
+        );
+    }
+
+    #[test]
+    fn a_set_aside_value_never_leaves_a_fragment_behind() {
+        // The item goes on below its first line: only its own problem is reported.
+        let found = issues(
+            "authentication:\n  static_credentials:\n    - username: root\n      colour: blue\n    - username: admin\n      password: admin\n",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, "authentication.static_credentials[0].colour");
+        // Two malformed values in one section are both named, and nothing else.
+        let found = issues(
+            "container_pool:\n  security:\n    memory_limit: lots\n    disk_limit: plenty\n",
+        );
+        let paths: Vec<_> = found.iter().map(|i| (i.path.as_str(), i.line)).collect();
+        assert_eq!(
+            paths,
+            [
+                ("container_pool.security.memory_limit", 3),
+                ("container_pool.security.disk_limit", 4)
+            ]
         );
     }
 

@@ -4,6 +4,8 @@
 //! `container_pool` with `security`, `recording`, `logging`, `docker`) so its files load,
 //! and adds `persona`. Unknown keys are rejected at every level, and every key that is
 //! read has an effect: `config/hermes.example.yaml` documents what each one does.
+//! Values are typed at load (sizes, durations, `max_startups`, address blocks), so a
+//! file that loads is one `hermes run` can start with as far as the file can tell.
 
 mod duration;
 mod load;
