@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_saphyr::path_map::PathKind;
 
-use super::Config;
+use super::{Config, set_aside};
 
 /// Configuration files larger than this are refused before parsing.
 const MAX_CONFIG_BYTES: usize = 1 << 20;
@@ -142,9 +142,9 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
                 .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
         });
         let blanked = if emptied {
-            blank_section_line(&text, &issue)
+            set_aside::blank_section_line(&text, &issue)
         } else if issues.len() < MAX_SET_ASIDE {
-            let blanked = blank_value_line(&text, &issue);
+            let blanked = set_aside::blank_value_line(&text, &issue);
             issues.push(issue);
             blanked
         } else {
@@ -174,56 +174,6 @@ const MAX_SET_ASIDE: usize = 32;
 fn sorted(mut issues: Vec<ConfigIssue>) -> Vec<ConfigIssue> {
     issues.sort_by_key(|issue| (issue.line, issue.column));
     issues
-}
-
-/// The text with the issue's line emptied, when that line holds the failing key and
-/// its whole value (`key: value`, or `- value` for a list item); None otherwise.
-fn blank_value_line(text: &str, issue: &ConfigIssue) -> Option<String> {
-    let index = usize::try_from(issue.line.checked_sub(1)?).ok()?;
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let content = lines.get(index)?.trim();
-    let value = if issue.path.ends_with(']') {
-        content.strip_prefix("- ")?
-    } else {
-        let key = issue.path.rsplit('.').next()?;
-        content.strip_prefix(key)?.strip_prefix(':')?
-    };
-    let value = value.trim();
-    // A nested block, a block scalar or an item with more keys continues on the next
-    // lines: leave it.
-    let indent = |line: &str| line.len() - line.trim_start().len();
-    let continues = lines[index + 1..]
-        .iter()
-        .find(|line| !line.trim().is_empty() && !line.trim_start().starts_with('#'))
-        .is_some_and(|next| indent(next) > indent(lines[index]));
-    if value.is_empty() || value.starts_with('|') || value.starts_with('>') || continues {
-        return None;
-    }
-    Some(without_line(&lines, index))
-}
-
-/// The text with the line of the issue's (now empty) section key emptied: the nearest
-/// `key:` line at or above the issue's line.
-fn blank_section_line(text: &str, issue: &ConfigIssue) -> Option<String> {
-    let last = usize::try_from(issue.line.checked_sub(1)?).ok()?;
-    let key = issue.path.rsplit('.').next()?;
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let index = (0..=last.min(lines.len().checked_sub(1)?))
-        .rev()
-        .find(|&i| lines[i].trim().strip_prefix(key) == Some(":"))?;
-    Some(without_line(&lines, index))
-}
-
-fn without_line(lines: &[&str], index: usize) -> String {
-    let mut out = String::with_capacity(lines.iter().map(|l| l.len()).sum());
-    for (i, line) in lines.iter().enumerate() {
-        if i == index {
-            out.push_str(if line.ends_with('\n') { "\n" } else { "" });
-        } else {
-            out.push_str(line);
-        }
-    }
-    out
 }
 
 fn options() -> serde_saphyr::options::Options {

@@ -10,6 +10,7 @@
 mod duration;
 mod load;
 mod max_startups;
+mod set_aside;
 mod size;
 mod validate;
 
