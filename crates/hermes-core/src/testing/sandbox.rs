@@ -1,0 +1,452 @@
+//! A [`Sandbox`] without an engine: leases are names, processes are channels the test
+//! writes their output into, and every stage can be held or made to fail.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use tokio::sync::{mpsc, watch};
+
+use crate::ids::SessionId;
+use crate::sandbox::{
+    ContainerUsage, IoPath, Lease, LeaseSource, OutputChunk, Process, ProcessControl,
+    ProcessOutput, ProcessSpec, Sandbox, SandboxError, TtySize,
+};
+
+/// A call of the engine a test can make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// [`Sandbox::lease`].
+    Lease,
+    /// [`Sandbox::resume`].
+    Resume,
+    /// [`Sandbox::spawn`] (exec create and start).
+    Spawn,
+    /// [`Sandbox::usage`] (the periodic check).
+    Usage,
+    /// [`ProcessControl::resize`].
+    Resize,
+    /// [`ProcessControl::exit_status`].
+    ExitStatus,
+    /// [`ProcessControl::signal`].
+    Signal,
+}
+
+/// What the fake engine was asked, in the order it was asked.
+#[derive(Default)]
+struct Calls {
+    lease_requests: u32,
+    leased: Vec<Lease>,
+    resumed: Vec<String>,
+    released: Vec<Lease>,
+    spawned: Vec<(String, ProcessSpec)>,
+    usage_checks: u32,
+}
+
+/// The failures in force, shared with every process's control.
+type Failures = Arc<Mutex<HashMap<Stage, SandboxError>>>;
+
+fn failure(failures: &Failures, stage: Stage) -> Result<(), SandboxError> {
+    match failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&stage)
+    {
+        Some(error) => Err(error.clone()),
+        None => Ok(()),
+    }
+}
+
+struct State {
+    calls: Calls,
+    next_container: u64,
+    /// Containers that exist (running or stopped), for `resume`.
+    known: Vec<String>,
+    disk_bytes: u64,
+    running: bool,
+    processes: Vec<FakeProcess>,
+}
+
+/// The fake engine. Cheap to share: tests keep an `Arc` and hand a clone to the
+/// services.
+pub struct FakeSandbox {
+    state: Mutex<State>,
+    failures: Failures,
+    /// Leases and resumes wait while this is false.
+    gate: watch::Sender<bool>,
+    /// Counts spawned processes, for [`FakeSandbox::process`].
+    spawned: watch::Sender<usize>,
+}
+
+impl Default for FakeSandbox {
+    fn default() -> Self {
+        FakeSandbox {
+            state: Mutex::new(State {
+                calls: Calls::default(),
+                next_container: 1,
+                known: Vec::new(),
+                disk_bytes: 0,
+                running: true,
+                processes: Vec::new(),
+            }),
+            failures: Failures::default(),
+            gate: watch::channel(true).0,
+            spawned: watch::channel(0).0,
+        }
+    }
+}
+
+impl FakeSandbox {
+    /// An engine that answers everything at once and successfully.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes every later call of `stage` fail with `error` (until [`Self::heal`]).
+    pub fn fail(&self, stage: Stage, error: SandboxError) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(stage, error);
+    }
+
+    /// Makes `stage` succeed again.
+    pub fn heal(&self, stage: Stage) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&stage);
+    }
+
+    fn failure(&self, stage: Stage) -> Result<(), SandboxError> {
+        failure(&self.failures, stage)
+    }
+
+    /// Leases and resumes wait until [`Self::let_leases_through`].
+    pub fn hold_leases(&self) {
+        self.gate.send_replace(false);
+    }
+
+    /// Lets waiting and later leases and resumes through.
+    pub fn let_leases_through(&self) {
+        self.gate.send_replace(true);
+    }
+
+    /// What the periodic usage check reports from now on.
+    pub fn set_usage(&self, running: bool, disk_bytes: u64) {
+        let mut state = self.state();
+        state.running = running;
+        state.disk_bytes = disk_bytes;
+    }
+
+    /// How many times a lease was asked for (held ones included).
+    pub fn lease_requests(&self) -> u32 {
+        self.state().calls.lease_requests
+    }
+
+    /// The leases handed out, in order.
+    pub fn leased(&self) -> Vec<Lease> {
+        self.state().calls.leased.clone()
+    }
+
+    /// The container ids asked to be resumed, in order.
+    pub fn resumed(&self) -> Vec<String> {
+        self.state().calls.resumed.clone()
+    }
+
+    /// The leases given back, in order (each one should appear once).
+    pub fn released(&self) -> Vec<Lease> {
+        self.state().calls.released.clone()
+    }
+
+    /// The processes asked for: container id and spec.
+    pub fn spawned(&self) -> Vec<(String, ProcessSpec)> {
+        self.state().calls.spawned.clone()
+    }
+
+    /// How many usage checks were made.
+    pub fn usage_checks(&self) -> u32 {
+        self.state().calls.usage_checks
+    }
+
+    /// The `index`th process started (from 0), once it has been.
+    pub async fn process(&self, index: usize) -> FakeProcess {
+        let mut spawned = self.spawned.subscribe();
+        // The sender lives in self, so the wait ends only when the process exists.
+        let _ = spawned.wait_for(|count| *count > index).await;
+        let state = self.state();
+        match state.processes.get(index) {
+            Some(process) => process.clone(),
+            None => unreachable!("process {index} counted but not kept"),
+        }
+    }
+
+    async fn through_gate(&self) {
+        let mut gate = self.gate.subscribe();
+        let _ = gate.wait_for(|open| *open).await;
+    }
+}
+
+#[async_trait]
+impl Sandbox for FakeSandbox {
+    async fn lease(&self, _session: SessionId) -> Result<Lease, SandboxError> {
+        self.state().calls.lease_requests += 1;
+        self.through_gate().await;
+        self.failure(Stage::Lease)?;
+        let mut state = self.state();
+        let lease = Lease {
+            container_id: format!("{:064x}", state.next_container),
+            source: LeaseSource::Pool,
+        };
+        state.next_container += 1;
+        state.known.push(lease.container_id.clone());
+        state.calls.leased.push(lease.clone());
+        Ok(lease)
+    }
+
+    async fn resume(&self, container_id: &str) -> Result<Lease, SandboxError> {
+        self.state().calls.resumed.push(container_id.to_owned());
+        self.through_gate().await;
+        self.failure(Stage::Resume)?;
+        let mut state = self.state();
+        if !state.known.iter().any(|id| id == container_id) {
+            return Err(SandboxError::ContainerGone(container_id.to_owned()));
+        }
+        let lease = Lease {
+            container_id: container_id.to_owned(),
+            source: LeaseSource::Reused,
+        };
+        state.calls.leased.push(lease.clone());
+        Ok(lease)
+    }
+
+    fn release(&self, lease: Lease) {
+        self.state().calls.released.push(lease);
+    }
+
+    async fn usage(&self, _lease: &Lease) -> Result<ContainerUsage, SandboxError> {
+        self.state().calls.usage_checks += 1;
+        self.failure(Stage::Usage)?;
+        let state = self.state();
+        Ok(ContainerUsage {
+            running: state.running,
+            disk_bytes: state.disk_bytes,
+        })
+    }
+
+    async fn spawn(&self, lease: &Lease, spec: ProcessSpec) -> Result<Process, SandboxError> {
+        self.state()
+            .calls
+            .spawned
+            .push((lease.container_id.clone(), spec.clone()));
+        self.failure(Stage::Spawn)?;
+        let (process, fake) = FakeProcess::start(Arc::clone(&self.failures), spec);
+        let count = {
+            let mut state = self.state();
+            state.processes.push(fake);
+            state.processes.len()
+        };
+        self.spawned.send_replace(count);
+        Ok(process)
+    }
+}
+
+/// What a process's control was asked, and answers.
+struct ControlState {
+    exit_status: Option<i64>,
+    container_running: bool,
+    resizes: Vec<TtySize>,
+    signals: Vec<String>,
+}
+
+/// The test's handle on a started process: feed its output, end it, read its input.
+#[derive(Clone)]
+pub struct FakeProcess {
+    output: Arc<Mutex<Option<mpsc::UnboundedSender<io::Result<OutputChunk>>>>>,
+    input: Arc<Mutex<InputState>>,
+    control: Arc<Mutex<ControlState>>,
+    failures: Failures,
+    spec: ProcessSpec,
+}
+
+#[derive(Default)]
+struct InputState {
+    bytes: Vec<u8>,
+    closed: bool,
+}
+
+impl FakeProcess {
+    fn start(failures: Failures, spec: ProcessSpec) -> (Process, FakeProcess) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let fake = FakeProcess {
+            output: Arc::new(Mutex::new(Some(sender))),
+            input: Arc::new(Mutex::new(InputState::default())),
+            control: Arc::new(Mutex::new(ControlState {
+                exit_status: None,
+                container_running: true,
+                resizes: Vec::new(),
+                signals: Vec::new(),
+            })),
+            failures,
+            spec,
+        };
+        let process = Process {
+            output: Box::new(FakeOutput(receiver)),
+            input: Box::new(FakeInput(Arc::clone(&fake.input))),
+            control: Box::new(FakeControl {
+                state: Arc::clone(&fake.control),
+                failures: Arc::clone(&fake.failures),
+            }),
+            path: IoPath::Engine,
+        };
+        (process, fake)
+    }
+
+    fn control(&self) -> MutexGuard<'_, ControlState> {
+        self.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, chunk: io::Result<OutputChunk>) {
+        if let Some(sender) = &*self.output.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = sender.send(chunk);
+        }
+    }
+
+    /// The spec it was started with.
+    pub fn spec(&self) -> &ProcessSpec {
+        &self.spec
+    }
+
+    /// The process writes `bytes` to stdout (or its terminal).
+    pub fn stdout(&self, bytes: &[u8]) {
+        self.send(Ok(OutputChunk::Stdout(Bytes::copy_from_slice(bytes))));
+    }
+
+    /// The process writes `bytes` to stderr.
+    pub fn stderr(&self, bytes: &[u8]) {
+        self.send(Ok(OutputChunk::Stderr(Bytes::copy_from_slice(bytes))));
+    }
+
+    /// The engine's stream breaks with `error`.
+    pub fn break_stream(&self, error: &str) {
+        self.send(Err(io::Error::other(error.to_owned())));
+    }
+
+    /// The process exits with `status` (None: the engine never learns it), after its
+    /// output closes.
+    pub fn exit(&self, status: Option<i64>) {
+        self.control().exit_status = status;
+        self.output.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Whether the container runs, as the process's control reports it.
+    pub fn set_container_running(&self, running: bool) {
+        self.control().container_running = running;
+    }
+
+    /// The client's input the process has read so far.
+    pub fn input(&self) -> Vec<u8> {
+        self.input
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .bytes
+            .clone()
+    }
+
+    /// Whether its stdin was closed.
+    pub fn input_closed(&self) -> bool {
+        self.input.lock().unwrap_or_else(|p| p.into_inner()).closed
+    }
+
+    /// The terminal sizes it was given, in order.
+    pub fn resizes(&self) -> Vec<TtySize> {
+        self.control().resizes.clone()
+    }
+
+    /// The signals it was sent, in order.
+    pub fn signals(&self) -> Vec<String> {
+        self.control().signals.clone()
+    }
+}
+
+struct FakeOutput(mpsc::UnboundedReceiver<io::Result<OutputChunk>>);
+
+#[async_trait]
+impl ProcessOutput for FakeOutput {
+    async fn next_chunk(&mut self) -> io::Result<Option<OutputChunk>> {
+        self.0.recv().await.transpose()
+    }
+}
+
+struct FakeInput(Arc<Mutex<InputState>>);
+
+impl AsyncWrite for FakeInput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut input = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if input.closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        input.bytes.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+struct FakeControl {
+    state: Arc<Mutex<ControlState>>,
+    failures: Failures,
+}
+
+impl FakeControl {
+    fn state(&self) -> MutexGuard<'_, ControlState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn failure(&self, stage: Stage) -> Result<(), SandboxError> {
+        failure(&self.failures, stage)
+    }
+}
+
+#[async_trait]
+impl ProcessControl for FakeControl {
+    async fn resize(&self, size: TtySize) -> Result<(), SandboxError> {
+        self.state().resizes.push(size);
+        self.failure(Stage::Resize)
+    }
+
+    async fn exit_status(&self) -> Result<Option<i64>, SandboxError> {
+        self.failure(Stage::ExitStatus)?;
+        Ok(self.state().exit_status)
+    }
+
+    async fn container_running(&self) -> Result<bool, SandboxError> {
+        Ok(self.state().container_running)
+    }
+
+    async fn signal(&self, signal: &str) -> Result<bool, SandboxError> {
+        self.failure(Stage::Signal)?;
+        self.state().signals.push(signal.to_owned());
+        Ok(true)
+    }
+}
