@@ -703,3 +703,62 @@ async fn a_command_without_a_terminal_gets_its_exit_status_and_no_message() {
     );
     nothing_leaked(&rig);
 }
+
+/// A session with file capture on whose engine fails or stalls the capture's
+/// listing: the session still ends, once, and its container goes back once.
+async fn capture_trouble(stall: bool) -> Rig {
+    let store = tempfile::tempdir().expect("tempdir");
+    let rig = Rig::with_capture(config(&TestLimits::default()), store.path());
+    let session = rig.connect();
+    let (channel, _process) = shell(&rig, &session).await;
+    if stall {
+        rig.sandbox.hold(Stage::ChangedPaths);
+    } else {
+        rig.sandbox.fail(
+            Stage::ChangedPaths,
+            SandboxError::Engine("diff: 500".into()),
+        );
+    }
+    let left = Instant::now();
+    leave(&rig, &session, channel).await;
+    let took = Instant::now() - left;
+    assert!(
+        rig.sandbox.listings() >= 1,
+        "the final capture listed the files"
+    );
+    assert_eq!(
+        rig.events.fields(EventId::SessionError, "stage"),
+        ["capture"]
+    );
+    if stall {
+        assert!(
+            took >= Duration::from_secs(60) && took < Duration::from_secs(61),
+            "the final capture is cut at 60 s, took {took:?}"
+        );
+    } else {
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+    }
+    assert_eq!(end_reason(&session), EndReason::ClientClosed);
+    assert_eq!(rig.events.count(EventId::SessionClosed), 1);
+    assert_eq!(rig.sandbox.released().len(), 1);
+    nothing_leaked(&rig);
+    rig
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_final_capture_is_reported_and_the_container_still_goes_back() {
+    let rig = capture_trouble(false).await;
+    assert_eq!(
+        rig.events.fields(EventId::SessionError, "error"),
+        ["container engine: diff: 500"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_final_capture_is_cut_short_and_the_container_still_goes_back() {
+    let rig = capture_trouble(true).await;
+    assert_eq!(
+        rig.events.fields(EventId::SessionError, "error"),
+        ["the final file capture took longer than 60 s and was cut short"]
+    );
+}

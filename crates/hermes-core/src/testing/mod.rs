@@ -11,7 +11,7 @@ mod sandbox;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +22,9 @@ pub use client::{ClientOp, FakeClientChannel, FakeClientConnection};
 pub use events::RecordedEvents;
 pub use sandbox::{FakeProcess, FakeSandbox, Stage};
 
+use crate::capture::{CaptureLimits, FileStore};
 use crate::config::{Config, Credential};
-use crate::session::{AuthMethod, Connection, SessionServices};
+use crate::session::{AuthMethod, CaptureServices, Connection, SessionServices};
 
 /// The few settings the session tests vary, in plain units.
 #[derive(Debug, Clone)]
@@ -100,6 +101,27 @@ pub struct Rig {
 impl Rig {
     /// Services built from `config` (see [`config`]), file capture off.
     pub fn new(config: Config) -> Rig {
+        Self::build(config, None)
+    }
+
+    /// Services built from `config`, capturing files into a store at `store`.
+    pub fn with_capture(config: Config, store: &Path) -> Rig {
+        let store = FileStore::open(store, u64::MAX)
+            .unwrap_or_else(|error| panic!("test file store: {error}"));
+        Self::build(
+            config,
+            Some(CaptureServices {
+                store: Arc::new(store),
+                limits: CaptureLimits {
+                    max_file_size: 1 << 20,
+                    max_files_per_session: 100,
+                    ignore_paths: Vec::new(),
+                },
+            }),
+        )
+    }
+
+    fn build(config: Config, capture: Option<CaptureServices>) -> Rig {
         let sandbox = FakeSandbox::new();
         let (bus, events) = RecordedEvents::new();
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -108,7 +130,7 @@ impl Rig {
             bus,
             Arc::clone(&sandbox) as Arc<dyn crate::sandbox::Sandbox>,
             shutdown_rx,
-            None,
+            capture,
         );
         Rig {
             services,
@@ -142,9 +164,9 @@ impl Rig {
     }
 
     /// Waits until every finished connection has released its container and written
-    /// its last events; panics if one is still at it after a (paused-clock) minute.
+    /// its last events; panics if one is still at it after (paused-clock) five minutes.
     pub async fn finalized(&self) {
-        let left = self.services.wait_finalized(Duration::from_secs(60)).await;
+        let left = self.services.wait_finalized(Duration::from_secs(300)).await;
         assert_eq!(left, 0, "connections still finishing");
     }
 }

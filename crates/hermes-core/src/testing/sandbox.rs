@@ -1,7 +1,7 @@
 //! A [`Sandbox`] without an engine: leases are names, processes are channels the test
 //! writes their output into, and every stage can be held or made to fail.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,6 +35,8 @@ pub enum Stage {
     ExitStatus,
     /// [`ProcessControl::signal`].
     Signal,
+    /// [`Sandbox::changed_paths`] (the file capture's listing).
+    ChangedPaths,
 }
 
 /// What the fake engine was asked, in the order it was asked.
@@ -46,6 +48,7 @@ struct Calls {
     released: Vec<Lease>,
     spawned: Vec<(String, ProcessSpec)>,
     usage_checks: u32,
+    listings: u32,
 }
 
 /// The failures in force, shared with every process's control.
@@ -77,8 +80,8 @@ struct State {
 pub struct FakeSandbox {
     state: Mutex<State>,
     failures: Failures,
-    /// Leases and resumes wait while this is false.
-    gate: watch::Sender<bool>,
+    /// Stages whose calls wait until they are let through.
+    held: watch::Sender<HashSet<Stage>>,
     /// Counts spawned processes, for [`FakeSandbox::process`].
     spawned: watch::Sender<usize>,
 }
@@ -95,7 +98,7 @@ impl Default for FakeSandbox {
                 processes: Vec::new(),
             }),
             failures: Failures::default(),
-            gate: watch::channel(true).0,
+            held: watch::channel(HashSet::new()).0,
             spawned: watch::channel(0).0,
         }
     }
@@ -131,14 +134,30 @@ impl FakeSandbox {
         failure(&self.failures, stage)
     }
 
+    /// Calls of `stage` wait (after being counted) until [`Self::let_through`].
+    pub fn hold(&self, stage: Stage) {
+        self.held.send_modify(|held| {
+            held.insert(stage);
+        });
+    }
+
+    /// Lets waiting and later calls of `stage` through.
+    pub fn let_through(&self, stage: Stage) {
+        self.held.send_modify(|held| {
+            held.remove(&stage);
+        });
+    }
+
     /// Leases and resumes wait until [`Self::let_leases_through`].
     pub fn hold_leases(&self) {
-        self.gate.send_replace(false);
+        self.hold(Stage::Lease);
+        self.hold(Stage::Resume);
     }
 
     /// Lets waiting and later leases and resumes through.
     pub fn let_leases_through(&self) {
-        self.gate.send_replace(true);
+        self.let_through(Stage::Lease);
+        self.let_through(Stage::Resume);
     }
 
     /// What the periodic usage check reports from now on.
@@ -178,6 +197,11 @@ impl FakeSandbox {
         self.state().calls.usage_checks
     }
 
+    /// How many times the changed files were listed (file capture).
+    pub fn listings(&self) -> u32 {
+        self.state().calls.listings
+    }
+
     /// The `index`th process started (from 0), once it has been.
     pub async fn process(&self, index: usize) -> FakeProcess {
         let mut spawned = self.spawned.subscribe();
@@ -190,9 +214,11 @@ impl FakeSandbox {
         }
     }
 
-    async fn through_gate(&self) {
-        let mut gate = self.gate.subscribe();
-        let _ = gate.wait_for(|open| *open).await;
+    /// Waits while `stage` is held, then fails if `stage` is set to.
+    async fn stage(&self, stage: Stage) -> Result<(), SandboxError> {
+        let mut held = self.held.subscribe();
+        let _ = held.wait_for(|held| !held.contains(&stage)).await;
+        self.failure(stage)
     }
 }
 
@@ -200,8 +226,7 @@ impl FakeSandbox {
 impl Sandbox for FakeSandbox {
     async fn lease(&self, _session: SessionId) -> Result<Lease, SandboxError> {
         self.state().calls.lease_requests += 1;
-        self.through_gate().await;
-        self.failure(Stage::Lease)?;
+        self.stage(Stage::Lease).await?;
         let mut state = self.state();
         let lease = Lease {
             container_id: format!("{:064x}", state.next_container),
@@ -215,8 +240,7 @@ impl Sandbox for FakeSandbox {
 
     async fn resume(&self, container_id: &str) -> Result<Lease, SandboxError> {
         self.state().calls.resumed.push(container_id.to_owned());
-        self.through_gate().await;
-        self.failure(Stage::Resume)?;
+        self.stage(Stage::Resume).await?;
         let mut state = self.state();
         if !state.known.iter().any(|id| id == container_id) {
             return Err(SandboxError::ContainerGone(container_id.to_owned()));
@@ -257,6 +281,16 @@ impl Sandbox for FakeSandbox {
         };
         self.spawned.send_replace(count);
         Ok(process)
+    }
+
+    async fn changed_paths(
+        &self,
+        _lease: &Lease,
+        _max: usize,
+    ) -> Result<Vec<String>, SandboxError> {
+        self.state().calls.listings += 1;
+        self.stage(Stage::ChangedPaths).await?;
+        Ok(Vec::new())
     }
 }
 
