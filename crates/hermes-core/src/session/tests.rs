@@ -11,8 +11,8 @@ use crate::events::EventId;
 use crate::record::EndReason;
 use crate::sandbox::{Lease, SandboxError};
 use crate::testing::{
-    ChannelDriver, ChannelRequest, ClientOp, FakeProcess, FakeSession, Rig, Stage, TestLimits,
-    config, settle, within,
+    ChannelDriver, ChannelRequest, ClientOp, FakeProcess, FakeSession, OTHER_LOGIN, Rig, Stage,
+    TestLimits, config, settle, within,
 };
 
 /// Long enough for anything the session does at once; short against every limit.
@@ -87,6 +87,11 @@ async fn the_session_timeout_ends_the_session_at_its_time_and_not_before() {
     let logged_in = Instant::now();
     let (channel, process) = shell(&rig, &session).await;
     process.stdout(b"root@web-prod-01:~# ");
+    // Typing does not put it off: the limit is absolute.
+    for at in [10, 30, 50] {
+        sleep_until(logged_in + Duration::from_secs(at)).await;
+        channel.send(ChannelRequest::Data(b"\n".to_vec()));
+    }
 
     sleep_until(logged_in + Duration::from_millis(59_990)).await;
     assert_eq!(session.client.disconnects(), 0, "not before the timeout");
@@ -121,13 +126,18 @@ async fn the_idle_timeout_ends_an_idle_session_and_input_puts_it_off() {
     let logged_in = Instant::now();
     let (channel, process) = shell(&rig, &session).await;
 
-    sleep_until(logged_in + Duration::from_secs(20)).await;
-    channel.send(ChannelRequest::Data(b"l".to_vec()));
-    let typed = Instant::now();
+    // A keystroke every 20 s for 100 s keeps it open: each one puts the end off.
+    let mut typed = logged_in;
+    for n in 1..=5 {
+        sleep_until(logged_in + Duration::from_secs(20 * n)).await;
+        assert_eq!(session.client.disconnects(), 0, "closed while typing");
+        channel.send(ChannelRequest::Data(b"l".to_vec()));
+        typed = Instant::now();
+    }
     settle().await;
-    assert_eq!(process.input(), b"l");
+    assert_eq!(process.input(), b"lllll");
 
-    // 30 s after login has passed, 30 s after the input has not.
+    // 30 s after the last input it ends, not before.
     sleep_until(typed + Duration::from_millis(29_990)).await;
     assert_eq!(
         session.client.disconnects(),
@@ -231,16 +241,19 @@ async fn past_max_concurrent_sessions_a_login_is_told_too_many_logins_and_gets_n
         ..TestLimits::default()
     });
     let first = rig.connect();
-    let (first_channel, _process) = shell(&rig, &first).await;
+    let (first_channel, first_process) = shell(&rig, &first).await;
 
     let second = rig.connect_from("198.51.100.8:50000");
-    assert!(second.login().await, "the login itself succeeds");
+    assert!(
+        second.login_as(OTHER_LOGIN).await,
+        "the login itself succeeds"
+    );
     let channel = second.open_channel().expect("channel");
     channel.terminal_shell();
     disconnected(&second).await;
     assert_eq!(
         channel.client.stdout_text(),
-        "Too many logins for 'root'.\r\n"
+        "Too many logins for 'admin'.\r\n"
     );
     assert_eq!(
         rig.events.fields(EventId::SessionError, "stage"),
@@ -249,6 +262,12 @@ async fn past_max_concurrent_sessions_a_login_is_told_too_many_logins_and_gets_n
     assert_eq!(end_reason(&second), EndReason::Capacity);
     assert_eq!(rig.sandbox.lease_requests(), 1, "no container for it");
     leave(&rig, &second, channel).await;
+    // The first session is untouched.
+    first_process.stdout(b"first-6\r\n");
+    settle().await;
+    assert_eq!(first_channel.client.stdout_text(), "first-6\r\n");
+    assert_eq!(first.client.disconnects(), 0);
+    assert_eq!(end_reason(&first), EndReason::Running);
 
     // The first session's end gives its place back.
     leave(&rig, &first, first_channel).await;

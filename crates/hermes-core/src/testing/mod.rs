@@ -59,18 +59,24 @@ impl Default for TestLimits {
     }
 }
 
-/// The login every test session uses (a static credential of [`config`]).
+/// The login test sessions use (a static credential of [`config`]).
 pub const LOGIN: (&str, &str) = ("root", "root");
+
+/// A second account that always logs in (a static credential of [`config`]).
+pub const OTHER_LOGIN: (&str, &str) = ("admin", "admin");
 
 /// The configuration the session tests run with: the defaults, `root`/`root` always
 /// logs in at once, and `limits`. The one place tests build a [`Config`].
 pub fn config(limits: &TestLimits) -> Config {
     let mut config = Config::default();
     config.persona.auth_failure_delay_ms = 0;
-    config.authentication.static_credentials = vec![Credential {
-        username: LOGIN.0.to_owned(),
-        password: LOGIN.1.to_owned(),
-    }];
+    config.authentication.static_credentials = [LOGIN, OTHER_LOGIN]
+        .iter()
+        .map(|(username, password)| Credential {
+            username: (*username).to_owned(),
+            password: (*password).to_owned(),
+        })
+        .collect();
     config.server.session_timeout = limits.session_timeout.as_secs();
     config.server.idle_timeout = limits.idle_timeout.as_secs();
     config.server.max_concurrent_sessions = limits.max_concurrent_sessions;
@@ -182,8 +188,13 @@ pub struct FakeSession {
 impl FakeSession {
     /// Logs in with [`LOGIN`]; returns whether it was accepted.
     pub async fn login(&self) -> bool {
+        self.login_as(LOGIN).await
+    }
+
+    /// Logs in with `(username, password)`; returns whether it was accepted.
+    pub async fn login_as(&self, (username, password): (&str, &str)) -> bool {
         self.conn
-            .password_attempt(AuthMethod::Password, LOGIN.0, LOGIN.1)
+            .password_attempt(AuthMethod::Password, username, password)
             .await
             .accepted
     }
