@@ -781,3 +781,92 @@ async fn a_stalled_final_capture_is_cut_short_and_the_container_still_goes_back(
         ["the final file capture took longer than 60 s and was cut short"]
     );
 }
+
+/// A source's first session comes and goes, leaving its machine stopped; returns the
+/// rig (reuse on) and that container's id.
+async fn a_source_came_before(dir: &std::path::Path) -> (Rig, String) {
+    let rig = rig(TestLimits {
+        reuse_state: Some(dir.join("containers.json")),
+        ..TestLimits::default()
+    });
+    let first = rig.connect();
+    let (channel, _process) = shell(&rig, &first).await;
+    leave(&rig, &first, channel).await;
+    let container = rig.sandbox.leased()[0].container_id.clone();
+    assert_eq!(rig.sandbox.released().len(), 1);
+    (rig, container)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_returning_source_whose_container_is_gone_gets_a_new_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rig, container) = a_source_came_before(dir.path()).await;
+    rig.sandbox.fail(
+        Stage::Resume,
+        SandboxError::ContainerGone(container.clone()),
+    );
+    let back = rig.connect();
+    let (channel, _process) = shell(&rig, &back).await;
+    assert_eq!(rig.sandbox.resumed(), std::slice::from_ref(&container));
+    let leased = rig.sandbox.leased();
+    assert_eq!(leased.len(), 2);
+    assert_ne!(leased[1].container_id, container);
+    assert_eq!(rig.sandbox.spawned()[1].0, leased[1].container_id);
+    assert_eq!(rig.events.count(EventId::SessionError), 0);
+    assert_eq!(rig.events.count(EventId::ContainerReuse), 0);
+    leave(&rig, &back, channel).await;
+    nothing_leaked(&rig);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_returning_source_whose_container_cannot_start_is_told_fork_retry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rig, container) = a_source_came_before(dir.path()).await;
+    rig.sandbox
+        .fail(Stage::Resume, SandboxError::Engine("start: 500".into()));
+    let back = rig.connect();
+    assert!(back.login().await);
+    let channel = back.open_channel().expect("channel");
+    channel.terminal_shell();
+    disconnected(&back).await;
+    assert_eq!(rig.sandbox.resumed(), [container]);
+    assert_eq!(
+        channel.client.stdout_text(),
+        told(EndReason::ContainerUnavailable)
+    );
+    assert_eq!(
+        rig.events.fields(EventId::SessionError, "error"),
+        ["container engine: start: 500"]
+    );
+    leave(&rig, &back, channel).await;
+    assert_eq!(end_reason(&back), EndReason::ContainerUnavailable);
+    assert_eq!(rig.sandbox.spawned().len(), 1, "only the first session's");
+    nothing_leaked(&rig);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_gone_while_its_shell_waits_for_the_container_leaks_nothing() {
+    let rig = rig(TestLimits::default());
+    rig.sandbox.hold_leases();
+    let session = rig.connect();
+    assert!(session.login().await);
+    let channel = session.open_channel().expect("channel");
+    channel.terminal_shell();
+    settle().await;
+    // The adapter's order: the channel goes, then (once its task is done) the
+    // connection; the channel's task is still waiting for the container.
+    channel.client.go_away();
+    let client = std::sync::Arc::clone(&channel.client);
+    let closing = tokio::spawn(channel.close());
+    sleep(Duration::from_secs(10)).await;
+    rig.sandbox.let_leases_through();
+    within(SOON, "the channel's close", closing)
+        .await
+        .expect("channel task");
+    session.finish();
+    rig.finalized().await;
+    assert!(client.ops().is_empty(), "nothing written to a gone client");
+    assert_eq!(rig.events.count(EventId::SessionClosed), 1);
+    assert_eq!(rig.sandbox.released().len(), 1);
+    nothing_leaked(&rig);
+}
