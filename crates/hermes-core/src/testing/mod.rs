@@ -7,6 +7,7 @@
 mod channel;
 mod client;
 mod events;
+mod process;
 mod sandbox;
 
 use std::future::Future;
@@ -20,7 +21,8 @@ use tokio::sync::watch;
 pub use channel::{ChannelDriver, ChannelRequest};
 pub use client::{ClientOp, FakeClientChannel, FakeClientConnection};
 pub use events::RecordedEvents;
-pub use sandbox::{FakeProcess, FakeSandbox, Stage};
+pub use process::FakeProcess;
+pub use sandbox::{FakeSandbox, Stage};
 
 use crate::capture::{CaptureLimits, FileStore};
 use crate::config::{Config, Credential};
