@@ -20,4 +20,6 @@ pub mod record;
 pub mod recovery;
 pub mod sandbox;
 pub mod session;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod time;

@@ -318,6 +318,21 @@ impl EventQueue {
         }
     }
 
+    /// The next queued event, without waiting (flush requests are answered on the
+    /// way): tests read the bus in place of the writer thread.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn try_next_event(&mut self) -> Option<Event> {
+        loop {
+            match self.receiver.try_recv() {
+                Ok(WriterMessage::Event(event)) => return Some(event),
+                Ok(WriterMessage::Flush(done)) => {
+                    let _ = done.send(());
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Events dropped so far.
     fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

@@ -3,7 +3,9 @@
 //! given back at the end.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::{Connection, LeaseState};
 use crate::events::{EventBuilder, EventId};
@@ -202,7 +204,7 @@ impl Connection {
         let deadline = tokio::time::sleep(limit.get());
         tokio::pin!(deadline);
         let idle_limit = config.server.idle_timeout.get();
-        let idle_check = tokio::time::sleep_until((self.last_input() + idle_limit).into());
+        let idle_check = tokio::time::sleep_until(self.last_input() + idle_limit);
         tokio::pin!(idle_check);
         let mut usage_check = tokio::time::interval(USAGE_CHECK_INTERVAL);
         usage_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -216,7 +218,7 @@ impl Connection {
                     if idle_until <= Instant::now() {
                         break EndReason::IdleTimeout;
                     }
-                    idle_check.as_mut().reset(idle_until.into());
+                    idle_check.as_mut().reset(idle_until);
                 }
                 _ = async {
                     if shutdown.wait_for(|down| *down).await.is_err() {

@@ -20,16 +20,20 @@ mod reload;
 mod resize;
 mod slots;
 mod standby;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, watch};
+// The session's clock is tokio's, so that tests with paused time drive its timeouts.
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 pub use auth::{AuthMethod, AuthReply, ClientKex, OfferedKey};

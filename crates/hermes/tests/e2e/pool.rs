@@ -224,57 +224,6 @@ async fn an_empty_pool_creates_containers_on_demand() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_beyond_max_concurrent_sessions_are_told_and_closed() {
-    if !require_docker() {
-        return;
-    }
-    let hermes = Hermes::start(Options {
-        max_sessions: 1,
-        ..Options::default()
-    });
-    let first = Client::login(hermes.port, "root", "toor").await;
-    let mut first_shell = first.shell(80, 24).await;
-    assert!(
-        first_shell
-            .read_until("# ", 0, Duration::from_secs(20))
-            .await
-    );
-
-    // The second login succeeds at the SSH level, then hears pam_limits' answer.
-    let second = Client::login(hermes.port, "admin", "admin").await;
-    let mut refused = second.shell(80, 24).await;
-    assert!(
-        refused
-            .read_until("Too many logins for 'admin'.", 0, Duration::from_secs(10))
-            .await,
-        "{:?}",
-        refused.text()
-    );
-    assert!(refused.read_to_close(Duration::from_secs(10)).await);
-    let events = hermes.wait_for_events("capacity error", |events| {
-        events
-            .iter()
-            .any(|e| e["eventid"] == "hermes.session.error" && e["stage"] == "capacity")
-    });
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "hermes.container.allocate")
-            .count(),
-        1,
-        "no container for the refused session"
-    );
-    // The first session is untouched.
-    let mark = first_shell.received.len();
-    first_shell.send("echo first-$((2*3))\n").await;
-    assert!(
-        first_shell
-            .read_until("first-6", mark, Duration::from_secs(10))
-            .await
-    );
-}
-
 #[test]
 fn containers_left_running_by_a_killed_instance_are_stopped_at_startup() {
     if !require_docker() {

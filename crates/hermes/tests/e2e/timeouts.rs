@@ -1,6 +1,8 @@
-//! Each timeout with a short configured value: its own message to the client and its
-//! own end reason in the metadata. (LoginGraceTime, before authentication, is in
-//! `transport.rs`.)
+//! Timeouts with a short configured value, through a real client and engine: its own
+//! message to the client and its own end reason in the metadata. The session timeout
+//! is the smoke test of the whole path; the timing rules of the session and idle
+//! timeouts are unit tests on a paused clock (hermes-core `session::tests`).
+//! (LoginGraceTime, before authentication, is in `transport.rs`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,45 +65,6 @@ async fn the_session_timeout_ends_a_busy_session_with_its_message() {
     );
     let metadata = ended_metadata(&hermes);
     assert_eq!(metadata["end_reason"], "timeout");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_idle_timeout_counts_from_the_last_input() {
-    if !require_docker() {
-        return;
-    }
-    let hermes = Hermes::start(Options {
-        server_extra: "  idle_timeout: 2\n",
-        ..Options::default()
-    });
-    let (_client, mut shell) = root_shell(hermes.port).await;
-    // Input every half second for four seconds keeps the session open.
-    let typing = Instant::now();
-    while typing.elapsed() < Duration::from_secs(4) {
-        shell.send("true\n").await;
-        assert!(
-            !shell
-                .read_until("__never__", 0, Duration::from_millis(500))
-                .await
-        );
-        assert!(!shell.closed, "closed while typing: {:?}", shell.text());
-    }
-    let quiet = Instant::now();
-    assert!(shell.read_to_close(Duration::from_secs(15)).await);
-    let idle = quiet.elapsed();
-    assert!(
-        idle >= Duration::from_millis(1500) && idle < Duration::from_secs(10),
-        "closed {idle:?} after the last input"
-    );
-    assert!(
-        shell
-            .text()
-            .ends_with("\r\ntimed out waiting for input: auto-logout\r\n"),
-        "{:?}",
-        shell.text()
-    );
-    let metadata = ended_metadata(&hermes);
-    assert_eq!(metadata["end_reason"], "idle_timeout");
 }
 
 /// A loopback relay to `port` whose client-to-server direction can be frozen: the
