@@ -7,13 +7,7 @@
 //! `cargo bench -p hermes --bench capture` (needs Docker and the target image).
 //! Prints the figures; nothing is asserted.
 
-#[path = "../tests/e2e/client.rs"]
-#[allow(dead_code)]
-mod client;
-#[path = "../tests/e2e/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-
+use hermes_test_support::{client, harness};
 use std::time::{Duration, Instant};
 
 use harness::{Hermes, Options};
@@ -52,13 +46,11 @@ async fn closing_time(hermes: &Hermes, command: &str, closed_before: usize) -> f
 }
 
 fn main() {
-    if !harness::require_docker() {
-        return;
-    }
+    hermes_test_support::require_docker!();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let hermes = Hermes::start(Options {
         pool_size: 2,
-        capture_extra: "  max_files_per_session: 1000\n",
+        capture_extra: "  max_files_per_session: 1000\n".into(),
         ..Options::default()
     });
     let mut closed = 0;

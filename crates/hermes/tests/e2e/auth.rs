@@ -3,13 +3,11 @@
 use serde_json::Value;
 
 use crate::client::Client;
-use crate::harness::{Hermes, Options, require_docker, succeeded};
+use crate::harness::{Hermes, Options, succeeded};
 
 #[test]
 fn after_n_failures_on_one_connection_any_password_is_accepted() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         mode: "accept_after_failures",
         accept_after: 2,
@@ -76,9 +74,7 @@ fn after_n_failures_on_one_connection_any_password_is_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_password_of_a_repeated_username_logs_in() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     for password in ["admin", "s3cret"] {
         let client = Client::login(hermes.port, "admin", password).await;
@@ -105,9 +101,7 @@ async fn every_password_of_a_repeated_username_logs_in() {
 
 #[test]
 fn keyboard_interactive_answers_go_through_the_same_policy() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         keyboard_interactive: true,
         mode: "accept_after_failures",

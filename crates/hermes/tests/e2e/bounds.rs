@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ROOT_PROMPT, root_shell};
-use crate::harness::{Hermes, Options, require_docker};
+use crate::harness::{Hermes, Options};
 use crate::lifecycle::hermes_behind_proxy;
 
 /// The longest line of the event log, and how many lines it has.
@@ -23,9 +23,7 @@ async fn settled_rss_kib(hermes: &Hermes) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_and_forward_floods_leave_memory_and_event_lines_bounded() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, "root", "toor").await;
     // One warm-up request of each kind, so what is measured is the flood alone.
@@ -109,9 +107,7 @@ async fn env_and_forward_floods_leave_memory_and_event_lines_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_change_flood_costs_the_engine_one_resize_per_50ms() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let (hermes, seen, _) = hermes_behind_proxy(Options::default()).await;
     let (_client, mut shell) = root_shell(hermes.port).await;
     let resizes = || {

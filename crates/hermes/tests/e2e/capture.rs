@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client::{Client, ROOT_PROMPT, root_shell};
-use crate::harness::{
-    Hermes, Options, SmallDisk, read_cast, require_docker, sha256_hex, succeeded,
-};
+use crate::harness::{Hermes, Options, SmallDisk, read_cast, sha256_hex, succeeded};
 
 fn of_kind<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["eventid"] == id).collect()
@@ -36,9 +34,7 @@ fn file_event<'a>(events: &'a [Value], id: &str, destfile: &str) -> Option<&'a V
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_leaves_every_file_it_made_in_the_store() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let (client, mut shell) = root_shell(hermes.port).await;
     // A fetch that cannot reach its server (the container has no network), then
@@ -153,9 +149,7 @@ async fn a_session_leaves_every_file_it_made_in_the_store() {
 
 #[test]
 fn scp_and_sftp_uploads_are_reported_as_uploads() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let dir = tempfile::tempdir().expect("tempdir");
     let scp_file = dir.path().join("tool.bin");
@@ -209,11 +203,9 @@ fn scp_and_sftp_uploads_are_reported_as_uploads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn capture_limits_drop_files_with_an_event() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
-        capture_extra: "  max_file_size: \"1k\"\n  max_files_per_session: 2\n",
+        capture_extra: "  max_file_size: \"1k\"\n  max_files_per_session: 2\n".into(),
         ..Options::default()
     });
     let client = Client::login(hermes.port, "root", "toor").await;
@@ -242,11 +234,9 @@ async fn capture_limits_drop_files_with_an_event() {
 /// catalogue's fields and types.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_event_of_real_sessions_matches_the_catalogue() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
-        top_extra: "forwarding:\n  direct_tcpip: capture\n",
+        top_extra: "forwarding:\n  direct_tcpip: capture\n".into(),
         ..Options::default()
     });
     let dir = tempfile::tempdir().expect("tempdir");
@@ -325,9 +315,7 @@ async fn every_event_of_real_sessions_matches_the_catalogue() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_mid_session_leaves_whole_lines_everywhere() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut hermes = Hermes::start(Options::default());
     let (client, mut shell) = root_shell(hermes.port).await;
     shell.run("uname -a", ROOT_PROMPT).await;
@@ -359,12 +347,10 @@ async fn sigkill_mid_session_leaves_whole_lines_everywhere() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_event_log_rotates_by_size_without_losing_a_line() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         failure_delay_ms: 0,
-        logging_extra: "  event_rotation: size\n  event_rotation_size: \"4k\"\n",
+        logging_extra: "  event_rotation: size\n  event_rotation_size: \"4k\"\n".into(),
         ..Options::default()
     });
     // Two clients at a time: under the admission limits for one source.
@@ -443,9 +429,7 @@ fn all_event_lines(dir: &Path) -> (usize, Vec<Value>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_ends_the_recording_not_the_session() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let base = tempfile::tempdir().expect("tempdir");
     let disk = SmallDisk::mount(&base.path().join("small"), "256k");
     let recordings = disk.path.join("recordings");
@@ -493,9 +477,7 @@ async fn a_full_disk_ends_the_recording_not_the_session() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_and_replay_read_a_real_session() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let (client, mut shell) = root_shell(hermes.port).await;
     shell.run("echo replay-$((6*9))", ROOT_PROMPT).await;

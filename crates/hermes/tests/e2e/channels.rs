@@ -11,8 +11,7 @@ use serde_json::Value;
 
 use crate::client::Client;
 use crate::harness::{
-    Hermes, Options, binary_file, require_docker, run_with_stdin, sha256_file, sha256_hex,
-    succeeded,
+    Hermes, Options, binary_file, run_with_stdin, sha256_file, sha256_hex, succeeded,
 };
 
 const ROOT: (&str, &str) = ("root", "toor");
@@ -48,9 +47,7 @@ fn metadata_where(hermes: &Hermes, predicate: impl Fn(&Value) -> bool) -> Vec<Va
 
 #[test]
 fn exec_keeps_streams_apart_returns_each_status_and_runs_piped_scripts() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = hermes_with_reuse();
 
     // stdout and stderr arrive on their own streams; the status comes back.
@@ -144,9 +141,7 @@ fn exec_keeps_streams_apart_returns_each_status_and_runs_piped_scripts() {
 
 #[test]
 fn large_and_binary_output_and_input_arrive_intact() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = hermes_with_reuse();
     let dir = tempfile::tempdir().expect("tempdir");
 
@@ -176,9 +171,7 @@ fn large_and_binary_output_and_input_arrive_intact() {
 
 #[test]
 fn scp_copies_both_ways_in_both_protocols_and_keeps_a_100mb_binary_intact() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = hermes_with_reuse();
     let dir = tempfile::tempdir().expect("tempdir");
     let big = dir.path().join("payload.bin");
@@ -240,9 +233,7 @@ fn scp_copies_both_ways_in_both_protocols_and_keeps_a_100mb_binary_intact() {
 
 #[test]
 fn sftp_put_get_ls_rename_rm_through_the_containers_sftp_server() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = hermes_with_reuse();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("dropper.sh"), "#!/bin/sh\necho pwned\n").expect("file");
@@ -280,9 +271,7 @@ fn sftp_put_get_ls_rename_rm_through_the_containers_sftp_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_of_one_connection_share_the_container_up_to_max_sessions() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, ROOT.0, ROOT.1).await;
 
@@ -348,9 +337,7 @@ async fn channels_of_one_connection_share_the_container_up_to_max_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_reach_the_process_and_are_logged() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, ROOT.0, ROOT.1).await;
     let mut shell = client.exec("echo started; sleep 60; echo not-killed").await;
@@ -379,18 +366,20 @@ async fn signals_reach_the_process_and_are_logged() {
 
 #[test]
 fn local_forwarding_is_logged_and_refused_as_behind_an_egress_firewall() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     // Something listens where the forward points: it must never see a connection.
     let target = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     target.set_nonblocking(true).expect("nonblocking");
     let target_port = target.local_addr().expect("addr").port();
-    let local_port = crate::harness::free_port();
+    // The client listens on a Unix socket of the test's own: no port to race for.
+    // OpenSSH names such an originator 127.0.0.1 port 65535 in its direct-tcpip request.
+    let local = hermes.dir.path().join("forward.sock");
     let mut child = hermes
         .ssh_info(ROOT.0, &[ROOT.1])
-        .args(["-N", "-L", &format!("{local_port}:127.0.0.1:{target_port}")])
+        .arg("-N")
+        .arg("-L")
+        .arg(format!("{}:127.0.0.1:{target_port}", local.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -399,7 +388,7 @@ fn local_forwarding_is_logged_and_refused_as_behind_an_egress_firewall() {
     // Wait for the client's listener, then use it.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut stream = loop {
-        if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", local_port)) {
+        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&local) {
             break stream;
         }
         assert!(Instant::now() < deadline, "ssh -L did not listen");
@@ -430,11 +419,11 @@ fn local_forwarding_is_logged_and_refused_as_behind_an_egress_firewall() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_mode_accepts_forwards_and_logs_what_is_sent_within_bounds() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
-        top_extra: "forwarding:\n  direct_tcpip: capture\n  capture_bytes: 1k\n  capture_seconds: 2\n",
+        top_extra:
+            "forwarding:\n  direct_tcpip: capture\n  capture_bytes: 1k\n  capture_seconds: 2\n"
+                .into(),
         ..Options::default()
     });
     let client = Client::login(hermes.port, ROOT.0, ROOT.1).await;
@@ -502,9 +491,7 @@ async fn capture_mode_accepts_forwards_and_logs_what_is_sent_within_bounds() {
 
 #[test]
 fn remote_x11_and_agent_forwarding_are_answered_as_debians_sshd_and_logged() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = hermes_with_reuse();
     // -R: a port of the server's choosing is "allocated", a privileged one is not.
     let output = hermes
@@ -554,9 +541,7 @@ fn remote_x11_and_agent_forwarding_are_answered_as_debians_sshd_and_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_forwarding_gives_the_session_a_socket_and_is_logged() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, ROOT.0, ROOT.1).await;
     let channel = client.handle.channel_open_session().await.expect("open");
@@ -589,9 +574,7 @@ async fn agent_forwarding_gives_the_session_a_socket_and_is_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_that_cannot_start_gets_the_exec_stage_message() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, ROOT.0, ROOT.1).await;
     // The attacker breaks the machine: no shell can start in it any more.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Hermes, Options, SmallDisk, require_docker, succeeded};
+use crate::harness::{Hermes, Options, SmallDisk, succeeded};
 
 /// Which disks the test fills.
 #[derive(Debug, Clone, Copy)]
@@ -103,8 +103,8 @@ fn a_full_disk_loses_nothing_silently(full: Full) {
         log_dir: Some(logs.path.clone()),
         recording_dir: Some(recordings.path.clone()),
         // A small backlog, so that the full event log overflows it.
-        logging_extra: "  event_backlog_size: \"8k\"\n",
-        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
+        logging_extra: "  event_backlog_size: \"8k\"\n".into(),
+        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n".into(),
         ..Options::default()
     });
     let metrics_port = hermes.metrics_port();
@@ -389,9 +389,7 @@ fn a_full_disk_loses_nothing_silently(full: Full) {
 
 #[test]
 fn a_full_event_log_keeps_then_counts_events() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     a_full_disk_loses_nothing_silently(Full {
         events: true,
         recordings: false,
@@ -400,9 +398,7 @@ fn a_full_event_log_keeps_then_counts_events() {
 
 #[test]
 fn full_recordings_leave_no_empty_files_and_every_session_listed() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     a_full_disk_loses_nothing_silently(Full {
         events: false,
         recordings: true,
@@ -411,9 +407,7 @@ fn full_recordings_leave_no_empty_files_and_every_session_listed() {
 
 #[test]
 fn both_full_lose_nothing_silently() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     a_full_disk_loses_nothing_silently(Full {
         events: true,
         recordings: true,

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::client::Client;
-use crate::harness::{Hermes, Options, raise_fd_limit, require_docker};
+use crate::harness::{Hermes, Options, raise_fd_limit};
 use crate::operations::{metrics, sample};
 
 const FLOOD: usize = 2000;
@@ -36,8 +36,8 @@ const REASONS: [&str; 6] = [
 /// the test sees the summaries without waiting.
 fn start_hermes() -> (Hermes, u16) {
     let hermes = Hermes::start(Options {
-        server_extra: "  refused_event_interval: 1\n",
-        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
+        server_extra: "  refused_event_interval: 1\n".into(),
+        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n".into(),
         ..Options::default()
     });
     let metrics_port = hermes.metrics_port();
@@ -171,17 +171,13 @@ async fn run_flood(first: &'static [u8], what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_silent_connections_leave_hermes_serving() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     run_flood(b"", "silent").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_trickling_connections_leave_hermes_serving() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     // Each sends one byte of an identification line and then nothing: a slow-loris
     // that would hold sshd's startup slots until LoginGraceTime.
     run_flood(b"S", "one byte each").await;
@@ -271,9 +267,7 @@ async fn burst(source: Ipv4Addr, target: SocketAddr, count: usize) -> (usize, Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     raise_fd_limit();
     let (hermes, metrics_port) = start_hermes();
     let idle_rss = hermes.rss_kib();

@@ -10,16 +10,14 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::Client;
-use crate::harness::{Hermes, IMAGE, Options, read_cast, require_docker};
+use crate::harness::{Hermes, IMAGE, Options, read_cast};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_containers_caps_running_containers_and_refuses_with_a_message() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 1,
-        pool_extra: "  max_containers: 2\n",
+        pool_extra: "  max_containers: 2\n".into(),
         ..Options::default()
     });
     let a = Client::login(hermes.port, "root", "toor").await;
@@ -69,27 +67,29 @@ async fn max_containers_caps_running_containers_and_refuses_with_a_message() {
 }
 
 /// An image whose command does not exist: every container creates and fails to start.
-pub fn broken_image() -> &'static str {
+/// Made once and reused (each `docker import` makes a new image and leaves the one it
+/// untags dangling); a lock keeps tests running at once from importing it twice.
+pub fn broken_image() -> String {
     const TAG: &str = "hermes-test-broken:latest";
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("placeholder"), "x").expect("file");
-    let status = Command::new("bash")
-        .arg("-c")
+    let lock = std::env::temp_dir().join("hermes-test-broken.lock");
+    let status = Command::new("flock")
+        .arg(&lock)
+        .args(["bash", "-c"])
         .arg(format!(
-            "tar -C {} -c . | docker import --change 'CMD [\"/nonexistent\"]' - {TAG} > /dev/null",
+            "docker image inspect {TAG} > /dev/null 2>&1 || tar -C {} -c . | docker import --change 'CMD [\"/nonexistent\"]' - {TAG} > /dev/null",
             dir.path().display()
         ))
         .status()
         .expect("docker import");
     assert!(status.success());
-    TAG
+    TAG.to_owned()
 }
 
 #[test]
 fn a_failing_create_is_retried_with_backoff_and_leaves_nothing_half_made() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let image = broken_image();
     let hermes = Hermes::start_unready(Options {
         image,
@@ -119,11 +119,9 @@ fn a_failing_create_is_retried_with_backoff_and_leaves_nothing_half_made() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_only_the_newest_stopped_containers() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
-        pool_extra: "  max_stopped_containers: 2\n",
+        pool_extra: "  max_stopped_containers: 2\n".into(),
         ..Options::default()
     });
     for round in 1..=4 {
@@ -306,12 +304,10 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_going_away_ends_sessions_cleanly_and_the_pool_comes_back() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut engine = tokio::task::block_in_place(SecondEngine::start);
     tokio::task::block_in_place(|| engine.load_image());
-    let docker_url = Box::leak(format!("unix://{}", engine.socket().display()).into_boxed_str());
+    let docker_url = format!("unix://{}", engine.socket().display());
     let hermes = Hermes::start(Options {
         docker_url: Some(docker_url),
         ..Options::default()
@@ -456,7 +452,7 @@ pub async fn hermes_behind_proxy(
     Arc<std::sync::atomic::AtomicU64>,
 ) {
     let (port, seen, from_engine) = counting_proxy("/var/run/docker.sock").await;
-    let url = Box::leak(format!("tcp://127.0.0.1:{port}").into_boxed_str());
+    let url = format!("tcp://127.0.0.1:{port}");
     let hermes = Hermes::start(Options {
         docker_url: Some(url),
         ..options
@@ -548,9 +544,7 @@ pub async fn counting_proxy(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tcp_hermes_uses_only_the_documented_docker_endpoints() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let (hermes, seen, _) = hermes_behind_proxy(Options::default()).await;
     let client = Client::login(hermes.port, "root", "toor").await;
     let mut shell = client.shell(80, 24).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::client::{Client, Shell};
-use crate::harness::{Hermes, Options, require_docker};
+use crate::harness::{Hermes, Options};
 
 async fn run(shell: &mut Shell, command: &str, prompt: &str) -> String {
     shell.run(command, prompt).await
@@ -14,9 +14,7 @@ async fn run(shell: &mut Shell, command: &str, prompt: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_login_and_the_process_tree_look_like_a_debian_server() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, "root", "toor").await;
     let mut shell = client.shell(120, 40).await;
@@ -81,9 +79,7 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_root_login_gets_its_own_account_and_home() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         credentials: vec![("deploy", "deploy"), ("root", "toor")],
         ..Options::default()
@@ -136,9 +132,7 @@ fn allocations(events: &[Value]) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returning_source_gets_its_own_container_back_with_its_files() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut hermes = Hermes::start(Options {
         reuse: true,
         ..Options::default()
@@ -217,9 +211,7 @@ async fn a_returning_source_gets_its_own_container_back_with_its_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_by_source_and_user_each_account_has_its_machine() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         reuse: true,
         reuse_key: "source_and_user",

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::harness::{Hermes, Options, binary_file, require_docker, sha256_file, succeeded};
+use crate::harness::{Hermes, Options, binary_file, sha256_file, succeeded};
 use crate::lifecycle::hermes_behind_proxy;
 
 const SIZE: usize = 16 << 20;
@@ -54,9 +54,7 @@ async fn setup(pool_size: u32) -> Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_bypass_the_engine_stream_and_leave_no_pipe_behind() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let setup = setup(1).await;
     let Setup {
         hermes,
@@ -119,9 +117,7 @@ fn process_paths(hermes: &Hermes, source: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_box_that_breaks_its_pipes_loses_the_fast_path_alone() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let setup = setup(2).await;
     let Setup {
         hermes, dir, hash, ..

@@ -6,13 +6,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client::Client;
-use crate::harness::{Hermes, Options, require_docker};
+use crate::harness::{Hermes, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_simultaneous_sessions_get_two_containers_recordings_and_metadata_files() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 2,
         ..Options::default()
@@ -94,9 +92,7 @@ async fn two_simultaneous_sessions_get_two_containers_recordings_and_metadata_fi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_refills_to_its_size_and_no_further() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 2,
         ..Options::default()
@@ -127,9 +123,7 @@ async fn the_pool_refills_to_its_size_and_no_further() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_session_open_stops_every_container_and_exits_zero() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, "root", "toor").await;
     let mut shell = client.shell(80, 24).await;
@@ -177,9 +171,7 @@ async fn sigterm_with_a_session_open_stops_every_container_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_pool_creates_containers_on_demand() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 1,
         ..Options::default()
@@ -226,9 +218,7 @@ async fn an_empty_pool_creates_containers_on_demand() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_beyond_max_concurrent_sessions_are_told_and_closed() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         max_sessions: 1,
         ..Options::default()
@@ -277,9 +267,7 @@ async fn sessions_beyond_max_concurrent_sessions_are_told_and_closed() {
 
 #[test]
 fn containers_left_running_by_a_killed_instance_are_stopped_at_startup() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut first = Hermes::start(Options {
         pool_size: 2,
         ..Options::default()

@@ -7,13 +7,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::client::{Shell, root_shell};
-use crate::harness::{Hermes, Options, require_docker};
+use crate::harness::{Hermes, Options};
 
 #[test]
 fn a_client_that_stops_reading_does_not_make_hermes_buffer() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let before = hermes.rss_kib();
     // stdout is a pipe nobody reads: the OpenSSH client stops taking data once it
@@ -85,9 +83,7 @@ async fn echo_round_trips(shell: &mut Shell, count: usize) -> Vec<u128> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_flooding_output_does_not_starve_another_session() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 2,
         ..Options::default()

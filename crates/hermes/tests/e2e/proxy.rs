@@ -10,12 +10,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::client::{AcceptAnyKey, Shell};
-use crate::harness::{Hermes, Options, require_docker};
+use crate::harness::{Hermes, Options};
 
 fn hermes() -> Hermes {
     Hermes::start(Options {
         pool_size: 1,
-        server_extra: "  proxy_protocol: true\n  proxy_trusted: [127.0.0.1/32, \"::1\"]\n  refused_event_interval: 1\n",
+        server_extra: "  proxy_protocol: true\n  proxy_trusted: [127.0.0.1/32, \"::1\"]\n  refused_event_interval: 1\n".into(),
         ..Options::default()
     })
 }
@@ -75,9 +75,7 @@ fn connects(hermes: &Hermes) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_headers_set_the_source_and_bad_ones_are_refused() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = hermes();
 
     // v1, then a whole login: the container sees the attacker's address.
@@ -176,9 +174,7 @@ async fn grab(port: u16, header: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn penalties_fall_on_the_proxied_client_never_on_the_balancers_health_checks() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = hermes();
     // Health checks (PROXY UNKNOWN keeps the balancer's address) that read the banner
     // and leave: far more than would get any client penalised.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Hermes, Options, require_docker};
+use crate::harness::{Hermes, Options};
 
 /// Three attackers, each from its own loopback address.
 const SOURCES: [Ipv4Addr; 3] = [
@@ -72,9 +72,7 @@ fn metadata(hermes: &Hermes, session: &str) -> Value {
 
 #[test]
 fn sigkill_with_sessions_open_loses_no_machine_and_closes_the_sessions_once() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut hermes = Hermes::start(Options {
         reuse: true,
         pool_size: 3,

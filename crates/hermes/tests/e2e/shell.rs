@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client::Client;
-use crate::harness::{Hermes, Options, read_cast, require_docker};
+use crate::harness::{Hermes, Options, read_cast};
 
 fn wait_for(buffer: &Mutex<Vec<u8>>, needle: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -23,9 +23,7 @@ fn wait_for(buffer: &Mutex<Vec<u8>>, needle: &str, timeout: Duration) -> bool {
 
 #[test]
 fn openssh_login_runs_commands_and_returns_the_exit_status_at_once() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let mut child = hermes
         .ssh("root", &["toor"], "password")
@@ -131,9 +129,7 @@ fn openssh_login_runs_commands_and_returns_the_exit_status_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_change_resizes_the_terminal_and_the_session_goes_on() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, "root", "toor").await;
     let mut shell = client.shell(80, 24).await;
@@ -192,9 +188,7 @@ async fn window_change_resizes_the_terminal_and_the_session_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_starting_with_bytes_0_1_2_does_not_stall_the_session() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, "root", "toor").await;
 
@@ -248,9 +242,7 @@ async fn output_starting_with_bytes_0_1_2_does_not_stall_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recording_replays_exactly_what_the_client_saw() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, "root", "toor").await;
     let mut shell = client.shell(100, 30).await;

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::client::{self, root_shell};
-use crate::harness::{Hermes, Options, require_docker};
+use crate::harness::{Hermes, Options};
 
 /// What Hermes waits at most for open connections to end after SIGTERM (`DRAIN` in
 /// `run.rs`).
@@ -35,9 +35,7 @@ async fn banner_read(port: u16) -> TcpStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_every_phase_with_its_events_and_no_slow_client_holds_it() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut hermes = Hermes::start(Options::default());
     // Identification phase: silent after the banner.
     let _silent = banner_read(hermes.port).await;

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::client::root_shell;
-use crate::harness::{Hermes, Options, require_docker};
+use crate::harness::{Hermes, Options};
 
 /// The metadata of the one session of this Hermes, once it has ended.
 fn ended_metadata(hermes: &Hermes) -> Value {
@@ -34,11 +34,9 @@ fn ended_metadata(hermes: &Hermes) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_timeout_ends_a_busy_session_with_its_message() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
-        server_extra: "  session_timeout: 3\n",
+        server_extra: "  session_timeout: 3\n".into(),
         ..Options::default()
     });
     let started = Instant::now();
@@ -67,11 +65,9 @@ async fn the_session_timeout_ends_a_busy_session_with_its_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_idle_timeout_counts_from_the_last_input() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
-        server_extra: "  idle_timeout: 2\n",
+        server_extra: "  idle_timeout: 2\n".into(),
         ..Options::default()
     });
     let (_client, mut shell) = root_shell(hermes.port).await;
@@ -148,11 +144,9 @@ async fn freezable_relay(port: u16) -> (u16, Arc<AtomicBool>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalives_end_a_session_whose_client_stopped_answering() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
-        persona_extra: "  client_alive_interval: 1\n  client_alive_count_max: 2\n",
+        persona_extra: "  client_alive_interval: 1\n  client_alive_count_max: 2\n".into(),
         ..Options::default()
     });
     let (relay, frozen) = freezable_relay(hermes.port).await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Hermes, Options, require_docker};
+use crate::harness::{Hermes, Options};
 
 /// The HASSH string the OpenSSH 9.2 client sends with the options below, and its md5,
 /// computed independently (Python's hashlib).
@@ -16,9 +16,7 @@ const PINNED_HASSH: &str = "d6bd53d769cfde0c90a5e41cb9ff93df";
 
 #[test]
 fn the_clients_kexinit_is_recorded_with_its_hassh() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let output = hermes
         .ssh("root", &["toor"], "password")
@@ -100,9 +98,7 @@ fn connect(port: u16) -> TcpStream {
 
 #[test]
 fn garbage_early_disconnects_and_broken_handshakes_still_leave_their_events() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let mut buf = [0u8; 4096];
     // 1. Connect and leave at once.
@@ -221,9 +217,7 @@ pub fn ssh_with_key(hermes: &Hermes, key: &std::path::Path) -> std::process::Out
 
 #[test]
 fn offered_public_keys_are_logged_and_refused() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let (key, fingerprint, public) = keygen(hermes.dir.path());
     let output = ssh_with_key(&hermes, &key);
@@ -253,9 +247,7 @@ fn offered_public_keys_are_logged_and_refused() {
 
 #[test]
 fn with_the_switch_any_public_key_logs_in() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         accept_public_keys: true,
         ..Options::default()
@@ -283,9 +275,7 @@ fn with_the_switch_any_public_key_logs_in() {
 
 #[test]
 fn the_login_grace_time_closes_silent_clients_without_a_word() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         login_grace: 2,
         ..Options::default()
@@ -327,9 +317,7 @@ fn the_login_grace_time_closes_silent_clients_without_a_word() {
 
 #[test]
 fn the_server_kexinit_waits_for_the_clients_identification() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let mut stream = connect(hermes.port);
     stream

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::client::{Client, Shell};
-use crate::harness::{Hermes, Options, require_docker};
+use crate::harness::{Hermes, Options};
 
 /// Sent right behind the shell request. Its output names the sum only when bash ran
 /// it: the echo of the line itself shows `$((6*7))`.
@@ -142,9 +142,7 @@ fn assert_recorded(hermes: &Hermes, sessions: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn type_ahead_runs_on_every_fresh_login_from_the_pools_standby() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 4,
         ..Options::default()
@@ -161,9 +159,7 @@ async fn type_ahead_runs_on_every_fresh_login_from_the_pools_standby() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn type_ahead_runs_when_the_pool_is_empty_and_for_a_returning_source() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     // One ready container for three logins at a time: the others' containers are
     // made on demand, and their logins are started afresh, without a standby.
     let empty = Hermes::start(Options {
