@@ -1,10 +1,11 @@
 //! A real sshd from Debian's openssh-server package on a loopback port, to compare
 //! Hermes with.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::harness::free_port;
 
 /// A real sshd from Debian's openssh-server package, with Debian's packaged settings,
 /// on a loopback port.
@@ -61,8 +62,9 @@ impl ReferenceSshd {
         )
         .expect("sshd_config");
         let _ = std::fs::create_dir_all("/run/sshd");
-        // sshd cannot listen on port 0 and report it: a port free a moment ago may be
-        // taken before sshd binds it, and then sshd exits; try another (bounded).
+        // sshd refuses port 0 ("Bad port number"), so it cannot pick a port and report
+        // it: a port free a moment ago may be taken before sshd binds it, and then sshd
+        // exits; try another (bounded).
         let (child, port) = (0..5)
             .find_map(|_| {
                 let port = free_port();
@@ -120,14 +122,4 @@ impl Drop for ReferenceSshd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A port that was free a moment ago. Racy (anything may take it before sshd binds
-/// it), hence the bounded retry in [`ReferenceSshd::start_with`]: sshd refuses
-/// `-p 0` ("Bad port number"), so it cannot pick and report a port itself.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }

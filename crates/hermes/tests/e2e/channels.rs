@@ -3,6 +3,7 @@
 //! forwarding modes OpenSSH cannot be made to exercise on demand.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -364,6 +365,46 @@ async fn signals_reach_the_process_and_are_logged() {
     assert_eq!(signal["delivered"], true);
 }
 
+/// `ssh -N -L 127.0.0.1:<port>:127.0.0.1:<target_port>`, listening: the child, its
+/// local port and its stderr log. `ssh -L` cannot listen on port 0 ("Bad local
+/// forwarding specification"), so a port free a moment ago may be taken before ssh
+/// binds it: ssh then exits (ExitOnForwardFailure) saying "Address already in use"
+/// and another port is tried (bounded). One bind address, not `localhost`: ssh would
+/// count a bind on ::1 alone as success. Listening means the ssh process itself holds
+/// the listener (another process's on the same port would not do).
+fn forward_locally(hermes: &Hermes, target_port: u16) -> (std::process::Child, u16, PathBuf) {
+    for attempt in 0..5 {
+        let port = crate::harness::free_port();
+        let log = hermes.dir.path().join(format!("ssh-forward-{attempt}.log"));
+        let mut child = hermes
+            .ssh_info(ROOT.0, &[ROOT.1])
+            .args(["-o", "ExitOnForwardFailure=yes", "-N", "-L"])
+            .arg(format!("127.0.0.1:{port}:127.0.0.1:{target_port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("ssh log"))
+            .spawn()
+            .expect("ssh -L");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if crate::harness::listening_ports(child.id()).contains(&port) {
+                return (child, port, log);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+                assert!(
+                    stderr.contains("Address already in use"),
+                    "ssh -L exited ({status}): {stderr}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "ssh -L did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("ssh -L could not listen on any of 5 free ports");
+}
+
 #[test]
 fn local_forwarding_is_logged_and_refused_as_behind_an_egress_firewall() {
     require_docker!();
@@ -372,39 +413,21 @@ fn local_forwarding_is_logged_and_refused_as_behind_an_egress_firewall() {
     let target = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     target.set_nonblocking(true).expect("nonblocking");
     let target_port = target.local_addr().expect("addr").port();
-    // The client listens on a Unix socket of the test's own: no port to race for.
-    // OpenSSH names such an originator 127.0.0.1 port 65535 in its direct-tcpip request.
-    let local = hermes.dir.path().join("forward.sock");
-    let mut child = hermes
-        .ssh_info(ROOT.0, &[ROOT.1])
-        .arg("-N")
-        .arg("-L")
-        .arg(format!("{}:127.0.0.1:{target_port}", local.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ssh -L");
-    // Wait for the client's listener, then use it.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut stream = loop {
-        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&local) {
-            break stream;
-        }
-        assert!(Instant::now() < deadline, "ssh -L did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut child, local_port, log) = forward_locally(&hermes, target_port);
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", local_port)).expect("connect to ssh -L");
     let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
     let events = hermes.wait_for_events("the forward request", |events| {
         !of_kind(events, "cowrie.direct-tcpip.request").is_empty()
     });
     std::thread::sleep(Duration::from_millis(300));
     let _ = child.kill();
-    let output = child.wait_with_output().expect("ssh output");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    // What the OpenSSH client prints against Debian's sshd when the connect fails.
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    // What the OpenSSH client prints against Debian's sshd when the connect fails
+    // (channel 0 is the client's one listener, 1 the forwarded connection).
     assert!(
-        stderr.contains("channel 2: open failed: connect failed: Connection refused"),
+        stderr.contains("channel 1: open failed: connect failed: Connection refused"),
         "{stderr}"
     );
     assert!(target.accept().is_err(), "the forward reached its target");
