@@ -17,8 +17,6 @@ pub trait Events {
     fn has(&self, id: &str) -> bool;
     /// The first event with this id.
     fn first_of(&self, id: &str) -> Option<&Value>;
-    /// Whether an event with this id has `field` equal to `value`.
-    fn has_with(&self, id: &str, field: &str, value: &str) -> bool;
 }
 
 impl Events for [Value] {
@@ -36,10 +34,5 @@ impl Events for [Value] {
 
     fn first_of(&self, id: &str) -> Option<&Value> {
         self.iter().find(|e| id_of(e) == Some(id))
-    }
-
-    fn has_with(&self, id: &str, field: &str, value: &str) -> bool {
-        self.iter()
-            .any(|e| id_of(e) == Some(id) && e[field] == value)
     }
 }

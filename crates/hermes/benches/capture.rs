@@ -11,7 +11,6 @@ use hermes_test_support::{client, harness};
 use std::time::{Duration, Instant};
 
 use harness::{Hermes, Options};
-use serde_json::Value;
 
 const ROUNDS: usize = 5;
 
@@ -29,11 +28,7 @@ async fn closing_time(hermes: &Hermes, command: &str, closed_before: usize) -> f
     drop(client);
     let ended = Instant::now();
     loop {
-        let closed = hermes
-            .events()
-            .iter()
-            .filter(|e: &&Value| e["eventid"] == "cowrie.session.closed")
-            .count();
+        let closed = hermes.events_of("cowrie.session.closed").len();
         if closed > closed_before {
             return ended.elapsed().as_secs_f64() * 1000.0;
         }

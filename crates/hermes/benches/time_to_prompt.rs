@@ -89,10 +89,8 @@ fn main() {
             let first = client::Client::login(hermes.port, "root", "toor").await;
             let (took, client, shell) = login_to_prompt(hermes.port).await;
             let on_demand = hermes
-                .events()
-                .iter()
-                .rev()
-                .find(|e| e["eventid"] == "hermes.container.allocate")
+                .events_of("hermes.container.allocate")
+                .last()
                 .is_some_and(|e| e["source"] == "on_demand");
             if on_demand {
                 empty.push(took);

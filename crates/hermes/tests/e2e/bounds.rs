@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ROOT_PROMPT, root_shell};
+use crate::events::Events;
 use crate::harness::{Hermes, Options};
 use crate::lifecycle::hermes_behind_proxy;
 
@@ -49,17 +50,8 @@ async fn env_and_forward_floods_leave_memory_and_event_lines_bounded() {
     assert!(shell.read_to_close(Duration::from_secs(60)).await);
     let text = shell.text();
     assert!(text.contains("ENV-42 ok 0"), "{text:?}");
-    let events = hermes.wait_for_events("the env requests", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.client.var")
-            .count()
-            >= 501
-    });
-    let vars: Vec<_> = events
-        .iter()
-        .filter(|e| e["eventid"] == "cowrie.client.var")
-        .collect();
+    let events = hermes.wait_for_at_least("cowrie.client.var", 501);
+    let vars: Vec<_> = events.of("cowrie.client.var");
     assert_eq!(vars.len(), 501, "every request is logged");
     // At most 64 KiB of environment is applied: the small one only.
     let accepted: Vec<_> = vars.iter().filter(|e| e["accepted"] == true).collect();

@@ -11,6 +11,7 @@ use russh::{ChannelMsg, Sig};
 use serde_json::Value;
 
 use crate::client::Client;
+use crate::events::Events;
 use crate::harness::{
     Hermes, Options, binary_file, run_with_stdin, sha256_file, sha256_hex, succeeded,
 };
@@ -29,10 +30,6 @@ fn hermes_with_reuse() -> Hermes {
 
 fn ssh_root(hermes: &Hermes) -> Command {
     hermes.ssh(ROOT.0, &[ROOT.1], "password")
-}
-
-fn of_kind<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["eventid"] == id).collect()
 }
 
 /// The metadata file of the one session that has `predicate`.
@@ -97,10 +94,8 @@ fn exec_keeps_streams_apart_returns_each_status_and_runs_piped_scripts() {
             .arg("echo \"$LC_TIME|${EVIL-unset}\""),
     );
     assert_eq!(out, "de_DE.UTF-8|unset\n");
-    let events = hermes.wait_for_events("both env requests", |events| {
-        of_kind(events, "cowrie.client.var").len() >= 2
-    });
-    let vars = of_kind(&events, "cowrie.client.var");
+    let events = hermes.wait_for_at_least("cowrie.client.var", 2);
+    let vars = events.of("cowrie.client.var");
     assert!(
         vars.iter().any(|e| e["name"] == "LC_TIME"
             && e["value"] == "de_DE.UTF-8"
@@ -130,10 +125,12 @@ fn exec_keeps_streams_apart_returns_each_status_and_runs_piped_scripts() {
         "the commands, statuses and the refused subsystem",
         |events| {
             metadata_where(&hermes, |m| m["exit_status"] == 130).len() == 1
-                && of_kind(events, "cowrie.command.input")
+                && events
+                    .of("cowrie.command.input")
                     .iter()
                     .any(|e| e["input"] == "exit 130")
-                && of_kind(events, "hermes.session.subsystem")
+                && events
+                    .of("hermes.session.subsystem")
                     .iter()
                     .any(|e| e["name"] == "no-such-subsystem" && e["accepted"] == false)
         },
@@ -226,7 +223,8 @@ fn scp_copies_both_ways_in_both_protocols_and_keeps_a_100mb_binary_intact() {
     // The SFTP-mode copies went through the sftp subsystem.
     let events = hermes.events();
     assert!(
-        of_kind(&events, "hermes.session.subsystem")
+        events
+            .of("hermes.session.subsystem")
             .iter()
             .any(|e| e["name"] == "sftp" && e["accepted"] == true)
     );
@@ -329,11 +327,12 @@ async fn channels_of_one_connection_share_the_container_up_to_max_sessions() {
         .await
         .expect("room again after a close");
     let events = hermes.wait_for_events("the refused session", |events| {
-        of_kind(events, "hermes.channel.refused")
+        events
+            .of("hermes.channel.refused")
             .iter()
             .any(|e| e["channel_type"] == "session")
     });
-    assert_eq!(of_kind(&events, "hermes.container.allocate").len(), 1);
+    assert_eq!(events.count_of("hermes.container.allocate"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,10 +356,8 @@ async fn signals_reach_the_process_and_are_logged() {
     assert!(!shell.text().contains("not-killed"), "{}", shell.text());
     assert_eq!(shell.exit_status, Some(128 + 15));
 
-    let events = hermes.wait_for_events("the signal", |events| {
-        !of_kind(events, "hermes.session.signal").is_empty()
-    });
-    let signal = of_kind(&events, "hermes.session.signal")[0];
+    let events = hermes.wait_for("hermes.session.signal");
+    let signal = events.of("hermes.session.signal")[0];
     assert_eq!(signal["signal"], "TERM");
     assert_eq!(signal["delivered"], true);
 }
@@ -417,9 +414,7 @@ fn local_forwarding_is_logged_and_refused_as_behind_an_egress_firewall() {
     let mut stream =
         std::net::TcpStream::connect(("127.0.0.1", local_port)).expect("connect to ssh -L");
     let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
-    let events = hermes.wait_for_events("the forward request", |events| {
-        !of_kind(events, "cowrie.direct-tcpip.request").is_empty()
-    });
+    let events = hermes.wait_for("cowrie.direct-tcpip.request");
     std::thread::sleep(Duration::from_millis(300));
     let _ = child.kill();
     let _ = child.wait();
@@ -432,7 +427,7 @@ fn local_forwarding_is_logged_and_refused_as_behind_an_egress_firewall() {
     );
     assert!(target.accept().is_err(), "the forward reached its target");
 
-    let request = of_kind(&events, "cowrie.direct-tcpip.request")[0];
+    let request = events.of("cowrie.direct-tcpip.request")[0];
     assert_eq!(request["dst_ip"], "127.0.0.1");
     assert_eq!(request["dst_port"], target_port);
     assert_eq!(request["orig_ip"], "127.0.0.1");
@@ -487,7 +482,8 @@ async fn capture_mode_accepts_forwards_and_logs_what_is_sent_within_bounds() {
 
     // Data comes in events of at most 512 bytes each (an event field's bound).
     let events = hermes.wait_for_events("the captured data", |events| {
-        let kept: usize = of_kind(events, "cowrie.direct-tcpip.data")
+        let kept: usize = events
+            .of("cowrie.direct-tcpip.data")
             .iter()
             .filter(|e| e["dst_port"] == 3128)
             .filter_map(|e| e["data"].as_str())
@@ -495,14 +491,15 @@ async fn capture_mode_accepts_forwards_and_logs_what_is_sent_within_bounds() {
             .sum();
         kept >= 1024
     });
-    let request = of_kind(&events, "cowrie.direct-tcpip.request")[0];
+    let request = events.of("cowrie.direct-tcpip.request")[0];
     assert_eq!(request["dst_ip"], "mx.example.com");
     assert_eq!(request["dst_port"], 25);
     assert_eq!(request["orig_ip"], "10.9.8.7");
     assert_eq!(request["orig_port"], 40000);
     assert_eq!(request["accepted"], true);
     let data = |port: u64| -> String {
-        of_kind(&events, "cowrie.direct-tcpip.data")
+        events
+            .of("cowrie.direct-tcpip.data")
             .iter()
             .filter(|e| e["dst_port"] == port)
             .filter_map(|e| e["data"].as_str())
@@ -545,10 +542,9 @@ fn remote_x11_and_agent_forwarding_are_answered_as_debians_sshd_and_logged() {
     assert_eq!(out, "localhost:10.0\n1\n");
 
     let events = hermes.wait_for_events("forwarding events", |events| {
-        of_kind(events, "hermes.forward.remote").len() >= 2
-            && !of_kind(events, "hermes.forward.x11").is_empty()
+        events.count_of("hermes.forward.remote") >= 2 && events.has("hermes.forward.x11")
     });
-    let remote = of_kind(&events, "hermes.forward.remote");
+    let remote = events.of("hermes.forward.remote");
     assert!(remote.iter().any(|e| e["port"] == 0
         && e["accepted"] == true
         && e["allocated_port"].as_u64().is_some()));
@@ -557,7 +553,7 @@ fn remote_x11_and_agent_forwarding_are_answered_as_debians_sshd_and_logged() {
             .iter()
             .any(|e| e["port"] == 22 && e["accepted"] == false)
     );
-    let x11 = of_kind(&events, "hermes.forward.x11")[0];
+    let x11 = events.of("hermes.forward.x11")[0];
     assert_eq!(x11["auth_protocol"], "MIT-MAGIC-COOKIE-1");
     assert_eq!(x11["accepted"], true);
 }
@@ -586,13 +582,8 @@ async fn agent_forwarding_gives_the_session_a_socket_and_is_logged() {
         "{text}"
     );
     assert_eq!(lines.next(), Some("socket"), "{text}");
-    let events = hermes.wait_for_events("the agent request", |events| {
-        !of_kind(events, "hermes.forward.agent").is_empty()
-    });
-    assert_eq!(
-        of_kind(&events, "hermes.forward.agent")[0]["accepted"],
-        true
-    );
+    let events = hermes.wait_for("hermes.forward.agent");
+    assert_eq!(events.of("hermes.forward.agent")[0]["accepted"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,10 +600,11 @@ async fn a_process_that_cannot_start_gets_the_exec_stage_message() {
     assert!(shell.read_to_close(Duration::from_secs(20)).await);
     assert_eq!(shell.text(), "-bash: fork: Cannot allocate memory\r\n");
     let events = hermes.wait_for_events("the session error", |events| {
-        of_kind(events, "hermes.session.error")
+        events
+            .of("hermes.session.error")
             .iter()
             .any(|e| e["stage"] == "exec_start")
-            && of_kind(events, "cowrie.session.closed").len() == 1
+            && events.count_of("cowrie.session.closed") == 1
     });
     assert!(!events.is_empty());
     let metadata = metadata_where(&hermes, |m| m["end_reason"] == "exec_failed");

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::events::{Events, id_of};
 use crate::harness::{Hermes, Options, SmallDisk, succeeded};
 
 /// Which disks the test fills.
@@ -78,7 +79,7 @@ fn event_lines(hermes: &Hermes) -> (Vec<Value>, u64) {
     let mut reported = 0;
     let mut others = Vec::new();
     for event in events {
-        if event["eventid"] == "hermes.events.dropped"
+        if id_of(&event) == Some("hermes.events.dropped")
             && event["message"]
                 .as_str()
                 .is_some_and(|m| m.contains("event log could not be written"))
@@ -363,10 +364,7 @@ fn a_full_disk_loses_nothing_silently(full: Full) {
             "a full disk is not the size limit"
         );
         if !full.events {
-            let errors: Vec<_> = written
-                .iter()
-                .filter(|e| e["eventid"] == "hermes.record.error")
-                .collect();
+            let errors: Vec<_> = written.of("hermes.record.error");
             assert_eq!(errors.len(), short_meta.len() + 1, "{errors:#?}");
         }
     } else {
@@ -376,10 +374,7 @@ fn a_full_disk_loses_nothing_silently(full: Full) {
     }
     if !full.events {
         // Nothing was lost: every login's events are there.
-        let logins = written
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.login.success")
-            .count();
+        let logins = written.count_of("cowrie.login.success");
         assert_eq!(logins, all_sources.len());
     }
     drop(hermes);

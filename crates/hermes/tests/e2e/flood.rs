@@ -13,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::client::Client;
+use crate::events::Events;
 use crate::harness::{Hermes, Options, raise_fd_limit};
 use crate::operations::{metrics, sample};
 
@@ -85,10 +86,7 @@ async fn legitimate_login_time(port: u16) -> Duration {
 }
 
 fn refusals(events: &[Value]) -> Vec<&Value> {
-    events
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.connection.refused")
-        .collect()
+    events.of("hermes.connection.refused")
 }
 
 /// Connections refused, summed over the refusal events (with `reason`, if given).
@@ -362,23 +360,14 @@ async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
 
     let events = tokio::task::block_in_place(|| {
         hermes.wait_for_events("the evictions and refusal summaries", |events| {
-            let evicted = events
-                .iter()
-                .filter(|e| e["eventid"] == "hermes.connection.evicted")
-                .count();
+            let evicted = events.count_of("hermes.connection.evicted");
             // Every flood admission past the full mark closed one.
             evicted + STARTUPS_FULL >= opened + more_held.len() + PER_SOURCE
                 && refused_count(events, Some("per_source_penalty")) >= 50
         })
     });
-    let evicted: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.connection.evicted")
-        .collect();
-    let connects = events
-        .iter()
-        .filter(|e| e["eventid"] == "cowrie.session.connect")
-        .count();
+    let evicted: Vec<&Value> = events.of("hermes.connection.evicted");
+    let connects = events.count_of("cowrie.session.connect");
     let refused = refused_count(&events, None);
     let lines = refusals(&events).len();
     let metric = dropped_metric(metrics_port, refused).await;

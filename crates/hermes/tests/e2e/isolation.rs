@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client::{Client, Shell, output_lines};
+use crate::events::Events;
 use crate::harness::{Hermes, Options};
 
 use crate::client::ROOT_PROMPT;
@@ -17,9 +18,8 @@ async fn root_shell(hermes: &Hermes) -> (Client, Shell) {
 
 fn allocated_containers(hermes: &Hermes) -> Vec<String> {
     hermes
-        .events()
+        .events_of("hermes.container.allocate")
         .iter()
-        .filter(|e| e["eventid"] == "hermes.container.allocate")
         .filter_map(|e| e["container_id"].as_str().map(str::to_owned))
         .collect()
 }
@@ -232,21 +232,15 @@ async fn disk_fill_is_bounded_and_recordings_stay_small() {
     );
     assert!(shell.read_to_close(Duration::from_secs(10)).await);
     println!("disk fill stopped {:?} after it began", started.elapsed());
-    let events = tokio::task::block_in_place(|| {
-        hermes.wait_for_events("closed", |events| {
-            events
-                .iter()
-                .any(|e| e["eventid"] == "cowrie.session.closed")
-        })
-    });
+    let events = tokio::task::block_in_place(|| hermes.wait_for("cowrie.session.closed"));
     assert!(
         events
-            .iter()
-            .any(|e| e["eventid"] == "hermes.session.error" && e["stage"] == "disk_limit")
+            .of("hermes.session.error")
+            .into_iter()
+            .any(|e| e["stage"] == "disk_limit")
     );
     let session = events
-        .iter()
-        .find(|e| e["eventid"] == "cowrie.session.closed")
+        .first_of("cowrie.session.closed")
         .and_then(|e| e["session"].as_str())
         .expect("session")
         .to_owned();
@@ -386,18 +380,13 @@ async fn a_container_that_dies_ends_its_session_with_a_message_and_a_complete_re
         shell.text()
     );
     assert!(shell.read_to_close(Duration::from_secs(10)).await);
-    let events = tokio::task::block_in_place(|| {
-        hermes.wait_for_events("closed", |events| {
-            events
-                .iter()
-                .any(|e| e["eventid"] == "cowrie.session.closed")
-        })
-    });
-    assert!(events.iter().any(|e| e["eventid"] == "cowrie.log.closed"));
+    let events = tokio::task::block_in_place(|| hermes.wait_for("cowrie.session.closed"));
+    assert!(events.has("cowrie.log.closed"));
     assert!(
         events
-            .iter()
-            .any(|e| e["eventid"] == "hermes.session.error" && e["stage"] == "stream")
+            .of("hermes.session.error")
+            .into_iter()
+            .any(|e| e["stage"] == "stream")
     );
     let session = events[0]["session"].as_str().expect("session").to_owned();
     let (_, cast) = crate::harness::read_cast(&hermes.session_file(&session.to_string(), "cast"));

@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::Client;
+use crate::events::Events;
 use crate::harness::{Hermes, IMAGE, Options, read_cast};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,21 +49,14 @@ async fn max_containers_caps_running_containers_and_refuses_with_a_message() {
     assert!(shell_c.read_to_close(Duration::from_secs(10)).await);
     let events = tokio::task::block_in_place(|| {
         hermes.wait_for_events("the refusal", |events| {
-            events.iter().any(|e| {
-                e["eventid"] == "hermes.session.error"
-                    && e["error"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("max_containers (2) reached"))
+            events.of("hermes.session.error").into_iter().any(|e| {
+                e["error"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("max_containers (2) reached"))
             })
         })
     });
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "hermes.container.allocate")
-            .count(),
-        2
-    );
+    assert_eq!(events.count_of("hermes.container.allocate"), 2);
     assert_eq!(hermes.containers(Some("running")).len(), 2);
 }
 
@@ -136,18 +130,11 @@ async fn retention_keeps_only_the_newest_stopped_containers() {
         // The container is stopped after the session's final file capture: wait for
         // it, so the stop order is the session order the test reasons about.
         let events = tokio::task::block_in_place(|| {
-            hermes.wait_for_events("release", |events| {
-                events
-                    .iter()
-                    .filter(|e| e["eventid"] == "hermes.container.release")
-                    .count()
-                    == round
-            })
+            hermes.wait_for_count("hermes.container.release", round)
         });
         let released = events
-            .iter()
-            .rev()
-            .find(|e| e["eventid"] == "hermes.container.release")
+            .of("hermes.container.release")
+            .last()
             .and_then(|e| e["container_id"].as_str())
             .unwrap_or_default()
             .to_owned();
@@ -160,22 +147,21 @@ async fn retention_keeps_only_the_newest_stopped_containers() {
     let events = tokio::task::block_in_place(|| {
         hermes.wait_for_events("two removals", |events| {
             events
-                .iter()
-                .filter(|e| {
-                    e["eventid"] == "hermes.container.remove" && e["reason"] == "retention_count"
-                })
+                .of("hermes.container.remove")
+                .into_iter()
+                .filter(|e| e["reason"] == "retention_count")
                 .count()
                 == 2
         })
     });
     let allocated: Vec<&str> = events
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.container.allocate")
+        .of("hermes.container.allocate")
+        .into_iter()
         .filter_map(|e| e["container_id"].as_str())
         .collect();
     let removed: Vec<&str> = events
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.container.remove")
+        .of("hermes.container.remove")
+        .into_iter()
         .filter_map(|e| e["container_id"].as_str())
         .collect();
     assert_eq!(removed, &allocated[..2], "the oldest two go");
@@ -388,16 +374,18 @@ async fn the_engine_going_away_ends_sessions_cleanly_and_the_pool_comes_back() {
     // The broken session's recording and events are complete.
     let events = hermes.events();
     let broken = events
-        .iter()
-        .find(|e| e["eventid"] == "hermes.session.error" && e["stage"] == "stream")
+        .of("hermes.session.error")
+        .into_iter()
+        .find(|e| e["stage"] == "stream")
         .and_then(|e| e["session"].as_str())
         .expect("a stream error event")
         .to_owned();
     for id in ["cowrie.log.closed", "cowrie.session.closed"] {
         assert!(
             events
+                .of(id)
                 .iter()
-                .any(|e| e["eventid"] == id && e["session"] == broken.as_str()),
+                .any(|e| e["session"] == broken.as_str()),
             "{id} for the broken session"
         );
     }

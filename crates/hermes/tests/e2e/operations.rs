@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::client::{Client, connect};
+use crate::events::Events;
 use crate::harness::{Hermes, Options};
 
 /// A TCP door to the Docker socket that can be shut (every connection through it
@@ -133,12 +134,7 @@ async fn metrics_move_with_a_session_and_health_follows_the_engine() {
     drop(exec);
     drop(client);
     hermes.wait_for_events("the close and the captured file", |events| {
-        events
-            .iter()
-            .any(|e| e["eventid"] == "cowrie.session.closed")
-            && events
-                .iter()
-                .any(|e| e["eventid"] == "cowrie.session.file_download")
+        events.has("cowrie.session.closed") && events.has("cowrie.session.file_download")
     });
     let after = metrics(metrics_port).await;
     for (name, at_least) in [

@@ -1,6 +1,7 @@
 //! Every credential policy mode, as a client meets it.
 
 use crate::client::connect;
+use crate::events::Events;
 use crate::harness::{Hermes, Options};
 
 /// One password attempt on a fresh connection.
@@ -61,8 +62,8 @@ async fn sticky_mode_remembers_the_pair_per_source_across_connections_and_restar
 
     let events = hermes.events();
     let successes: Vec<(&str, &str)> = events
-        .iter()
-        .filter(|e| e["eventid"] == "cowrie.login.success")
+        .of("cowrie.login.success")
+        .into_iter()
         .map(|e| {
             (
                 e["username"].as_str().unwrap_or_default(),

@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::client::{Shell, root_shell};
+use crate::events::Events;
 use crate::harness::{Hermes, Options};
 
 #[test]
@@ -54,11 +55,7 @@ fn a_client_that_stops_reading_does_not_make_hermes_buffer() {
         "still growing: {earlier} -> {later} KiB"
     );
     // The session still ends cleanly once the client goes.
-    hermes.wait_for_events("the closed session", |events| {
-        events
-            .iter()
-            .any(|e| e["eventid"] == "cowrie.session.closed")
-    });
+    hermes.wait_for("cowrie.session.closed");
 }
 
 /// Round trips of `echo` in an interactive shell, in microseconds, sorted.
@@ -146,10 +143,7 @@ async fn a_container_flooding_output_does_not_starve_another_session() {
     );
     let events = hermes.events();
     assert_eq!(
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "hermes.container.allocate")
-            .count(),
+        events.count_of("hermes.container.allocate"),
         2,
         "two sessions, two containers"
     );

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::client::{AcceptAnyKey, Shell};
+use crate::events::Events;
 use crate::harness::{Hermes, Options};
 
 fn hermes() -> Hermes {
@@ -61,9 +62,8 @@ fn v2_ipv6(source: [u8; 16], port: u16) -> Vec<u8> {
 
 fn connects(hermes: &Hermes) -> Vec<(String, String)> {
     hermes
-        .events()
+        .events_of("cowrie.session.connect")
         .iter()
-        .filter(|e| e["eventid"] == "cowrie.session.connect")
         .map(|e| {
             (
                 e["src_ip"].as_str().unwrap_or_default().to_owned(),
@@ -142,13 +142,7 @@ async fn proxy_headers_set_the_source_and_bad_ones_are_refused() {
         );
     }
 
-    let events = hermes.wait_for_events("both connections", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.session.closed")
-            .count()
-            >= 2
-    });
+    let events = hermes.wait_for_at_least("cowrie.session.closed", 2);
     drop(events);
     let seen = connects(&hermes);
     assert_eq!(
@@ -205,17 +199,8 @@ async fn penalties_fall_on_the_proxied_client_never_on_the_balancers_health_chec
         (14..30).contains(&refused_from),
         "refused from grab {refused_from}"
     );
-    let events = tokio::task::block_in_place(|| {
-        hermes.wait_for_events("the refusal summary", |events| {
-            events
-                .iter()
-                .any(|e| e["eventid"] == "hermes.connection.refused")
-        })
-    });
-    let refusals: Vec<_> = events
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.connection.refused")
-        .collect();
+    let events = tokio::task::block_in_place(|| hermes.wait_for("hermes.connection.refused"));
+    let refusals: Vec<_> = events.of("hermes.connection.refused");
     assert!(
         refusals
             .iter()

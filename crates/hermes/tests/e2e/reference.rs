@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use hermes_test_support::reference::ReferenceSshd;
 
+use crate::events::Events;
 use crate::harness::{Hermes, Options, require_docker};
 
 /// The names Debian's sshd offers that the SSH library cannot implement.
@@ -285,16 +286,9 @@ fn the_openssh_client_sees_the_same_six_failures() {
     assert!(from_sshd.1.contains(
         "Received disconnect from 127.0.0.1 port PORT:2: Too many authentication failures"
     ));
-    let events = hermes.wait_for_events("max tries event", |events| {
-        events
-            .iter()
-            .any(|e| e["eventid"] == "hermes.auth.max_tries")
-    });
+    let events = hermes.wait_for("hermes.auth.max_tries");
     assert_eq!(
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.login.failed")
-            .count(),
+        events.count_of("cowrie.login.failed"),
         5,
         "the five answered attempts are recorded"
     );

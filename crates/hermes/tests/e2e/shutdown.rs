@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::client::{self, root_shell};
+use crate::events::Events;
 use crate::harness::{Hermes, Options};
 
 /// What Hermes waits at most for open connections to end after SIGTERM (`DRAIN` in
@@ -54,13 +55,7 @@ async fn sigterm_closes_every_phase_with_its_events_and_no_slow_client_holds_it(
     let _unauthenticated = client::connect(hermes.port).await.expect("connect");
     // Logged in, with a shell.
     let (_client, _shell) = root_shell(hermes.port).await;
-    hermes.wait_for_events("four connections", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.session.connect")
-            .count()
-            >= 4
-    });
+    hermes.wait_for_at_least("cowrie.session.connect", 4);
 
     let asked = Instant::now();
     let status = tokio::task::block_in_place(|| hermes.terminate());
@@ -73,8 +68,8 @@ async fn sigterm_closes_every_phase_with_its_events_and_no_slow_client_holds_it(
     let events = hermes.events();
     let sessions = |id: &str| -> HashSet<String> {
         events
-            .iter()
-            .filter(|e| e["eventid"] == id)
+            .of(id)
+            .into_iter()
             .filter_map(|e| e["session"].as_str().map(str::to_owned))
             .collect()
     };

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::client::{Client, ROOT_PROMPT, root_shell};
+use crate::events::Events;
 use crate::harness::Options;
 use crate::lifecycle::hermes_behind_proxy;
 
@@ -36,14 +37,9 @@ async fn a_terminal_login_takes_over_the_standby_and_no_session_sees_one() {
         .lock()
         .map(|s| s[before..].to_vec())
         .unwrap_or_default();
-    let events = hermes.wait_for_events("the allocation", |events| {
-        events
-            .iter()
-            .any(|e| e["eventid"] == "hermes.container.allocate")
-    });
+    let events = hermes.wait_for("hermes.container.allocate");
     let container = events
-        .iter()
-        .find(|e| e["eventid"] == "hermes.container.allocate")
+        .first_of("hermes.container.allocate")
         .and_then(|e| e["container_id"].as_str())
         .expect("container id")
         .to_owned();

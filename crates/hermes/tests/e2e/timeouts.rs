@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::client::root_shell;
+use crate::events::Events;
 use crate::harness::{Hermes, Options};
 
 /// The metadata of the one session of this Hermes, once it has ended.
@@ -169,10 +170,6 @@ async fn keepalives_end_a_session_whose_client_stopped_answering() {
     );
     let metadata = ended_metadata(&hermes);
     assert_eq!(metadata["end_reason"], "client_not_responding");
-    let events = hermes.wait_for_events("the closed session", |events| {
-        events
-            .iter()
-            .any(|e| e["eventid"] == "cowrie.session.closed")
-    });
-    assert!(events.iter().any(|e| e["eventid"] == "cowrie.log.closed"));
+    let events = hermes.wait_for("cowrie.session.closed");
+    assert!(events.has("cowrie.log.closed"));
 }

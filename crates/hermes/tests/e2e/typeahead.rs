@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::client::{Client, Shell};
+use crate::events::Events;
 use crate::harness::{Hermes, Options};
 
 /// Sent right behind the shell request. Its output names the sum only when bash ran
@@ -110,10 +111,7 @@ fn fresh(block: u8, i: usize) -> Ipv4Addr {
 /// How the sessions' containers came (`pool`, `on_demand`, `reused`, `shared`).
 fn lease_sources(events: &[Value]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
-    for event in events
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.container.allocate")
-    {
+    for event in events.of("hermes.container.allocate").into_iter() {
         let source = event["source"].as_str().unwrap_or("?").to_owned();
         *counts.entry(source).or_insert(0) += 1;
     }
@@ -124,16 +122,10 @@ fn lease_sources(events: &[Value]) -> HashMap<String, usize> {
 /// the shell received it, and each of those shells printed its output (checked by the
 /// caller).
 fn assert_recorded(hermes: &Hermes, sessions: usize) {
-    let events = hermes.wait_for_events("every command recorded", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.command.input")
-            .count()
-            >= sessions
-    });
+    let events = hermes.wait_for_at_least("cowrie.command.input", sessions);
     let commands: Vec<&str> = events
-        .iter()
-        .filter(|e| e["eventid"] == "cowrie.command.input")
+        .of("cowrie.command.input")
+        .into_iter()
         .filter_map(|e| e["input"].as_str())
         .collect();
     let typed = commands.iter().filter(|c| **c == COMMAND).count();
