@@ -1,11 +1,12 @@
 //! What the end-to-end tests and the benches of the `hermes` crate share: a real
 //! `hermes` process on loopback ([`harness`]), an in-process SSH client ([`client`]),
-//! a real Debian sshd to compare against ([`reference`]) and the event queries
-//! ([`events`]). Not published: it exists for the tests only.
+//! a real Debian sshd to compare against ([`reference`]), the event queries
+//! ([`events`]) and race-free ports ([`ports`]). Not published: it exists for the tests only.
 
 pub mod client;
 pub mod events;
 pub mod harness;
+pub mod ports;
 pub mod reference;
 
 /// Returns from the calling test (sync or async) when Docker or the target image is

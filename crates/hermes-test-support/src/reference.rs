@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::free_port;
+use crate::ports::free_port;
 
 /// A real sshd from Debian's openssh-server package, with Debian's packaged settings,
 /// on a loopback port.

@@ -371,7 +371,7 @@ async fn signals_reach_the_process_and_are_logged() {
 /// the listener (another process's on the same port would not do).
 fn forward_locally(hermes: &Hermes, target_port: u16) -> (std::process::Child, u16, PathBuf) {
     for attempt in 0..5 {
-        let port = crate::harness::free_port();
+        let port = crate::ports::free_port();
         let log = hermes.dir.path().join(format!("ssh-forward-{attempt}.log"));
         let mut child = hermes
             .ssh_info(ROOT.0, &[ROOT.1])
@@ -384,7 +384,7 @@ fn forward_locally(hermes: &Hermes, target_port: u16) -> (std::process::Child, u
             .expect("ssh -L");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if crate::harness::listening_ports(child.id()).contains(&port) {
+            if crate::ports::listening_ports(child.id()).contains(&port) {
                 return (child, port, log);
             }
             if let Ok(Some(status)) = child.try_wait() {

@@ -10,7 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::client::Client;
-use crate::harness::{parse_published_port, published_port, unique_sensor};
+use crate::harness::unique_sensor;
+use crate::ports::{parse_published_port, published_port};
 
 const PROXY_IMAGE: &str = "hermes-socket-proxy:latest";
 

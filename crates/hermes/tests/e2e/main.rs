@@ -4,7 +4,7 @@
 #[macro_use]
 extern crate hermes_test_support;
 
-use hermes_test_support::{client, events, harness};
+use hermes_test_support::{client, events, harness, ports};
 
 mod auth;
 mod bounds;

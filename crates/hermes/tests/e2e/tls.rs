@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::client::Client;
-use crate::harness::{Hermes, Options, published_port, unique_sensor};
+use crate::harness::{Hermes, Options, unique_sensor};
+use crate::ports::published_port;
 
 fn run(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
