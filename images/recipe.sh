@@ -1,5 +1,8 @@
 # Shared by the image build scripts (sourced, not run).
 
+# shellcheck source=../scripts/lib/apt.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/scripts/lib/apt.sh"
+
 # The recipe of the image built from directory $1: a hash of every file in it. An
 # image built from another recipe is rebuilt.
 recipe_of() {
@@ -25,8 +28,5 @@ image_up_to_date() {
 ensure_debootstrap() {
   command -v debootstrap >/dev/null 2>&1 && return 0
   echo "installing debootstrap"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq debootstrap >/dev/null 2>&1 || {
-    apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null
-  }
+  apt_install debootstrap
 }

@@ -3,15 +3,14 @@
 # registry: the Docker engine and docker-compose, the attackers' target image, the
 # socket proxy image and Hermes's own image.
 set -euo pipefail
+# shellcheck source=lib/apt.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/apt.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/ensure-docker.sh
 if ! command -v docker-compose >/dev/null 2>&1; then
   echo "installing docker-compose"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq docker-compose >/dev/null 2>&1 || {
-    apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null
-  }
+  apt_install docker-compose
 fi
 images/target/build.sh hermes-target:latest
 images/socket-proxy/build.sh hermes-socket-proxy:latest

@@ -3,6 +3,8 @@
 # docker.io when dockerd is missing and starts a plain dockerd (no systemd) when it is
 # not running. Idempotent; safe to run any number of times.
 set -euo pipefail
+# shellcheck source=lib/apt.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/apt.sh"
 
 log=/var/log/hermes-dockerd.log
 
@@ -12,9 +14,7 @@ fi
 
 if ! command -v dockerd >/dev/null 2>&1; then
   echo "installing docker.io"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq docker.io >/dev/null
+  apt_install docker.io
 fi
 
 if ! pgrep -x dockerd >/dev/null 2>&1; then

@@ -2,23 +2,19 @@
 # The whole test suite: formatting, lints, unit tests and end-to-end tests against a
 # real Docker engine and the real OpenSSH client.
 set -euo pipefail
+# shellcheck source=lib/apt.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/apt.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/ensure-docker.sh
 scripts/ensure-openssh.sh
 if ! command -v asciinema >/dev/null 2>&1; then
   echo "installing asciinema (reads the recordings back in the tests)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq asciinema >/dev/null 2>&1 || {
-    apt-get update -qq && apt-get install -y -qq asciinema >/dev/null
-  }
+  apt_install asciinema
 fi
 if [ ! -x /bin/busybox ]; then
   echo "installing busybox-static (a tiny image for a second engine in the tests)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq busybox-static >/dev/null 2>&1 || {
-    apt-get update -qq && apt-get install -y -qq busybox-static >/dev/null
-  }
+  apt_install busybox-static
 fi
 images/target/build.sh hermes-target:latest
 # docker-compose, the socket proxy and Hermes's own image, for the compose test.

@@ -7,17 +7,10 @@
 //! `cargo bench -p hermes --bench capture` (needs Docker and the target image).
 //! Prints the figures; nothing is asserted.
 
-#[path = "../tests/e2e/client.rs"]
-#[allow(dead_code)]
-mod client;
-#[path = "../tests/e2e/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-
+use hermes_test_support::{client, harness};
 use std::time::{Duration, Instant};
 
 use harness::{Hermes, Options};
-use serde_json::Value;
 
 const ROUNDS: usize = 5;
 
@@ -35,11 +28,7 @@ async fn closing_time(hermes: &Hermes, command: &str, closed_before: usize) -> f
     drop(client);
     let ended = Instant::now();
     loop {
-        let closed = hermes
-            .events()
-            .iter()
-            .filter(|e: &&Value| e["eventid"] == "cowrie.session.closed")
-            .count();
+        let closed = hermes.events_of("cowrie.session.closed").len();
         if closed > closed_before {
             return ended.elapsed().as_secs_f64() * 1000.0;
         }
@@ -52,13 +41,11 @@ async fn closing_time(hermes: &Hermes, command: &str, closed_before: usize) -> f
 }
 
 fn main() {
-    if !harness::require_docker() {
-        return;
-    }
+    hermes_test_support::require_docker!();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let hermes = Hermes::start(Options {
         pool_size: 2,
-        capture_extra: "  max_files_per_session: 1000\n",
+        capture_extra: "  max_files_per_session: 1000\n".into(),
         ..Options::default()
     });
     let mut closed = 0;

@@ -7,13 +7,7 @@
 //! Starts Hermes on loopback, logs in with russh, prints the figures; nothing is
 //! asserted.
 
-#[path = "../tests/e2e/client.rs"]
-#[allow(dead_code)]
-mod client;
-#[path = "../tests/e2e/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-
+use hermes_test_support::{client, harness};
 use std::time::{Duration, Instant};
 
 use harness::{Hermes, Options};
@@ -63,9 +57,7 @@ async fn close(mut shell: client::Shell, client: client::Client) {
 }
 
 fn main() {
-    if !harness::require_docker() {
-        return;
-    }
+    hermes_test_support::require_docker!();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
 
     // Warm pool.
@@ -97,10 +89,8 @@ fn main() {
             let first = client::Client::login(hermes.port, "root", "toor").await;
             let (took, client, shell) = login_to_prompt(hermes.port).await;
             let on_demand = hermes
-                .events()
-                .iter()
-                .rev()
-                .find(|e| e["eventid"] == "hermes.container.allocate")
+                .events_of("hermes.container.allocate")
+                .last()
                 .is_some_and(|e| e["source"] == "on_demand");
             if on_demand {
                 empty.push(took);

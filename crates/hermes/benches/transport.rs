@@ -5,16 +5,7 @@
 //! `cargo bench -p hermes --bench transport` (needs Docker, the target image and
 //! openssh-server). Bounded in count and time; nothing is asserted.
 
-#[path = "../tests/e2e/client.rs"]
-#[allow(dead_code)]
-mod client;
-#[path = "../tests/e2e/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-#[path = "../tests/e2e/reference.rs"]
-#[allow(dead_code)]
-mod reference;
-
+use hermes_test_support::{client, harness, reference};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -73,9 +64,7 @@ fn summary(name: &str, values: &mut [f64], unit: &str) {
 }
 
 fn main() {
-    if !harness::require_docker() {
-        return;
-    }
+    hermes_test_support::require_docker!();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let hermes = Hermes::start(Options {
         failure_delay_ms: 2000,

@@ -22,15 +22,7 @@
 //! Every load is bounded in count and time. CPU and memory come from /proc for
 //! servers whose pid is known (local ones); nothing is asserted.
 
-#[path = "../../tests/e2e/client.rs"]
-#[allow(dead_code)]
-mod client;
-#[path = "../../tests/e2e/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-#[path = "../../tests/e2e/reference.rs"]
-#[allow(dead_code)]
-mod reference;
+use hermes_test_support::{client, harness, reference};
 
 mod auth;
 mod clients;
@@ -168,9 +160,7 @@ fn main() {
     };
     harness::raise_fd_limit();
     let local = if args.targets.is_empty() {
-        if !harness::require_docker() {
-            return;
-        }
+        hermes_test_support::require_docker!();
         Some(target::start_local(true, true, args.sessions))
     } else {
         None

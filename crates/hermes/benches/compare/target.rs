@@ -176,13 +176,10 @@ pub fn start_local(hermes: bool, sshd: bool, sessions: usize) -> LocalServers {
     let mut started_sshd = Vec::new();
     let mut user = None;
     if hermes {
-        let limits = Box::leak(
-            format!(
-                "  max_startups: \"{MAX_STARTUPS}\"\n  max_connections: 5000\n  max_connections_per_source: 64\n"
-            )
-            .into_boxed_str(),
+        let limits = format!(
+            "  max_startups: \"{MAX_STARTUPS}\"\n  max_connections: 5000\n  max_connections_per_source: 64\n"
         );
-        let pool = Box::leak(format!("  max_containers: {}\n", sessions + 20).into_boxed_str());
+        let pool = format!("  max_containers: {}\n", sessions + 20);
         let instance = Hermes::start(Options {
             credentials: vec![("root", PASSWORD)],
             failure_delay_ms: 0,

@@ -3,13 +3,12 @@
 use serde_json::Value;
 
 use crate::client::Client;
-use crate::harness::{Hermes, Options, require_docker, succeeded};
+use crate::events::id_of;
+use crate::harness::{Hermes, Options, succeeded};
 
 #[test]
 fn after_n_failures_on_one_connection_any_password_is_accepted() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         mode: "accept_after_failures",
         accept_after: 2,
@@ -33,19 +32,18 @@ fn after_n_failures_on_one_connection_any_password_is_accepted() {
     assert_eq!(output.status.code(), Some(255));
     assert!(String::from_utf8_lossy(&output.stderr).contains("Permission denied"));
 
-    let events = hermes.wait_for_events("two closed sessions", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.session.closed")
-            .count()
-            == 2
-    });
+    let events = hermes.wait_for_count("cowrie.session.closed", 2);
     let logins: Vec<(String, String, String)> = events
         .iter()
-        .filter(|e| e["eventid"] == "cowrie.login.failed" || e["eventid"] == "cowrie.login.success")
+        .filter(|e| {
+            matches!(
+                id_of(e),
+                Some("cowrie.login.failed" | "cowrie.login.success")
+            )
+        })
         .map(|e| {
             (
-                e["eventid"].as_str().unwrap_or_default().to_owned(),
+                id_of(e).unwrap_or_default().to_owned(),
                 e["username"].as_str().unwrap_or_default().to_owned(),
                 e["password"].as_str().unwrap_or_default().to_owned(),
             )
@@ -76,9 +74,7 @@ fn after_n_failures_on_one_connection_any_password_is_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_password_of_a_repeated_username_logs_in() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     for password in ["admin", "s3cret"] {
         let client = Client::login(hermes.port, "admin", password).await;
@@ -105,9 +101,7 @@ async fn every_password_of_a_repeated_username_logs_in() {
 
 #[test]
 fn keyboard_interactive_answers_go_through_the_same_policy() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         keyboard_interactive: true,
         mode: "accept_after_failures",
@@ -126,20 +120,10 @@ fn keyboard_interactive_answers_go_through_the_same_policy() {
             .arg("echo kbd-accept-all"),
     );
     assert_eq!(ok, "kbd-accept-all\n");
-    let events = hermes.wait_for_events("logins", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.login.success")
-            .count()
-            == 2
-    });
+    let events = hermes.wait_for_count("cowrie.login.success", 2);
     let passwords: Vec<&Value> = events
         .iter()
-        .filter(|e| {
-            e["eventid"]
-                .as_str()
-                .is_some_and(|id| id.starts_with("cowrie.login."))
-        })
+        .filter(|e| id_of(e).is_some_and(|id| id.starts_with("cowrie.login.")))
         .map(|e| &e["password"])
         .collect();
     assert_eq!(passwords, ["toor", "bad", "then-anything"]);

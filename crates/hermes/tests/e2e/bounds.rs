@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ROOT_PROMPT, root_shell};
-use crate::harness::{Hermes, Options, require_docker};
+use crate::events::Events;
+use crate::harness::{Hermes, Options};
 use crate::lifecycle::hermes_behind_proxy;
 
 /// The longest line of the event log, and how many lines it has.
@@ -23,9 +24,7 @@ async fn settled_rss_kib(hermes: &Hermes) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_and_forward_floods_leave_memory_and_event_lines_bounded() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, "root", "toor").await;
     // One warm-up request of each kind, so what is measured is the flood alone.
@@ -51,17 +50,8 @@ async fn env_and_forward_floods_leave_memory_and_event_lines_bounded() {
     assert!(shell.read_to_close(Duration::from_secs(60)).await);
     let text = shell.text();
     assert!(text.contains("ENV-42 ok 0"), "{text:?}");
-    let events = hermes.wait_for_events("the env requests", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.client.var")
-            .count()
-            >= 501
-    });
-    let vars: Vec<_> = events
-        .iter()
-        .filter(|e| e["eventid"] == "cowrie.client.var")
-        .collect();
+    let events = hermes.wait_for_at_least("cowrie.client.var", 501);
+    let vars: Vec<_> = events.of("cowrie.client.var");
     assert_eq!(vars.len(), 501, "every request is logged");
     // At most 64 KiB of environment is applied: the small one only.
     let accepted: Vec<_> = vars.iter().filter(|e| e["accepted"] == true).collect();
@@ -109,9 +99,7 @@ async fn env_and_forward_floods_leave_memory_and_event_lines_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_change_flood_costs_the_engine_one_resize_per_50ms() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let (hermes, seen, _) = hermes_behind_proxy(Options::default()).await;
     let (_client, mut shell) = root_shell(hermes.port).await;
     let resizes = || {

@@ -12,33 +12,25 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client::{Client, ROOT_PROMPT, root_shell};
-use crate::harness::{
-    Hermes, Options, SmallDisk, read_cast, require_docker, sha256_hex, succeeded,
-};
-
-fn of_kind<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["eventid"] == id).collect()
-}
+use crate::events::{Events, id_of};
+use crate::harness::{Hermes, Options, SmallDisk, read_cast, sha256_hex, succeeded};
 
 /// Waits until the session that logged in last has closed, and returns the events.
 fn wait_closed(hermes: &Hermes, count: usize) -> Vec<Value> {
-    hermes.wait_for_events("sessions closed", |events| {
-        of_kind(events, "cowrie.session.closed").len() >= count
-    })
+    hermes.wait_for_at_least("cowrie.session.closed", count)
 }
 
 /// The file events of the store for `destfile`.
 fn file_event<'a>(events: &'a [Value], id: &str, destfile: &str) -> Option<&'a Value> {
     events
-        .iter()
-        .find(|e| e["eventid"] == id && e["destfile"] == destfile)
+        .of(id)
+        .into_iter()
+        .find(|e| e["destfile"] == destfile)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_leaves_every_file_it_made_in_the_store() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let (client, mut shell) = root_shell(hermes.port).await;
     // A fetch that cannot reach its server (the container has no network), then
@@ -153,9 +145,7 @@ async fn a_session_leaves_every_file_it_made_in_the_store() {
 
 #[test]
 fn scp_and_sftp_uploads_are_reported_as_uploads() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let dir = tempfile::tempdir().expect("tempdir");
     let scp_file = dir.path().join("tool.bin");
@@ -209,11 +199,9 @@ fn scp_and_sftp_uploads_are_reported_as_uploads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn capture_limits_drop_files_with_an_event() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
-        capture_extra: "  max_file_size: \"1k\"\n  max_files_per_session: 2\n",
+        capture_extra: "  max_file_size: \"1k\"\n  max_files_per_session: 2\n".into(),
         ..Options::default()
     });
     let client = Client::login(hermes.port, "root", "toor").await;
@@ -229,8 +217,9 @@ async fn capture_limits_drop_files_with_an_event() {
     let big = file_event(&events, "hermes.file.skipped", "/tmp/big").expect("big skipped");
     assert_eq!(big["reason"], "max_file_size");
     assert_eq!(big["size"], 4096);
-    let stored = of_kind(&events, "cowrie.session.file_download").len();
-    let too_many: Vec<_> = of_kind(&events, "hermes.file.skipped")
+    let stored = events.count_of("cowrie.session.file_download");
+    let too_many: Vec<_> = events
+        .of("hermes.file.skipped")
         .into_iter()
         .filter(|e| e["reason"] == "max_files_per_session")
         .collect();
@@ -242,11 +231,9 @@ async fn capture_limits_drop_files_with_an_event() {
 /// catalogue's fields and types.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_event_of_real_sessions_matches_the_catalogue() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
-        top_extra: "forwarding:\n  direct_tcpip: capture\n",
+        top_extra: "forwarding:\n  direct_tcpip: capture\n".into(),
         ..Options::default()
     });
     let dir = tempfile::tempdir().expect("tempdir");
@@ -285,10 +272,7 @@ async fn every_event_of_real_sessions_matches_the_catalogue() {
             .arg("root@127.0.0.1:/tmp/key"),
     );
     let events = wait_closed(&hermes, 4);
-    let seen: BTreeSet<&str> = events
-        .iter()
-        .filter_map(|e| e["eventid"].as_str())
-        .collect();
+    let seen: BTreeSet<&str> = events.iter().filter_map(id_of).collect();
     for id in [
         "cowrie.session.connect",
         "cowrie.client.version",
@@ -312,10 +296,10 @@ async fn every_event_of_real_sessions_matches_the_catalogue() {
         assert!(seen.contains(id), "no {id} among {seen:?}");
     }
     // Cowrie's shapes where pipelines parse them.
-    let kex = of_kind(&events, "cowrie.client.kex")[0];
+    let kex = events.of("cowrie.client.kex")[0];
     assert!(kex["kexAlgs"].as_array().is_some_and(|a| !a.is_empty()));
     assert_eq!(kex["hassh"].as_str().map(str::len), Some(32));
-    let closed = of_kind(&events, "cowrie.session.closed")[0];
+    let closed = events.of("cowrie.session.closed")[0];
     assert!(closed["duration_ms"].is_u64());
     for event in &events {
         assert_eq!(event["protocol"], "ssh");
@@ -325,9 +309,7 @@ async fn every_event_of_real_sessions_matches_the_catalogue() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_mid_session_leaves_whole_lines_everywhere() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut hermes = Hermes::start(Options::default());
     let (client, mut shell) = root_shell(hermes.port).await;
     shell.run("uname -a", ROOT_PROMPT).await;
@@ -340,8 +322,10 @@ async fn sigkill_mid_session_leaves_whole_lines_everywhere() {
     // Every event line parses and matches the catalogue (the harness checks).
     let events = hermes.events();
     assert!(
-        events.iter().any(|e| e["eventid"] == "cowrie.command.input"
-            && e["input"] == "uname -a; echo __done$((6*7))"),
+        events
+            .of("cowrie.command.input")
+            .into_iter()
+            .any(|e| e["input"] == "uname -a; echo __done$((6*7))"),
         "{events:#?}"
     );
     let cast = hermes
@@ -359,12 +343,10 @@ async fn sigkill_mid_session_leaves_whole_lines_everywhere() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_event_log_rotates_by_size_without_losing_a_line() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         failure_delay_ms: 0,
-        logging_extra: "  event_rotation: size\n  event_rotation_size: \"4k\"\n",
+        logging_extra: "  event_rotation: size\n  event_rotation_size: \"4k\"\n".into(),
         ..Options::default()
     });
     // Two clients at a time: under the admission limits for one source.
@@ -386,10 +368,7 @@ async fn the_event_log_rotates_by_size_without_losing_a_line() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (files, lines) = all_event_lines(&hermes.log_dir());
-        let failed = lines
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.login.failed")
-            .count();
+        let failed = lines.count_of("cowrie.login.failed");
         if failed >= 80 {
             assert!(files > 3, "rotated into {files} files");
             assert_eq!(failed, 80, "no line twice");
@@ -443,9 +422,7 @@ fn all_event_lines(dir: &Path) -> (usize, Vec<Value>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_ends_the_recording_not_the_session() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let base = tempfile::tempdir().expect("tempdir");
     let disk = SmallDisk::mount(&base.path().join("small"), "256k");
     let recordings = disk.path.join("recordings");
@@ -463,7 +440,7 @@ async fn a_full_disk_ends_the_recording_not_the_session() {
     drop(shell);
     drop(client);
     let events = wait_closed(&hermes, 1);
-    let error = of_kind(&events, "hermes.record.error");
+    let error = events.of("hermes.record.error");
     assert_eq!(error.len(), 1, "{events:#?}");
     assert!(
         error[0]["error"]
@@ -471,7 +448,7 @@ async fn a_full_disk_ends_the_recording_not_the_session() {
             .is_some_and(|e| e.contains("No space left")),
         "{error:?}"
     );
-    assert_eq!(of_kind(&events, "cowrie.log.closed").len(), 1);
+    assert_eq!(events.count_of("cowrie.log.closed"), 1);
     // What was written is whole lines of valid JSON.
     let cast = std::fs::read_dir(&recordings)
         .ok()
@@ -493,9 +470,7 @@ async fn a_full_disk_ends_the_recording_not_the_session() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_and_replay_read_a_real_session() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let (client, mut shell) = root_shell(hermes.port).await;
     shell.run("echo replay-$((6*9))", ROOT_PROMPT).await;
@@ -504,7 +479,7 @@ async fn sessions_and_replay_read_a_real_session() {
     drop(shell);
     drop(client);
     let events = wait_closed(&hermes, 1);
-    let session = of_kind(&events, "cowrie.session.closed")[0]["session"]
+    let session = events.of("cowrie.session.closed")[0]["session"]
         .as_str()
         .expect("session")
         .to_owned();

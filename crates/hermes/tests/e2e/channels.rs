@@ -3,6 +3,7 @@
 //! forwarding modes OpenSSH cannot be made to exercise on demand.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,9 @@ use russh::{ChannelMsg, Sig};
 use serde_json::Value;
 
 use crate::client::Client;
+use crate::events::Events;
 use crate::harness::{
-    Hermes, Options, binary_file, require_docker, run_with_stdin, sha256_file, sha256_hex,
-    succeeded,
+    Hermes, Options, binary_file, run_with_stdin, sha256_file, sha256_hex, succeeded,
 };
 
 const ROOT: (&str, &str) = ("root", "toor");
@@ -31,10 +32,6 @@ fn ssh_root(hermes: &Hermes) -> Command {
     hermes.ssh(ROOT.0, &[ROOT.1], "password")
 }
 
-fn of_kind<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["eventid"] == id).collect()
-}
-
 /// The metadata file of the one session that has `predicate`.
 fn metadata_where(hermes: &Hermes, predicate: impl Fn(&Value) -> bool) -> Vec<Value> {
     hermes
@@ -48,9 +45,7 @@ fn metadata_where(hermes: &Hermes, predicate: impl Fn(&Value) -> bool) -> Vec<Va
 
 #[test]
 fn exec_keeps_streams_apart_returns_each_status_and_runs_piped_scripts() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = hermes_with_reuse();
 
     // stdout and stderr arrive on their own streams; the status comes back.
@@ -99,10 +94,8 @@ fn exec_keeps_streams_apart_returns_each_status_and_runs_piped_scripts() {
             .arg("echo \"$LC_TIME|${EVIL-unset}\""),
     );
     assert_eq!(out, "de_DE.UTF-8|unset\n");
-    let events = hermes.wait_for_events("both env requests", |events| {
-        of_kind(events, "cowrie.client.var").len() >= 2
-    });
-    let vars = of_kind(&events, "cowrie.client.var");
+    let events = hermes.wait_for_at_least("cowrie.client.var", 2);
+    let vars = events.of("cowrie.client.var");
     assert!(
         vars.iter().any(|e| e["name"] == "LC_TIME"
             && e["value"] == "de_DE.UTF-8"
@@ -132,10 +125,12 @@ fn exec_keeps_streams_apart_returns_each_status_and_runs_piped_scripts() {
         "the commands, statuses and the refused subsystem",
         |events| {
             metadata_where(&hermes, |m| m["exit_status"] == 130).len() == 1
-                && of_kind(events, "cowrie.command.input")
+                && events
+                    .of("cowrie.command.input")
                     .iter()
                     .any(|e| e["input"] == "exit 130")
-                && of_kind(events, "hermes.session.subsystem")
+                && events
+                    .of("hermes.session.subsystem")
                     .iter()
                     .any(|e| e["name"] == "no-such-subsystem" && e["accepted"] == false)
         },
@@ -144,9 +139,7 @@ fn exec_keeps_streams_apart_returns_each_status_and_runs_piped_scripts() {
 
 #[test]
 fn large_and_binary_output_and_input_arrive_intact() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = hermes_with_reuse();
     let dir = tempfile::tempdir().expect("tempdir");
 
@@ -176,9 +169,7 @@ fn large_and_binary_output_and_input_arrive_intact() {
 
 #[test]
 fn scp_copies_both_ways_in_both_protocols_and_keeps_a_100mb_binary_intact() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = hermes_with_reuse();
     let dir = tempfile::tempdir().expect("tempdir");
     let big = dir.path().join("payload.bin");
@@ -232,7 +223,8 @@ fn scp_copies_both_ways_in_both_protocols_and_keeps_a_100mb_binary_intact() {
     // The SFTP-mode copies went through the sftp subsystem.
     let events = hermes.events();
     assert!(
-        of_kind(&events, "hermes.session.subsystem")
+        events
+            .of("hermes.session.subsystem")
             .iter()
             .any(|e| e["name"] == "sftp" && e["accepted"] == true)
     );
@@ -240,9 +232,7 @@ fn scp_copies_both_ways_in_both_protocols_and_keeps_a_100mb_binary_intact() {
 
 #[test]
 fn sftp_put_get_ls_rename_rm_through_the_containers_sftp_server() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = hermes_with_reuse();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("dropper.sh"), "#!/bin/sh\necho pwned\n").expect("file");
@@ -280,9 +270,7 @@ fn sftp_put_get_ls_rename_rm_through_the_containers_sftp_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_of_one_connection_share_the_container_up_to_max_sessions() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, ROOT.0, ROOT.1).await;
 
@@ -339,18 +327,17 @@ async fn channels_of_one_connection_share_the_container_up_to_max_sessions() {
         .await
         .expect("room again after a close");
     let events = hermes.wait_for_events("the refused session", |events| {
-        of_kind(events, "hermes.channel.refused")
+        events
+            .of("hermes.channel.refused")
             .iter()
             .any(|e| e["channel_type"] == "session")
     });
-    assert_eq!(of_kind(&events, "hermes.container.allocate").len(), 1);
+    assert_eq!(events.count_of("hermes.container.allocate"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_reach_the_process_and_are_logged() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, ROOT.0, ROOT.1).await;
     let mut shell = client.exec("echo started; sleep 60; echo not-killed").await;
@@ -369,58 +356,78 @@ async fn signals_reach_the_process_and_are_logged() {
     assert!(!shell.text().contains("not-killed"), "{}", shell.text());
     assert_eq!(shell.exit_status, Some(128 + 15));
 
-    let events = hermes.wait_for_events("the signal", |events| {
-        !of_kind(events, "hermes.session.signal").is_empty()
-    });
-    let signal = of_kind(&events, "hermes.session.signal")[0];
+    let events = hermes.wait_for("hermes.session.signal");
+    let signal = events.of("hermes.session.signal")[0];
     assert_eq!(signal["signal"], "TERM");
     assert_eq!(signal["delivered"], true);
 }
 
+/// `ssh -N -L 127.0.0.1:<port>:127.0.0.1:<target_port>`, listening: the child, its
+/// local port and its stderr log. `ssh -L` cannot listen on port 0 ("Bad local
+/// forwarding specification"), so a port free a moment ago may be taken before ssh
+/// binds it: ssh then exits (ExitOnForwardFailure) saying "Address already in use"
+/// and another port is tried (bounded). One bind address, not `localhost`: ssh would
+/// count a bind on ::1 alone as success. Listening means the ssh process itself holds
+/// the listener (another process's on the same port would not do).
+fn forward_locally(hermes: &Hermes, target_port: u16) -> (std::process::Child, u16, PathBuf) {
+    for attempt in 0..5 {
+        let port = crate::ports::free_port();
+        let log = hermes.dir.path().join(format!("ssh-forward-{attempt}.log"));
+        let mut child = hermes
+            .ssh_info(ROOT.0, &[ROOT.1])
+            .args(["-o", "ExitOnForwardFailure=yes", "-N", "-L"])
+            .arg(format!("127.0.0.1:{port}:127.0.0.1:{target_port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("ssh log"))
+            .spawn()
+            .expect("ssh -L");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if crate::ports::listening_ports(child.id()).contains(&port) {
+                return (child, port, log);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+                assert!(
+                    stderr.contains("Address already in use"),
+                    "ssh -L exited ({status}): {stderr}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "ssh -L did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("ssh -L could not listen on any of 5 free ports");
+}
+
 #[test]
 fn local_forwarding_is_logged_and_refused_as_behind_an_egress_firewall() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     // Something listens where the forward points: it must never see a connection.
     let target = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     target.set_nonblocking(true).expect("nonblocking");
     let target_port = target.local_addr().expect("addr").port();
-    let local_port = crate::harness::free_port();
-    let mut child = hermes
-        .ssh_info(ROOT.0, &[ROOT.1])
-        .args(["-N", "-L", &format!("{local_port}:127.0.0.1:{target_port}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ssh -L");
-    // Wait for the client's listener, then use it.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut stream = loop {
-        if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", local_port)) {
-            break stream;
-        }
-        assert!(Instant::now() < deadline, "ssh -L did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut child, local_port, log) = forward_locally(&hermes, target_port);
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", local_port)).expect("connect to ssh -L");
     let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
-    let events = hermes.wait_for_events("the forward request", |events| {
-        !of_kind(events, "cowrie.direct-tcpip.request").is_empty()
-    });
+    let events = hermes.wait_for("cowrie.direct-tcpip.request");
     std::thread::sleep(Duration::from_millis(300));
     let _ = child.kill();
-    let output = child.wait_with_output().expect("ssh output");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    // What the OpenSSH client prints against Debian's sshd when the connect fails.
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    // What the OpenSSH client prints against Debian's sshd when the connect fails
+    // (channel 0 is the client's one listener, 1 the forwarded connection).
     assert!(
-        stderr.contains("channel 2: open failed: connect failed: Connection refused"),
+        stderr.contains("channel 1: open failed: connect failed: Connection refused"),
         "{stderr}"
     );
     assert!(target.accept().is_err(), "the forward reached its target");
 
-    let request = of_kind(&events, "cowrie.direct-tcpip.request")[0];
+    let request = events.of("cowrie.direct-tcpip.request")[0];
     assert_eq!(request["dst_ip"], "127.0.0.1");
     assert_eq!(request["dst_port"], target_port);
     assert_eq!(request["orig_ip"], "127.0.0.1");
@@ -430,11 +437,11 @@ fn local_forwarding_is_logged_and_refused_as_behind_an_egress_firewall() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_mode_accepts_forwards_and_logs_what_is_sent_within_bounds() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
-        top_extra: "forwarding:\n  direct_tcpip: capture\n  capture_bytes: 1k\n  capture_seconds: 2\n",
+        top_extra:
+            "forwarding:\n  direct_tcpip: capture\n  capture_bytes: 1k\n  capture_seconds: 2\n"
+                .into(),
         ..Options::default()
     });
     let client = Client::login(hermes.port, ROOT.0, ROOT.1).await;
@@ -475,7 +482,8 @@ async fn capture_mode_accepts_forwards_and_logs_what_is_sent_within_bounds() {
 
     // Data comes in events of at most 512 bytes each (an event field's bound).
     let events = hermes.wait_for_events("the captured data", |events| {
-        let kept: usize = of_kind(events, "cowrie.direct-tcpip.data")
+        let kept: usize = events
+            .of("cowrie.direct-tcpip.data")
             .iter()
             .filter(|e| e["dst_port"] == 3128)
             .filter_map(|e| e["data"].as_str())
@@ -483,14 +491,15 @@ async fn capture_mode_accepts_forwards_and_logs_what_is_sent_within_bounds() {
             .sum();
         kept >= 1024
     });
-    let request = of_kind(&events, "cowrie.direct-tcpip.request")[0];
+    let request = events.of("cowrie.direct-tcpip.request")[0];
     assert_eq!(request["dst_ip"], "mx.example.com");
     assert_eq!(request["dst_port"], 25);
     assert_eq!(request["orig_ip"], "10.9.8.7");
     assert_eq!(request["orig_port"], 40000);
     assert_eq!(request["accepted"], true);
     let data = |port: u64| -> String {
-        of_kind(&events, "cowrie.direct-tcpip.data")
+        events
+            .of("cowrie.direct-tcpip.data")
             .iter()
             .filter(|e| e["dst_port"] == port)
             .filter_map(|e| e["data"].as_str())
@@ -502,9 +511,7 @@ async fn capture_mode_accepts_forwards_and_logs_what_is_sent_within_bounds() {
 
 #[test]
 fn remote_x11_and_agent_forwarding_are_answered_as_debians_sshd_and_logged() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = hermes_with_reuse();
     // -R: a port of the server's choosing is "allocated", a privileged one is not.
     let output = hermes
@@ -535,10 +542,9 @@ fn remote_x11_and_agent_forwarding_are_answered_as_debians_sshd_and_logged() {
     assert_eq!(out, "localhost:10.0\n1\n");
 
     let events = hermes.wait_for_events("forwarding events", |events| {
-        of_kind(events, "hermes.forward.remote").len() >= 2
-            && !of_kind(events, "hermes.forward.x11").is_empty()
+        events.count_of("hermes.forward.remote") >= 2 && events.has("hermes.forward.x11")
     });
-    let remote = of_kind(&events, "hermes.forward.remote");
+    let remote = events.of("hermes.forward.remote");
     assert!(remote.iter().any(|e| e["port"] == 0
         && e["accepted"] == true
         && e["allocated_port"].as_u64().is_some()));
@@ -547,16 +553,14 @@ fn remote_x11_and_agent_forwarding_are_answered_as_debians_sshd_and_logged() {
             .iter()
             .any(|e| e["port"] == 22 && e["accepted"] == false)
     );
-    let x11 = of_kind(&events, "hermes.forward.x11")[0];
+    let x11 = events.of("hermes.forward.x11")[0];
     assert_eq!(x11["auth_protocol"], "MIT-MAGIC-COOKIE-1");
     assert_eq!(x11["accepted"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_forwarding_gives_the_session_a_socket_and_is_logged() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, ROOT.0, ROOT.1).await;
     let channel = client.handle.channel_open_session().await.expect("open");
@@ -578,20 +582,13 @@ async fn agent_forwarding_gives_the_session_a_socket_and_is_logged() {
         "{text}"
     );
     assert_eq!(lines.next(), Some("socket"), "{text}");
-    let events = hermes.wait_for_events("the agent request", |events| {
-        !of_kind(events, "hermes.forward.agent").is_empty()
-    });
-    assert_eq!(
-        of_kind(&events, "hermes.forward.agent")[0]["accepted"],
-        true
-    );
+    let events = hermes.wait_for("hermes.forward.agent");
+    assert_eq!(events.of("hermes.forward.agent")[0]["accepted"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_that_cannot_start_gets_the_exec_stage_message() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, ROOT.0, ROOT.1).await;
     // The attacker breaks the machine: no shell can start in it any more.
@@ -603,10 +600,11 @@ async fn a_process_that_cannot_start_gets_the_exec_stage_message() {
     assert!(shell.read_to_close(Duration::from_secs(20)).await);
     assert_eq!(shell.text(), "-bash: fork: Cannot allocate memory\r\n");
     let events = hermes.wait_for_events("the session error", |events| {
-        of_kind(events, "hermes.session.error")
+        events
+            .of("hermes.session.error")
             .iter()
             .any(|e| e["stage"] == "exec_start")
-            && of_kind(events, "cowrie.session.closed").len() == 1
+            && events.count_of("cowrie.session.closed") == 1
     });
     assert!(!events.is_empty());
     let metadata = metadata_where(&hermes, |m| m["end_reason"] == "exec_failed");

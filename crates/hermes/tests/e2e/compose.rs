@@ -10,7 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::client::Client;
-use crate::harness::{free_port, require_docker, unique_sensor};
+use crate::harness::unique_sensor;
+use crate::ports::{parse_published_port, published_port};
 
 const PROXY_IMAGE: &str = "hermes-socket-proxy:latest";
 
@@ -71,6 +72,17 @@ impl Stack {
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         command.output().expect("docker-compose")
     }
+
+    /// The loopback port Docker published for `port` of `service`.
+    fn port(&self, service: &str, port: u16) -> u16 {
+        let output = self.compose(&["port", service, &port.to_string()]);
+        parse_published_port(&String::from_utf8_lossy(&output.stdout)).unwrap_or_else(|| {
+            panic!(
+                "no published port for {service}:{port}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+    }
 }
 
 impl Drop for Stack {
@@ -126,13 +138,12 @@ fn request(method: &str, path: &str, body: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_the_rest() {
-    if !require_docker() || !require_compose() {
+    require_docker!();
+    if !require_compose() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let sensor = unique_sensor();
-    let (ssh_port, metrics_port, proxy_port, stream_port) =
-        (free_port(), free_port(), free_port(), free_port());
     let base = std::fs::read_to_string(repo().join("deploy/compose/hermes.yaml")).expect("config");
     let config = base.replace("sensor_name: hermes", &format!("sensor_name: {sensor}"))
         + "persona:\n  auth_failure_delay_ms: 0\nauthentication:\n  mode: static\n  static_credentials:\n    - {username: root, password: toor}\ncontainer_pool:\n  size: 1\n";
@@ -143,7 +154,7 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
     std::fs::write(
         &override_path,
         format!(
-            "version: \"2.4\"\nservices:\n  socket-proxy:\n    ports: [\"127.0.0.1:{proxy_port}:2375\", \"127.0.0.1:{stream_port}:2376\"]\n    networks: [docker-api, test]\n  hermes:\n    image: {}\n    volumes:\n      - {}:/etc/hermes/hermes.yaml:ro\nnetworks:\n  test: {{}}\n",
+            "version: \"2.4\"\nservices:\n  socket-proxy:\n    ports: [\"127.0.0.1:0:2375\", \"127.0.0.1:0:2376\"]\n    networks: [docker-api, test]\n  hermes:\n    image: {}\n    volumes:\n      - {}:/etc/hermes/hermes.yaml:ro\nnetworks:\n  test: {{}}\n",
             hermes_image(),
             config_path.display()
         ),
@@ -153,8 +164,9 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
         project: sensor.replace('-', ""),
         files: vec![repo().join("docker-compose.yml"), override_path],
         env: vec![
-            ("HERMES_SSH_PORT".into(), ssh_port.to_string()),
-            ("HERMES_METRICS_PORT".into(), metrics_port.to_string()),
+            // Port 0: Docker picks free ports and binds them, read back below.
+            ("HERMES_SSH_PORT".into(), "127.0.0.1:0".into()),
+            ("HERMES_METRICS_PORT".into(), "0".into()),
         ],
         sensor,
         _dir: dir,
@@ -165,6 +177,10 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
         "{}",
         String::from_utf8_lossy(&up.stderr)
     );
+    let ssh_port = stack.port("hermes", 2222);
+    let metrics_port = stack.port("hermes", 9464);
+    let proxy_port = stack.port("socket-proxy", 2375);
+    let stream_port = stack.port("socket-proxy", 2376);
 
     // Up and healthy: Docker answers through the proxy and the pool is filled.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -326,9 +342,7 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
 /// asking for `seccomp=unconfined` does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let have_image = Command::new("docker")
         .args(["image", "inspect", PROXY_IMAGE])
         .stdout(Stdio::null())
@@ -344,7 +358,6 @@ async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
         return;
     }
     let name = unique_sensor();
-    let port = free_port();
     let run = Command::new("docker")
         .args([
             "run",
@@ -358,7 +371,7 @@ async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
         ])
         .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
         .arg("-p")
-        .arg(format!("127.0.0.1:{port}:2375"))
+        .arg("127.0.0.1:0:2375")
         .arg(PROXY_IMAGE)
         .output()
         .expect("docker run");
@@ -373,7 +386,8 @@ async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
             let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
         }
     }
-    let _proxy = Remove(name);
+    let _proxy = Remove(name.clone());
+    let port = published_port(&name, 2375);
     let deadline = Instant::now() + Duration::from_secs(30);
     while http(port, &request("GET", "/_ping", "")).await.0 != 200 {
         assert!(Instant::now() < deadline, "the proxy did not come up");

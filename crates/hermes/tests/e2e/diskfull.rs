@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Hermes, Options, SmallDisk, require_docker, succeeded};
+use crate::events::{Events, id_of};
+use crate::harness::{Hermes, Options, SmallDisk, succeeded};
 
 /// Which disks the test fills.
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +79,7 @@ fn event_lines(hermes: &Hermes) -> (Vec<Value>, u64) {
     let mut reported = 0;
     let mut others = Vec::new();
     for event in events {
-        if event["eventid"] == "hermes.events.dropped"
+        if id_of(&event) == Some("hermes.events.dropped")
             && event["message"]
                 .as_str()
                 .is_some_and(|m| m.contains("event log could not be written"))
@@ -103,8 +104,8 @@ fn a_full_disk_loses_nothing_silently(full: Full) {
         log_dir: Some(logs.path.clone()),
         recording_dir: Some(recordings.path.clone()),
         // A small backlog, so that the full event log overflows it.
-        logging_extra: "  event_backlog_size: \"8k\"\n",
-        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
+        logging_extra: "  event_backlog_size: \"8k\"\n".into(),
+        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n".into(),
         ..Options::default()
     });
     let metrics_port = hermes.metrics_port();
@@ -363,10 +364,7 @@ fn a_full_disk_loses_nothing_silently(full: Full) {
             "a full disk is not the size limit"
         );
         if !full.events {
-            let errors: Vec<_> = written
-                .iter()
-                .filter(|e| e["eventid"] == "hermes.record.error")
-                .collect();
+            let errors: Vec<_> = written.of("hermes.record.error");
             assert_eq!(errors.len(), short_meta.len() + 1, "{errors:#?}");
         }
     } else {
@@ -376,10 +374,7 @@ fn a_full_disk_loses_nothing_silently(full: Full) {
     }
     if !full.events {
         // Nothing was lost: every login's events are there.
-        let logins = written
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.login.success")
-            .count();
+        let logins = written.count_of("cowrie.login.success");
         assert_eq!(logins, all_sources.len());
     }
     drop(hermes);
@@ -389,9 +384,7 @@ fn a_full_disk_loses_nothing_silently(full: Full) {
 
 #[test]
 fn a_full_event_log_keeps_then_counts_events() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     a_full_disk_loses_nothing_silently(Full {
         events: true,
         recordings: false,
@@ -400,9 +393,7 @@ fn a_full_event_log_keeps_then_counts_events() {
 
 #[test]
 fn full_recordings_leave_no_empty_files_and_every_session_listed() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     a_full_disk_loses_nothing_silently(Full {
         events: false,
         recordings: true,
@@ -411,9 +402,7 @@ fn full_recordings_leave_no_empty_files_and_every_session_listed() {
 
 #[test]
 fn both_full_lose_nothing_silently() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     a_full_disk_loses_nothing_silently(Full {
         events: true,
         recordings: true,

@@ -13,7 +13,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::client::Client;
-use crate::harness::{Hermes, Options, raise_fd_limit, require_docker};
+use crate::events::Events;
+use crate::harness::{Hermes, Options, raise_fd_limit};
 use crate::operations::{metrics, sample};
 
 const FLOOD: usize = 2000;
@@ -36,8 +37,8 @@ const REASONS: [&str; 6] = [
 /// the test sees the summaries without waiting.
 fn start_hermes() -> (Hermes, u16) {
     let hermes = Hermes::start(Options {
-        server_extra: "  refused_event_interval: 1\n",
-        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
+        server_extra: "  refused_event_interval: 1\n".into(),
+        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n".into(),
         ..Options::default()
     });
     let metrics_port = hermes.metrics_port();
@@ -85,10 +86,7 @@ async fn legitimate_login_time(port: u16) -> Duration {
 }
 
 fn refusals(events: &[Value]) -> Vec<&Value> {
-    events
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.connection.refused")
-        .collect()
+    events.of("hermes.connection.refused")
 }
 
 /// Connections refused, summed over the refusal events (with `reason`, if given).
@@ -171,17 +169,13 @@ async fn run_flood(first: &'static [u8], what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_silent_connections_leave_hermes_serving() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     run_flood(b"", "silent").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_trickling_connections_leave_hermes_serving() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     // Each sends one byte of an identification line and then nothing: a slow-loris
     // that would hold sshd's startup slots until LoginGraceTime.
     run_flood(b"S", "one byte each").await;
@@ -271,9 +265,7 @@ async fn burst(source: Ipv4Addr, target: SocketAddr, count: usize) -> (usize, Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     raise_fd_limit();
     let (hermes, metrics_port) = start_hermes();
     let idle_rss = hermes.rss_kib();
@@ -368,23 +360,14 @@ async fn two_thousand_two_hundred_sources_cannot_lock_a_client_out() {
 
     let events = tokio::task::block_in_place(|| {
         hermes.wait_for_events("the evictions and refusal summaries", |events| {
-            let evicted = events
-                .iter()
-                .filter(|e| e["eventid"] == "hermes.connection.evicted")
-                .count();
+            let evicted = events.count_of("hermes.connection.evicted");
             // Every flood admission past the full mark closed one.
             evicted + STARTUPS_FULL >= opened + more_held.len() + PER_SOURCE
                 && refused_count(events, Some("per_source_penalty")) >= 50
         })
     });
-    let evicted: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.connection.evicted")
-        .collect();
-    let connects = events
-        .iter()
-        .filter(|e| e["eventid"] == "cowrie.session.connect")
-        .count();
+    let evicted: Vec<&Value> = events.of("hermes.connection.evicted");
+    let connects = events.count_of("cowrie.session.connect");
     let refused = refused_count(&events, None);
     let lines = refusals(&events).len();
     let metric = dropped_metric(metrics_port, refused).await;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client::{Client, Shell, output_lines};
-use crate::harness::{Hermes, Options, require_docker};
+use crate::events::Events;
+use crate::harness::{Hermes, Options};
 
 use crate::client::ROOT_PROMPT;
 
@@ -17,9 +18,8 @@ async fn root_shell(hermes: &Hermes) -> (Client, Shell) {
 
 fn allocated_containers(hermes: &Hermes) -> Vec<String> {
     hermes
-        .events()
+        .events_of("hermes.container.allocate")
         .iter()
-        .filter(|e| e["eventid"] == "hermes.container.allocate")
         .filter_map(|e| e["container_id"].as_str().map(str::to_owned))
         .collect()
 }
@@ -98,9 +98,7 @@ fn hermes_alive(hermes: &Hermes) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_bomb_stays_inside_its_pids_limit() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 2,
         ..Options::default()
@@ -138,9 +136,7 @@ async fn a_fork_bomb_stays_inside_its_pids_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_bomb_is_killed_inside_the_container_only() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let (_client, mut shell) = root_shell(&hermes).await;
     let rss_before = hermes.rss_kib();
@@ -163,9 +159,7 @@ async fn a_memory_bomb_is_killed_inside_the_container_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cpu_burn_is_held_to_the_quota() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let (_client, mut shell) = root_shell(&hermes).await;
     shell
@@ -203,12 +197,10 @@ async fn a_cpu_burn_is_held_to_the_quota() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_fill_is_bounded_and_recordings_stay_small() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
-        pool_extra: "  security:\n    disk_limit: \"40m\"\n    max_file_size: \"16m\"\n",
-        recording_extra: "  max_recording_size: \"1m\"\n",
+        pool_extra: "  security:\n    disk_limit: \"40m\"\n    max_file_size: \"16m\"\n".into(),
+        recording_extra: "  max_recording_size: \"1m\"\n".into(),
         ..Options::default()
     });
     let (_client, mut shell) = root_shell(&hermes).await;
@@ -240,21 +232,15 @@ async fn disk_fill_is_bounded_and_recordings_stay_small() {
     );
     assert!(shell.read_to_close(Duration::from_secs(10)).await);
     println!("disk fill stopped {:?} after it began", started.elapsed());
-    let events = tokio::task::block_in_place(|| {
-        hermes.wait_for_events("closed", |events| {
-            events
-                .iter()
-                .any(|e| e["eventid"] == "cowrie.session.closed")
-        })
-    });
+    let events = tokio::task::block_in_place(|| hermes.wait_for("cowrie.session.closed"));
     assert!(
         events
-            .iter()
-            .any(|e| e["eventid"] == "hermes.session.error" && e["stage"] == "disk_limit")
+            .of("hermes.session.error")
+            .into_iter()
+            .any(|e| e["stage"] == "disk_limit")
     );
     let session = events
-        .iter()
-        .find(|e| e["eventid"] == "cowrie.session.closed")
+        .first_of("cowrie.session.closed")
         .and_then(|e| e["session"].as_str())
         .expect("session")
         .to_owned();
@@ -276,9 +262,7 @@ async fn disk_fill_is_bounded_and_recordings_stay_small() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_network_no_docker_socket_no_raw_sockets() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let (_client, mut shell) = root_shell(&hermes).await;
     let out = shell
@@ -310,9 +294,7 @@ async fn no_network_no_docker_socket_no_raw_sockets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn privileges_are_exactly_as_configured() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let (_client, mut shell) = root_shell(&hermes).await;
     // CHOWN (0), SETGID (6), SETUID (7): 0xc1, and nothing else in any set.
@@ -347,12 +329,10 @@ async fn privileges_are_exactly_as_configured() {
 
 #[test]
 fn the_runtime_setting_reaches_the_engine() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     // The engine's default runtime, named explicitly, works.
     let hermes = Hermes::start(Options {
-        pool_extra: "  security:\n    runtime: \"runc\"\n",
+        pool_extra: "  security:\n    runtime: \"runc\"\n".into(),
         ..Options::default()
     });
     let out = crate::harness::succeeded(
@@ -364,7 +344,7 @@ fn the_runtime_setting_reaches_the_engine() {
     drop(hermes);
     // A runtime the engine does not have: containers are refused, with the reason logged.
     let hermes = Hermes::start_unready(Options {
-        pool_extra: "  security:\n    runtime: \"runsc\"\n",
+        pool_extra: "  security:\n    runtime: \"runsc\"\n".into(),
         ..Options::default()
     });
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -378,9 +358,7 @@ fn the_runtime_setting_reaches_the_engine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_that_dies_ends_its_session_with_a_message_and_a_complete_record() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let (_client, mut shell) = root_shell(&hermes).await;
     shell.run("echo before-$((5*5))", ROOT_PROMPT).await;
@@ -402,18 +380,13 @@ async fn a_container_that_dies_ends_its_session_with_a_message_and_a_complete_re
         shell.text()
     );
     assert!(shell.read_to_close(Duration::from_secs(10)).await);
-    let events = tokio::task::block_in_place(|| {
-        hermes.wait_for_events("closed", |events| {
-            events
-                .iter()
-                .any(|e| e["eventid"] == "cowrie.session.closed")
-        })
-    });
-    assert!(events.iter().any(|e| e["eventid"] == "cowrie.log.closed"));
+    let events = tokio::task::block_in_place(|| hermes.wait_for("cowrie.session.closed"));
+    assert!(events.has("cowrie.log.closed"));
     assert!(
         events
-            .iter()
-            .any(|e| e["eventid"] == "hermes.session.error" && e["stage"] == "stream")
+            .of("hermes.session.error")
+            .into_iter()
+            .any(|e| e["stage"] == "stream")
     );
     let session = events[0]["session"].as_str().expect("session").to_owned();
     let (_, cast) = crate::harness::read_cast(&hermes.session_file(&session.to_string(), "cast"));
@@ -499,9 +472,7 @@ fn the_seccomp_profile_refuses_io_uring_and_the_other_listed_calls() {
     let mut sorted = listed.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, denied, "the probe covers every denied call");
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let out = crate::harness::succeeded(
         hermes
@@ -529,7 +500,7 @@ fn the_seccomp_profile_refuses_io_uring_and_the_other_listed_calls() {
     // Under the engine's default profile io_uring reaches the kernel (EFAULT for the
     // null parameters): the EPERM above is our profile's doing.
     let hermes = Hermes::start(Options {
-        pool_extra: "  security:\n    seccomp: \"docker-default\"\n",
+        pool_extra: "  security:\n    seccomp: \"docker-default\"\n".into(),
         ..Options::default()
     });
     let out = crate::harness::succeeded(

@@ -10,16 +10,15 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::Client;
-use crate::harness::{Hermes, IMAGE, Options, read_cast, require_docker};
+use crate::events::Events;
+use crate::harness::{Hermes, IMAGE, Options, read_cast};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_containers_caps_running_containers_and_refuses_with_a_message() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 1,
-        pool_extra: "  max_containers: 2\n",
+        pool_extra: "  max_containers: 2\n".into(),
         ..Options::default()
     });
     let a = Client::login(hermes.port, "root", "toor").await;
@@ -50,46 +49,41 @@ async fn max_containers_caps_running_containers_and_refuses_with_a_message() {
     assert!(shell_c.read_to_close(Duration::from_secs(10)).await);
     let events = tokio::task::block_in_place(|| {
         hermes.wait_for_events("the refusal", |events| {
-            events.iter().any(|e| {
-                e["eventid"] == "hermes.session.error"
-                    && e["error"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("max_containers (2) reached"))
+            events.of("hermes.session.error").into_iter().any(|e| {
+                e["error"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("max_containers (2) reached"))
             })
         })
     });
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "hermes.container.allocate")
-            .count(),
-        2
-    );
+    assert_eq!(events.count_of("hermes.container.allocate"), 2);
     assert_eq!(hermes.containers(Some("running")).len(), 2);
 }
 
 /// An image whose command does not exist: every container creates and fails to start.
-pub fn broken_image() -> &'static str {
+/// Made once and reused (each `docker import` makes a new image and leaves the one it
+/// untags dangling); a lock keeps tests running at once from importing it twice.
+pub fn broken_image() -> String {
     const TAG: &str = "hermes-test-broken:latest";
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("placeholder"), "x").expect("file");
-    let status = Command::new("bash")
-        .arg("-c")
+    let lock = std::env::temp_dir().join("hermes-test-broken.lock");
+    let status = Command::new("flock")
+        .arg(&lock)
+        .args(["bash", "-c"])
         .arg(format!(
-            "tar -C {} -c . | docker import --change 'CMD [\"/nonexistent\"]' - {TAG} > /dev/null",
+            "docker image inspect {TAG} > /dev/null 2>&1 || tar -C {} -c . | docker import --change 'CMD [\"/nonexistent\"]' - {TAG} > /dev/null",
             dir.path().display()
         ))
         .status()
         .expect("docker import");
     assert!(status.success());
-    TAG
+    TAG.to_owned()
 }
 
 #[test]
 fn a_failing_create_is_retried_with_backoff_and_leaves_nothing_half_made() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let image = broken_image();
     let hermes = Hermes::start_unready(Options {
         image,
@@ -119,11 +113,9 @@ fn a_failing_create_is_retried_with_backoff_and_leaves_nothing_half_made() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_only_the_newest_stopped_containers() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
-        pool_extra: "  max_stopped_containers: 2\n",
+        pool_extra: "  max_stopped_containers: 2\n".into(),
         ..Options::default()
     });
     for round in 1..=4 {
@@ -138,18 +130,11 @@ async fn retention_keeps_only_the_newest_stopped_containers() {
         // The container is stopped after the session's final file capture: wait for
         // it, so the stop order is the session order the test reasons about.
         let events = tokio::task::block_in_place(|| {
-            hermes.wait_for_events("release", |events| {
-                events
-                    .iter()
-                    .filter(|e| e["eventid"] == "hermes.container.release")
-                    .count()
-                    == round
-            })
+            hermes.wait_for_count("hermes.container.release", round)
         });
         let released = events
-            .iter()
-            .rev()
-            .find(|e| e["eventid"] == "hermes.container.release")
+            .of("hermes.container.release")
+            .last()
             .and_then(|e| e["container_id"].as_str())
             .unwrap_or_default()
             .to_owned();
@@ -162,22 +147,21 @@ async fn retention_keeps_only_the_newest_stopped_containers() {
     let events = tokio::task::block_in_place(|| {
         hermes.wait_for_events("two removals", |events| {
             events
-                .iter()
-                .filter(|e| {
-                    e["eventid"] == "hermes.container.remove" && e["reason"] == "retention_count"
-                })
+                .of("hermes.container.remove")
+                .into_iter()
+                .filter(|e| e["reason"] == "retention_count")
                 .count()
                 == 2
         })
     });
     let allocated: Vec<&str> = events
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.container.allocate")
+        .of("hermes.container.allocate")
+        .into_iter()
         .filter_map(|e| e["container_id"].as_str())
         .collect();
     let removed: Vec<&str> = events
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.container.remove")
+        .of("hermes.container.remove")
+        .into_iter()
         .filter_map(|e| e["container_id"].as_str())
         .collect();
     assert_eq!(removed, &allocated[..2], "the oldest two go");
@@ -306,12 +290,10 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_going_away_ends_sessions_cleanly_and_the_pool_comes_back() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut engine = tokio::task::block_in_place(SecondEngine::start);
     tokio::task::block_in_place(|| engine.load_image());
-    let docker_url = Box::leak(format!("unix://{}", engine.socket().display()).into_boxed_str());
+    let docker_url = format!("unix://{}", engine.socket().display());
     let hermes = Hermes::start(Options {
         docker_url: Some(docker_url),
         ..Options::default()
@@ -392,16 +374,18 @@ async fn the_engine_going_away_ends_sessions_cleanly_and_the_pool_comes_back() {
     // The broken session's recording and events are complete.
     let events = hermes.events();
     let broken = events
-        .iter()
-        .find(|e| e["eventid"] == "hermes.session.error" && e["stage"] == "stream")
+        .of("hermes.session.error")
+        .into_iter()
+        .find(|e| e["stage"] == "stream")
         .and_then(|e| e["session"].as_str())
         .expect("a stream error event")
         .to_owned();
     for id in ["cowrie.log.closed", "cowrie.session.closed"] {
         assert!(
             events
+                .of(id)
                 .iter()
-                .any(|e| e["eventid"] == id && e["session"] == broken.as_str()),
+                .any(|e| e["session"] == broken.as_str()),
             "{id} for the broken session"
         );
     }
@@ -456,7 +440,7 @@ pub async fn hermes_behind_proxy(
     Arc<std::sync::atomic::AtomicU64>,
 ) {
     let (port, seen, from_engine) = counting_proxy("/var/run/docker.sock").await;
-    let url = Box::leak(format!("tcp://127.0.0.1:{port}").into_boxed_str());
+    let url = format!("tcp://127.0.0.1:{port}");
     let hermes = Hermes::start(Options {
         docker_url: Some(url),
         ..options
@@ -548,9 +532,7 @@ pub async fn counting_proxy(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tcp_hermes_uses_only_the_documented_docker_endpoints() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let (hermes, seen, _) = hermes_behind_proxy(Options::default()).await;
     let client = Client::login(hermes.port, "root", "toor").await;
     let mut shell = client.shell(80, 24).await;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::client::{Client, Shell};
-use crate::harness::{Hermes, Options, require_docker};
+use crate::events::Events;
+use crate::harness::{Hermes, Options};
 
 async fn run(shell: &mut Shell, command: &str, prompt: &str) -> String {
     shell.run(command, prompt).await
@@ -14,9 +15,7 @@ async fn run(shell: &mut Shell, command: &str, prompt: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_login_and_the_process_tree_look_like_a_debian_server() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, "root", "toor").await;
     let mut shell = client.shell(120, 40).await;
@@ -81,9 +80,7 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_root_login_gets_its_own_account_and_home() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         credentials: vec![("deploy", "deploy"), ("root", "toor")],
         ..Options::default()
@@ -123,8 +120,8 @@ async fn a_non_root_login_gets_its_own_account_and_home() {
 
 fn allocations(events: &[Value]) -> Vec<(String, String)> {
     events
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.container.allocate")
+        .of("hermes.container.allocate")
+        .into_iter()
         .map(|e| {
             (
                 e["container_id"].as_str().unwrap_or_default().to_owned(),
@@ -136,9 +133,7 @@ fn allocations(events: &[Value]) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returning_source_gets_its_own_container_back_with_its_files() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut hermes = Hermes::start(Options {
         reuse: true,
         ..Options::default()
@@ -192,12 +187,7 @@ async fn a_returning_source_gets_its_own_container_back_with_its_files() {
 
     let events = tokio::task::block_in_place(|| {
         hermes.wait_for_events("three allocations and two releases", |events| {
-            allocations(events).len() == 3
-                && events
-                    .iter()
-                    .filter(|e| e["eventid"] == "hermes.container.release")
-                    .count()
-                    == 2
+            allocations(events).len() == 3 && events.count_of("hermes.container.release") == 2
         })
     });
     let allocated = allocations(&events);
@@ -217,9 +207,7 @@ async fn a_returning_source_gets_its_own_container_back_with_its_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_by_source_and_user_each_account_has_its_machine() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         reuse: true,
         reuse_key: "source_and_user",
@@ -237,11 +225,7 @@ async fn keyed_by_source_and_user_each_account_has_its_machine() {
         drop(client);
         tokio::task::block_in_place(|| {
             hermes.wait_for_events("released", |events| {
-                events
-                    .iter()
-                    .filter(|e| e["eventid"] == "cowrie.session.closed")
-                    .count()
-                    == allocations(events).len()
+                events.count_of("cowrie.session.closed") == allocations(events).len()
             })
         });
         // Wait for the stop, so the next visit finds the machine stopped.

@@ -1,16 +1,19 @@
 //! End-to-end tests: the real `hermes` binary, a real Docker engine, the real OpenSSH
 //! client and an in-process russh client.
 
+#[macro_use]
+extern crate hermes_test_support;
+
+use hermes_test_support::{client, events, harness, ports};
+
 mod auth;
 mod bounds;
 mod capture;
 mod channels;
-mod client;
 mod compose;
 mod deploy;
 mod diskfull;
 mod flood;
-mod harness;
 mod isolation;
 mod lifecycle;
 mod machine;

@@ -10,7 +10,8 @@ use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::client::{Client, connect};
-use crate::harness::{Hermes, Options, require_docker};
+use crate::events::Events;
+use crate::harness::{Hermes, Options};
 
 /// A TCP door to the Docker socket that can be shut (every connection through it
 /// cut) and opened again on the same port: to Hermes, the engine going away.
@@ -91,17 +92,15 @@ async fn health_becomes(port: u16, healthy: bool) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_a_session_and_health_follows_the_engine() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the door");
     let door_port = listener.local_addr().expect("door address").port();
     let door = open_door(listener);
-    let url = Box::leak(format!("tcp://127.0.0.1:{door_port}").into_boxed_str());
+    let url = format!("tcp://127.0.0.1:{door_port}");
     let hermes = Hermes::start(Options {
         docker_url: Some(url),
         pool_size: 1,
-        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
+        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n".into(),
         ..Options::default()
     });
     let metrics_port = hermes.metrics_port();
@@ -135,12 +134,7 @@ async fn metrics_move_with_a_session_and_health_follows_the_engine() {
     drop(exec);
     drop(client);
     hermes.wait_for_events("the close and the captured file", |events| {
-        events
-            .iter()
-            .any(|e| e["eventid"] == "cowrie.session.closed")
-            && events
-                .iter()
-                .any(|e| e["eventid"] == "cowrie.session.file_download")
+        events.has("cowrie.session.closed") && events.has("cowrie.session.file_download")
     });
     let after = metrics(metrics_port).await;
     for (name, at_least) in [
@@ -229,9 +223,7 @@ async fn password_works(port: u16, password: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_changes_credentials_for_new_logins_and_keeps_open_sessions() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 1,
         ..Options::default()
@@ -286,14 +278,12 @@ async fn sighup_changes_credentials_for_new_logins_and_keeps_open_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_says_so_when_the_pool_cannot_be_refilled() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let image = crate::lifecycle::broken_image();
     let hermes = tokio::task::block_in_place(|| {
         Hermes::start_unready(Options {
             image,
-            top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
+            top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n".into(),
             ..Options::default()
         })
     });
@@ -486,9 +476,7 @@ fn tiny_image(engine: &SecondEngine) -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_turns_unhealthy_when_dockerd_stops_and_healthy_when_it_is_back() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let dir = tempfile::Builder::new()
         .prefix("hermes-dockerd.")
         .tempdir_in("/var/tmp")
@@ -496,16 +484,13 @@ async fn health_turns_unhealthy_when_dockerd_stops_and_healthy_when_it_is_back()
     let mut engine = tokio::task::block_in_place(|| SecondEngine::start(dir));
     let image = tokio::task::block_in_place(|| tiny_image(&engine));
     let socket = engine.socket();
-    let top = Box::leak(
-        format!(
-            "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\ndocker:\n  socket_path: \"{}\"\n",
-            socket.display()
-        )
-        .into_boxed_str(),
+    let top = format!(
+        "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\ndocker:\n  socket_path: \"{}\"\n",
+        socket.display()
     );
     let hermes = tokio::task::block_in_place(|| {
         Hermes::start(Options {
-            image,
+            image: image.into(),
             pool_size: 1,
             top_extra: top,
             ..Options::default()
@@ -544,12 +529,10 @@ async fn banner(port: u16) -> String {
 /// no test probes for a port that another could take before Hermes binds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_zero_listeners_bind_free_ports_and_log_them() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut hermes = tokio::task::block_in_place(|| {
         Hermes::start(Options {
-            top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n",
+            top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n".into(),
             ..Options::default()
         })
     });

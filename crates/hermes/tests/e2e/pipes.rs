@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::harness::{Hermes, Options, binary_file, require_docker, sha256_file, succeeded};
+use crate::events::Events;
+use crate::harness::{Hermes, Options, binary_file, sha256_file, succeeded};
 use crate::lifecycle::hermes_behind_proxy;
 
 const SIZE: usize = 16 << 20;
@@ -54,9 +55,7 @@ async fn setup(pool_size: u32) -> Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_bypass_the_engine_stream_and_leave_no_pipe_behind() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let setup = setup(1).await;
     let Setup {
         hermes,
@@ -111,17 +110,16 @@ async fn transfers_bypass_the_engine_stream_and_leave_no_pipe_behind() {
 fn process_paths(hermes: &Hermes, source: &str) -> Vec<String> {
     hermes
         .events()
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.channel.process" && e["src_ip"] == source)
+        .of("hermes.channel.process")
+        .into_iter()
+        .filter(|e| e["src_ip"] == source)
         .filter_map(|e| e["path"].as_str().map(str::to_owned))
         .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_box_that_breaks_its_pipes_loses_the_fast_path_alone() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let setup = setup(2).await;
     let Setup {
         hermes, dir, hash, ..
@@ -168,13 +166,7 @@ async fn a_box_that_breaks_its_pipes_loses_the_fast_path_alone() {
 
     // The per-channel event says which way each session's data went.
     let paths = |source: &str| {
-        hermes.wait_for_events("the channel events", |events| {
-            events
-                .iter()
-                .filter(|e| e["eventid"] == "hermes.channel.process")
-                .count()
-                >= 5
-        });
+        hermes.wait_for_at_least("hermes.channel.process", 5);
         process_paths(hermes, source)
     };
     assert_eq!(paths("127.0.0.77"), ["direct", "direct"]);

@@ -1,7 +1,8 @@
 //! Every credential policy mode, as a client meets it.
 
 use crate::client::connect;
-use crate::harness::{Hermes, Options, require_docker};
+use crate::events::Events;
+use crate::harness::{Hermes, Options};
 
 /// One password attempt on a fresh connection.
 async fn attempt(port: u16, user: &str, password: &str) -> bool {
@@ -15,9 +16,7 @@ async fn attempt(port: u16, user: &str, password: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_mode_takes_wildcards_and_nothing_else() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         credentials: vec![("*", "123456"), ("deploy", "*"), ("adm*", "Passw0rd")],
         ..Options::default()
@@ -31,9 +30,7 @@ async fn static_mode_takes_wildcards_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_mode_remembers_the_pair_per_source_across_connections_and_restarts() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut hermes = Hermes::start(Options {
         mode: "sticky",
         sticky: (2, 2),
@@ -65,8 +62,8 @@ async fn sticky_mode_remembers_the_pair_per_source_across_connections_and_restar
 
     let events = hermes.events();
     let successes: Vec<(&str, &str)> = events
-        .iter()
-        .filter(|e| e["eventid"] == "cowrie.login.success")
+        .of("cowrie.login.success")
+        .into_iter()
         .map(|e| {
             (
                 e["username"].as_str().unwrap_or_default(),
@@ -87,9 +84,7 @@ async fn sticky_mode_remembers_the_pair_per_source_across_connections_and_restar
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_after_failures_counts_per_connection() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         mode: "accept_after_failures",
         accept_after: 1,

@@ -6,13 +6,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client::Client;
-use crate::harness::{Hermes, Options, require_docker};
+use crate::events::Events;
+use crate::harness::{Hermes, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_simultaneous_sessions_get_two_containers_recordings_and_metadata_files() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 2,
         ..Options::default()
@@ -43,16 +42,10 @@ async fn two_simultaneous_sessions_get_two_containers_recordings_and_metadata_fi
     assert!(b.read_to_close(Duration::from_secs(10)).await);
     drop((a, b, root, admin));
 
-    let events = hermes.wait_for_events("two closed sessions", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.session.closed")
-            .count()
-            == 2
-    });
+    let events = hermes.wait_for_count("cowrie.session.closed", 2);
     let sessions: Vec<String> = events
-        .iter()
-        .filter(|e| e["eventid"] == "cowrie.login.success")
+        .of("cowrie.login.success")
+        .into_iter()
         .filter_map(|e| e["session"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(sessions.len(), 2);
@@ -68,8 +61,9 @@ async fn two_simultaneous_sessions_get_two_containers_recordings_and_metadata_fi
         )
         .expect("json");
         let connect = events
-            .iter()
-            .find(|e| e["eventid"] == "cowrie.session.connect" && e["session"] == session.as_str())
+            .of("cowrie.session.connect")
+            .into_iter()
+            .find(|e| e["session"] == session.as_str())
             .expect("connect event");
         assert_eq!(
             metadata["src_port"], connect["src_port"],
@@ -94,9 +88,7 @@ async fn two_simultaneous_sessions_get_two_containers_recordings_and_metadata_fi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_refills_to_its_size_and_no_further() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 2,
         ..Options::default()
@@ -127,9 +119,7 @@ async fn the_pool_refills_to_its_size_and_no_further() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_session_open_stops_every_container_and_exits_zero() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, "root", "toor").await;
     let mut shell = client.shell(80, 24).await;
@@ -158,8 +148,7 @@ async fn sigterm_with_a_session_open_stops_every_container_and_exits_zero() {
     assert_eq!(hermes.containers(Some("exited")).len(), 1);
     let session = hermes
         .events()
-        .iter()
-        .find(|e| e["eventid"] == "cowrie.login.success")
+        .first_of("cowrie.login.success")
         .and_then(|e| e["session"].as_str().map(str::to_owned))
         .expect("session");
     let metadata: Value = serde_json::from_slice(
@@ -167,19 +156,12 @@ async fn sigterm_with_a_session_open_stops_every_container_and_exits_zero() {
     )
     .expect("json");
     assert_eq!(metadata["end_reason"], "shutdown");
-    assert!(
-        hermes
-            .events()
-            .iter()
-            .any(|e| e["eventid"] == "cowrie.session.closed")
-    );
+    assert!(hermes.events().has("cowrie.session.closed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_pool_creates_containers_on_demand() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 1,
         ..Options::default()
@@ -190,17 +172,8 @@ async fn an_empty_pool_creates_containers_on_demand() {
         Client::login(hermes.port, "admin", "admin"),
         Client::login(hermes.port, "admin", "s3cret"),
     );
-    let events = hermes.wait_for_events("three allocations", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "hermes.container.allocate")
-            .count()
-            == 3
-    });
-    let allocations: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.container.allocate")
-        .collect();
+    let events = hermes.wait_for_count("hermes.container.allocate", 3);
+    let allocations: Vec<&Value> = events.of("hermes.container.allocate");
     let sources: Vec<&str> = allocations
         .iter()
         .filter_map(|e| e["source"].as_str())
@@ -226,9 +199,7 @@ async fn an_empty_pool_creates_containers_on_demand() {
 
 #[test]
 fn containers_left_running_by_a_killed_instance_are_stopped_at_startup() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut first = Hermes::start(Options {
         pool_size: 2,
         ..Options::default()

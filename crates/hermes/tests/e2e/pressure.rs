@@ -7,13 +7,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::client::{Shell, root_shell};
-use crate::harness::{Hermes, Options, require_docker};
+use crate::events::Events;
+use crate::harness::{Hermes, Options};
 
 #[test]
 fn a_client_that_stops_reading_does_not_make_hermes_buffer() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let before = hermes.rss_kib();
     // stdout is a pipe nobody reads: the OpenSSH client stops taking data once it
@@ -56,11 +55,7 @@ fn a_client_that_stops_reading_does_not_make_hermes_buffer() {
         "still growing: {earlier} -> {later} KiB"
     );
     // The session still ends cleanly once the client goes.
-    hermes.wait_for_events("the closed session", |events| {
-        events
-            .iter()
-            .any(|e| e["eventid"] == "cowrie.session.closed")
-    });
+    hermes.wait_for("cowrie.session.closed");
 }
 
 /// Round trips of `echo` in an interactive shell, in microseconds, sorted.
@@ -85,9 +80,7 @@ async fn echo_round_trips(shell: &mut Shell, count: usize) -> Vec<u128> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_flooding_output_does_not_starve_another_session() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 2,
         ..Options::default()
@@ -150,10 +143,7 @@ async fn a_container_flooding_output_does_not_starve_another_session() {
     );
     let events = hermes.events();
     assert_eq!(
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "hermes.container.allocate")
-            .count(),
+        events.count_of("hermes.container.allocate"),
         2,
         "two sessions, two containers"
     );

@@ -10,12 +10,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::client::{AcceptAnyKey, Shell};
-use crate::harness::{Hermes, Options, require_docker};
+use crate::events::Events;
+use crate::harness::{Hermes, Options};
 
 fn hermes() -> Hermes {
     Hermes::start(Options {
         pool_size: 1,
-        server_extra: "  proxy_protocol: true\n  proxy_trusted: [127.0.0.1/32, \"::1\"]\n  refused_event_interval: 1\n",
+        server_extra: "  proxy_protocol: true\n  proxy_trusted: [127.0.0.1/32, \"::1\"]\n  refused_event_interval: 1\n".into(),
         ..Options::default()
     })
 }
@@ -61,9 +62,8 @@ fn v2_ipv6(source: [u8; 16], port: u16) -> Vec<u8> {
 
 fn connects(hermes: &Hermes) -> Vec<(String, String)> {
     hermes
-        .events()
+        .events_of("cowrie.session.connect")
         .iter()
-        .filter(|e| e["eventid"] == "cowrie.session.connect")
         .map(|e| {
             (
                 e["src_ip"].as_str().unwrap_or_default().to_owned(),
@@ -75,9 +75,7 @@ fn connects(hermes: &Hermes) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_headers_set_the_source_and_bad_ones_are_refused() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = hermes();
 
     // v1, then a whole login: the container sees the attacker's address.
@@ -144,13 +142,7 @@ async fn proxy_headers_set_the_source_and_bad_ones_are_refused() {
         );
     }
 
-    let events = hermes.wait_for_events("both connections", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.session.closed")
-            .count()
-            >= 2
-    });
+    let events = hermes.wait_for_at_least("cowrie.session.closed", 2);
     drop(events);
     let seen = connects(&hermes);
     assert_eq!(
@@ -176,9 +168,7 @@ async fn grab(port: u16, header: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn penalties_fall_on_the_proxied_client_never_on_the_balancers_health_checks() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = hermes();
     // Health checks (PROXY UNKNOWN keeps the balancer's address) that read the banner
     // and leave: far more than would get any client penalised.
@@ -209,17 +199,8 @@ async fn penalties_fall_on_the_proxied_client_never_on_the_balancers_health_chec
         (14..30).contains(&refused_from),
         "refused from grab {refused_from}"
     );
-    let events = tokio::task::block_in_place(|| {
-        hermes.wait_for_events("the refusal summary", |events| {
-            events
-                .iter()
-                .any(|e| e["eventid"] == "hermes.connection.refused")
-        })
-    });
-    let refusals: Vec<_> = events
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.connection.refused")
-        .collect();
+    let events = tokio::task::block_in_place(|| hermes.wait_for("hermes.connection.refused"));
+    let refusals: Vec<_> = events.of("hermes.connection.refused");
     assert!(
         refusals
             .iter()

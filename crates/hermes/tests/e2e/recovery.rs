@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Hermes, Options, require_docker};
+use crate::events::Events;
+use crate::harness::{Hermes, Options};
 
 /// Three attackers, each from its own loopback address.
 const SOURCES: [Ipv4Addr; 3] = [
@@ -59,8 +60,9 @@ fn open_session(mut command: std::process::Command, line: &str) -> Child {
 
 fn of_session<'a>(events: &'a [Value], id: &str, session: &str) -> Vec<&'a Value> {
     events
-        .iter()
-        .filter(|e| e["eventid"] == id && e["session"] == session)
+        .of(id)
+        .into_iter()
+        .filter(|e| e["session"] == session)
         .collect()
 }
 
@@ -72,9 +74,7 @@ fn metadata(hermes: &Hermes, session: &str) -> Value {
 
 #[test]
 fn sigkill_with_sessions_open_loses_no_machine_and_closes_the_sessions_once() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut hermes = Hermes::start(Options {
         reuse: true,
         pool_size: 3,
@@ -101,22 +101,15 @@ fn sigkill_with_sessions_open_loses_no_machine_and_closes_the_sessions_once() {
             "{source} missing from the saved map: {saved}"
         );
     }
-    let events = hermes.wait_for_events("three containers allocated", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "hermes.container.allocate")
-            .count()
-            == 3
-    });
+    let events = hermes.wait_for_count("hermes.container.allocate", 3);
     // Per source: its session and its container.
     let machines: Vec<(String, String)> = SOURCES
         .iter()
         .map(|source| {
             let allocation = events
-                .iter()
-                .find(|e| {
-                    e["eventid"] == "hermes.container.allocate" && e["src_ip"] == source.to_string()
-                })
+                .of("hermes.container.allocate")
+                .into_iter()
+                .find(|e| e["src_ip"] == source.to_string())
                 .unwrap_or_else(|| panic!("no allocation for {source}"));
             (
                 allocation["session"].as_str().expect("session").to_owned(),
@@ -151,19 +144,12 @@ fn sigkill_with_sessions_open_loses_no_machine_and_closes_the_sessions_once() {
             crate::harness::succeeded(&mut ssh_from(&hermes, *source, "cat /root/marker.txt"));
         assert_eq!(out.trim(), format!("marker-of-{n}-{source}"), "{source}");
     }
-    let events = hermes.wait_for_events("three allocations after the restart", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "hermes.container.allocate")
-            .count()
-            == 6
-    });
+    let events = hermes.wait_for_count("hermes.container.allocate", 6);
     for (source, (_, container)) in SOURCES.iter().zip(&machines) {
         let again: Vec<&Value> = events
-            .iter()
-            .filter(|e| {
-                e["eventid"] == "hermes.container.allocate" && e["src_ip"] == source.to_string()
-            })
+            .of("hermes.container.allocate")
+            .into_iter()
+            .filter(|e| e["src_ip"] == source.to_string())
             .collect();
         assert_eq!(again.len(), 2, "{source}");
         assert_eq!(
@@ -190,23 +176,14 @@ fn sigkill_with_sessions_open_loses_no_machine_and_closes_the_sessions_once() {
         }
     };
     closed_once(&hermes, &events);
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "hermes.session.recovered")
-            .count(),
-        3
-    );
+    assert_eq!(events.count_of("hermes.session.recovered"), 3);
 
     // A second restart (a clean one) closes nothing again.
     hermes.restart();
     let events = hermes.events();
     closed_once(&hermes, &events);
     assert_eq!(
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "hermes.session.recovered")
-            .count(),
+        events.count_of("hermes.session.recovered"),
         3,
         "nothing recovered twice"
     );

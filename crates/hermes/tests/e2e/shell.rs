@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client::Client;
-use crate::harness::{Hermes, Options, read_cast, require_docker};
+use crate::events::{Events, id_of};
+use crate::harness::{Hermes, Options, read_cast};
 
 fn wait_for(buffer: &Mutex<Vec<u8>>, needle: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -23,9 +24,7 @@ fn wait_for(buffer: &Mutex<Vec<u8>>, needle: &str, timeout: Duration) -> bool {
 
 #[test]
 fn openssh_login_runs_commands_and_returns_the_exit_status_at_once() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let mut child = hermes
         .ssh("root", &["toor"], "password")
@@ -80,17 +79,9 @@ fn openssh_login_runs_commands_and_returns_the_exit_status_at_once() {
 
     // The event trail of the session, every event checked against the catalogue.
     let events = hermes.wait_for_events("session.closed", |events| {
-        events
-            .iter()
-            .any(|e| e["eventid"] == "cowrie.session.closed")
-            && events
-                .iter()
-                .any(|e| e["eventid"] == "hermes.container.release")
+        events.has("cowrie.session.closed") && events.has("hermes.container.release")
     });
-    let ids: Vec<&str> = events
-        .iter()
-        .filter_map(|e| e["eventid"].as_str())
-        .collect();
+    let ids: Vec<&str> = events.iter().filter_map(id_of).collect();
     for expected in [
         "cowrie.session.connect",
         "cowrie.client.version",
@@ -103,25 +94,16 @@ fn openssh_login_runs_commands_and_returns_the_exit_status_at_once() {
     ] {
         assert!(ids.contains(&expected), "missing {expected} in {ids:?}");
     }
-    let login = events
-        .iter()
-        .find(|e| e["eventid"] == "cowrie.login.success")
-        .expect("login");
+    let login = events.first_of("cowrie.login.success").expect("login");
     assert_eq!(login["username"], "root");
     assert_eq!(login["password"], "toor");
-    let version = events
-        .iter()
-        .find(|e| e["eventid"] == "cowrie.client.version")
-        .expect("version");
+    let version = events.first_of("cowrie.client.version").expect("version");
     assert!(
         version["version"]
             .as_str()
             .is_some_and(|v| v.starts_with("SSH-2.0-OpenSSH_"))
     );
-    let closed = events
-        .iter()
-        .find(|e| e["eventid"] == "cowrie.session.closed")
-        .expect("closed");
+    let closed = events.first_of("cowrie.session.closed").expect("closed");
     assert!(closed["duration_ms"].is_u64());
     assert!(closed["duration"].is_f64() || closed["duration"].is_u64());
     let position = |id: &str| ids.iter().position(|x| *x == id).expect("present");
@@ -131,9 +113,7 @@ fn openssh_login_runs_commands_and_returns_the_exit_status_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_change_resizes_the_terminal_and_the_session_goes_on() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, "root", "toor").await;
     let mut shell = client.shell(80, 24).await;
@@ -192,9 +172,7 @@ async fn window_change_resizes_the_terminal_and_the_session_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_starting_with_bytes_0_1_2_does_not_stall_the_session() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, "root", "toor").await;
 
@@ -248,9 +226,7 @@ async fn output_starting_with_bytes_0_1_2_does_not_stall_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recording_replays_exactly_what_the_client_saw() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let client = Client::login(hermes.port, "root", "toor").await;
     let mut shell = client.shell(100, 30).await;
@@ -271,9 +247,7 @@ async fn the_recording_replays_exactly_what_the_client_saw() {
     drop(client);
 
     let session = session_of(&hermes);
-    hermes.wait_for_events("log.closed", |events| {
-        events.iter().any(|e| e["eventid"] == "cowrie.log.closed")
-    });
+    hermes.wait_for("cowrie.log.closed");
     let (header, events) = read_cast(&hermes.session_file(&session.to_string(), "cast"));
     assert_eq!(header["version"], 2);
     assert_eq!(header["width"], 100);
@@ -341,14 +315,9 @@ async fn the_recording_replays_exactly_what_the_client_saw() {
 
 /// The one session id seen so far.
 pub fn session_of(hermes: &Hermes) -> String {
-    let events = hermes.wait_for_events("session.closed", |events| {
-        events
-            .iter()
-            .any(|e| e["eventid"] == "cowrie.session.closed")
-    });
+    let events = hermes.wait_for("cowrie.session.closed");
     events
-        .iter()
-        .find(|e| e["eventid"] == "cowrie.login.success")
+        .first_of("cowrie.login.success")
         .and_then(|e| e["session"].as_str())
         .expect("a logged-in session")
         .to_owned()

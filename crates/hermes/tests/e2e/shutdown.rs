@@ -9,7 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::client::{self, root_shell};
-use crate::harness::{Hermes, Options, require_docker};
+use crate::events::Events;
+use crate::harness::{Hermes, Options};
 
 /// What Hermes waits at most for open connections to end after SIGTERM (`DRAIN` in
 /// `run.rs`).
@@ -35,9 +36,7 @@ async fn banner_read(port: u16) -> TcpStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_every_phase_with_its_events_and_no_slow_client_holds_it() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let mut hermes = Hermes::start(Options::default());
     // Identification phase: silent after the banner.
     let _silent = banner_read(hermes.port).await;
@@ -56,13 +55,7 @@ async fn sigterm_closes_every_phase_with_its_events_and_no_slow_client_holds_it(
     let _unauthenticated = client::connect(hermes.port).await.expect("connect");
     // Logged in, with a shell.
     let (_client, _shell) = root_shell(hermes.port).await;
-    hermes.wait_for_events("four connections", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.session.connect")
-            .count()
-            >= 4
-    });
+    hermes.wait_for_at_least("cowrie.session.connect", 4);
 
     let asked = Instant::now();
     let status = tokio::task::block_in_place(|| hermes.terminate());
@@ -75,8 +68,8 @@ async fn sigterm_closes_every_phase_with_its_events_and_no_slow_client_holds_it(
     let events = hermes.events();
     let sessions = |id: &str| -> HashSet<String> {
         events
-            .iter()
-            .filter(|e| e["eventid"] == id)
+            .of(id)
+            .into_iter()
             .filter_map(|e| e["session"].as_str().map(str::to_owned))
             .collect()
     };

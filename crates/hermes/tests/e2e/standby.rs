@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::client::{Client, ROOT_PROMPT, root_shell};
-use crate::harness::{Options, require_docker};
+use crate::events::Events;
+use crate::harness::Options;
 use crate::lifecycle::hermes_behind_proxy;
 
 /// What `ps` shows of a waiting standby or of its hand-over.
@@ -14,9 +15,7 @@ fn shows_standby(ps: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_login_takes_over_the_standby_and_no_session_sees_one() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let (hermes, seen, _) = hermes_behind_proxy(Options {
         pool_size: 2,
         ..Options::default()
@@ -38,14 +37,9 @@ async fn a_terminal_login_takes_over_the_standby_and_no_session_sees_one() {
         .lock()
         .map(|s| s[before..].to_vec())
         .unwrap_or_default();
-    let events = hermes.wait_for_events("the allocation", |events| {
-        events
-            .iter()
-            .any(|e| e["eventid"] == "hermes.container.allocate")
-    });
+    let events = hermes.wait_for("hermes.container.allocate");
     let container = events
-        .iter()
-        .find(|e| e["eventid"] == "hermes.container.allocate")
+        .first_of("hermes.container.allocate")
         .and_then(|e| e["container_id"].as_str())
         .expect("container id")
         .to_owned();

@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::client::Client;
-use crate::harness::{Hermes, Options, free_port, require_docker};
+use crate::harness::{Hermes, Options, unique_sensor};
+use crate::ports::published_port;
 
 fn run(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -108,9 +109,7 @@ impl Drop for Terminator {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hermes_reaches_an_engine_over_tls_with_a_client_certificate() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let have_proxy_image = Command::new("docker")
         .args(["image", "inspect", "hermes-socket-proxy:latest"])
         .output()
@@ -130,8 +129,7 @@ async fn hermes_reaches_an_engine_over_tls_with_a_client_certificate() {
         "global\n    log stdout format raw local0 info\ndefaults\n    mode tcp\n    timeout connect 10s\n    timeout client 1h\n    timeout server 1h\nfrontend tls\n    bind :2376 ssl crt /certs/server-bundle.pem ca-file /certs/ca.pem verify required\n    default_backend engine\nbackend engine\n    server engine /var/run/docker.sock\n",
     )
     .expect("config");
-    let port = free_port();
-    let name = format!("hermes-tls-test-{port}");
+    let name = format!("hermes-tls-{}", unique_sensor());
     let started = Command::new("docker")
         .args([
             "run",
@@ -139,7 +137,7 @@ async fn hermes_reaches_an_engine_over_tls_with_a_client_certificate() {
             "--name",
             &name,
             "-p",
-            &format!("127.0.0.1:{port}:2376"),
+            "127.0.0.1:0:2376",
             "-v",
             "/var/run/docker.sock:/var/run/docker.sock",
         ])
@@ -160,7 +158,8 @@ async fn hermes_reaches_an_engine_over_tls_with_a_client_certificate() {
         "{}",
         String::from_utf8_lossy(&started.stderr)
     );
-    let _terminator = Terminator(name);
+    let _terminator = Terminator(name.clone());
+    let port = published_port(&name, 2376);
     std::thread::sleep(Duration::from_millis(500));
 
     // Without a client certificate the engine's side does not answer.
@@ -188,11 +187,8 @@ async fn hermes_reaches_an_engine_over_tls_with_a_client_certificate() {
     assert_eq!(String::from_utf8_lossy(&with_certificate.stdout), "OK");
 
     let d = dir.path().display();
-    let docker = Box::leak(
-        format!(
-            "docker:\n  base_url: \"https://localhost:{port}\"\n  tls:\n    ca: \"{d}/ca.pem\"\n    cert: \"{d}/client.pem\"\n    key: \"{d}/client-key.pem\"\n"
-        )
-        .into_boxed_str(),
+    let docker = format!(
+        "docker:\n  base_url: \"https://localhost:{port}\"\n  tls:\n    ca: \"{d}/ca.pem\"\n    cert: \"{d}/client.pem\"\n    key: \"{d}/client-key.pem\"\n"
     );
     let hermes = tokio::task::block_in_place(|| {
         Hermes::start(Options {

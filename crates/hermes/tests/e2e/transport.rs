@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Hermes, Options, require_docker};
+use crate::events::Events;
+use crate::harness::{Hermes, Options};
 
 /// The HASSH string the OpenSSH 9.2 client sends with the options below, and its md5,
 /// computed independently (Python's hashlib).
@@ -16,9 +17,7 @@ const PINNED_HASSH: &str = "d6bd53d769cfde0c90a5e41cb9ff93df";
 
 #[test]
 fn the_clients_kexinit_is_recorded_with_its_hassh() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let output = hermes
         .ssh("root", &["toor"], "password")
@@ -37,13 +36,8 @@ fn the_clients_kexinit_is_recorded_with_its_hassh() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let events = hermes.wait_for_events("client.kex", |events| {
-        events.iter().any(|e| e["eventid"] == "cowrie.client.kex")
-    });
-    let kex = events
-        .iter()
-        .find(|e| e["eventid"] == "cowrie.client.kex")
-        .expect("kex event");
+    let events = hermes.wait_for("cowrie.client.kex");
+    let kex = events.first_of("cowrie.client.kex").expect("kex event");
     assert_eq!(kex["hasshAlgorithms"], PINNED_HASSH_ALGORITHMS);
     assert_eq!(kex["hassh"], PINNED_HASSH);
     assert_eq!(kex["encCS"], serde_json::json!(["aes128-ctr"]));
@@ -53,8 +47,8 @@ fn the_clients_kexinit_is_recorded_with_its_hassh() {
 
 fn session_of_each_connect(events: &[Value]) -> Vec<String> {
     events
-        .iter()
-        .filter(|e| e["eventid"] == "cowrie.session.connect")
+        .of("cowrie.session.connect")
+        .into_iter()
         .filter_map(|e| e["session"].as_str().map(str::to_owned))
         .collect()
 }
@@ -100,9 +94,7 @@ fn connect(port: u16) -> TcpStream {
 
 #[test]
 fn garbage_early_disconnects_and_broken_handshakes_still_leave_their_events() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let mut buf = [0u8; 4096];
     // 1. Connect and leave at once.
@@ -124,37 +116,27 @@ fn garbage_early_disconnects_and_broken_handshakes_still_leave_their_events() {
     let _ = s.read(&mut buf);
     drop(s);
 
-    let events = hermes.wait_for_events("four closed sessions", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.session.closed")
-            .count()
-            == 4
-    });
+    let events = hermes.wait_for_count("cowrie.session.closed", 4);
     let sessions = session_of_each_connect(&events);
     assert_eq!(sessions.len(), 4);
     for session in &sessions {
         let closed = events
-            .iter()
-            .any(|e| e["eventid"] == "cowrie.session.closed" && e["session"] == session.as_str());
+            .of("cowrie.session.closed")
+            .into_iter()
+            .any(|e| e["session"] == session.as_str());
         assert!(closed, "session {session} has no close event");
     }
     // Connections run concurrently in Hermes: compare without order.
     let mut versions: Vec<&str> = events
-        .iter()
-        .filter(|e| e["eventid"] == "cowrie.client.version")
+        .of("cowrie.client.version")
+        .into_iter()
         .filter_map(|e| e["version"].as_str())
         .collect();
     versions.sort_unstable();
     assert_eq!(versions, ["SSH-2.0-halfway_1.0", "SSH-2.0-kexonly_2.0"]);
-    assert!(
-        events
-            .iter()
-            .any(|e| e["eventid"] == "hermes.client.bad_version")
-    );
+    assert!(events.has("hermes.client.bad_version"));
     let kex = events
-        .iter()
-        .find(|e| e["eventid"] == "cowrie.client.kex")
+        .first_of("cowrie.client.kex")
         .expect("kex from the broken handshake");
     assert_eq!(
         kex["hasshAlgorithms"],
@@ -221,9 +203,7 @@ pub fn ssh_with_key(hermes: &Hermes, key: &std::path::Path) -> std::process::Out
 
 #[test]
 fn offered_public_keys_are_logged_and_refused() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let (key, fingerprint, public) = keygen(hermes.dir.path());
     let output = ssh_with_key(&hermes, &key);
@@ -231,31 +211,18 @@ fn offered_public_keys_are_logged_and_refused() {
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("Permission denied (publickey,password).")
     );
-    let events = hermes.wait_for_events("fingerprint", |events| {
-        events
-            .iter()
-            .any(|e| e["eventid"] == "cowrie.client.fingerprint")
-    });
-    let offer = events
-        .iter()
-        .find(|e| e["eventid"] == "cowrie.client.fingerprint")
-        .expect("event");
+    let events = hermes.wait_for("cowrie.client.fingerprint");
+    let offer = events.first_of("cowrie.client.fingerprint").expect("event");
     assert_eq!(offer["fingerprint"], fingerprint.as_str());
     assert_eq!(offer["type"], "ssh-ed25519");
     assert_eq!(offer["key"], public.as_str());
     assert_eq!(offer["username"], "root");
-    assert!(
-        !events
-            .iter()
-            .any(|e| e["eventid"] == "cowrie.login.success")
-    );
+    assert!(!events.has("cowrie.login.success"));
 }
 
 #[test]
 fn with_the_switch_any_public_key_logs_in() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         accept_public_keys: true,
         ..Options::default()
@@ -268,24 +235,15 @@ fn with_the_switch_any_public_key_logs_in() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout), "key-42\n");
-    let events = hermes.wait_for_events("login", |events| {
-        events
-            .iter()
-            .any(|e| e["eventid"] == "cowrie.login.success")
-    });
-    let login = events
-        .iter()
-        .find(|e| e["eventid"] == "cowrie.login.success")
-        .expect("login");
+    let events = hermes.wait_for("cowrie.login.success");
+    let login = events.first_of("cowrie.login.success").expect("login");
     assert_eq!(login["fingerprint"], fingerprint.as_str());
     assert!(login.get("password").is_none());
 }
 
 #[test]
 fn the_login_grace_time_closes_silent_clients_without_a_word() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         login_grace: 2,
         ..Options::default()
@@ -318,18 +276,12 @@ fn the_login_grace_time_closes_silent_clients_without_a_word() {
     let packet = &received[banner_end..];
     let length = u32::from_be_bytes([packet[0], packet[1], packet[2], packet[3]]) as usize;
     assert_eq!(packet.len(), length + 4, "nothing after the KEXINIT");
-    hermes.wait_for_events("grace timeout", |events| {
-        events
-            .iter()
-            .any(|e| e["eventid"] == "hermes.login.grace_timeout")
-    });
+    hermes.wait_for("hermes.login.grace_timeout");
 }
 
 #[test]
 fn the_server_kexinit_waits_for_the_clients_identification() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options::default());
     let mut stream = connect(hermes.port);
     stream

@@ -12,7 +12,8 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::client::{Client, Shell};
-use crate::harness::{Hermes, Options, require_docker};
+use crate::events::Events;
+use crate::harness::{Hermes, Options};
 
 /// Sent right behind the shell request. Its output names the sum only when bash ran
 /// it: the echo of the line itself shows `$((6*7))`.
@@ -110,10 +111,7 @@ fn fresh(block: u8, i: usize) -> Ipv4Addr {
 /// How the sessions' containers came (`pool`, `on_demand`, `reused`, `shared`).
 fn lease_sources(events: &[Value]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
-    for event in events
-        .iter()
-        .filter(|e| e["eventid"] == "hermes.container.allocate")
-    {
+    for event in events.of("hermes.container.allocate").into_iter() {
         let source = event["source"].as_str().unwrap_or("?").to_owned();
         *counts.entry(source).or_insert(0) += 1;
     }
@@ -124,16 +122,10 @@ fn lease_sources(events: &[Value]) -> HashMap<String, usize> {
 /// the shell received it, and each of those shells printed its output (checked by the
 /// caller).
 fn assert_recorded(hermes: &Hermes, sessions: usize) {
-    let events = hermes.wait_for_events("every command recorded", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "cowrie.command.input")
-            .count()
-            >= sessions
-    });
+    let events = hermes.wait_for_at_least("cowrie.command.input", sessions);
     let commands: Vec<&str> = events
-        .iter()
-        .filter(|e| e["eventid"] == "cowrie.command.input")
+        .of("cowrie.command.input")
+        .into_iter()
         .filter_map(|e| e["input"].as_str())
         .collect();
     let typed = commands.iter().filter(|c| **c == COMMAND).count();
@@ -142,9 +134,7 @@ fn assert_recorded(hermes: &Hermes, sessions: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn type_ahead_runs_on_every_fresh_login_from_the_pools_standby() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 4,
         ..Options::default()
@@ -161,9 +151,7 @@ async fn type_ahead_runs_on_every_fresh_login_from_the_pools_standby() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn type_ahead_runs_when_the_pool_is_empty_and_for_a_returning_source() {
-    if !require_docker() {
-        return;
-    }
+    require_docker!();
     // One ready container for three logins at a time: the others' containers are
     // made on demand, and their logins are started afresh, without a standby.
     let empty = Hermes::start(Options {

@@ -2,13 +2,14 @@
 //! containers are told apart from other tests'), a real Docker engine, and clients.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::events::Events;
 
 /// The image the end-to-end tests run (built by `images/target/build.sh`).
 pub const IMAGE: &str = "hermes-target:latest";
@@ -56,30 +57,30 @@ pub struct Options {
     /// `persona.login_grace_time` in seconds.
     pub login_grace: u64,
     /// Extra lines for the `server` section (two-space indented YAML).
-    pub server_extra: &'static str,
+    pub server_extra: String,
     /// Extra lines for the `container_pool` section.
-    pub pool_extra: &'static str,
+    pub pool_extra: String,
     /// `container_pool.reuse.enabled` (off by default here: most tests want a fresh
     /// container per session from the one test address).
     pub reuse: bool,
     /// Extra lines for the `recording` section.
-    pub recording_extra: &'static str,
+    pub recording_extra: String,
     /// Lines appended to the `capture` section.
-    pub capture_extra: &'static str,
+    pub capture_extra: String,
     /// `container_pool.reuse.key`.
     pub reuse_key: &'static str,
     /// `container_pool.image`.
-    pub image: &'static str,
+    pub image: String,
     /// `docker.base_url`.
-    pub docker_url: Option<&'static str>,
+    pub docker_url: Option<String>,
     /// Reuse a sensor name (to meet an earlier instance's containers).
     pub sensor: Option<String>,
     /// Extra lines for the `persona` section.
-    pub persona_extra: &'static str,
+    pub persona_extra: String,
     /// Extra top-level sections (unindented YAML), e.g. `forwarding:`.
-    pub top_extra: &'static str,
+    pub top_extra: String,
     /// Extra lines for the `logging` section.
-    pub logging_extra: &'static str,
+    pub logging_extra: String,
     /// Recordings somewhere else than `<dir>/recordings` (a small filesystem).
     pub recording_dir: Option<PathBuf>,
     /// The event log and operational log somewhere else than `<dir>/logs`.
@@ -100,18 +101,18 @@ impl Default for Options {
             keyboard_interactive: false,
             failure_delay_ms: 0,
             login_grace: 120,
-            server_extra: "",
-            pool_extra: "",
+            server_extra: String::new(),
+            pool_extra: String::new(),
             reuse: false,
             reuse_key: "source",
-            recording_extra: "",
-            capture_extra: "",
-            image: IMAGE,
+            recording_extra: String::new(),
+            capture_extra: String::new(),
+            image: IMAGE.to_owned(),
             docker_url: None,
             sensor: None,
-            top_extra: "",
-            persona_extra: "",
-            logging_extra: "",
+            top_extra: String::new(),
+            persona_extra: String::new(),
+            logging_extra: String::new(),
             recording_dir: None,
             log_dir: None,
         }
@@ -135,13 +136,28 @@ pub struct Hermes {
     logs: PathBuf,
 }
 
-/// A port that was free a moment ago. Racy (anything may take it before the caller
-/// binds it): only for servers that cannot listen on port 0 and report theirs.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// The `hermes` binary under test. Cargo names it only to the tests and benches of
+/// the `hermes` crate (`CARGO_BIN_EXE_hermes`, at their compile time), so this crate
+/// finds it at run time: nextest's `NEXTEST_BIN_EXE_hermes`, or beside the running
+/// test binary (`target/<profile>/deps/<test>` next to `target/<profile>/hermes`).
+pub fn hermes_binary() -> PathBuf {
+    for name in ["NEXTEST_BIN_EXE_hermes", "CARGO_BIN_EXE_hermes"] {
+        if let Some(path) = std::env::var_os(name) {
+            return PathBuf::from(path);
+        }
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("hermes"))
+        .expect("the test binary is under target/<profile>/deps");
+    assert!(
+        path.is_file(),
+        "no hermes binary at {} (build it: cargo build -p hermes)",
+        path.display()
+    );
+    path
 }
 
 /// A sensor name no other test (or earlier run) uses.
@@ -229,7 +245,7 @@ capture:
 {logging_extra}"#,
             logs = logs.display(),
             recordings = recordings.display(),
-            logging_extra = options.logging_extra,
+            logging_extra = &options.logging_extra,
             max_sessions = options.max_sessions,
             ki = options.keyboard_interactive,
             delay = options.failure_delay_ms,
@@ -237,20 +253,21 @@ capture:
             mode = options.mode,
             max_tries = options.max_auth_tries,
             grace = options.login_grace,
-            server_extra = options.server_extra,
-            pool_extra = options.pool_extra,
+            server_extra = &options.server_extra,
+            pool_extra = &options.pool_extra,
             reuse = options.reuse,
             reuse_key = options.reuse_key,
-            recording_extra = options.recording_extra,
-            capture_extra = options.capture_extra,
-            image = options.image,
+            recording_extra = &options.recording_extra,
+            capture_extra = &options.capture_extra,
+            image = &options.image,
             docker = options
                 .docker_url
+                .as_ref()
                 .map(|url| format!("docker:\n  base_url: \"{url}\"\n"))
                 .unwrap_or_default(),
             accept_keys = options.accept_public_keys,
-            top_extra = options.top_extra,
-            persona_extra = options.persona_extra,
+            top_extra = &options.top_extra,
+            persona_extra = &options.persona_extra,
         );
         let config_path = dir.path().join("hermes.yaml");
         std::fs::write(&config_path, config).expect("write config");
@@ -274,7 +291,7 @@ capture:
         self.run += 1;
         let stdout = std::fs::File::create(self.log_path("stdout")).expect("stdout log");
         let stderr = std::fs::File::create(self.log_path("stderr")).expect("stderr log");
-        let child = Command::new(env!("CARGO_BIN_EXE_hermes"))
+        let child = Command::new(hermes_binary())
             .args(["run", "--config"])
             .arg(&self.config_path)
             .stdin(Stdio::null())
@@ -418,6 +435,33 @@ capture:
                 value
             })
             .collect()
+    }
+
+    /// Every event with this id written so far.
+    pub fn events_of(&self, id: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| crate::events::id_of(e) == Some(id))
+            .collect()
+    }
+
+    /// Waits until exactly `count` events with this id were written; returns all events.
+    pub fn wait_for_count(&self, id: &str, count: usize) -> Vec<Value> {
+        self.wait_for_events(&format!("{count} {id}"), |events| {
+            events.count_of(id) == count
+        })
+    }
+
+    /// Waits until at least `count` events with this id were written; returns all events.
+    pub fn wait_for_at_least(&self, id: &str, count: usize) -> Vec<Value> {
+        self.wait_for_events(&format!("{count} or more {id}"), |events| {
+            events.count_of(id) >= count
+        })
+    }
+
+    /// Waits for the first event with this id; returns all events.
+    pub fn wait_for(&self, id: &str) -> Vec<Value> {
+        self.wait_for_events(id, |events| events.has(id))
     }
 
     /// Waits until `predicate` holds for the event list.

@@ -1,0 +1,21 @@
+//! What the end-to-end tests and the benches of the `hermes` crate share: a real
+//! `hermes` process on loopback ([`harness`]), an in-process SSH client ([`client`]),
+//! a real Debian sshd to compare against ([`reference`]), the event queries
+//! ([`events`]) and race-free ports ([`ports`]). Not published: it exists for the tests only.
+
+pub mod client;
+pub mod events;
+pub mod harness;
+pub mod ports;
+pub mod reference;
+
+/// Returns from the calling test (sync or async) when Docker or the target image is
+/// missing; under `CI=true` that absence fails the test instead.
+#[macro_export]
+macro_rules! require_docker {
+    () => {
+        if !$crate::harness::require_docker() {
+            return;
+        }
+    };
+}
