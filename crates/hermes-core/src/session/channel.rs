@@ -391,10 +391,23 @@ impl ChannelSession {
         }
         self.started = true;
         let mut terminated = self.conn.terminated.subscribe();
+        // Held while waiting: a session that ends meanwhile waits for this channel's
+        // message, as it waits for a running pump's.
+        let telling = self.conn.pumps.token();
         let lease = tokio::select! {
             lease = self.conn.wait_for_lease() => lease,
-            _ = async { terminated.wait_for(|t| t.is_some()).await.is_ok() } => return,
+            reason = async { terminated.wait_for(|t| t.is_some()).await.ok().and_then(|r| *r) } => {
+                let teller = Teller {
+                    conn: &self.conn,
+                    client: self.client.as_ref(),
+                    recorder: &self.recorder,
+                    on_stderr: self.pty.is_none(),
+                };
+                tell(teller, reason.unwrap_or(EndReason::ClientClosed)).await;
+                return;
+            }
         };
+        drop(telling);
         let lease = match lease {
             Ok(lease) => lease,
             Err(reason) => {

@@ -86,3 +86,31 @@ async fn a_command_without_a_terminal_gets_its_exit_status_and_no_message() {
     );
     nothing_leaked(&rig);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_while_the_shell_waits_for_its_container_still_tells_the_terminal() {
+    let rig = rig(TestLimits::default());
+    rig.sandbox.hold_leases();
+    let session = rig.connect();
+    assert!(session.login().await);
+    let channel = session.open_channel().expect("channel");
+    channel.terminal_shell();
+    sleep(Duration::from_secs(5)).await;
+    assert!(channel.client.ops().is_empty(), "nothing while waiting");
+    rig.shut_down();
+    disconnected(&session).await;
+    let text = channel.client.stdout_text();
+    assert!(
+        text.starts_with("\r\nBroadcast message from root@web-prod-01 on pts/1 (")
+            && text.ends_with("The system will power off now!\r\n\r\n"),
+        "{text:?}"
+    );
+    assert!(
+        rig.sandbox.spawned().is_empty(),
+        "no shell for a session that ended"
+    );
+    assert_eq!(end_reason(&session), EndReason::Shutdown);
+    rig.sandbox.let_leases_through();
+    leave(&rig, &session, channel).await;
+    nothing_leaked(&rig);
+}
