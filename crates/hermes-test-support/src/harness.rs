@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::events::Events;
+pub use crate::options::Options;
+use crate::options::Paths;
 
 /// The image the end-to-end tests run (built by `images/target/build.sh`).
 pub const IMAGE: &str = "hermes-target:latest";
@@ -36,87 +38,6 @@ pub fn require_docker() -> bool {
         "SKIPPED: Docker engine or image {IMAGE} not available (set CI=true to make this a failure)"
     );
     false
-}
-
-/// Knobs the tests turn.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub credentials: Vec<(&'static str, &'static str)>,
-    /// `authentication.mode`.
-    pub mode: &'static str,
-    /// `accept_all_after_failures` (mode `accept_after_failures`).
-    pub accept_after: u32,
-    /// `sticky.min_failures` and `max_failures` (mode `sticky`).
-    pub sticky: (u32, u32),
-    pub accept_public_keys: bool,
-    pub max_auth_tries: u32,
-    pub pool_size: u32,
-    pub max_sessions: u32,
-    pub keyboard_interactive: bool,
-    pub failure_delay_ms: u64,
-    /// `persona.login_grace_time` in seconds.
-    pub login_grace: u64,
-    /// Extra lines for the `server` section (two-space indented YAML).
-    pub server_extra: String,
-    /// Extra lines for the `container_pool` section.
-    pub pool_extra: String,
-    /// `container_pool.reuse.enabled` (off by default here: most tests want a fresh
-    /// container per session from the one test address).
-    pub reuse: bool,
-    /// Extra lines for the `recording` section.
-    pub recording_extra: String,
-    /// Lines appended to the `capture` section.
-    pub capture_extra: String,
-    /// `container_pool.reuse.key`.
-    pub reuse_key: &'static str,
-    /// `container_pool.image`.
-    pub image: String,
-    /// `docker.base_url`.
-    pub docker_url: Option<String>,
-    /// Reuse a sensor name (to meet an earlier instance's containers).
-    pub sensor: Option<String>,
-    /// Extra lines for the `persona` section.
-    pub persona_extra: String,
-    /// Extra top-level sections (unindented YAML), e.g. `forwarding:`.
-    pub top_extra: String,
-    /// Extra lines for the `logging` section.
-    pub logging_extra: String,
-    /// Recordings somewhere else than `<dir>/recordings` (a small filesystem).
-    pub recording_dir: Option<PathBuf>,
-    /// The event log and operational log somewhere else than `<dir>/logs`.
-    pub log_dir: Option<PathBuf>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            credentials: vec![("root", "toor"), ("admin", "admin"), ("admin", "s3cret")],
-            mode: "static",
-            accept_after: 3,
-            sticky: (2, 2),
-            accept_public_keys: false,
-            max_auth_tries: 6,
-            pool_size: 1,
-            max_sessions: 10,
-            keyboard_interactive: false,
-            failure_delay_ms: 0,
-            login_grace: 120,
-            server_extra: String::new(),
-            pool_extra: String::new(),
-            reuse: false,
-            reuse_key: "source",
-            recording_extra: String::new(),
-            capture_extra: String::new(),
-            image: IMAGE.to_owned(),
-            docker_url: None,
-            sensor: None,
-            top_extra: String::new(),
-            persona_extra: String::new(),
-            logging_extra: String::new(),
-            recording_dir: None,
-            log_dir: None,
-        }
-    }
 }
 
 /// A running Hermes.
@@ -171,6 +92,7 @@ pub fn unique_sensor() -> String {
 
 impl Hermes {
     /// Writes a config, starts `hermes run`, waits until it listens and the pool is full.
+    #[track_caller]
     pub fn start(options: Options) -> Hermes {
         let mut hermes = Self::start_unready(options);
         hermes.wait_until_ready();
@@ -179,16 +101,11 @@ impl Hermes {
 
     /// Like [`Hermes::start`] but returns once the process runs, without waiting for
     /// the pool (for tests where it cannot fill).
+    #[track_caller]
     pub fn start_unready(options: Options) -> Hermes {
         let dir = tempfile::tempdir().expect("tempdir");
         let sensor = options.sensor.clone().unwrap_or_else(unique_sensor);
         let hostname = "web-prod-01".to_owned();
-        let credentials: String = options
-            .credentials
-            .iter()
-            .map(|(u, p)| format!("    - {{username: \"{u}\", password: \"{p}\"}}\n"))
-            .collect();
-        let base = dir.path().display();
         let recordings = options
             .recording_dir
             .clone()
@@ -197,80 +114,17 @@ impl Hermes {
             .log_dir
             .clone()
             .unwrap_or_else(|| dir.path().join("logs"));
-        let mode_settings = match options.mode {
-            "accept_after_failures" => {
-                format!("  accept_all_after_failures: {}\n", options.accept_after)
-            }
-            "sticky" => format!(
-                "  sticky:\n    min_failures: {}\n    max_failures: {}\n    state_file: \"{base}/state/sticky.json\"\n",
-                options.sticky.0, options.sticky.1
-            ),
-            _ => String::new(),
-        };
-        let config = format!(
-            r#"server:
-  host: "127.0.0.1"
-  port: 0
-  host_key_path: "{base}/keys/ssh_host_rsa_key"
-  max_concurrent_sessions: {max_sessions}
-  sensor_name: "{sensor}"
-{server_extra}persona:
-  hostname: "{hostname}"
-  keyboard_interactive: {ki}
-  auth_failure_delay_ms: {delay}
-  max_auth_tries: {max_tries}
-  login_grace_time: {grace}
-{persona_extra}authentication:
-  mode: {mode}
-  accept_public_keys: {accept_keys}
-  static_credentials:
-{credentials}{mode_settings}container_pool:
-  size: {pool}
-  image: "{image}"
-  reuse:
-    enabled: {reuse}
-    key: {reuse_key}
-    state_file: "{base}/state/containers.json"
-{pool_extra}
-recording:
-  output_dir: "{recordings}"
-{recording_extra}
-capture:
-  output_dir: "{base}/downloads"
-{capture_extra}
-{docker}{top_extra}logging:
-  level: DEBUG
-  format: json
-  output_dir: "{logs}"
-{logging_extra}"#,
-            logs = logs.display(),
-            recordings = recordings.display(),
-            logging_extra = &options.logging_extra,
-            max_sessions = options.max_sessions,
-            ki = options.keyboard_interactive,
-            delay = options.failure_delay_ms,
-            pool = options.pool_size,
-            mode = options.mode,
-            max_tries = options.max_auth_tries,
-            grace = options.login_grace,
-            server_extra = &options.server_extra,
-            pool_extra = &options.pool_extra,
-            reuse = options.reuse,
-            reuse_key = options.reuse_key,
-            recording_extra = &options.recording_extra,
-            capture_extra = &options.capture_extra,
-            image = &options.image,
-            docker = options
-                .docker_url
-                .as_ref()
-                .map(|url| format!("docker:\n  base_url: \"{url}\"\n"))
-                .unwrap_or_default(),
-            accept_keys = options.accept_public_keys,
-            top_extra = &options.top_extra,
-            persona_extra = &options.persona_extra,
+        let config = options.config(
+            &sensor,
+            &hostname,
+            &Paths {
+                base: dir.path(),
+                recordings: &recordings,
+                logs: &logs,
+            },
         );
         let config_path = dir.path().join("hermes.yaml");
-        std::fs::write(&config_path, config).expect("write config");
+        std::fs::write(&config_path, config.to_yaml()).expect("write config");
         let mut hermes = Hermes {
             child: None,
             config_path,

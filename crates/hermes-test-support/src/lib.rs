@@ -6,6 +6,7 @@
 pub mod client;
 pub mod events;
 pub mod harness;
+pub mod options;
 pub mod ports;
 pub mod reference;
 

@@ -43,11 +43,13 @@ async fn closing_time(hermes: &Hermes, command: &str, closed_before: usize) -> f
 fn main() {
     hermes_test_support::require_docker!();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let hermes = Hermes::start(Options {
-        pool_size: 2,
-        capture_extra: "  max_files_per_session: 1000\n".into(),
-        ..Options::default()
-    });
+    let hermes = Hermes::start(
+        Options {
+            pool_size: 2,
+            ..Options::default()
+        }
+        .configure(|c| c.capture.max_files_per_session = 1000),
+    );
     let mut closed = 0;
     runtime.block_on(async {
         for files in [0usize, 10, 100] {

@@ -4,6 +4,8 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::process::Command;
 
+use hermes_core::config::MaxStartups;
+
 use crate::harness::{Hermes, Options};
 use crate::reference::ReferenceSshd;
 
@@ -176,19 +178,23 @@ pub fn start_local(hermes: bool, sshd: bool, sessions: usize) -> LocalServers {
     let mut started_sshd = Vec::new();
     let mut user = None;
     if hermes {
-        let limits = format!(
-            "  max_startups: \"{MAX_STARTUPS}\"\n  max_connections: 5000\n  max_connections_per_source: 64\n"
+        let max_startups = MaxStartups::parse(MAX_STARTUPS).expect("sshd's MaxStartups syntax");
+        let most = (sessions + 20) as u32;
+        let instance = Hermes::start(
+            Options {
+                credentials: vec![("root", PASSWORD)],
+                failure_delay_ms: 0,
+                pool_size: 8,
+                max_sessions: most,
+                ..Options::default()
+            }
+            .configure(move |c| {
+                c.server.max_startups = max_startups;
+                c.server.max_connections = 5000;
+                c.server.max_connections_per_source = 64;
+                c.container_pool.max_containers = most;
+            }),
         );
-        let pool = format!("  max_containers: {}\n", sessions + 20);
-        let instance = Hermes::start(Options {
-            credentials: vec![("root", PASSWORD)],
-            failure_delay_ms: 0,
-            pool_size: 8,
-            max_sessions: (sessions + 20) as u32,
-            server_extra: limits,
-            pool_extra: pool,
-            ..Options::default()
-        });
         targets.push(Target {
             name: "hermes".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], instance.port)),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use hermes_core::config::{ByteSize, DirectTcpipMode, EventRotation};
 use serde_json::Value;
 
 use crate::client::{Client, ROOT_PROMPT, root_shell};
@@ -200,10 +201,10 @@ fn scp_and_sftp_uploads_are_reported_as_uploads() {
 #[tokio::test(flavor = "multi_thread")]
 async fn capture_limits_drop_files_with_an_event() {
     require_docker!();
-    let hermes = Hermes::start(Options {
-        capture_extra: "  max_file_size: \"1k\"\n  max_files_per_session: 2\n".into(),
-        ..Options::default()
-    });
+    let hermes = Hermes::start(Options::default().configure(|c| {
+        c.capture.max_file_size = ByteSize::kib(1);
+        c.capture.max_files_per_session = 2;
+    }));
     let client = Client::login(hermes.port, "root", "toor").await;
     let mut exec = client
         .exec(
@@ -232,10 +233,9 @@ async fn capture_limits_drop_files_with_an_event() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_event_of_real_sessions_matches_the_catalogue() {
     require_docker!();
-    let hermes = Hermes::start(Options {
-        top_extra: "forwarding:\n  direct_tcpip: capture\n".into(),
-        ..Options::default()
-    });
+    let hermes = Hermes::start(
+        Options::default().configure(|c| c.forwarding.direct_tcpip = DirectTcpipMode::Capture),
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("id_ed25519");
     succeeded(
@@ -344,11 +344,16 @@ async fn sigkill_mid_session_leaves_whole_lines_everywhere() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_event_log_rotates_by_size_without_losing_a_line() {
     require_docker!();
-    let hermes = Hermes::start(Options {
-        failure_delay_ms: 0,
-        logging_extra: "  event_rotation: size\n  event_rotation_size: \"4k\"\n".into(),
-        ..Options::default()
-    });
+    let hermes = Hermes::start(
+        Options {
+            failure_delay_ms: 0,
+            ..Options::default()
+        }
+        .configure(|c| {
+            c.logging.event_rotation = EventRotation::Size;
+            c.logging.event_rotation_size = ByteSize::kib(4);
+        }),
+    );
     // Two clients at a time: under the admission limits for one source.
     let mut tasks = Vec::new();
     for _ in 0..2 {

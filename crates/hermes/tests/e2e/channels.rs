@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hermes_core::config::{ByteSize, DirectTcpipMode, Seconds};
 use russh::{ChannelMsg, Sig};
 use serde_json::Value;
 
@@ -438,12 +439,11 @@ fn local_forwarding_is_logged_and_refused_as_behind_an_egress_firewall() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_mode_accepts_forwards_and_logs_what_is_sent_within_bounds() {
     require_docker!();
-    let hermes = Hermes::start(Options {
-        top_extra:
-            "forwarding:\n  direct_tcpip: capture\n  capture_bytes: 1k\n  capture_seconds: 2\n"
-                .into(),
-        ..Options::default()
-    });
+    let hermes = Hermes::start(Options::default().configure(|c| {
+        c.forwarding.direct_tcpip = DirectTcpipMode::Capture;
+        c.forwarding.capture_bytes = ByteSize::kib(1);
+        c.forwarding.capture_seconds = Seconds::new(2);
+    }));
     let client = Client::login(hermes.port, ROOT.0, ROOT.1).await;
     let started = Instant::now();
     let mut channel = client

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hermes_core::config::ByteSize;
 use serde_json::Value;
 
 use crate::events::{Events, id_of};
@@ -99,15 +100,17 @@ fn a_full_disk_loses_nothing_silently(full: Full) {
     let base = tempfile::tempdir().expect("tempdir");
     let logs = SmallDisk::mount(&base.path().join("logs"), "8m");
     let recordings = SmallDisk::mount(&base.path().join("recordings"), "8m");
-    let hermes = Hermes::start(Options {
-        pool_size: 2,
-        log_dir: Some(logs.path.clone()),
-        recording_dir: Some(recordings.path.clone()),
+    let hermes = Hermes::start(
+        Options {
+            pool_size: 2,
+            log_dir: Some(logs.path.clone()),
+            recording_dir: Some(recordings.path.clone()),
+            metrics: true,
+            ..Options::default()
+        }
         // A small backlog, so that the full event log overflows it.
-        logging_extra: "  event_backlog_size: \"8k\"\n".into(),
-        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n".into(),
-        ..Options::default()
-    });
+        .configure(|c| c.logging.event_backlog_size = ByteSize::kib(8)),
+    );
     let metrics_port = hermes.metrics_port();
 
     // A session that prints through the whole test.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use hermes_core::config::Seconds;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -36,11 +37,13 @@ const REASONS: [&str; 6] = [
 /// Hermes with metrics on and refusals summed per second (instead of per minute), so
 /// the test sees the summaries without waiting.
 fn start_hermes() -> (Hermes, u16) {
-    let hermes = Hermes::start(Options {
-        server_extra: "  refused_event_interval: 1\n".into(),
-        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n".into(),
-        ..Options::default()
-    });
+    let hermes = Hermes::start(
+        Options {
+            metrics: true,
+            ..Options::default()
+        }
+        .configure(|c| c.server.refused_event_interval = Seconds::new(1)),
+    );
     let metrics_port = hermes.metrics_port();
     (hermes, metrics_port)
 }

@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use hermes_core::config::{ByteSize, SeccompProfile};
 use serde_json::Value;
 
 use crate::client::{Client, Shell, output_lines};
@@ -198,11 +199,11 @@ async fn a_cpu_burn_is_held_to_the_quota() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_fill_is_bounded_and_recordings_stay_small() {
     require_docker!();
-    let hermes = Hermes::start(Options {
-        pool_extra: "  security:\n    disk_limit: \"40m\"\n    max_file_size: \"16m\"\n".into(),
-        recording_extra: "  max_recording_size: \"1m\"\n".into(),
-        ..Options::default()
-    });
+    let hermes = Hermes::start(Options::default().configure(|c| {
+        c.container_pool.security.disk_limit = ByteSize::mib(40);
+        c.container_pool.security.max_file_size = ByteSize::mib(16);
+        c.recording.max_recording_size = ByteSize::mib(1);
+    }));
     let (_client, mut shell) = root_shell(&hermes).await;
     // One file cannot outgrow RLIMIT_FSIZE.
     let out = shell
@@ -331,10 +332,10 @@ async fn privileges_are_exactly_as_configured() {
 fn the_runtime_setting_reaches_the_engine() {
     require_docker!();
     // The engine's default runtime, named explicitly, works.
-    let hermes = Hermes::start(Options {
-        pool_extra: "  security:\n    runtime: \"runc\"\n".into(),
-        ..Options::default()
-    });
+    let hermes = Hermes::start(
+        Options::default()
+            .configure(|c| c.container_pool.security.runtime = Some("runc".to_owned())),
+    );
     let out = crate::harness::succeeded(
         hermes
             .ssh("root", &["toor"], "password")
@@ -343,10 +344,10 @@ fn the_runtime_setting_reaches_the_engine() {
     assert_eq!(out, "runc-ok\n");
     drop(hermes);
     // A runtime the engine does not have: containers are refused, with the reason logged.
-    let hermes = Hermes::start_unready(Options {
-        pool_extra: "  security:\n    runtime: \"runsc\"\n".into(),
-        ..Options::default()
-    });
+    let hermes = Hermes::start_unready(
+        Options::default()
+            .configure(|c| c.container_pool.security.runtime = Some("runsc".to_owned())),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while !hermes.output().contains("runsc") {
         assert!(Instant::now() < deadline, "{}", hermes.output());
@@ -499,10 +500,10 @@ fn the_seccomp_profile_refuses_io_uring_and_the_other_listed_calls() {
 
     // Under the engine's default profile io_uring reaches the kernel (EFAULT for the
     // null parameters): the EPERM above is our profile's doing.
-    let hermes = Hermes::start(Options {
-        pool_extra: "  security:\n    seccomp: \"docker-default\"\n".into(),
-        ..Options::default()
-    });
+    let hermes = Hermes::start(
+        Options::default()
+            .configure(|c| c.container_pool.security.seccomp = SeccompProfile::DockerDefault),
+    );
     let out = crate::harness::succeeded(
         hermes
             .ssh("root", &["toor"], "password")

@@ -16,11 +16,13 @@ use crate::harness::{Hermes, IMAGE, Options, read_cast};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_containers_caps_running_containers_and_refuses_with_a_message() {
     require_docker!();
-    let hermes = Hermes::start(Options {
-        pool_size: 1,
-        pool_extra: "  max_containers: 2\n".into(),
-        ..Options::default()
-    });
+    let hermes = Hermes::start(
+        Options {
+            pool_size: 1,
+            ..Options::default()
+        }
+        .configure(|c| c.container_pool.max_containers = 2),
+    );
     let a = Client::login(hermes.port, "root", "toor").await;
     let mut shell_a = a.shell(80, 24).await;
     assert!(shell_a.read_until("# ", 0, Duration::from_secs(20)).await);
@@ -114,10 +116,9 @@ fn a_failing_create_is_retried_with_backoff_and_leaves_nothing_half_made() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_only_the_newest_stopped_containers() {
     require_docker!();
-    let hermes = Hermes::start(Options {
-        pool_extra: "  max_stopped_containers: 2\n".into(),
-        ..Options::default()
-    });
+    let hermes = Hermes::start(
+        Options::default().configure(|c| c.container_pool.max_stopped_containers = 2),
+    );
     for round in 1..=4 {
         let output = tokio::task::block_in_place(|| {
             hermes

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hermes_core::config::load_file;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -100,7 +101,7 @@ async fn metrics_move_with_a_session_and_health_follows_the_engine() {
     let hermes = Hermes::start(Options {
         docker_url: Some(url),
         pool_size: 1,
-        top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n".into(),
+        metrics: true,
         ..Options::default()
     });
     let metrics_port = hermes.metrics_port();
@@ -229,22 +230,19 @@ async fn sighup_changes_credentials_for_new_logins_and_keeps_open_sessions() {
         ..Options::default()
     });
     let (client, mut shell) = crate::client::root_shell(hermes.port).await;
-    let original = std::fs::read_to_string(&hermes.config_path).expect("config");
-    assert!(original.contains("password: \"toor\""), "{original}");
+    let mut config = load_file(&hermes.config_path).expect("the harness's config");
+    let credentials = &mut config.authentication.static_credentials;
+    assert!(
+        credentials.iter().any(|c| c.password == "toor"),
+        "{credentials:?}"
+    );
 
-    // New credentials, a new limit, and a key that needs a restart.
-    let changed: String = original
-        .replace("password: \"toor\"", "password: \"n3w-Pass\"")
-        .lines()
-        .map(|line| {
-            if line.starts_with("  hostname:") {
-                "  hostname: db-07\n".to_owned()
-            } else {
-                format!("{line}\n")
-            }
-        })
-        .collect();
-    std::fs::write(&hermes.config_path, changed).expect("write");
+    // New credentials, and a key that needs a restart.
+    for credential in credentials.iter_mut().filter(|c| c.password == "toor") {
+        credential.password = "n3w-Pass".to_owned();
+    }
+    config.persona.hostname = "db-07".to_owned();
+    std::fs::write(&hermes.config_path, config.to_yaml()).expect("write");
     tokio::task::block_in_place(|| hang_up(&hermes, "configuration reloaded"));
     let log = hermes.output();
     assert!(log.contains("authentication.static_credentials"), "{log}");
@@ -283,7 +281,7 @@ async fn health_says_so_when_the_pool_cannot_be_refilled() {
     let hermes = tokio::task::block_in_place(|| {
         Hermes::start_unready(Options {
             image,
-            top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n".into(),
+            metrics: true,
             ..Options::default()
         })
     });
@@ -484,17 +482,16 @@ async fn health_turns_unhealthy_when_dockerd_stops_and_healthy_when_it_is_back()
     let mut engine = tokio::task::block_in_place(|| SecondEngine::start(dir));
     let image = tokio::task::block_in_place(|| tiny_image(&engine));
     let socket = engine.socket();
-    let top = format!(
-        "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\ndocker:\n  socket_path: \"{}\"\n",
-        socket.display()
-    );
     let hermes = tokio::task::block_in_place(|| {
-        Hermes::start(Options {
-            image: image.into(),
-            pool_size: 1,
-            top_extra: top,
-            ..Options::default()
-        })
+        Hermes::start(
+            Options {
+                image: image.into(),
+                pool_size: 1,
+                metrics: true,
+                ..Options::default()
+            }
+            .configure(move |c| c.docker.socket_path = socket.clone()),
+        )
     });
     let metrics_port = hermes.metrics_port();
     let (status, body) = health_becomes(metrics_port, true).await;
@@ -532,7 +529,7 @@ async fn port_zero_listeners_bind_free_ports_and_log_them() {
     require_docker!();
     let mut hermes = tokio::task::block_in_place(|| {
         Hermes::start(Options {
-            top_extra: "metrics:\n  enabled: true\n  listen: 127.0.0.1:0\n".into(),
+            metrics: true,
             ..Options::default()
         })
     });

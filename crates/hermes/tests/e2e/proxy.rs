@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hermes_core::address_block::AddressBlock;
+use hermes_core::config::Seconds;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -14,11 +16,19 @@ use crate::events::Events;
 use crate::harness::{Hermes, Options};
 
 fn hermes() -> Hermes {
-    Hermes::start(Options {
-        pool_size: 1,
-        server_extra: "  proxy_protocol: true\n  proxy_trusted: [127.0.0.1/32, \"::1\"]\n  refused_event_interval: 1\n".into(),
-        ..Options::default()
-    })
+    Hermes::start(
+        Options {
+            pool_size: 1,
+            ..Options::default()
+        }
+        .configure(|c| {
+            c.server.proxy_protocol = true;
+            c.server.proxy_trusted = ["127.0.0.1/32", "::1"]
+                .map(|block| AddressBlock::parse(block).expect("an address block"))
+                .to_vec();
+            c.server.refused_event_interval = Seconds::new(1);
+        }),
+    )
 }
 
 async fn from(source: [u8; 4], port: u16) -> TcpStream {

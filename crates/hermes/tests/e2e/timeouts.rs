@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use hermes_core::config::Seconds;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -38,10 +39,8 @@ fn ended_metadata(hermes: &Hermes) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_timeout_ends_a_busy_session_with_its_message() {
     require_docker!();
-    let hermes = Hermes::start(Options {
-        server_extra: "  session_timeout: 3\n".into(),
-        ..Options::default()
-    });
+    let hermes =
+        Hermes::start(Options::default().configure(|c| c.server.session_timeout = Seconds::new(3)));
     let started = Instant::now();
     let (_client, mut shell) = root_shell(hermes.port).await;
     // Typing does not keep it alive: the limit is absolute.
@@ -111,10 +110,10 @@ async fn freezable_relay(port: u16) -> (u16, Arc<AtomicBool>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalives_end_a_session_whose_client_stopped_answering() {
     require_docker!();
-    let hermes = Hermes::start(Options {
-        persona_extra: "  client_alive_interval: 1\n  client_alive_count_max: 2\n".into(),
-        ..Options::default()
-    });
+    let hermes = Hermes::start(Options::default().configure(|c| {
+        c.persona.client_alive_interval = Seconds::new(1);
+        c.persona.client_alive_count_max = 2;
+    }));
     let (relay, frozen) = freezable_relay(hermes.port).await;
     let (_client, mut shell) = root_shell(relay).await;
     // A client that answers keepalives stays, idle or not.

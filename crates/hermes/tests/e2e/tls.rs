@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use hermes_core::config::DockerTlsConfig;
+
 use crate::client::Client;
 use crate::harness::{Hermes, Options, unique_sensor};
 use crate::ports::published_port;
@@ -186,16 +188,20 @@ async fn hermes_reaches_an_engine_over_tls_with_a_client_certificate() {
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&with_certificate.stdout), "OK");
 
-    let d = dir.path().display();
-    let docker = format!(
-        "docker:\n  base_url: \"https://localhost:{port}\"\n  tls:\n    ca: \"{d}/ca.pem\"\n    cert: \"{d}/client.pem\"\n    key: \"{d}/client-key.pem\"\n"
-    );
+    let tls = DockerTlsConfig {
+        ca: dir.path().join("ca.pem"),
+        cert: dir.path().join("client.pem"),
+        key: dir.path().join("client-key.pem"),
+    };
     let hermes = tokio::task::block_in_place(|| {
-        Hermes::start(Options {
-            top_extra: docker,
-            pool_size: 1,
-            ..Options::default()
-        })
+        Hermes::start(
+            Options {
+                docker_url: Some(format!("https://localhost:{port}")),
+                pool_size: 1,
+                ..Options::default()
+            }
+            .configure(move |c| c.docker.tls = Some(tls.clone())),
+        )
     });
     assert!(
         hermes
