@@ -8,6 +8,7 @@
 //! file that loads is one `hermes run` can start with as far as the file can tell.
 
 mod duration;
+mod egress;
 mod load;
 mod max_startups;
 mod set_aside;
@@ -24,6 +25,9 @@ use crate::address_block::AddressBlock;
 use crate::persona;
 
 pub use duration::{Days, Millis, Seconds};
+pub use egress::{
+    EgressConfig, EgressDnsConfig, EgressLimits, EgressMode, EgressNetworkConfig, RefusedAnswer,
+};
 pub use load::{ConfigError, ConfigIssue, load_file, parse_str};
 pub use max_startups::MaxStartups;
 pub use size::ByteSize;
@@ -62,6 +66,9 @@ pub struct Config {
     /// Prometheus metrics and the health endpoint.
     #[garde(dive, custom(validate::metrics(&self.server)))]
     pub metrics: MetricsConfig,
+    /// The box's network: DNS, fetched downloads, refused connections.
+    #[garde(dive, custom(validate::egress(&self.container_pool)))]
+    pub egress: EgressConfig,
 }
 
 /// `metrics`: Prometheus metrics (`/metrics`) and a health check (`/healthz`) over

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use super::{
-    AuthMode, AuthenticationConfig, ByteSize, ContainerPoolConfig, DockerConfig, MetricsConfig,
-    Seconds, ServerConfig,
+    AuthMode, AuthenticationConfig, ByteSize, ContainerPoolConfig, DockerConfig, EgressConfig,
+    EgressMode, MetricsConfig, Seconds, ServerConfig,
 };
 use crate::persona;
 
@@ -104,6 +104,32 @@ pub(super) fn network_mode(mode: &str, _: &()) -> Result {
         return fail("must not be empty (use `none`)");
     }
     Ok(())
+}
+
+/// A private IPv4 address (RFC 1918): what a VPS's `eth0` behind NAT has.
+pub(super) fn private_ipv4(addr: &std::net::Ipv4Addr, _: &()) -> Result {
+    if addr.is_private() {
+        Ok(())
+    } else {
+        Err(garde::Error::new(format!(
+            "must be a private address (10/8, 172.16/12, 192.168/16), not {addr}"
+        )))
+    }
+}
+
+/// Three bytes of a MAC address, `xx:xx:xx` in lower-case hex, unicast.
+pub(super) fn mac_prefix(prefix: &str, _: &()) -> Result {
+    let bytes: Vec<&str> = prefix.split(':').collect();
+    let hex = |b: &&str| b.len() == 2 && b.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    if bytes.len() != 3 || !bytes.iter().all(hex) {
+        return Err(garde::Error::new(format!(
+            "expected three lower-case hex bytes like \"52:54:00\", not {prefix:?}"
+        )));
+    }
+    match u8::from_str_radix(bytes[0], 16) {
+        Ok(first) if first & 1 == 0 => Ok(()),
+        _ => Err(garde::Error::new("the first byte must be unicast (even)")),
+    }
 }
 
 pub(super) fn memory_size(size: &ByteSize, _: &()) -> Result {
@@ -240,6 +266,37 @@ pub(super) fn metrics(server: &ServerConfig) -> impl FnOnce(&MetricsConfig, &())
             return fail(format!(
                 "`listen` ({listen}) must not be the SSH listener's address (server.host, server.port)"
             ));
+        }
+        Ok(())
+    }
+}
+
+/// The box's network is plumbed by Hermes into a box that Docker gave none, and its
+/// addresses must be distinct and on one network.
+pub(super) fn egress(pool: &ContainerPoolConfig) -> impl FnOnce(&EgressConfig, &()) -> Result + '_ {
+    move |egress, _| {
+        if egress.mode == EgressMode::Off {
+            return Ok(());
+        }
+        if pool.security.network_mode != "none" {
+            return fail(format!(
+                "`mode` {} needs container_pool.security.network_mode \"none\" (Hermes gives the box its network), not {:?}",
+                format!("{:?}", egress.mode).to_lowercase(),
+                pool.security.network_mode
+            ));
+        }
+        let net = &egress.network;
+        let mask = u32::MAX << (32 - u32::from(net.prefix_len));
+        let same_net = |a: std::net::Ipv4Addr| u32::from(a) & mask == u32::from(net.address) & mask;
+        if !same_net(net.gateway) || !same_net(net.resolver) {
+            return fail(format!(
+                "`network.gateway` and `network.resolver` must be on the box's network ({}/{})",
+                net.address, net.prefix_len
+            ));
+        }
+        if net.address == net.gateway || net.address == net.resolver || net.gateway == net.resolver
+        {
+            return fail("`network.address`, `gateway` and `resolver` must differ");
         }
         Ok(())
     }
@@ -475,5 +532,41 @@ mod tests {
         );
         assert!(capability("CAP_CHOWN", &()).is_ok());
         assert!(capability("CHOWNN", &()).is_err());
+    }
+
+    #[test]
+    fn the_box_network_is_private_consistent_and_needs_no_docker_network() {
+        let pool = ContainerPoolConfig::default();
+        let mut egress = EgressConfig {
+            mode: EgressMode::Fetch,
+            ..EgressConfig::default()
+        };
+        assert!(super::egress(&pool)(&egress, &()).is_ok());
+        let mut bridged = ContainerPoolConfig::default();
+        bridged.security.network_mode = "bridge".to_owned();
+        assert!(super::egress(&bridged)(&egress, &()).is_err());
+        egress.network.gateway = std::net::Ipv4Addr::new(10, 0, 3, 2);
+        assert!(super::egress(&pool)(&egress, &()).is_err());
+        egress.network.gateway = egress.network.address;
+        assert!(super::egress(&pool)(&egress, &()).is_err());
+        egress.mode = EgressMode::Off;
+        assert!(
+            super::egress(&bridged)(&egress, &()).is_ok(),
+            "off asks nothing"
+        );
+
+        assert!(private_ipv4(&std::net::Ipv4Addr::new(192, 168, 1, 5), &()).is_ok());
+        assert!(private_ipv4(&std::net::Ipv4Addr::new(8, 8, 8, 8), &()).is_err());
+        assert!(mac_prefix("52:54:00", &()).is_ok());
+        for bad in [
+            "53:54:00",
+            "52:54",
+            "52:54:0g",
+            "52-54-00",
+            "52:54:00:01",
+            "52:54:0",
+        ] {
+            assert!(mac_prefix(bad, &()).is_err(), "{bad}");
+        }
     }
 }
