@@ -104,6 +104,32 @@ const DROP_REASONS: &[&str] = &[
     "per_source_penalty",
 ];
 
+/// Why the gateway refused to contact an upstream address (SSRF), as hermes-egress
+/// names them in `cowrie.session.file_download.failed`.
+pub const EGRESS_REFUSAL_REASONS: &[&str] = &[
+    "port",
+    "not_allowed",
+    "unspecified",
+    "loopback",
+    "private",
+    "carrier_nat",
+    "metadata",
+    "link_local",
+    "reserved",
+    "broadcast",
+    "multicast",
+    "box_network",
+    "host_address",
+    "host_network",
+];
+
+/// The limits that refuse a fetch before it starts.
+pub const EGRESS_LIMIT_REASONS: &[&str] = &["fetches_per_session", "session_bytes", "hourly_bytes"];
+
+/// Outcomes of a fetch through the gateway: kept whole, kept cut short, failed,
+/// blocked (by the SSRF policy or a limit, never started).
+const FETCH_OUTCOMES: &[&str] = &["stored", "truncated", "failed", "blocked"];
+
 /// What the event stream says about the server. Shared by the event writer (which
 /// updates it) and the metrics endpoint (which reads it).
 #[derive(Debug)]
@@ -118,6 +144,9 @@ pub struct EventMetrics {
     session_duration: Histogram,
     captured_files: AtomicU64,
     captured_bytes: AtomicU64,
+    fetches: Vec<AtomicU64>,
+    fetched_bytes: AtomicU64,
+    fetches_blocked: Vec<AtomicU64>,
     events: AtomicU64,
 }
 
@@ -134,12 +163,69 @@ impl Default for EventMetrics {
             session_duration: Histogram::new(SESSION_BOUNDS),
             captured_files: AtomicU64::new(0),
             captured_bytes: AtomicU64::new(0),
+            fetches: FETCH_OUTCOMES.iter().map(|_| AtomicU64::new(0)).collect(),
+            fetched_bytes: AtomicU64::new(0),
+            fetches_blocked: blocked_reasons().map(|_| AtomicU64::new(0)).collect(),
             events: AtomicU64::new(0),
         }
     }
 }
 
+fn blocked_reasons() -> impl Iterator<Item = &'static str> {
+    EGRESS_REFUSAL_REASONS
+        .iter()
+        .chain(EGRESS_LIMIT_REASONS)
+        .copied()
+}
+
+/// `(label text, value)` pairs of one labelled family.
+fn labelled<'a>(
+    label: &str,
+    names: impl Iterator<Item = &'a str>,
+    counters: &[AtomicU64],
+) -> Vec<(String, u64)> {
+    names
+        .zip(counters)
+        .map(|(name, counter)| {
+            (
+                format!("{label}=\"{name}\""),
+                counter.load(Ordering::Relaxed),
+            )
+        })
+        .collect()
+}
+
 impl EventMetrics {
+    /// Appends the egress families: fetches by outcome, bytes received upstream,
+    /// fetches blocked by reason.
+    fn render_egress(&self, out: &mut String) {
+        let fetches = labelled("outcome", FETCH_OUTCOMES.iter().copied(), &self.fetches);
+        let samples: Vec<(&str, u64)> = fetches.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        render_family(
+            out,
+            "hermes_egress_fetches_total",
+            "counter",
+            "Downloads through the egress gateway by outcome.",
+            &samples,
+        );
+        render_family(
+            out,
+            "hermes_egress_fetched_bytes_total",
+            "counter",
+            "Bytes received from upstream servers by the egress gateway.",
+            &[("", self.fetched_bytes.load(Ordering::Relaxed))],
+        );
+        let blocked = labelled("reason", blocked_reasons(), &self.fetches_blocked);
+        let samples: Vec<(&str, u64)> = blocked.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        render_family(
+            out,
+            "hermes_egress_blocked_total",
+            "counter",
+            "Downloads never started: the upstream address was refused (SSRF) or a limit was reached.",
+            &samples,
+        );
+    }
+
     /// Appends every family; `events_dropped` comes from the event bus.
     pub fn render(&self, out: &mut String, events_dropped: u64) {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -210,6 +296,7 @@ impl EventMetrics {
             "Bytes of the files captured from sessions.",
             &[("", get(&self.captured_bytes))],
         );
+        self.render_egress(out);
         render_family(
             out,
             "hermes_events_total",
@@ -293,6 +380,24 @@ impl EventSink for MetricsSink {
                 add(&m.captured_files, 1);
                 let size = event.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
                 add(&m.captured_bytes, size);
+                // A download through the gateway says how much came from upstream.
+                if let Some(bytes) = event.get("upstream_bytes").and_then(|v| v.as_u64()) {
+                    add(&m.fetched_bytes, bytes);
+                    let truncated = event.get("truncated").and_then(|v| v.as_bool());
+                    add(&m.fetches[usize::from(truncated == Some(true))], 1);
+                }
+            }
+            EventId::FileDownloadFailed => {
+                let bytes = event.get("upstream_bytes").and_then(|v| v.as_u64());
+                add(&m.fetched_bytes, bytes.unwrap_or(0));
+                let reason = event.get("reason").and_then(|v| v.as_str()).unwrap_or("");
+                match blocked_reasons().position(|r| r == reason) {
+                    Some(i) => {
+                        add(&m.fetches_blocked[i], 1);
+                        add(&m.fetches[3], 1);
+                    }
+                    None => add(&m.fetches[2], 1),
+                }
             }
             _ => {}
         }
@@ -361,6 +466,27 @@ mod tests {
             ),
             build(EventBuilder::connection(EventId::FileUpload, &context).field("size", 1234)),
             build(
+                EventBuilder::connection(EventId::FileDownload, &context)
+                    .field("size", 100)
+                    .field("upstream_bytes", 150),
+            ),
+            build(
+                EventBuilder::connection(EventId::FileDownload, &context)
+                    .field("size", 10)
+                    .field("upstream_bytes", 20)
+                    .field("truncated", true),
+            ),
+            build(
+                EventBuilder::connection(EventId::FileDownloadFailed, &context)
+                    .field("reason", "metadata")
+                    .field("url", "http://169.254.169.254/"),
+            ),
+            build(
+                EventBuilder::connection(EventId::FileDownloadFailed, &context)
+                    .field("reason", "http_status")
+                    .field("upstream_bytes", 7),
+            ),
+            build(
                 EventBuilder::connection(EventId::SessionClosed, &context)
                     .field("duration_ms", 12_500)
                     .field("duration", 12.5),
@@ -381,9 +507,16 @@ mod tests {
             "hermes_sessions_active 0\n",
             "hermes_session_duration_seconds_bucket{le=\"15\"} 1\n",
             "hermes_session_duration_seconds_bucket{le=\"5\"} 0\n",
-            "hermes_captured_files_total 1\n",
-            "hermes_captured_bytes_total 1234\n",
-            "hermes_events_total 8\n",
+            "hermes_captured_files_total 3\n",
+            "hermes_captured_bytes_total 1344\n",
+            "hermes_egress_fetches_total{outcome=\"stored\"} 1\n",
+            "hermes_egress_fetches_total{outcome=\"truncated\"} 1\n",
+            "hermes_egress_fetches_total{outcome=\"failed\"} 1\n",
+            "hermes_egress_fetches_total{outcome=\"blocked\"} 1\n",
+            "hermes_egress_fetched_bytes_total 177\n",
+            "hermes_egress_blocked_total{reason=\"metadata\"} 1\n",
+            "hermes_egress_blocked_total{reason=\"hourly_bytes\"} 0\n",
+            "hermes_events_total 12\n",
             "hermes_events_dropped_total 3\n",
         ] {
             assert!(out.contains(line), "{line:?} missing from\n{out}");

@@ -9,6 +9,10 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod fetch;
+pub mod host_addresses;
+pub mod ssrf;
+
 use std::sync::Arc;
 
 use hermes_core::events::{ConnectionContext, EventBuilder, EventBus, EventId};

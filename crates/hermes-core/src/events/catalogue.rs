@@ -145,12 +145,25 @@ catalogue! {
     /// completion, unknown keys).
     CommandInput = "cowrie.command.input", connection: true, fields: ["input": Str],
         optional: ["realm": Str, "approximate": Bool];
-    /// A file that appeared or changed in the container during the session, copied
-    /// into the store (`outfile`, named by its SHA-256). `url` when a wget/curl/tftp
-    /// command of the session fetched it; `duplicate` when the store had it already.
+    /// A file that appeared or changed in the container during the session (with its
+    /// path, `destfile`), or a body the box downloaded through the gateway (with
+    /// `upstream`, the address it came from, and `upstream_bytes`, the bytes received
+    /// from it; `truncated` when a limit, named by `reason`, cut it: what came before
+    /// is kept), copied into the store (`outfile`, named by its SHA-256). `url` when
+    /// known; `duplicate` when the store had it already.
     FileDownload = "cowrie.session.file_download", connection: true,
-        fields: ["destfile": Str, "outfile": Str, "shasum": Str, "size": Int, "duplicate": Bool],
-        optional: ["url": Str];
+        fields: ["outfile": Str, "shasum": Str, "size": Int, "duplicate": Bool],
+        optional: ["url": Str, "destfile": Str, "upstream": Str, "upstream_bytes": Int,
+                   "truncated": Bool, "reason": Str];
+    /// A download through the gateway failed or was refused, nothing of it kept:
+    /// `reason` is an SSRF refusal (`loopback`, `private`, `metadata`, ...: the
+    /// upstream address was never contacted), a limit (`fetches_per_session`,
+    /// `session_bytes`, `hourly_bytes`, `fetch_timeout`), `connect_failed`,
+    /// `bad_request`, `bad_response`, `http_status` (not a 2xx: `error` has the status
+    /// and any `Location`) or `store_error`; `error` says it in words.
+    FileDownloadFailed = "cowrie.session.file_download.failed", connection: true,
+        fields: ["url": Str, "error": Str, "reason": Str, "upstream": Str],
+        optional: ["upstream_bytes": Int];
     /// A file the client sent with scp or sftp (`filename` as the client named it).
     FileUpload = "cowrie.session.file_upload", connection: true,
         fields: ["filename": Str, "destfile": Str, "outfile": Str, "shasum": Str, "size": Int,

@@ -1,0 +1,148 @@
+//! The end of a fetch: the body into the store, and the event that says what
+//! happened (`cowrie.session.file_download` or `.failed`).
+
+use std::net::SocketAddr;
+
+use hermes_core::capture::StoreError;
+use hermes_core::escape::escape_untrusted;
+use hermes_core::events::EventId;
+
+use super::Fetcher;
+use super::serve::Progress;
+use crate::BoxContext;
+
+/// How a fetch ended.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// The box sent nothing at all: nothing to report.
+    Nothing,
+    /// The whole response came.
+    Complete,
+    /// A limit, a timeout or a close cut the response; what came is kept.
+    Cut(&'static str),
+    /// Nothing fetched: refused, or failed before a response.
+    Failed { reason: &'static str, error: String },
+}
+
+impl Outcome {
+    pub(super) fn failed(reason: &'static str, error: impl std::fmt::Display) -> Outcome {
+        Outcome::Failed {
+            reason,
+            error: error.to_string(),
+        }
+    }
+}
+
+/// Stores what was fetched and emits the event.
+pub(super) async fn finish(
+    outcome: Outcome,
+    progress: Progress,
+    original_dst: SocketAddr,
+    ctx: &BoxContext,
+    fetcher: &Fetcher,
+) {
+    let url = progress
+        .url
+        .unwrap_or_else(|| format!("http://{original_dst}/"));
+    let failed = |reason: &'static str, error: String| Failure {
+        url: &url,
+        original_dst,
+        upstream_bytes: progress.upstream_bytes,
+        reason,
+        error,
+    };
+    let cut = match outcome {
+        Outcome::Nothing => return,
+        Outcome::Failed { reason, error } => return failed(reason, error).emit(ctx),
+        Outcome::Complete => None,
+        Outcome::Cut(reason) => Some(reason),
+    };
+    let Some(response) = progress.response else {
+        let reason = cut.unwrap_or("bad_response");
+        return failed(reason, format!("no response ({reason})")).emit(ctx);
+    };
+    match response.status {
+        None => {
+            let reason = cut.unwrap_or("bad_response");
+            return failed(reason, format!("no response ({reason})")).emit(ctx);
+        }
+        Some(status) if !(200..300).contains(&status) => {
+            let location = match &response.location {
+                Some(location) => format!(", Location: {location}"),
+                None => String::new(),
+            };
+            return failed("http_status", format!("HTTP {status}{location}")).emit(ctx);
+        }
+        Some(_) => {}
+    }
+    if let Some(reason) = cut
+        && response.body.is_empty()
+    {
+        return failed(reason, format!("cut before any body ({reason})")).emit(ctx);
+    }
+    let body = response.body;
+    let size = body.len() as u64;
+    let store = std::sync::Arc::clone(&fetcher.store);
+    let stored = match tokio::task::spawn_blocking(move || store.put(&body)).await {
+        Ok(Ok(stored)) => stored,
+        Ok(Err(error @ StoreError::Full { .. })) => {
+            return failed("store_full", error.to_string()).emit(ctx);
+        }
+        Ok(Err(error)) => return failed("store_error", error.to_string()).emit(ctx),
+        Err(error) => return failed("store_error", error.to_string()).emit(ctx),
+    };
+    let outfile = stored.path.display().to_string();
+    tracing::info!(target: "hermes::egress", url = %escape_untrusted(&url), upstream = %original_dst, sha256 = %stored.sha256, size, truncated = cut.is_some(), "download fetched");
+    ctx.emit(EventId::FileDownload, |event| {
+        let event = event
+            .field("url", url.as_str())
+            .field("outfile", outfile.as_str())
+            .field("shasum", stored.sha256.as_str())
+            .field("size", size)
+            .field("duplicate", stored.duplicate)
+            .field("upstream", original_dst.to_string())
+            .field("upstream_bytes", progress.upstream_bytes)
+            .message(format!(
+                "Downloaded URL ({}) with SHA-256 {} to {outfile}{}",
+                escape_untrusted(&url),
+                stored.sha256,
+                match cut {
+                    Some(reason) => format!(" (cut: {reason})"),
+                    None => String::new(),
+                }
+            ));
+        match cut {
+            Some(reason) => event.field("truncated", true).field("reason", reason),
+            None => event,
+        }
+    });
+}
+
+/// A fetch that kept nothing.
+struct Failure<'a> {
+    url: &'a str,
+    original_dst: SocketAddr,
+    upstream_bytes: u64,
+    reason: &'static str,
+    error: String,
+}
+
+impl Failure<'_> {
+    fn emit(self, ctx: &BoxContext) {
+        let url = escape_untrusted(self.url);
+        let error = escape_untrusted(&self.error);
+        tracing::info!(target: "hermes::egress", %url, upstream = %self.original_dst, reason = self.reason, %error, "download failed");
+        ctx.emit(EventId::FileDownloadFailed, |event| {
+            let event = event
+                .field("url", self.url)
+                .field("error", self.error.as_str())
+                .field("reason", self.reason)
+                .field("upstream", self.original_dst.to_string())
+                .message(format!("Failed to download URL ({url}): {error}"));
+            match self.upstream_bytes {
+                0 => event,
+                bytes => event.field("upstream_bytes", bytes),
+            }
+        });
+    }
+}

