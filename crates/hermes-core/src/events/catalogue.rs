@@ -148,9 +148,11 @@ catalogue! {
     /// A file that appeared or changed in the container during the session (with its
     /// path, `destfile`), or a body the box downloaded through the gateway (with
     /// `upstream`, the address it came from, and `upstream_bytes`, the bytes received
-    /// from it; `truncated` when a limit, named by `reason`, cut it: what came before
-    /// is kept), copied into the store (`outfile`, named by its SHA-256). `url` when
-    /// known; `duplicate` when the store had it already.
+    /// from it; `truncated` when it was cut, what came before kept, `reason` saying
+    /// why: `download_size`, `session_bytes`, `hourly_bytes`, `fetch_timeout`,
+    /// `incomplete` (the server closed early) or `client_closed`), copied into the
+    /// store (`outfile`, named by its SHA-256). `url` when known; `duplicate` when the
+    /// store had it already.
     FileDownload = "cowrie.session.file_download", connection: true,
         fields: ["outfile": Str, "shasum": Str, "size": Int, "duplicate": Bool],
         optional: ["url": Str, "destfile": Str, "upstream": Str, "upstream_bytes": Int,
@@ -160,7 +162,7 @@ catalogue! {
     /// upstream address was never contacted), a limit (`fetches_per_session`,
     /// `session_bytes`, `hourly_bytes`, `fetch_timeout`), `connect_failed`,
     /// `bad_request`, `bad_response`, `http_status` (not a 2xx: `error` has the status
-    /// and any `Location`) or `store_error`; `error` says it in words.
+    /// and any `Location`), `store_full` or `store_error`; `error` says it in words.
     FileDownloadFailed = "cowrie.session.file_download.failed", connection: true,
         fields: ["url": Str, "error": Str, "reason": Str, "upstream": Str],
         optional: ["upstream_bytes": Int];

@@ -523,3 +523,64 @@ async fn a_connection_refused_upstream_and_garbage_from_the_box_fail() {
     );
     assert_eq!(rig2.fetcher.upstream_connects(), 0);
 }
+
+#[tokio::test]
+async fn the_host_header_is_never_resolved_the_connected_address_is_fetched() {
+    let server = server("127.0.0.1:0", ok(b"from the connected address")).await;
+    let rig = rig(&["127.0.0.1/32"], &[server.address.port()], |_| {});
+    let relayed = rig
+        .fetch(
+            server.address,
+            &get("/computeMetadata/v1/", "metadata.google.internal"),
+        )
+        .await;
+    assert!(relayed.ends_with(b"from the connected address"));
+    let event = rig.one(EventId::FileDownload);
+    assert_eq!(
+        text(&event, "url"),
+        "http://metadata.google.internal/computeMetadata/v1/"
+    );
+    assert_eq!(text(&event, "upstream"), server.address.to_string());
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_hourly_budget_is_shared_by_every_session() {
+    let body = vec![b'y'; 3000];
+    let server = server("127.0.0.1:0", ok(&body)).await;
+    let rig = rig(&["127.0.0.1/32"], &[server.address.port()], |config| {
+        config.limits.hourly_bytes = ByteSize::kib(5);
+    });
+    rig.fetch(server.address, &get("/one", "h")).await;
+    let whole = rig.one(EventId::FileDownload);
+    assert!(whole.get("truncated").is_none());
+    let first_bytes = number(&whole, "upstream_bytes");
+    // Another session of the sensor gets what is left of the hour, then nothing.
+    let other = Rig {
+        ctx: BoxContext {
+            owner: Arc::new(|| {
+                Some(ConnectionContext {
+                    session: SessionId::random(),
+                    src: "203.0.113.50:50000".parse().expect("addr"),
+                    dst: "192.0.2.10:22".parse().expect("addr"),
+                })
+            }),
+            ..rig.ctx.clone()
+        },
+        fetcher: Arc::clone(&rig.fetcher),
+        events: RecordedEvents::new().1,
+        _store: tempfile::tempdir().expect("tempdir"),
+    };
+    other.fetch(server.address, &get("/two", "h")).await;
+    other.fetch(server.address, &get("/three", "h")).await;
+    let downloads = rig.events.of(EventId::FileDownload);
+    assert_eq!(downloads.len(), 2);
+    assert_eq!(text(&downloads[1], "reason"), "hourly_bytes");
+    assert_eq!(
+        number(&downloads[1], "upstream_bytes"),
+        5 * 1024 - first_bytes
+    );
+    let failed = rig.one(EventId::FileDownloadFailed);
+    assert_eq!(text(&failed, "reason"), "hourly_bytes");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+}
