@@ -584,3 +584,208 @@ async fn the_hourly_budget_is_shared_by_every_session() {
     assert_eq!(text(&failed, "reason"), "hourly_bytes");
     assert_eq!(server.connections.load(Ordering::SeqCst), 2);
 }
+
+/// A gateway listener for a real client: every connection it accepts is served as
+/// if the box had connected to `original_dst` (what the netns's REDIRECT and
+/// SO_ORIGINAL_DST give the real gateway).
+async fn gateway_for(
+    rig: &Rig,
+    original_dst: SocketAddr,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    serve_gateway(listener, rig, original_dst)
+}
+
+fn serve_gateway(
+    listener: TcpListener,
+    rig: &Rig,
+    original_dst: SocketAddr,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let address = listener.local_addr().expect("address");
+    let (ctx, fetcher) = (rig.ctx.clone(), Arc::clone(&rig.fetcher));
+    let task = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve_http(
+                socket,
+                original_dst,
+                ctx.clone(),
+                Arc::clone(&fetcher),
+            ));
+        }
+    });
+    (address, task)
+}
+
+/// Whether `program` runs here; under CI=true it must.
+fn have(program: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    assert!(
+        found || std::env::var("CI").as_deref() != Ok("true"),
+        "{program} missing"
+    );
+    if !found {
+        eprintln!("{program} not installed: skipped");
+    }
+    found
+}
+
+/// Runs a client to completion (bounded by its own timeout options); its exit code.
+async fn run(program: &str, args: Vec<String>) -> i32 {
+    let program = program.to_owned();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&program)
+            .args(&args)
+            .output()
+            .expect("run the client")
+            .status
+            .code()
+            .unwrap_or(-1)
+    })
+    .await
+    .expect("client")
+}
+
+#[tokio::test]
+async fn curl_and_wget_see_a_download_a_cut_and_a_refusal_as_from_a_real_network() {
+    if !have("curl") || !have("wget") {
+        return;
+    }
+    let body: Vec<u8> = (0..10 * 1024).map(|i| (i % 253) as u8).collect();
+    let server = server("127.0.0.1:0", ok(&body)).await;
+    let rig = rig(&["127.0.0.1/32"], &[server.address.port()], |config| {
+        config.limits.download_size = ByteSize::kib(4);
+    });
+    let small = self::server("127.0.0.1:0", ok(b"#!/bin/sh\necho hi\n")).await;
+    let small_rig = self::rig(&["127.0.0.1/32"], &[small.address.port()], |_| {});
+    let (to_small, _a) = gateway_for(&small_rig, small.address).await;
+    let (to_big, _b) = gateway_for(&rig, server.address).await;
+    let metadata: SocketAddr = "169.254.169.254:80".parse().expect("addr");
+    let (to_metadata, _c) = gateway_for(&rig, metadata).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = |name: &str| dir.path().join(name).display().to_string();
+    let curl = |url: String, file: String, extra: &[&str]| {
+        let mut args: Vec<String> = ["-sS", "--max-time", "10", "-o"].map(String::from).to_vec();
+        args.push(file);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.push(url);
+        args
+    };
+
+    // A whole download: exit 0, the file as served, the same bytes stored.
+    let code = run(
+        "curl",
+        curl(format!("http://{to_small}/a.sh"), out("a.sh"), &[]),
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        std::fs::read(out("a.sh")).expect("saved"),
+        b"#!/bin/sh\necho hi\n"
+    );
+    let wget = ["-q", "-t", "1", "-T", "10", "-O"]
+        .map(String::from)
+        .to_vec();
+    let mut args = wget.clone();
+    args.extend([out("w.sh"), format!("http://{to_small}/w.sh")]);
+    assert_eq!(run("wget", args).await, 0);
+    assert_eq!(
+        std::fs::read(out("w.sh")).expect("saved"),
+        b"#!/bin/sh\necho hi\n"
+    );
+    let shas = small_rig.events.fields(EventId::FileDownload, "shasum");
+    assert_eq!(
+        shas,
+        [
+            sha256_hex(b"#!/bin/sh\necho hi\n"),
+            sha256_hex(b"#!/bin/sh\necho hi\n")
+        ]
+    );
+
+    // Over download_size: curl reports a partial file (18), 4 KiB kept.
+    let code = run(
+        "curl",
+        curl(format!("http://{to_big}/big"), out("big"), &[]),
+    )
+    .await;
+    assert_eq!(code, 18, "curl: partial file");
+    assert_eq!(std::fs::read(out("big")).expect("saved").len(), 4096);
+    let cut = rig.one(EventId::FileDownload);
+    assert_eq!(text(&cut, "reason"), "download_size");
+
+    // Refused: no answer at all; curl says "Empty reply from server" (52), wget
+    // fails with its network error (4).
+    let code = run(
+        "curl",
+        curl(
+            format!("http://{to_metadata}/latest/meta-data/"),
+            out("m"),
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(code, 52, "curl: empty reply");
+    let mut args = wget.clone();
+    args.extend([out("m2"), format!("http://{to_metadata}/latest/")]);
+    assert_eq!(run("wget", args).await, 4, "wget: network failure");
+    assert_eq!(
+        rig.events.fields(EventId::FileDownloadFailed, "reason"),
+        ["not_allowed", "not_allowed"]
+    );
+}
+
+#[tokio::test]
+async fn curl_following_a_redirect_to_the_metadata_service_is_refused_at_the_new_connection() {
+    if !have("curl") {
+        return;
+    }
+    // The metadata service's gateway listener first: the redirect names it.
+    let metadata: SocketAddr = "169.254.169.254:80".parse().expect("addr");
+    let metadata_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let to_metadata = metadata_listener.local_addr().expect("address");
+    let redirect = format!(
+        "HTTP/1.1 301 Moved Permanently\r\nLocation: http://{to_metadata}/latest/meta-data/iam/\r\nContent-Length: 0\r\n\r\n"
+    );
+    let server = server(
+        "127.0.0.1:0",
+        Answer {
+            response: redirect.into_bytes(),
+            delay: Duration::ZERO,
+            stall: false,
+        },
+    )
+    .await;
+    let rig = rig(&["127.0.0.1/32"], &[server.address.port()], |_| {});
+    let _metadata_gateway = serve_gateway(metadata_listener, &rig, metadata);
+    let (to_server, _server_gateway) = gateway_for(&rig, server.address).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("x").display().to_string();
+    let args = [
+        "-sS",
+        "-L",
+        "--max-time",
+        "10",
+        "-o",
+        &file,
+        &format!("http://{to_server}/go"),
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(
+        run("curl", args).await,
+        52,
+        "curl -L: empty reply at the redirect's target"
+    );
+    assert_eq!(
+        rig.events.fields(EventId::FileDownloadFailed, "reason"),
+        ["http_status", "not_allowed"]
+    );
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        rig.fetcher.upstream_connects(),
+        1,
+        "the redirect's target was never contacted"
+    );
+}
