@@ -127,8 +127,12 @@ pub const EGRESS_REFUSAL_REASONS: &[&str] = &[
 pub const EGRESS_LIMIT_REASONS: &[&str] = &["fetches_per_session", "session_bytes", "hourly_bytes"];
 
 /// Outcomes of a fetch through the gateway: kept whole, kept cut short, failed,
-/// blocked (by the SSRF policy or a limit, never started).
+/// blocked (by the SSRF policy or a limit, never started); indexes of `fetches`.
 const FETCH_OUTCOMES: &[&str] = &["stored", "truncated", "failed", "blocked"];
+const STORED: usize = 0;
+const TRUNCATED: usize = 1;
+const FAILED: usize = 2;
+const BLOCKED: usize = 3;
 
 /// What the event stream says about the server. Shared by the event writer (which
 /// updates it) and the metrics endpoint (which reads it).
@@ -384,7 +388,12 @@ impl EventSink for MetricsSink {
                 if let Some(bytes) = event.get("upstream_bytes").and_then(|v| v.as_u64()) {
                     add(&m.fetched_bytes, bytes);
                     let truncated = event.get("truncated").and_then(|v| v.as_bool());
-                    add(&m.fetches[usize::from(truncated == Some(true))], 1);
+                    let outcome = if truncated == Some(true) {
+                        TRUNCATED
+                    } else {
+                        STORED
+                    };
+                    add(&m.fetches[outcome], 1);
                 }
             }
             EventId::FileDownloadFailed => {
@@ -394,9 +403,9 @@ impl EventSink for MetricsSink {
                 match blocked_reasons().position(|r| r == reason) {
                     Some(i) => {
                         add(&m.fetches_blocked[i], 1);
-                        add(&m.fetches[3], 1);
+                        add(&m.fetches[BLOCKED], 1);
                     }
-                    None => add(&m.fetches[2], 1),
+                    None => add(&m.fetches[FAILED], 1),
                 }
             }
             _ => {}

@@ -163,6 +163,7 @@ catalogue! {
     /// `session_bytes`, `hourly_bytes`, `fetch_timeout`), `connect_failed`,
     /// `bad_request`, `bad_response`, `http_status` (not a 2xx: `error` has the status
     /// and any `Location`), `store_full` or `store_error`; `error` says it in words.
+    /// At most 100 are reported per session (a box looping on a refused address).
     FileDownloadFailed = "cowrie.session.file_download.failed", connection: true,
         fields: ["url": Str, "error": Str, "reason": Str, "upstream": Str],
         optional: ["upstream_bytes": Int];

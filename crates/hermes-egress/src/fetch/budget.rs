@@ -33,12 +33,27 @@ impl Limit {
 const HOUR: Duration = Duration::from_secs(3600);
 /// Sessions remembered before idle ones are forgotten.
 const SESSIONS_KEPT: usize = 4096;
+/// Failed fetches reported per session; past it a box looping on a refused address
+/// fills no event log.
+pub const FAILURES_REPORTED: u32 = 100;
 
 #[derive(Debug)]
 struct Usage {
     fetches: u32,
     bytes: u64,
+    failures: u32,
     last: Instant,
+}
+
+impl Usage {
+    fn new(now: Instant) -> Usage {
+        Usage {
+            fetches: 0,
+            bytes: 0,
+            failures: 0,
+            last: now,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -94,11 +109,10 @@ impl Budget {
                 .sessions
                 .retain(|_, usage| now.duration_since(usage.last) < HOUR);
         }
-        let usage = inner.sessions.entry(session.to_owned()).or_insert(Usage {
-            fetches: 0,
-            bytes: 0,
-            last: now,
-        });
+        let usage = inner
+            .sessions
+            .entry(session.to_owned())
+            .or_insert_with(|| Usage::new(now));
         usage.last = now;
         if usage.fetches >= self.fetches_per_session {
             return Err(Limit::Fetches);
@@ -116,11 +130,10 @@ impl Budget {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let hour_left = self.hourly_bytes.saturating_sub(inner.hour_bytes);
-        let usage = inner.sessions.entry(session.to_owned()).or_insert(Usage {
-            fetches: 0,
-            bytes: 0,
-            last: Instant::now(),
-        });
+        let usage = inner
+            .sessions
+            .entry(session.to_owned())
+            .or_insert_with(|| Usage::new(Instant::now()));
         let session_left = self.session_bytes.saturating_sub(usage.bytes);
         let granted = wanted.min(hour_left).min(session_left);
         usage.bytes += granted;
@@ -133,6 +146,18 @@ impl Budget {
             Some(Limit::HourlyBytes)
         };
         (granted, limit)
+    }
+
+    /// Whether a failed fetch of `session` gets an event (the first
+    /// [`FAILURES_REPORTED`] do); counts it.
+    pub fn report_failure(&self, session: &str) -> bool {
+        let mut inner = self.lock();
+        let usage = inner
+            .sessions
+            .entry(session.to_owned())
+            .or_insert_with(|| Usage::new(Instant::now()));
+        usage.failures = usage.failures.saturating_add(1);
+        usage.failures <= FAILURES_REPORTED
     }
 
     /// Forgets a session that ended.
@@ -154,6 +179,16 @@ mod tests {
         assert_eq!(budget.admit("b"), Ok(()));
         budget.forget("a");
         assert_eq!(budget.admit("a"), Ok(()));
+    }
+
+    #[test]
+    fn failures_are_reported_up_to_the_cap_per_session() {
+        let budget = Budget::new(1, 1, 1);
+        for _ in 0..FAILURES_REPORTED {
+            assert!(budget.report_failure("a"));
+        }
+        assert!(!budget.report_failure("a"));
+        assert!(budget.report_failure("b"));
     }
 
     #[test]

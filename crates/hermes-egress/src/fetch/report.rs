@@ -38,6 +38,7 @@ pub(super) async fn finish(
     outcome: Outcome,
     progress: Progress,
     original_dst: SocketAddr,
+    session: &str,
     ctx: &BoxContext,
     fetcher: &Fetcher,
 ) {
@@ -45,6 +46,7 @@ pub(super) async fn finish(
         .url
         .unwrap_or_else(|| format!("http://{original_dst}/"));
     let failed = |reason: &'static str, error: String| Failure {
+        reported: fetcher.budget.report_failure(session),
         url: &url,
         original_dst,
         upstream_bytes: progress.upstream_bytes,
@@ -120,6 +122,7 @@ pub(super) async fn finish(
 
 /// A fetch that kept nothing.
 struct Failure<'a> {
+    reported: bool,
     url: &'a str,
     original_dst: SocketAddr,
     upstream_bytes: u64,
@@ -131,6 +134,10 @@ impl Failure<'_> {
     fn emit(self, ctx: &BoxContext) {
         let url = escape_untrusted(self.url);
         let error = escape_untrusted(&self.error);
+        if !self.reported {
+            tracing::debug!(target: "hermes::egress", %url, upstream = %self.original_dst, reason = self.reason, %error, "download failed (past the events reported per session)");
+            return;
+        }
         tracing::info!(target: "hermes::egress", %url, upstream = %self.original_dst, reason = self.reason, %error, "download failed");
         ctx.emit(EventId::FileDownloadFailed, |event| {
             let event = event

@@ -15,6 +15,8 @@ use crate::BoxContext;
 
 /// Bytes read from upstream at a time.
 const READ_SIZE: usize = 16 * 1024;
+/// How long closing the box's connection may take.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a fetch got so far; kept outside the fetch so a timeout still reports it.
 #[derive(Debug, Default)]
@@ -52,9 +54,10 @@ pub async fn serve_http<S>(
         Ok(outcome) => outcome,
         Err(_) => Outcome::Cut("fetch_timeout"),
     };
-    let _ = stream.shutdown().await;
+    // A close, not an answer; bounded, as a TLS close waits for the box to read.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
     drop(stream);
-    report::finish(outcome, progress, original_dst, &ctx, &fetcher).await;
+    report::finish(outcome, progress, original_dst, &session, &ctx, &fetcher).await;
 }
 
 async fn fetch<S>(

@@ -789,3 +789,18 @@ async fn curl_following_a_redirect_to_the_metadata_service_is_refused_at_the_new
         "the redirect's target was never contacted"
     );
 }
+
+#[tokio::test]
+async fn a_box_looping_on_a_refused_address_gets_a_bounded_number_of_events() {
+    let rig = rig(&[], &[], |_| {});
+    let dst: SocketAddr = "10.1.2.3:80".parse().expect("addr");
+    let loops = super::budget::FAILURES_REPORTED as usize + 20;
+    for _ in 0..loops {
+        assert!(rig.fetch(dst, &get("/", "10.1.2.3")).await.is_empty());
+    }
+    assert_eq!(
+        rig.events.count(EventId::FileDownloadFailed),
+        super::budget::FAILURES_REPORTED as usize
+    );
+    assert_eq!(rig.fetcher.upstream_connects(), 0);
+}
