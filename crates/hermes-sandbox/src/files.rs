@@ -10,6 +10,7 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 
 use std::path::PathBuf;
 
@@ -410,7 +411,17 @@ fn deleted_target(link: &str) -> Option<String> {
 
 /// Reads an open file through its `/proc` link, up to `max_size`.
 fn read_link_target(link: &str, max_size: u64) -> FileRead {
-    let Ok(file) = fs::File::open(link) else {
+    // Only regular files are read. A FIFO would block the open until a writer comes
+    // (a box's process can hold a deleted one), a device could act on being opened:
+    // check the type first, and open without blocking in case it changed meanwhile.
+    if !fs::metadata(link).is_ok_and(|meta| meta.is_file()) {
+        return FileRead::Unavailable;
+    }
+    let Ok(file) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(link)
+    else {
         return FileRead::Unavailable;
     };
     match file.metadata() {
@@ -563,6 +574,34 @@ mod tests {
             Some(&FileRead::Content(Bytes::from_static(b"\x7fELF payload"))),
             "{found:?}"
         );
+        drop(held);
+    }
+
+    #[test]
+    fn a_deleted_fifo_held_open_is_skipped_without_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("trap");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        // Held open for reading only, with no writer, and deleted, as a box's process
+        // can: a blocking open of it for reading waits for a writer that never comes.
+        let held = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .expect("open fifo");
+        std::fs::remove_file(&fifo).expect("rm");
+        let me = std::process::id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(deleted_open_files(me, 10_000, 1 << 20));
+        });
+        let found = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the scan blocked on the FIFO");
+        let wanted = fifo.display().to_string();
+        assert!(found.iter().all(|f| f.path != wanted), "{found:?}");
         drop(held);
     }
 }
