@@ -9,6 +9,8 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod dns;
+
 use std::sync::Arc;
 
 use hermes_core::events::{ConnectionContext, EventBuilder, EventBus, EventId};
