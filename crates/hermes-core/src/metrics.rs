@@ -104,6 +104,10 @@ const DROP_REASONS: &[&str] = &[
     "per_source_penalty",
 ];
 
+/// Where a box's DNS answers came from (`source` of `hermes.egress.dns`); queries
+/// dropped by the rate limit are counted as `limited`.
+const DNS_OUTCOMES: &[&str] = &["static", "upstream", "cache", "local", "limited"];
+
 /// What the event stream says about the server. Shared by the event writer (which
 /// updates it) and the metrics endpoint (which reads it).
 #[derive(Debug)]
@@ -118,6 +122,7 @@ pub struct EventMetrics {
     session_duration: Histogram,
     captured_files: AtomicU64,
     captured_bytes: AtomicU64,
+    dns_queries: Vec<AtomicU64>,
     events: AtomicU64,
 }
 
@@ -134,6 +139,7 @@ impl Default for EventMetrics {
             session_duration: Histogram::new(SESSION_BOUNDS),
             captured_files: AtomicU64::new(0),
             captured_bytes: AtomicU64::new(0),
+            dns_queries: DNS_OUTCOMES.iter().map(|_| AtomicU64::new(0)).collect(),
             events: AtomicU64::new(0),
         }
     }
@@ -209,6 +215,22 @@ impl EventMetrics {
             "counter",
             "Bytes of the files captured from sessions.",
             &[("", get(&self.captured_bytes))],
+        );
+        let labels: Vec<String> = DNS_OUTCOMES
+            .iter()
+            .map(|o| format!("outcome=\"{o}\""))
+            .collect();
+        let samples: Vec<(&str, u64)> = labels
+            .iter()
+            .zip(&self.dns_queries)
+            .map(|(l, c)| (l.as_str(), get(c)))
+            .collect();
+        render_family(
+            out,
+            "hermes_dns_queries_total",
+            "counter",
+            "DNS queries of the boxes by where the answer came from, or limited (dropped by egress.dns.queries_per_second).",
+            &samples,
         );
         render_family(
             out,
@@ -294,6 +316,18 @@ impl EventSink for MetricsSink {
                 let size = event.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
                 add(&m.captured_bytes, size);
             }
+            EventId::EgressDns => {
+                let source = event.get("source").and_then(|v| v.as_str()).unwrap_or("");
+                if let Some(i) = DNS_OUTCOMES.iter().position(|o| *o == source) {
+                    add(&m.dns_queries[i], 1);
+                }
+            }
+            EventId::EgressDnsLimited => {
+                let count = event.get("count").and_then(|v| v.as_u64()).unwrap_or(0);
+                if let Some(i) = DNS_OUTCOMES.iter().position(|o| *o == "limited") {
+                    add(&m.dns_queries[i], count);
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -361,6 +395,19 @@ mod tests {
             ),
             build(EventBuilder::connection(EventId::FileUpload, &context).field("size", 1234)),
             build(
+                EventBuilder::connection(EventId::EgressDns, &context)
+                    .field("query", "example.test")
+                    .field("type", "A")
+                    .field("rcode", "NOERROR")
+                    .field("answers", vec!["192.0.2.1"])
+                    .field("source", "cache"),
+            ),
+            build(
+                EventBuilder::global(EventId::EgressDnsLimited)
+                    .field("container_id", "c")
+                    .field("count", 41),
+            ),
+            build(
                 EventBuilder::connection(EventId::SessionClosed, &context)
                     .field("duration_ms", 12_500)
                     .field("duration", 12.5),
@@ -383,7 +430,10 @@ mod tests {
             "hermes_session_duration_seconds_bucket{le=\"5\"} 0\n",
             "hermes_captured_files_total 1\n",
             "hermes_captured_bytes_total 1234\n",
-            "hermes_events_total 8\n",
+            "hermes_dns_queries_total{outcome=\"cache\"} 1\n",
+            "hermes_dns_queries_total{outcome=\"limited\"} 41\n",
+            "hermes_dns_queries_total{outcome=\"static\"} 0\n",
+            "hermes_events_total 10\n",
             "hermes_events_dropped_total 3\n",
         ] {
             assert!(out.contains(line), "{line:?} missing from\n{out}");

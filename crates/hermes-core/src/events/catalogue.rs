@@ -446,6 +446,31 @@ mod tests {
     }
 
     #[test]
+    fn box_events_name_the_session_or_else_the_container() {
+        let (bus, _queue) = crate::events::EventBus::new("s");
+        let context = crate::events::ConnectionContext {
+            session: crate::ids::SessionId::random(),
+            src: "198.51.100.7:40000".parse().expect("addr"),
+            dst: "10.0.0.5:22".parse().expect("addr"),
+        };
+        let limited = |b: crate::events::EventBuilder| b.field("count", 3).build(bus.sensor());
+        let id = EventId::EgressDnsLimited;
+        assert!(id.is_box_event() && !EventId::ContainerAllocate.is_box_event());
+        let owned = limited(crate::events::EventBuilder::connection(id, &context));
+        assert_eq!(id.check(owned.as_json()), Ok(()));
+        let global = crate::events::EventBuilder::global(id).field("container_id", "c");
+        assert_eq!(id.check(limited(global).as_json()), Ok(()));
+        // Neither the session nor the container: refused.
+        let orphan = limited(crate::events::EventBuilder::global(id));
+        assert!(id.check(orphan.as_json()).is_err());
+        // Other connection events still need their session.
+        let global = crate::events::EventBuilder::global(EventId::AuthMaxTries)
+            .field("failures", 1)
+            .build(bus.sensor());
+        assert!(EventId::AuthMaxTries.check(global.as_json()).is_err());
+    }
+
+    #[test]
     fn lookup_round_trips() {
         for id in EventId::ALL {
             assert_eq!(EventId::from_name(id.as_str()), Some(*id));

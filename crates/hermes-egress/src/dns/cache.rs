@@ -142,7 +142,11 @@ mod tests {
             .get(&key("a"), start + Duration::from_secs(40))
             .expect("kept");
         assert_eq!(later.message[8..12], 60u32.to_be_bytes());
-        assert!(cache.get(&key("a"), start + Duration::from_secs(100)).is_none());
+        assert!(
+            cache
+                .get(&key("a"), start + Duration::from_secs(100))
+                .is_none()
+        );
         // A day-long TTL is kept MAX_TTL at most.
         cache.put(key("b"), answer(86_400), Some(86_400), start);
         assert!(cache.get(&key("b"), start + MAX_TTL).is_none());

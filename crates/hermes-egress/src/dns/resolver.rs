@@ -153,11 +153,7 @@ impl Resolver {
         Resolver {
             static_hosts,
             static_only: settings.static_only,
-            upstream: Upstream::new(
-                settings.upstream,
-                settings.timeout,
-                settings.max_in_flight,
-            ),
+            upstream: Upstream::new(settings.upstream, settings.timeout, settings.max_in_flight),
             cache: Cache::new(settings.cache_entries),
             queries_per_second: settings.queries_per_second.max(1),
         }
@@ -210,8 +206,7 @@ impl Resolver {
                 Source::Static,
             ));
         }
-        let cached = self
-            .cache
+        self.cache
             .get(&cache_key(query), Instant::now())
             .map(|cached| {
                 let mut response = cached.message;
@@ -222,8 +217,7 @@ impl Resolver {
                     answers: cached.addresses,
                     source: Source::Cache,
                 }
-            });
-        cached
+            })
     }
 
     /// Asks upstream and relays the answer (its id and recursion bit the box's);
@@ -286,7 +280,10 @@ mod tests {
         assert_eq!(settings.upstream, ["192.0.2.53:53".parse().expect("addr")]);
         config.upstream = vec!["198.51.100.1".parse().expect("ip")];
         let settings = ResolverSettings::from_config_with(&config, &path);
-        assert_eq!(settings.upstream, ["198.51.100.1:53".parse().expect("addr")]);
+        assert_eq!(
+            settings.upstream,
+            ["198.51.100.1:53".parse().expect("addr")]
+        );
         config.static_only = true;
         let settings = ResolverSettings::from_config_with(&config, &path);
         assert!(settings.upstream.is_empty());

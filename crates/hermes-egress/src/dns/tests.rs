@@ -48,7 +48,8 @@ impl FakeUpstream {
             while let Ok((length, peer)) = socket.recv_from(&mut buffer).await {
                 let query = buffer[..length].to_vec();
                 r.lock().expect("lock").push(query.clone());
-                let (Behaviour::Answer, Parsed::Query(query)) = (behaviour, wire::parse_query(&query))
+                let (Behaviour::Answer, Parsed::Query(query)) =
+                    (behaviour, wire::parse_query(&query))
                 else {
                     continue;
                 };
@@ -83,7 +84,10 @@ impl Drop for FakeUpstream {
 fn settings(upstream: &[SocketAddr]) -> ResolverSettings {
     ResolverSettings {
         static_hosts: vec![
-            ("Dropper.Test.".to_owned(), "192.0.2.10".parse().expect("ip")),
+            (
+                "Dropper.Test.".to_owned(),
+                "192.0.2.10".parse().expect("ip"),
+            ),
             ("v6.test".to_owned(), "2001:db8::1".parse().expect("ip")),
         ],
         static_only: false,
@@ -177,9 +181,13 @@ async fn static_names_are_answered_without_case_or_trailing_dot() {
     let upstream = FakeUpstream::start(Behaviour::Answer).await;
     let server = start(settings(&[upstream.address]), None).await;
 
-    let answer = ask(server.address, &query(0x1234, "dropper.TEST.", TYPE_A), WAIT)
-        .await
-        .expect("answer");
+    let answer = ask(
+        server.address,
+        &query(0x1234, "dropper.TEST.", TYPE_A),
+        WAIT,
+    )
+    .await
+    .expect("answer");
     let read = wire::parse_answer(&answer).expect("readable");
     assert_eq!(read.id, 0x1234);
     assert_eq!(read.rcode, Some(wire::Rcode::NoError));
@@ -188,7 +196,10 @@ async fn static_names_are_answered_without_case_or_trailing_dot() {
         "dropper.TEST",
         "question echoed as sent"
     );
-    assert_eq!(read.addresses, ["192.0.2.10".parse::<IpAddr>().expect("ip")]);
+    assert_eq!(
+        read.addresses,
+        ["192.0.2.10".parse::<IpAddr>().expect("ip")]
+    );
     assert_eq!(answer[2] & 0x01, 0x01, "RD echoed");
     assert_eq!(answer[3] & 0x80, 0x80, "RA set");
 
@@ -233,9 +244,13 @@ async fn upstream_answers_are_relayed_with_the_boxs_id_then_cached() {
     let session = owner.session.to_string();
     let server = start(settings(&[upstream.address]), Some(owner)).await;
 
-    let answer = ask(server.address, &query(0xbeef, "www.Example.test", TYPE_A), WAIT)
-        .await
-        .expect("answer");
+    let answer = ask(
+        server.address,
+        &query(0xbeef, "www.Example.test", TYPE_A),
+        WAIT,
+    )
+    .await
+    .expect("answer");
     assert_eq!(upstream.received(), 1);
     let sent = upstream.sent.lock().expect("lock")[0].clone();
     assert_eq!(answer[..2], [0xbe, 0xef], "the box's id");
@@ -248,9 +263,13 @@ async fn upstream_answers_are_relayed_with_the_boxs_id_then_cached() {
     assert_eq!(answer[..2].to_vec(), 0xbeefu16.to_be_bytes());
 
     // Asked again (other case, other id): from the cache, upstream not asked.
-    let again = ask(server.address, &query(0x0102, "WWW.example.TEST", TYPE_A), WAIT)
-        .await
-        .expect("answer");
+    let again = ask(
+        server.address,
+        &query(0x0102, "WWW.example.TEST", TYPE_A),
+        WAIT,
+    )
+    .await
+    .expect("answer");
     assert_eq!(upstream.received(), 1, "answered from the cache");
     let read = wire::parse_answer(&again).expect("readable");
     assert_eq!(read.id, 0x0102);
@@ -411,7 +430,10 @@ async fn a_flood_is_cut_to_the_rate_and_summarised() {
     let started = Instant::now();
     for i in 0..SENT {
         let message = query(i as u16, "dropper.test", TYPE_A);
-        client.send_to(&message, server.address).await.expect("send");
+        client
+            .send_to(&message, server.address)
+            .await
+            .expect("send");
         if i % 25 == 24 {
             // Lets the server drain its socket: the kernel drops nothing.
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -427,7 +449,10 @@ async fn a_flood_is_cut_to_the_rate_and_summarised() {
     // The summary comes within a second of the drops.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let bound = QPS as f64 * (1.0 + sending.as_secs_f64()) + 1.0;
-    assert!(answered >= QPS as usize, "the burst was not answered: {answered}");
+    assert!(
+        answered >= QPS as usize,
+        "the burst was not answered: {answered}"
+    );
     assert!(
         answered as f64 <= bound,
         "{answered} answered in {sending:?}, bound {bound}"

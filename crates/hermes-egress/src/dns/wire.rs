@@ -665,6 +665,9 @@ mod tests {
                 readdress(&mut copy, &query);
             }
         }
-        assert!(parsed > 100, "the mutations never produced a query: {parsed}");
+        assert!(
+            parsed > 100,
+            "the mutations never produced a query: {parsed}"
+        );
     }
 }
