@@ -16,6 +16,10 @@ if [ ! -x /bin/busybox ]; then
   echo "installing busybox-static (a tiny image for a second engine in the tests)"
   apt_install busybox-static
 fi
+if ! command -v curl >/dev/null 2>&1 || ! command -v wget >/dev/null 2>&1; then
+  echo "installing curl and wget (real clients through the egress gateway in the tests)"
+  apt_install curl wget
+fi
 images/target/build.sh hermes-target:latest
 # docker-compose, the socket proxy and Hermes's own image, for the compose test.
 scripts/compose-images.sh

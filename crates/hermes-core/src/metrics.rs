@@ -133,6 +133,9 @@ const STORED: usize = 0;
 const TRUNCATED: usize = 1;
 const FAILED: usize = 2;
 const BLOCKED: usize = 3;
+/// Where a box's DNS answers came from (`source` of `hermes.egress.dns`); queries
+/// dropped by the rate limit are counted as `limited`.
+const DNS_OUTCOMES: &[&str] = &["static", "upstream", "cache", "local", "limited"];
 
 /// What the event stream says about the server. Shared by the event writer (which
 /// updates it) and the metrics endpoint (which reads it).
@@ -151,6 +154,7 @@ pub struct EventMetrics {
     fetches: Vec<AtomicU64>,
     fetched_bytes: AtomicU64,
     fetches_blocked: Vec<AtomicU64>,
+    dns_queries: Vec<AtomicU64>,
     events: AtomicU64,
 }
 
@@ -170,6 +174,7 @@ impl Default for EventMetrics {
             fetches: FETCH_OUTCOMES.iter().map(|_| AtomicU64::new(0)).collect(),
             fetched_bytes: AtomicU64::new(0),
             fetches_blocked: blocked_reasons().map(|_| AtomicU64::new(0)).collect(),
+            dns_queries: DNS_OUTCOMES.iter().map(|_| AtomicU64::new(0)).collect(),
             events: AtomicU64::new(0),
         }
     }
@@ -301,6 +306,22 @@ impl EventMetrics {
             &[("", get(&self.captured_bytes))],
         );
         self.render_egress(out);
+        let labels: Vec<String> = DNS_OUTCOMES
+            .iter()
+            .map(|o| format!("outcome=\"{o}\""))
+            .collect();
+        let samples: Vec<(&str, u64)> = labels
+            .iter()
+            .zip(&self.dns_queries)
+            .map(|(l, c)| (l.as_str(), get(c)))
+            .collect();
+        render_family(
+            out,
+            "hermes_dns_queries_total",
+            "counter",
+            "DNS queries of the boxes by where the answer came from, or limited (dropped by egress.dns.queries_per_second).",
+            &samples,
+        );
         render_family(
             out,
             "hermes_events_total",
@@ -408,6 +429,18 @@ impl EventSink for MetricsSink {
                     None => add(&m.fetches[FAILED], 1),
                 }
             }
+            EventId::EgressDns => {
+                let source = event.get("source").and_then(|v| v.as_str()).unwrap_or("");
+                if let Some(i) = DNS_OUTCOMES.iter().position(|o| *o == source) {
+                    add(&m.dns_queries[i], 1);
+                }
+            }
+            EventId::EgressDnsLimited => {
+                let count = event.get("count").and_then(|v| v.as_u64()).unwrap_or(0);
+                if let Some(i) = DNS_OUTCOMES.iter().position(|o| *o == "limited") {
+                    add(&m.dns_queries[i], count);
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -496,6 +529,19 @@ mod tests {
                     .field("upstream_bytes", 7),
             ),
             build(
+                EventBuilder::connection(EventId::EgressDns, &context)
+                    .field("query", "example.test")
+                    .field("type", "A")
+                    .field("rcode", "NOERROR")
+                    .field("answers", vec!["192.0.2.1"])
+                    .field("source", "cache"),
+            ),
+            build(
+                EventBuilder::global(EventId::EgressDnsLimited)
+                    .field("container_id", "c")
+                    .field("count", 41),
+            ),
+            build(
                 EventBuilder::connection(EventId::SessionClosed, &context)
                     .field("duration_ms", 12_500)
                     .field("duration", 12.5),
@@ -525,7 +571,10 @@ mod tests {
             "hermes_egress_fetched_bytes_total 177\n",
             "hermes_egress_blocked_total{reason=\"metadata\"} 1\n",
             "hermes_egress_blocked_total{reason=\"hourly_bytes\"} 0\n",
-            "hermes_events_total 12\n",
+            "hermes_dns_queries_total{outcome=\"cache\"} 1\n",
+            "hermes_dns_queries_total{outcome=\"limited\"} 41\n",
+            "hermes_dns_queries_total{outcome=\"static\"} 0\n",
+            "hermes_events_total 14\n",
             "hermes_events_dropped_total 3\n",
         ] {
             assert!(out.contains(line), "{line:?} missing from\n{out}");

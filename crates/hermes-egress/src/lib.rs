@@ -9,6 +9,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod dns;
 pub mod fetch;
 pub mod host_addresses;
 pub mod ssrf;

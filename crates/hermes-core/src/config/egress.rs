@@ -124,8 +124,9 @@ pub struct EgressDnsConfig {
     /// (`/etc/resolv.conf`).
     #[garde(length(max = 8))]
     pub upstream: Vec<IpAddr>,
-    /// Names answered without asking anyone (a name, lower case, to its address).
-    #[garde(length(max = 10000))]
+    /// Names answered without asking anyone (a name, any case, a trailing dot
+    /// allowed, to its address: A queries get an IPv4 one, AAAA an IPv6 one).
+    #[garde(length(max = 10000), custom(validate::dns_names))]
     pub static_hosts: BTreeMap<String, IpAddr>,
     /// When true, names not in `static_hosts` do not exist (NXDOMAIN); nothing is
     /// asked upstream.

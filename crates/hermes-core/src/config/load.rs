@@ -336,6 +336,17 @@ mod tests {
     }
 
     #[test]
+    fn a_static_dns_name_that_is_no_name_names_key_and_line() {
+        let found = issues(
+            "egress:\n  dns:\n    static_hosts:\n      ok.test: 192.0.2.1\n      \"bad name\": 192.0.2.2\n",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, "egress.dns.static_hosts");
+        assert!(found[0].line >= 3, "{found:?}");
+        assert!(found[0].message.contains("bad name"), "{found:?}");
+    }
+
+    #[test]
     fn every_out_of_range_value_is_reported() {
         let found = issues(
             "server:\n  session_timeout: 0\ncontainer_pool:\n  size: 0\n  security:\n    memory_limit: lots\n",

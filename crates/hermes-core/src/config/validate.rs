@@ -67,6 +67,31 @@ pub(super) fn hostname(name: &str, _: &()) -> Result {
     Ok(())
 }
 
+/// The static DNS map's names: host names (also `_` as in `_dmarc`), any case, a
+/// trailing dot allowed.
+pub(super) fn dns_names(
+    hosts: &std::collections::BTreeMap<String, std::net::IpAddr>,
+    _: &(),
+) -> Result {
+    let valid_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    for name in hosts.keys() {
+        let bare = name.strip_suffix('.').unwrap_or(name);
+        if bare.len() > 253 || !bare.split('.').all(valid_label) {
+            return fail(format!(
+                "{:?} is not a DNS name (letters, digits, '-', '_', '.'; labels of 1 to 63)",
+                crate::escape::escape_untrusted(name)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Sensor names end up in Docker labels and events: keep them to a safe alphabet.
 pub(super) fn sensor_name(name: &str, _: &()) -> Result {
     let ok = !name.is_empty()
@@ -557,6 +582,26 @@ mod tests {
 
         assert!(private_ipv4(&std::net::Ipv4Addr::new(192, 168, 1, 5), &()).is_ok());
         assert!(private_ipv4(&std::net::Ipv4Addr::new(8, 8, 8, 8), &()).is_err());
+        let hosts = |name: &str| {
+            std::collections::BTreeMap::from([(
+                name.to_owned(),
+                std::net::IpAddr::from([192, 0, 2, 1]),
+            )])
+        };
+        for good in ["dropper.test", "Dropper.Test.", "_dmarc.example.test", "x"] {
+            assert!(dns_names(&hosts(good), &()).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "a b.test",
+            "a/b",
+            &"a".repeat(64),
+            &"a.".repeat(130),
+        ] {
+            assert!(dns_names(&hosts(bad), &()).is_err(), "{bad}");
+        }
         assert!(mac_prefix("52:54:00", &()).is_ok());
         for bad in [
             "53:54:00",

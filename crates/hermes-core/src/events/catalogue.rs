@@ -260,6 +260,17 @@ catalogue! {
     /// left out until writes succeeded again. The session went on, what was written
     /// stays valid, and the metadata's `recording_error` says why.
     RecordError = "hermes.record.error", connection: true, fields: ["ttylog": Str, "error": Str];
+    /// A box's DNS query (`query`: the name as dig prints it, odd bytes as `\DDD`;
+    /// `type`: `A`, `AAAA`, ..., or `TYPEnnn`), answered with `rcode` (`NOERROR`,
+    /// `NXDOMAIN`, `SERVFAIL`, `FORMERR`, ...; `none`: not answered) and `answers`
+    /// (the addresses given) from `source`: `static` (`egress.dns.static_hosts`, or
+    /// `static_only`), `upstream`, `cache` or `local` (unreadable or refused, without
+    /// a lookup). An unreadable datagram has an empty `query` and `type`.
+    EgressDns = "hermes.egress.dns", connection: true,
+        fields: ["query": Str, "type": Str, "rcode": Str, "answers": StrList, "source": Str];
+    /// A box's DNS queries over `egress.dns.queries_per_second` were dropped: `count`
+    /// of them since the last such event (one a second at most).
+    EgressDnsLimited = "hermes.egress.dns.limited", connection: true, fields: ["count": Int];
     /// A stopped container was removed by the retention rules.
     ContainerRemove = "hermes.container.remove", connection: false,
         fields: ["container_id": Str, "reason": Str];
@@ -277,7 +288,9 @@ impl EventId {
     /// `session` as 12 lowercase hex characters.
     pub fn check(self, event: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
         let mut expected: Vec<Field> = COMMON_FIELDS.to_vec();
-        if self.is_connection_event() {
+        if self.is_box_event() && !event.contains_key("session") {
+            expected.push(("container_id", Str));
+        } else if self.is_connection_event() {
             expected.extend_from_slice(CONNECTION_FIELDS);
         }
         expected.extend_from_slice(self.fields());
@@ -333,6 +346,13 @@ impl EventId {
             Some(id) if id == self.as_str() => Ok(()),
             other => Err(format!("eventid {other:?} is not {}", self.as_str())),
         }
+    }
+
+    /// Whether the event is about a box's traffic (`hermes.egress.*`): it carries the
+    /// connection fields of the session the box serves, or, when it serves none (a
+    /// process left running), `container_id` in their place.
+    pub fn is_box_event(self) -> bool {
+        self.as_str().starts_with("hermes.egress.")
     }
 
     /// Looks an id up by its name.
@@ -439,6 +459,31 @@ mod tests {
             actual == expected,
             "docs/events.md is out of date: run HERMES_WRITE_DOCS=1 cargo test -p hermes-core the_event_documentation"
         );
+    }
+
+    #[test]
+    fn box_events_name_the_session_or_else_the_container() {
+        let (bus, _queue) = crate::events::EventBus::new("s");
+        let context = crate::events::ConnectionContext {
+            session: crate::ids::SessionId::random(),
+            src: "198.51.100.7:40000".parse().expect("addr"),
+            dst: "10.0.0.5:22".parse().expect("addr"),
+        };
+        let limited = |b: crate::events::EventBuilder| b.field("count", 3).build(bus.sensor());
+        let id = EventId::EgressDnsLimited;
+        assert!(id.is_box_event() && !EventId::ContainerAllocate.is_box_event());
+        let owned = limited(crate::events::EventBuilder::connection(id, &context));
+        assert_eq!(id.check(owned.as_json()), Ok(()));
+        let global = crate::events::EventBuilder::global(id).field("container_id", "c");
+        assert_eq!(id.check(limited(global).as_json()), Ok(()));
+        // Neither the session nor the container: refused.
+        let orphan = limited(crate::events::EventBuilder::global(id));
+        assert!(id.check(orphan.as_json()).is_err());
+        // Other connection events still need their session.
+        let global = crate::events::EventBuilder::global(EventId::AuthMaxTries)
+            .field("failures", 1)
+            .build(bus.sensor());
+        assert!(EventId::AuthMaxTries.check(global.as_json()).is_err());
     }
 
     #[test]

@@ -53,4 +53,17 @@ impl RecordedEvents {
             })
             .collect()
     }
+
+    /// Waits until `count` events with id `id` were emitted (a writer may finish its
+    /// event after its client saw the end), at most ten seconds of the test's clock.
+    pub async fn wait_for_count(&self, id: EventId, count: usize) -> Vec<Event> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let events = self.of(id);
+            if events.len() >= count || tokio::time::Instant::now() >= deadline {
+                return events;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 }

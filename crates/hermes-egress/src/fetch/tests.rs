@@ -695,6 +695,10 @@ async fn curl_and_wget_see_a_download_a_cut_and_a_refusal_as_from_a_real_network
         std::fs::read(out("w.sh")).expect("saved"),
         b"#!/bin/sh\necho hi\n"
     );
+    small_rig
+        .events
+        .wait_for_count(EventId::FileDownload, 2)
+        .await;
     let shas = small_rig.events.fields(EventId::FileDownload, "shasum");
     assert_eq!(
         shas,
@@ -712,6 +716,7 @@ async fn curl_and_wget_see_a_download_a_cut_and_a_refusal_as_from_a_real_network
     .await;
     assert_eq!(code, 18, "curl: partial file");
     assert_eq!(std::fs::read(out("big")).expect("saved").len(), 4096);
+    rig.events.wait_for_count(EventId::FileDownload, 1).await;
     let cut = rig.one(EventId::FileDownload);
     assert_eq!(text(&cut, "reason"), "download_size");
 
@@ -730,6 +735,9 @@ async fn curl_and_wget_see_a_download_a_cut_and_a_refusal_as_from_a_real_network
     let mut args = wget.clone();
     args.extend([out("m2"), format!("http://{to_metadata}/latest/")]);
     assert_eq!(run("wget", args).await, 4, "wget: network failure");
+    rig.events
+        .wait_for_count(EventId::FileDownloadFailed, 2)
+        .await;
     assert_eq!(
         rig.events.fields(EventId::FileDownloadFailed, "reason"),
         ["not_allowed", "not_allowed"]
