@@ -106,6 +106,9 @@ const DROP_REASONS: &[&str] = &[
 
 /// What the event stream says about the server. Shared by the event writer (which
 /// updates it) and the metrics endpoint (which reads it).
+/// What a box's connection got (`answer` of `hermes.egress.connection`).
+const EGRESS_BLOCKED_REASONS: &[&str] = &["drop", "reject", "box_connection_limit"];
+
 #[derive(Debug)]
 pub struct EventMetrics {
     connections: AtomicU64,
@@ -119,6 +122,7 @@ pub struct EventMetrics {
     captured_files: AtomicU64,
     captured_bytes: AtomicU64,
     events: AtomicU64,
+    egress_blocked: Vec<AtomicU64>,
 }
 
 impl Default for EventMetrics {
@@ -135,6 +139,10 @@ impl Default for EventMetrics {
             captured_files: AtomicU64::new(0),
             captured_bytes: AtomicU64::new(0),
             events: AtomicU64::new(0),
+            egress_blocked: EGRESS_BLOCKED_REASONS
+                .iter()
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 }
@@ -224,6 +232,22 @@ impl EventMetrics {
             "Events lost: the event queue was full, or the event log could not be written and its backlog was full.",
             &[("", events_dropped)],
         );
+        let labels: Vec<String> = EGRESS_BLOCKED_REASONS
+            .iter()
+            .map(|r| format!("reason=\"{r}\""))
+            .collect();
+        let samples: Vec<(&str, u64)> = labels
+            .iter()
+            .zip(&self.egress_blocked)
+            .map(|(l, c)| (l.as_str(), get(c)))
+            .collect();
+        render_family(
+            out,
+            "hermes_egress_blocked_total",
+            "counter",
+            "Boxes' connections that were not let out, by the answer they got (hermes.egress.connection).",
+            &samples,
+        );
     }
 }
 
@@ -288,6 +312,12 @@ impl EventSink for MetricsSink {
                     .and_then(|v| v.as_f64())
                     .unwrap_or(0.0);
                 m.session_duration.observe(duration);
+            }
+            EventId::EgressConnection => {
+                let answer = event.get("answer").and_then(|v| v.as_str()).unwrap_or("");
+                if let Some(i) = EGRESS_BLOCKED_REASONS.iter().position(|r| *r == answer) {
+                    add(&m.egress_blocked[i], 1);
+                }
             }
             EventId::FileDownload | EventId::FileUpload => {
                 add(&m.captured_files, 1);

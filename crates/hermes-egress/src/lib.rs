@@ -9,6 +9,22 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod command;
+mod gateway;
+pub mod host;
+mod link;
+mod netns;
+mod network;
+mod original_dst;
+mod protocol;
+mod rules;
+pub mod seams;
+mod sinkhole;
+
+pub use gateway::MAX_OPEN_PER_BOX;
+pub use network::EgressNetwork;
+pub use sinkhole::DROP_HOLD;
+
 use std::sync::Arc;
 
 use hermes_core::events::{ConnectionContext, EventBuilder, EventBus, EventId};

@@ -244,6 +244,14 @@ catalogue! {
     /// left out until writes succeeded again. The session went on, what was written
     /// stays valid, and the metadata's `recording_error` says why.
     RecordError = "hermes.record.error", connection: true, fields: ["ttylog": Str, "error": Str];
+    /// A box (`egress`) opened a TCP connection: `dst_ip`/`dst_port` are where it
+    /// went, `app_protocol` a guess from the port and the first bytes (`http`, `tls`,
+    /// `ssh`, `smtp`, `irc`, `stratum`, `unknown`), `first_bytes` what the box sent
+    /// first (escaped, up to `egress.limits.first_bytes`), `answer` what it got:
+    /// `drop` (held open unanswered, then closed), `reject` (reset) or
+    /// `box_connection_limit` (reset: the box had too many open).
+    EgressConnection = "hermes.egress.connection", connection: true,
+        fields: ["container_id": Str, "app_protocol": Str, "first_bytes": Str, "answer": Str];
     /// A stopped container was removed by the retention rules.
     ContainerRemove = "hermes.container.remove", connection: false,
         fields: ["container_id": Str, "reason": Str];

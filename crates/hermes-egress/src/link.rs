@@ -1,0 +1,112 @@
+//! The veth link between a box and its gateway namespace: `gw0` (the gateway and
+//! resolver addresses) in the gateway namespace, its peer `eth0` in the box with the
+//! box's address, a KVM-like MAC and a default route through the gateway.
+
+use std::path::PathBuf;
+
+use hermes_core::config::EgressNetworkConfig;
+use rand::RngExt;
+
+use crate::command::{self, CommandError};
+use crate::netns;
+
+/// The gateway's side of the link.
+pub const GATEWAY_LINK: &str = "gw0";
+/// The box's side of the link.
+const BOX_LINK: &str = "eth0";
+
+/// A MAC under `prefix` (three bytes, `52:54:00`) with a random tail.
+pub fn random_mac(prefix: &str) -> String {
+    let tail: [u8; 3] = rand::rng().random();
+    format!(
+        "{}:{:02x}:{:02x}:{:02x}",
+        prefix.to_ascii_lowercase(),
+        tail[0],
+        tail[1],
+        tail[2]
+    )
+}
+
+/// Links the box whose first process is `init_pid` to the gateway namespace `gateway`
+/// (which has no link yet: a reused one is emptied first).
+pub fn connect(
+    gateway: &str,
+    init_pid: u32,
+    network: &EgressNetworkConfig,
+) -> Result<(), CommandError> {
+    // A reused namespace still has the link of the box's previous run, if its
+    // peer's namespace lives on; it goes with its peer.
+    let _ = command::run(
+        None,
+        "ip",
+        &["-n", gateway, "link", "delete", GATEWAY_LINK],
+        "",
+    );
+    let mac = random_mac(&network.mac_prefix);
+    let pid = init_pid.to_string();
+    command::run(
+        None,
+        "ip",
+        &[
+            "-n",
+            gateway,
+            "link",
+            "add",
+            GATEWAY_LINK,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            BOX_LINK,
+            "address",
+            &mac,
+            "netns",
+            &pid,
+        ],
+        "",
+    )?;
+    let prefix = network.prefix_len;
+    let gateway_side = format!(
+        "link set lo up\n\
+         addr add {}/{prefix} dev {GATEWAY_LINK}\n\
+         addr add {}/32 dev {GATEWAY_LINK}\n\
+         link set {GATEWAY_LINK} up\n",
+        network.gateway, network.resolver,
+    );
+    command::run(
+        Some(&netns::path(gateway)),
+        "ip",
+        &["-batch", "-"],
+        &gateway_side,
+    )?;
+    let box_side = format!(
+        "addr add {}/{prefix} dev {BOX_LINK}\n\
+         link set {BOX_LINK} up\n\
+         route add default via {}\n",
+        network.address, network.gateway,
+    );
+    command::run(
+        Some(&box_namespace(init_pid)),
+        "ip",
+        &["-batch", "-"],
+        &box_side,
+    )?;
+    Ok(())
+}
+
+/// The box's network namespace, through its first process.
+fn box_namespace(init_pid: u32) -> PathBuf {
+    PathBuf::from(format!("/proc/{init_pid}/ns/net"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_keep_the_prefix() {
+        let mac = random_mac("52:54:00");
+        assert!(mac.starts_with("52:54:00:"), "{mac}");
+        assert_eq!(mac.len(), 17);
+    }
+}
