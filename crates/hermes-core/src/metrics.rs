@@ -391,6 +391,18 @@ mod tests {
             ),
             build(EventBuilder::connection(EventId::FileUpload, &context).field("size", 1234)),
             build(
+                EventBuilder::connection(EventId::EgressConnection, &context)
+                    .field("answer", "drop"),
+            ),
+            build(
+                EventBuilder::connection(EventId::EgressConnection, &context)
+                    .field("answer", "box_connection_limit"),
+            ),
+            build(
+                EventBuilder::connection(EventId::EgressConnection, &context)
+                    .field("answer", "drop"),
+            ),
+            build(
                 EventBuilder::connection(EventId::SessionClosed, &context)
                     .field("duration_ms", 12_500)
                     .field("duration", 12.5),
@@ -402,6 +414,9 @@ mod tests {
         let mut out = String::new();
         metrics.render(&mut out, 3);
         for line in [
+            "hermes_egress_blocked_total{reason=\"drop\"} 2\n",
+            "hermes_egress_blocked_total{reason=\"reject\"} 0\n",
+            "hermes_egress_blocked_total{reason=\"box_connection_limit\"} 1\n",
             "hermes_connections_total 1\n",
             "hermes_auth_attempts_total{result=\"success\"} 1\n",
             "hermes_auth_attempts_total{result=\"failure\"} 1\n",
@@ -413,7 +428,7 @@ mod tests {
             "hermes_session_duration_seconds_bucket{le=\"5\"} 0\n",
             "hermes_captured_files_total 1\n",
             "hermes_captured_bytes_total 1234\n",
-            "hermes_events_total 8\n",
+            "hermes_events_total 11\n",
             "hermes_events_dropped_total 3\n",
         ] {
             assert!(out.contains(line), "{line:?} missing from\n{out}");
