@@ -34,6 +34,7 @@ pub fn connect(
     init_pid: u32,
     network: &EgressNetworkConfig,
 ) -> Result<(), CommandError> {
+    not_the_hosts(init_pid)?;
     // A reused namespace still has the link of the box's previous run, if its
     // peer's namespace lives on; it goes with its peer.
     let _ = command::run(
@@ -91,6 +92,25 @@ pub fn connect(
         &["-batch", "-"],
         &box_side,
     )?;
+    Ok(())
+}
+
+/// Refuses a process in Hermes's own network namespace (a box's process gone and
+/// its pid reused, say): the box's side of the link must never land on the host.
+fn not_the_hosts(init_pid: u32) -> Result<(), CommandError> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = |path: &std::path::Path| std::fs::metadata(path).map(|m| (m.dev(), m.ino()));
+    let theirs = box_namespace(init_pid);
+    let namespace_error = |source| CommandError::Namespace {
+        path: theirs.display().to_string(),
+        source,
+    };
+    let own = inode(std::path::Path::new("/proc/self/ns/net")).map_err(namespace_error)?;
+    if inode(&theirs).map_err(namespace_error)? == own {
+        return Err(namespace_error(std::io::Error::other(
+            "the process is in Hermes's own network namespace, not a box's",
+        )));
+    }
     Ok(())
 }
 

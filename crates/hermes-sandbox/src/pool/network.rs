@@ -32,9 +32,10 @@ impl DockerSandbox {
             .filter(|pid| *pid > 0)
             .ok_or_else(|| SandboxError::ContainerGone(short(id).to_owned()))?;
         let started = Instant::now();
-        network
-            .attach(id, pid)
+        let timeout = self.settings.spawn_timeout;
+        tokio::time::timeout(timeout, network.attach(id, pid))
             .await
+            .map_err(|_| SandboxError::Timeout(timeout.as_secs()))?
             .map_err(|error| SandboxError::Engine(error.to_string()))?;
         tracing::debug!(target: "hermes::sandbox", container_id = %short(id), elapsed_ms = started.elapsed().as_millis() as u64, "box network attached");
         Ok(())

@@ -144,6 +144,12 @@ async fn egress_the_box_has_its_own_link_and_nothing_leaves() {
     )
     .await;
     assert_eq!(docker[0], "0", "{docker:?}");
+    // Nothing names Hermes or the gateway namespace in the box's view of its link.
+    let details = run(&mut shell, "ip -d link show eth0; ip a; ip r").await;
+    assert!(
+        !details.join("\n").to_lowercase().contains("hermes"),
+        "{details:?}"
+    );
 
     // The gateway namespace: only its link's own routes, no way out.
     let gateway = namespace_of(&hermes, &container);
