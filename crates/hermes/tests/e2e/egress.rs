@@ -162,6 +162,16 @@ async fn egress_the_box_has_its_own_link_and_nothing_leaves() {
             "a route off the box's link: {line}"
         );
     }
+    // Hermes's listeners are there, and only there: TCP (every connection is
+    // redirected to it) and DNS on port 53.
+    let listening = Command::new("ip")
+        .args(["netns", "exec", &gateway, "ss", "-Hlntu"])
+        .output()
+        .expect("ss");
+    let listening = String::from_utf8_lossy(&listening.stdout).into_owned();
+    assert!(listening.contains("0.0.0.0:53 "), "{listening}");
+    assert!(listening.contains("0.0.0.0:7 "), "{listening}");
+    assert_eq!(listening.lines().count(), 2, "{listening}");
     let gateway_links = ip_netns(&gateway, &["-o", "link"]);
     assert_eq!(
         gateway_links.lines().count(),
@@ -458,4 +468,52 @@ async fn egress_box_start_time_with_and_without_network() {
     let added = medians[1].saturating_sub(medians[0]);
     eprintln!("the box network adds {added} ms (median)");
     assert!(added < 1500, "the network adds {added} ms to a box's start");
+}
+
+/// A box holds at most `MAX_OPEN_PER_BOX` connections at the gateway; the rest are
+/// reset at once (and logged); binary first bytes are logged escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_a_box_holds_a_bounded_number_of_connections() {
+    require_docker!();
+    let hermes = Hermes::start(sinkhole(RefusedAnswer::Drop));
+    let (_client, mut shell) = crate::client::root_shell(hermes.port).await;
+    let limit = hermes_egress::MAX_OPEN_PER_BOX;
+    let extra = 40;
+    let out = run(
+        &mut shell,
+        &format!(
+            "timeout 60 bash -c 'n=0; for i in $(seq 1 {}); do exec {{fd}}<>/dev/tcp/192.0.2.5/6000 && n=$((n+1)); done; echo opened=$n; sleep 4'",
+            limit + extra
+        ),
+    )
+    .await;
+    assert!(
+        out.iter()
+            .any(|l| *l == format!("opened={}", limit + extra)),
+        "{out:?}"
+    );
+    let events = hermes.wait_for_events("every held and refused connection", |events| {
+        events
+            .iter()
+            .filter(|e| e["dst_port"] == 6000 && e["eventid"] == "hermes.egress.connection")
+            .count()
+            >= limit + extra
+    });
+    let answers = |answer: &str| {
+        events
+            .iter()
+            .filter(|e| e["dst_port"] == 6000 && e["answer"] == answer)
+            .count()
+    };
+    assert_eq!(answers("drop"), limit);
+    assert_eq!(answers("box_connection_limit"), extra);
+
+    run(
+        &mut shell,
+        "timeout 3 bash -c 'exec 3<>/dev/tcp/192.0.2.6/12345; printf \"\\x00\\x1b[31mhi\\n\" >&3; sleep 5'",
+    )
+    .await;
+    let binary = wait_for_connection(&hermes, "192.0.2.6", 12345);
+    assert_eq!(binary["first_bytes"], "\\x00\\x1b[31mhi\\n", "{binary}");
+    assert_eq!(binary["app_protocol"], "unknown");
 }
