@@ -28,47 +28,30 @@ pub fn random_mac(prefix: &str) -> String {
 }
 
 /// Links the box whose first process is `init_pid` to the gateway namespace `gateway`
-/// (which has no link yet: a reused one is emptied first).
+/// (`reused`: it existed already, and may still hold the link of the box's previous
+/// run, which goes first).
 pub fn connect(
     gateway: &str,
+    reused: bool,
     init_pid: u32,
     network: &EgressNetworkConfig,
 ) -> Result<(), CommandError> {
     not_the_hosts(init_pid)?;
-    // A reused namespace still has the link of the box's previous run, if its
-    // peer's namespace lives on; it goes with its peer.
-    let _ = command::run(
-        None,
-        "ip",
-        &["-n", gateway, "link", "delete", GATEWAY_LINK],
-        "",
-    );
+    if reused {
+        let _ = command::run(
+            None,
+            "ip",
+            &["-n", gateway, "link", "delete", GATEWAY_LINK],
+            "",
+        );
+    }
     let mac = random_mac(&network.mac_prefix);
-    let pid = init_pid.to_string();
-    command::run(
-        None,
-        "ip",
-        &[
-            "-n",
-            gateway,
-            "link",
-            "add",
-            GATEWAY_LINK,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            BOX_LINK,
-            "address",
-            &mac,
-            "netns",
-            &pid,
-        ],
-        "",
-    )?;
     let prefix = network.prefix_len;
+    // One `ip` for the gateway's side: the pair is made there, its peer goes straight
+    // into the box under its final name and MAC.
     let gateway_side = format!(
-        "link set lo up\n\
+        "link add {GATEWAY_LINK} type veth peer name {BOX_LINK} address {mac} netns {init_pid}\n\
+         link set lo up\n\
          addr add {}/{prefix} dev {GATEWAY_LINK}\n\
          addr add {}/32 dev {GATEWAY_LINK}\n\
          link set {GATEWAY_LINK} up\n",

@@ -85,10 +85,11 @@ impl EgressNetwork {
         let network = self.config.network.clone();
         let refused = self.config.refused;
         tokio::task::spawn_blocking(move || {
-            if !netns::exists(&name) {
+            let reused = netns::exists(&name);
+            if !reused {
                 netns::add(&name)?;
             }
-            link::connect(&name, init_pid, &network)?;
+            link::connect(&name, reused, init_pid, &network)?;
             rules::apply(&name, refused)
         })
         .await
