@@ -114,3 +114,68 @@ async fn hold(mut connection: BoxConnection) {
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use hermes_core::events::ConnectionContext;
+    use hermes_core::ids::SessionId;
+    use hermes_core::testing::RecordedEvents;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::BoxContext;
+
+    /// A connected pair on loopback: the box's end and the gateway's.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (client, accepted) = tokio::join!(TcpStream::connect(address), listener.accept());
+        (client.expect("connect"), accepted.expect("accept").0)
+    }
+
+    #[tokio::test]
+    async fn a_rejected_connection_is_logged_for_its_session_then_reset() {
+        let (bus, recorded) = RecordedEvents::new();
+        let owner = ConnectionContext {
+            session: SessionId::random(),
+            src: ([198, 51, 100, 7], 40000).into(),
+            dst: ([127, 0, 0, 1], 22).into(),
+        };
+        let session = owner.session.to_string();
+        let context = BoxContext {
+            container_id: "c0ffee".to_owned(),
+            owner: Arc::new(move || Some(owner.clone())),
+            events: bus,
+        };
+        let (mut client, gateway) = pair().await;
+        client
+            .write_all(b"GET /bot.sh HTTP/1.1\r\n\x1b[2J\r\n\r\n")
+            .await
+            .expect("send");
+        let connection = BoxConnection {
+            stream: gateway,
+            destination: ([203, 0, 113, 9], 80).into(),
+            context,
+        };
+        refuse(connection, Answer::Reject, 12).await;
+        let mut answer = [0u8; 16];
+        let read = client.read(&mut answer).await;
+        assert_eq!(
+            read.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::ConnectionReset)
+        );
+        let events = recorded.of(EventId::EgressConnection);
+        assert_eq!(events.len(), 1);
+        let event = &events[0];
+        let field = |name: &str| event.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        assert_eq!(field("session").as_deref(), Some(session.as_str()));
+        assert_eq!(field("dst_ip").as_deref(), Some("203.0.113.9"));
+        assert_eq!(field("app_protocol").as_deref(), Some("http"));
+        assert_eq!(field("answer").as_deref(), Some("reject"));
+        // Cut at the limit (12 bytes).
+        assert_eq!(field("first_bytes").as_deref(), Some("GET /bot.sh "));
+    }
+}
