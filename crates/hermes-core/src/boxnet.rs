@@ -34,36 +34,63 @@ pub trait BoxNetwork: Send + Sync {
 }
 
 /// Which session each leased container serves now, so that a box's traffic is
-/// attributed to it (set when the lease is ready, cleared at its release).
+/// attributed to it (set when the lease is ready, cleared at its release). A box's
+/// traffic after its session released it (a process the attacker left running, until
+/// the box stops) stays that session's: the box network forgets it when the box
+/// stops.
 #[derive(Debug, Default)]
 pub struct BoxOwners {
-    owners: Mutex<HashMap<String, ConnectionContext>>,
+    owners: Mutex<HashMap<String, Owner>>,
+}
+
+#[derive(Debug)]
+struct Owner {
+    context: ConnectionContext,
+    /// Released: kept only for what the box still sends until it stops.
+    released: bool,
 }
 
 impl BoxOwners {
     /// `context`'s session now uses `container_id` (a later session of a returning
     /// source takes over a shared box).
     pub fn set(&self, container_id: &str, context: &ConnectionContext) {
-        self.lock().insert(container_id.to_owned(), context.clone());
+        let owner = Owner {
+            context: context.clone(),
+            released: false,
+        };
+        self.lock().insert(container_id.to_owned(), owner);
     }
 
     /// `session` is done with `container_id`; another session's claim stays.
     pub fn clear(&self, container_id: &str, session: SessionId) {
-        let mut owners = self.lock();
-        if owners
-            .get(container_id)
-            .is_some_and(|owner| owner.session == session)
+        if let Some(owner) = self.lock().get_mut(container_id)
+            && owner.context.session == session
         {
-            owners.remove(container_id);
+            owner.released = true;
         }
     }
 
-    /// The session `container_id` serves now.
-    pub fn owner(&self, container_id: &str) -> Option<ConnectionContext> {
-        self.lock().get(container_id).cloned()
+    /// The box stopped or was removed: nothing it sends is anyone's any more.
+    pub fn forget(&self, container_id: &str) {
+        self.lock().remove(container_id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConnectionContext>> {
+    /// The session `container_id` serves now, or the last one it served until it
+    /// stops.
+    pub fn owner(&self, container_id: &str) -> Option<ConnectionContext> {
+        self.lock()
+            .get(container_id)
+            .map(|owner| owner.context.clone())
+    }
+
+    /// Whether a session uses `container_id` now.
+    pub fn in_use(&self, container_id: &str) -> bool {
+        self.lock()
+            .get(container_id)
+            .is_some_and(|owner| !owner.released)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Owner>> {
         self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -81,14 +108,19 @@ mod tests {
     }
 
     #[test]
-    fn the_owner_is_the_latest_session_until_it_releases() {
+    fn the_owner_is_the_latest_session_and_stays_until_the_box_stops() {
         let owners = BoxOwners::default();
         let (first, second) = (context(1), context(2));
         owners.set("box", &first);
         owners.set("box", &second);
         owners.clear("box", first.session);
+        assert!(owners.in_use("box"), "the second session still uses it");
         assert_eq!(owners.owner("box").map(|c| c.session), Some(second.session));
         owners.clear("box", second.session);
+        assert!(!owners.in_use("box"));
+        // What a process left running sends until the box stops is still its.
+        assert_eq!(owners.owner("box").map(|c| c.session), Some(second.session));
+        owners.forget("box");
         assert!(owners.owner("box").is_none());
     }
 }

@@ -139,6 +139,7 @@ impl BoxNetwork for EgressNetwork {
         if let Some(gateway) = self.take_gateway(container_id) {
             gateway.close().await;
         }
+        self.owners.forget(container_id);
         remove_namespace(self.naming.name(container_id)).await;
     }
 
