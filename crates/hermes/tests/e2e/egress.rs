@@ -172,6 +172,27 @@ async fn egress_the_box_has_its_own_link_and_nothing_leaves() {
     assert!(listening.contains("0.0.0.0:53 "), "{listening}");
     assert!(listening.contains("0.0.0.0:7 "), "{listening}");
     assert_eq!(listening.lines().count(), 2, "{listening}");
+    // DNS to any address arrives at the resolver's socket there (the resolver
+    // answers once it is plugged in; until then nothing does).
+    run(
+        &mut shell,
+        "printf q > /dev/udp/8.8.8.8/53; printf q > /dev/udp/10.0.2.3/53",
+    )
+    .await;
+    let counters = Command::new("ip")
+        .args([
+            "netns", "exec", &gateway, "iptables", "-L", "INPUT", "-v", "-n", "-x",
+        ])
+        .output()
+        .expect("iptables");
+    let counters = String::from_utf8_lossy(&counters.stdout).into_owned();
+    let dns_packets: u64 = counters
+        .lines()
+        .find(|l| l.contains("udp dpt:53"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{counters}"));
+    assert!(dns_packets >= 2, "{counters}");
     let gateway_links = ip_netns(&gateway, &["-o", "link"]);
     assert_eq!(
         gateway_links.lines().count(),
