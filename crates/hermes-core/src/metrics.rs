@@ -139,6 +139,9 @@ const DNS_OUTCOMES: &[&str] = &["static", "upstream", "cache", "local", "limited
 
 /// What the event stream says about the server. Shared by the event writer (which
 /// updates it) and the metrics endpoint (which reads it).
+/// What a box's connection got (`answer` of `hermes.egress.connection`).
+const EGRESS_BLOCKED_REASONS: &[&str] = &["drop", "reject", "box_connection_limit"];
+
 #[derive(Debug)]
 pub struct EventMetrics {
     connections: AtomicU64,
@@ -156,6 +159,7 @@ pub struct EventMetrics {
     fetches_blocked: Vec<AtomicU64>,
     dns_queries: Vec<AtomicU64>,
     events: AtomicU64,
+    egress_blocked: Vec<AtomicU64>,
 }
 
 impl Default for EventMetrics {
@@ -176,6 +180,10 @@ impl Default for EventMetrics {
             fetches_blocked: blocked_reasons().map(|_| AtomicU64::new(0)).collect(),
             dns_queries: DNS_OUTCOMES.iter().map(|_| AtomicU64::new(0)).collect(),
             events: AtomicU64::new(0),
+            egress_blocked: EGRESS_BLOCKED_REASONS
+                .iter()
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 }
@@ -224,13 +232,18 @@ impl EventMetrics {
             "Bytes received from upstream servers by the egress gateway.",
             &[("", self.fetched_bytes.load(Ordering::Relaxed))],
         );
-        let blocked = labelled("reason", blocked_reasons(), &self.fetches_blocked);
+        let mut blocked = labelled("reason", blocked_reasons(), &self.fetches_blocked);
+        blocked.extend(labelled(
+            "reason",
+            EGRESS_BLOCKED_REASONS.iter().copied(),
+            &self.egress_blocked,
+        ));
         let samples: Vec<(&str, u64)> = blocked.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         render_family(
             out,
             "hermes_egress_blocked_total",
             "counter",
-            "Downloads never started: the upstream address was refused (SSRF) or a limit was reached.",
+            "What a box did not get out: downloads refused (SSRF) or past a limit, and connections dropped, reset or over the per-box cap (hermes.egress.connection's answer).",
             &samples,
         );
     }
@@ -401,6 +414,12 @@ impl EventSink for MetricsSink {
                     .unwrap_or(0.0);
                 m.session_duration.observe(duration);
             }
+            EventId::EgressConnection => {
+                let answer = event.get("answer").and_then(|v| v.as_str()).unwrap_or("");
+                if let Some(i) = EGRESS_BLOCKED_REASONS.iter().position(|r| *r == answer) {
+                    add(&m.egress_blocked[i], 1);
+                }
+            }
             EventId::FileDownload | EventId::FileUpload => {
                 add(&m.captured_files, 1);
                 let size = event.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
@@ -542,6 +561,18 @@ mod tests {
                     .field("count", 41),
             ),
             build(
+                EventBuilder::connection(EventId::EgressConnection, &context)
+                    .field("answer", "drop"),
+            ),
+            build(
+                EventBuilder::connection(EventId::EgressConnection, &context)
+                    .field("answer", "box_connection_limit"),
+            ),
+            build(
+                EventBuilder::connection(EventId::EgressConnection, &context)
+                    .field("answer", "drop"),
+            ),
+            build(
                 EventBuilder::connection(EventId::SessionClosed, &context)
                     .field("duration_ms", 12_500)
                     .field("duration", 12.5),
@@ -553,6 +584,9 @@ mod tests {
         let mut out = String::new();
         metrics.render(&mut out, 3);
         for line in [
+            "hermes_egress_blocked_total{reason=\"drop\"} 2\n",
+            "hermes_egress_blocked_total{reason=\"reject\"} 0\n",
+            "hermes_egress_blocked_total{reason=\"box_connection_limit\"} 1\n",
             "hermes_connections_total 1\n",
             "hermes_auth_attempts_total{result=\"success\"} 1\n",
             "hermes_auth_attempts_total{result=\"failure\"} 1\n",
@@ -574,7 +608,7 @@ mod tests {
             "hermes_dns_queries_total{outcome=\"cache\"} 1\n",
             "hermes_dns_queries_total{outcome=\"limited\"} 41\n",
             "hermes_dns_queries_total{outcome=\"static\"} 0\n",
-            "hermes_events_total 14\n",
+            "hermes_events_total 17\n",
             "hermes_events_dropped_total 3\n",
         ] {
             assert!(out.contains(line), "{line:?} missing from\n{out}");

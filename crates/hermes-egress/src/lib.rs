@@ -9,10 +9,26 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod command;
 pub mod dns;
 pub mod fetch;
+mod gateway;
+pub mod host;
 pub mod host_addresses;
+mod link;
+mod netns;
+mod network;
+mod original_dst;
+pub mod parts;
+mod protocol;
+mod rules;
+pub mod seams;
+mod sinkhole;
 pub mod ssrf;
+
+pub use gateway::MAX_OPEN_PER_BOX;
+pub use network::EgressNetwork;
+pub use sinkhole::DROP_HOLD;
 
 use std::sync::Arc;
 

@@ -44,6 +44,9 @@ pub struct ContainerProfile {
     pub runtime: Option<String>,
     /// User-namespace mode (`host`), when set.
     pub userns_mode: Option<String>,
+    /// The resolver written to the box's `/etc/resolv.conf` (`egress`: Hermes's own
+    /// on the box's link); None leaves the engine's default.
+    pub dns: Option<String>,
 }
 
 impl ContainerProfile {
@@ -66,6 +69,8 @@ impl ContainerProfile {
             max_file_bytes: security.max_file_size.bytes_i64(),
             runtime: security.runtime.clone(),
             userns_mode: security.userns_mode.clone(),
+            dns: (config.egress.mode != hermes_core::config::EgressMode::Off)
+                .then(|| config.egress.network.resolver.to_string()),
         }
     }
 
@@ -85,7 +90,8 @@ impl ContainerProfile {
             attach_stdin: Some(false),
             attach_stdout: Some(false),
             attach_stderr: Some(false),
-            network_disabled: Some(self.network_mode == "none"),
+            // A disabled network gets no resolv.conf at all; egress needs one.
+            network_disabled: Some(self.network_mode == "none" && self.dns.is_none()),
             host_config: Some(HostConfig {
                 network_mode: Some(self.network_mode.clone()),
                 memory: Some(self.memory_bytes),
@@ -126,6 +132,7 @@ impl ContainerProfile {
                 }]),
                 runtime: self.runtime.clone(),
                 userns_mode: self.userns_mode.clone(),
+                dns: self.dns.clone().map(|resolver| vec![resolver]),
                 ..Default::default()
             }),
             ..Default::default()

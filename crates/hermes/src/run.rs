@@ -5,13 +5,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use hermes_core::boxnet::BoxNetwork;
 use hermes_core::capture::{CaptureLimits, FileStore};
-use hermes_core::config::EventRotation;
 use hermes_core::config::{self, Config, LogDestination, LogLevel, ServerConfig};
+use hermes_core::config::{EgressMode, EventRotation};
 use hermes_core::events::{EventBus, EventSink, JsonLinesFile, Rotation, spawn_writer};
 use hermes_core::metrics::{EventMetrics, MetricsSink};
 use hermes_core::persona::DEFAULT_SSH_BANNER;
 use hermes_core::session::{CaptureServices, SessionServices};
+use hermes_egress::EgressNetwork;
+use hermes_egress::dns::{Resolver, ResolverSettings};
+use hermes_egress::fetch::Fetcher;
+use hermes_egress::parts::{self, HttpFetch};
+use hermes_egress::ssrf::UpstreamPolicy;
 use hermes_sandbox::{ContainerProfile, DockerSandbox, Endpoint, PoolSettings, TlsFiles};
 use hermes_ssh::hostkeys;
 use hermes_ssh::{AlgorithmNames, ProxySettings, SshServer, SshSettings};
@@ -162,7 +168,6 @@ pub async fn run(
         }
     }
 
-    sandbox.start().await;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let services = SessionServices::new(
         Arc::clone(&config),
@@ -171,6 +176,11 @@ pub async fn run(
         shutdown_rx.clone(),
         capture,
     );
+    let network = box_network(&config, &sensor, &events, &services)?;
+    if let Some(network) = &network {
+        sandbox.set_network(Arc::clone(network));
+    }
+    sandbox.start().await;
     tracing::info!(
         target: "hermes",
         credentials = services.policy().credential_count(),
@@ -237,6 +247,9 @@ pub async fn run(
 
     tracing::info!(target: "hermes", "stopping containers");
     sandbox.shutdown().await;
+    if let Some(network) = &network {
+        network.shutdown().await;
+    }
     state_saver.abort();
     reloader.abort();
     save_state(&services);
@@ -252,6 +265,45 @@ pub async fn run(
     // detached task may still hold.
     drop(writer);
     Ok(())
+}
+
+/// The boxes' networks when `egress` is on (checked: the host gives what they need).
+fn box_network(
+    config: &Config,
+    sensor: &str,
+    events: &EventBus,
+    services: &SessionServices,
+) -> anyhow::Result<Option<Arc<dyn BoxNetwork>>> {
+    if config.egress.mode == EgressMode::Off {
+        return Ok(None);
+    }
+    hermes_egress::host::check()
+        .map_err(anyhow::Error::msg)
+        .context("egress.mode is not off")?;
+    tracing::info!(target: "hermes::egress", mode = ?config.egress.mode, refused = ?config.egress.refused, "boxes get a network through their own gateway namespace");
+    let resolver = Resolver::new(ResolverSettings::from_config(&config.egress.dns));
+    let mut network = EgressNetwork::new(
+        &config.egress,
+        sensor,
+        events.clone(),
+        Arc::clone(&services.box_owners),
+    )
+    .with_dns(parts::dns_server(Arc::new(resolver)));
+    if config.egress.mode == EgressMode::Fetch {
+        // Validation makes `fetch` need `capture`: downloads go to its store.
+        let store = services
+            .capture
+            .as_ref()
+            .map(|capture| Arc::clone(&capture.store))
+            .context("egress.mode fetch needs capture.enabled")?;
+        let fetcher = Fetcher::new(
+            &config.egress,
+            UpstreamPolicy::from_config(&config.egress),
+            store,
+        );
+        network = network.with_fetch(Arc::new(HttpFetch::new(&config.egress, Arc::new(fetcher))));
+    }
+    Ok(Some(Arc::new(network)))
 }
 
 /// Connections the kernel completes and queues for the SSH listener before Hermes

@@ -376,6 +376,11 @@ fn check_config_refuses_what_run_would_refuse() {
             b"server:\n  host_key_path: /\n",
             &["server.host_key_path", "line 2", "must name a file"],
         ),
+        (
+            "egress with the engine over TCP (the compose stack)",
+            b"docker:\n  base_url: tcp://socket-proxy:2375\negress:\n  mode: sinkhole\n",
+            &["egress", "line 4", "compose stack does not support egress"],
+        ),
     ];
     for (name, yaml, expected) in cases {
         let (code, stdout, stderr) = check(yaml);

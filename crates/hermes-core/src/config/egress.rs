@@ -28,8 +28,8 @@ pub struct EgressConfig {
     /// How the box's DNS queries are answered.
     #[garde(dive)]
     pub dns: EgressDnsConfig,
-    /// What a connection that is not fetched sees: `drop` (no answer, the client
-    /// times out) or `reject` (connection refused).
+    /// What a connection that is not fetched sees once its first bytes are logged:
+    /// `drop` (held open unanswered, the client times out) or `reject` (reset).
     #[garde(skip)]
     pub refused: RefusedAnswer,
     /// Ports a fetch may contact upstream.
@@ -77,7 +77,8 @@ pub enum EgressMode {
 pub enum RefusedAnswer {
     /// No answer: the client waits until its own timeout.
     Drop,
-    /// Connection refused at once.
+    /// Reset as soon as its first bytes are read (accepted first, so that every
+    /// attempt is logged with its destination).
     Reject,
 }
 

@@ -67,7 +67,7 @@ pub struct Config {
     #[garde(dive, custom(validate::metrics(&self.server)))]
     pub metrics: MetricsConfig,
     /// The box's network: DNS, fetched downloads, refused connections.
-    #[garde(dive, custom(validate::egress(&self.container_pool)))]
+    #[garde(dive, custom(validate::egress(&self.container_pool, &self.docker, &self.capture)))]
     pub egress: EgressConfig,
 }
 

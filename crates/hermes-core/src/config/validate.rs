@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use super::{
-    AuthMode, AuthenticationConfig, ByteSize, ContainerPoolConfig, DockerConfig, EgressConfig,
-    EgressMode, MetricsConfig, Seconds, ServerConfig,
+    AuthMode, AuthenticationConfig, ByteSize, CaptureConfig, ContainerPoolConfig, DockerConfig,
+    EgressConfig, EgressMode, MetricsConfig, Seconds, ServerConfig,
 };
 use crate::persona;
 
@@ -298,10 +298,30 @@ pub(super) fn metrics(server: &ServerConfig) -> impl FnOnce(&MetricsConfig, &())
 
 /// The box's network is plumbed by Hermes into a box that Docker gave none, and its
 /// addresses must be distinct and on one network.
-pub(super) fn egress(pool: &ContainerPoolConfig) -> impl FnOnce(&EgressConfig, &()) -> Result + '_ {
+pub(super) fn egress<'a>(
+    pool: &'a ContainerPoolConfig,
+    docker: &'a DockerConfig,
+    capture: &'a CaptureConfig,
+) -> impl FnOnce(&EgressConfig, &()) -> Result + 'a {
     move |egress, _| {
         if egress.mode == EgressMode::Off {
             return Ok(());
+        }
+        if egress.mode == EgressMode::Fetch && !capture.enabled {
+            return fail(
+                "`mode` fetch keeps downloads in the capture store: it needs capture.enabled",
+            );
+        }
+        // Hermes enters each box's network namespace through its process on this
+        // host: an engine reached over TCP (the compose stack's socket proxy) may be
+        // elsewhere, or its processes out of Hermes's view.
+        if let Some(url) = &docker.base_url
+            && !url.starts_with("unix://")
+        {
+            return fail(format!(
+                "`mode` {} needs the Docker engine on this host through its socket (docker.socket_path or a unix:// base_url), not {url}: the compose stack does not support egress yet",
+                format!("{:?}", egress.mode).to_lowercase(),
+            ));
         }
         if pool.security.network_mode != "none" {
             return fail(format!(
@@ -562,21 +582,37 @@ mod tests {
     #[test]
     fn the_box_network_is_private_consistent_and_needs_no_docker_network() {
         let pool = ContainerPoolConfig::default();
+        let local = DockerConfig::default();
+        let capture = CaptureConfig::default();
         let mut egress = EgressConfig {
             mode: EgressMode::Fetch,
             ..EgressConfig::default()
         };
-        assert!(super::egress(&pool)(&egress, &()).is_ok());
+        assert!(super::egress(&pool, &local, &capture)(&egress, &()).is_ok());
+        let no_capture = CaptureConfig {
+            enabled: false,
+            ..CaptureConfig::default()
+        };
+        let refused =
+            super::egress(&pool, &local, &no_capture)(&egress, &()).expect_err("no store");
+        assert!(refused.to_string().contains("capture.enabled"), "{refused}");
+        let proxied = DockerConfig {
+            base_url: Some("tcp://socket-proxy:2375".to_owned()),
+            ..DockerConfig::default()
+        };
+        let refused =
+            super::egress(&pool, &proxied, &capture)(&egress, &()).expect_err("remote engine");
+        assert!(refused.to_string().contains("compose"), "{refused}");
         let mut bridged = ContainerPoolConfig::default();
         bridged.security.network_mode = "bridge".to_owned();
-        assert!(super::egress(&bridged)(&egress, &()).is_err());
+        assert!(super::egress(&bridged, &local, &capture)(&egress, &()).is_err());
         egress.network.gateway = std::net::Ipv4Addr::new(10, 0, 3, 2);
-        assert!(super::egress(&pool)(&egress, &()).is_err());
+        assert!(super::egress(&pool, &local, &capture)(&egress, &()).is_err());
         egress.network.gateway = egress.network.address;
-        assert!(super::egress(&pool)(&egress, &()).is_err());
+        assert!(super::egress(&pool, &local, &capture)(&egress, &()).is_err());
         egress.mode = EgressMode::Off;
         assert!(
-            super::egress(&bridged)(&egress, &()).is_ok(),
+            super::egress(&bridged, &local, &capture)(&egress, &()).is_ok(),
             "off asks nothing"
         );
 

@@ -271,6 +271,14 @@ catalogue! {
     /// A box's DNS queries over `egress.dns.queries_per_second` were dropped: `count`
     /// of them since the last such event (one a second at most).
     EgressDnsLimited = "hermes.egress.dns.limited", connection: true, fields: ["count": Int];
+    /// A box (`egress`) opened a TCP connection: `dst_ip`/`dst_port` are where it
+    /// went, `app_protocol` a guess from the port and the first bytes (`http`, `tls`,
+    /// `ssh`, `smtp`, `irc`, `stratum`, `unknown`), `first_bytes` what the box sent
+    /// first (escaped, up to `egress.limits.first_bytes`), `answer` what it got:
+    /// `drop` (held open unanswered, then closed), `reject` (reset) or
+    /// `box_connection_limit` (reset: the box had too many open).
+    EgressConnection = "hermes.egress.connection", connection: true,
+        fields: ["container_id": Str, "app_protocol": Str, "first_bytes": Str, "answer": Str];
     /// A stopped container was removed by the retention rules.
     ContainerRemove = "hermes.container.remove", connection: false,
         fields: ["container_id": Str, "reason": Str];

@@ -70,6 +70,9 @@ impl Connection {
                 self.state().metadata.container_id = Some(lease.container_id.clone());
                 self.write_metadata();
                 self.start_baseline(&lease).await;
+                self.services
+                    .box_owners
+                    .set(&lease.container_id, &self.context);
                 self.lease.send_replace(LeaseState::Ready(lease));
                 // finish() may have run between the check above and the send: it
                 // releases what it finds, so look once more.
@@ -176,6 +179,9 @@ impl Connection {
         let LeaseState::Ready(lease) = previous else {
             return;
         };
+        self.services
+            .box_owners
+            .clear(&lease.container_id, self.context.session);
         // Captured while the container is still this session's: a returning source
         // that logs in meanwhile joins it rather than waiting for a stop and a start.
         let last = self

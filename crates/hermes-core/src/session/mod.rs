@@ -113,6 +113,8 @@ pub struct SessionServices {
     finalizing: TaskTracker,
     /// Writes metadata files, retrying those a full disk refused.
     pub metadata: Arc<MetadataWriter>,
+    /// Which session each leased container serves (its traffic is theirs).
+    pub box_owners: Arc<crate::boxnet::BoxOwners>,
 }
 
 /// The file store and the limits of `capture`.
@@ -152,6 +154,7 @@ impl SessionServices {
             capture,
             finalizing: TaskTracker::new(),
             metadata: Arc::new(MetadataWriter::default()),
+            box_owners: Arc::default(),
         })
     }
 

@@ -34,12 +34,20 @@ impl DockerSandbox {
                 return;
             }
         };
+        if let Some(network) = self.network() {
+            let running: Vec<String> = leftovers.iter().filter_map(|c| c.id.clone()).collect();
+            network.reconcile(&running).await;
+        }
         let mut stops = JoinSet::new();
         for container in leftovers {
             let Some(id) = container.id else { continue };
             let docker = self.docker.clone();
+            let network = self.network().cloned();
             stops.spawn(async move {
                 let result = stop_container(&docker, &id).await;
+                if let Some(network) = network {
+                    network.detach(&id).await;
+                }
                 (id, result)
             });
         }
@@ -89,7 +97,13 @@ impl DockerSandbox {
         };
         let started = tokio::time::timeout(timeout, self.docker.start_container(&id, None)).await;
         match started {
-            Ok(Ok(())) => Ok(id),
+            Ok(Ok(())) => match self.attach_network(&id).await {
+                Ok(()) => Ok(id),
+                Err(error) => {
+                    self.remove_in_background(id);
+                    Err(error)
+                }
+            },
             Ok(Err(error)) => {
                 self.remove_in_background(id);
                 Err(engine(error))
@@ -120,6 +134,7 @@ impl DockerSandbox {
     pub(super) fn remove_in_background(&self, id: String) {
         self.forget_host_views(&id);
         let docker = self.docker.clone();
+        let network = self.network().cloned();
         self.spawn_background(async move {
             let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
             if let Err(error) = docker.remove_container(&id, Some(options)).await
@@ -127,6 +142,9 @@ impl DockerSandbox {
             {
                 let error = failure(error);
                 tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), error = %error, "cannot remove container");
+            }
+            if let Some(network) = network {
+                network.detach(&id).await;
             }
         });
     }

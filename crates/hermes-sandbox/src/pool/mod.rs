@@ -20,6 +20,7 @@ use bollard::query_parameters::{
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use hermes_core::boxnet::BoxNetwork;
 use hermes_core::events::{EventBuilder, EventBus, EventId};
 use hermes_core::ids::SessionId;
 use hermes_core::metrics::{Histogram, render_family};
@@ -38,6 +39,7 @@ use crate::{BANNER_LABEL, ROLE_LABEL, SENSOR_LABEL, hijack};
 use crate::{direct, files};
 
 mod containers;
+mod network;
 
 use containers::stop_container;
 mod health;
@@ -154,6 +156,8 @@ pub struct DockerSandbox {
     stopped: AtomicUsize,
     /// How long successful container creations (create and start) took.
     create_seconds: Histogram,
+    /// Gives each started container its network (`egress`); unset: none.
+    network: std::sync::OnceLock<Arc<dyn BoxNetwork>>,
 }
 
 impl DockerSandbox {
@@ -192,6 +196,7 @@ impl DockerSandbox {
             resizes: Arc::new(ResizeTurns::default()),
             stopped: AtomicUsize::new(0),
             create_seconds: Histogram::new(CREATE_BOUNDS),
+            network: std::sync::OnceLock::new(),
         }))
     }
 
@@ -304,7 +309,9 @@ impl DockerSandbox {
     }
 
     async fn create_for_pool(self: Arc<Self>) {
+        let began = Instant::now();
         let result = self.create_container().await;
+        let create_ms = began.elapsed().as_millis() as u64;
         if let Ok(id) = &result {
             self.start_standby(id).await;
         }
@@ -317,7 +324,7 @@ impl DockerSandbox {
                     state.consecutive_failures = 0;
                     state.ready.push_back(id);
                     self.became_ready.notify_waiters();
-                    tracing::debug!(target: "hermes::sandbox", ready = state.ready.len(), "pool container ready");
+                    tracing::debug!(target: "hermes::sandbox", ready = state.ready.len(), create_ms, "pool container ready");
                     None
                 }
                 Err(error) => {
@@ -399,9 +406,13 @@ impl DockerSandbox {
         }
         for id in active {
             let docker = self.docker.clone();
+            let network = self.network().cloned();
             self.spawn_background(async move {
                 if let Err(error) = stop_container(&docker, &id).await {
                     tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), %error, "cannot stop container at shutdown");
+                }
+                if let Some(network) = network {
+                    network.detach(&id).await;
                 }
             });
         }
@@ -505,6 +516,7 @@ impl Sandbox for DockerSandbox {
         self.state().active.remove(&lease.container_id);
         self.standbys().remove(&lease.container_id);
         let docker = self.docker.clone();
+        let network = self.network().cloned();
         let lock = self.container_lock(&lease.container_id);
         // Taken now when free, so a `resume` that comes right after waits for the stop
         // (and starts the container again) instead of handing out one about to stop.
@@ -518,6 +530,9 @@ impl Sandbox for DockerSandbox {
             match stop_container(&docker, &lease.container_id).await {
                 Ok(()) => tracing::info!(target: "hermes::sandbox", container_id = %lease.short_id(), "container stopped and kept"),
                 Err(error) => tracing::warn!(target: "hermes::sandbox", container_id = %lease.short_id(), %error, "cannot stop released container"),
+            }
+            if let Some(network) = network {
+                network.detach(&lease.container_id).await;
             }
         });
     }
@@ -546,6 +561,11 @@ impl Sandbox for DockerSandbox {
                 }
                 Ok(Err(error)) => return Err(engine(error)),
                 Err(_) => return Err(SandboxError::Timeout(self.settings.spawn_timeout.as_secs())),
+            }
+            // Started again, it has a new network namespace: link it anew.
+            if let Err(error) = self.attach_network(container_id).await {
+                let _ = stop_container(&self.docker, container_id).await;
+                return Err(error);
             }
         }
         self.state().active.insert(container_id.to_owned());

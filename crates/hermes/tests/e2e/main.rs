@@ -13,6 +13,7 @@ mod channels;
 mod compose;
 mod deploy;
 mod diskfull;
+mod egress;
 mod flood;
 mod isolation;
 mod lifecycle;

@@ -1,0 +1,93 @@
+//! Runs the host's `ip` and `iptables-restore`, optionally inside a network
+//! namespace: the namespace is entered in the child between fork and exec, so
+//! Hermes's own threads never change namespace for this.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// A command that failed, with what it printed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// It could not be started (missing binary, no permission).
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    /// The namespace file could not be opened.
+    #[error("cannot open the network namespace {path}: {source}")]
+    Namespace {
+        path: String,
+        source: std::io::Error,
+    },
+    /// It ran and failed.
+    #[error("{program} {args} failed ({status}): {stderr}")]
+    Failed {
+        program: String,
+        args: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+/// Runs `program args` (in the network namespace at `netns` when given), writing
+/// `stdin` to it; returns its standard output.
+pub fn run(
+    netns: Option<&Path>,
+    program: &str,
+    args: &[&str],
+    stdin: &str,
+) -> Result<String, CommandError> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let namespace = match netns {
+        Some(path) => {
+            Some(
+                std::fs::File::open(path).map_err(|source| CommandError::Namespace {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    if let Some(file) = &namespace {
+        let fd = file.as_raw_fd();
+        // SAFETY: between fork and exec only setns(2), which is async-signal-safe, is
+        // called on a descriptor that stays open in the parent until the spawn ends.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let spawn_error = |source| CommandError::Spawn {
+        program: program.to_owned(),
+        source,
+    };
+    let mut child = command.spawn().map_err(spawn_error)?;
+    drop(namespace);
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes()).map_err(spawn_error)?;
+    }
+    let output = child.wait_with_output().map_err(spawn_error)?;
+    if !output.status.success() {
+        return Err(CommandError::Failed {
+            program: program.to_owned(),
+            args: args.join(" "),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}

@@ -1,0 +1,151 @@
+//! One box's gateway: Hermes's listeners inside the box's gateway namespace (bound
+//! there by a thread that entered it, then run by tokio like any socket), and the
+//! dispatcher that hands each TCP connection to the fetcher or to the sinkhole.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::BoxContext;
+use crate::netns;
+use crate::original_dst::original_destination;
+use crate::rules::{DNS_PORT, TCP_PORT};
+use crate::seams::{BoxConnection, DnsServer, FetchHandler};
+use crate::sinkhole::{self, Answer};
+
+/// Connections one box may have open at the gateway; past it, new ones are reset at
+/// once (a box's connection flood costs it, not the sensor).
+pub const MAX_OPEN_PER_BOX: usize = 256;
+
+/// How the gateway answers.
+#[derive(Clone)]
+pub struct Dispatch {
+    /// The answer to connections nobody fetches.
+    pub refused: Answer,
+    /// Bytes of a refused connection that are logged.
+    pub first_bytes: usize,
+    /// Takes the connections it wants (None: nothing is fetched).
+    pub fetch: Option<Arc<dyn FetchHandler>>,
+}
+
+impl Dispatch {
+    /// Hands the connection to whoever answers it.
+    pub async fn dispatch(&self, connection: BoxConnection) {
+        if let Some(fetch) = &self.fetch
+            && fetch.wants(connection.destination)
+        {
+            return fetch.handle(connection).await;
+        }
+        sinkhole::refuse(connection, self.refused, self.first_bytes).await;
+    }
+}
+
+/// A running gateway; its tasks (and every connection they hold) end when it is
+/// closed or dropped.
+pub struct Gateway {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds the listeners in the namespace `name` and starts serving the box.
+    pub async fn open(
+        name: &str,
+        context: BoxContext,
+        dispatch: Dispatch,
+        dns: &DnsServer,
+    ) -> std::io::Result<Gateway> {
+        let (tcp, udp) = netns::run_in(name, || {
+            let any = Ipv4Addr::UNSPECIFIED;
+            let tcp = std::net::TcpListener::bind((any, TCP_PORT))?;
+            tcp.set_nonblocking(true)?;
+            let udp = std::net::UdpSocket::bind((any, DNS_PORT))?;
+            udp.set_nonblocking(true)?;
+            Ok((tcp, udp))
+        })
+        .await?;
+        let tcp = TcpListener::from_std(tcp)?;
+        let udp = UdpSocket::from_std(udp)?;
+        let dns_task = tokio::spawn(dns(udp, context.clone()));
+        let tcp_task = tokio::spawn(accept_loop(tcp, context, dispatch));
+        Ok(Gateway {
+            tasks: vec![tcp_task, dns_task],
+        })
+    }
+
+    /// Stops it and waits until its sockets are closed.
+    pub async fn close(mut self) {
+        for task in std::mem::take(&mut self.tasks) {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, context: BoxContext, dispatch: Dispatch) {
+    let open = Arc::new(Semaphore::new(MAX_OPEN_PER_BOX));
+    // Owned here: when the gateway goes, every connection it holds goes with it.
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(target: "hermes::egress", container_id = %short(&context.container_id), %error, "gateway accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(connection) = box_connection(stream, &context) else {
+            continue;
+        };
+        let dispatch = dispatch.clone();
+        match Arc::clone(&open).try_acquire_owned() {
+            Ok(permit) => {
+                connections.spawn(async move {
+                    dispatch.dispatch(connection).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                connections.spawn(sinkhole::refuse(
+                    connection,
+                    Answer::BoxConnectionLimit,
+                    dispatch.first_bytes,
+                ));
+            }
+        }
+    }
+}
+
+fn box_connection(stream: TcpStream, context: &BoxContext) -> Option<BoxConnection> {
+    let destination: SocketAddr = match original_destination(&stream) {
+        Ok(destination) => destination,
+        Err(error) => {
+            tracing::warn!(target: "hermes::egress", container_id = %short(&context.container_id), %error, "a box connection without its original destination");
+            return None;
+        }
+    };
+    Some(BoxConnection {
+        stream,
+        destination,
+        context: context.clone(),
+    })
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}

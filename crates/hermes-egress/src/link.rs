@@ -1,0 +1,115 @@
+//! The veth link between a box and its gateway namespace: `gw0` (the gateway and
+//! resolver addresses) in the gateway namespace, its peer `eth0` in the box with the
+//! box's address, a KVM-like MAC and a default route through the gateway.
+
+use std::path::PathBuf;
+
+use hermes_core::config::EgressNetworkConfig;
+use rand::RngExt;
+
+use crate::command::{self, CommandError};
+use crate::netns;
+
+/// The gateway's side of the link.
+pub const GATEWAY_LINK: &str = "gw0";
+/// The box's side of the link.
+const BOX_LINK: &str = "eth0";
+
+/// A MAC under `prefix` (three bytes, `52:54:00`) with a random tail.
+pub fn random_mac(prefix: &str) -> String {
+    let tail: [u8; 3] = rand::rng().random();
+    format!(
+        "{}:{:02x}:{:02x}:{:02x}",
+        prefix.to_ascii_lowercase(),
+        tail[0],
+        tail[1],
+        tail[2]
+    )
+}
+
+/// Links the box whose first process is `init_pid` to the gateway namespace `gateway`
+/// (`reused`: it existed already, and may still hold the link of the box's previous
+/// run, which goes first).
+pub fn connect(
+    gateway: &str,
+    reused: bool,
+    init_pid: u32,
+    network: &EgressNetworkConfig,
+) -> Result<(), CommandError> {
+    not_the_hosts(init_pid)?;
+    if reused {
+        let _ = command::run(
+            None,
+            "ip",
+            &["-n", gateway, "link", "delete", GATEWAY_LINK],
+            "",
+        );
+    }
+    let mac = random_mac(&network.mac_prefix);
+    let prefix = network.prefix_len;
+    // One `ip` for the gateway's side: the pair is made there, its peer goes straight
+    // into the box under its final name and MAC.
+    let gateway_side = format!(
+        "link add {GATEWAY_LINK} type veth peer name {BOX_LINK} address {mac} netns {init_pid}\n\
+         link set lo up\n\
+         addr add {}/{prefix} dev {GATEWAY_LINK}\n\
+         addr add {}/32 dev {GATEWAY_LINK}\n\
+         link set {GATEWAY_LINK} up\n",
+        network.gateway, network.resolver,
+    );
+    command::run(
+        Some(&netns::path(gateway)),
+        "ip",
+        &["-batch", "-"],
+        &gateway_side,
+    )?;
+    let box_side = format!(
+        "addr add {}/{prefix} dev {BOX_LINK}\n\
+         link set {BOX_LINK} up\n\
+         route add default via {}\n",
+        network.address, network.gateway,
+    );
+    command::run(
+        Some(&box_namespace(init_pid)),
+        "ip",
+        &["-batch", "-"],
+        &box_side,
+    )?;
+    Ok(())
+}
+
+/// Refuses a process in Hermes's own network namespace (a box's process gone and
+/// its pid reused, say): the box's side of the link must never land on the host.
+fn not_the_hosts(init_pid: u32) -> Result<(), CommandError> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = |path: &std::path::Path| std::fs::metadata(path).map(|m| (m.dev(), m.ino()));
+    let theirs = box_namespace(init_pid);
+    let namespace_error = |source| CommandError::Namespace {
+        path: theirs.display().to_string(),
+        source,
+    };
+    let own = inode(std::path::Path::new("/proc/self/ns/net")).map_err(namespace_error)?;
+    if inode(&theirs).map_err(namespace_error)? == own {
+        return Err(namespace_error(std::io::Error::other(
+            "the process is in Hermes's own network namespace, not a box's",
+        )));
+    }
+    Ok(())
+}
+
+/// The box's network namespace, through its first process.
+fn box_namespace(init_pid: u32) -> PathBuf {
+    PathBuf::from(format!("/proc/{init_pid}/ns/net"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_keep_the_prefix() {
+        let mac = random_mac("52:54:00");
+        assert!(mac.starts_with("52:54:00:"), "{mac}");
+        assert_eq!(mac.len(), 17);
+    }
+}

@@ -1,0 +1,191 @@
+//! The boxes' networks ([`BoxNetwork`]): per box a gateway namespace named with the
+//! sensor, its link into the box, its firewall and its gateway; all removed when the
+//! box stops, and at Hermes's start and shutdown whatever an earlier run left.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use hermes_core::boxnet::{BoxNetwork, BoxNetworkError, BoxOwners};
+use hermes_core::config::{EgressConfig, EgressMode};
+use hermes_core::events::EventBus;
+
+use crate::BoxContext;
+use crate::gateway::{Dispatch, Gateway};
+use crate::netns::{self, Naming};
+use crate::seams::{DnsServer, FetchHandler, silent_dns};
+use crate::sinkhole::Answer;
+use crate::{link, rules};
+
+/// The boxes' networks of one sensor.
+pub struct EgressNetwork {
+    config: EgressConfig,
+    naming: Naming,
+    events: EventBus,
+    owners: Arc<BoxOwners>,
+    fetch: Option<Arc<dyn FetchHandler>>,
+    dns: DnsServer,
+    gateways: Mutex<HashMap<String, Gateway>>,
+}
+
+impl EgressNetwork {
+    /// For `sensor`, attributing traffic through `owners`. Nothing is fetched and DNS
+    /// is not answered until [`Self::with_fetch`] and [`Self::with_dns`] plug them in.
+    pub fn new(
+        config: &EgressConfig,
+        sensor: &str,
+        events: EventBus,
+        owners: Arc<BoxOwners>,
+    ) -> Self {
+        EgressNetwork {
+            config: config.clone(),
+            naming: Naming::new(sensor),
+            events,
+            owners,
+            fetch: None,
+            dns: silent_dns(),
+            gateways: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Connections `fetch` wants are its own (`egress.mode: fetch` only).
+    pub fn with_fetch(mut self, fetch: Arc<dyn FetchHandler>) -> Self {
+        if self.config.mode == EgressMode::Fetch {
+            self.fetch = Some(fetch);
+        }
+        self
+    }
+
+    /// The boxes' DNS is served by `dns`.
+    pub fn with_dns(mut self, dns: DnsServer) -> Self {
+        self.dns = dns;
+        self
+    }
+
+    fn context(&self, container_id: &str) -> BoxContext {
+        let owners = Arc::clone(&self.owners);
+        let id = container_id.to_owned();
+        BoxContext {
+            container_id: container_id.to_owned(),
+            owner: Arc::new(move || owners.owner(&id)),
+            events: self.events.clone(),
+        }
+    }
+
+    fn take_gateway(&self, container_id: &str) -> Option<Gateway> {
+        self.gateways
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(container_id)
+    }
+
+    /// Sets up the namespace, its link into the box and its firewall.
+    async fn build(&self, name: &str, init_pid: u32) -> Result<(), BoxNetworkError> {
+        let name = name.to_owned();
+        let network = self.config.network.clone();
+        let refused = self.config.refused;
+        tokio::task::spawn_blocking(move || {
+            let reused = netns::exists(&name);
+            if !reused {
+                netns::add(&name)?;
+            }
+            link::connect(&name, reused, init_pid, &network)?;
+            rules::apply(&name, refused)
+        })
+        .await
+        .map_err(|e| BoxNetworkError(format!("setup task: {e}")))?
+        .map_err(|e| BoxNetworkError(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl BoxNetwork for EgressNetwork {
+    async fn attach(&self, container_id: &str, init_pid: u32) -> Result<(), BoxNetworkError> {
+        if let Some(old) = self.take_gateway(container_id) {
+            old.close().await;
+        }
+        let name = self.naming.name(container_id);
+        let built = self.build(&name, init_pid).await;
+        let opened = match built {
+            Ok(()) => {
+                let dispatch = Dispatch {
+                    refused: Answer::configured(self.config.refused),
+                    first_bytes: self.config.limits.first_bytes.bytes_usize(),
+                    fetch: self.fetch.clone(),
+                };
+                Gateway::open(&name, self.context(container_id), dispatch, &self.dns)
+                    .await
+                    .map_err(|e| BoxNetworkError(format!("gateway listeners in {name}: {e}")))
+            }
+            Err(error) => Err(error),
+        };
+        match opened {
+            Ok(gateway) => {
+                self.gateways
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(container_id.to_owned(), gateway);
+                tracing::debug!(target: "hermes::egress", netns = %name, "box network up");
+                Ok(())
+            }
+            Err(error) => {
+                remove_namespace(name).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn detach(&self, container_id: &str) {
+        if let Some(gateway) = self.take_gateway(container_id) {
+            gateway.close().await;
+        }
+        self.owners.forget(container_id);
+        remove_namespace(self.naming.name(container_id)).await;
+    }
+
+    async fn reconcile(&self, running: &[String]) {
+        for name in netns::list() {
+            let Some(short) = self.naming.container_of(&name) else {
+                continue;
+            };
+            if running.iter().any(|id| id.starts_with(short)) {
+                tracing::info!(target: "hermes::egress", netns = %name, "kept the gateway namespace of a container still running");
+                continue;
+            }
+            tracing::info!(target: "hermes::egress", netns = %name, "removing a gateway namespace an earlier run left");
+            remove_namespace(name).await;
+        }
+    }
+
+    async fn shutdown(&self) {
+        let gateways: Vec<Gateway> = self
+            .gateways
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, gateway)| gateway)
+            .collect();
+        for gateway in gateways {
+            gateway.close().await;
+        }
+        for name in netns::list() {
+            if self.naming.container_of(&name).is_some() {
+                remove_namespace(name).await;
+            }
+        }
+    }
+}
+
+async fn remove_namespace(name: String) {
+    let shown = name.clone();
+    let removed = tokio::task::spawn_blocking(move || netns::delete(&name)).await;
+    match removed {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(target: "hermes::egress", netns = %shown, %error, "cannot remove a gateway namespace")
+        }
+        Err(error) => {
+            tracing::warn!(target: "hermes::egress", netns = %shown, %error, "removing a gateway namespace failed")
+        }
+    }
+}
