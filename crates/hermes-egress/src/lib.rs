@@ -25,6 +25,7 @@ mod rules;
 pub mod seams;
 mod sinkhole;
 pub mod ssrf;
+pub mod tls;
 
 pub use gateway::MAX_OPEN_PER_BOX;
 pub use network::EgressNetwork;

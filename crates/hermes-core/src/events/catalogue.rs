@@ -152,21 +152,33 @@ catalogue! {
     /// why: `download_size`, `session_bytes`, `hourly_bytes`, `fetch_timeout`,
     /// `incomplete` (the server closed early) or `client_closed`), copied into the
     /// store (`outfile`, named by its SHA-256). `url` when known; `duplicate` when the
-    /// store had it already.
+    /// store had it already. Over HTTPS (`url` `https://...`, the gateway answering
+    /// the box's TLS with a certificate of the sensor's CA): `sni`, the name the box
+    /// sent, and the certificate upstream showed (`upstream_cert_subject`,
+    /// `upstream_cert_issuer`, `upstream_cert_sha256` of its DER,
+    /// `upstream_cert_not_after`).
     FileDownload = "cowrie.session.file_download", connection: true,
         fields: ["outfile": Str, "shasum": Str, "size": Int, "duplicate": Bool],
         optional: ["url": Str, "destfile": Str, "upstream": Str, "upstream_bytes": Int,
-                   "truncated": Bool, "reason": Str];
+                   "truncated": Bool, "reason": Str, "sni": Str,
+                   "upstream_cert_subject": Str, "upstream_cert_issuer": Str,
+                   "upstream_cert_sha256": Str, "upstream_cert_not_after": Str];
     /// A download through the gateway failed or was refused, nothing of it kept:
     /// `reason` is an SSRF refusal (`loopback`, `private`, `metadata`, ...: the
     /// upstream address was never contacted), a limit (`fetches_per_session`,
     /// `session_bytes`, `hourly_bytes`, `fetch_timeout`), `connect_failed`,
     /// `bad_request`, `bad_response`, `http_status` (not a 2xx: `error` has the status
-    /// and any `Location`), `store_full` or `store_error`; `error` says it in words.
+    /// and any `Location`), `store_full` or `store_error`; over HTTPS also
+    /// `tls_failed` (upstream's TLS failed, its certificate not verified for one) and
+    /// `tls_handshake` (the box's TLS with the gateway failed: it does not trust the
+    /// sensor's CA), with `sni` and the upstream certificate's fields as in
+    /// `cowrie.session.file_download` when known; `error` says it in words.
     /// At most 100 are reported per session (a box looping on a refused address).
     FileDownloadFailed = "cowrie.session.file_download.failed", connection: true,
         fields: ["url": Str, "error": Str, "reason": Str, "upstream": Str],
-        optional: ["upstream_bytes": Int];
+        optional: ["upstream_bytes": Int, "sni": Str, "upstream_cert_subject": Str,
+                   "upstream_cert_issuer": Str, "upstream_cert_sha256": Str,
+                   "upstream_cert_not_after": Str];
     /// A file the client sent with scp or sftp (`filename` as the client named it).
     FileUpload = "cowrie.session.file_upload", connection: true,
         fields: ["filename": Str, "destfile": Str, "outfile": Str, "shasum": Str, "size": Int,

@@ -7,6 +7,8 @@ mod report;
 mod request;
 mod response;
 mod serve;
+mod tls;
+mod upstream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,6 +22,7 @@ pub use budget::Limit;
 pub use request::{Request, RequestError, read_request};
 pub use response::{ResponseError, ResponseReader};
 pub use serve::serve_http;
+pub use tls::serve_tls;
 
 use crate::ssrf::UpstreamPolicy;
 
@@ -99,3 +102,5 @@ impl Drop for InFlight<'_> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 
 use hermes_core::capture::StoreError;
 use hermes_core::escape::escape_untrusted;
-use hermes_core::events::EventId;
+use hermes_core::events::{EventBuilder, EventId};
 
 use super::Fetcher;
 use super::serve::Progress;
+use super::upstream::TlsSeen;
 use crate::BoxContext;
 
 /// How a fetch ended.
@@ -45,6 +46,7 @@ pub(super) async fn finish(
     let url = progress
         .url
         .unwrap_or_else(|| format!("http://{original_dst}/"));
+    let tls = progress.tls.as_ref();
     let failed = |reason: &'static str, error: String| Failure {
         reported: fetcher.budget.report_failure(session),
         url: &url,
@@ -52,6 +54,7 @@ pub(super) async fn finish(
         upstream_bytes: progress.upstream_bytes,
         reason,
         error,
+        tls,
     };
     let cut = match outcome {
         Outcome::Nothing => return,
@@ -113,11 +116,68 @@ pub(super) async fn finish(
                     None => String::new(),
                 }
             ));
+        let event = tls_fields(event, progress.tls.as_ref());
         match cut {
             Some(reason) => event.field("truncated", true).field("reason", reason),
             None => event,
         }
     });
+}
+
+/// A box whose TLS handshake with the gateway failed (it does not trust the
+/// sensor's CA, or gave up): nothing fetched, `https://<sni>/` reported.
+pub(super) fn tls_refused(
+    ctx: &BoxContext,
+    fetcher: &Fetcher,
+    original_dst: SocketAddr,
+    sni: Option<String>,
+    error: String,
+) {
+    let session = match (ctx.owner)() {
+        Some(owner) => owner.session.to_string(),
+        None => format!("container {}", ctx.container_id),
+    };
+    let host = match &sni {
+        Some(name) => name.clone(),
+        None => original_dst.ip().to_string(),
+    };
+    let url = match original_dst.port() {
+        443 => format!("https://{host}/"),
+        port => format!("https://{host}:{port}/"),
+    };
+    let tls = TlsSeen {
+        sni,
+        upstream_cert: None,
+    };
+    Failure {
+        reported: fetcher.budget.report_failure(&session),
+        url: &url,
+        original_dst,
+        upstream_bytes: 0,
+        reason: "tls_handshake",
+        error,
+        tls: Some(&tls),
+    }
+    .emit(ctx);
+}
+
+/// The SNI the box sent and the certificate upstream showed, when known.
+fn tls_fields(event: EventBuilder, tls: Option<&TlsSeen>) -> EventBuilder {
+    let Some(tls) = tls else {
+        return event;
+    };
+    let event = match &tls.sni {
+        Some(sni) => event.field("sni", sni.as_str()),
+        None => event,
+    };
+    match &tls.upstream_cert {
+        Some(cert) => event
+            .field("upstream_cert_subject", cert.subject.as_str())
+            .field("upstream_cert_issuer", cert.issuer.as_str())
+            .field("upstream_cert_sha256", cert.sha256.as_str())
+            .field("upstream_cert_not_after", cert.not_after.as_str()),
+        None => event,
+    }
 }
 
 /// A fetch that kept nothing.
@@ -128,6 +188,7 @@ struct Failure<'a> {
     upstream_bytes: u64,
     reason: &'static str,
     error: String,
+    tls: Option<&'a TlsSeen>,
 }
 
 impl Failure<'_> {
@@ -146,6 +207,7 @@ impl Failure<'_> {
                 .field("reason", self.reason)
                 .field("upstream", self.original_dst.to_string())
                 .message(format!("Failed to download URL ({url}): {error}"));
+            let event = tls_fields(event, self.tls);
             match self.upstream_bytes {
                 0 => event,
                 bytes => event.field("upstream_bytes", bytes),

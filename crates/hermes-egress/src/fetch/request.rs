@@ -201,15 +201,29 @@ impl Request {
     /// The host the box asked for: its `Host` header, or the address it connected
     /// to (as the URL's authority).
     pub fn authority(&self, original_dst: SocketAddr) -> String {
+        self.authority_for(80, original_dst)
+    }
+
+    /// As [`Request::authority`], for a scheme whose default port is `default_port`.
+    fn authority_for(&self, default_port: u16, original_dst: SocketAddr) -> String {
         match self.header("host") {
             Some(host) if !host.is_empty() => host.to_owned(),
-            _ if original_dst.port() == 80 => host_text(original_dst),
+            _ if original_dst.port() == default_port => host_text(original_dst),
             _ => format!("{}:{}", host_text(original_dst), original_dst.port()),
         }
     }
 
     /// The URL fetched, as the box's client would print it.
     pub fn url(&self, original_dst: SocketAddr) -> String {
+        self.url_for("http", 80, original_dst)
+    }
+
+    /// The URL fetched over TLS (`https://`).
+    pub fn https_url(&self, original_dst: SocketAddr) -> String {
+        self.url_for("https", 443, original_dst)
+    }
+
+    fn url_for(&self, scheme: &str, default_port: u16, original_dst: SocketAddr) -> String {
         if self.target.starts_with("http://") || self.target.starts_with("https://") {
             return self.target.clone();
         }
@@ -218,7 +232,8 @@ impl Request {
         } else {
             "/"
         };
-        format!("http://{}{path}", self.authority(original_dst))
+        let authority = self.authority_for(default_port, original_dst);
+        format!("{scheme}://{authority}{path}")
     }
 
     /// The head sent upstream: the box's method, target and end-to-end headers,

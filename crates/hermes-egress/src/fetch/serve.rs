@@ -4,13 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::Fetcher;
 use super::report::{self, Outcome};
 use super::request::{RequestError, read_request};
 use super::response::ResponseReader;
+use super::upstream::{self, TlsSeen, Upstream};
 use crate::BoxContext;
 
 /// Bytes read from upstream at a time.
@@ -27,6 +27,8 @@ pub(super) struct Progress {
     pub upstream_bytes: u64,
     /// The response being read.
     pub response: Option<ResponseReader>,
+    /// For HTTPS: the box's SNI and upstream's certificate.
+    pub tls: Option<TlsSeen>,
 }
 
 /// Serves one HTTP connection of a box to `original_dst` (the address it connected
@@ -36,10 +38,23 @@ pub(super) struct Progress {
 /// fetched response is relayed as it comes; a cut one ends early (curl: "partial
 /// file").
 pub async fn serve_http<S>(
+    stream: S,
+    original_dst: SocketAddr,
+    ctx: BoxContext,
+    fetcher: Arc<Fetcher>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    serve_with(stream, original_dst, ctx, fetcher, Upstream::Plain).await;
+}
+
+/// [`serve_http`], reaching upstream as `how` says.
+pub(super) async fn serve_with<S>(
     mut stream: S,
     original_dst: SocketAddr,
     ctx: BoxContext,
     fetcher: Arc<Fetcher>,
+    how: Upstream,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -48,8 +63,21 @@ pub async fn serve_http<S>(
         None => format!("container {}", ctx.container_id),
     };
     let mut progress = Progress::default();
+    if let Upstream::Tls { sni, .. } = &how {
+        progress.tls = Some(TlsSeen {
+            sni: sni.clone(),
+            upstream_cert: None,
+        });
+    }
     let deadline = Instant::now() + fetcher.fetch_timeout;
-    let run = fetch(&mut stream, original_dst, &session, &fetcher, &mut progress);
+    let run = fetch(
+        &mut stream,
+        original_dst,
+        &session,
+        &fetcher,
+        &mut progress,
+        &how,
+    );
     let outcome = match tokio::time::timeout_at(deadline, run).await {
         Ok(outcome) => outcome,
         Err(_) => Outcome::Cut("fetch_timeout"),
@@ -66,6 +94,7 @@ async fn fetch<S>(
     session: &str,
     fetcher: &Fetcher,
     progress: &mut Progress,
+    how: &Upstream,
 ) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -75,7 +104,10 @@ where
         Err(RequestError::Incomplete(0)) => return Outcome::Nothing,
         Err(error) => return Outcome::failed("bad_request", error),
     };
-    progress.url = Some(request.url(original_dst));
+    progress.url = Some(match how {
+        Upstream::Plain => request.url(original_dst),
+        Upstream::Tls { .. } => request.https_url(original_dst),
+    });
     if let Err(refusal) = fetcher.policy.check(original_dst) {
         return Outcome::failed(
             refusal.as_str(),
@@ -89,11 +121,15 @@ where
         return Outcome::failed("fetch_timeout", "the gateway is shutting down");
     };
     let _in_flight = fetcher.enter();
-    let connect = TcpStream::connect(original_dst);
-    let mut upstream = match tokio::time::timeout(fetcher.connect_timeout, connect).await {
-        Ok(Ok(upstream)) => upstream,
-        Ok(Err(error)) => return Outcome::failed("connect_failed", error),
-        Err(_) => return Outcome::failed("connect_failed", "connect timed out"),
+    let connect = upstream::connect(
+        how,
+        original_dst,
+        fetcher.connect_timeout,
+        progress.tls.as_mut(),
+    );
+    let mut upstream = match connect.await {
+        Ok(upstream) => upstream,
+        Err((reason, error)) => return Outcome::failed(reason, error),
     };
     // The head, then the body: what came with the head, the rest from the box.
     let body_start = request.rest.len().min(request.body_length as usize);
@@ -115,9 +151,9 @@ where
 
 /// Streams the response to the box, keeping its body, until it ends or a limit
 /// cuts it.
-async fn relay<S>(
+async fn relay<S, U>(
     stream: &mut S,
-    upstream: &mut TcpStream,
+    upstream: &mut U,
     session: &str,
     fetcher: &Fetcher,
     progress: &mut Progress,
@@ -125,6 +161,7 @@ async fn relay<S>(
 ) -> Outcome
 where
     S: AsyncWrite + Unpin,
+    U: AsyncRead + Unpin + ?Sized,
 {
     let response = progress
         .response

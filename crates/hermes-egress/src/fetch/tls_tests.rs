@@ -1,0 +1,591 @@
+//! HTTPS through the gateway against real sockets: a TLS web server of the test's
+//! own on loopback (its own test CA, which the fetcher is told to trust), the box a
+//! rustls client (or real curl and wget) trusting the sensor's CA.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hermes_core::address_block::AddressBlock;
+use hermes_core::capture::{FileStore, sha256_hex};
+use hermes_core::config::EgressConfig;
+use hermes_core::events::{ConnectionContext, Event, EventId};
+use hermes_core::ids::SessionId;
+use hermes_core::testing::RecordedEvents;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::{Fetcher, serve_tls};
+use crate::BoxContext;
+use crate::host_addresses::HostAddresses;
+use crate::ssrf::UpstreamPolicy;
+use crate::tls::{CaName, SensorCa, TlsGateway};
+
+/// A certificate and its key, as a server uses them.
+struct Leaf {
+    der: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+}
+
+/// The test's own CA, standing for the public web PKI.
+struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    der: CertificateDer<'static>,
+}
+
+fn test_ca() -> TestCa {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Test Web Root");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let der = params.self_signed(&key).expect("ca").der().clone();
+    TestCa {
+        issuer: Issuer::new(params, key),
+        der,
+    }
+}
+
+impl TestCa {
+    /// A server certificate for `names` (DNS names or addresses).
+    fn leaf(&self, names: &[&str]) -> Leaf {
+        let key = KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "dropper.test");
+        params.not_after = rcgen::date_time_ymd(2099, 1, 2);
+        let der = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf")
+            .der()
+            .clone();
+        Leaf {
+            der,
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        }
+    }
+}
+
+/// A self-signed certificate no root vouches for.
+fn self_signed(names: &[&str]) -> Leaf {
+    let key = KeyPair::generate().expect("key");
+    let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+    let params = CertificateParams::new(names).expect("params");
+    let der = params.self_signed(&key).expect("cert").der().clone();
+    Leaf {
+        der,
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    }
+}
+
+/// A TLS web server on loopback answering every request with `body`; it notes the
+/// SNI of each connection that completed a handshake, and every connection.
+struct Server {
+    address: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    names: Arc<Mutex<Vec<Option<String>>>>,
+    requests: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn server(leaf: Leaf, body: Vec<u8>) -> Server {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der], leaf.key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let names = Arc::new(Mutex::new(Vec::new()));
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let task = tokio::spawn({
+        let (connections, names, requests) = (
+            Arc::clone(&connections),
+            Arc::clone(&names),
+            Arc::clone(&requests),
+        );
+        async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                connections.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, names, requests, body) = (
+                    acceptor.clone(),
+                    Arc::clone(&names),
+                    Arc::clone(&requests),
+                    body.clone(),
+                );
+                tokio::spawn(async move {
+                    let Ok(mut stream) = acceptor.accept(socket).await else {
+                        return;
+                    };
+                    let sni = stream.get_ref().1.server_name().map(str::to_owned);
+                    names.lock().expect("lock").push(sni);
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+                        match stream.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => break,
+                        }
+                    }
+                    requests
+                        .lock()
+                        .expect("lock")
+                        .push(String::from_utf8_lossy(&head).into_owned());
+                    let mut response =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                            .into_bytes();
+                    response.extend_from_slice(&body);
+                    let _ = stream.write_all(&response).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        }
+    });
+    Server {
+        address,
+        connections,
+        names,
+        requests,
+        task,
+    }
+}
+
+struct Rig {
+    fetcher: Arc<Fetcher>,
+    gateway: Arc<TlsGateway>,
+    events: RecordedEvents,
+    ctx: BoxContext,
+    _store: tempfile::TempDir,
+}
+
+fn ca_name() -> CaName {
+    CaName {
+        organization: "Northwave Hosting Ltd".to_owned(),
+        common_name: "Northwave Hosting Internal CA G2".to_owned(),
+    }
+}
+
+/// A gateway allowing only loopback upstream on `port`, verifying upstream
+/// certificates (when `verify`) against the system's roots and `trusted`.
+fn rig(port: u16, verify: bool, trusted: &[CertificateDer<'static>]) -> Rig {
+    let mut config = EgressConfig {
+        upstream_allow: vec![AddressBlock::parse("127.0.0.1/32").expect("block")],
+        ..EgressConfig::default()
+    };
+    config.upstream_ports.push(port);
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(FileStore::open(store_dir.path(), 1 << 30).expect("store"));
+    let policy = UpstreamPolicy::new(&config, HostAddresses::read());
+    let (bus, events) = RecordedEvents::new();
+    let owner = ConnectionContext {
+        session: SessionId::random(),
+        src: "198.51.100.7:40000".parse().expect("addr"),
+        dst: "192.0.2.10:22".parse().expect("addr"),
+    };
+    let ctx = BoxContext {
+        container_id: "c0ffee".to_owned(),
+        owner: Arc::new(move || Some(owner.clone())),
+        events: bus,
+    };
+    let ca = SensorCa::generate(&ca_name()).expect("sensor ca");
+    let gateway = TlsGateway::new(ca, verify, trusted).expect("gateway");
+    Rig {
+        fetcher: Arc::new(Fetcher::new(&config, policy, store)),
+        gateway: Arc::new(gateway),
+        events,
+        ctx,
+        _store: store_dir,
+    }
+}
+
+impl Rig {
+    /// The box, trusting `roots`, asks `name` (SNI, or an address: none) for `path`
+    /// over TLS on a connection to `dst`; what it read back, or the TLS error.
+    async fn fetch(
+        &self,
+        dst: SocketAddr,
+        name: ServerName<'static>,
+        roots: &[CertificateDer<'static>],
+        path: &str,
+    ) -> Result<Vec<u8>, std::io::Error> {
+        let (box_side, gateway_side) = tokio::io::duplex(64 * 1024);
+        let serve = tokio::spawn(serve_tls(
+            gateway_side,
+            dst,
+            self.ctx.clone(),
+            Arc::clone(&self.fetcher),
+            Arc::clone(&self.gateway),
+        ));
+        let mut store = rustls::RootCertStore::empty();
+        store.add_parsable_certificates(roots.iter().cloned());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        let host = match &name {
+            ServerName::DnsName(dns) => dns.as_ref().to_owned(),
+            _ => dst.ip().to_string(),
+        };
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let result = async {
+            let mut tls = connector.connect(name, box_side).await?;
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n"
+            );
+            tls.write_all(request.as_bytes()).await?;
+            let mut answer = Vec::new();
+            // A close without close_notify is an error to rustls; what came is kept.
+            let _ = tls.read_to_end(&mut answer).await;
+            Ok(answer)
+        };
+        let result = tokio::time::timeout(Duration::from_secs(20), result)
+            .await
+            .expect("the gateway answers or closes");
+        tokio::time::timeout(Duration::from_secs(20), serve)
+            .await
+            .expect("serve ends")
+            .expect("serve");
+        result
+    }
+
+    fn one(&self, id: EventId) -> Event {
+        let events = self.events.of(id);
+        assert_eq!(events.len(), 1, "{:?}", self.events.all());
+        events.into_iter().next().expect("one")
+    }
+
+    fn sensor_ca(&self) -> Vec<CertificateDer<'static>> {
+        vec![self.gateway.ca().certificate_der().clone()]
+    }
+}
+
+fn text(event: &Event, field: &str) -> String {
+    event
+        .get(field)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn dns(name: &str) -> ServerName<'static> {
+    ServerName::try_from(name.to_owned()).expect("name")
+}
+
+fn body_of(answer: &[u8]) -> &[u8] {
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    &answer[end + 4..]
+}
+
+#[tokio::test]
+async fn https_is_captured_with_its_url_sni_and_the_upstream_certificate() {
+    let web = test_ca();
+    let leaf = web.leaf(&["dropper.test", "127.0.0.1"]);
+    let leaf_der = leaf.der.clone();
+    let payload: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let server = server(leaf, payload.clone()).await;
+    let rig = rig(server.address.port(), true, std::slice::from_ref(&web.der));
+
+    let answer = rig
+        .fetch(
+            server.address,
+            dns("dropper.test"),
+            &rig.sensor_ca(),
+            "/stage2.bin",
+        )
+        .await
+        .expect("the box trusts the minted certificate");
+    assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(body_of(&answer), payload.as_slice());
+
+    let event = rig.one(EventId::FileDownload);
+    assert_eq!(text(&event, "url"), "https://dropper.test/stage2.bin");
+    assert_eq!(text(&event, "shasum"), sha256_hex(&payload));
+    assert_eq!(text(&event, "sni"), "dropper.test");
+    assert_eq!(text(&event, "upstream_cert_sha256"), sha256_hex(&leaf_der));
+    assert_eq!(text(&event, "upstream_cert_subject"), "CN=dropper.test");
+    assert_eq!(text(&event, "upstream_cert_issuer"), "CN=Test Web Root");
+    assert_eq!(
+        text(&event, "upstream_cert_not_after"),
+        "2099-01-02T00:00:00Z"
+    );
+    let stored = std::fs::read(text(&event, "outfile")).expect("stored");
+    assert_eq!(sha256_hex(&stored), sha256_hex(&payload));
+    // Upstream got the box's name as SNI, and the request over TLS.
+    assert_eq!(
+        *server.names.lock().expect("lock"),
+        vec![Some("dropper.test".to_owned())]
+    );
+    let requests = server.requests.lock().expect("lock").clone();
+    assert!(
+        requests[0].starts_with("GET /stage2.bin HTTP/1.1\r\n"),
+        "{requests:?}"
+    );
+
+    // A second fetch of the name reuses its leaf.
+    assert_eq!(rig.gateway.leaves_kept(), 1);
+    rig.fetch(
+        server.address,
+        dns("dropper.test"),
+        &rig.sensor_ca(),
+        "/again",
+    )
+    .await
+    .expect("again");
+    assert_eq!(rig.gateway.leaves_kept(), 1);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn without_sni_the_leaf_is_for_the_address_and_upstream_is_checked_against_it() {
+    let web = test_ca();
+    let server = server(web.leaf(&["127.0.0.1"]), b"by address\n".to_vec()).await;
+    let rig = rig(server.address.port(), true, std::slice::from_ref(&web.der));
+    let address = ServerName::IpAddress(server.address.ip().into());
+    let answer = rig
+        .fetch(server.address, address, &rig.sensor_ca(), "/x")
+        .await
+        .expect("the box trusts the leaf minted for the address");
+    assert_eq!(body_of(&answer), b"by address\n");
+    let event = rig.one(EventId::FileDownload);
+    assert_eq!(
+        text(&event, "url"),
+        format!("https://127.0.0.1/x"),
+        "the Host header names the address"
+    );
+    assert!(event.get("sni").is_none());
+    assert_eq!(*server.names.lock().expect("lock"), vec![None]);
+}
+
+#[tokio::test]
+async fn an_invalid_upstream_certificate_fails_when_verified_and_is_kept_when_not() {
+    let web = test_ca();
+    let bogus = self_signed(&["dropper.test"]);
+    let bogus_der = bogus.der.clone();
+    let server = server(bogus, b"payload behind a bad certificate\n".to_vec()).await;
+
+    // Verified (the default): the upstream handshake fails, nothing kept, the box
+    // gets a close without an answer.
+    let strict = rig(server.address.port(), true, std::slice::from_ref(&web.der));
+    let answer = strict
+        .fetch(
+            server.address,
+            dns("dropper.test"),
+            &strict.sensor_ca(),
+            "/p",
+        )
+        .await
+        .expect("the box's handshake with the gateway succeeds");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    let failed = strict.one(EventId::FileDownloadFailed);
+    assert_eq!(text(&failed, "reason"), "tls_failed");
+    assert_eq!(text(&failed, "url"), "https://dropper.test/p");
+    assert_eq!(text(&failed, "sni"), "dropper.test");
+    assert!(text(&failed, "error").contains("certificate"), "{failed:?}");
+    assert!(strict.events.of(EventId::FileDownload).is_empty());
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    assert!(server.names.lock().expect("lock").is_empty());
+
+    // Not verified: fetched and kept, the certificate named in the event.
+    let lax = rig(server.address.port(), false, &[]);
+    let answer = lax
+        .fetch(server.address, dns("dropper.test"), &lax.sensor_ca(), "/p")
+        .await
+        .expect("fetch");
+    assert_eq!(body_of(&answer), b"payload behind a bad certificate\n");
+    let event = lax.one(EventId::FileDownload);
+    assert_eq!(
+        text(&event, "shasum"),
+        sha256_hex(b"payload behind a bad certificate\n")
+    );
+    assert_eq!(text(&event, "upstream_cert_sha256"), sha256_hex(&bogus_der));
+    assert_eq!(
+        text(&event, "upstream_cert_subject"),
+        "CN=rcgen self signed cert"
+    );
+}
+
+#[tokio::test]
+async fn a_box_not_trusting_the_sensor_ca_is_reported_and_nothing_goes_upstream() {
+    let web = test_ca();
+    let server = server(web.leaf(&["dropper.test"]), b"x".to_vec()).await;
+    let rig = rig(server.address.port(), true, std::slice::from_ref(&web.der));
+    // The box trusts only the web's CA, not the sensor's.
+    let result = rig
+        .fetch(
+            server.address,
+            dns("dropper.test"),
+            std::slice::from_ref(&web.der),
+            "/x",
+        )
+        .await;
+    assert!(
+        result.is_err(),
+        "the box must reject the minted certificate"
+    );
+    let failed = rig.one(EventId::FileDownloadFailed);
+    assert_eq!(text(&failed, "reason"), "tls_handshake");
+    assert_eq!(text(&failed, "sni"), "dropper.test");
+    assert!(text(&failed, "url").starts_with("https://dropper.test:"));
+    assert_eq!(server.connections.load(Ordering::SeqCst), 0);
+}
+
+/// A gateway listener for real clients: every connection is served as if the box
+/// had connected to `original_dst`.
+async fn gateway_for(
+    rig: &Rig,
+    original_dst: SocketAddr,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (ctx, fetcher, gateway) = (
+        rig.ctx.clone(),
+        Arc::clone(&rig.fetcher),
+        Arc::clone(&rig.gateway),
+    );
+    let task = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve_tls(
+                socket,
+                original_dst,
+                ctx.clone(),
+                Arc::clone(&fetcher),
+                Arc::clone(&gateway),
+            ));
+        }
+    });
+    (address, task)
+}
+
+/// Whether `program` runs here; under CI=true it must.
+fn have(program: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    assert!(
+        found || std::env::var("CI").as_deref() != Ok("true"),
+        "{program} missing"
+    );
+    if !found {
+        eprintln!("{program} not installed: skipped");
+    }
+    found
+}
+
+async fn run(program: &str, args: Vec<String>) -> (i32, String) {
+    let program = program.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(&program)
+            .args(&args)
+            .output()
+            .expect("run the client");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("client")
+}
+
+#[tokio::test]
+async fn curl_with_the_sensor_ca_curl_k_and_wget_no_check_certificate_all_download() {
+    if !have("curl") || !have("wget") {
+        return;
+    }
+    let web = test_ca();
+    let payload = b"#!/bin/sh\necho second stage\n".to_vec();
+    let server = server(web.leaf(&["dropper.test", "127.0.0.1"]), payload.clone()).await;
+    let rig = rig(server.address.port(), true, std::slice::from_ref(&web.der));
+    let (gateway, _task) = gateway_for(&rig, server.address).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("sensor-ca.pem");
+    std::fs::write(&ca_file, rig.gateway.ca().certificate_pem()).expect("ca file");
+    let out = |name: &str| dir.path().join(name).display().to_string();
+    let port = gateway.port();
+    let resolve = format!("dropper.test:{port}:127.0.0.1");
+    let url = |path: &str| format!("https://dropper.test:{port}{path}");
+    let curl = |extra: &[&str], file: String, url: String| {
+        let mut args: Vec<String> = ["-sS", "--max-time", "10", "--resolve", &resolve, "-o"]
+            .map(String::from)
+            .to_vec();
+        args.push(file);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.push(url);
+        args
+    };
+
+    let ca_arg = ca_file.display().to_string();
+    let (code, stderr) = run("curl", curl(&["--cacert", &ca_arg], out("a"), url("/a"))).await;
+    assert_eq!(code, 0, "curl --cacert: {stderr}");
+    assert_eq!(std::fs::read(out("a")).expect("saved"), payload);
+
+    let (code, stderr) = run("curl", curl(&["-k"], out("b"), url("/b"))).await;
+    assert_eq!(code, 0, "curl -k: {stderr}");
+    assert_eq!(std::fs::read(out("b")).expect("saved"), payload);
+
+    // wget has no --resolve: it connects to the gateway's address, no SNI sent.
+    let args = [
+        "-q",
+        "-t",
+        "1",
+        "-T",
+        "10",
+        "--no-check-certificate",
+        "-O",
+        &out("c"),
+        &format!("https://127.0.0.1:{port}/c"),
+    ]
+    .map(String::from)
+    .to_vec();
+    let (code, stderr) = run("wget", args).await;
+    assert_eq!(code, 0, "wget --no-check-certificate: {stderr}");
+    assert_eq!(std::fs::read(out("c")).expect("saved"), payload);
+
+    // Without the CA and without -k, curl refuses the minted certificate.
+    let (code, _) = run("curl", curl(&[], out("d"), url("/d"))).await;
+    assert_eq!(code, 60, "curl must fail certificate verification");
+
+    rig.events.wait_for_count(EventId::FileDownload, 3).await;
+    let downloads = rig.events.of(EventId::FileDownload);
+    assert_eq!(downloads.len(), 3, "{:?}", rig.events.all());
+    for event in &downloads {
+        assert_eq!(text(event, "shasum"), sha256_hex(&payload));
+        assert!(text(event, "url").starts_with("https://"), "{event:?}");
+    }
+    let urls: Vec<String> = downloads.iter().map(|e| text(e, "url")).collect();
+    assert!(urls.contains(&url("/a")), "{urls:?}");
+    assert!(urls.contains(&url("/b")), "{urls:?}");
+    assert!(
+        urls.contains(&format!("https://127.0.0.1:{port}/c")),
+        "{urls:?}"
+    );
+    rig.events
+        .wait_for_count(EventId::FileDownloadFailed, 1)
+        .await;
+    let failed = rig.one(EventId::FileDownloadFailed);
+    assert_eq!(text(&failed, "reason"), "tls_handshake");
+}

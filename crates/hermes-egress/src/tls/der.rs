@@ -1,0 +1,312 @@
+//! Just enough DER to name a certificate in an event (subject, issuer, expiry) and
+//! to read back our own CA's subject: a full X.509 parser would be a heavy
+//! dependency for four fields.
+
+use hermes_core::capture::sha256_hex;
+
+/// Longest text kept of one name attribute (the upstream server chose it).
+const MAX_VALUE: usize = 256;
+
+const SEQUENCE: u8 = 0x30;
+const SET: u8 = 0x31;
+const OID: u8 = 0x06;
+const UTC_TIME: u8 = 0x17;
+const GENERALIZED_TIME: u8 = 0x18;
+const VERSION: u8 = 0xa0;
+
+/// A certificate that is not the DER we can read.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed certificate: {0}")]
+pub struct DerError(&'static str);
+
+/// One attribute of a distinguished name, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    /// Its type, dotted (`2.5.4.3` is the common name).
+    pub oid: String,
+    /// The DER string tag its value had (UTF8String, PrintableString...).
+    pub tag: u8,
+    /// Its value, lossily decoded and bounded.
+    pub value: String,
+}
+
+/// What an event says about a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    /// The subject, `CN=..., O=...` in the order written.
+    pub subject: String,
+    /// The issuer, likewise.
+    pub issuer: String,
+    /// SHA-256 of the DER, lower-case hex.
+    pub sha256: String,
+    /// The end of validity, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub not_after: String,
+}
+
+impl CertSummary {
+    /// Summarizes a DER certificate.
+    pub fn of(der: &[u8]) -> Result<CertSummary, DerError> {
+        let fields = TbsFields::of(der)?;
+        Ok(CertSummary {
+            subject: render(&name(fields.subject)?),
+            issuer: render(&name(fields.issuer)?),
+            sha256: sha256_hex(der),
+            not_after: time(fields.not_after)?,
+        })
+    }
+}
+
+/// The subject of a DER certificate, attribute by attribute.
+pub fn subject(der: &[u8]) -> Result<Vec<Attribute>, DerError> {
+    name(TbsFields::of(der)?.subject)
+}
+
+/// The parts of `tbsCertificate` we read: each a whole TLV.
+struct TbsFields<'a> {
+    issuer: &'a [u8],
+    not_after: (u8, &'a [u8]),
+    subject: &'a [u8],
+}
+
+impl<'a> TbsFields<'a> {
+    fn of(der: &'a [u8]) -> Result<TbsFields<'a>, DerError> {
+        let (certificate, _) = expect(der, SEQUENCE, "certificate")?;
+        let (tbs, _) = expect(certificate, SEQUENCE, "tbsCertificate")?;
+        let (tag, _, mut rest) = tlv(tbs)?;
+        if tag == VERSION {
+            // The serial follows the explicit version.
+            rest = tlv(rest)?.2;
+        }
+        let rest = expect(rest, SEQUENCE, "signature")?.1;
+        let (issuer, rest) = split_tlv(rest, SEQUENCE, "issuer")?;
+        let (validity, rest) = expect(rest, SEQUENCE, "validity")?;
+        let (_, _, after) = tlv(validity)?;
+        let (tag, not_after, _) = tlv(after)?;
+        let (subject, _) = split_tlv(rest, SEQUENCE, "subject")?;
+        Ok(TbsFields {
+            issuer,
+            not_after: (tag, not_after),
+            subject,
+        })
+    }
+}
+
+/// One TLV: its tag, its content, what follows it.
+fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), DerError> {
+    let (&tag, rest) = input.split_first().ok_or(DerError("truncated"))?;
+    let (&first, mut rest) = rest.split_first().ok_or(DerError("truncated"))?;
+    let length = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return Err(DerError("bad length"));
+        }
+        let (bytes, after) = rest.split_at(count);
+        rest = after;
+        bytes
+            .iter()
+            .fold(0usize, |length, &byte| (length << 8) | usize::from(byte))
+    };
+    if rest.len() < length {
+        return Err(DerError("truncated"));
+    }
+    let (content, after) = rest.split_at(length);
+    Ok((tag, content, after))
+}
+
+/// A TLV that must have `tag`: its content and what follows.
+fn expect<'a>(
+    input: &'a [u8],
+    tag: u8,
+    what: &'static str,
+) -> Result<(&'a [u8], &'a [u8]), DerError> {
+    match tlv(input)? {
+        (found, content, rest) if found == tag => Ok((content, rest)),
+        _ => Err(DerError(what)),
+    }
+}
+
+/// A TLV that must have `tag`, whole (tag and length included), and what follows.
+fn split_tlv<'a>(
+    input: &'a [u8],
+    tag: u8,
+    what: &'static str,
+) -> Result<(&'a [u8], &'a [u8]), DerError> {
+    let (_, rest) = expect(input, tag, what)?;
+    Ok((&input[..input.len() - rest.len()], rest))
+}
+
+/// The attributes of a Name (a whole SEQUENCE TLV).
+fn name(whole: &[u8]) -> Result<Vec<Attribute>, DerError> {
+    let (mut sets, _) = expect(whole, SEQUENCE, "name")?;
+    let mut attributes = Vec::new();
+    while !sets.is_empty() {
+        let (mut set, rest) = expect(sets, SET, "name")?;
+        sets = rest;
+        while !set.is_empty() {
+            let (pair, rest) = expect(set, SEQUENCE, "name")?;
+            set = rest;
+            let (oid, value) = expect(pair, OID, "name")?;
+            let (tag, value, _) = tlv(value)?;
+            attributes.push(Attribute {
+                oid: dotted(oid)?,
+                tag,
+                value: text(tag, value),
+            });
+        }
+    }
+    Ok(attributes)
+}
+
+/// `CN=a, O=b` in the order written.
+fn render(attributes: &[Attribute]) -> String {
+    attributes
+        .iter()
+        .map(|attribute| {
+            let short = match attribute.oid.as_str() {
+                "2.5.4.3" => "CN",
+                "2.5.4.6" => "C",
+                "2.5.4.7" => "L",
+                "2.5.4.8" => "ST",
+                "2.5.4.10" => "O",
+                "2.5.4.11" => "OU",
+                "2.5.4.5" => "serialNumber",
+                "1.2.840.113549.1.9.1" => "emailAddress",
+                other => other,
+            };
+            format!("{short}={}", attribute.value)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn dotted(oid: &[u8]) -> Result<String, DerError> {
+    let (&first, rest) = oid.split_first().ok_or(DerError("empty oid"))?;
+    let mut parts = vec![u64::from(first / 40), u64::from(first % 40)];
+    let mut value = 0u64;
+    for &byte in rest {
+        if value > u64::MAX >> 7 {
+            return Err(DerError("oid too long"));
+        }
+        value = (value << 7) | u64::from(byte & 0x7f);
+        if byte & 0x80 == 0 {
+            parts.push(value);
+            value = 0;
+        }
+    }
+    Ok(parts
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join("."))
+}
+
+/// A string value, whatever its type, bounded.
+fn text(tag: u8, value: &[u8]) -> String {
+    let text = match tag {
+        // BMPString: UCS-2, big-endian.
+        0x1e => char::decode_utf16(
+            value
+                .chunks_exact(2)
+                .map(|pair| u16::from_be_bytes([pair[0], pair[1]])),
+        )
+        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect(),
+        _ => String::from_utf8_lossy(value).into_owned(),
+    };
+    text.chars().take(MAX_VALUE).collect()
+}
+
+/// A UTCTime or GeneralizedTime as `YYYY-MM-DDTHH:MM:SSZ`.
+fn time((tag, value): (u8, &[u8])) -> Result<String, DerError> {
+    if !value.is_ascii() {
+        return Err(DerError("time"));
+    }
+    let digits = std::str::from_utf8(value).map_err(|_| DerError("time"))?;
+    let full = match tag {
+        UTC_TIME if digits.len() == 13 => {
+            let year: u32 = digits[..2].parse().map_err(|_| DerError("time"))?;
+            let century = if year < 50 { "20" } else { "19" };
+            format!("{century}{digits}")
+        }
+        GENERALIZED_TIME if digits.len() == 15 => digits.to_owned(),
+        _ => return Err(DerError("time")),
+    };
+    if !full[..14].bytes().all(|b| b.is_ascii_digit()) || !full.ends_with('Z') {
+        return Err(DerError("time"));
+    }
+    Ok(format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &full[..4],
+        &full[4..6],
+        &full[6..8],
+        &full[8..10],
+        &full[10..12],
+        &full[12..14]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_certificate_is_summarized() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["dropper.test".to_owned()]).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(
+            rcgen::DnType::CountryName,
+            rcgen::DnValue::PrintableString("NL".try_into().expect("printable")),
+        );
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example Ltd");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "dropper.test");
+        params.not_after = rcgen::date_time_ymd(2031, 7, 9);
+        let cert = params.self_signed(&key).expect("cert");
+        let summary = CertSummary::of(cert.der()).expect("summary");
+        assert_eq!(summary.subject, "C=NL, O=Example Ltd, CN=dropper.test");
+        assert_eq!(summary.issuer, summary.subject);
+        assert_eq!(summary.not_after, "2031-07-09T00:00:00Z");
+        assert_eq!(summary.sha256, sha256_hex(cert.der()));
+        let attributes = subject(cert.der()).expect("subject");
+        assert_eq!(attributes[0].tag, 0x13);
+        assert_eq!(attributes[2].tag, 0x0c);
+    }
+
+    #[test]
+    fn garbage_and_truncations_are_errors_not_panics() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).expect("params");
+        let cert = params.self_signed(&key).expect("cert");
+        let der = cert.der().to_vec();
+        for cut in 0..der.len() {
+            let _ = CertSummary::of(&der[..cut]);
+        }
+        for flip in 0..der.len().min(200) {
+            let mut bad = der.clone();
+            bad[flip] ^= 0xff;
+            let _ = CertSummary::of(&bad);
+        }
+        assert!(CertSummary::of(b"").is_err());
+        assert!(CertSummary::of(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn utc_times_before_1950_wrap_to_the_21st_century() {
+        assert_eq!(
+            time((UTC_TIME, b"490101000000Z")).expect("time"),
+            "2049-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            time((UTC_TIME, b"991231235959Z")).expect("time"),
+            "1999-12-31T23:59:59Z"
+        );
+        assert!(time((UTC_TIME, b"9912312359Z")).is_err());
+    }
+}
