@@ -11,17 +11,22 @@ use tokio::net::UdpSocket;
 
 use crate::BoxContext;
 use crate::dns::{self, Resolver};
-use crate::fetch::{Fetcher, serve_http};
+use crate::fetch::{Fetcher, serve_http, serve_tls};
 use crate::seams::{BoxConnection, DnsServer, FetchHandler, Task};
+use crate::tls::TlsGateway;
 
 /// Ports whose traffic is not plain HTTP (TLS, FTP, TFTP): until the gateway speaks
 /// them, their connections are refused and logged as any other.
 const NOT_HTTP: &[u16] = &[21, 69, 443, 465, 993, 995, 8443];
 
-/// Plain HTTP downloads to `egress.upstream_ports`.
+/// Ports whose traffic is HTTPS, fetched when a [`TlsGateway`] is plugged in.
+const HTTPS: &[u16] = &[443, 8443];
+
+/// HTTP downloads to `egress.upstream_ports` (and HTTPS ones, with a TLS gateway).
 pub struct HttpFetch {
     fetcher: Arc<Fetcher>,
     ports: BTreeSet<u16>,
+    tls: Option<(Arc<TlsGateway>, BTreeSet<u16>)>,
 }
 
 impl HttpFetch {
@@ -33,17 +38,51 @@ impl HttpFetch {
             .copied()
             .filter(|port| !NOT_HTTP.contains(port))
             .collect();
-        HttpFetch { fetcher, ports }
+        HttpFetch {
+            fetcher,
+            ports,
+            tls: None,
+        }
+    }
+
+    /// Also fetches HTTPS on the configured ports that carry it, answering the
+    /// box's TLS through `gateway`.
+    pub fn with_tls(mut self, config: &EgressConfig, gateway: Arc<TlsGateway>) -> Self {
+        let ports = config
+            .upstream_ports
+            .iter()
+            .copied()
+            .filter(|port| HTTPS.contains(port))
+            .collect();
+        self.tls = Some((gateway, ports));
+        self
+    }
+
+    fn tls_for(&self, destination: SocketAddr) -> Option<&Arc<TlsGateway>> {
+        match &self.tls {
+            Some((gateway, ports)) if ports.contains(&destination.port()) => Some(gateway),
+            _ => None,
+        }
     }
 }
 
 #[async_trait]
 impl FetchHandler for HttpFetch {
     fn wants(&self, destination: SocketAddr) -> bool {
-        self.ports.contains(&destination.port())
+        self.ports.contains(&destination.port()) || self.tls_for(destination).is_some()
     }
 
     async fn handle(&self, connection: BoxConnection) {
+        if let Some(gateway) = self.tls_for(connection.destination) {
+            return serve_tls(
+                connection.stream,
+                connection.destination,
+                connection.context,
+                Arc::clone(&self.fetcher),
+                Arc::clone(gateway),
+            )
+            .await;
+        }
         serve_http(
             connection.stream,
             connection.destination,
@@ -64,4 +103,39 @@ pub fn dns_server(resolver: Arc<Resolver>) -> DnsServer {
             tracing::debug!(target: "hermes::egress", error = %error, "a box's DNS socket closed");
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host_addresses::HostAddresses;
+    use crate::ssrf::UpstreamPolicy;
+    use crate::tls::{CaName, SensorCa};
+
+    #[test]
+    fn https_ports_are_fetched_only_with_a_tls_gateway() {
+        let config = EgressConfig::default();
+        let dir = tempfile::tempdir().expect("dir");
+        let store =
+            Arc::new(hermes_core::capture::FileStore::open(dir.path(), 1 << 20).expect("store"));
+        let policy = UpstreamPolicy::new(&config, HostAddresses::read());
+        let fetcher = Arc::new(Fetcher::new(&config, policy, store));
+        let at = |port: u16| SocketAddr::from(([203, 0, 113, 9], port));
+        let plain = HttpFetch::new(&config, Arc::clone(&fetcher));
+        assert!(plain.wants(at(80)));
+        assert!(!plain.wants(at(443)));
+        let name = CaName {
+            organization: "Northwave Hosting Ltd".to_owned(),
+            common_name: "Northwave Hosting Internal CA G2".to_owned(),
+        };
+        let gateway =
+            TlsGateway::new(SensorCa::generate(&name).expect("ca"), true, &[]).expect("gateway");
+        let both = HttpFetch::new(&config, fetcher).with_tls(&config, Arc::new(gateway));
+        for port in [80, 8080, 443, 8443] {
+            assert!(both.wants(at(port)), "{port}");
+        }
+        for port in [21, 22, 25, 465, 993, 9999] {
+            assert!(!both.wants(at(port)), "{port}");
+        }
+    }
 }

@@ -18,6 +18,7 @@ use hermes_egress::dns::{Resolver, ResolverSettings};
 use hermes_egress::fetch::Fetcher;
 use hermes_egress::parts::{self, HttpFetch};
 use hermes_egress::ssrf::UpstreamPolicy;
+use hermes_egress::tls::TlsGateway;
 use hermes_sandbox::{ContainerProfile, DockerSandbox, Endpoint, PoolSettings, TlsFiles};
 use hermes_ssh::hostkeys;
 use hermes_ssh::{AlgorithmNames, ProxySettings, SshServer, SshSettings};
@@ -301,7 +302,14 @@ fn box_network(
             UpstreamPolicy::from_config(&config.egress),
             store,
         );
-        network = network.with_fetch(Arc::new(HttpFetch::new(&config.egress, Arc::new(fetcher))));
+        let (tls, generated) =
+            TlsGateway::from_config(&config.egress.tls, &config.server.host_key_path)?;
+        if let Some(path) = generated {
+            tracing::info!(target: "hermes::egress", path = %path.display(), "generated the sensor's CA for the boxes' HTTPS");
+        }
+        let fetch = HttpFetch::new(&config.egress, Arc::new(fetcher))
+            .with_tls(&config.egress, Arc::new(tls));
+        network = network.with_fetch(Arc::new(fetch));
     }
     Ok(Some(Arc::new(network)))
 }

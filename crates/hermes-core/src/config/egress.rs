@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 
 use garde::Validate;
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,9 @@ pub struct EgressConfig {
     /// Limits on what is fetched.
     #[garde(dive)]
     pub limits: EgressLimits,
+    /// HTTPS: the sensor's CA and how upstream certificates are checked.
+    #[garde(dive)]
+    pub tls: EgressTlsConfig,
 }
 
 impl Default for EgressConfig {
@@ -55,6 +59,7 @@ impl Default for EgressConfig {
             upstream_ports: vec![21, 69, 80, 443, 8000, 8080, 8443, 8888],
             upstream_allow: Vec::new(),
             limits: EgressLimits::default(),
+            tls: EgressTlsConfig::default(),
         }
     }
 }
@@ -192,5 +197,57 @@ impl Default for EgressLimits {
             fetch_timeout: Seconds::new(120),
             first_bytes: ByteSize::kib(4),
         }
+    }
+}
+
+/// `egress.tls`: the box's HTTPS is answered with certificates of the sensor's own
+/// CA (which every box trusts) and fetched upstream over Hermes's own TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressTlsConfig {
+    /// Whether upstream certificates are checked (against the host's roots and
+    /// `extra_roots`); false fetches whatever certificate upstream shows.
+    #[garde(skip)]
+    pub verify_upstream: bool,
+    /// The CA certificate (PEM); its key is the same path with the extension `key`.
+    /// Generated at first start when neither exists. Unset: `egress_ca.crt` beside
+    /// the host keys.
+    #[garde(inner(custom(validate::ca_path)))]
+    pub ca_path: Option<PathBuf>,
+    /// The CA's organization (`O`), as the box sees it; used only when generating.
+    #[garde(custom(validate::ca_name))]
+    pub ca_organization: String,
+    /// The CA's common name (`CN`); used only when generating.
+    #[garde(custom(validate::ca_name))]
+    pub ca_common_name: String,
+    /// A PEM file of roots trusted upstream besides the host's (a test's own CA).
+    #[garde(inner(custom(validate::non_empty_path)))]
+    pub extra_roots: Option<PathBuf>,
+}
+
+impl Default for EgressTlsConfig {
+    fn default() -> Self {
+        Self {
+            verify_upstream: true,
+            ca_path: None,
+            ca_organization: "Northwave Hosting Ltd".to_owned(),
+            ca_common_name: "Northwave Hosting Internal CA G2".to_owned(),
+            extra_roots: None,
+        }
+    }
+}
+
+impl EgressTlsConfig {
+    /// The CA's certificate and key files: `ca_path`, or beside `host_key_path`.
+    pub fn ca_files(&self, host_key_path: &std::path::Path) -> (PathBuf, PathBuf) {
+        let cert = match &self.ca_path {
+            Some(path) => path.clone(),
+            None => host_key_path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("egress_ca.crt"),
+        };
+        let key = cert.with_extension("key");
+        (cert, key)
     }
 }

@@ -26,7 +26,8 @@ use crate::persona;
 
 pub use duration::{Days, Millis, Seconds};
 pub use egress::{
-    EgressConfig, EgressDnsConfig, EgressLimits, EgressMode, EgressNetworkConfig, RefusedAnswer,
+    EgressConfig, EgressDnsConfig, EgressLimits, EgressMode, EgressNetworkConfig, EgressTlsConfig,
+    RefusedAnswer,
 };
 pub use load::{ConfigError, ConfigIssue, load_file, parse_str};
 pub use max_startups::MaxStartups;

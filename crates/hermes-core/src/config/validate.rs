@@ -21,6 +21,37 @@ pub(super) fn non_empty_path(path: &Path, _: &()) -> Result {
     Ok(())
 }
 
+/// The CA certificate's path: its key is the same path with the extension `key`.
+pub(super) fn ca_path(path: &Path, ctx: &()) -> Result {
+    non_empty_path(path, ctx)?;
+    if path.file_name().is_none() {
+        return fail("must name a file, e.g. /data/keys/egress_ca.crt");
+    }
+    if path.extension().is_some_and(|extension| extension == "key") {
+        return fail(
+            "the CA's key is this path with the extension `key`: name the certificate, e.g. egress_ca.crt",
+        );
+    }
+    Ok(())
+}
+
+/// A name of the sensor's CA, as every box shows it: plain text that does not give
+/// the honeypot away.
+pub(super) fn ca_name(name: &str, _: &()) -> Result {
+    if name.trim().is_empty() || name.chars().count() > 64 {
+        return fail("must be 1 to 64 characters");
+    }
+    if name.chars().any(char::is_control) {
+        return fail("must not contain control characters");
+    }
+    if name.to_ascii_lowercase().contains("hermes")
+        || name.to_ascii_lowercase().contains("honeypot")
+    {
+        return fail("must not name Hermes or a honeypot: every box shows it");
+    }
+    Ok(())
+}
+
 pub(super) fn file_name(name: &str, _: &()) -> Result {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
         return fail("must be a plain file name (no '/')");
@@ -485,6 +516,19 @@ mod tests {
         assert!(memory_size(&size("0k"), &()).is_err());
         assert!(memory_limit(&size("5m"), &()).is_err());
         assert!(memory_limit(&size("6m"), &()).is_ok());
+    }
+
+    #[test]
+    fn ca_names_and_paths_are_checked() {
+        assert!(ca_name("Northwave Hosting Internal CA G2", &()).is_ok());
+        for bad in ["", "  ", "Hermes Root", "my HONEYPOT ca", "a\nb"] {
+            assert!(ca_name(bad, &()).is_err(), "{bad:?}");
+        }
+        assert!(ca_name(&"x".repeat(65), &()).is_err());
+        assert!(ca_path(Path::new("/data/keys/egress_ca.crt"), &()).is_ok());
+        for bad in ["", "/", "/data/keys/ca.key"] {
+            assert!(ca_path(Path::new(bad), &()).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

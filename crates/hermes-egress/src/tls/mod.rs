@@ -5,6 +5,7 @@
 mod ca;
 pub mod der;
 mod leaves;
+mod setup;
 mod upstream;
 
 use std::net::IpAddr;
@@ -17,6 +18,7 @@ use rustls::sign::CertifiedKey;
 
 pub use ca::{CaError, CaName, SensorCa};
 pub use der::CertSummary;
+pub use setup::TlsSetupError;
 pub use upstream::client_config;
 
 /// What TLS interception shares: the CA, the leaves it minted, the upstream client.
