@@ -21,6 +21,7 @@ mod seccomp;
 mod signal;
 mod standby;
 mod tar;
+mod tar_write;
 mod upper;
 
 pub use endpoint::{Endpoint, EndpointError, TlsFiles};

@@ -177,7 +177,7 @@ pub async fn run(
         shutdown_rx.clone(),
         capture,
     );
-    let network = box_network(&config, &sensor, &events, &services)?;
+    let network = box_network(&config, &sensor, &events, &services, &sandbox)?;
     if let Some(network) = &network {
         sandbox.set_network(Arc::clone(network));
     }
@@ -274,6 +274,7 @@ fn box_network(
     sensor: &str,
     events: &EventBus,
     services: &SessionServices,
+    sandbox: &DockerSandbox,
 ) -> anyhow::Result<Option<Arc<dyn BoxNetwork>>> {
     if config.egress.mode == EgressMode::Off {
         return Ok(None);
@@ -307,6 +308,11 @@ fn box_network(
         if let Some(path) = generated {
             tracing::info!(target: "hermes::egress", path = %path.display(), "generated the sensor's CA for the boxes' HTTPS");
         }
+        // Every box trusts the sensor's CA, filed under its configured name.
+        sandbox.set_trusted_ca(
+            &config.egress.tls.ca_common_name,
+            tls.ca().certificate_pem().to_owned(),
+        );
         let fetch = HttpFetch::new(&config.egress, Arc::new(fetcher))
             .with_tls(&config.egress, Arc::new(tls));
         network = network.with_fetch(Arc::new(fetch));

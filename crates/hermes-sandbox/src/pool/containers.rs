@@ -95,6 +95,18 @@ impl DockerSandbox {
                 return Err(SandboxError::Timeout(timeout.as_secs()));
             }
         };
+        // The sensor's CA goes in before anything in the box runs.
+        match tokio::time::timeout(timeout, self.install_ca(&id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                self.remove_in_background(id);
+                return Err(error);
+            }
+            Err(_) => {
+                self.remove_in_background(id);
+                return Err(SandboxError::Timeout(timeout.as_secs()));
+            }
+        }
         let started = tokio::time::timeout(timeout, self.docker.start_container(&id, None)).await;
         match started {
             Ok(Ok(())) => match self.attach_network(&id).await {

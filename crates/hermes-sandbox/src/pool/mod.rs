@@ -40,6 +40,7 @@ use crate::{direct, files};
 
 mod containers;
 mod network;
+mod trust;
 
 use containers::stop_container;
 mod health;
@@ -158,6 +159,8 @@ pub struct DockerSandbox {
     create_seconds: Histogram,
     /// Gives each started container its network (`egress`); unset: none.
     network: std::sync::OnceLock<Arc<dyn BoxNetwork>>,
+    /// A CA every box created from now on trusts (`egress` HTTPS); unset: none.
+    trusted_ca: std::sync::OnceLock<trust::TrustedCa>,
 }
 
 impl DockerSandbox {
@@ -197,6 +200,7 @@ impl DockerSandbox {
             stopped: AtomicUsize::new(0),
             create_seconds: Histogram::new(CREATE_BOUNDS),
             network: std::sync::OnceLock::new(),
+            trusted_ca: std::sync::OnceLock::new(),
         }))
     }
 

