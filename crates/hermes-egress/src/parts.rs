@@ -4,10 +4,11 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use hermes_core::config::EgressConfig;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpStream, UdpSocket};
 
 use crate::BoxContext;
 use crate::dns::{self, Resolver};
@@ -22,7 +23,9 @@ const NOT_HTTP: &[u16] = &[21, 69, 443, 465, 993, 995, 8443];
 /// Ports whose traffic is HTTPS, fetched when a [`TlsGateway`] is plugged in.
 const HTTPS: &[u16] = &[443, 8443];
 
-/// HTTP downloads to `egress.upstream_ports` (and HTTPS ones, with a TLS gateway).
+/// HTTP downloads to `egress.upstream_ports`; with a TLS gateway, HTTPS ones too:
+/// 443 and 8443 are taken, and a connection to any of these ports that opens with a
+/// TLS handshake is served as HTTPS (told apart by its first byte).
 pub struct HttpFetch {
     fetcher: Arc<Fetcher>,
     ports: BTreeSet<u16>,
@@ -66,6 +69,20 @@ impl HttpFetch {
     }
 }
 
+/// How long the box may take to send its first byte before the connection is
+/// taken for plain HTTP (whose own timeouts then apply).
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether the box opened with a TLS handshake record: HTTPS goes to any port, and
+/// plain HTTP to 443 too. The byte is peeked, not read.
+async fn opens_with_tls(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(SNIFF_TIMEOUT, stream.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0] == 0x16
+    )
+}
+
 #[async_trait]
 impl FetchHandler for HttpFetch {
     fn wants(&self, destination: SocketAddr) -> bool {
@@ -73,7 +90,9 @@ impl FetchHandler for HttpFetch {
     }
 
     async fn handle(&self, connection: BoxConnection) {
-        if let Some(gateway) = self.tls_for(connection.destination) {
+        if let Some((gateway, _)) = &self.tls
+            && opens_with_tls(&connection.stream).await
+        {
             return serve_tls(
                 connection.stream,
                 connection.destination,

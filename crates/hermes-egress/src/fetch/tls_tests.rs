@@ -186,11 +186,16 @@ fn ca_name() -> CaName {
 /// A gateway allowing only loopback upstream on `port`, verifying upstream
 /// certificates (when `verify`) against the system's roots and `trusted`.
 fn rig(port: u16, verify: bool, trusted: &[CertificateDer<'static>]) -> Rig {
+    rig_on(&[port], verify, trusted)
+}
+
+/// [`rig`] on several ports.
+fn rig_on(ports: &[u16], verify: bool, trusted: &[CertificateDer<'static>]) -> Rig {
     let mut config = EgressConfig {
         upstream_allow: vec![AddressBlock::parse("127.0.0.1/32").expect("block")],
         ..EgressConfig::default()
     };
-    config.upstream_ports.push(port);
+    config.upstream_ports.extend_from_slice(ports);
     let store_dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(FileStore::open(store_dir.path(), 1 << 30).expect("store"));
     let policy = UpstreamPolicy::new(&config, HostAddresses::read());
@@ -588,4 +593,127 @@ async fn curl_with_the_sensor_ca_curl_k_and_wget_no_check_certificate_all_downlo
         .await;
     let failed = rig.one(EventId::FileDownloadFailed);
     assert_eq!(text(&failed, "reason"), "tls_handshake");
+}
+
+/// A plain web server answering every connection with `body`.
+async fn plain_server(body: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+                    match socket.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let mut response =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                        .into_bytes();
+                response.extend_from_slice(body);
+                let _ = socket.write_all(&response).await;
+            });
+        }
+    });
+    (address, task)
+}
+
+#[tokio::test]
+async fn the_fetch_handler_tells_https_from_http_by_the_first_byte_on_any_port() {
+    use crate::parts::HttpFetch;
+    use crate::seams::{BoxConnection, FetchHandler};
+
+    let web = test_ca();
+    let tls_server = server(web.leaf(&["dropper.test"]), b"over tls\n".to_vec()).await;
+    let (plain, _plain_task) = plain_server(b"in clear\n").await;
+    let rig = rig_on(
+        &[tls_server.address.port(), plain.port()],
+        true,
+        std::slice::from_ref(&web.der),
+    );
+    let mut config = EgressConfig {
+        upstream_allow: vec![AddressBlock::parse("127.0.0.1/32").expect("block")],
+        ..EgressConfig::default()
+    };
+    config
+        .upstream_ports
+        .extend([tls_server.address.port(), plain.port()]);
+    let handler = Arc::new(
+        HttpFetch::new(&config, Arc::clone(&rig.fetcher))
+            .with_tls(&config, Arc::clone(&rig.gateway)),
+    );
+    assert!(handler.wants(tls_server.address) && handler.wants(plain));
+    // The gateway's listener: each connection handed over with its destination.
+    let listen = |destination: SocketAddr| {
+        let (handler, ctx) = (Arc::clone(&handler), rig.ctx.clone());
+        async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let address = listener.local_addr().expect("address");
+            let task = tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let connection = BoxConnection {
+                        stream,
+                        destination,
+                        context: ctx.clone(),
+                    };
+                    let handler = Arc::clone(&handler);
+                    tokio::spawn(async move { handler.handle(connection).await });
+                }
+            });
+            (address, task)
+        }
+    };
+
+    // HTTPS to a port upstream_ports lists as HTTP.
+    let (to_tls, _a) = listen(tls_server.address).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rig.sensor_ca());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let socket = tokio::net::TcpStream::connect(to_tls)
+        .await
+        .expect("connect");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(dns("dropper.test"), socket)
+        .await
+        .expect("the gateway answers TLS");
+    tls.write_all(b"GET /t HTTP/1.1\r\nHost: dropper.test\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut answer)).await;
+    assert!(!answer.is_empty(), "{:?}", rig.events.all());
+    assert_eq!(body_of(&answer), b"over tls\n");
+
+    // Plain HTTP through the same handler.
+    let (to_plain, _b) = listen(plain).await;
+    let mut socket = tokio::net::TcpStream::connect(to_plain)
+        .await
+        .expect("connect");
+    socket
+        .write_all(b"GET /p HTTP/1.1\r\nHost: dropper.test\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut answer)).await;
+    assert!(!answer.is_empty(), "{:?}", rig.events.all());
+    assert_eq!(body_of(&answer), b"in clear\n");
+
+    let downloads = rig.events.wait_for_count(EventId::FileDownload, 2).await;
+    let urls: Vec<String> = downloads.iter().map(|e| text(e, "url")).collect();
+    assert!(
+        urls.contains(&"https://dropper.test/t".to_owned()),
+        "{urls:?}"
+    );
+    assert!(
+        urls.contains(&"http://dropper.test/p".to_owned()),
+        "{urls:?}"
+    );
 }
