@@ -312,6 +312,7 @@ fn box_network(
         sandbox.set_trusted_ca(
             &config.egress.tls.ca_common_name,
             tls.ca().certificate_pem().to_owned(),
+            tls.ca().subject_hash(),
         );
         let fetch = HttpFetch::new(&config.egress, Arc::new(fetcher))
             .with_tls(&config.egress, Arc::new(tls));

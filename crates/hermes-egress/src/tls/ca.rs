@@ -161,6 +161,11 @@ impl SensorCa {
         &self.pem
     }
 
+    /// OpenSSL's hash of the CA's subject (its `<hash>.0` link in /etc/ssl/certs).
+    pub fn subject_hash(&self) -> Option<String> {
+        der::openssl_subject_hash(&self.der).ok()
+    }
+
     /// The CA certificate, DER.
     pub fn certificate_der(&self) -> &CertificateDer<'static> {
         &self.der

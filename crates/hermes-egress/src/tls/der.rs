@@ -61,6 +61,80 @@ pub fn subject(der: &[u8]) -> Result<Vec<Attribute>, DerError> {
     name(TbsFields::of(der)?.subject)
 }
 
+/// String types OpenSSL canonicalizes before hashing a name.
+const CANON_TAGS: &[u8] = &[0x0c, 0x13, 0x14, 0x16, 0x1a, 0x1c, 0x1e];
+
+/// OpenSSL's subject hash (`openssl x509 -hash`), the name a CA is linked under in
+/// /etc/ssl/certs (`<hash>.0`) for OpenSSL's directory lookup: SHA-1 of the subject
+/// with every string value lower-cased, its white space collapsed, re-encoded as
+/// UTF8String, without the outer SEQUENCE.
+pub fn openssl_subject_hash(der: &[u8]) -> Result<String, DerError> {
+    let (mut sets, _) = expect(TbsFields::of(der)?.subject, SEQUENCE, "name")?;
+    let mut canon = Vec::new();
+    while !sets.is_empty() {
+        let (mut set, rest) = expect(sets, SET, "name")?;
+        sets = rest;
+        let mut pairs = Vec::new();
+        while !set.is_empty() {
+            let (pair, rest) = expect(set, SEQUENCE, "name")?;
+            set = rest;
+            let (oid, value) = split_tlv(pair, OID, "name")?;
+            let (tag, content, _) = tlv(value)?;
+            let mut encoded = oid.to_vec();
+            if CANON_TAGS.contains(&tag) {
+                encoded.extend(encode(0x0c, canonical(&decode(tag, content)).as_bytes()));
+            } else {
+                encoded.extend_from_slice(value);
+            }
+            pairs.push(encode(SEQUENCE, &encoded));
+        }
+        pairs.sort();
+        canon.extend(encode(SET, &pairs.concat()));
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &canon);
+    let bytes = digest.as_ref();
+    let hash = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    Ok(format!("{hash:08x}"))
+}
+
+/// Lower-cased ASCII, no white space at the ends, runs of it one space.
+fn canonical(text: &str) -> String {
+    let space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r');
+    let mut out = String::with_capacity(text.len());
+    let mut in_space = false;
+    for c in text.trim_matches(space).chars() {
+        if space(c) {
+            if !in_space {
+                out.push(' ');
+            }
+            in_space = true;
+        } else {
+            out.push(c.to_ascii_lowercase());
+            in_space = false;
+        }
+    }
+    out
+}
+
+/// A DER TLV.
+fn encode(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let length = content.len();
+    if length < 0x80 {
+        out.push(length as u8);
+    } else {
+        let bytes: Vec<u8> = length
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|&b| b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
 /// The parts of `tbsCertificate` we read: each a whole TLV.
 struct TbsFields<'a> {
     issuer: &'a [u8],
@@ -204,7 +278,12 @@ fn dotted(oid: &[u8]) -> Result<String, DerError> {
 
 /// A string value, whatever its type, bounded.
 fn text(tag: u8, value: &[u8]) -> String {
-    let text = match tag {
+    decode(tag, value).chars().take(MAX_VALUE).collect()
+}
+
+/// A string value, whatever its type.
+fn decode(tag: u8, value: &[u8]) -> String {
+    match tag {
         // BMPString: UCS-2, big-endian.
         0x1e => char::decode_utf16(
             value
@@ -213,9 +292,18 @@ fn text(tag: u8, value: &[u8]) -> String {
         )
         .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
         .collect(),
+        // UniversalString: UCS-4, big-endian.
+        0x1c => value
+            .chunks_exact(4)
+            .map(|b| {
+                char::from_u32(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    .unwrap_or(char::REPLACEMENT_CHARACTER)
+            })
+            .collect(),
+        // TeletexString: taken as Latin-1, as OpenSSL does.
+        0x14 => value.iter().map(|&b| char::from(b)).collect(),
         _ => String::from_utf8_lossy(value).into_owned(),
-    };
-    text.chars().take(MAX_VALUE).collect()
+    }
 }
 
 /// A UTCTime or GeneralizedTime as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -295,6 +383,50 @@ mod tests {
         }
         assert!(CertSummary::of(b"").is_err());
         assert!(CertSummary::of(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn the_subject_hash_is_openssls() {
+        let Ok(_) = std::process::Command::new("openssl")
+            .arg("version")
+            .output()
+        else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "openssl missing"
+            );
+            return;
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        for (organization, common_name) in [
+            ("Northwave Hosting Ltd", "Northwave Hosting Internal CA G2"),
+            ("  Mixed CASE\t  and   spaces ", "Ünïcode Root — 2"),
+        ] {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::default();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name.push(
+                rcgen::DnType::CountryName,
+                rcgen::DnValue::PrintableString("NL".try_into().expect("printable")),
+            );
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, organization);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, common_name);
+            let cert = params.self_signed(&key).expect("cert");
+            let file = dir.path().join("ca.pem");
+            std::fs::write(&file, cert.pem()).expect("write");
+            let out = std::process::Command::new("openssl")
+                .args(["x509", "-noout", "-hash", "-in"])
+                .arg(&file)
+                .output()
+                .expect("openssl");
+            let expected = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            assert_eq!(expected.len(), 8, "{out:?}");
+            assert_eq!(openssl_subject_hash(cert.der()).expect("hash"), expected);
+        }
     }
 
     #[test]

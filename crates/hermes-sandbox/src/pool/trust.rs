@@ -25,14 +25,19 @@ pub(super) struct TrustedCa {
     name: String,
     /// The certificate, PEM.
     pem: String,
+    /// OpenSSL's hash of its subject, 8 hex digits: its `<hash>.0` link.
+    hash: Option<String>,
     /// The image's bundle, read once from the first container made.
     image_bundle: tokio::sync::OnceCell<Vec<u8>>,
 }
 
 impl DockerSandbox {
     /// Makes every box created from now on trust `pem` (a CA certificate), filed
-    /// under a name made of `name`.
-    pub fn set_trusted_ca(&self, name: &str, pem: String) {
+    /// under a name made of `name`, and linked under `hash` (OpenSSL's subject hash,
+    /// as `openssl x509 -hash` prints it) when given.
+    pub fn set_trusted_ca(&self, name: &str, pem: String, hash: Option<String>) {
+        let hash =
+            hash.filter(|hash| hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
         let name: String = name
             .chars()
             .map(|c| {
@@ -47,6 +52,7 @@ impl DockerSandbox {
         let ca = TrustedCa {
             name,
             pem,
+            hash,
             image_bundle: tokio::sync::OnceCell::new(),
         };
         if self.trusted_ca.set(ca).is_err() {
@@ -96,6 +102,13 @@ fn ca_archive(
         &format!("/{certificate}"),
         mtime,
     )?;
+    if let Some(hash) = &ca.hash {
+        tar.symlink(
+            &format!("etc/ssl/certs/{hash}.0"),
+            &format!("{}.pem", ca.name),
+            mtime,
+        )?;
+    }
     tar.file(BUNDLE, &bundle, 0o644, mtime)?;
     Ok(tar.finish())
 }
@@ -138,6 +151,7 @@ mod tests {
         let ca = TrustedCa {
             name: "Northwave_Hosting_Internal_CA_G2".to_owned(),
             pem: "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n".to_owned(),
+            hash: Some("1a2b3c4d".to_owned()),
             image_bundle: tokio::sync::OnceCell::new(),
         };
         let bytes = ca_archive(&ca, b"IMAGE ROOTS", 1_700_000_000).expect("archive");
@@ -148,12 +162,13 @@ mod tests {
             [
                 "usr/local/share/ca-certificates/Northwave_Hosting_Internal_CA_G2.crt",
                 "etc/ssl/certs/Northwave_Hosting_Internal_CA_G2.pem",
+                "etc/ssl/certs/1a2b3c4d.0",
                 "etc/ssl/certs/ca-certificates.crt",
             ]
         );
         assert_eq!(found[0].data.as_deref(), Some(ca.pem.as_bytes()));
         assert_eq!(found[1].kind, EntryKind::Other);
-        let bundle = found[2].data.clone().expect("bundle");
+        let bundle = found[3].data.clone().expect("bundle");
         assert_eq!(bundle, format!("IMAGE ROOTS\n{}", ca.pem).into_bytes());
     }
 }

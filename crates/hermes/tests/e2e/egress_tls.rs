@@ -54,6 +54,17 @@ async fn egress_https_the_box_trusts_the_sensor_ca_and_its_tls_ends_at_hermes() 
         ["subject=O = Northwave Hosting Ltd, CN = Northwave Hosting Internal CA G2"],
         "{subject:?}"
     );
+    // OpenSSL's directory lookup finds it by its subject hash, as c_rehash links it.
+    let linked = run(
+        &mut shell,
+        "(cd /etc/ssl/certs && readlink \"$(openssl x509 -noout -hash -in Northwave_Hosting_Internal_CA_G2.pem).0\")",
+    )
+    .await;
+    assert_eq!(
+        linked,
+        ["Northwave_Hosting_Internal_CA_G2.pem"],
+        "{linked:?}"
+    );
     let lines = ca.lines().count();
     let tail = run(
         &mut shell,
