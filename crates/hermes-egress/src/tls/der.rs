@@ -6,6 +6,8 @@ use hermes_core::capture::sha256_hex;
 
 /// Longest text kept of one name attribute (the upstream server chose it).
 const MAX_VALUE: usize = 256;
+/// Attributes of one name rendered at most (the rest is `...`).
+const MAX_ATTRIBUTES: usize = 16;
 
 const SEQUENCE: u8 = 0x30;
 const SET: u8 = 0x31;
@@ -233,10 +235,11 @@ fn name(whole: &[u8]) -> Result<Vec<Attribute>, DerError> {
     Ok(attributes)
 }
 
-/// `CN=a, O=b` in the order written.
+/// `CN=a, O=b` in the order written, the first [`MAX_ATTRIBUTES`] of them.
 fn render(attributes: &[Attribute]) -> String {
-    attributes
+    let mut parts: Vec<String> = attributes
         .iter()
+        .take(MAX_ATTRIBUTES)
         .map(|attribute| {
             let short = match attribute.oid.as_str() {
                 "2.5.4.3" => "CN",
@@ -251,8 +254,11 @@ fn render(attributes: &[Attribute]) -> String {
             };
             format!("{short}={}", attribute.value)
         })
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    if attributes.len() > MAX_ATTRIBUTES {
+        parts.push("...".to_owned());
+    }
+    parts.join(", ")
 }
 
 fn dotted(oid: &[u8]) -> Result<String, DerError> {
@@ -365,6 +371,27 @@ mod tests {
         let attributes = subject(cert.der()).expect("subject");
         assert_eq!(attributes[0].tag, 0x13);
         assert_eq!(attributes[2].tag, 0x0c);
+    }
+
+    #[test]
+    fn a_name_of_many_long_attributes_is_bounded() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for n in 0..40u64 {
+            params.distinguished_name.push(
+                rcgen::DnType::CustomDnType(vec![1, 3, 6, 1, 4, 1, n]),
+                "x".repeat(1000),
+            );
+        }
+        let cert = params.self_signed(&key).expect("cert");
+        let summary = CertSummary::of(cert.der()).expect("summary");
+        assert!(
+            summary.subject.len() < MAX_ATTRIBUTES * (MAX_VALUE + 32),
+            "{}",
+            summary.subject.len()
+        );
+        assert!(summary.subject.ends_with(", ..."));
     }
 
     #[test]

@@ -65,6 +65,7 @@ impl DockerSandbox {
         let Some(ca) = self.trusted_ca.get() else {
             return Ok(());
         };
+        let started = Instant::now();
         let image_bundle = ca
             .image_bundle
             .get_or_try_init(|| read_bundle(&self.docker, id))
@@ -79,7 +80,9 @@ impl DockerSandbox {
         self.docker
             .upload_to_container(id, Some(options), bollard::body_full(archive.into()))
             .await
-            .map_err(engine)
+            .map_err(engine)?;
+        tracing::debug!(target: "hermes::sandbox", container_id = %short(id), elapsed_ms = started.elapsed().as_millis() as u64, "the sensor's CA put into the box");
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use hermes_core::address_block::AddressBlock;
 use hermes_core::config::EgressMode;
+use serde_json::Value;
 
 use crate::client::{ROOT_PROMPT, Shell, output_lines};
 use crate::harness::{Hermes, Options};
@@ -117,4 +118,56 @@ async fn egress_https_the_box_trusts_the_sensor_ca_and_its_tls_ends_at_hermes() 
     let by_address = by_url("https://203.0.113.11/p.py");
     assert!(by_address.get("sni").is_none(), "{by_address}");
     assert!(hermes.events_of("cowrie.session.file_download").is_empty());
+}
+
+fn logged_ms(hermes: &Hermes, message: &str, field: &str) -> Vec<u64> {
+    hermes
+        .output()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == message)
+        .filter_map(|v| {
+            let value = &v[field];
+            value
+                .as_u64()
+                .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+        })
+        .collect()
+}
+
+/// Pool refill time with the CA put into each box (`fetch`) against without
+/// (`sinkhole`, the same network): the CA may add little.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_https_the_ca_adds_little_to_a_box_start() {
+    require_docker!();
+    const BOXES: u32 = 8;
+    let mut medians = Vec::new();
+    for mode in [EgressMode::Sinkhole, EgressMode::Fetch] {
+        let mut options = Options::default().configure(move |c| {
+            c.egress.mode = mode;
+            c.capture.enabled = true;
+            c.egress.upstream_allow = vec![AddressBlock::parse("127.0.0.1/32").expect("block")];
+            c.egress.dns.static_only = true;
+        });
+        options.pool_size = BOXES;
+        let mut hermes = Hermes::start(options);
+        let mut times = logged_ms(&hermes, "pool container ready", "create_ms");
+        assert_eq!(times.len(), BOXES as usize, "{}", hermes.output());
+        times.sort_unstable();
+        let median = times[times.len() / 2];
+        let mut installs = logged_ms(&hermes, "the sensor's CA put into the box", "elapsed_ms");
+        installs.sort_unstable();
+        match mode {
+            EgressMode::Fetch => assert_eq!(installs.len(), BOXES as usize),
+            _ => assert!(installs.is_empty(), "{installs:?}"),
+        }
+        eprintln!(
+            "egress {mode:?}: pool box create-to-ready ms {times:?}, median {median}; CA put in {installs:?}"
+        );
+        medians.push(median);
+        assert!(hermes.terminate().success());
+    }
+    let added = medians[1].saturating_sub(medians[0]);
+    eprintln!("the CA adds {added} ms (median)");
+    assert!(added < 1000, "the CA adds {added} ms to a box's start");
 }
