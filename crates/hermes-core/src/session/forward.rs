@@ -1,22 +1,31 @@
-//! Port forwarding: every request is logged and nothing is ever connected or bound.
+//! Port forwarding: every request is logged; nothing is bound, and nothing is
+//! connected except through the egress gateway.
 //!
 //! `direct-tcpip` (ssh -L, -D) is refused as an sshd behind an egress firewall refuses
 //! it, or, in capture mode, accepted so the client's payload (spam, proxy traffic,
-//! exploits aimed elsewhere) can be logged within limits. `tcpip-forward` (ssh -R) is
-//! answered as sshd answers it, with a port from the kernel's ephemeral range when the
-//! client asks for port 0; no socket is ever opened.
+//! exploits aimed elsewhere) can be logged within limits. With `egress` on, the
+//! egress gateway decides instead, as for a box's connection (HTTP fetched and kept,
+//! the rest logged and refused or dropped); what the client sends is logged the same
+//! way. `tcpip-forward` (ssh -R) is answered as sshd answers it, with a port from the
+//! kernel's ephemeral range when the client asks for port 0; no socket is ever opened.
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rand::RngExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{Connection, CountedPlace};
 use crate::config::DirectTcpipMode;
 use crate::escape::{escape_bytes, escape_untrusted};
 use crate::events::{EventBuilder, EventId};
+use crate::forward_gateway::{
+    ForwardAnswer, ForwardGateway, ForwardService, ForwardStream, ForwardTarget,
+};
 
 /// Linux's default `net.ipv4.ip_local_port_range`, where sshd's port-0 binds land.
 const EPHEMERAL_PORTS: std::ops::RangeInclusive<u32> = 32768..=60999;
@@ -36,6 +45,9 @@ const MAX_FORWARD_ADDRESS: usize = 255;
 /// The port the persona's own sshd listens on inside the server.
 const SSHD_PORT: u32 = 22;
 
+/// What sshd says when the connect fails (ECONNREFUSED).
+const CONNECTION_REFUSED: &str = "Connection refused";
+
 /// How to answer a `direct-tcpip` request.
 pub enum DirectTcpip {
     /// Refuse with code 2 (connect failed) and this description, as sshd does.
@@ -45,30 +57,24 @@ pub enum DirectTcpip {
     },
     /// Accept and log what comes through.
     Capture(ForwardCapture),
+    /// The egress gateway decides (it may look the name up first, so the answer
+    /// waits for [`PendingForward::decide`]).
+    Gateway(PendingForward),
 }
 
-/// A `direct-tcpip` channel being captured: logs the client's data, within the
-/// configured size and time.
-pub struct ForwardCapture {
+/// Logs what the client sends into a forward (`cowrie.direct-tcpip.data`), up to a
+/// byte limit.
+struct DataLog {
     conn: Arc<Connection>,
     dst_host: String,
     dst_port: u32,
     id: u32,
     remaining: u64,
-    lifetime: Duration,
-    /// A place among `max_captures_per_connection`, freed when the channel ends.
-    _place: CountedPlace,
 }
 
-impl ForwardCapture {
-    /// How long the channel may stay open.
-    pub fn lifetime(&self) -> Duration {
-        self.lifetime
-    }
-
-    /// Logs a piece of the client's data. Returns false once the byte limit is
-    /// reached: the channel should be closed.
-    pub fn data(&mut self, bytes: &[u8]) -> bool {
+impl DataLog {
+    /// Logs a piece; false once the limit is reached.
+    fn log(&mut self, bytes: &[u8]) -> bool {
         let keep = usize::try_from(self.remaining)
             .unwrap_or(usize::MAX)
             .min(bytes.len());
@@ -93,6 +99,142 @@ impl ForwardCapture {
     }
 }
 
+/// A `direct-tcpip` channel being captured: logs the client's data, within the
+/// configured size and time.
+pub struct ForwardCapture {
+    log: DataLog,
+    lifetime: Duration,
+    /// A place among `max_captures_per_connection`, freed when the channel ends.
+    _place: CountedPlace,
+}
+
+impl ForwardCapture {
+    /// How long the channel may stay open.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// Logs a piece of the client's data. Returns false once the byte limit is
+    /// reached: the channel should be closed.
+    pub fn data(&mut self, bytes: &[u8]) -> bool {
+        self.log.log(bytes)
+    }
+}
+
+/// A `direct-tcpip` request waiting for the egress gateway's answer.
+pub struct PendingForward {
+    conn: Arc<Connection>,
+    gateway: Arc<dyn ForwardGateway>,
+    target: ForwardTarget,
+    orig_ip: String,
+    orig_port: u32,
+    id: u32,
+    place: CountedPlace,
+}
+
+/// The egress gateway's answer to a forward.
+pub enum GatewayDecision {
+    /// Refuse with code 2 (connect failed) and this description.
+    Refuse {
+        /// The description sshd would send.
+        description: &'static str,
+    },
+    /// Open the channel and hand its bytes to [`GatewayForward::run`].
+    Accept(GatewayForward),
+}
+
+impl PendingForward {
+    /// Asks the gateway (bounded by the gateway's own resolver timeouts), then logs
+    /// the request with its answer.
+    pub async fn decide(self) -> GatewayDecision {
+        let answer = self.gateway.open(&self.target, &self.conn.context).await;
+        let accepted = matches!(answer, ForwardAnswer::Accepted(_));
+        self.conn.log_direct_tcpip(
+            &self.target.host,
+            u32::from(self.target.port),
+            &self.orig_ip,
+            self.orig_port,
+            accepted,
+        );
+        match answer {
+            ForwardAnswer::Refused { description } => GatewayDecision::Refuse { description },
+            ForwardAnswer::Accepted(service) => GatewayDecision::Accept(GatewayForward {
+                service,
+                log: DataLog {
+                    remaining: self.conn.services.config.forwarding.capture_bytes.bytes(),
+                    conn: self.conn,
+                    dst_host: self.target.host,
+                    dst_port: u32::from(self.target.port),
+                    id: self.id,
+                },
+                _place: self.place,
+            }),
+        }
+    }
+}
+
+/// A forward the egress gateway serves.
+pub struct GatewayForward {
+    service: Box<dyn ForwardService>,
+    log: DataLog,
+    /// A place among `max_captures_per_connection`, freed when the channel ends.
+    _place: CountedPlace,
+}
+
+impl GatewayForward {
+    /// Serves the channel's bytes to their end (the gateway bounds it); what the
+    /// client sends is logged on the way, within `forwarding.capture_bytes`.
+    pub async fn run(self, stream: impl ForwardStream + 'static) {
+        let tapped = Tapped {
+            inner: stream,
+            log: Some(self.log),
+        };
+        self.service.serve(Box::new(tapped)).await;
+    }
+}
+
+/// A stream whose reads (the client's bytes) are logged until the log's limit.
+struct Tapped<S> {
+    inner: S,
+    log: Option<DataLog>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tapped<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled
+            && let Some(log) = &mut self.log
+            && !log.log(&buf.filled()[before..])
+        {
+            self.log = None;
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tapped<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// The connection's forwarding state.
 #[derive(Default)]
 pub(super) struct ForwardState {
@@ -106,8 +248,9 @@ pub(super) struct ForwardState {
 }
 
 impl Connection {
-    /// A `direct-tcpip` channel open: logged, then refused or captured per
-    /// `forwarding.direct_tcpip`.
+    /// A `direct-tcpip` channel open: handed to the egress gateway when `egress` is
+    /// on, otherwise logged, then refused or captured per `forwarding.direct_tcpip`.
+    /// Either way one connection holds at most `max_captures_per_connection` open.
     pub fn direct_tcpip(
         self: &Arc<Self>,
         host: &str,
@@ -118,13 +261,70 @@ impl Connection {
         let config = &self.services.config.forwarding;
         let state = &self.forwards;
         let id = state.next_id.fetch_add(1, Ordering::AcqRel);
-        let decision = match config.direct_tcpip {
-            DirectTcpipMode::Refuse => None,
-            DirectTcpipMode::Capture => {
-                CountedPlace::take(&state.captures, config.max_captures_per_connection)
-            }
+        let gateway = self.services.forward_gateway.get().cloned();
+        let place = match (&gateway, config.direct_tcpip) {
+            (None, DirectTcpipMode::Refuse) => None,
+            _ => CountedPlace::take(&state.captures, config.max_captures_per_connection),
         };
-        let accepted = decision.is_some();
+        let refused = DirectTcpip::Refuse {
+            description: CONNECTION_REFUSED,
+        };
+        match (gateway, place) {
+            (Some(gateway), Some(place)) => match u16::try_from(port) {
+                Ok(port) => DirectTcpip::Gateway(PendingForward {
+                    conn: Arc::clone(self),
+                    gateway,
+                    target: ForwardTarget {
+                        host: host.to_owned(),
+                        port,
+                    },
+                    orig_ip: orig_ip.to_owned(),
+                    orig_port,
+                    id,
+                    place,
+                }),
+                // No such port to connect to.
+                Err(_) => {
+                    self.log_direct_tcpip(host, port, orig_ip, orig_port, false);
+                    refused
+                }
+            },
+            (gateway, None) => {
+                self.log_direct_tcpip(host, port, orig_ip, orig_port, false);
+                if gateway.is_some() || config.direct_tcpip == DirectTcpipMode::Capture {
+                    self.channel_refused(
+                        "direct-tcpip",
+                        "forwarding.max_captures_per_connection reached",
+                    );
+                }
+                refused
+            }
+            (None, Some(place)) => {
+                self.log_direct_tcpip(host, port, orig_ip, orig_port, true);
+                DirectTcpip::Capture(ForwardCapture {
+                    log: DataLog {
+                        conn: Arc::clone(self),
+                        dst_host: host.to_owned(),
+                        dst_port: port,
+                        id,
+                        remaining: config.capture_bytes.bytes(),
+                    },
+                    lifetime: config.capture_seconds.get(),
+                    _place: place,
+                })
+            }
+        }
+    }
+
+    /// `cowrie.direct-tcpip.request`.
+    fn log_direct_tcpip(
+        &self,
+        host: &str,
+        port: u32,
+        orig_ip: &str,
+        orig_port: u32,
+        accepted: bool,
+    ) {
         self.services.events.emit(
             EventBuilder::connection(EventId::DirectTcpipRequest, &self.context)
                 .field("dst_ip", host)
@@ -139,28 +339,6 @@ impl Connection {
                 )),
         );
         tracing::info!(target: "hermes::forward", session_id = %self.context.session, dst = %escape_untrusted(host), port, accepted, "direct-tcpip request");
-        match decision {
-            None => {
-                if config.direct_tcpip == DirectTcpipMode::Capture {
-                    self.channel_refused(
-                        "direct-tcpip",
-                        "forwarding.max_captures_per_connection reached",
-                    );
-                }
-                DirectTcpip::Refuse {
-                    description: "Connection refused",
-                }
-            }
-            Some(slot) => DirectTcpip::Capture(ForwardCapture {
-                conn: Arc::clone(self),
-                dst_host: host.to_owned(),
-                dst_port: port,
-                id,
-                remaining: config.capture_bytes.bytes(),
-                lifetime: config.capture_seconds.get(),
-                _place: slot,
-            }),
-        }
     }
 
     /// A `tcpip-forward` request (ssh -R): logged and answered as sshd answers it

@@ -5,6 +5,7 @@
 
 mod cache;
 mod limit;
+mod lookup;
 mod resolv_conf;
 mod resolver;
 mod upstream;
@@ -21,6 +22,7 @@ use hermes_core::events::EventId;
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
+pub use lookup::{Lookup, lookup};
 pub use resolver::{Resolver, ResolverSettings, Source};
 
 use crate::BoxContext;
