@@ -193,3 +193,6 @@ impl ForwardService for Refusal {
         sinkhole::hold(&mut stream).await;
     }
 }
+
+#[cfg(test)]
+mod tests;
