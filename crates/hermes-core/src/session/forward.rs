@@ -10,22 +10,18 @@
 //! kernel's ephemeral range when the client asks for port 0; no socket is ever opened.
 
 use std::collections::HashSet;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rand::RngExt;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::forward_egress::PendingForward;
 use super::{Connection, CountedPlace};
 use crate::config::DirectTcpipMode;
 use crate::escape::{escape_bytes, escape_untrusted};
 use crate::events::{EventBuilder, EventId};
-use crate::forward_gateway::{
-    ForwardAnswer, ForwardGateway, ForwardService, ForwardStream, ForwardTarget,
-};
+use crate::forward_gateway::ForwardTarget;
 
 /// Linux's default `net.ipv4.ip_local_port_range`, where sshd's port-0 binds land.
 const EPHEMERAL_PORTS: std::ops::RangeInclusive<u32> = 32768..=60999;
@@ -64,17 +60,17 @@ pub enum DirectTcpip {
 
 /// Logs what the client sends into a forward (`cowrie.direct-tcpip.data`), up to a
 /// byte limit.
-struct DataLog {
-    conn: Arc<Connection>,
-    dst_host: String,
-    dst_port: u32,
-    id: u32,
-    remaining: u64,
+pub(super) struct DataLog {
+    pub(super) conn: Arc<Connection>,
+    pub(super) dst_host: String,
+    pub(super) dst_port: u32,
+    pub(super) id: u32,
+    pub(super) remaining: u64,
 }
 
 impl DataLog {
     /// Logs a piece; false once the limit is reached.
-    fn log(&mut self, bytes: &[u8]) -> bool {
+    pub(super) fn log(&mut self, bytes: &[u8]) -> bool {
         let keep = usize::try_from(self.remaining)
             .unwrap_or(usize::MAX)
             .min(bytes.len());
@@ -118,120 +114,6 @@ impl ForwardCapture {
     /// reached: the channel should be closed.
     pub fn data(&mut self, bytes: &[u8]) -> bool {
         self.log.log(bytes)
-    }
-}
-
-/// A `direct-tcpip` request waiting for the egress gateway's answer.
-pub struct PendingForward {
-    conn: Arc<Connection>,
-    gateway: Arc<dyn ForwardGateway>,
-    target: ForwardTarget,
-    orig_ip: String,
-    orig_port: u32,
-    id: u32,
-    place: CountedPlace,
-}
-
-/// The egress gateway's answer to a forward.
-pub enum GatewayDecision {
-    /// Refuse with code 2 (connect failed) and this description.
-    Refuse {
-        /// The description sshd would send.
-        description: &'static str,
-    },
-    /// Open the channel and hand its bytes to [`GatewayForward::run`].
-    Accept(GatewayForward),
-}
-
-impl PendingForward {
-    /// Asks the gateway (bounded by the gateway's own resolver timeouts), then logs
-    /// the request with its answer.
-    pub async fn decide(self) -> GatewayDecision {
-        let answer = self.gateway.open(&self.target, &self.conn.context).await;
-        let accepted = matches!(answer, ForwardAnswer::Accepted(_));
-        self.conn.log_direct_tcpip(
-            &self.target.host,
-            u32::from(self.target.port),
-            &self.orig_ip,
-            self.orig_port,
-            accepted,
-        );
-        match answer {
-            ForwardAnswer::Refused { description } => GatewayDecision::Refuse { description },
-            ForwardAnswer::Accepted(service) => GatewayDecision::Accept(GatewayForward {
-                service,
-                log: DataLog {
-                    remaining: self.conn.services.config.forwarding.capture_bytes.bytes(),
-                    conn: self.conn,
-                    dst_host: self.target.host,
-                    dst_port: u32::from(self.target.port),
-                    id: self.id,
-                },
-                _place: self.place,
-            }),
-        }
-    }
-}
-
-/// A forward the egress gateway serves.
-pub struct GatewayForward {
-    service: Box<dyn ForwardService>,
-    log: DataLog,
-    /// A place among `max_captures_per_connection`, freed when the channel ends.
-    _place: CountedPlace,
-}
-
-impl GatewayForward {
-    /// Serves the channel's bytes to their end (the gateway bounds it); what the
-    /// client sends is logged on the way, within `forwarding.capture_bytes`.
-    pub async fn run(self, stream: impl ForwardStream + 'static) {
-        let tapped = Tapped {
-            inner: stream,
-            log: Some(self.log),
-        };
-        self.service.serve(Box::new(tapped)).await;
-    }
-}
-
-/// A stream whose reads (the client's bytes) are logged until the log's limit.
-struct Tapped<S> {
-    inner: S,
-    log: Option<DataLog>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Tapped<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled
-            && let Some(log) = &mut self.log
-            && !log.log(&buf.filled()[before..])
-        {
-            self.log = None;
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tapped<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -317,7 +199,7 @@ impl Connection {
     }
 
     /// `cowrie.direct-tcpip.request`.
-    fn log_direct_tcpip(
+    pub(super) fn log_direct_tcpip(
         &self,
         host: &str,
         port: u32,

@@ -10,6 +10,7 @@ mod auth;
 mod channel;
 mod files;
 mod forward;
+mod forward_egress;
 mod input;
 mod launch;
 mod lease;
@@ -38,7 +39,8 @@ use tokio_util::task::TaskTracker;
 
 pub use auth::{AuthMethod, AuthReply, ClientKex, OfferedKey};
 pub use channel::ChannelSession;
-pub use forward::{DirectTcpip, ForwardCapture, GatewayDecision, GatewayForward, PendingForward};
+pub use forward::{DirectTcpip, ForwardCapture};
+pub use forward_egress::{GatewayDecision, GatewayForward, PendingForward};
 pub use reload::ReloadReport;
 pub use slots::SessionSlots;
 pub use standby::standby_spec;
