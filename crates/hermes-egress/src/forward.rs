@@ -8,9 +8,12 @@
 //! the client sends first and never answers until [`crate::DROP_HOLD`]: what a box
 //! sees of a dropped connection too (the gateway completes every box's handshake),
 //! and the first bytes are the intelligence (a TLS hello's SNI, a pool login).
+//! A connection's lookups are cut to `egress.dns.queries_per_second`, as a box's.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use hermes_core::config::EgressConfig;
@@ -19,9 +22,10 @@ use hermes_core::events::{ConnectionContext, EventBus, EventId};
 use hermes_core::forward_gateway::{
     ForwardAnswer, ForwardGateway, ForwardService, ForwardStream, ForwardTarget,
 };
+use hermes_core::ids::SessionId;
 
 use crate::BoxContext;
-use crate::dns::{self, Lookup, Resolver};
+use crate::dns::{self, Lookup, Resolver, TokenBucket};
 use crate::fetch::{Fetcher, serve_http};
 use crate::parts::HttpFetch;
 use crate::protocol;
@@ -34,6 +38,9 @@ const CONNECTION_REFUSED: &str = "Connection refused";
 const NAME_UNKNOWN: &str = "Name or service not known";
 /// When the resolver did not answer (glibc's EAI_AGAIN).
 const NAME_FAILED: &str = "Temporary failure in name resolution";
+/// Connections whose lookup budget is kept; past it the budgets start over (a
+/// connection then gets at most one more second's worth).
+const MAX_BUDGETS: usize = 4096;
 
 /// The egress policy for forwarded channels (`egress.mode` not `off`).
 pub struct SshForwards {
@@ -42,6 +49,9 @@ pub struct SshForwards {
     refused: Answer,
     first_bytes: usize,
     events: EventBus,
+    /// Each connection's name lookups, cut to `egress.dns.queries_per_second` as a
+    /// box's queries are (channel opens are cheap to send by the thousand).
+    lookups: Mutex<HashMap<SessionId, TokenBucket>>,
 }
 
 /// `egress.mode: fetch`: which ports are fetched, and the fetcher the boxes share.
@@ -59,6 +69,7 @@ impl SshForwards {
             refused: Answer::configured(config.refused),
             first_bytes: config.limits.first_bytes.bytes_usize(),
             events,
+            lookups: Mutex::new(HashMap::new()),
         }
     }
 
@@ -69,6 +80,20 @@ impl SshForwards {
             fetcher,
         });
         self
+    }
+
+    /// Whether `session` may look a name up now.
+    fn admit_lookup(&self, session: SessionId) -> bool {
+        let now = Instant::now();
+        let mut budgets = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+        if budgets.len() >= MAX_BUDGETS && !budgets.contains_key(&session) {
+            budgets.clear();
+        }
+        let rate = self.resolver.queries_per_second();
+        budgets
+            .entry(session)
+            .or_insert_with(|| TokenBucket::new(rate, now))
+            .take(now)
     }
 
     fn context(&self, connection: &ConnectionContext) -> BoxContext {
@@ -88,6 +113,14 @@ impl ForwardGateway for SshForwards {
         let ctx = self.context(context);
         let address = match target.host.parse::<IpAddr>() {
             Ok(address) => address,
+            Err(_) if !self.admit_lookup(context.session) => {
+                ctx.emit(EventId::EgressDnsLimited, |event| {
+                    event
+                        .field("count", 1u64)
+                        .message("a forward's DNS lookup over the rate limit dropped")
+                });
+                return refused(NAME_FAILED);
+            }
             Err(_) => match dns::lookup(&self.resolver, &ctx, &target.host).await {
                 Lookup::Found(address) => address,
                 Lookup::NotFound => return refused(NAME_UNKNOWN),

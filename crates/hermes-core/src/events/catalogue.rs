@@ -271,7 +271,8 @@ catalogue! {
     EgressDns = "hermes.egress.dns", connection: true,
         fields: ["query": Str, "type": Str, "rcode": Str, "answers": StrList, "source": Str];
     /// A box's DNS queries over `egress.dns.queries_per_second` were dropped: `count`
-    /// of them since the last such event (one a second at most).
+    /// of them since the last such event (one a second at most). For an SSH
+    /// client's forward whose lookup was over the rate, one event (`count` 1) each.
     EgressDnsLimited = "hermes.egress.dns.limited", connection: true, fields: ["count": Int];
     /// A box (`egress`) opened a TCP connection: `dst_ip`/`dst_port` are where it
     /// went, `app_protocol` a guess from the port and the first bytes (`http`, `tls`,

@@ -22,11 +22,11 @@ use hermes_core::events::EventId;
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
+pub(crate) use limit::TokenBucket;
 pub use lookup::{Lookup, lookup};
 pub use resolver::{Resolver, ResolverSettings, Source};
 
 use crate::BoxContext;
-use limit::TokenBucket;
 use resolver::Resolution;
 use wire::{Parsed, Query};
 

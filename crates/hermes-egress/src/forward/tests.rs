@@ -307,3 +307,43 @@ async fn fetch_mode_fetches_http_from_an_allowed_address_and_refuses_the_rest() 
     assert_eq!(text(&events[1], "reason").as_deref(), Some("metadata"));
     assert_eq!(fetcher.upstream_connects(), 0);
 }
+
+#[tokio::test]
+async fn a_connections_lookups_are_cut_to_the_dns_rate() {
+    let mut config = config(RefusedAnswer::Reject, &[("mail.test", "203.0.113.25")]);
+    config.dns.queries_per_second = 3;
+    let rig = sinkhole(&config);
+    let (flooder, other) = (connection(), connection());
+    let mut refusals = Vec::new();
+    for _ in 0..10 {
+        let answer = rig.forwards.open(&target("mail.test", 25), &flooder).await;
+        refusals.push(refusal(&answer));
+    }
+    // A second's worth (3) looked up, the rest refused as a resolver that failed.
+    assert_eq!(
+        refusals
+            .iter()
+            .filter(|r| **r == Some("Connection refused"))
+            .count(),
+        3,
+        "{refusals:?}"
+    );
+    assert_eq!(
+        refusals
+            .iter()
+            .filter(|r| **r == Some("Temporary failure in name resolution"))
+            .count(),
+        7,
+        "{refusals:?}"
+    );
+    assert_eq!(rig.events.of(EventId::EgressDns).len(), 3);
+    assert_eq!(rig.events.of(EventId::EgressDnsLimited).len(), 7);
+    // Addresses need no lookup, and another connection has its own budget.
+    let answer = rig
+        .forwards
+        .open(&target("203.0.113.25", 25), &flooder)
+        .await;
+    assert_eq!(refusal(&answer), Some("Connection refused"));
+    let answer = rig.forwards.open(&target("mail.test", 25), &other).await;
+    assert_eq!(refusal(&answer), Some("Connection refused"));
+}
