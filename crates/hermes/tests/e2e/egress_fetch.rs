@@ -6,7 +6,7 @@ mod internet;
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hermes_core::address_block::AddressBlock;
 use hermes_core::config::{ByteSize, EgressMode, RefusedAnswer};
@@ -75,7 +75,7 @@ fn egress_options(internet: &TestInternet, mode: EgressMode) -> Options {
             .iter()
             .map(|(name, ip)| ((*name).to_owned(), *ip))
             .collect();
-        c.egress.upstream_allow = vec![allow.clone()];
+        c.egress.upstream_allow = vec![allow];
     })
 }
 
@@ -293,8 +293,11 @@ fn egress_fetch_ssrf_names_and_redirects_are_refused_and_nothing_connects() {
         refused
             .iter()
             .all(|(name, _)| !failures_of(events, &format!("http://{name}:{port}/ssrf")).is_empty())
-            && !failures_of(events, &format!("http://meta.test:{port}/latest/meta-data/"))
-                .is_empty()
+            && !failures_of(
+                events,
+                &format!("http://meta.test:{port}/latest/meta-data/"),
+            )
+            .is_empty()
     });
     for (name, reason) in refused {
         let failure = failures_of(&events, &format!("http://{name}:{port}/ssrf")).remove(0);
@@ -302,8 +305,11 @@ fn egress_fetch_ssrf_names_and_redirects_are_refused_and_nothing_connects() {
         assert!(failure.get("upstream_bytes").is_none(), "{failure}");
         assert!(failure["session"].as_str().is_some_and(|s| !s.is_empty()));
     }
-    let followed =
-        failures_of(&events, &format!("http://meta.test:{port}/latest/meta-data/")).remove(0);
+    let followed = failures_of(
+        &events,
+        &format!("http://meta.test:{port}/latest/meta-data/"),
+    )
+    .remove(0);
     assert_eq!(followed["reason"], "metadata", "{followed}");
     assert_eq!(
         followed["upstream"],
@@ -322,7 +328,11 @@ fn egress_fetch_ssrf_names_and_redirects_are_refused_and_nothing_connects() {
         .unwrap_or_else(|| panic!("no event for the redirect: {events:#?}"));
     assert_eq!(redirect["reason"], "http_status", "{redirect}");
     assert!(
-        downloads_of(&events, &format!("http://meta.test:{port}/latest/meta-data/")).is_empty()
+        downloads_of(
+            &events,
+            &format!("http://meta.test:{port}/latest/meta-data/")
+        )
+        .is_empty()
     );
 
     assert!(failures_of(&events, &format!("http://loop.test:{port}/ssrf")).is_empty());
@@ -448,9 +458,9 @@ fn egress_sinkhole_answers_dns_and_fetches_nothing() {
     assert!(out.contains("rc=56"), "{out}");
     let server = internet.server.to_string();
     let events = hermes.wait_for_events("the refused connection", |events| {
-        events.iter().any(|e| {
-            e["eventid"] == "hermes.egress.connection" && e["dst_ip"] == server.as_str()
-        })
+        events
+            .iter()
+            .any(|e| e["eventid"] == "hermes.egress.connection" && e["dst_ip"] == server.as_str())
     });
     let connection = events
         .iter()
@@ -468,7 +478,9 @@ fn egress_sinkhole_answers_dns_and_fetches_nothing() {
     );
     assert!(
         events.iter().any(|e| e["eventid"] == "hermes.egress.dns"
-            && e["query"].as_str().is_some_and(|q| q.starts_with("dropper.test"))),
+            && e["query"]
+                .as_str()
+                .is_some_and(|q| q.starts_with("dropper.test"))),
         "DNS answered"
     );
     assert!(downloads_of(&events, "http://dropper.test/x.sh").is_empty());
@@ -492,7 +504,8 @@ fn median_p90(mut times: Vec<f64>) -> (f64, f64) {
 }
 
 /// The latency a fetch through the gateway adds: curl in the box against curl on
-/// the host, the same file from the same test server by address (no DNS), 100 each.
+/// the host (and the box's curl in a container beside the server), the same file
+/// from the same test server by address (no DNS), 100 each.
 #[test]
 #[ignore = "a measurement: cargo nextest run -p hermes --test e2e --run-ignored only egress_fetch_latency"]
 fn egress_fetch_latency_through_the_gateway() {
@@ -511,22 +524,36 @@ fn egress_fetch_latency_through_the_gateway() {
         .output()
         .expect("curl on the host");
     let direct = timings(&String::from_utf8_lossy(&direct.stdout));
+    // The box's own curl, from a container on the test network (no gateway).
+    let neighbour = Command::new("docker")
+        .args(["run", "--rm", "--network", internet.network()])
+        .args(["--entrypoint", "/bin/sh", crate::harness::IMAGE, "-c", &script])
+        .output()
+        .expect("docker run");
+    let neighbour = timings(&String::from_utf8_lossy(&neighbour.stdout));
     let started = Instant::now();
     let (code, out) = ssh(&hermes, &script);
     assert_eq!(code, Some(0), "{out}");
     let gateway = timings(&out);
     assert_eq!(direct.len(), RUNS, "every direct fetch timed");
-    assert_eq!(gateway.len(), RUNS, "every fetch through the gateway timed: {out}");
+    assert_eq!(neighbour.len(), RUNS, "every fetch of the neighbour timed");
+    assert_eq!(
+        gateway.len(),
+        RUNS,
+        "every fetch through the gateway timed: {out}"
+    );
     let (requests, _) = internet.stats();
     assert_eq!(
         requests.iter().filter(|r| *r == "/small.bin").count(),
-        2 * RUNS,
+        3 * RUNS,
         "each fetch reached the server"
     );
+    let (neighbour_median, neighbour_p90) = median_p90(neighbour);
     let (direct_median, direct_p90) = median_p90(direct);
     let (gateway_median, gateway_p90) = median_p90(gateway);
     eprintln!(
         "fetch of a 13-byte file, {RUNS} runs each (curl time_total): direct from the host median {direct_median:.2} ms p90 {direct_p90:.2} ms; \
+         the box's curl in a container on the test network median {neighbour_median:.2} ms p90 {neighbour_p90:.2} ms; \
          box through the gateway median {gateway_median:.2} ms p90 {gateway_p90:.2} ms; \
          added median {:.2} ms p90 {:.2} ms (box loop {:?})",
         gateway_median - direct_median,
@@ -537,5 +564,4 @@ fn egress_fetch_latency_through_the_gateway() {
         gateway_median - direct_median < 100.0,
         "the gateway adds {gateway_median:.2} - {direct_median:.2} ms"
     );
-    let _ = Duration::ZERO;
 }

@@ -91,10 +91,18 @@ impl TestInternet {
         let deadline = Instant::now() + Duration::from_secs(30);
         let address = SocketAddr::from((internet.server, 80));
         while TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_err() {
-            assert!(Instant::now() < deadline, "the test web server never listened");
+            assert!(
+                Instant::now() < deadline,
+                "the test web server never listened"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         internet
+    }
+
+    /// The Docker network's name.
+    pub fn network(&self) -> &str {
+        &self.network
     }
 
     /// `GET path` straight from the host: status and body.
