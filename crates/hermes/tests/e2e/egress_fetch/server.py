@@ -5,7 +5,7 @@ import threading
 import time
 import urllib.parse
 
-# The test's own web server on its own Docker network: files from /srv/files,
+# The test's own web server (ports 80 and 8080) on its own Docker network: files from /srv/files,
 # /slow/NAME after a second, /redirect?to=URL, and /stats (every request seen and
 # the most served at once) for the test to check what reached it.
 ROOT = "/srv/files"
@@ -56,4 +56,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+alt = http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Handler)
+threading.Thread(target=alt.serve_forever, daemon=True).start()
 http.server.ThreadingHTTPServer(("0.0.0.0", 80), Handler).serve_forever()
