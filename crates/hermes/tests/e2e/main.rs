@@ -14,6 +14,7 @@ mod compose;
 mod deploy;
 mod diskfull;
 mod egress;
+mod egress_dns;
 mod egress_fetch;
 mod flood;
 mod isolation;
