@@ -273,8 +273,9 @@ fn egress_fetch_ssrf_names_and_redirects_are_refused_and_nothing_connects() {
     let internet = TestInternet::start("ssrf", &files());
     let witness = Witness::new();
     let port = witness.port();
-    let options = egress_options(&internet, EgressMode::Fetch)
+    let mut options = egress_options(&internet, EgressMode::Fetch)
         .configure(move |c| c.egress.upstream_ports.push(port));
+    options.metrics = true;
     let hermes = Hermes::start(options);
 
     // Each name resolves (the static map says so) to an address no fetch may reach.
@@ -368,6 +369,27 @@ fn egress_fetch_ssrf_names_and_redirects_are_refused_and_nothing_connects() {
     let (requests, _) = internet.stats();
     assert_eq!(requests.len(), 1, "{requests:?}");
     assert!(requests[0].starts_with("/redirect"), "{requests:?}");
+
+    // The metrics count them by reason.
+    let wanted = [
+        "hermes_egress_blocked_total{reason=\"metadata\"} 2",
+        "hermes_egress_blocked_total{reason=\"private\"} 3",
+        "hermes_egress_fetches_total{outcome=\"blocked\"} 5",
+        "hermes_egress_fetches_total{outcome=\"failed\"} 1",
+    ];
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, text) = internet::http_get(
+            std::net::SocketAddr::from(([127, 0, 0, 1], hermes.metrics_port())),
+            "/metrics",
+        );
+        let text = String::from_utf8_lossy(&text).into_owned();
+        if wanted.iter().all(|line| text.lines().any(|l| l == *line)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{wanted:?} in:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[test]
