@@ -110,7 +110,8 @@ impl TestInternet {
         http_get(SocketAddr::from((self.server, 80)), path)
     }
 
-    /// What the server saw: every request path, and the most served at once.
+    /// What the server saw: every request path, and the most `/slow/` requests
+    /// waiting for their answer at once.
     pub fn stats(&self) -> (Vec<String>, u64) {
         let (_, body) = self.get("/stats");
         let stats: Value = serde_json::from_slice(&body).expect("stats json");

@@ -7,7 +7,7 @@ import urllib.parse
 
 # The test's own web server (ports 80 and 8080) on its own Docker network: files from /srv/files,
 # /slow/NAME after a second, /redirect?to=URL, and /stats (every request seen and
-# the most served at once) for the test to check what reached it.
+# the most /slow/ ones waiting at once) for the test to check what reached it.
 ROOT = "/srv/files"
 lock = threading.Lock()
 state = {"requests": [], "current": 0, "max_concurrent": 0}
@@ -27,24 +27,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.reply(200, body)
         with lock:
             state["requests"].append(self.path)
-            state["current"] += 1
-            state["max_concurrent"] = max(state["max_concurrent"], state["current"])
-        try:
-            name = url.path[1:]
-            if url.path.startswith("/slow/"):
-                time.sleep(1)
-                name = url.path[len("/slow/"):]
-            if url.path == "/redirect":
-                target = urllib.parse.parse_qs(url.query).get("to", ["/"])[0]
-                return self.reply(302, b"", [("Location", target)])
-            path = os.path.join(ROOT, os.path.basename(name))
-            if not os.path.isfile(path):
-                return self.reply(404, b"not found\n")
-            with open(path, "rb") as f:
-                self.reply(200, f.read())
-        finally:
+        name = url.path[1:]
+        if url.path.startswith("/slow/"):
+            # Counted from the request until before the answer: a client that
+            # waits for an answer before its next request can never overlap here.
+            with lock:
+                state["current"] += 1
+                state["max_concurrent"] = max(state["max_concurrent"], state["current"])
+            time.sleep(1)
             with lock:
                 state["current"] -= 1
+            name = url.path[len("/slow/"):]
+        if url.path == "/redirect":
+            target = urllib.parse.parse_qs(url.query).get("to", ["/"])[0]
+            return self.reply(302, b"", [("Location", target)])
+        path = os.path.join(ROOT, os.path.basename(name))
+        if not os.path.isfile(path):
+            return self.reply(404, b"not found\n")
+        with open(path, "rb") as f:
+            self.reply(200, f.read())
 
     def reply(self, status, body, headers=()):
         self.send_response(status)
