@@ -435,7 +435,7 @@ fn egress_fetch_limits_cut_a_big_download_refuse_fetches_and_cap_concurrency() {
     // Twenty at once: all fetched, never more than the cap upstream at a time, and
     // the cap was reached (the load happened).
     assert!(out.contains(&format!("parallel ok={PARALLEL} ")), "{out}");
-    let events = hermes.wait_for_events("the parallel downloads", |events| {
+    hermes.wait_for_events("the parallel downloads", |events| {
         (1..=PARALLEL).all(|i| {
             !downloads_of(events, &format!("http://cdn.test/slow/small.bin?{i}")).is_empty()
         })
@@ -470,7 +470,6 @@ fn egress_fetch_limits_cut_a_big_download_refuse_fetches_and_cap_concurrency() {
             .count(),
         0
     );
-    drop(events);
 
     // The count is the session's: the next session fetches again.
     let (code, out) = ssh(
