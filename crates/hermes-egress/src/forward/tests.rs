@@ -275,7 +275,7 @@ async fn fetch_mode_fetches_http_from_an_allowed_address_and_refuses_the_rest() 
     // Outside the allowlist, or a port nobody fetches: refused with the policy's
     // reason, nothing connected.
     for (host, port, reason) in [
-        ("metadata.test", 80, "not_allowed"),
+        ("metadata.test", 80, "metadata"),
         ("127.0.0.1", 22, "port"),
     ] {
         let answer = rig.forwards.open(&target(host, port), &owner).await;

@@ -14,6 +14,8 @@ mod compose;
 mod deploy;
 mod diskfull;
 mod egress;
+mod egress_dns;
+mod egress_fetch;
 mod egress_forward;
 mod flood;
 mod isolation;
