@@ -274,10 +274,7 @@ async fn fetch_mode_fetches_http_from_an_allowed_address_and_refuses_the_rest() 
 
     // Outside the allowlist, or a port nobody fetches: refused with the policy's
     // reason, nothing connected.
-    for (host, port, reason) in [
-        ("metadata.test", 80, "metadata"),
-        ("127.0.0.1", 22, "port"),
-    ] {
+    for (host, port, reason) in [("metadata.test", 80, "metadata"), ("127.0.0.1", 22, "port")] {
         let answer = rig.forwards.open(&target(host, port), &owner).await;
         assert_eq!(refusal(&answer), Some("Connection refused"), "{host}");
         let events = rig.events.of(EventId::EgressConnection);
