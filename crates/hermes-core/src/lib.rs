@@ -13,6 +13,7 @@ pub mod commands;
 pub mod config;
 pub mod escape;
 pub mod events;
+pub mod forward_gateway;
 pub mod ids;
 pub mod machines;
 pub mod metrics;

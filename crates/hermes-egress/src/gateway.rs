@@ -60,6 +60,7 @@ impl Gateway {
         let (tcp, udp) = netns::run_in(name, || {
             let any = Ipv4Addr::UNSPECIFIED;
             let tcp = std::net::TcpListener::bind((any, TCP_PORT))?;
+            deepen_backlog(&tcp)?;
             tcp.set_nonblocking(true)?;
             let udp = std::net::UdpSocket::bind((any, DNS_PORT))?;
             udp.set_nonblocking(true)?;
@@ -148,4 +149,20 @@ fn box_connection(stream: TcpStream, context: &BoxContext) -> Option<BoxConnecti
 
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+/// Connections a box may have waiting to be accepted: std listens with 128, and a
+/// box's burst past that (a scan, a flood) would see its handshakes stall while the
+/// gateway is busy. Past [`MAX_OPEN_PER_BOX`] held ones the gateway resets them anyway.
+const ACCEPT_BACKLOG: libc::c_int = 1024;
+
+fn deepen_backlog(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket this function borrows; a second listen only
+    // changes the backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), ACCEPT_BACKLOG) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

@@ -12,6 +12,7 @@
 mod command;
 pub mod dns;
 pub mod fetch;
+mod forward;
 mod gateway;
 pub mod host;
 pub mod host_addresses;
@@ -27,6 +28,7 @@ mod sinkhole;
 pub mod ssrf;
 pub mod tls;
 
+pub use forward::SshForwards;
 pub use gateway::MAX_OPEN_PER_BOX;
 pub use network::EgressNetwork;
 pub use sinkhole::DROP_HOLD;

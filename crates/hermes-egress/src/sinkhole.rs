@@ -7,7 +7,7 @@ use std::time::Duration;
 use hermes_core::config::RefusedAnswer;
 use hermes_core::escape::escape_bytes;
 use hermes_core::events::EventId;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
 use crate::protocol;
@@ -41,7 +41,7 @@ impl Answer {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Answer::Drop => "drop",
             Answer::Reject => "reject",
@@ -55,7 +55,7 @@ pub async fn refuse(mut connection: BoxConnection, answer: Answer, first_bytes_l
     let first = if answer == Answer::BoxConnectionLimit {
         Vec::new()
     } else {
-        read_first_bytes(&mut connection, first_bytes_limit).await
+        read_first_bytes(&mut connection.stream, first_bytes_limit).await
     };
     let destination = connection.destination;
     let guess = protocol::guess(destination.port(), &first);
@@ -73,7 +73,7 @@ pub async fn refuse(mut connection: BoxConnection, answer: Answer, first_bytes_l
             ))
     });
     match answer {
-        Answer::Drop => hold(connection).await,
+        Answer::Drop => hold(&mut connection.stream).await,
         Answer::Reject | Answer::BoxConnectionLimit => {
             // A reset, not a FIN: the box's program sees the refusal at once.
             let _ = connection.stream.set_zero_linger();
@@ -82,14 +82,16 @@ pub async fn refuse(mut connection: BoxConnection, answer: Answer, first_bytes_l
 }
 
 /// The bytes the box sends first, up to `limit`.
-async fn read_first_bytes(connection: &mut BoxConnection, limit: usize) -> Vec<u8> {
+pub(crate) async fn read_first_bytes<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: usize,
+) -> Vec<u8> {
     let mut first = Vec::new();
     let mut buffer = vec![0u8; limit.clamp(1, 64 * 1024)];
     let mut deadline = Instant::now() + FIRST_BYTES_WAIT;
     while first.len() < limit {
         let want = (limit - first.len()).min(buffer.len());
-        let read =
-            tokio::time::timeout_at(deadline, connection.stream.read(&mut buffer[..want])).await;
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer[..want])).await;
         match read {
             Ok(Ok(n)) if n > 0 => {
                 first.extend_from_slice(&buffer[..n]);
@@ -103,10 +105,10 @@ async fn read_first_bytes(connection: &mut BoxConnection, limit: usize) -> Vec<u
 
 /// Keeps the connection open without answering (what the box sent is read and
 /// thrown away) until [`DROP_HOLD`] passes or the box closes it.
-async fn hold(mut connection: BoxConnection) {
+pub(crate) async fn hold<S: AsyncRead + Unpin>(stream: &mut S) {
     let mut sink = [0u8; 4096];
     let _ = tokio::time::timeout(DROP_HOLD, async {
-        while let Ok(n) = connection.stream.read(&mut sink).await {
+        while let Ok(n) = stream.read(&mut sink).await {
             if n == 0 {
                 break;
             }

@@ -126,13 +126,12 @@ impl UpstreamPolicy {
             return Err(Refusal::Port);
         }
         let ip = dst.ip();
-        if !self.allow.is_empty() {
-            // A test's (or a lab's) own internet: nothing else, even public.
-            return match self.allow.iter().any(|block| block.matches(ip)) {
-                true => Ok(()),
-                false => Err(Refusal::NotAllowed),
-            };
+        // A test's (or a lab's) own internet is allowed whatever its addresses.
+        if self.allow.iter().any(|block| block.matches(ip)) {
+            return Ok(());
         }
+        // Refused addresses keep their own reason with an allowlist too: a box
+        // asking for the metadata service is worth telling from one asking elsewhere.
         special_purpose(ip)?;
         if self.box_network.iter().any(|block| block.matches(ip)) {
             return Err(Refusal::BoxNetwork);
@@ -142,6 +141,10 @@ impl UpstreamPolicy {
         }
         if self.host.in_attached_network(ip) {
             return Err(Refusal::HostNetwork);
+        }
+        if !self.allow.is_empty() {
+            // Nothing else, even public.
+            return Err(Refusal::NotAllowed);
         }
         Ok(())
     }
@@ -457,19 +460,17 @@ mod tests {
         assert_eq!(check(&policy, "127.0.0.1"), Ok(()));
         assert_eq!(check(&policy, "::ffff:127.0.0.1"), Ok(()));
         assert_eq!(check(&policy, "2001:db8::1"), Ok(()));
-        for refused in [
-            "127.0.0.2",
-            "8.8.8.8",
-            "169.254.169.254",
-            "10.0.0.1",
-            "::1",
-            "2606:4700::1111",
+        for (refused, reason) in [
+            ("8.8.8.8", Refusal::NotAllowed),
+            ("2606:4700::1111", Refusal::NotAllowed),
+            // Special-purpose addresses outside the list keep their own reason.
+            ("127.0.0.2", Refusal::Loopback),
+            ("169.254.169.254", Refusal::Metadata),
+            ("10.0.0.1", Refusal::Private),
+            ("::1", Refusal::Loopback),
+            ("10.0.2.2", Refusal::Private),
         ] {
-            assert_eq!(
-                check(&policy, refused),
-                Err(Refusal::NotAllowed),
-                "{refused}"
-            );
+            assert_eq!(check(&policy, refused), Err(reason), "{refused}");
         }
         // Ports are still checked.
         assert_eq!(

@@ -14,7 +14,9 @@ use tokio::task::JoinSet;
 
 use hermes_core::escape::escape_untrusted;
 use hermes_core::persona;
-use hermes_core::session::{AuthMethod, AuthReply, Connection, DirectTcpip, OfferedKey};
+use hermes_core::session::{
+    AuthMethod, AuthReply, Connection, DirectTcpip, GatewayDecision, OfferedKey,
+};
 
 use crate::channel::{RusshClientChannel, run_capture, run_channel};
 use crate::stream::StreamControl;
@@ -226,7 +228,7 @@ impl Handler for SshHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Nothing is ever connected anywhere.
+        // Nothing is connected anywhere but through the egress gateway.
         match self.conn.direct_tcpip(
             host_to_connect,
             port_to_connect,
@@ -245,6 +247,25 @@ impl Handler for SshHandler {
                 reply.accept().await;
                 self.spawn_channel_task(run_capture(channel, capture));
             }
+            // The answer waits for the gateway (a name lookup), as sshd's waits for
+            // its connect; the connection's other channels go on meanwhile.
+            DirectTcpip::Gateway(pending) => self.spawn_channel_task(async move {
+                match pending.decide().await {
+                    GatewayDecision::Refuse { description } => {
+                        reply
+                            .reject(ChannelOpenFailure::Other {
+                                code: 2,
+                                reason: description.to_owned(),
+                            })
+                            .await;
+                    }
+                    GatewayDecision::Accept(forward) => {
+                        reply.accept().await;
+                        // The channel closes when its stream is dropped.
+                        forward.run(channel.into_stream()).await;
+                    }
+                }
+            }),
         }
         Ok(())
     }

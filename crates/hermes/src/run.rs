@@ -13,12 +13,12 @@ use hermes_core::events::{EventBus, EventSink, JsonLinesFile, Rotation, spawn_wr
 use hermes_core::metrics::{EventMetrics, MetricsSink};
 use hermes_core::persona::DEFAULT_SSH_BANNER;
 use hermes_core::session::{CaptureServices, SessionServices};
-use hermes_egress::EgressNetwork;
 use hermes_egress::dns::{Resolver, ResolverSettings};
 use hermes_egress::fetch::Fetcher;
 use hermes_egress::parts::{self, HttpFetch};
 use hermes_egress::ssrf::UpstreamPolicy;
 use hermes_egress::tls::TlsGateway;
+use hermes_egress::{EgressNetwork, SshForwards};
 use hermes_sandbox::{ContainerProfile, DockerSandbox, Endpoint, PoolSettings, TlsFiles};
 use hermes_ssh::hostkeys;
 use hermes_ssh::{AlgorithmNames, ProxySettings, SshServer, SshSettings};
@@ -268,7 +268,8 @@ pub async fn run(
     Ok(())
 }
 
-/// The boxes' networks when `egress` is on (checked: the host gives what they need).
+/// The boxes' networks when `egress` is on (checked: the host gives what they need),
+/// and the policy of the SSH client's forwards.
 fn box_network(
     config: &Config,
     sensor: &str,
@@ -283,14 +284,18 @@ fn box_network(
         .map_err(anyhow::Error::msg)
         .context("egress.mode is not off")?;
     tracing::info!(target: "hermes::egress", mode = ?config.egress.mode, refused = ?config.egress.refused, "boxes get a network through their own gateway namespace");
-    let resolver = Resolver::new(ResolverSettings::from_config(&config.egress.dns));
+    let resolver = Arc::new(Resolver::new(ResolverSettings::from_config(
+        &config.egress.dns,
+    )));
     let mut network = EgressNetwork::new(
         &config.egress,
         sensor,
         events.clone(),
         Arc::clone(&services.box_owners),
     )
-    .with_dns(parts::dns_server(Arc::new(resolver)));
+    .with_dns(parts::dns_server(Arc::clone(&resolver)));
+    // The SSH client's forwards (ssh -L, -D) get the boxes' policy.
+    let mut forwards = SshForwards::new(&config.egress, resolver, events.clone());
     if config.egress.mode == EgressMode::Fetch {
         // Validation makes `fetch` need `capture`: downloads go to its store.
         let store = services
@@ -303,6 +308,8 @@ fn box_network(
             UpstreamPolicy::from_config(&config.egress),
             store,
         );
+        let fetcher = Arc::new(fetcher);
+        forwards = forwards.with_fetch(&config.egress, Arc::clone(&fetcher));
         let (tls, generated) =
             TlsGateway::from_config(&config.egress.tls, &config.server.host_key_path)?;
         if let Some(path) = generated {
@@ -314,10 +321,10 @@ fn box_network(
             tls.ca().certificate_pem().to_owned(),
             tls.ca().subject_hash(),
         );
-        let fetch = HttpFetch::new(&config.egress, Arc::new(fetcher))
-            .with_tls(&config.egress, Arc::new(tls));
+        let fetch = HttpFetch::new(&config.egress, fetcher).with_tls(&config.egress, Arc::new(tls));
         network = network.with_fetch(Arc::new(fetch));
     }
+    services.set_forward_gateway(Arc::new(forwards));
     Ok(Some(Arc::new(network)))
 }
 

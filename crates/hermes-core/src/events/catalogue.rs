@@ -185,7 +185,9 @@ catalogue! {
                  "duplicate": Bool];
     /// A `direct-tcpip` channel was requested (ssh -L, -D): the destination the client
     /// asked for (`dst_ip`, `dst_port`: as sent, a name or an address) and the
-    /// originator it claims. Never connected anywhere.
+    /// originator it claims. Connected nowhere, unless `egress` is on: then the egress
+    /// policy answers it as a box's connection (`cowrie.session.file_download` for
+    /// HTTP it fetched, `hermes.egress.connection` for the rest).
     DirectTcpipRequest = "cowrie.direct-tcpip.request", connection: true,
         fields: ["dst_ip": Str, "dst_port": Int, "orig_ip": Str, "orig_port": Int, "accepted": Bool];
     /// Data the client sent into a captured `direct-tcpip` channel (`data` escaped:
@@ -281,16 +283,24 @@ catalogue! {
     EgressDns = "hermes.egress.dns", connection: true,
         fields: ["query": Str, "type": Str, "rcode": Str, "answers": StrList, "source": Str];
     /// A box's DNS queries over `egress.dns.queries_per_second` were dropped: `count`
-    /// of them since the last such event (one a second at most).
+    /// of them since the last such event (one a second at most). For an SSH
+    /// client's forward whose lookup was over the rate, one event (`count` 1) each.
     EgressDnsLimited = "hermes.egress.dns.limited", connection: true, fields: ["count": Int];
     /// A box (`egress`) opened a TCP connection: `dst_ip`/`dst_port` are where it
     /// went, `app_protocol` a guess from the port and the first bytes (`http`, `tls`,
     /// `ssh`, `smtp`, `irc`, `stratum`, `unknown`), `first_bytes` what the box sent
     /// first (escaped, up to `egress.limits.first_bytes`), `answer` what it got:
     /// `drop` (held open unanswered, then closed), `reject` (reset) or
-    /// `box_connection_limit` (reset: the box had too many open).
+    /// `box_connection_limit` (reset: the box had too many open). An SSH client's
+    /// `direct-tcpip` channel under the same policy has `forward_host` (the host as
+    /// the client named it; `dst_ip` the address it resolved to), an empty
+    /// `container_id`, `reject` meaning the channel open failed ("Connection
+    /// refused") and `drop` the channel held open unanswered; `reason` is the SSRF
+    /// refusal (`port`, `metadata`, `loopback`, ...) when `egress.mode` is `fetch`
+    /// and the policy refused the address.
     EgressConnection = "hermes.egress.connection", connection: true,
-        fields: ["container_id": Str, "app_protocol": Str, "first_bytes": Str, "answer": Str];
+        fields: ["container_id": Str, "app_protocol": Str, "first_bytes": Str, "answer": Str],
+        optional: ["forward_host": Str, "reason": Str];
     /// A stopped container was removed by the retention rules.
     ContainerRemove = "hermes.container.remove", connection: false,
         fields: ["container_id": Str, "reason": Str];

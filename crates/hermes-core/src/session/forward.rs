@@ -1,10 +1,13 @@
-//! Port forwarding: every request is logged and nothing is ever connected or bound.
+//! Port forwarding: every request is logged; nothing is bound, and nothing is
+//! connected except through the egress gateway.
 //!
 //! `direct-tcpip` (ssh -L, -D) is refused as an sshd behind an egress firewall refuses
 //! it, or, in capture mode, accepted so the client's payload (spam, proxy traffic,
-//! exploits aimed elsewhere) can be logged within limits. `tcpip-forward` (ssh -R) is
-//! answered as sshd answers it, with a port from the kernel's ephemeral range when the
-//! client asks for port 0; no socket is ever opened.
+//! exploits aimed elsewhere) can be logged within limits. With `egress` on, the
+//! egress gateway decides instead, as for a box's connection (HTTP fetched and kept,
+//! the rest logged and refused or dropped); what the client sends is logged the same
+//! way. `tcpip-forward` (ssh -R) is answered as sshd answers it, with a port from the
+//! kernel's ephemeral range when the client asks for port 0; no socket is ever opened.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,10 +16,12 @@ use std::time::Duration;
 
 use rand::RngExt;
 
+use super::forward_egress::PendingForward;
 use super::{Connection, CountedPlace};
 use crate::config::DirectTcpipMode;
 use crate::escape::{escape_bytes, escape_untrusted};
 use crate::events::{EventBuilder, EventId};
+use crate::forward_gateway::ForwardTarget;
 
 /// Linux's default `net.ipv4.ip_local_port_range`, where sshd's port-0 binds land.
 const EPHEMERAL_PORTS: std::ops::RangeInclusive<u32> = 32768..=60999;
@@ -36,6 +41,9 @@ const MAX_FORWARD_ADDRESS: usize = 255;
 /// The port the persona's own sshd listens on inside the server.
 const SSHD_PORT: u32 = 22;
 
+/// What sshd says when the connect fails (ECONNREFUSED).
+const CONNECTION_REFUSED: &str = "Connection refused";
+
 /// How to answer a `direct-tcpip` request.
 pub enum DirectTcpip {
     /// Refuse with code 2 (connect failed) and this description, as sshd does.
@@ -45,30 +53,24 @@ pub enum DirectTcpip {
     },
     /// Accept and log what comes through.
     Capture(ForwardCapture),
+    /// The egress gateway decides (it may look the name up first, so the answer
+    /// waits for [`PendingForward::decide`]).
+    Gateway(PendingForward),
 }
 
-/// A `direct-tcpip` channel being captured: logs the client's data, within the
-/// configured size and time.
-pub struct ForwardCapture {
-    conn: Arc<Connection>,
-    dst_host: String,
-    dst_port: u32,
-    id: u32,
-    remaining: u64,
-    lifetime: Duration,
-    /// A place among `max_captures_per_connection`, freed when the channel ends.
-    _place: CountedPlace,
+/// Logs what the client sends into a forward (`cowrie.direct-tcpip.data`), up to a
+/// byte limit.
+pub(super) struct DataLog {
+    pub(super) conn: Arc<Connection>,
+    pub(super) dst_host: String,
+    pub(super) dst_port: u32,
+    pub(super) id: u32,
+    pub(super) remaining: u64,
 }
 
-impl ForwardCapture {
-    /// How long the channel may stay open.
-    pub fn lifetime(&self) -> Duration {
-        self.lifetime
-    }
-
-    /// Logs a piece of the client's data. Returns false once the byte limit is
-    /// reached: the channel should be closed.
-    pub fn data(&mut self, bytes: &[u8]) -> bool {
+impl DataLog {
+    /// Logs a piece; false once the limit is reached.
+    pub(super) fn log(&mut self, bytes: &[u8]) -> bool {
         let keep = usize::try_from(self.remaining)
             .unwrap_or(usize::MAX)
             .min(bytes.len());
@@ -93,6 +95,28 @@ impl ForwardCapture {
     }
 }
 
+/// A `direct-tcpip` channel being captured: logs the client's data, within the
+/// configured size and time.
+pub struct ForwardCapture {
+    log: DataLog,
+    lifetime: Duration,
+    /// A place among `max_captures_per_connection`, freed when the channel ends.
+    _place: CountedPlace,
+}
+
+impl ForwardCapture {
+    /// How long the channel may stay open.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// Logs a piece of the client's data. Returns false once the byte limit is
+    /// reached: the channel should be closed.
+    pub fn data(&mut self, bytes: &[u8]) -> bool {
+        self.log.log(bytes)
+    }
+}
+
 /// The connection's forwarding state.
 #[derive(Default)]
 pub(super) struct ForwardState {
@@ -106,8 +130,9 @@ pub(super) struct ForwardState {
 }
 
 impl Connection {
-    /// A `direct-tcpip` channel open: logged, then refused or captured per
-    /// `forwarding.direct_tcpip`.
+    /// A `direct-tcpip` channel open: handed to the egress gateway when `egress` is
+    /// on, otherwise logged, then refused or captured per `forwarding.direct_tcpip`.
+    /// Either way one connection holds at most `max_captures_per_connection` open.
     pub fn direct_tcpip(
         self: &Arc<Self>,
         host: &str,
@@ -118,13 +143,70 @@ impl Connection {
         let config = &self.services.config.forwarding;
         let state = &self.forwards;
         let id = state.next_id.fetch_add(1, Ordering::AcqRel);
-        let decision = match config.direct_tcpip {
-            DirectTcpipMode::Refuse => None,
-            DirectTcpipMode::Capture => {
-                CountedPlace::take(&state.captures, config.max_captures_per_connection)
-            }
+        let gateway = self.services.forward_gateway.get().cloned();
+        let place = match (&gateway, config.direct_tcpip) {
+            (None, DirectTcpipMode::Refuse) => None,
+            _ => CountedPlace::take(&state.captures, config.max_captures_per_connection),
         };
-        let accepted = decision.is_some();
+        let refused = DirectTcpip::Refuse {
+            description: CONNECTION_REFUSED,
+        };
+        match (gateway, place) {
+            (Some(gateway), Some(place)) => match u16::try_from(port) {
+                Ok(port) => DirectTcpip::Gateway(PendingForward {
+                    conn: Arc::clone(self),
+                    gateway,
+                    target: ForwardTarget {
+                        host: host.to_owned(),
+                        port,
+                    },
+                    orig_ip: orig_ip.to_owned(),
+                    orig_port,
+                    id,
+                    place,
+                }),
+                // No such port to connect to.
+                Err(_) => {
+                    self.log_direct_tcpip(host, port, orig_ip, orig_port, false);
+                    refused
+                }
+            },
+            (gateway, None) => {
+                self.log_direct_tcpip(host, port, orig_ip, orig_port, false);
+                if gateway.is_some() || config.direct_tcpip == DirectTcpipMode::Capture {
+                    self.channel_refused(
+                        "direct-tcpip",
+                        "forwarding.max_captures_per_connection reached",
+                    );
+                }
+                refused
+            }
+            (None, Some(place)) => {
+                self.log_direct_tcpip(host, port, orig_ip, orig_port, true);
+                DirectTcpip::Capture(ForwardCapture {
+                    log: DataLog {
+                        conn: Arc::clone(self),
+                        dst_host: host.to_owned(),
+                        dst_port: port,
+                        id,
+                        remaining: config.capture_bytes.bytes(),
+                    },
+                    lifetime: config.capture_seconds.get(),
+                    _place: place,
+                })
+            }
+        }
+    }
+
+    /// `cowrie.direct-tcpip.request`.
+    pub(super) fn log_direct_tcpip(
+        &self,
+        host: &str,
+        port: u32,
+        orig_ip: &str,
+        orig_port: u32,
+        accepted: bool,
+    ) {
         self.services.events.emit(
             EventBuilder::connection(EventId::DirectTcpipRequest, &self.context)
                 .field("dst_ip", host)
@@ -139,28 +221,6 @@ impl Connection {
                 )),
         );
         tracing::info!(target: "hermes::forward", session_id = %self.context.session, dst = %escape_untrusted(host), port, accepted, "direct-tcpip request");
-        match decision {
-            None => {
-                if config.direct_tcpip == DirectTcpipMode::Capture {
-                    self.channel_refused(
-                        "direct-tcpip",
-                        "forwarding.max_captures_per_connection reached",
-                    );
-                }
-                DirectTcpip::Refuse {
-                    description: "Connection refused",
-                }
-            }
-            Some(slot) => DirectTcpip::Capture(ForwardCapture {
-                conn: Arc::clone(self),
-                dst_host: host.to_owned(),
-                dst_port: port,
-                id,
-                remaining: config.capture_bytes.bytes(),
-                lifetime: config.capture_seconds.get(),
-                _place: slot,
-            }),
-        }
     }
 
     /// A `tcpip-forward` request (ssh -R): logged and answered as sshd answers it

@@ -10,6 +10,7 @@ mod auth;
 mod channel;
 mod files;
 mod forward;
+mod forward_egress;
 mod input;
 mod launch;
 mod lease;
@@ -39,6 +40,7 @@ use tokio_util::task::TaskTracker;
 pub use auth::{AuthMethod, AuthReply, ClientKex, OfferedKey};
 pub use channel::ChannelSession;
 pub use forward::{DirectTcpip, ForwardCapture};
+pub use forward_egress::{GatewayDecision, GatewayForward, PendingForward};
 pub use reload::ReloadReport;
 pub use slots::SessionSlots;
 pub use standby::standby_spec;
@@ -115,6 +117,8 @@ pub struct SessionServices {
     pub metadata: Arc<MetadataWriter>,
     /// Which session each leased container serves (its traffic is theirs).
     pub box_owners: Arc<crate::boxnet::BoxOwners>,
+    /// Where `direct-tcpip` channels go when `egress` is on (set once at start).
+    forward_gateway: OnceLock<Arc<dyn crate::forward_gateway::ForwardGateway>>,
 }
 
 /// The file store and the limits of `capture`.
@@ -155,7 +159,14 @@ impl SessionServices {
             finalizing: TaskTracker::new(),
             metadata: Arc::new(MetadataWriter::default()),
             box_owners: Arc::default(),
+            forward_gateway: OnceLock::new(),
         })
+    }
+
+    /// Hands `direct-tcpip` channels to `gateway` from now on (egress on). Only the
+    /// first call counts.
+    pub fn set_forward_gateway(&self, gateway: Arc<dyn crate::forward_gateway::ForwardGateway>) {
+        let _ = self.forward_gateway.set(gateway);
     }
 
     /// The credential policy in force (a reload swaps it; a connection's next attempt

@@ -5,6 +5,7 @@
 
 mod cache;
 mod limit;
+mod lookup;
 mod resolv_conf;
 mod resolver;
 mod upstream;
@@ -21,10 +22,11 @@ use hermes_core::events::EventId;
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
+pub(crate) use limit::TokenBucket;
+pub use lookup::{Lookup, lookup};
 pub use resolver::{Resolver, ResolverSettings, Source};
 
 use crate::BoxContext;
-use limit::TokenBucket;
 use resolver::Resolution;
 use wire::{Parsed, Query};
 

@@ -464,8 +464,10 @@ fn logged_ms(hermes: &Hermes, message: &str, field: &str) -> Vec<u64> {
 }
 
 /// Pool refill time (container create and start to ready) with the box network and
-/// without: the network may add little.
+/// without. A measurement, not a bound (timings on a shared machine are no test):
+/// `cargo nextest run -p hermes --test e2e --run-ignored only egress_box_start_time`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: prints the figures, run on purpose"]
 async fn egress_box_start_time_with_and_without_network() {
     require_docker!();
     const BOXES: u32 = 8;
@@ -488,7 +490,6 @@ async fn egress_box_start_time_with_and_without_network() {
     }
     let added = medians[1].saturating_sub(medians[0]);
     eprintln!("the box network adds {added} ms (median)");
-    assert!(added < 1500, "the network adds {added} ms to a box's start");
 }
 
 /// A box holds at most `MAX_OPEN_PER_BOX` connections at the gateway; the rest are

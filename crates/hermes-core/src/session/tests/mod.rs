@@ -16,6 +16,7 @@ use crate::testing::{
 };
 
 mod failures;
+mod forwards;
 mod leases;
 mod limits;
 mod stages;

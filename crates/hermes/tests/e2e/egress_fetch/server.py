@@ -1,0 +1,62 @@
+import http.server
+import json
+import os
+import threading
+import time
+import urllib.parse
+
+# The test's own web server (ports 80 and 8080) on its own Docker network: files from /srv/files,
+# /slow/NAME after a second, /redirect?to=URL, and /stats (every request seen and
+# the most /slow/ ones waiting at once) for the test to check what reached it.
+ROOT = "/srv/files"
+lock = threading.Lock()
+state = {"requests": [], "current": 0, "max_concurrent": 0}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        if url.path == "/stats":
+            with lock:
+                body = json.dumps(state).encode()
+            return self.reply(200, body)
+        with lock:
+            state["requests"].append(self.path)
+        name = url.path[1:]
+        if url.path.startswith("/slow/"):
+            # Counted from the request until before the answer: a client that
+            # waits for an answer before its next request can never overlap here.
+            with lock:
+                state["current"] += 1
+                state["max_concurrent"] = max(state["max_concurrent"], state["current"])
+            time.sleep(1)
+            with lock:
+                state["current"] -= 1
+            name = url.path[len("/slow/"):]
+        if url.path == "/redirect":
+            target = urllib.parse.parse_qs(url.query).get("to", ["/"])[0]
+            return self.reply(302, b"", [("Location", target)])
+        path = os.path.join(ROOT, os.path.basename(name))
+        if not os.path.isfile(path):
+            return self.reply(404, b"not found\n")
+        with open(path, "rb") as f:
+            self.reply(200, f.read())
+
+    def reply(self, status, body, headers=()):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+alt = http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Handler)
+threading.Thread(target=alt.serve_forever, daemon=True).start()
+http.server.ThreadingHTTPServer(("0.0.0.0", 80), Handler).serve_forever()
