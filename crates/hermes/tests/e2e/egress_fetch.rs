@@ -2,7 +2,7 @@
 //! with our web server), names from the static DNS map only, real tools in the box
 //! through the real OpenSSH client, payloads in the store, SSRF refused, limits held.
 
-mod internet;
+pub(crate) mod internet;
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::process::Command;

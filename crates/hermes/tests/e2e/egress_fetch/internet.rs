@@ -35,11 +35,27 @@ fn docker(args: &[&str]) -> String {
 impl TestInternet {
     /// Serves `files` (name, contents) from a new network named after `tag`.
     pub fn start(tag: &str, files: &[(&str, Vec<u8>)]) -> TestInternet {
+        TestInternet::start_with(tag, files, None)
+    }
+
+    /// As [`TestInternet::start`], and over HTTPS on port 443 with `tls`: a
+    /// certificate and its key, PEM.
+    pub fn start_with(
+        tag: &str,
+        files: &[(&str, Vec<u8>)],
+        tls: Option<(&[u8], &[u8])>,
+    ) -> TestInternet {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("files");
         std::fs::create_dir(&root).expect("files dir");
         for (name, contents) in files {
             std::fs::write(root.join(name), contents).expect("write file");
+        }
+        if let Some((cert, key)) = tls {
+            let tls = dir.path().join("tls");
+            std::fs::create_dir(&tls).expect("tls dir");
+            std::fs::write(tls.join("leaf.pem"), cert).expect("write cert");
+            std::fs::write(tls.join("leaf.key"), key).expect("write key");
         }
         std::fs::write(dir.path().join("server.py"), include_str!("server.py")).expect("server");
         make_readable(dir.path());

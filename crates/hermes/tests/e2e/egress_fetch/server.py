@@ -5,7 +5,7 @@ import threading
 import time
 import urllib.parse
 
-# The test's own web server (ports 80 and 8080) on its own Docker network: files from /srv/files,
+# The test's own web server (ports 80 and 8080, and 443 with a certificate) on its own Docker network: files from /srv/files,
 # /slow/NAME after a second, /redirect?to=URL, and /stats (every request seen and
 # the most /slow/ ones waiting at once) for the test to check what reached it.
 ROOT = "/srv/files"
@@ -56,6 +56,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+
+# HTTPS on 443 when the test gave a certificate (/srv/tls/leaf.pem and leaf.key).
+TLS = "/srv/tls"
+if os.path.isfile(os.path.join(TLS, "leaf.pem")):
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.path.join(TLS, "leaf.pem"), os.path.join(TLS, "leaf.key"))
+    secure = http.server.ThreadingHTTPServer(("0.0.0.0", 443), Handler)
+    secure.socket = context.wrap_socket(secure.socket, server_side=True)
+    threading.Thread(target=secure.serve_forever, daemon=True).start()
 
 alt = http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Handler)
 threading.Thread(target=alt.serve_forever, daemon=True).start()
