@@ -26,6 +26,7 @@ mod rules;
 pub mod seams;
 mod sinkhole;
 pub mod ssrf;
+pub mod tftp;
 pub mod tls;
 
 pub use forward::SshForwards;

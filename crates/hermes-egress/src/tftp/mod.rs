@@ -1,0 +1,12 @@
+//! TFTP (`tftp -g`, `busybox tftp`): the wire format, Hermes's own client for the
+//! upstream fetch, and the lock-step server that hands the captured file to the box.
+
+pub mod client;
+pub mod serve;
+pub mod wire;
+
+pub use client::{ClientError, ClientLimits, fetch};
+pub use serve::{ServeError, serve};
+
+#[cfg(test)]
+mod tests;
