@@ -156,7 +156,8 @@ catalogue! {
     /// the box's TLS with a certificate of the sensor's CA): `sni`, the name the box
     /// sent, and the certificate upstream showed (`upstream_cert_subject`,
     /// `upstream_cert_issuer`, `upstream_cert_sha256` of its DER,
-    /// `upstream_cert_not_after`).
+    /// `upstream_cert_not_after`). A box's TFTP read request (`tftp -g`) is fetched
+    /// the same way (`url` `tftp://server/file`, never cut: too large fails).
     FileDownload = "cowrie.session.file_download", connection: true,
         fields: ["outfile": Str, "shasum": Str, "size": Int, "duplicate": Bool],
         optional: ["url": Str, "destfile": Str, "upstream": Str, "upstream_bytes": Int,
@@ -172,7 +173,8 @@ catalogue! {
     /// `tls_failed` (upstream's TLS failed, its certificate not verified for one) and
     /// `tls_handshake` (the box's TLS with the gateway failed: it does not trust the
     /// sensor's CA), with `sni` and the upstream certificate's fields as in
-    /// `cowrie.session.file_download` when known; `error` says it in words.
+    /// `cowrie.session.file_download` when known; over TFTP also `tftp_error` (the
+    /// server answered with an ERROR) and `download_size`; `error` says it in words.
     /// At most 100 are reported per session (a box looping on a refused address).
     FileDownloadFailed = "cowrie.session.file_download.failed", connection: true,
         fields: ["url": Str, "error": Str, "reason": Str, "upstream": Str],

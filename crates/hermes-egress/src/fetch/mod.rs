@@ -7,6 +7,7 @@ mod report;
 mod request;
 mod response;
 mod serve;
+mod tftp;
 mod tls;
 mod upstream;
 
@@ -22,6 +23,7 @@ pub use budget::Limit;
 pub use request::{Request, RequestError, read_request};
 pub use response::{ResponseError, ResponseReader};
 pub use serve::serve_http;
+pub use tftp::{TftpRefusal, fetch_tftp, tftp_url};
 pub use tls::serve_tls;
 
 use crate::ssrf::UpstreamPolicy;
@@ -102,5 +104,7 @@ impl Drop for InFlight<'_> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tftp_tests;
 #[cfg(test)]
 mod tls_tests;

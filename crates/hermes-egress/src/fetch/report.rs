@@ -161,6 +161,30 @@ pub(super) fn tls_refused(
     .emit(ctx);
 }
 
+/// A fetch outside HTTP (TFTP) that kept nothing.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn failed(
+    ctx: &BoxContext,
+    fetcher: &Fetcher,
+    session: &str,
+    url: &str,
+    original_dst: SocketAddr,
+    reason: &'static str,
+    error: String,
+    upstream_bytes: u64,
+) {
+    Failure {
+        reported: fetcher.budget.report_failure(session),
+        url,
+        original_dst,
+        upstream_bytes,
+        reason,
+        error,
+        tls: None,
+    }
+    .emit(ctx);
+}
+
 /// The SNI the box sent and the certificate upstream showed, when known.
 fn tls_fields(event: EventBuilder, tls: Option<&TlsSeen>) -> EventBuilder {
     let Some(tls) = tls else {

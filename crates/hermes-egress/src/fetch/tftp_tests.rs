@@ -1,0 +1,174 @@
+//! TFTP fetches through the fetcher: a TFTP server of the test's own on loopback
+//! (allowlisted), the stored file and the events.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hermes_core::address_block::AddressBlock;
+use hermes_core::capture::{FileStore, sha256_hex};
+use hermes_core::config::{ByteSize, EgressConfig};
+use hermes_core::events::{ConnectionContext, EventId};
+use hermes_core::ids::SessionId;
+use hermes_core::testing::RecordedEvents;
+use tokio::net::UdpSocket;
+
+use super::{Fetcher, TftpRefusal, fetch_tftp, tftp_url};
+use crate::BoxContext;
+use crate::host_addresses::HostAddresses;
+use crate::ssrf::UpstreamPolicy;
+use crate::tftp::wire::{self, ErrorCode, Packet};
+
+/// A one-file TFTP server on loopback (our serving side answers from a new port);
+/// it counts read requests.
+async fn tftp_server(file: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listen = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listen.local_addr().expect("addr");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&requests);
+    tokio::spawn(async move {
+        let mut buf = [0u8; 600];
+        while let Ok((len, client)) = listen.recv_from(&mut buf).await {
+            let Ok(Packet::ReadRequest { file: name, .. }) = wire::parse(&buf[..len]) else {
+                continue;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+            socket.connect(client).await.expect("connect");
+            if name == b"missing" {
+                let _ = socket.send(&wire::error(ErrorCode::NotFound, "nope")).await;
+                continue;
+            }
+            let file = file.clone();
+            tokio::spawn(async move {
+                let _ = crate::tftp::serve(&socket, &file, Duration::from_millis(200), 3).await;
+            });
+        }
+    });
+    (addr, requests)
+}
+
+struct Rig {
+    fetcher: Fetcher,
+    events: RecordedEvents,
+    ctx: BoxContext,
+    _store: tempfile::TempDir,
+}
+
+fn rig(allow: &[&str], port: u16, download_kib: u64) -> Rig {
+    let mut config = EgressConfig {
+        upstream_allow: allow
+            .iter()
+            .map(|block| AddressBlock::parse(block).expect("block"))
+            .collect(),
+        ..EgressConfig::default()
+    };
+    config.upstream_ports.push(port);
+    config.limits.download_size = ByteSize::kib(download_kib);
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(FileStore::open(store_dir.path(), 1 << 30).expect("store"));
+    let policy = UpstreamPolicy::new(&config, HostAddresses::read());
+    let (bus, events) = RecordedEvents::new();
+    let owner = ConnectionContext {
+        session: SessionId::random(),
+        src: "198.51.100.7:40000".parse().expect("addr"),
+        dst: "192.0.2.10:22".parse().expect("addr"),
+    };
+    let ctx = BoxContext {
+        container_id: "c0ffee".to_owned(),
+        owner: Arc::new(move || Some(owner.clone())),
+        events: bus,
+    };
+    Rig {
+        fetcher: Fetcher::new(&config, policy, store),
+        events,
+        ctx,
+        _store: store_dir,
+    }
+}
+
+fn text(event: &hermes_core::events::Event, field: &str) -> String {
+    event
+        .get(field)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_read_request_is_fetched_stored_and_reported() {
+    let body: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let (server, requests) = tftp_server(body.clone()).await;
+    let rig = rig(&["127.0.0.0/8"], server.port(), 1024);
+    let got = fetch_tftp(&rig.ctx, &rig.fetcher, server, b"/boot/x.bin")
+        .await
+        .expect("fetched");
+    assert_eq!(got, body);
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    let events = rig.events.of(EventId::FileDownload);
+    assert_eq!(events.len(), 1, "{:?}", rig.events.all());
+    let event = &events[0];
+    assert_eq!(
+        text(event, "url"),
+        format!("tftp://127.0.0.1:{}/boot/x.bin", server.port())
+    );
+    assert_eq!(text(event, "shasum"), sha256_hex(&body));
+    let stored = std::fs::read(text(event, "outfile")).expect("stored file");
+    assert_eq!(stored, body);
+    assert_eq!(rig.fetcher.upstream_connects(), 1);
+}
+
+#[tokio::test]
+async fn a_missing_file_fails_with_not_found() {
+    let (server, _) = tftp_server(Vec::new()).await;
+    let rig = rig(&["127.0.0.0/8"], server.port(), 1024);
+    let refusal = fetch_tftp(&rig.ctx, &rig.fetcher, server, b"missing")
+        .await
+        .expect_err("missing");
+    assert_eq!(refusal.code, ErrorCode::NotFound);
+    let failed = rig.events.of(EventId::FileDownloadFailed);
+    assert_eq!(failed.len(), 1, "{:?}", rig.events.all());
+    assert_eq!(text(&failed[0], "reason"), "tftp_error");
+    assert!(rig.events.of(EventId::FileDownload).is_empty());
+}
+
+#[tokio::test]
+async fn a_file_over_download_size_is_refused_and_not_kept() {
+    let (server, requests) = tftp_server(vec![7; 5000]).await;
+    let rig = rig(&["127.0.0.0/8"], server.port(), 2);
+    let refusal = fetch_tftp(&rig.ctx, &rig.fetcher, server, b"big")
+        .await
+        .expect_err("too large");
+    assert_eq!(refusal.code, ErrorCode::DiskFull);
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    let failed = rig.events.of(EventId::FileDownloadFailed);
+    assert_eq!(failed.len(), 1, "{:?}", rig.events.all());
+    assert_eq!(text(&failed[0], "reason"), "download_size");
+    assert!(rig.events.of(EventId::FileDownload).is_empty());
+    let kept = std::fs::read_dir(rig._store.path()).expect("store").count();
+    assert_eq!(kept, 0, "nothing stored");
+}
+
+#[tokio::test]
+async fn loopback_without_the_allowlist_is_never_contacted() {
+    let (server, requests) = tftp_server(vec![1; 10]).await;
+    let rig = rig(&[], server.port(), 1024);
+    let refusal: TftpRefusal = fetch_tftp(&rig.ctx, &rig.fetcher, server, b"x")
+        .await
+        .expect_err("refused");
+    assert_eq!(refusal.code, ErrorCode::Undefined);
+    let failed = rig.events.of(EventId::FileDownloadFailed);
+    assert_eq!(failed.len(), 1, "{:?}", rig.events.all());
+    assert_eq!(text(&failed[0], "reason"), "loopback");
+    assert_eq!(requests.load(Ordering::SeqCst), 0);
+    assert_eq!(rig.fetcher.upstream_connects(), 0);
+}
+
+#[test]
+fn urls_name_the_server_and_the_file() {
+    let v4: SocketAddr = "203.0.113.9:69".parse().expect("addr");
+    assert_eq!(tftp_url(v4, b"x.sh"), "tftp://203.0.113.9/x.sh");
+    let v6: SocketAddr = "[2001:db8::1]:6969".parse().expect("addr");
+    assert_eq!(tftp_url(v6, b"/a b"), "tftp://[2001:db8::1]:6969/a b");
+}
