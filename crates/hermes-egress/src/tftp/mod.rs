@@ -2,6 +2,7 @@
 //! upstream fetch, and the lock-step server that hands the captured file to the box.
 
 pub mod client;
+pub mod pktinfo;
 pub mod serve;
 pub mod wire;
 
