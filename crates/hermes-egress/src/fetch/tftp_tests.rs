@@ -23,7 +23,11 @@ use crate::tftp::wire::{self, ErrorCode, Packet};
 /// A one-file TFTP server on loopback (our serving side answers from a new port);
 /// it counts read requests.
 async fn tftp_server(file: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listen = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    tftp_server_on("127.0.0.1", file).await
+}
+
+async fn tftp_server_on(ip: &str, file: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listen = UdpSocket::bind((ip, 0)).await.expect("bind");
     let addr = listen.local_addr().expect("addr");
     let requests = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&requests);
@@ -34,7 +38,7 @@ async fn tftp_server(file: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
                 continue;
             };
             counter.fetch_add(1, Ordering::SeqCst);
-            let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+            let socket = UdpSocket::bind((addr.ip(), 0)).await.expect("bind");
             socket.connect(client).await.expect("connect");
             if name == b"missing" {
                 let _ = socket.send(&wire::error(ErrorCode::NotFound, "nope")).await;
@@ -50,7 +54,7 @@ async fn tftp_server(file: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 struct Rig {
-    fetcher: Fetcher,
+    fetcher: Arc<Fetcher>,
     events: RecordedEvents,
     ctx: BoxContext,
     _store: tempfile::TempDir,
@@ -81,7 +85,7 @@ fn rig(allow: &[&str], port: u16, download_kib: u64) -> Rig {
         events: bus,
     };
     Rig {
-        fetcher: Fetcher::new(&config, policy, store),
+        fetcher: Arc::new(Fetcher::new(&config, policy, store)),
         events,
         ctx,
         _store: store_dir,
@@ -171,4 +175,96 @@ fn urls_name_the_server_and_the_file() {
     assert_eq!(tftp_url(v4, b"x.sh"), "tftp://203.0.113.9/x.sh");
     let v6: SocketAddr = "[2001:db8::1]:6969".parse().expect("addr");
     assert_eq!(tftp_url(v6, b"/a b"), "tftp://[2001:db8::1]:6969/a b");
+}
+
+/// The gateway's TFTP listener on loopback: bound to any address, it learns the
+/// server the box addressed, fetches from it and answers from its address.
+async fn answering(rig: &Rig, upstream_port: u16) -> SocketAddr {
+    let listener = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+    crate::tftp::pktinfo::enable_pktinfo(&listener).expect("pktinfo");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let listener = UdpSocket::from_std(listener).expect("tokio");
+    let bind: crate::tftp::Bind =
+        Arc::new(|address| Box::pin(async move { crate::tftp::pktinfo::bind_as(address) }));
+    let answer = crate::tftp::TftpAnswer {
+        fetcher: Arc::clone(&rig.fetcher),
+        bind,
+        upstream_port,
+    };
+    tokio::spawn(crate::tftp::answer_box(listener, rig.ctx.clone(), answer));
+    SocketAddr::from(([0, 0, 0, 0], port))
+}
+
+#[tokio::test]
+async fn a_box_gets_the_file_from_the_server_it_addressed() {
+    let body: Vec<u8> = (0..1500u32).map(|i| (i % 13) as u8).collect();
+    let (server, requests) = tftp_server_on("127.0.0.3", body.clone()).await;
+    let rig = rig(&["127.0.0.0/8"], server.port(), 1024);
+    let listener = answering(&rig, server.port()).await;
+    // The box asks 127.0.0.3 at the listener's port (69 in a gateway namespace).
+    let asked = SocketAddr::from(([127, 0, 0, 3], listener.port()));
+    let box_socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let request = [&b"\x00\x01x.bin\x00octet\x00"[..]].concat();
+    // Three copies, as a box retransmits while the fetch runs: one fetch only.
+    for _ in 0..3 {
+        box_socket.send_to(&request, asked).await.expect("send");
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 600];
+    let mut expected: u16 = 1;
+    loop {
+        let (len, from) =
+            tokio::time::timeout(Duration::from_secs(10), box_socket.recv_from(&mut buf))
+                .await
+                .expect("a block in time")
+                .expect("recv");
+        assert_eq!(from.ip(), asked.ip(), "answered from the server's address");
+        assert_ne!(from.port(), asked.port(), "from a transfer port of its own");
+        let Ok(Packet::Data { block, data }) = wire::parse(&buf[..len]) else {
+            panic!("not DATA: {:?}", &buf[..len]);
+        };
+        assert_eq!(block, expected);
+        got.extend_from_slice(data);
+        box_socket
+            .send_to(&wire::ack(block), from)
+            .await
+            .expect("ack");
+        if data.len() < 512 {
+            break;
+        }
+        expected += 1;
+    }
+    assert_eq!(got, body);
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    let events = rig.events.of(EventId::FileDownload);
+    assert_eq!(events.len(), 1, "{:?}", rig.events.all());
+    assert_eq!(
+        text(&events[0], "url"),
+        format!("tftp://127.0.0.3:{}/x.bin", server.port())
+    );
+}
+
+#[tokio::test]
+async fn a_refused_server_answers_the_box_with_an_error() {
+    let (server, requests) = tftp_server_on("127.0.0.4", vec![1; 10]).await;
+    let rig = rig(&[], server.port(), 1024);
+    let listener = answering(&rig, server.port()).await;
+    let asked = SocketAddr::from(([127, 0, 0, 4], listener.port()));
+    let box_socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    box_socket
+        .send_to(b"\x00\x01x\x00octet\x00", asked)
+        .await
+        .expect("send");
+    let mut buf = [0u8; 600];
+    let (len, from) = tokio::time::timeout(Duration::from_secs(10), box_socket.recv_from(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("recv");
+    assert_eq!(from.ip(), asked.ip());
+    assert!(matches!(wire::parse(&buf[..len]), Ok(Packet::Error { .. })));
+    assert_eq!(requests.load(Ordering::SeqCst), 0);
+    let failed = rig.events.of(EventId::FileDownloadFailed);
+    assert_eq!(failed.len(), 1, "{:?}", rig.events.all());
+    assert_eq!(text(&failed[0], "reason"), "loopback");
 }
