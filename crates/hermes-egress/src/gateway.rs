@@ -10,11 +10,13 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::BoxContext;
+use crate::fetch::Fetcher;
 use crate::netns;
 use crate::original_dst::original_destination;
-use crate::rules::{DNS_PORT, TCP_PORT};
+use crate::rules::{DNS_PORT, TCP_PORT, TFTP_PORT};
 use crate::seams::{BoxConnection, DnsServer, FetchHandler};
 use crate::sinkhole::{self, Answer};
+use crate::tftp::{Bind, TftpAnswer, answer_box, pktinfo};
 
 /// Connections one box may have open at the gateway; past it, new ones are reset at
 /// once (a box's connection flood costs it, not the sensor).
@@ -29,6 +31,8 @@ pub struct Dispatch {
     pub first_bytes: usize,
     /// Takes the connections it wants (None: nothing is fetched).
     pub fetch: Option<Arc<dyn FetchHandler>>,
+    /// Fetches the box's TFTP read requests (None: UDP 69 is not listened to).
+    pub tftp: Option<Arc<Fetcher>>,
 }
 
 impl Dispatch {
@@ -57,23 +61,46 @@ impl Gateway {
         dispatch: Dispatch,
         dns: &DnsServer,
     ) -> std::io::Result<Gateway> {
-        let (tcp, udp) = netns::run_in(name, || {
+        let with_tftp = dispatch.tftp.is_some();
+        let (tcp, udp, tftp) = netns::run_in(name, move || {
             let any = Ipv4Addr::UNSPECIFIED;
             let tcp = std::net::TcpListener::bind((any, TCP_PORT))?;
             deepen_backlog(&tcp)?;
             tcp.set_nonblocking(true)?;
             let udp = std::net::UdpSocket::bind((any, DNS_PORT))?;
             udp.set_nonblocking(true)?;
-            Ok((tcp, udp))
+            let tftp = if with_tftp {
+                let tftp = std::net::UdpSocket::bind((any, TFTP_PORT))?;
+                pktinfo::enable_pktinfo(&tftp)?;
+                tftp.set_nonblocking(true)?;
+                Some(tftp)
+            } else {
+                None
+            };
+            Ok((tcp, udp, tftp))
         })
         .await?;
         let tcp = TcpListener::from_std(tcp)?;
         let udp = UdpSocket::from_std(udp)?;
-        let dns_task = tokio::spawn(dns(udp, context.clone()));
-        let tcp_task = tokio::spawn(accept_loop(tcp, context, dispatch));
-        Ok(Gateway {
-            tasks: vec![tcp_task, dns_task],
-        })
+        let mut tasks = vec![tokio::spawn(dns(udp, context.clone()))];
+        if let (Some(listener), Some(fetcher)) = (tftp, dispatch.tftp.clone()) {
+            let namespace = name.to_owned();
+            let bind: Bind = Arc::new(move |address| {
+                let namespace = namespace.clone();
+                Box::pin(async move {
+                    netns::run_in(&namespace, move || pktinfo::bind_as(address)).await
+                })
+            });
+            let answer = TftpAnswer {
+                fetcher,
+                bind,
+                upstream_port: TFTP_PORT,
+            };
+            let listener = UdpSocket::from_std(listener)?;
+            tasks.push(tokio::spawn(answer_box(listener, context.clone(), answer)));
+        }
+        tasks.push(tokio::spawn(accept_loop(tcp, context, dispatch)));
+        Ok(Gateway { tasks })
     }
 
     /// Stops it and waits until its sockets are closed.

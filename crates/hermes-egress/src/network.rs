@@ -11,6 +11,7 @@ use hermes_core::config::{EgressConfig, EgressMode};
 use hermes_core::events::EventBus;
 
 use crate::BoxContext;
+use crate::fetch::Fetcher;
 use crate::gateway::{Dispatch, Gateway};
 use crate::netns::{self, Naming};
 use crate::seams::{DnsServer, FetchHandler, silent_dns};
@@ -24,6 +25,7 @@ pub struct EgressNetwork {
     events: EventBus,
     owners: Arc<BoxOwners>,
     fetch: Option<Arc<dyn FetchHandler>>,
+    tftp: Option<Arc<Fetcher>>,
     dns: DnsServer,
     gateways: Mutex<HashMap<String, Gateway>>,
 }
@@ -43,6 +45,7 @@ impl EgressNetwork {
             events,
             owners,
             fetch: None,
+            tftp: None,
             dns: silent_dns(),
             gateways: Mutex::new(HashMap::new()),
         }
@@ -52,6 +55,14 @@ impl EgressNetwork {
     pub fn with_fetch(mut self, fetch: Arc<dyn FetchHandler>) -> Self {
         if self.config.mode == EgressMode::Fetch {
             self.fetch = Some(fetch);
+        }
+        self
+    }
+
+    /// The boxes' TFTP read requests are fetched by `fetcher` (`egress.mode: fetch` only).
+    pub fn with_tftp(mut self, fetcher: Arc<Fetcher>) -> Self {
+        if self.config.mode == EgressMode::Fetch {
+            self.tftp = Some(fetcher);
         }
         self
     }
@@ -84,13 +95,14 @@ impl EgressNetwork {
         let name = name.to_owned();
         let network = self.config.network.clone();
         let refused = self.config.refused;
+        let tftp = self.tftp.is_some();
         tokio::task::spawn_blocking(move || {
             let reused = netns::exists(&name);
             if !reused {
                 netns::add(&name)?;
             }
             link::connect(&name, reused, init_pid, &network)?;
-            rules::apply(&name, refused)
+            rules::apply(&name, refused, tftp)
         })
         .await
         .map_err(|e| BoxNetworkError(format!("setup task: {e}")))?
@@ -112,6 +124,7 @@ impl BoxNetwork for EgressNetwork {
                     refused: Answer::configured(self.config.refused),
                     first_bytes: self.config.limits.first_bytes.bytes_usize(),
                     fetch: self.fetch.clone(),
+                    tftp: self.tftp.clone(),
                 };
                 Gateway::open(&name, self.context(container_id), dispatch, &self.dns)
                     .await

@@ -310,6 +310,8 @@ fn box_network(
         );
         let fetcher = Arc::new(fetcher);
         forwards = forwards.with_fetch(&config.egress, Arc::clone(&fetcher));
+        // A box's TFTP read requests are fetched like its HTTP downloads.
+        network = network.with_tftp(Arc::clone(&fetcher));
         let (tls, generated) =
             TlsGateway::from_config(&config.egress.tls, &config.server.host_key_path)?;
         if let Some(path) = generated {

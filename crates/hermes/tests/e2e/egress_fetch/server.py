@@ -1,6 +1,8 @@
 import http.server
 import json
 import os
+import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -56,6 +58,48 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+
+# TFTP on udp 69 (RFC 1350 read requests, octet, 512-byte blocks); requests are
+# counted in /stats as "tftp:NAME".
+def tftp_transfer(data, client):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1)
+    s.connect(client)
+    for i in range(len(data) // 512 + 1):
+        number = (i + 1) & 0xFFFF
+        block = struct.pack("!HH", 3, number) + data[i * 512:(i + 1) * 512]
+        for _ in range(5):
+            s.send(block)
+            try:
+                if s.recv(600)[:4] == struct.pack("!HH", 4, number):
+                    break
+            except OSError:
+                pass
+        else:
+            break
+    s.close()
+
+
+def tftp_serve():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 69))
+    while True:
+        packet, client = s.recvfrom(1024)
+        if packet[:2] != b"\x00\x01":
+            continue
+        name = packet[2:].split(b"\x00")[0].decode(errors="replace")
+        with lock:
+            state["requests"].append("tftp:" + name)
+        path = os.path.join(ROOT, os.path.basename(name))
+        if not os.path.isfile(path):
+            s.sendto(struct.pack("!HH", 5, 1) + b"File not found\x00", client)
+            continue
+        with open(path, "rb") as f:
+            data = f.read()
+        threading.Thread(target=tftp_transfer, args=(data, client), daemon=True).start()
+
+
+threading.Thread(target=tftp_serve, daemon=True).start()
 
 # HTTPS on 443 when the test gave a certificate (/srv/tls/leaf.pem and leaf.key).
 TLS = "/srv/tls"
