@@ -53,8 +53,14 @@ pub async fn answer_box(listener: UdpSocket, ctx: BoxContext, answer: TftpAnswer
             received = recv_with_destination(&listener, &mut buf) => received,
             Some(_) = transfers.join_next(), if !transfers.is_empty() => continue,
         };
-        let Ok((len, from, destination)) = received else {
-            continue;
+        let (len, from, destination) = match received {
+            Ok(received) => received,
+            Err(error) => {
+                // Not a spin on a socket that keeps failing.
+                tracing::debug!(target: "hermes::egress", %error, "box TFTP receive failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let Ok(Packet::ReadRequest { file, .. }) = wire::parse(&buf[..len]) else {
             // Writes, junk and strays are dropped: nothing upstream takes uploads.
