@@ -16,8 +16,9 @@ use crate::fetch::{Fetcher, serve_http, serve_tls};
 use crate::seams::{BoxConnection, DnsServer, FetchHandler, Task};
 use crate::tls::TlsGateway;
 
-/// Ports whose traffic is not plain HTTP (TLS, FTP, TFTP): until the gateway speaks
-/// them, their connections are refused and logged as any other.
+/// Ports whose TCP traffic is not plain HTTP: TLS ones are taken by
+/// [`HttpFetch::with_tls`], FTP's is refused and logged until the gateway speaks it
+/// (TFTP is UDP and has its own listener).
 const NOT_HTTP: &[u16] = &[21, 69, 443, 465, 993, 995, 8443];
 
 /// Ports whose traffic is HTTPS, fetched when a [`TlsGateway`] is plugged in.

@@ -108,15 +108,15 @@ async fn server(address: &str, answer: Answer) -> Server {
     }
 }
 
-struct Rig {
-    fetcher: Arc<Fetcher>,
-    events: RecordedEvents,
-    ctx: BoxContext,
-    _store: tempfile::TempDir,
+pub(super) struct Rig {
+    pub(super) fetcher: Arc<Fetcher>,
+    pub(super) events: RecordedEvents,
+    pub(super) ctx: BoxContext,
+    pub(super) store: tempfile::TempDir,
 }
 
 /// A gateway allowing only `allow` upstream, on `ports` besides the defaults.
-fn rig(allow: &[&str], ports: &[u16], tune: impl FnOnce(&mut EgressConfig)) -> Rig {
+pub(super) fn rig(allow: &[&str], ports: &[u16], tune: impl FnOnce(&mut EgressConfig)) -> Rig {
     let mut config = EgressConfig {
         upstream_allow: allow
             .iter()
@@ -144,7 +144,7 @@ fn rig(allow: &[&str], ports: &[u16], tune: impl FnOnce(&mut EgressConfig)) -> R
         fetcher: Arc::new(Fetcher::new(&config, policy, store)),
         events,
         ctx,
-        _store: store_dir,
+        store: store_dir,
     }
 }
 
@@ -570,7 +570,7 @@ async fn the_hourly_budget_is_shared_by_every_session() {
         },
         fetcher: Arc::clone(&rig.fetcher),
         events: RecordedEvents::new().1,
-        _store: tempfile::tempdir().expect("tempdir"),
+        store: tempfile::tempdir().expect("tempdir"),
     };
     other.fetch(server.address, &get("/two", "h")).await;
     other.fetch(server.address, &get("/three", "h")).await;
@@ -618,7 +618,7 @@ fn serve_gateway(
 }
 
 /// Whether `program` runs here; under CI=true it must.
-fn have(program: &str) -> bool {
+pub(super) fn have(program: &str) -> bool {
     let found = std::process::Command::new(program)
         .arg("--version")
         .output()

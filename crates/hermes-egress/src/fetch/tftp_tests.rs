@@ -6,18 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hermes_core::address_block::AddressBlock;
-use hermes_core::capture::{FileStore, sha256_hex};
-use hermes_core::config::{ByteSize, EgressConfig};
-use hermes_core::events::{ConnectionContext, EventId};
-use hermes_core::ids::SessionId;
-use hermes_core::testing::RecordedEvents;
+use hermes_core::capture::sha256_hex;
+use hermes_core::config::ByteSize;
+use hermes_core::events::EventId;
 use tokio::net::UdpSocket;
 
-use super::{Fetcher, TftpRefusal, fetch_tftp, tftp_url};
-use crate::BoxContext;
-use crate::host_addresses::HostAddresses;
-use crate::ssrf::UpstreamPolicy;
+use super::tests::Rig;
+use super::{TftpRefusal, fetch_tftp, tftp_url};
 use crate::tftp::wire::{self, ErrorCode, Packet};
 
 /// A one-file TFTP server on loopback (our serving side answers from a new port);
@@ -53,43 +48,12 @@ async fn tftp_server_on(ip: &str, file: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize
     (addr, requests)
 }
 
-struct Rig {
-    fetcher: Arc<Fetcher>,
-    events: RecordedEvents,
-    ctx: BoxContext,
-    _store: tempfile::TempDir,
-}
-
+/// The HTTP tests' gateway rig on one more port, with downloads cut at
+/// `download_kib`.
 fn rig(allow: &[&str], port: u16, download_kib: u64) -> Rig {
-    let mut config = EgressConfig {
-        upstream_allow: allow
-            .iter()
-            .map(|block| AddressBlock::parse(block).expect("block"))
-            .collect(),
-        ..EgressConfig::default()
-    };
-    config.upstream_ports.push(port);
-    config.limits.download_size = ByteSize::kib(download_kib);
-    let store_dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(FileStore::open(store_dir.path(), 1 << 30).expect("store"));
-    let policy = UpstreamPolicy::new(&config, HostAddresses::read());
-    let (bus, events) = RecordedEvents::new();
-    let owner = ConnectionContext {
-        session: SessionId::random(),
-        src: "198.51.100.7:40000".parse().expect("addr"),
-        dst: "192.0.2.10:22".parse().expect("addr"),
-    };
-    let ctx = BoxContext {
-        container_id: "c0ffee".to_owned(),
-        owner: Arc::new(move || Some(owner.clone())),
-        events: bus,
-    };
-    Rig {
-        fetcher: Arc::new(Fetcher::new(&config, policy, store)),
-        events,
-        ctx,
-        _store: store_dir,
-    }
+    super::tests::rig(allow, &[port], |config| {
+        config.limits.download_size = ByteSize::kib(download_kib);
+    })
 }
 
 fn text(event: &hermes_core::events::Event, field: &str) -> String {
@@ -150,7 +114,7 @@ async fn a_file_over_download_size_is_refused_and_not_kept() {
     assert_eq!(failed.len(), 1, "{:?}", rig.events.all());
     assert_eq!(text(&failed[0], "reason"), "download_size");
     assert!(rig.events.of(EventId::FileDownload).is_empty());
-    let kept = std::fs::read_dir(rig._store.path()).expect("store").count();
+    let kept = std::fs::read_dir(rig.store.path()).expect("store").count();
     assert_eq!(kept, 0, "nothing stored");
 }
 

@@ -18,6 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use super::tests::have;
 use super::{Fetcher, serve_tls};
 use crate::BoxContext;
 use crate::host_addresses::HostAddresses;
@@ -482,22 +483,6 @@ async fn gateway_for(
         }
     });
     (address, task)
-}
-
-/// Whether `program` runs here; under CI=true it must.
-fn have(program: &str) -> bool {
-    let found = std::process::Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success());
-    assert!(
-        found || std::env::var("CI").as_deref() != Ok("true"),
-        "{program} missing"
-    );
-    if !found {
-        eprintln!("{program} not installed: skipped");
-    }
-    found
 }
 
 async fn run(program: &str, args: Vec<String>) -> (i32, String) {

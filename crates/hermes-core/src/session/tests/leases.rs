@@ -139,12 +139,7 @@ async fn finish_run_twice_closes_the_session_once() {
     let (channel, process) = shell(&rig, &session).await;
     process.stdout(b"bye\r\n");
     process.exit(Some(3));
-    within(SOON, "the channel's close", async {
-        while channel.client.closes() == 0 {
-            settle().await;
-        }
-    })
-    .await;
+    channel_closed(&channel).await;
     assert_eq!(
         channel.client.ops(),
         [

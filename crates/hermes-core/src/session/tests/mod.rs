@@ -57,6 +57,16 @@ async fn disconnected(session: &FakeSession) {
     assert_eq!(session.client.disconnects(), 1);
 }
 
+/// Waits until the client was told the channel closed.
+async fn channel_closed(channel: &ChannelDriver) {
+    within(SOON, "the channel's close", async {
+        while channel.client.closes() == 0 {
+            settle().await;
+        }
+    })
+    .await;
+}
+
 /// The client's side goes away (channel, then connection, as the SSH adapter does),
 /// and the session's end runs to completion.
 async fn leave(rig: &Rig, session: &FakeSession, channel: ChannelDriver) {

@@ -60,12 +60,7 @@ async fn a_command_without_a_terminal_gets_its_exit_status_and_no_message() {
     process.stderr(b"warning\n");
     process.stdout(b"Linux\n");
     process.exit(Some(0));
-    within(SOON, "the channel's close", async {
-        while channel.client.closes() == 0 {
-            settle().await;
-        }
-    })
-    .await;
+    channel_closed(&channel).await;
     assert_eq!(
         channel.client.ops(),
         [
