@@ -12,6 +12,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::BoxContext;
 use crate::fetch::Fetcher;
 use crate::netns;
+use crate::nflog::{PacketLog, RecentFlows};
 use crate::original_dst::original_destination;
 use crate::rules::{DNS_PORT, TCP_PORT, TFTP_PORT};
 use crate::seams::{BoxConnection, DnsServer, FetchHandler};
@@ -33,6 +34,8 @@ pub struct Dispatch {
     pub fetch: Option<Arc<dyn FetchHandler>>,
     /// Fetches the box's TFTP read requests (None: UDP 69 is not listened to).
     pub tftp: Option<Arc<Fetcher>>,
+    /// Bytes the firewall's packet log copies of each packet.
+    pub logged_bytes: u32,
 }
 
 impl Dispatch {
@@ -62,6 +65,7 @@ impl Gateway {
         dns: &DnsServer,
     ) -> std::io::Result<Gateway> {
         let with_tftp = dispatch.tftp.is_some();
+        let log = PacketLog::open(name, dispatch.logged_bytes).await?;
         let (tcp, udp, tftp) = netns::run_in(name, move || {
             let any = Ipv4Addr::UNSPECIFIED;
             let tcp = std::net::TcpListener::bind((any, TCP_PORT))?;
@@ -99,6 +103,11 @@ impl Gateway {
             let listener = UdpSocket::from_std(listener)?;
             tasks.push(tokio::spawn(answer_box(listener, context.clone(), answer)));
         }
+        tasks.push(tokio::spawn(report_answered(
+            log,
+            context.clone(),
+            dispatch.clone(),
+        )));
         tasks.push(tokio::spawn(accept_loop(tcp, context, dispatch)));
         Ok(Gateway { tasks })
     }
@@ -116,6 +125,33 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
+        }
+    }
+}
+
+/// Reports what the firewall answered itself, from its packet log.
+async fn report_answered(mut log: PacketLog, context: BoxContext, dispatch: Dispatch) {
+    let mut recent = RecentFlows::default();
+    loop {
+        match log.next().await {
+            Ok(packets) => {
+                let now = std::time::Instant::now();
+                for packet in packets
+                    .iter()
+                    .filter(|packet| recent.first_of_attempt(packet, now))
+                {
+                    sinkhole::log_answered(
+                        &context,
+                        packet,
+                        dispatch.refused,
+                        dispatch.first_bytes,
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(target: "hermes::egress", container_id = %short(&context.container_id), %error, "the firewall's packet log failed");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
         }
     }
 }

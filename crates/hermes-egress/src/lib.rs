@@ -19,6 +19,7 @@ pub mod host_addresses;
 mod link;
 mod netns;
 mod network;
+mod nflog;
 mod original_dst;
 pub mod parts;
 mod protocol;

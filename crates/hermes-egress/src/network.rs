@@ -13,10 +13,11 @@ use hermes_core::events::EventBus;
 use crate::BoxContext;
 use crate::fetch::Fetcher;
 use crate::gateway::{Dispatch, Gateway};
+use crate::link;
 use crate::netns::{self, Naming};
+use crate::rules::Firewall;
 use crate::seams::{DnsServer, FetchHandler, silent_dns};
 use crate::sinkhole::Answer;
-use crate::{link, rules};
 
 /// The boxes' networks of one sensor.
 pub struct EgressNetwork {
@@ -90,24 +91,73 @@ impl EgressNetwork {
             .remove(container_id)
     }
 
+    /// The box's firewall: Hermes takes the ports it fetches from (in `sinkhole`,
+    /// the same ones, to log what the box asked for) and the listen ports.
+    fn firewall(&self) -> Firewall {
+        let taken_ports = self
+            .config
+            .upstream_ports
+            .iter()
+            .chain(&self.config.listen_ports)
+            .copied()
+            .collect();
+        let network = &self.config.network;
+        Firewall {
+            refused: self.config.refused,
+            taken_ports,
+            taken_ranges: Vec::new(),
+            tftp: self.tftp.is_some(),
+            pingable: vec![network.gateway, network.resolver],
+            link_network: link_network(network.address, network.prefix_len),
+            logged_bytes: logged_bytes(self.config.limits.first_bytes.bytes_usize()),
+        }
+    }
+
     /// Sets up the namespace, its link into the box and its firewall.
     async fn build(&self, name: &str, init_pid: u32) -> Result<(), BoxNetworkError> {
         let name = name.to_owned();
         let network = self.config.network.clone();
-        let refused = self.config.refused;
-        let tftp = self.tftp.is_some();
+        let firewall = self.firewall();
         tokio::task::spawn_blocking(move || {
             let reused = netns::exists(&name);
             if !reused {
                 netns::add(&name)?;
             }
             link::connect(&name, reused, init_pid, &network)?;
-            rules::apply(&name, refused, tftp)
+            firewall.apply(&name)
         })
         .await
         .map_err(|e| BoxNetworkError(format!("setup task: {e}")))?
         .map_err(|e| BoxNetworkError(e.to_string()))
     }
+}
+
+/// `address`'s network as `a.b.c.d/len`.
+fn link_network(address: std::net::Ipv4Addr, prefix_len: u8) -> String {
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix_len.min(32)))
+        .unwrap_or(0);
+    let network = std::net::Ipv4Addr::from(u32::from(address) & mask);
+    format!("{network}/{prefix_len}")
+}
+
+/// What the packet log copies of a packet: an IP header with options (60), a UDP
+/// header (8), and the first bytes logged of its payload.
+fn logged_bytes(first_bytes: usize) -> u32 {
+    u32::try_from(first_bytes.saturating_add(68))
+        .unwrap_or(u32::MAX)
+        .min(u32::from(u16::MAX))
+}
+
+#[cfg(test)]
+#[test]
+fn the_link_network_is_the_address_masked() {
+    assert_eq!(link_network([10, 0, 2, 15].into(), 24), "10.0.2.0/24");
+    assert_eq!(
+        link_network([192, 168, 77, 130].into(), 25),
+        "192.168.77.128/25"
+    );
+    assert_eq!(link_network([10, 1, 2, 3].into(), 8), "10.0.0.0/8");
 }
 
 #[async_trait]
@@ -125,6 +175,7 @@ impl BoxNetwork for EgressNetwork {
                     first_bytes: self.config.limits.first_bytes.bytes_usize(),
                     fetch: self.fetch.clone(),
                     tftp: self.tftp.clone(),
+                    logged_bytes: logged_bytes(self.config.limits.first_bytes.bytes_usize()),
                 };
                 Gateway::open(&name, self.context(container_id), dispatch, &self.dns)
                     .await

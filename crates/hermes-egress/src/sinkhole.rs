@@ -1,6 +1,8 @@
-//! What a box's connection that is not fetched gets: its first bytes are read and
-//! logged (`hermes.egress.connection`), then it is held unanswered until a timeout
-//! (`drop`) or reset (`reject`).
+//! What a box's traffic that is not fetched gets. A connection to a port Hermes
+//! takes (`egress.listen_ports`) has its first bytes read and logged
+//! (`hermes.egress.connection`), then is held unanswered until a timeout (`drop`) or
+//! reset (`reject`). Everything else the firewall answers itself, as `drop` (no
+//! answer) or `reject` (a reset or an ICMP error), and its packet log is reported here.
 
 use std::time::Duration;
 
@@ -10,6 +12,8 @@ use hermes_core::events::EventId;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
+use crate::BoxContext;
+use crate::nflog::{LoggedPacket, Transport};
 use crate::protocol;
 use crate::seams::BoxConnection;
 
@@ -64,6 +68,7 @@ pub async fn refuse(mut connection: BoxConnection, answer: Answer, first_bytes_l
             .field("dst_ip", destination.ip().to_string())
             .field("dst_port", destination.port())
             .field("container_id", connection.context.container_id.as_str())
+            .field("transport", "tcp")
             .field("app_protocol", guess)
             .field("first_bytes", escape_bytes(&first))
             .field("answer", answer.as_str())
@@ -79,6 +84,41 @@ pub async fn refuse(mut connection: BoxConnection, answer: Answer, first_bytes_l
             let _ = connection.stream.set_zero_linger();
         }
     }
+}
+
+/// Reports a flow the firewall answered itself (its first packet, from the packet
+/// log): a TCP connection attempt, a UDP datagram (with its first bytes), a ping.
+pub fn log_answered(
+    context: &BoxContext,
+    packet: &LoggedPacket,
+    answer: Answer,
+    first_bytes_limit: usize,
+) {
+    let destination = packet.destination;
+    let first = match packet.transport {
+        Transport::Udp => &packet.payload[..packet.payload.len().min(first_bytes_limit)],
+        _ => &[][..],
+    };
+    let guess = match packet.transport {
+        Transport::Tcp | Transport::Udp => protocol::guess(destination.port(), first),
+        Transport::Icmp if packet.payload.first() == Some(&8) => "ping",
+        Transport::Icmp | Transport::Other(_) => packet.transport.as_str(),
+    };
+    let transport = packet.transport.as_str();
+    context.emit(EventId::EgressConnection, |event| {
+        event
+            .field("dst_ip", destination.ip().to_string())
+            .field("dst_port", destination.port())
+            .field("container_id", context.container_id.as_str())
+            .field("transport", transport)
+            .field("app_protocol", guess)
+            .field("first_bytes", escape_bytes(first))
+            .field("answer", answer.as_str())
+            .message(format!(
+                "Box {transport} to {destination} ({guess}): {}",
+                answer.as_str()
+            ))
+    });
 }
 
 /// The bytes the box sends first, up to `limit`.

@@ -29,10 +29,18 @@ pub struct EgressConfig {
     /// How the box's DNS queries are answered.
     #[garde(dive)]
     pub dns: EgressDnsConfig,
-    /// What a connection that is not fetched sees once its first bytes are logged:
-    /// `drop` (held open unanswered, the client times out) or `reject` (reset).
+    /// What the box's traffic that is not fetched gets, as a firewall answers:
+    /// `drop` (no answer, the client times out) or `reject` (a TCP reset, an ICMP
+    /// error: "Connection refused"). Every attempt is logged.
     #[garde(skip)]
     pub refused: RefusedAnswer,
+    /// Ports (besides `upstream_ports`) where Hermes accepts the box's TCP connection
+    /// so that the first bytes it sends are logged, then answers it as `refused` says
+    /// once they are (held open, or reset). Clients of IRC and mining pools speak
+    /// first with their nick, channel or wallet. Elsewhere the firewall answers the
+    /// connection attempt itself, and only its destination is logged.
+    #[garde(length(max = 64))]
+    pub listen_ports: Vec<u16>,
     /// Ports a fetch may contact upstream.
     #[garde(length(min = 1, max = 64))]
     pub upstream_ports: Vec<u16>,
@@ -56,6 +64,9 @@ impl Default for EgressConfig {
             network: EgressNetworkConfig::default(),
             dns: EgressDnsConfig::default(),
             refused: RefusedAnswer::Drop,
+            listen_ports: vec![
+                3333, 4444, 5555, 6665, 6666, 6667, 6668, 6669, 6697, 7777, 9999, 14444, 45700,
+            ],
             upstream_ports: vec![21, 69, 80, 443, 8000, 8080, 8443, 8888],
             upstream_allow: Vec::new(),
             limits: EgressLimits::default(),
@@ -82,8 +93,8 @@ pub enum EgressMode {
 pub enum RefusedAnswer {
     /// No answer: the client waits until its own timeout.
     Drop,
-    /// Reset as soon as its first bytes are read (accepted first, so that every
-    /// attempt is logged with its destination).
+    /// Refused at once: a TCP reset, an ICMP error for UDP and the rest (a
+    /// connection on `listen_ports` is reset once its first bytes are read).
     Reject,
 }
 

@@ -288,13 +288,19 @@ catalogue! {
     /// of them since the last such event (one a second at most). For an SSH
     /// client's forward whose lookup was over the rate, one event (`count` 1) each.
     EgressDnsLimited = "hermes.egress.dns.limited", connection: true, fields: ["count": Int];
-    /// A box (`egress`) opened a TCP connection: `dst_ip`/`dst_port` are where it
-    /// went, `app_protocol` a guess from the port and the first bytes (`http`, `tls`,
-    /// `ssh`, `smtp`, `irc`, `stratum`, `unknown`), `first_bytes` what the box sent
-    /// first (escaped, up to `egress.limits.first_bytes`), `answer` what it got:
-    /// `drop` (held open unanswered, then closed), `reject` (reset) or
-    /// `box_connection_limit` (reset: the box had too many open). An SSH client's
-    /// `direct-tcpip` channel under the same policy has `forward_host` (the host as
+    /// A box (`egress`) tried to reach something Hermes does not fetch: a TCP
+    /// connection, a UDP datagram or a ping. `dst_ip`/`dst_port` are where it went
+    /// (port 0 for ICMP), `transport` `tcp`, `udp`, `icmp` or `ip`, `app_protocol` a
+    /// guess from the port and the first bytes (`http`, `tls`, `ssh`, `smtp`, `irc`,
+    /// `stratum`, `dns`, `ping`, `unknown`), `first_bytes` what the box sent first
+    /// (escaped, up to `egress.limits.first_bytes`: a TCP connection's when Hermes
+    /// took it, on `egress.listen_ports` (or an SSH client's channel), a UDP
+    /// datagram's always), `answer` what it got: `drop` (no answer: the client times
+    /// out; a connection Hermes took is held open unanswered), `reject` (a reset or
+    /// an ICMP error, as a firewall's REJECT) or `box_connection_limit` (reset: the
+    /// box had too many open). The firewall's own answers are logged from the first
+    /// packet of each flow, at most 50 a second per box after a burst of 1,000. An
+    /// SSH client's `direct-tcpip` channel under the same policy has `forward_host` (the host as
     /// the client named it; `dst_ip` the address it resolved to), an empty
     /// `container_id`, `reject` meaning the channel open failed ("Connection
     /// refused") and `drop` the channel held open unanswered; `reason` is the SSRF
@@ -302,7 +308,7 @@ catalogue! {
     /// and the policy refused the address.
     EgressConnection = "hermes.egress.connection", connection: true,
         fields: ["container_id": Str, "app_protocol": Str, "first_bytes": Str, "answer": Str],
-        optional: ["forward_host": Str, "reason": Str];
+        optional: ["forward_host": Str, "reason": Str, "transport": Str];
     /// A stopped container was removed by the retention rules.
     ContainerRemove = "hermes.container.remove", connection: false,
         fields: ["container_id": Str, "reason": Str];

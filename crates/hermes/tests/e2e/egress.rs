@@ -151,19 +151,25 @@ async fn egress_the_box_has_its_own_link_and_nothing_leaves() {
         "{details:?}"
     );
 
-    // The gateway namespace: only its link's own routes, no way out.
+    // The gateway namespace: only its link's own routes, no way out. Its one
+    // default route makes every address local for the box's traffic (so that its
+    // firewall answers for any destination); the box's own network is thrown back
+    // to the link's route.
     let gateway = namespace_of(&hermes, &container);
     assert!(namespaces(&hermes).contains(&gateway));
     let gateway_routes = ip_netns(&gateway, &["-4", "route", "show", "table", "all"]);
-    assert!(!gateway_routes.contains("default"), "{gateway_routes}");
     for line in gateway_routes.lines() {
         assert!(
-            line.contains("dev gw0") || line.contains("dev lo"),
+            line.contains("dev gw0") || line.contains("dev lo") || line.starts_with("throw "),
             "a route off the box's link: {line}"
         );
+        assert!(
+            !line.contains("default") || line.starts_with("local default dev lo table 169"),
+            "{gateway_routes}"
+        );
     }
-    // Hermes's listeners are there, and only there: TCP (every connection is
-    // redirected to it) and DNS on port 53.
+    // Hermes's listeners are there, and only there: TCP (the connections to the
+    // ports it takes are redirected to it) and DNS on port 53.
     let listening = Command::new("ip")
         .args(["netns", "exec", &gateway, "ss", "-Hlntu"])
         .output()
@@ -181,7 +187,17 @@ async fn egress_the_box_has_its_own_link_and_nothing_leaves() {
     .await;
     let counters = Command::new("ip")
         .args([
-            "netns", "exec", &gateway, "iptables", "-L", "INPUT", "-v", "-n", "-x",
+            "netns",
+            "exec",
+            &gateway,
+            "iptables",
+            "-t",
+            "nat",
+            "-L",
+            "PREROUTING",
+            "-v",
+            "-n",
+            "-x",
         ])
         .output()
         .expect("iptables");
@@ -217,51 +233,62 @@ async fn egress_the_box_has_its_own_link_and_nothing_leaves() {
         "{http}"
     );
 
-    // SSH and SMTP attempts, each logged.
-    run(
-        &mut shell,
-        "timeout 2 bash -c 'exec 3<>/dev/tcp/198.51.100.7/22; printf \"SSH-2.0-Go\\r\\n\" >&3; sleep 5'; \
-         timeout 2 bash -c 'exec 3<>/dev/tcp/198.51.100.8/25; printf \"EHLO spam\\r\\n\" >&3; sleep 5'",
-    )
-    .await;
-    assert_eq!(
-        wait_for_connection(&hermes, "198.51.100.7", 22)["app_protocol"],
-        "ssh"
-    );
-    assert_eq!(
-        wait_for_connection(&hermes, "198.51.100.8", 25)["app_protocol"],
-        "smtp"
-    );
-
-    // A 1,000-port scan, the host's listener among the targets (Docker's bridge
-    // address): every port logged, nothing reaches the host.
-    let witness_port = u64::from(witness.port());
-    let before = connections(&hermes).len();
+    // SSH and SMTP attempts: the firewall drops them (the connect itself times
+    // out, as behind a real one), and each is logged with its destination.
     let out = run(
         &mut shell,
-        &format!(
-            "timeout 120 bash -c 'n=0; for p in $(seq 2000 2999); do exec 3<>/dev/tcp/192.0.2.1/$p && n=$((n+1)); exec 3>&-; done; \
-             exec 3<>/dev/tcp/172.17.0.1/{witness_port} && n=$((n+1)); exec 3>&-; \
-             exec 3<>/dev/tcp/10.0.2.2/{witness_port} && n=$((n+1)); exec 3>&-; echo connected=$n'"
-        ),
+        "timeout 2 bash -c 'exec 3<>/dev/tcp/198.51.100.7/22'; echo ssh=$?; \
+         timeout 2 bash -c 'exec 3<>/dev/tcp/198.51.100.8/25'; echo smtp=$?",
     )
     .await;
-    assert!(out.iter().any(|l| l == "connected=1002"), "{out:?}");
-    let events = hermes.wait_for_events("the scan's 1,002 connections", |events| {
-        events
-            .iter()
-            .filter(|e| e["eventid"] == "hermes.egress.connection")
-            .count()
-            >= before + 1002
-    });
-    for port in [2000, 2500, 2999] {
-        assert!(
-            connection_to(&events, "192.0.2.1", port).is_some(),
-            "port {port}"
-        );
+    assert!(out.iter().any(|l| l == "ssh=124"), "{out:?}");
+    assert!(out.iter().any(|l| l == "smtp=124"), "{out:?}");
+    for (ip, port, guess) in [("198.51.100.7", 22, "ssh"), ("198.51.100.8", 25, "smtp")] {
+        let attempt = wait_for_connection(&hermes, ip, port);
+        assert_eq!(attempt["app_protocol"], guess, "{attempt}");
+        assert_eq!(attempt["transport"], "tcp", "{attempt}");
+        assert_eq!(attempt["answer"], "drop", "{attempt}");
+        assert_eq!(attempt["first_bytes"], "", "{attempt}");
+        assert_eq!(attempt["session"], session.as_str());
     }
-    assert!(connection_to(&events, "172.17.0.1", witness_port).is_some());
-    assert!(connection_to(&events, "10.0.2.2", witness_port).is_some());
+    // One log line per attempt, not per retransmitted SYN (two seconds is two).
+    let ssh_attempts = connections(&hermes)
+        .iter()
+        .filter(|e| e["dst_ip"] == "198.51.100.7")
+        .count();
+    assert_eq!(ssh_attempts, 1);
+
+    // IRC, on a port Hermes takes: the client's first words are logged, then it is
+    // left unanswered.
+    run(
+        &mut shell,
+        "timeout 2 bash -c 'exec 3<>/dev/tcp/198.51.100.9/6667; printf \"NICK x86_bot\\r\\nJOIN #dd0s\\r\\n\" >&3; sleep 5'",
+    )
+    .await;
+    let irc = wait_for_connection(&hermes, "198.51.100.9", 6667);
+    assert_eq!(irc["app_protocol"], "irc", "{irc}");
+    assert_eq!(
+        irc["first_bytes"], "NICK x86_bot\\r\\nJOIN #dd0s\\r\\n",
+        "{irc}"
+    );
+
+    // A UDP datagram (a flood's first) is logged with its bytes; a ping of the
+    // internet goes unanswered and is logged, the gateway answers its own.
+    let out = run(
+        &mut shell,
+        "printf 'flood!' > /dev/udp/203.0.113.50/27015; \
+         ping -c 1 -W 1 203.0.113.51 >/dev/null; echo far=$?; \
+         ping -c 1 -W 2 10.0.2.2 >/dev/null; echo gateway=$?",
+    )
+    .await;
+    assert!(out.iter().any(|l| l == "far=1"), "{out:?}");
+    assert!(out.iter().any(|l| l == "gateway=0"), "{out:?}");
+    let udp = wait_for_connection(&hermes, "203.0.113.50", 27015);
+    assert_eq!(udp["transport"], "udp", "{udp}");
+    assert_eq!(udp["first_bytes"], "flood!", "{udp}");
+    let ping = wait_for_connection(&hermes, "203.0.113.51", 0);
+    assert_eq!(ping["app_protocol"], "ping", "{ping}");
+    assert!(connection_to(&connections(&hermes), "10.0.2.2", 0).is_none());
     witness.assert_untouched();
 }
 
@@ -334,6 +361,43 @@ async fn egress_reject_resets_and_two_boxes_are_apart() {
     assert_ne!(elsewhere["session"], first_session.as_str());
     assert_ne!(elsewhere["container_id"], first_box.as_str());
     assert!(connection_to(&connections(&hermes), "10.0.2.16", 22).is_none());
+
+    // A 1,000-port scan, the host's listener among the targets (Docker's bridge
+    // address and the gateway's): every port refused at once, as a firewall's
+    // REJECT does, each logged, and nothing reaches the host.
+    let witness = HostWitness::new();
+    let witness_port = u64::from(witness.port());
+    let before = connections(&hermes).len();
+    let started = Instant::now();
+    let out = run(
+        &mut second,
+        &format!(
+            "timeout 120 bash -c 'n=0; r=0; for p in $(seq 2000 2999) ; do if exec 3<>/dev/tcp/192.0.2.1/$p; then n=$((n+1)); else r=$((r+1)); fi 2>/dev/null; exec 3>&-; done; \
+             for h in 172.17.0.1 10.0.2.2; do if exec 3<>/dev/tcp/$h/{witness_port}; then n=$((n+1)); else r=$((r+1)); fi 2>/dev/null; exec 3>&-; done; echo connected=$n refused=$r'"
+        ),
+    )
+    .await;
+    assert!(
+        out.iter().any(|l| l == "connected=0 refused=1002"),
+        "{out:?}"
+    );
+    let scanned = started.elapsed();
+    let events = hermes.wait_for_events("the scan's 1,002 attempts", |events| {
+        events
+            .iter()
+            .filter(|e| e["eventid"] == "hermes.egress.connection")
+            .count()
+            >= before + 1002
+    });
+    for port in [2000, 2500, 2999] {
+        let attempt =
+            connection_to(&events, "192.0.2.1", port).unwrap_or_else(|| panic!("port {port}"));
+        assert_eq!(attempt["answer"], "reject");
+    }
+    assert!(connection_to(&events, "172.17.0.1", witness_port).is_some());
+    assert!(connection_to(&events, "10.0.2.2", witness_port).is_some());
+    witness.assert_untouched();
+    eprintln!("1,002 refused connects took {scanned:?}");
     let arp = run(
         &mut second,
         "awk 'NR > 1 && $3 == \"0x2\" {print $1}' /proc/net/arp | sort -u | tr '\\n' ' '",
@@ -492,8 +556,9 @@ async fn egress_box_start_time_with_and_without_network() {
     eprintln!("the box network adds {added} ms (median)");
 }
 
-/// A box holds at most `MAX_OPEN_PER_BOX` connections at the gateway; the rest are
-/// reset at once (and logged); binary first bytes are logged escaped.
+/// A box holds at most `MAX_OPEN_PER_BOX` connections at the gateway (on a port it
+/// takes, IRC's); the rest are reset at once (and logged); binary first bytes are
+/// logged escaped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_a_box_holds_a_bounded_number_of_connections() {
     require_docker!();
@@ -504,7 +569,7 @@ async fn egress_a_box_holds_a_bounded_number_of_connections() {
     let out = run(
         &mut shell,
         &format!(
-            "timeout 60 bash -c 'n=0; for i in $(seq 1 {}); do exec {{fd}}<>/dev/tcp/192.0.2.5/6000 && n=$((n+1)); done; echo opened=$n; sleep 4'",
+            "timeout 60 bash -c 'n=0; for i in $(seq 1 {}); do exec {{fd}}<>/dev/tcp/192.0.2.5/6667 && n=$((n+1)); done; echo opened=$n; sleep 4'",
             limit + extra
         ),
     )
@@ -517,14 +582,14 @@ async fn egress_a_box_holds_a_bounded_number_of_connections() {
     let events = hermes.wait_for_events("every held and refused connection", |events| {
         events
             .iter()
-            .filter(|e| e["dst_port"] == 6000 && e["eventid"] == "hermes.egress.connection")
+            .filter(|e| e["dst_port"] == 6667 && e["eventid"] == "hermes.egress.connection")
             .count()
             >= limit + extra
     });
     let answers = |answer: &str| {
         events
             .iter()
-            .filter(|e| e["dst_port"] == 6000 && e["answer"] == answer)
+            .filter(|e| e["dst_port"] == 6667 && e["answer"] == answer)
             .count()
     };
     assert_eq!(answers("drop"), limit);
@@ -532,10 +597,10 @@ async fn egress_a_box_holds_a_bounded_number_of_connections() {
 
     run(
         &mut shell,
-        "timeout 3 bash -c 'exec 3<>/dev/tcp/192.0.2.6/12345; printf \"\\x00\\x1b[31mhi\\n\" >&3; sleep 5'",
+        "timeout 3 bash -c 'exec 3<>/dev/tcp/192.0.2.6/4444; printf \"\\x00\\x1b[31mhi\\n\" >&3; sleep 5'",
     )
     .await;
-    let binary = wait_for_connection(&hermes, "192.0.2.6", 12345);
+    let binary = wait_for_connection(&hermes, "192.0.2.6", 4444);
     assert_eq!(binary["first_bytes"], "\\x00\\x1b[31mhi\\n", "{binary}");
-    assert_eq!(binary["app_protocol"], "unknown");
+    assert_eq!(binary["app_protocol"], "stratum");
 }
