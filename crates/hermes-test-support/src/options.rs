@@ -7,8 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use hermes_core::address_block::AddressBlock;
 use hermes_core::config::{
-    AuthMode, Config, Credential, LogFormat, LogLevel, Millis, ReuseKey, Seconds, StickyConfig,
+    AuthMode, Config, Credential, EgressMode, LogFormat, LogLevel, Millis, ReuseKey, Seconds,
+    StickyConfig,
 };
 
 use crate::harness::IMAGE;
@@ -190,6 +192,21 @@ impl Options {
             config.metrics.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         }
 
+        // The shipped default fetches from the internet: in tests, nothing may leave
+        // the machine. Names exist only in a test's own map, and the only upstream
+        // ever contacted is a loopback address where nothing listens, unless the test
+        // sets up an internet of its own. An engine reached over TCP (another host, as
+        // far as Hermes knows) gives boxes no network.
+        config.egress.dns.static_only = true;
+        config.egress.upstream_allow = vec![nowhere()];
+        if self
+            .docker_url
+            .as_deref()
+            .is_some_and(|url| !url.starts_with("unix://"))
+        {
+            config.egress.mode = EgressMode::Off;
+        }
+
         config.logging.level = LogLevel::Debug;
         config.logging.format = LogFormat::Json;
         config.logging.output_dir = paths.logs.to_owned();
@@ -198,6 +215,15 @@ impl Options {
             change(&mut config);
         }
         validated(config)
+    }
+}
+
+/// The upstream the tests' gateways may contact when a test sets up no internet of
+/// its own: a loopback address nothing listens on, so every fetch fails at once.
+fn nowhere() -> AddressBlock {
+    match AddressBlock::parse("127.0.0.254/32") {
+        Ok(block) => block,
+        Err(e) => panic!("the tests' upstream block: {e}"),
     }
 }
 

@@ -60,7 +60,7 @@ pub struct EgressConfig {
 impl Default for EgressConfig {
     fn default() -> Self {
         Self {
-            mode: EgressMode::Off,
+            mode: EgressMode::Fetch,
             network: EgressNetworkConfig::default(),
             dns: EgressDnsConfig::default(),
             refused: RefusedAnswer::Drop,
