@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hermes_core::address_block::AddressBlock;
+use hermes_core::boxnet::BoxOwner;
 use hermes_core::capture::{FileStore, sha256_hex};
 use hermes_core::config::EgressConfig;
 use hermes_core::events::{ConnectionContext, Event, EventId};
@@ -208,7 +209,7 @@ fn rig_on(ports: &[u16], verify: bool, trusted: &[CertificateDer<'static>]) -> R
     };
     let ctx = BoxContext {
         container_id: "c0ffee".to_owned(),
-        owner: Arc::new(move || Some(owner.clone())),
+        owner: Arc::new(move || Some(BoxOwner::from(owner.clone()))),
         events: bus,
     };
     let ca = SensorCa::generate(&ca_name()).expect("sensor ca");
