@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use crate::capture::FetchHints;
 use crate::events::ConnectionContext;
 use crate::ids::SessionId;
 
@@ -45,17 +46,41 @@ pub struct BoxOwners {
 
 #[derive(Debug)]
 struct Owner {
-    context: ConnectionContext,
+    owner: BoxOwner,
     /// Released: kept only for what the box still sends until it stops.
     released: bool,
 }
 
+/// The session a box's traffic is attributed to, with the fetches its commands
+/// asked for (shared: the box's gateway names a download's `destfile` from them).
+/// They live as long as the session or the box's entry, whichever is longer.
+#[derive(Debug, Clone)]
+pub struct BoxOwner {
+    /// The session.
+    pub context: ConnectionContext,
+    /// Its commands' fetches.
+    pub hints: FetchHints,
+}
+
+impl From<ConnectionContext> for BoxOwner {
+    /// A session known without its commands (an SSH client's forwarding): no hints.
+    fn from(context: ConnectionContext) -> Self {
+        BoxOwner {
+            context,
+            hints: FetchHints::default(),
+        }
+    }
+}
+
 impl BoxOwners {
     /// `context`'s session now uses `container_id` (a later session of a returning
-    /// source takes over a shared box).
-    pub fn set(&self, container_id: &str, context: &ConnectionContext) {
+    /// source takes over a shared box); `hints` are its commands' fetches.
+    pub fn set(&self, container_id: &str, context: &ConnectionContext, hints: &FetchHints) {
         let owner = Owner {
-            context: context.clone(),
+            owner: BoxOwner {
+                context: context.clone(),
+                hints: hints.clone(),
+            },
             released: false,
         };
         self.lock().insert(container_id.to_owned(), owner);
@@ -64,7 +89,7 @@ impl BoxOwners {
     /// `session` is done with `container_id`; another session's claim stays.
     pub fn clear(&self, container_id: &str, session: SessionId) {
         if let Some(owner) = self.lock().get_mut(container_id)
-            && owner.context.session == session
+            && owner.owner.context.session == session
         {
             owner.released = true;
         }
@@ -77,10 +102,10 @@ impl BoxOwners {
 
     /// The session `container_id` serves now, or the last one it served until it
     /// stops.
-    pub fn owner(&self, container_id: &str) -> Option<ConnectionContext> {
+    pub fn owner(&self, container_id: &str) -> Option<BoxOwner> {
         self.lock()
             .get(container_id)
-            .map(|owner| owner.context.clone())
+            .map(|owner| owner.owner.clone())
     }
 
     /// Whether a session uses `container_id` now.
@@ -111,16 +136,48 @@ mod tests {
     fn the_owner_is_the_latest_session_and_stays_until_the_box_stops() {
         let owners = BoxOwners::default();
         let (first, second) = (context(1), context(2));
-        owners.set("box", &first);
-        owners.set("box", &second);
+        let (first_hints, second_hints) = (FetchHints::default(), FetchHints::default());
+        owners.set("box", &first, &first_hints);
+        owners.set("box", &second, &second_hints);
         owners.clear("box", first.session);
         assert!(owners.in_use("box"), "the second session still uses it");
-        assert_eq!(owners.owner("box").map(|c| c.session), Some(second.session));
+        let session = |owners: &BoxOwners| owners.owner("box").map(|o| o.context.session);
+        assert_eq!(session(&owners), Some(second.session));
         owners.clear("box", second.session);
         assert!(!owners.in_use("box"));
         // What a process left running sends until the box stops is still its.
-        assert_eq!(owners.owner("box").map(|c| c.session), Some(second.session));
+        assert_eq!(session(&owners), Some(second.session));
         owners.forget("box");
         assert!(owners.owner("box").is_none());
+    }
+
+    #[test]
+    fn the_owner_brings_its_sessions_fetch_hints_and_they_go_with_the_box() {
+        let owners = BoxOwners::default();
+        let (first, second) = (context(1), context(2));
+        let (first_hints, second_hints) = (FetchHints::default(), FetchHints::default());
+        owners.set("box", &first, &first_hints);
+        // Noted after the lease too: the entry shares the session's hints.
+        first_hints.note("wget -O /tmp/a http://h/a");
+        let owner = owners.owner("box").expect("an owner");
+        assert_eq!(
+            owner.hints.destfile("http://h/a").as_deref(),
+            Some("/tmp/a")
+        );
+        drop(owner);
+        // A later session's box: its own hints, not the first's.
+        owners.set("box", &second, &second_hints);
+        let owner = owners.owner("box").expect("an owner");
+        assert_eq!(owner.hints.destfile("http://h/a"), None);
+        // The entry holds the hints until the box stops, not longer.
+        drop(owner);
+        assert_eq!(
+            second_hints.holders(),
+            2,
+            "the session's and the box's entry"
+        );
+        assert_eq!(first_hints.holders(), 1, "the session's only");
+        owners.forget("box");
+        assert_eq!(second_hints.holders(), 1, "gone with the box");
     }
 }

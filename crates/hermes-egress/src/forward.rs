@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use hermes_core::boxnet::BoxOwner;
 use hermes_core::config::EgressConfig;
 use hermes_core::escape::{escape_bytes, escape_untrusted};
 use hermes_core::events::{ConnectionContext, EventBus, EventId};
@@ -101,7 +102,7 @@ impl SshForwards {
         BoxContext {
             // No box: Hermes itself is asked to connect.
             container_id: String::new(),
-            owner: Arc::new(move || Some(owner.clone())),
+            owner: Arc::new(move || Some(BoxOwner::from(owner.clone()))),
             events: self.events.clone(),
         }
     }

@@ -37,7 +37,8 @@ pub use sinkhole::DROP_HOLD;
 
 use std::sync::Arc;
 
-use hermes_core::events::{ConnectionContext, EventBuilder, EventBus, EventId};
+use hermes_core::boxnet::BoxOwner;
+use hermes_core::events::{EventBuilder, EventBus, EventId};
 
 /// Whose traffic a box's connection is: the events it makes go to the session the
 /// box serves now (a returning source's box may serve several, one after another).
@@ -45,8 +46,8 @@ use hermes_core::events::{ConnectionContext, EventBuilder, EventBus, EventId};
 pub struct BoxContext {
     /// The box's container id.
     pub container_id: String,
-    /// The session the box serves now, if any.
-    pub owner: Arc<dyn Fn() -> Option<ConnectionContext> + Send + Sync>,
+    /// The session the box serves now, if any, with its commands' fetch hints.
+    pub owner: Arc<dyn Fn() -> Option<BoxOwner> + Send + Sync>,
     /// Where events go.
     pub events: EventBus,
 }
@@ -55,8 +56,47 @@ impl BoxContext {
     /// Emits an event about this box's traffic: the session's when one is known,
     /// otherwise a global one naming the container.
     pub fn emit(&self, id: EventId, build: impl FnOnce(EventBuilder) -> EventBuilder) {
-        let builder = match (self.owner)() {
-            Some(context) => EventBuilder::connection(id, &context),
+        let owner = (self.owner)();
+        self.emit_as(owner.as_ref(), id, build);
+    }
+
+    /// Emits `cowrie.session.file_download` for a body fetched from `url` (any
+    /// scheme): with `url`, and `destfile` where the session's command that asked
+    /// for it saves it, when one did. Returns the `destfile` (attacker text: a log
+    /// line escapes it).
+    pub fn emit_download(
+        &self,
+        url: &str,
+        build: impl FnOnce(EventBuilder) -> EventBuilder,
+    ) -> Option<String> {
+        let owner = (self.owner)();
+        let destfile = owner.as_ref().and_then(|owner| owner.hints.destfile(url));
+        self.emit_as(owner.as_ref(), EventId::FileDownload, |event| {
+            let event = build(event.field("url", url));
+            match &destfile {
+                Some(destfile) => event.field("destfile", destfile.as_str()),
+                None => event,
+            }
+        });
+        destfile
+    }
+
+    /// The session's id as the fetch budget counts it, or the container's.
+    pub fn session_key(&self) -> String {
+        match (self.owner)() {
+            Some(owner) => owner.context.session.to_string(),
+            None => format!("container {}", self.container_id),
+        }
+    }
+
+    fn emit_as(
+        &self,
+        owner: Option<&BoxOwner>,
+        id: EventId,
+        build: impl FnOnce(EventBuilder) -> EventBuilder,
+    ) {
+        let builder = match owner {
+            Some(owner) => EventBuilder::connection(id, &owner.context),
             None => EventBuilder::global(id).field("container_id", self.container_id.as_str()),
         };
         self.events.emit(build(builder));

@@ -161,6 +161,7 @@ pub(crate) async fn hold<S: AsyncRead + Unpin>(stream: &mut S) {
 mod tests {
     use std::sync::Arc;
 
+    use hermes_core::boxnet::BoxOwner;
     use hermes_core::events::ConnectionContext;
     use hermes_core::ids::SessionId;
     use hermes_core::testing::RecordedEvents;
@@ -189,7 +190,7 @@ mod tests {
         let session = owner.session.to_string();
         let context = BoxContext {
             container_id: "c0ffee".to_owned(),
-            owner: Arc::new(move || Some(owner.clone())),
+            owner: Arc::new(move || Some(BoxOwner::from(owner.clone()))),
             events: bus,
         };
         let (mut client, gateway) = pair().await;

@@ -192,7 +192,7 @@ fn fetches_of(words: &[String]) -> Vec<Fetch> {
             // tftp -g -r REMOTE [-l LOCAL] HOST [PORT]
             let mut remote_file = None;
             let mut local = None;
-            let mut host = None;
+            let mut plain = Vec::new();
             let mut i = 0;
             while i < args.len() {
                 match args[i].as_str() {
@@ -206,14 +206,17 @@ fn fetches_of(words: &[String]) -> Vec<Fetch> {
                     }
                     word if word.starts_with('-') => i += 1,
                     word => {
-                        host.get_or_insert_with(|| word.to_owned());
+                        plain.push(word);
                         i += 1;
                     }
                 }
             }
-            match (host, remote_file) {
+            match (plain.first(), remote_file) {
                 (Some(host), Some(remote_file)) => vec![Fetch {
-                    url: format!("tftp://{host}/{remote_file}"),
+                    url: format!(
+                        "tftp://{}/{remote_file}",
+                        authority(host, plain.get(1).copied(), 69)
+                    ),
                     saves_to: Some(local.unwrap_or_else(|| basename(&remote_file).to_owned())),
                 }],
                 _ => Vec::new(),
@@ -222,9 +225,13 @@ fn fetches_of(words: &[String]) -> Vec<Fetch> {
         "ftpget" => {
             // ftpget [-u USER -p PASS -P PORT] HOST LOCAL REMOTE
             let mut plain = Vec::new();
+            let mut port = None;
             let mut i = 0;
             while i < args.len() {
-                if matches!(args[i].as_str(), "-u" | "-p" | "-P") {
+                if args[i] == "-P" {
+                    port = args.get(i + 1).map(String::as_str);
+                    i += 2;
+                } else if matches!(args[i].as_str(), "-u" | "-p") {
                     i += 2;
                 } else if args[i].starts_with('-') {
                     i += 1;
@@ -235,13 +242,32 @@ fn fetches_of(words: &[String]) -> Vec<Fetch> {
             }
             match plain.as_slice() {
                 [host, local, remote, ..] => vec![Fetch {
-                    url: format!("ftp://{host}/{}", remote.trim_start_matches('/')),
+                    url: format!(
+                        "ftp://{}/{}",
+                        authority(host, port, 21),
+                        remote.trim_start_matches('/')
+                    ),
                     saves_to: Some(local.clone()),
                 }],
                 _ => Vec::new(),
             }
         }
         _ => Vec::new(),
+    }
+}
+
+/// A URL's authority for a host and a port given apart (an IPv6 address in
+/// brackets); the scheme's `default` port and a port that is not a number are left
+/// out.
+fn authority(host: &str, port: Option<&str>, default: u16) -> String {
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    match port.and_then(|port| port.parse::<u16>().ok()) {
+        Some(port) if port != default => format!("{host}:{port}"),
+        _ => host,
     }
 }
 
@@ -255,9 +281,13 @@ pub fn fetches(line: &str) -> Vec<Fetch> {
 
 /// The URL that saved a file at `path`: the latest fetch whose target name is the
 /// file's name (or its path, when the command gave one).
-pub fn url_for<'a>(fetches: &'a [Fetch], path: &str) -> Option<&'a str> {
+pub fn url_for<'a, I>(fetches: I, path: &str) -> Option<&'a str>
+where
+    I: IntoIterator<Item = &'a Fetch>,
+    I::IntoIter: DoubleEndedIterator,
+{
     fetches
-        .iter()
+        .into_iter()
         .rev()
         .find(|fetch| {
             fetch.saves_to.as_deref().is_some_and(|target| {
@@ -352,6 +382,19 @@ mod tests {
         let f = one("ftpget -u a -p b 192.0.2.6 arm /pub/arm");
         assert_eq!(f.url, "ftp://192.0.2.6/pub/arm");
         assert_eq!(f.saves_to.as_deref(), Some("arm"));
+        // A port given apart is part of the URL (the gateway reports it so).
+        assert_eq!(
+            one("tftp -g -r mips 192.0.2.5 6969").url,
+            "tftp://192.0.2.5:6969/mips"
+        );
+        assert_eq!(
+            one("tftp -g -r m 2001:db8::5").url,
+            "tftp://[2001:db8::5]/m"
+        );
+        assert_eq!(
+            one("ftpget -P 2121 192.0.2.6 arm arm").url,
+            "ftp://192.0.2.6:2121/arm"
+        );
     }
 
     #[test]

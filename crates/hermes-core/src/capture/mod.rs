@@ -6,12 +6,14 @@
 //! drives a pass through the [`crate::sandbox::Sandbox`] traits and emits the events.
 
 pub mod downloads;
+pub mod fetch_hints;
 pub mod store;
 pub mod uploads;
 
 use std::collections::{HashMap, HashSet};
 
 pub use downloads::{Fetch, fetches, url_for};
+pub use fetch_hints::FetchHints;
 pub use store::{FileStore, StoreError, Stored, sha256_hex};
 pub use uploads::{ScpUploads, SftpUploads, Upload};
 
@@ -121,8 +123,8 @@ pub struct SessionFiles {
     skips_reported: usize,
     /// Files not copied, all reasons.
     pub skipped: usize,
-    /// Fetches the session's commands asked for.
-    pub fetches: Vec<Fetch>,
+    /// Fetches the session's commands asked for, shared with its box's gateway.
+    pub fetches: FetchHints,
     /// Files sent with scp or sftp.
     pub uploads: Vec<Upload>,
     /// What was captured, in order.
@@ -132,9 +134,7 @@ pub struct SessionFiles {
 impl SessionFiles {
     /// Notes a command line's fetches (for labelling files with their URL).
     pub fn command(&mut self, line: &str) {
-        if self.fetches.len() < 10_000 {
-            self.fetches.extend(fetches(line));
-        }
+        self.fetches.note(line);
     }
 
     /// Whether the file at `path` with this size and time is new or changed since it
@@ -190,8 +190,8 @@ impl SessionFiles {
     }
 
     /// The URL that fetched the file at `path`, if a command of the session did.
-    pub fn url(&self, path: &str) -> Option<&str> {
-        url_for(&self.fetches, path)
+    pub fn url(&self, path: &str) -> Option<String> {
+        self.fetches.url_for(path)
     }
 }
 
@@ -215,7 +215,10 @@ mod tests {
             path: "/root/up.bin".into(),
             filename: "up.bin".into(),
         });
-        assert_eq!(files.url("/tmp/x.sh"), Some("http://192.0.2.1/x.sh"));
+        assert_eq!(
+            files.url("/tmp/x.sh").as_deref(),
+            Some("http://192.0.2.1/x.sh")
+        );
         assert_eq!(files.upload_name("/root/up.bin"), Some("up.bin"));
         assert_eq!(files.upload_name("/tmp/x.sh"), None);
     }

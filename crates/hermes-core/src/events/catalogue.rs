@@ -152,7 +152,9 @@ catalogue! {
     /// why: `download_size`, `session_bytes`, `hourly_bytes`, `fetch_timeout`,
     /// `incomplete` (the server closed early) or `client_closed`), copied into the
     /// store (`outfile`, named by its SHA-256). `url` when known; `duplicate` when the
-    /// store had it already. Over HTTPS (`url` `https://...`, the gateway answering
+    /// store had it already. A gateway download has `destfile` when a command of the
+    /// session asked for its URL and saves it to a file: the name as the command
+    /// wrote it (`x.sh`, `/tmp/a`), not resolved (none for `curl` to stdout). Over HTTPS (`url` `https://...`, the gateway answering
     /// the box's TLS with a certificate of the sensor's CA): `sni`, the name the box
     /// sent, and the certificate upstream showed (`upstream_cert_subject`,
     /// `upstream_cert_issuer`, `upstream_cert_sha256` of its DER,

@@ -244,6 +244,11 @@ impl Connection {
         tracing::info!(target: "hermes::capture", session_id = %self.context.session, last, captured, elapsed_ms = started.elapsed().as_millis() as u64, "capture pass done");
     }
 
+    /// The fetches the session's commands asked for (shared, for its box's gateway).
+    pub(super) fn fetch_hints(&self) -> crate::capture::FetchHints {
+        self.files().fetches.clone()
+    }
+
     fn files(&self) -> std::sync::MutexGuard<'_, crate::capture::SessionFiles> {
         self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -276,10 +281,7 @@ impl Connection {
         let outfile = stored.path.display().to_string();
         let (upload, url) = {
             let files = self.files();
-            (
-                files.upload_name(path).map(str::to_owned),
-                files.url(path).map(str::to_owned),
-            )
+            (files.upload_name(path).map(str::to_owned), files.url(path))
         };
         let kind = if upload.is_some() {
             FileKind::Upload

@@ -70,9 +70,10 @@ impl Connection {
                 self.state().metadata.container_id = Some(lease.container_id.clone());
                 self.write_metadata();
                 self.start_baseline(&lease).await;
+                let hints = self.fetch_hints();
                 self.services
                     .box_owners
-                    .set(&lease.container_id, &self.context);
+                    .set(&lease.container_id, &self.context, &hints);
                 self.lease.send_replace(LeaseState::Ready(lease));
                 // finish() may have run between the check above and the send: it
                 // releases what it finds, so look once more.

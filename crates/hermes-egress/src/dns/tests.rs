@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hermes_core::boxnet::BoxOwner;
 use hermes_core::events::{ConnectionContext, EventId};
 use hermes_core::testing::RecordedEvents;
 use tokio::net::UdpSocket;
@@ -118,7 +119,7 @@ async fn start(settings: ResolverSettings, owner: Option<ConnectionContext>) -> 
     let (bus, events) = RecordedEvents::new();
     let ctx = BoxContext {
         container_id: "c0ffee".to_owned(),
-        owner: Arc::new(move || owner.clone()),
+        owner: Arc::new(move || owner.clone().map(BoxOwner::from)),
         events: bus,
     };
     let task = tokio::spawn(serve(socket, ctx, Arc::new(Resolver::new(settings))));

@@ -97,10 +97,8 @@ pub(super) async fn finish(
         Err(error) => return failed("store_error", error.to_string()).emit(ctx),
     };
     let outfile = stored.path.display().to_string();
-    tracing::info!(target: "hermes::egress", url = %escape_untrusted(&url), upstream = %original_dst, sha256 = %stored.sha256, size, truncated = cut.is_some(), "download fetched");
-    ctx.emit(EventId::FileDownload, |event| {
+    let destfile = ctx.emit_download(&url, |event| {
         let event = event
-            .field("url", url.as_str())
             .field("outfile", outfile.as_str())
             .field("shasum", stored.sha256.as_str())
             .field("size", size)
@@ -122,6 +120,11 @@ pub(super) async fn finish(
             None => event,
         }
     });
+    let destfile = destfile
+        .as_deref()
+        .map(escape_untrusted)
+        .unwrap_or_default();
+    tracing::info!(target: "hermes::egress", url = %escape_untrusted(&url), %destfile, upstream = %original_dst, sha256 = %stored.sha256, size, truncated = cut.is_some(), "download fetched");
 }
 
 /// A box whose TLS handshake with the gateway failed (it does not trust the
@@ -133,10 +136,7 @@ pub(super) fn tls_refused(
     sni: Option<String>,
     error: String,
 ) {
-    let session = match (ctx.owner)() {
-        Some(owner) => owner.session.to_string(),
-        None => format!("container {}", ctx.container_id),
-    };
+    let session = ctx.session_key();
     let host = match &sni {
         Some(name) => name.clone(),
         None => original_dst.ip().to_string(),

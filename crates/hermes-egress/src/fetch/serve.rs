@@ -58,10 +58,7 @@ pub(super) async fn serve_with<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let session = match (ctx.owner)() {
-        Some(owner) => owner.session.to_string(),
-        None => format!("container {}", ctx.container_id),
-    };
+    let session = ctx.session_key();
     let mut progress = Progress::default();
     if let Upstream::Tls { sni, .. } = &how {
         progress.tls = Some(TlsSeen {

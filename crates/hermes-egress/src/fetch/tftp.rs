@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use hermes_core::capture::StoreError;
 use hermes_core::escape::escape_untrusted;
-use hermes_core::events::EventId;
 
 use super::Fetcher;
 use super::report;
@@ -59,10 +58,7 @@ pub async fn fetch_tftp(
     server: SocketAddr,
     file: &[u8],
 ) -> Result<Vec<u8>, TftpRefusal> {
-    let session = match (ctx.owner)() {
-        Some(owner) => owner.session.to_string(),
-        None => format!("container {}", ctx.container_id),
-    };
+    let session = ctx.session_key();
     let url = tftp_url(server, file);
     let fail = |reason: &'static str, error: String, upstream_bytes: u64, answer: TftpRefusal| {
         report::failed(
@@ -136,10 +132,8 @@ pub async fn fetch_tftp(
         Err(error) => return fail("store_error", error.to_string(), size, TIMEOUT),
     };
     let outfile = stored.path.display().to_string();
-    tracing::info!(target: "hermes::egress", url = %escape_untrusted(&url), upstream = %server, sha256 = %stored.sha256, size, "TFTP download fetched");
-    ctx.emit(EventId::FileDownload, |event| {
+    let destfile = ctx.emit_download(&url, |event| {
         event
-            .field("url", url.as_str())
             .field("outfile", outfile.as_str())
             .field("shasum", stored.sha256.as_str())
             .field("size", size)
@@ -152,5 +146,10 @@ pub async fn fetch_tftp(
                 stored.sha256,
             ))
     });
+    let destfile = destfile
+        .as_deref()
+        .map(escape_untrusted)
+        .unwrap_or_default();
+    tracing::info!(target: "hermes::egress", url = %escape_untrusted(&url), %destfile, upstream = %server, sha256 = %stored.sha256, size, "TFTP download fetched");
     Ok(body)
 }

