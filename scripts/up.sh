@@ -20,6 +20,12 @@ if [ "$(printf '%s\n%s\n' "$need_rust" "$have_rust" | sort -V | head -n 1)" != "
 fi
 
 scripts/ensure-docker.sh
+# The boxes' network (egress, on by default) is built with iproute2 and iptables.
+if ! command -v ip >/dev/null 2>&1 || ! command -v iptables-restore >/dev/null 2>&1; then
+  # shellcheck source=lib/apt.sh
+  . scripts/lib/apt.sh
+  apt_install iproute2 iptables
+fi
 images/target/build.sh "${image:-hermes-target:latest}"
 cargo build --release --locked --bin hermes
 exec target/release/hermes run --config "$config"

@@ -26,10 +26,10 @@ pub const TFTP_PORT: u16 = 69;
 const LOCAL_TABLE: &str = "169";
 /// Packets logged per second per box past the burst (a flood costs the box, not
 /// the sensor's event pipeline).
-const LOGGED_PER_SECOND: u32 = 50;
+const LOGGED_PER_SECOND: u32 = 100;
 /// Packets logged at once before the rate applies (a 1,000-port scan is logged
-/// whole).
-const LOGGED_BURST: u32 = 1000;
+/// whole, with room for what came before it).
+const LOGGED_BURST: u32 = 2000;
 /// Ports per `multiport` match (iptables's own limit).
 const MULTIPORT_MAX: usize = 15;
 
@@ -226,7 +226,7 @@ mod tests {
         ] {
             assert!(rules.find(earlier).expect(earlier) < log, "{earlier}");
         }
-        assert!(rules.contains("-m limit --limit 50/sec --limit-burst 1000"));
+        assert!(rules.contains("-m limit --limit 100/sec --limit-burst 2000"));
     }
 
     #[test]

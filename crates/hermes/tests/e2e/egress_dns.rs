@@ -134,6 +134,7 @@ fn egress_dns_asks_an_upstream_resolver_of_our_own_and_caches() {
     let upstream = resolver.address;
     let options = Options::default().configure(move |c| {
         c.egress.mode = EgressMode::Sinkhole;
+        c.egress.dns.static_only = false;
         c.egress.dns.upstream = vec![upstream.into()];
         c.egress.dns.static_hosts = [("dropper.test".to_owned(), ANSWER.into())].into();
     });
