@@ -11,6 +11,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::BoxContext;
 use crate::fetch::Fetcher;
+use crate::ftp::FtpGateway;
 use crate::netns;
 use crate::original_dst::original_destination;
 use crate::rules::{DNS_PORT, TCP_PORT, TFTP_PORT};
@@ -33,11 +34,23 @@ pub struct Dispatch {
     pub fetch: Option<Arc<dyn FetchHandler>>,
     /// Fetches the box's TFTP read requests (None: UDP 69 is not listened to).
     pub tftp: Option<Arc<Fetcher>>,
+    /// Serves the box's FTP, and takes the data connections its transfers wait for.
+    pub ftp: Option<Arc<FtpGateway>>,
 }
 
 impl Dispatch {
     /// Hands the connection to whoever answers it.
     pub async fn dispatch(&self, connection: BoxConnection) {
+        let connection = match &self.ftp {
+            Some(ftp) => match ftp.claim(connection) {
+                Some(connection) if ftp.wants(connection.destination) => {
+                    return ftp.serve(connection).await;
+                }
+                Some(connection) => connection,
+                None => return,
+            },
+            None => connection,
+        };
         if let Some(fetch) = &self.fetch
             && fetch.wants(connection.destination)
         {

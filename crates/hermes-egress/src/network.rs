@@ -12,6 +12,7 @@ use hermes_core::events::EventBus;
 
 use crate::BoxContext;
 use crate::fetch::Fetcher;
+use crate::ftp::FtpGateway;
 use crate::gateway::{Dispatch, Gateway};
 use crate::netns::{self, Naming};
 use crate::seams::{DnsServer, FetchHandler, silent_dns};
@@ -26,6 +27,7 @@ pub struct EgressNetwork {
     owners: Arc<BoxOwners>,
     fetch: Option<Arc<dyn FetchHandler>>,
     tftp: Option<Arc<Fetcher>>,
+    ftp: Option<Arc<FtpGateway>>,
     dns: DnsServer,
     gateways: Mutex<HashMap<String, Gateway>>,
 }
@@ -46,6 +48,7 @@ impl EgressNetwork {
             owners,
             fetch: None,
             tftp: None,
+            ftp: None,
             dns: silent_dns(),
             gateways: Mutex::new(HashMap::new()),
         }
@@ -63,6 +66,14 @@ impl EgressNetwork {
     pub fn with_tftp(mut self, fetcher: Arc<Fetcher>) -> Self {
         if self.config.mode == EgressMode::Fetch {
             self.tftp = Some(fetcher);
+        }
+        self
+    }
+
+    /// The boxes' FTP is served by `ftp` (`egress.mode: fetch` only).
+    pub fn with_ftp(mut self, ftp: Arc<FtpGateway>) -> Self {
+        if self.config.mode == EgressMode::Fetch {
+            self.ftp = Some(ftp);
         }
         self
     }
@@ -125,6 +136,7 @@ impl BoxNetwork for EgressNetwork {
                     first_bytes: self.config.limits.first_bytes.bytes_usize(),
                     fetch: self.fetch.clone(),
                     tftp: self.tftp.clone(),
+                    ftp: self.ftp.clone(),
                 };
                 Gateway::open(&name, self.context(container_id), dispatch, &self.dns)
                     .await

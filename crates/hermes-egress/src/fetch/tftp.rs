@@ -74,6 +74,7 @@ pub async fn fetch_tftp(
             reason,
             error,
             upstream_bytes,
+            &[],
         );
         Err(answer)
     };
