@@ -213,6 +213,35 @@ where
             Ok(upstream) => upstream,
             Err(error) => return failed(error),
         };
+    let outcome = retrieve(
+        fetcher,
+        session,
+        request,
+        &mut upstream,
+        control,
+        data,
+        progress,
+    )
+    .await
+    .unwrap_or_else(failed);
+    upstream.quit().await;
+    outcome
+}
+
+/// `RETR` on a logged-in control connection, relayed to the box.
+async fn retrieve<C, D>(
+    fetcher: &Fetcher,
+    session: &str,
+    request: FtpRequest<'_>,
+    upstream: &mut Control,
+    control: &mut C,
+    data: &mut D,
+    progress: &mut Progress,
+) -> Result<Outcome, ClientError>
+where
+    C: AsyncWrite + Unpin,
+    D: AsyncWrite + Unpin,
+{
     // The data connection goes to the control connection's peer: checked again all
     // the same (its port is the server's choice, not one of `upstream_ports`).
     let check = |address: SocketAddr| {
@@ -221,14 +250,8 @@ where
             .check_address(address.ip())
             .map_err(|refusal| refusal.as_str())
     };
-    let mut upstream_data = match upstream.open_data(check).await {
-        Ok(stream) => stream,
-        Err(error) => return failed(error),
-    };
-    let size = match upstream.retrieve(request.path).await {
-        Ok(size) => size,
-        Err(error) => return failed(error),
-    };
+    let mut upstream_data = upstream.open_data(check).await?;
+    let size = upstream.retrieve(request.path).await?;
     let opening = match size {
         Some(size) => format!(
             "150 Opening BINARY mode data connection for {} ({size} bytes).\r\n",
@@ -240,23 +263,19 @@ where
         ),
     };
     if control.write_all(opening.as_bytes()).await.is_err() {
-        return Outcome::Failed(
-            "client_closed",
-            "the box closed its control connection".into(),
-        );
+        let error = "the box closed its control connection".into();
+        return Ok(Outcome::Failed("client_closed", error));
     }
     progress.started = true;
     let outcome = relay(&mut upstream_data, data, session, fetcher, progress).await;
     drop(upstream_data);
-    let outcome = match outcome {
+    Ok(match outcome {
         Some(cut) => Outcome::Cut(cut),
         None => match upstream.finish().await {
             Ok(reply) if reply.is_complete() => Outcome::Complete,
             Ok(_) | Err(_) => Outcome::Cut("incomplete"),
         },
-    };
-    upstream.quit().await;
-    outcome
+    })
 }
 
 /// Streams upstream's data to the box and keeps it; the reason it was cut, if it was.

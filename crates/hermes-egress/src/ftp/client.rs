@@ -139,7 +139,7 @@ impl Control {
     }
 
     /// Says goodbye, not waiting long for the answer.
-    pub async fn quit(mut self) {
+    pub async fn quit(&mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             self.writer.write_all(b"QUIT\r\n").await?;
             let _ = wire::read_reply(&mut self.reader).await;

@@ -166,8 +166,9 @@ impl Session<'_> {
                 self.cwd = wire::resolve(&self.cwd, "..").unwrap_or_else(|| "/".to_owned());
                 "250 Directory successfully changed.".to_owned()
             }
-            "SIZE" => "550 Could not get file size.".to_owned(),
-            "MDTM" => "550 Could not get file modification time.".to_owned(),
+            // Not known before the fetch, and a 550 would tell curl the file is not
+            // there: answered as by a server without these extensions.
+            "SIZE" | "MDTM" => "502 Command not implemented.".to_owned(),
             "PASV" => match self.server.ip() {
                 IpAddr::V4(ip) => match self.open_port() {
                     Some(port) => wire::pasv_reply(ip, port),

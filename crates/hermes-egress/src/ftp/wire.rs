@@ -238,7 +238,7 @@ pub fn epsv_port(text: &str) -> Option<u16> {
     let open = text.find('(')?;
     let inner = &text[open + 1..];
     let close = inner.find(')')?;
-    let inner = inner[..close].as_bytes();
+    let inner = &inner.as_bytes()[..close];
     let delimiter = *inner.first()?;
     if inner.len() < 5 || !(33..=126).contains(&delimiter) {
         return None;
