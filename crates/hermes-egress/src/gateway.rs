@@ -1,6 +1,7 @@
 //! One box's gateway: Hermes's listeners inside the box's gateway namespace (bound
 //! there by a thread that entered it, then run by tokio like any socket), and the
-//! dispatcher that hands each TCP connection to the fetcher or to the sinkhole.
+//! dispatcher that hands each TCP connection to the fetcher or to the sinkhole (an
+//! FTP data connection first to the transfer waiting for it).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
