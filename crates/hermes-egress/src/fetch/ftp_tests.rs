@@ -506,3 +506,53 @@ async fn the_box_side_answers_like_a_server_without_going_upstream() {
     assert_eq!(rig.fetcher.upstream_connects(), 0);
     assert!(rig.events.all().is_empty(), "{:?}", rig.events.all());
 }
+
+#[tokio::test]
+async fn random_commands_never_panic_and_the_box_side_stays_bounded() {
+    let rig = super::tests::rig(&["127.0.0.0/8"], &[2121], |_| {});
+    let server: SocketAddr = "127.0.0.1:2121".parse().expect("address");
+    let alphabet = b"USERPASRETRCWDPWDTYPEPASVEPSV /.\r\n\x00\xff";
+    for round in 0..50 {
+        let (mut box_side, gateway_side) = tokio::io::duplex(64 * 1024);
+        let ports = Arc::new(DataPorts::default());
+        let serve = tokio::spawn(serve_ftp(
+            gateway_side,
+            server,
+            rig.ctx.clone(),
+            Arc::clone(&rig.fetcher),
+            Arc::clone(&ports),
+        ));
+        let noise: Vec<u8> = {
+            let mut rng = rand::rng();
+            (0..rng.random_range(0..4000))
+                .map(|_| {
+                    if round % 2 == 0 {
+                        alphabet[rng.random_range(0..alphabet.len())]
+                    } else {
+                        rng.random()
+                    }
+                })
+                .collect()
+        };
+        let reader = tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = box_side.write_all(&noise).await;
+            let _ = box_side.shutdown().await;
+            let _ = box_side.read_to_end(&mut sink).await;
+            sink
+        });
+        let answered = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the box side closes in time")
+            .expect("reader");
+        assert!(answered.starts_with(b"220 (vsFTPd 3.0.3)\r\n"));
+        tokio::time::timeout(Duration::from_secs(10), serve)
+            .await
+            .expect("serve ends")
+            .expect("no panic");
+        // The session's data ports went with it.
+        assert_eq!(ports.waiting(), 0);
+    }
+    // Nothing reached upstream without a RETR over a data connection.
+    assert_eq!(rig.fetcher.upstream_connects(), 0);
+}
