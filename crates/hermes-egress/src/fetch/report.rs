@@ -213,30 +213,24 @@ pub(super) async fn kept(
 ) {
     let size = body.len() as u64;
     let store = std::sync::Arc::clone(&fetcher.store);
+    let fail = |reason: &'static str, error: String| {
+        failed(
+            ctx,
+            fetcher,
+            session,
+            kept.url,
+            kept.upstream,
+            reason,
+            error,
+            kept.upstream_bytes,
+            kept.extra,
+        )
+    };
     let stored = match tokio::task::spawn_blocking(move || store.put(&body)).await {
         Ok(Ok(stored)) => stored,
-        failure => {
-            let reason = match &failure {
-                Ok(Err(StoreError::Full { .. })) => "store_full",
-                _ => "store_error",
-            };
-            let error = match failure {
-                Ok(Err(error)) => error.to_string(),
-                Err(error) => error.to_string(),
-                Ok(Ok(_)) => String::new(),
-            };
-            return failed(
-                ctx,
-                fetcher,
-                session,
-                kept.url,
-                kept.upstream,
-                reason,
-                error,
-                kept.upstream_bytes,
-                kept.extra,
-            );
-        }
+        Ok(Err(error @ StoreError::Full { .. })) => return fail("store_full", error.to_string()),
+        Ok(Err(error)) => return fail("store_error", error.to_string()),
+        Err(error) => return fail("store_error", error.to_string()),
     };
     let outfile = stored.path.display().to_string();
     let url = kept.url;
