@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::SemaphorePermit;
 use tokio::time::Instant;
 
-use super::Fetcher;
 use super::report::{self, Kept};
+use super::{Fetcher, InFlight};
 use crate::BoxContext;
 use crate::ftp::client::{ClientError, ClientTimeouts, Control};
 use crate::ftp::wire::ftp_url;
@@ -90,13 +91,143 @@ pub fn ftp_refused(ctx: &BoxContext, fetcher: &Fetcher, server: SocketAddr) -> b
     true
 }
 
-/// Fetches `request` for the box of `ctx`: `150` on the box's `control`, the bytes
-/// on its `data` connection (closed at the end), stored and reported. Returns the
-/// final reply for the box.
+/// An FTP fetch open upstream: admitted by the budget, holding its permit, logged in
+/// with the box's credentials; `SIZE` and then `RETR` use it, until its deadline.
+pub struct FtpUpstream<'a> {
+    control: Control,
+    deadline: Instant,
+    _permit: SemaphorePermit<'a>,
+    _in_flight: InFlight<'a>,
+}
+
+impl FtpUpstream<'_> {
+    /// Whether its `fetch_timeout` is over (it is dropped then; the box's next
+    /// command opens another).
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+}
+
+/// What upstream said to `SIZE`, for the box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FtpSize {
+    /// `213`: the size.
+    Known(u64),
+    /// The server has no `SIZE`.
+    Unknown,
+    /// No such file, or the fetch failed (reported).
+    Failed,
+}
+
+fn client_failure(error: &ClientError) -> &'static str {
+    match error {
+        ClientError::Connect(..) => "connect_failed",
+        ClientError::Timeout(_) => "fetch_timeout",
+        ClientError::Login(_) => "ftp_login",
+        ClientError::Refused(..) => "ftp_error",
+        ClientError::DataRefused(_, reason) => reason,
+        ClientError::Protocol(..) | ClientError::NoPassivePort(_) | ClientError::Send(..) => {
+            "bad_response"
+        }
+    }
+}
+
+/// Reports a fetch of `request` that kept nothing.
+fn report_failed(
+    ctx: &BoxContext,
+    fetcher: &Fetcher,
+    request: FtpRequest<'_>,
+    reason: &'static str,
+    error: String,
+    upstream_bytes: u64,
+) {
+    report::failed(
+        ctx,
+        fetcher,
+        &session_of(ctx),
+        &ftp_url(request.server, request.path),
+        request.server,
+        reason,
+        error,
+        upstream_bytes,
+        &request.login_fields(),
+    );
+}
+
+/// Opens a fetch of `request` upstream (the SSRF policy, the budget, a permit, the
+/// login); a failure is reported and None returned.
+pub async fn open_ftp<'a>(
+    ctx: &BoxContext,
+    fetcher: &'a Fetcher,
+    request: FtpRequest<'_>,
+) -> Option<FtpUpstream<'a>> {
+    let fail = |reason: &'static str, error: String| {
+        report_failed(ctx, fetcher, request, reason, error, 0);
+        None
+    };
+    if let Err(refusal) = fetcher.policy.check(request.server) {
+        let error = format!("upstream {} refused ({})", request.server, refusal.as_str());
+        return fail(refusal.as_str(), error);
+    }
+    let session = session_of(ctx);
+    if let Err(limit) = fetcher.budget.admit(&session) {
+        return fail(limit.as_str(), format!("{} reached", limit.as_str()));
+    }
+    let Ok(permit) = fetcher.permits.acquire().await else {
+        return fail("fetch_timeout", "the gateway is shutting down".into());
+    };
+    let in_flight = fetcher.enter();
+    let deadline = Instant::now() + fetcher.fetch_timeout;
+    let timeouts = ClientTimeouts {
+        connect: fetcher.connect_timeout,
+        reply: REPLY_TIMEOUT,
+    };
+    let login = Control::login(request.server, request.user, request.password, timeouts);
+    match tokio::time::timeout_at(deadline, login).await {
+        Ok(Ok(control)) => Some(FtpUpstream {
+            control,
+            deadline,
+            _permit: permit,
+            _in_flight: in_flight,
+        }),
+        Ok(Err(error)) => fail(client_failure(&error), error.to_string()),
+        Err(_) => fail("fetch_timeout", "no login in time".into()),
+    }
+}
+
+/// Asks upstream the size of `request`'s file (for the box's `SIZE`); a missing file
+/// or a failure is reported as the fetch of that file.
+pub async fn ftp_size(
+    ctx: &BoxContext,
+    fetcher: &Fetcher,
+    upstream: &mut FtpUpstream<'_>,
+    request: FtpRequest<'_>,
+) -> FtpSize {
+    let asked = tokio::time::timeout_at(upstream.deadline, upstream.control.size(request.path));
+    let (reason, error) = match asked.await {
+        Ok(Ok(reply)) if reply.code == 213 => match reply.text.trim().parse() {
+            Ok(size) => return FtpSize::Known(size),
+            Err(_) => ("bad_response", format!("SIZE: {}", reply.summary())),
+        },
+        Ok(Ok(reply)) if reply.code == 550 => {
+            ("ftp_error", format!("SIZE refused: {}", reply.summary()))
+        }
+        Ok(Ok(_)) => return FtpSize::Unknown,
+        Ok(Err(error)) => (client_failure(&error), error.to_string()),
+        Err(_) => ("fetch_timeout", "no answer to SIZE in time".into()),
+    };
+    report_failed(ctx, fetcher, request, reason, error, 0);
+    FtpSize::Failed
+}
+
+/// Fetches `request` for the box of `ctx` on `upstream` (opened now when None):
+/// `150` on the box's `control`, the bytes on its `data` connection (closed at the
+/// end), stored and reported. Returns the final reply for the box.
 pub async fn fetch_ftp<C, D>(
     ctx: &BoxContext,
     fetcher: &Fetcher,
     request: FtpRequest<'_>,
+    upstream: Option<FtpUpstream<'_>>,
     control: &mut C,
     mut data: D,
 ) -> &'static str
@@ -104,70 +235,63 @@ where
     C: AsyncWrite + Unpin,
     D: AsyncWrite + Unpin,
 {
+    let upstream = match upstream {
+        Some(upstream) => Some(upstream),
+        None => open_ftp(ctx, fetcher, request).await,
+    };
+    let Some(mut upstream) = upstream else {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, data.shutdown()).await;
+        return FTP_FAILED;
+    };
     let session = session_of(ctx);
-    let url = ftp_url(request.server, request.path);
-    let extra = request.login_fields();
-    let fail = |reason: &'static str, error: String, upstream_bytes: u64| {
-        report::failed(
-            ctx,
-            fetcher,
-            &session,
-            &url,
-            request.server,
-            reason,
-            error,
-            upstream_bytes,
-            &extra,
-        );
-    };
-    if let Err(refusal) = fetcher.policy.check(request.server) {
-        let error = format!("upstream {} refused ({})", request.server, refusal.as_str());
-        fail(refusal.as_str(), error, 0);
-        return FTP_FAILED;
-    }
-    if let Err(limit) = fetcher.budget.admit(&session) {
-        fail(limit.as_str(), format!("{} reached", limit.as_str()), 0);
-        return FTP_FAILED;
-    }
-    let Ok(_permit) = fetcher.permits.acquire().await else {
-        fail("fetch_timeout", "the gateway is shutting down".into(), 0);
-        return FTP_FAILED;
-    };
-    let _in_flight = fetcher.enter();
     let mut progress = Progress::default();
-    let deadline = Instant::now() + fetcher.fetch_timeout;
-    let run = transfer(
+    let run = retrieve(
         fetcher,
         &session,
         request,
+        &mut upstream.control,
         control,
         &mut data,
         &mut progress,
     );
-    let outcome = match tokio::time::timeout_at(deadline, run).await {
-        Ok(outcome) => outcome,
+    let outcome = match tokio::time::timeout_at(upstream.deadline, run).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(error)) => Outcome::Failed(client_failure(&error), error.to_string()),
         Err(_) => Outcome::Cut("fetch_timeout"),
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, data.shutdown()).await;
     drop(data);
+    upstream.control.quit().await;
+    drop(upstream);
     let refused = if progress.started {
         FTP_CUT
     } else {
         FTP_FAILED
     };
+    let fail = |reason: &'static str, error: String| {
+        report_failed(
+            ctx,
+            fetcher,
+            request,
+            reason,
+            error,
+            progress.upstream_bytes,
+        );
+    };
     let (cut, reply) = match outcome {
         Outcome::Failed(reason, error) => {
-            fail(reason, error, progress.upstream_bytes);
+            fail(reason, error);
             return refused;
         }
         Outcome::Cut(reason) if progress.body.is_empty() => {
-            let error = format!("cut before any data ({reason})");
-            fail(reason, error, progress.upstream_bytes);
+            fail(reason, format!("cut before any data ({reason})"));
             return refused;
         }
         Outcome::Cut(reason) => (Some(reason), FTP_CUT),
         Outcome::Complete => (None, FTP_DONE),
     };
+    let url = ftp_url(request.server, request.path);
+    let extra = request.login_fields();
     let kept = Kept {
         url: &url,
         upstream: request.server,
@@ -177,55 +301,6 @@ where
     };
     report::kept(ctx, fetcher, &session, kept, progress.body).await;
     reply
-}
-
-async fn transfer<C, D>(
-    fetcher: &Fetcher,
-    session: &str,
-    request: FtpRequest<'_>,
-    control: &mut C,
-    data: &mut D,
-    progress: &mut Progress,
-) -> Outcome
-where
-    C: AsyncWrite + Unpin,
-    D: AsyncWrite + Unpin,
-{
-    let timeouts = ClientTimeouts {
-        connect: fetcher.connect_timeout,
-        reply: REPLY_TIMEOUT,
-    };
-    let failed = |error: ClientError| {
-        let reason = match &error {
-            ClientError::Connect(..) => "connect_failed",
-            ClientError::Timeout(_) => "fetch_timeout",
-            ClientError::Login(_) => "ftp_login",
-            ClientError::Refused(..) => "ftp_error",
-            ClientError::DataRefused(_, reason) => *reason,
-            ClientError::Protocol(..) | ClientError::NoPassivePort(_) | ClientError::Send(..) => {
-                "bad_response"
-            }
-        };
-        Outcome::Failed(reason, error.to_string())
-    };
-    let mut upstream =
-        match Control::login(request.server, request.user, request.password, timeouts).await {
-            Ok(upstream) => upstream,
-            Err(error) => return failed(error),
-        };
-    let outcome = retrieve(
-        fetcher,
-        session,
-        request,
-        &mut upstream,
-        control,
-        data,
-        progress,
-    )
-    .await
-    .unwrap_or_else(failed);
-    upstream.quit().await;
-    outcome
 }
 
 /// `RETR` on a logged-in control connection, relayed to the box.

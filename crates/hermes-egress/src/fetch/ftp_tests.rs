@@ -33,6 +33,8 @@ enum Upstream {
     Silent,
     /// Serves, then closes the data connection early and says 426.
     Abort,
+    /// Serves, without `SIZE`.
+    NoSize,
 }
 
 struct FtpServer {
@@ -125,6 +127,11 @@ async fn control(
                     port & 0xff
                 )
             }
+            "SIZE" if behaviour == Upstream::NoSize => "500 Unknown command.".to_owned(),
+            "SIZE" => match files.get(arg.trim_start_matches('/')) {
+                Some(body) => format!("213 {}", body.len()),
+                None => "550 No such file.".to_owned(),
+            },
             "RETR" => {
                 let name = arg.trim_start_matches('/');
                 let Some(body) = files.get(name) else {
@@ -314,10 +321,7 @@ async fn a_retr_is_fetched_with_the_box_login_streamed_stored_and_reported() {
         client.send("PWD").await,
         "257 \"/pub\" is the current directory"
     );
-    assert_eq!(
-        client.send("SIZE x.bin").await,
-        "502 Command not implemented."
-    );
+    assert_eq!(client.send("SIZE x.bin").await, "213 20000");
     let (first, got, last) = client.get("x.bin").await;
     assert_eq!(
         first,
@@ -340,16 +344,17 @@ async fn a_retr_is_fetched_with_the_box_login_streamed_stored_and_reported() {
     // Upstream saw the box's login, and the data connection reached it although
     // its 227 named 10.9.9.9.
     let log = upstream.log();
-    for expected in [
+    let expected = [
         "USER bot",
         "PASS s3cr3t",
         "TYPE I",
+        "SIZE /pub/x.bin",
         "PASV",
         "RETR /pub/x.bin",
         "DATA",
-    ] {
-        assert!(log.iter().any(|l| l == expected), "{expected}: {log:?}");
-    }
+        "QUIT",
+    ];
+    assert_eq!(log, expected, "one login for SIZE and RETR");
     assert_eq!(rig.fetcher.upstream_connects(), 1);
 }
 
@@ -361,16 +366,45 @@ async fn a_missing_file_is_a_550_and_a_failed_event_with_the_login() {
     client.login("anonymous", "a@b.c").await;
     let (first, _, _) = client.get("/nothere.bin").await;
     assert_eq!(first, "550 Failed to open file.");
+    // A SIZE that finds the file missing is reported once, its RETR not again.
+    assert_eq!(
+        client.send("SIZE gone.bin").await,
+        "550 Could not get file size."
+    );
+    let (first, _, _) = client.get("gone.bin").await;
+    assert_eq!(first, "550 Failed to open file.");
     // The session goes on, and a new data port works.
     assert_eq!(client.send("NOOP").await, "200 NOOP ok.");
     let failed = rig.events.of(EventId::FileDownloadFailed);
-    assert_eq!(failed.len(), 1, "{:?}", rig.events.all());
+    assert_eq!(failed.len(), 2, "{:?}", rig.events.all());
+    let gone = format!("ftp://127.0.0.1:{}/gone.bin", upstream.address.port());
+    assert_eq!(text(&failed[1], "url"), gone);
+    assert_eq!(text(&failed[1], "reason"), "ftp_error");
+    assert!(!upstream.log().iter().any(|l| l == "RETR /gone.bin"));
     let url = format!("ftp://127.0.0.1:{}/nothere.bin", upstream.address.port());
     assert_eq!(text(&failed[0], "url"), url);
     assert_eq!(text(&failed[0], "reason"), "ftp_error");
     assert_eq!(text(&failed[0], "ftp_user"), "anonymous");
     assert!(text(&failed[0], "error").contains("550"));
     assert!(rig.events.of(EventId::FileDownload).is_empty());
+}
+
+#[tokio::test]
+async fn without_size_upstream_the_box_gets_a_502_and_its_retr_the_file() {
+    let body = binary(3000);
+    let upstream = ftp_server(&[("x", body.clone())], Upstream::NoSize).await;
+    let rig = rig(upstream.address, |_| {});
+    let mut client = BoxClient::start(&rig, upstream.address);
+    client.login("u", "p").await;
+    assert_eq!(client.send("SIZE x").await, "502 Command not implemented.");
+    let (first, got, _) = client.get("x").await;
+    assert_eq!(
+        first,
+        "150 Opening BINARY mode data connection for x (3000 bytes)."
+    );
+    assert_eq!(got, body);
+    assert!(rig.events.of(EventId::FileDownloadFailed).is_empty());
+    assert_eq!(rig.fetcher.upstream_connects(), 1);
 }
 
 #[tokio::test]

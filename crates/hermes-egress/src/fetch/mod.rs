@@ -21,7 +21,9 @@ use hermes_core::config::EgressConfig;
 use tokio::sync::Semaphore;
 
 pub use budget::Limit;
-pub use ftp::{FTP_FAILED, FtpRequest, fetch_ftp, ftp_refused};
+pub use ftp::{
+    FTP_FAILED, FtpRequest, FtpSize, FtpUpstream, fetch_ftp, ftp_refused, ftp_size, open_ftp,
+};
 pub use request::{Request, RequestError, read_request};
 pub use response::{ResponseError, ResponseReader};
 pub use serve::serve_http;

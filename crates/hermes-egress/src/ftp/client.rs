@@ -133,6 +133,11 @@ impl Control {
         Ok(wire::announced_size(&reply.text))
     }
 
+    /// The server's answer to `SIZE path` (in binary type, set at login).
+    pub async fn size(&mut self, path: &str) -> Result<Reply, ClientError> {
+        self.command("SIZE", path).await
+    }
+
     /// After the data connection closed: the server's final reply to `RETR`.
     pub async fn finish(&mut self) -> Result<Reply, ClientError> {
         self.reply("RETR").await

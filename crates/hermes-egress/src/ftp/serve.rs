@@ -12,7 +12,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use super::ports::{DataPorts, Pending};
 use super::wire::{self, CommandError, LineError, MAX_COMMAND_LINE};
 use crate::BoxContext;
-use crate::fetch::{FTP_FAILED, Fetcher, FtpRequest, fetch_ftp, ftp_refused};
+use crate::fetch::{
+    FTP_FAILED, Fetcher, FtpRequest, FtpSize, FtpUpstream, fetch_ftp, ftp_refused, ftp_size,
+    open_ftp,
+};
 
 /// What a Debian box's vsftpd greets with.
 const GREETING: &str = "220 (vsFTPd 3.0.3)";
@@ -33,6 +36,10 @@ struct Session<'a> {
     password: Option<String>,
     cwd: String,
     pending: Option<Pending>,
+    /// The fetch a `SIZE` opened upstream, for the `RETR` that follows.
+    upstream: Option<FtpUpstream<'a>>,
+    /// The file a `SIZE` found missing (reported then; its `RETR` is not again).
+    missing: Option<String>,
 }
 
 /// Serves one box connection to `server` port 21 until the box quits, idles out
@@ -61,6 +68,8 @@ pub async fn serve_ftp<S>(
         password: None,
         cwd: "/".to_owned(),
         pending: None,
+        upstream: None,
+        missing: None,
     };
     if send(&mut writer, GREETING).await.is_err() {
         return;
@@ -115,7 +124,7 @@ async fn send<W: AsyncWrite + Unpin>(writer: &mut W, reply: &str) -> std::io::Re
     }
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
     fn logged_in(&self) -> bool {
         self.password.is_some()
     }
@@ -126,6 +135,9 @@ impl Session<'_> {
         W: AsyncWrite + Unpin,
     {
         let arg = command.arg.as_str();
+        if self.upstream.as_ref().is_some_and(FtpUpstream::expired) {
+            self.upstream = None;
+        }
         let reply = match command.verb.as_str() {
             "QUIT" => "221 Goodbye.".to_owned(),
             "USER" => {
@@ -166,9 +178,8 @@ impl Session<'_> {
                 self.cwd = wire::resolve(&self.cwd, "..").unwrap_or_else(|| "/".to_owned());
                 "250 Directory successfully changed.".to_owned()
             }
-            // Not known before the fetch, and a 550 would tell curl the file is not
-            // there: answered as by a server without these extensions.
-            "SIZE" | "MDTM" => "502 Command not implemented.".to_owned(),
+            "SIZE" => self.size(arg).await,
+            "MDTM" => "502 Command not implemented.".to_owned(),
             "PASV" => match self.server.ip() {
                 IpAddr::V4(ip) => match self.open_port() {
                     Some(port) => wire::pasv_reply(ip, port),
@@ -198,6 +209,54 @@ impl Session<'_> {
         Some(port)
     }
 
+    /// The fetch of `path` as the box named it (`arg`), with its login.
+    fn request<'r>(&'r self, path: &'r str, arg: &'r str) -> FtpRequest<'r> {
+        FtpRequest {
+            server: self.server,
+            user: self.user.as_deref().unwrap_or_default(),
+            password: self.password.as_deref().unwrap_or_default(),
+            path,
+            name: arg,
+        }
+    }
+
+    /// `SIZE`, asked upstream: the fetch it opens stays for the `RETR` that follows.
+    async fn size(&mut self, arg: &str) -> String {
+        const NO_SIZE: &str = "550 Could not get file size.";
+        let Some(path) = wire::resolve(&self.cwd, arg).filter(|_| !arg.is_empty()) else {
+            return NO_SIZE.to_owned();
+        };
+        let upstream = match self.upstream.take() {
+            Some(upstream) => Some(upstream),
+            None => open_ftp(self.ctx, self.fetcher, self.request(&path, arg)).await,
+        };
+        let Some(mut upstream) = upstream else {
+            self.missing = Some(path);
+            return NO_SIZE.to_owned();
+        };
+        let size = ftp_size(
+            self.ctx,
+            self.fetcher,
+            &mut upstream,
+            self.request(&path, arg),
+        )
+        .await;
+        match size {
+            FtpSize::Known(size) => {
+                self.upstream = Some(upstream);
+                format!("213 {size}")
+            }
+            FtpSize::Unknown => {
+                self.upstream = Some(upstream);
+                "502 Command not implemented.".to_owned()
+            }
+            FtpSize::Failed => {
+                self.missing = Some(path);
+                NO_SIZE.to_owned()
+            }
+        }
+    }
+
     async fn retrieve<W>(&mut self, arg: &str, writer: &mut W) -> Option<String>
     where
         W: AsyncWrite + Unpin,
@@ -205,6 +264,11 @@ impl Session<'_> {
         let Some(path) = wire::resolve(&self.cwd, arg).filter(|_| !arg.is_empty()) else {
             return Some(FTP_FAILED.to_owned());
         };
+        if self.missing.as_deref() == Some(path.as_str()) {
+            // Its `SIZE` failed, and was reported.
+            self.pending = None;
+            return Some(FTP_FAILED.to_owned());
+        }
         let Some(mut pending) = self.pending.take() else {
             return Some("425 Use PORT or PASV first.".to_owned());
         };
@@ -212,14 +276,9 @@ impl Session<'_> {
             return Some("425 Failed to establish connection.".to_owned());
         };
         drop(pending);
-        let request = FtpRequest {
-            server: self.server,
-            user: self.user.as_deref().unwrap_or_default(),
-            password: self.password.as_deref().unwrap_or_default(),
-            path: &path,
-            name: arg,
-        };
-        let reply = fetch_ftp(self.ctx, self.fetcher, request, writer, data).await;
+        let upstream = self.upstream.take();
+        let request = self.request(&path, arg);
+        let reply = fetch_ftp(self.ctx, self.fetcher, request, upstream, writer, data).await;
         Some(reply.to_owned())
     }
 }
