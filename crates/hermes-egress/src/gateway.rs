@@ -1,6 +1,7 @@
 //! One box's gateway: Hermes's listeners inside the box's gateway namespace (bound
 //! there by a thread that entered it, then run by tokio like any socket), and the
-//! dispatcher that hands each TCP connection to the fetcher or to the sinkhole.
+//! dispatcher that hands each TCP connection to the fetcher or to the sinkhole (an
+//! FTP data connection first to the transfer waiting for it).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::BoxContext;
 use crate::fetch::Fetcher;
+use crate::ftp::FtpGateway;
 use crate::netns;
 use crate::nflog::{PacketLog, RecentFlows};
 use crate::original_dst::original_destination;
@@ -36,11 +38,23 @@ pub struct Dispatch {
     pub tftp: Option<Arc<Fetcher>>,
     /// Bytes the firewall's packet log copies of each packet.
     pub logged_bytes: u32,
+    /// Serves the box's FTP, and takes the data connections its transfers wait for.
+    pub ftp: Option<Arc<FtpGateway>>,
 }
 
 impl Dispatch {
     /// Hands the connection to whoever answers it.
     pub async fn dispatch(&self, connection: BoxConnection) {
+        let connection = match &self.ftp {
+            Some(ftp) => match ftp.claim(connection) {
+                Some(connection) if ftp.wants(connection.destination) => {
+                    return ftp.serve(connection).await;
+                }
+                Some(connection) => connection,
+                None => return,
+            },
+            None => connection,
+        };
         if let Some(fetch) = &self.fetch
             && fetch.wants(connection.destination)
         {

@@ -13,6 +13,7 @@ mod command;
 pub mod dns;
 pub mod fetch;
 mod forward;
+pub mod ftp;
 mod gateway;
 pub mod host;
 pub mod host_addresses;

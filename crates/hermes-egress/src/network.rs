@@ -12,6 +12,7 @@ use hermes_core::events::EventBus;
 
 use crate::BoxContext;
 use crate::fetch::Fetcher;
+use crate::ftp::FtpGateway;
 use crate::gateway::{Dispatch, Gateway};
 use crate::link;
 use crate::netns::{self, Naming};
@@ -27,6 +28,7 @@ pub struct EgressNetwork {
     owners: Arc<BoxOwners>,
     fetch: Option<Arc<dyn FetchHandler>>,
     tftp: Option<Arc<Fetcher>>,
+    ftp: Option<Arc<FtpGateway>>,
     dns: DnsServer,
     gateways: Mutex<HashMap<String, Gateway>>,
 }
@@ -47,6 +49,7 @@ impl EgressNetwork {
             owners,
             fetch: None,
             tftp: None,
+            ftp: None,
             dns: silent_dns(),
             gateways: Mutex::new(HashMap::new()),
         }
@@ -64,6 +67,15 @@ impl EgressNetwork {
     pub fn with_tftp(mut self, fetcher: Arc<Fetcher>) -> Self {
         if self.config.mode == EgressMode::Fetch {
             self.tftp = Some(fetcher);
+        }
+        self
+    }
+
+    /// The boxes' FTP is served by `ftp` (`egress.mode: fetch` only).
+    pub fn with_ftp(mut self, ftp: FtpGateway) -> Self {
+        if self.config.mode == EgressMode::Fetch {
+            // Its data ports are opened in the firewall of the box that asked.
+            self.ftp = Some(Arc::new(ftp.opening_ports_in(self.naming.clone())));
         }
         self
     }
@@ -105,7 +117,6 @@ impl EgressNetwork {
         Firewall {
             refused: self.config.refused,
             taken_ports,
-            taken_ranges: Vec::new(),
             tftp: self.tftp.is_some(),
             pingable: vec![network.gateway, network.resolver],
             link_network: link_network(network.address, network.prefix_len),
@@ -176,6 +187,7 @@ impl BoxNetwork for EgressNetwork {
                     fetch: self.fetch.clone(),
                     tftp: self.tftp.clone(),
                     logged_bytes: logged_bytes(self.config.limits.first_bytes.bytes_usize()),
+                    ftp: self.ftp.clone(),
                 };
                 Gateway::open(&name, self.context(container_id), dispatch, &self.dns)
                     .await

@@ -17,8 +17,8 @@ use crate::seams::{BoxConnection, DnsServer, FetchHandler, Task};
 use crate::tls::TlsGateway;
 
 /// Ports whose TCP traffic is not plain HTTP: TLS ones are taken by
-/// [`HttpFetch::with_tls`], FTP's is refused and logged until the gateway speaks it
-/// (TFTP is UDP and has its own listener).
+/// [`HttpFetch::with_tls`], FTP's by the gateway's [`crate::ftp::FtpGateway`] (TFTP
+/// is UDP and has its own listener).
 const NOT_HTTP: &[u16] = &[21, 69, 443, 465, 993, 995, 8443];
 
 /// Ports whose traffic is HTTPS, fetched when a [`TlsGateway`] is plugged in.

@@ -33,6 +33,35 @@ const LOGGED_BURST: u32 = 2000;
 /// Ports per `multiport` match (iptables's own limit).
 const MULTIPORT_MAX: usize = 15;
 
+/// `iptables` arguments that insert (`open`) or delete the redirect of the box's
+/// connections to `destination` (a waiting FTP data port) to Hermes's listener.
+pub fn data_port_rule(open: bool, destination: std::net::SocketAddrV4) -> Vec<String> {
+    let mut args: Vec<String> = vec!["-w".into(), "5".into(), "-t".into(), "nat".into()];
+    if open {
+        args.extend(["-I".into(), "PREROUTING".into(), "1".into()]);
+    } else {
+        args.extend(["-D".into(), "PREROUTING".into()]);
+    }
+    args.extend(
+        [
+            "-i",
+            GATEWAY_LINK,
+            "-p",
+            "tcp",
+            "-d",
+            &destination.ip().to_string(),
+            "--dport",
+            &destination.port().to_string(),
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &TCP_PORT.to_string(),
+        ]
+        .map(str::to_owned),
+    );
+    args
+}
+
 /// What the firewall of one box's gateway does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Firewall {
@@ -40,8 +69,6 @@ pub struct Firewall {
     pub refused: RefusedAnswer,
     /// TCP ports redirected to Hermes's listener.
     pub taken_ports: Vec<u16>,
-    /// TCP port ranges redirected to Hermes's listener (FTP's passive data ports).
-    pub taken_ranges: Vec<(u16, u16)>,
     /// Whether the box's TFTP requests are Hermes's (delivered, not logged).
     pub tftp: bool,
     /// Addresses on the box's link that answer a ping (its gateway and resolver).
@@ -65,11 +92,6 @@ impl Firewall {
             nat.push_str(&format!(
                 "-A PREROUTING -i {GATEWAY_LINK} -p tcp -m multiport --dports {} -j REDIRECT --to-ports {TCP_PORT}\n",
                 list.join(",")
-            ));
-        }
-        for (first, last) in &self.taken_ranges {
-            nat.push_str(&format!(
-                "-A PREROUTING -i {GATEWAY_LINK} -p tcp --dport {first}:{last} -j REDIRECT --to-ports {TCP_PORT}\n"
             ));
         }
         nat.push_str(&format!(
@@ -182,7 +204,6 @@ mod tests {
         Firewall {
             refused,
             taken_ports: (1..=20).chain([80, 80]).collect(),
-            taken_ranges: vec![(50000, 50099)],
             tftp,
             pingable: vec![Ipv4Addr::new(10, 0, 2, 2)],
             logged_bytes: 200,
@@ -197,7 +218,6 @@ mod tests {
             "-A PREROUTING -i gw0 -p tcp -m multiport --dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15 -j REDIRECT --to-ports 7\n"
         ));
         assert!(drop.contains("--dports 16,17,18,19,20,80 -j REDIRECT"));
-        assert!(drop.contains("-p tcp --dport 50000:50099 -j REDIRECT --to-ports 7\n"));
         assert!(!drop.contains("-p tcp -j REDIRECT"), "all TCP: {drop}");
         assert!(drop.contains(":FORWARD DROP"));
         assert!(!drop.contains("REJECT --reject"));
@@ -238,6 +258,18 @@ mod tests {
         assert!(request < reject && acks < reject);
         // Not redirected: the listener must see the server's address.
         assert!(!rules.contains("--dport 69 -j REDIRECT"));
+    }
+
+    #[test]
+    fn a_data_port_is_redirected_first_and_removed_alike() {
+        let port = "203.0.113.9:40123".parse().expect("address");
+        let open = data_port_rule(true, port).join(" ");
+        assert_eq!(
+            open,
+            "-w 5 -t nat -I PREROUTING 1 -i gw0 -p tcp -d 203.0.113.9 --dport 40123 -j REDIRECT --to-ports 7"
+        );
+        let close = data_port_rule(false, port).join(" ");
+        assert_eq!(close, open.replace("-I PREROUTING 1", "-D PREROUTING"));
     }
 
     #[test]

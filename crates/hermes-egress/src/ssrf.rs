@@ -125,7 +125,12 @@ impl UpstreamPolicy {
         if !self.ports.contains(&dst.port()) {
             return Err(Refusal::Port);
         }
-        let ip = dst.ip();
+        self.check_address(dst.ip())
+    }
+
+    /// Whether a fetch may connect to `ip` on a port the server chose (FTP's data
+    /// connection): every check but the port's.
+    pub fn check_address(&self, ip: IpAddr) -> Result<(), Refusal> {
         // A test's (or a lab's) own internet is allowed whatever its addresses.
         if self.allow.iter().any(|block| block.matches(ip)) {
             return Ok(());

@@ -15,6 +15,7 @@ use hermes_core::persona::DEFAULT_SSH_BANNER;
 use hermes_core::session::{CaptureServices, SessionServices};
 use hermes_egress::dns::{Resolver, ResolverSettings};
 use hermes_egress::fetch::Fetcher;
+use hermes_egress::ftp::FtpGateway;
 use hermes_egress::parts::{self, HttpFetch};
 use hermes_egress::ssrf::UpstreamPolicy;
 use hermes_egress::tls::TlsGateway;
@@ -312,6 +313,8 @@ fn box_network(
         forwards = forwards.with_fetch(&config.egress, Arc::clone(&fetcher));
         // A box's TFTP read requests are fetched like its HTTP downloads.
         network = network.with_tftp(Arc::clone(&fetcher));
+        // And its FTP (port 21, passive data connections through its gateway).
+        network = network.with_ftp(FtpGateway::new(&config.egress, Arc::clone(&fetcher)));
         let (tls, generated) =
             TlsGateway::from_config(&config.egress.tls, &config.server.host_key_path)?;
         if let Some(path) = generated {

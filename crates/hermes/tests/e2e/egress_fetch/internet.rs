@@ -121,6 +121,13 @@ impl TestInternet {
         &self.network
     }
 
+    /// The server container's init process (its network namespace is the server's).
+    pub fn server_pid(&self) -> u32 {
+        docker(&["inspect", "--format", "{{.State.Pid}}", &self.container])
+            .parse()
+            .expect("server pid")
+    }
+
     /// `GET path` straight from the host: status and body.
     pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
         http_get(SocketAddr::from((self.server, 80)), path)
