@@ -24,7 +24,7 @@ pub use request::{Request, RequestError, read_request};
 pub use response::{ResponseError, ResponseReader};
 pub use serve::serve_http;
 pub use tftp::{TftpRefusal, fetch_tftp, tftp_url};
-pub use tls::serve_tls;
+pub use tls::{TlsClient, serve_tls, serve_tls_for};
 
 use crate::ssrf::UpstreamPolicy;
 

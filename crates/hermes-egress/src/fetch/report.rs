@@ -11,6 +11,7 @@ use super::Fetcher;
 use super::serve::Progress;
 use super::upstream::TlsSeen;
 use crate::BoxContext;
+use crate::tls::Verdict;
 
 /// How a fetch ended.
 #[derive(Debug)]
@@ -124,30 +125,25 @@ pub(super) async fn finish(
     });
 }
 
-/// A box whose TLS handshake with the gateway failed (it does not trust the
-/// sensor's CA, or gave up): nothing fetched, `https://<sni>/` reported.
+/// A client whose TLS handshake with the gateway failed (a box not trusting the
+/// sensor's CA, a client refusing the mirror of an upstream certificate that did not
+/// verify, or one that gave up): nothing fetched, `https://<sni>/` reported with
+/// what upstream showed.
 pub(super) fn tls_refused(
     ctx: &BoxContext,
     fetcher: &Fetcher,
     original_dst: SocketAddr,
-    sni: Option<String>,
+    tls: TlsSeen,
     error: String,
 ) {
-    let session = match (ctx.owner)() {
-        Some(owner) => owner.session.to_string(),
-        None => format!("container {}", ctx.container_id),
-    };
-    let host = match &sni {
+    let session = super::serve::session_of(ctx);
+    let host = match &tls.sni {
         Some(name) => name.clone(),
         None => original_dst.ip().to_string(),
     };
     let url = match original_dst.port() {
         443 => format!("https://{host}/"),
         port => format!("https://{host}:{port}/"),
-    };
-    let tls = TlsSeen {
-        sni,
-        upstream_cert: None,
     };
     Failure {
         reported: fetcher.budget.report_failure(&session),
@@ -194,12 +190,19 @@ fn tls_fields(event: EventBuilder, tls: Option<&TlsSeen>) -> EventBuilder {
         Some(sni) => event.field("sni", sni.as_str()),
         None => event,
     };
-    match &tls.upstream_cert {
+    let event = match &tls.upstream_cert {
         Some(cert) => event
             .field("upstream_cert_subject", cert.subject.as_str())
             .field("upstream_cert_issuer", cert.issuer.as_str())
             .field("upstream_cert_sha256", cert.sha256.as_str())
             .field("upstream_cert_not_after", cert.not_after.as_str()),
+        None => event,
+    };
+    match &tls.verdict {
+        Some(Verdict::Verified) => event.field("upstream_cert_verified", true),
+        Some(Verdict::Unverified(error)) => event
+            .field("upstream_cert_verified", false)
+            .field("upstream_cert_error", error.as_str()),
         None => event,
     }
 }

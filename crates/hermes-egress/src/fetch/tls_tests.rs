@@ -232,14 +232,6 @@ impl Rig {
         roots: &[CertificateDer<'static>],
         path: &str,
     ) -> Result<Vec<u8>, std::io::Error> {
-        let (box_side, gateway_side) = tokio::io::duplex(64 * 1024);
-        let serve = tokio::spawn(serve_tls(
-            gateway_side,
-            dst,
-            self.ctx.clone(),
-            Arc::clone(&self.fetcher),
-            Arc::clone(&self.gateway),
-        ));
         let mut store = rustls::RootCertStore::empty();
         store.add_parsable_certificates(roots.iter().cloned());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -248,13 +240,40 @@ impl Rig {
             .expect("versions")
             .with_root_certificates(store)
             .with_no_client_auth();
+        let (answer, _) = self.fetch_with(dst, name, Arc::new(config), path).await?;
+        Ok(answer)
+    }
+
+    /// [`Rig::fetch`] by a box with TLS `config`: also the certificate it was shown.
+    async fn fetch_with(
+        &self,
+        dst: SocketAddr,
+        name: ServerName<'static>,
+        config: Arc<rustls::ClientConfig>,
+        path: &str,
+    ) -> Result<(Vec<u8>, CertificateDer<'static>), std::io::Error> {
+        let (box_side, gateway_side) = tokio::io::duplex(64 * 1024);
+        let serve = tokio::spawn(serve_tls(
+            gateway_side,
+            dst,
+            self.ctx.clone(),
+            Arc::clone(&self.fetcher),
+            Arc::clone(&self.gateway),
+        ));
         let host = match &name {
             ServerName::DnsName(dns) => dns.as_ref().to_owned(),
             _ => dst.ip().to_string(),
         };
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let connector = tokio_rustls::TlsConnector::from(config);
         let result = async {
             let mut tls = connector.connect(name, box_side).await?;
+            let shown = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| leaf.clone().into_owned())
+                .expect("a certificate shown");
             let request = format!(
                 "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n"
             );
@@ -262,7 +281,7 @@ impl Rig {
             let mut answer = Vec::new();
             // A close without close_notify is an error to rustls; what came is kept.
             let _ = tls.read_to_end(&mut answer).await;
-            Ok(answer)
+            Ok((answer, shown))
         };
         let result = tokio::time::timeout(Duration::from_secs(20), result)
             .await
@@ -337,6 +356,12 @@ async fn https_is_captured_with_its_url_sni_and_the_upstream_certificate() {
         text(&event, "upstream_cert_not_after"),
         "2099-01-02T00:00:00Z"
     );
+    assert_eq!(
+        event
+            .get("upstream_cert_verified")
+            .and_then(|v| v.as_bool()),
+        Some(true)
+    );
     let stored = std::fs::read(text(&event, "outfile")).expect("stored");
     assert_eq!(sha256_hex(&stored), sha256_hex(&payload));
     // Upstream got the box's name as SNI, and the request over TLS.
@@ -385,56 +410,126 @@ async fn without_sni_the_leaf_is_for_the_address_and_upstream_is_checked_against
     assert_eq!(*server.names.lock().expect("lock"), vec![None]);
 }
 
+/// No GET reached `server` (connections that only shook hands leave an empty head).
+fn no_request(server: &Server) -> bool {
+    let requests = server.requests.lock().expect("lock");
+    requests.iter().all(|head| !head.starts_with("GET"))
+}
+
 #[tokio::test]
-async fn an_invalid_upstream_certificate_fails_when_verified_and_is_kept_when_not() {
+async fn an_unverifiable_upstream_certificate_is_mirrored_so_only_a_box_that_does_not_check_gets_the_body()
+ {
     let web = test_ca();
     let bogus = self_signed(&["dropper.test"]);
     let bogus_der = bogus.der.clone();
-    let server = server(bogus, b"payload behind a bad certificate\n".to_vec()).await;
-
-    // Verified (the default): the upstream handshake fails, nothing kept, the box
-    // gets a close without an answer.
+    let body = b"payload behind a bad certificate\n".to_vec();
+    let server = server(bogus, body.clone()).await;
     let strict = rig(server.address.port(), true, std::slice::from_ref(&web.der));
-    let answer = strict
+
+    // A box that checks (it trusts the sensor's CA, not this server's certificate):
+    // it is shown a mirror it refuses, as it would refuse the server's own; nothing
+    // is asked upstream, and the failure says why.
+    let refused = strict
         .fetch(
             server.address,
             dns("dropper.test"),
             &strict.sensor_ca(),
             "/p",
         )
-        .await
-        .expect("the box's handshake with the gateway succeeds");
-    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+        .await;
+    assert!(refused.is_err(), "a verifying box must refuse the mirror");
     let failed = strict.one(EventId::FileDownloadFailed);
-    assert_eq!(text(&failed, "reason"), "tls_failed");
-    assert_eq!(text(&failed, "url"), "https://dropper.test/p");
+    assert_eq!(text(&failed, "reason"), "tls_handshake");
+    assert_eq!(
+        text(&failed, "url"),
+        format!("https://dropper.test:{}/", server.address.port())
+    );
     assert_eq!(text(&failed, "sni"), "dropper.test");
-    assert!(text(&failed, "error").contains("certificate"), "{failed:?}");
+    assert_eq!(
+        text(&failed, "upstream_cert_sha256"),
+        sha256_hex(&bogus_der)
+    );
+    assert_eq!(
+        failed
+            .get("upstream_cert_verified")
+            .and_then(|v| v.as_bool()),
+        Some(false)
+    );
+    assert!(
+        text(&failed, "upstream_cert_error").contains("certificate"),
+        "{failed:?}"
+    );
     assert!(strict.events.of(EventId::FileDownload).is_empty());
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
-    assert!(server.names.lock().expect("lock").is_empty());
+    assert_eq!(
+        *server.names.lock().expect("lock"),
+        vec![Some("dropper.test".to_owned())]
+    );
+    assert!(no_request(&server));
 
-    // Not verified: fetched and kept, the certificate named in the event.
+    // A box that does not check (curl -k): it gets the body, which is kept, on the
+    // certificate that mirrors the server's (same names, not the same key).
+    let (answer, shown) = strict
+        .fetch_with(
+            server.address,
+            dns("dropper.test"),
+            crate::tls::client_config().expect("a client that does not check"),
+            "/p",
+        )
+        .await
+        .expect("fetch");
+    assert_eq!(body_of(&answer), body.as_slice());
+    let event = strict.one(EventId::FileDownload);
+    assert_eq!(text(&event, "shasum"), sha256_hex(&body));
+    assert_eq!(text(&event, "url"), "https://dropper.test/p");
+    assert_eq!(text(&event, "upstream_cert_sha256"), sha256_hex(&bogus_der));
+    assert_eq!(
+        event
+            .get("upstream_cert_verified")
+            .and_then(|v| v.as_bool()),
+        Some(false)
+    );
+    assert_eq!(
+        std::fs::read(text(&event, "outfile")).expect("stored"),
+        body
+    );
+    let (mirror, original) = (
+        crate::tls::CertSummary::of(&shown).expect("shown"),
+        crate::tls::CertSummary::of(&bogus_der).expect("original"),
+    );
+    assert_eq!(mirror.subject, original.subject);
+    assert_eq!(mirror.issuer, original.issuer);
+    assert_ne!(mirror.sha256, original.sha256);
+    let requests = server.requests.lock().expect("lock").clone();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.starts_with("GET /p HTTP/1.1\r\n"))
+            .count(),
+        1,
+        "{requests:?}"
+    );
+
+    // Not verified (`verify_upstream: false`): the sensor's leaf, fetched and kept,
+    // nothing said about verification.
     let lax = rig(server.address.port(), false, &[]);
     let answer = lax
         .fetch(server.address, dns("dropper.test"), &lax.sensor_ca(), "/p")
         .await
         .expect("fetch");
-    assert_eq!(body_of(&answer), b"payload behind a bad certificate\n");
+    assert_eq!(body_of(&answer), body.as_slice());
     let event = lax.one(EventId::FileDownload);
-    assert_eq!(
-        text(&event, "shasum"),
-        sha256_hex(b"payload behind a bad certificate\n")
-    );
+    assert_eq!(text(&event, "shasum"), sha256_hex(&body));
     assert_eq!(text(&event, "upstream_cert_sha256"), sha256_hex(&bogus_der));
     assert_eq!(
         text(&event, "upstream_cert_subject"),
         "CN=rcgen self signed cert"
     );
+    assert!(event.get("upstream_cert_verified").is_none(), "{event:?}");
 }
 
 #[tokio::test]
-async fn a_box_not_trusting_the_sensor_ca_is_reported_and_nothing_goes_upstream() {
+async fn a_box_not_trusting_the_sensor_ca_is_reported_and_no_request_goes_upstream() {
     let web = test_ca();
     let server = server(web.leaf(&["dropper.test"]), b"x".to_vec()).await;
     let rig = rig(server.address.port(), true, std::slice::from_ref(&web.der));
@@ -455,7 +550,16 @@ async fn a_box_not_trusting_the_sensor_ca_is_reported_and_nothing_goes_upstream(
     assert_eq!(text(&failed, "reason"), "tls_handshake");
     assert_eq!(text(&failed, "sni"), "dropper.test");
     assert!(text(&failed, "url").starts_with("https://dropper.test:"));
-    assert_eq!(server.connections.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        failed
+            .get("upstream_cert_verified")
+            .and_then(|v| v.as_bool()),
+        Some(true)
+    );
+    // Upstream was reached for its certificate (as the box's own client would
+    // have), but asked nothing.
+    assert!(server.connections.load(Ordering::SeqCst) <= 1);
+    assert!(no_request(&server));
 }
 
 /// A gateway listener for real clients: every connection is served as if the box

@@ -67,8 +67,11 @@ fn fetching(config: &EgressConfig) -> (Rig, Arc<Fetcher>) {
     let policy = UpstreamPolicy::new(config, HostAddresses::read());
     let fetcher = Arc::new(Fetcher::new(config, policy, store));
     let (bus, events) = RecordedEvents::new();
-    let forwards =
-        SshForwards::new(config, resolver(config), bus).with_fetch(config, Arc::clone(&fetcher));
+    let forwards = SshForwards::new(config, resolver(config), bus).with_fetch(
+        config,
+        Arc::clone(&fetcher),
+        None,
+    );
     let rig = Rig {
         forwards,
         events,

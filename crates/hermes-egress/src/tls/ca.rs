@@ -218,7 +218,7 @@ fn distinguished_name(name: &CaName) -> DistinguishedName {
 }
 
 /// 16 random bytes, positive.
-fn serial() -> SerialNumber {
+pub(super) fn serial() -> SerialNumber {
     let mut bytes: [u8; 16] = rand::rng().random();
     bytes[0] = (bytes[0] & 0x7f) | 0x01;
     SerialNumber::from_slice(&bytes)
@@ -228,7 +228,7 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
-fn datetime(at: SystemTime) -> OffsetDateTime {
+pub(super) fn datetime(at: SystemTime) -> OffsetDateTime {
     let seconds = at
         .duration_since(UNIX_EPOCH)
         .map(|since| since.as_secs())

@@ -1,10 +1,12 @@
 //! HTTPS for the box: Hermes answers its TLS with a certificate the sensor's CA
-//! minted for the name asked (the box trusts that CA), and fetches upstream over TLS
-//! of its own.
+//! minted for the name asked (the box trusts that CA), or, where a real client would
+//! not have trusted the server, with a mirror of the server's certificate that
+//! nobody trusts; and fetches upstream over TLS of its own.
 
 mod ca;
 pub mod der;
 mod leaves;
+mod mirror;
 mod setup;
 mod upstream;
 
@@ -12,21 +14,24 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 pub use ca::{CaError, CaName, SensorCa};
 pub use der::CertSummary;
+pub use mirror::MirrorError;
 pub use setup::TlsSetupError;
-pub use upstream::client_config;
+pub use upstream::{Verdict, client_config};
 
-/// What TLS interception shares: the CA, the leaves it minted, the upstream client.
+/// What TLS interception shares: the CA, the leaves it minted, the upstream client
+/// and, when upstream certificates are verified, their judge.
 #[derive(Debug)]
 pub struct TlsGateway {
     ca: SensorCa,
     leaves: leaves::Leaves,
     upstream: Arc<rustls::ClientConfig>,
+    judge: Option<upstream::Judge>,
 }
 
 impl TlsGateway {
@@ -37,10 +42,15 @@ impl TlsGateway {
         verify: bool,
         extra_roots: &[CertificateDer<'static>],
     ) -> Result<TlsGateway, rustls::Error> {
+        let judge = match verify {
+            true => Some(upstream::Judge::new(extra_roots)?),
+            false => None,
+        };
         Ok(TlsGateway {
             ca,
             leaves: leaves::Leaves::default(),
-            upstream: client_config(verify, extra_roots)?,
+            upstream: client_config()?,
+            judge,
         })
     }
 
@@ -49,9 +59,15 @@ impl TlsGateway {
         &self.ca
     }
 
-    /// The upstream client configuration.
+    /// The upstream client configuration (any certificate: see [`Self::judge`]).
     pub fn upstream(&self) -> Arc<rustls::ClientConfig> {
         Arc::clone(&self.upstream)
+    }
+
+    /// What an upstream `chain` (leaf first) is worth for `name`; `None` when
+    /// upstream certificates are not verified (`verify_upstream: false`).
+    pub fn judge(&self, chain: &[CertificateDer<'_>], name: &ServerName<'_>) -> Option<Verdict> {
+        self.judge.as_ref().map(|judge| judge.judge(chain, name))
     }
 
     /// Names whose leaf is kept.
@@ -73,18 +89,45 @@ impl TlsGateway {
         if let Some(config) = self.leaves.get(&host) {
             return Ok(config);
         }
-        let leaf = self.ca.mint(&host)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(Minted(leaf)));
-        // HTTP/1.1 only: the gateway reads one HTTP/1 request.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let config = Arc::new(config);
+        let config = serving(self.ca.mint(&host)?)?;
         self.leaves.put(&host, Arc::clone(&config));
         Ok(config)
     }
+
+    /// The box-facing configuration showing a mirror of the upstream certificate
+    /// `original` (DER), which no client trusts; `host` as for [`Self::server_config`].
+    /// Kept by the original's digest.
+    pub fn mirror_config(
+        &self,
+        original: &CertificateDer<'_>,
+        sni: Option<&str>,
+        destination: IpAddr,
+    ) -> Result<Arc<ServerConfig>, MirrorError> {
+        let key = format!("mirror {}", hermes_core::capture::sha256_hex(original));
+        if let Some(config) = self.leaves.get(&key) {
+            return Ok(config);
+        }
+        let host = match sni {
+            Some(name) => name.to_ascii_lowercase(),
+            None => destination.to_string(),
+        };
+        let leaf = mirror::mirror(original, &host)?;
+        let config = serving(leaf).map_err(CaError::from)?;
+        self.leaves.put(&key, Arc::clone(&config));
+        Ok(config)
+    }
+}
+
+/// A server configuration showing `leaf`, HTTP/1.1 only (the gateway reads one
+/// HTTP/1 request).
+fn serving(leaf: Arc<CertifiedKey>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Minted(leaf)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// The one leaf of a connection's name.
