@@ -44,9 +44,10 @@ pub(super) async fn finish(
     ctx: &BoxContext,
     fetcher: &Fetcher,
 ) {
-    let url = progress
-        .url
-        .unwrap_or_else(|| format!("http://{original_dst}/"));
+    let url = progress.url.unwrap_or_else(|| match &progress.tls {
+        Some(tls) => tls_url(tls, original_dst),
+        None => format!("http://{original_dst}/"),
+    });
     let tls = progress.tls.as_ref();
     let failed = |reason: &'static str, error: String| Failure {
         reported: fetcher.budget.report_failure(session),
@@ -137,14 +138,7 @@ pub(super) fn tls_refused(
     error: String,
 ) {
     let session = super::serve::session_of(ctx);
-    let host = match &tls.sni {
-        Some(name) => name.clone(),
-        None => original_dst.ip().to_string(),
-    };
-    let url = match original_dst.port() {
-        443 => format!("https://{host}/"),
-        port => format!("https://{host}:{port}/"),
-    };
+    let url = tls_url(&tls, original_dst);
     Failure {
         reported: fetcher.budget.report_failure(&session),
         url: &url,
@@ -155,6 +149,19 @@ pub(super) fn tls_refused(
         tls: Some(&tls),
     }
     .emit(ctx);
+}
+
+/// `https://<sni>/` for an HTTPS fetch whose request is not known.
+fn tls_url(tls: &TlsSeen, original_dst: SocketAddr) -> String {
+    let host = match (&tls.sni, original_dst.ip()) {
+        (Some(name), _) => name.clone(),
+        (None, std::net::IpAddr::V6(address)) => format!("[{address}]"),
+        (None, address) => address.to_string(),
+    };
+    match original_dst.port() {
+        443 => format!("https://{host}/"),
+        port => format!("https://{host}:{port}/"),
+    }
 }
 
 /// A fetch outside HTTP (TFTP) that kept nothing.

@@ -157,10 +157,18 @@ async fn fetch<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let request = match read_request(stream).await {
-        Ok(request) => request,
-        Err(RequestError::Incomplete(0)) => return Outcome::Nothing,
-        Err(error) => return Outcome::failed("bad_request", error),
+    // A connection already open upstream (HTTPS) holds a permit: its request must
+    // come as promptly as a connect would (a box stalling there would starve the
+    // others), not within the whole fetch's time.
+    let wait = match how {
+        Upstream::Plain => fetcher.fetch_timeout,
+        Upstream::Opened(_) => fetcher.connect_timeout,
+    };
+    let request = match tokio::time::timeout(wait, read_request(stream)).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(RequestError::Incomplete(0))) => return Outcome::Nothing,
+        Ok(Err(error)) => return Outcome::failed("bad_request", error),
+        Err(_) => return Outcome::failed("fetch_timeout", "no request in time"),
     };
     progress.url = Some(match how {
         Upstream::Plain => request.url(original_dst),

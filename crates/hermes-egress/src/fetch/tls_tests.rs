@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hermes_core::address_block::AddressBlock;
 use hermes_core::capture::{FileStore, sha256_hex};
-use hermes_core::config::EgressConfig;
+use hermes_core::config::{EgressConfig, Seconds};
 use hermes_core::events::{ConnectionContext, Event, EventId};
 use hermes_core::ids::SessionId;
 use hermes_core::testing::RecordedEvents;
@@ -192,11 +192,22 @@ fn rig(port: u16, verify: bool, trusted: &[CertificateDer<'static>]) -> Rig {
 
 /// [`rig`] on several ports.
 fn rig_on(ports: &[u16], verify: bool, trusted: &[CertificateDer<'static>]) -> Rig {
+    rig_with(ports, verify, trusted, |_| {})
+}
+
+/// [`rig_on`] with the configuration changed by `change`.
+fn rig_with(
+    ports: &[u16],
+    verify: bool,
+    trusted: &[CertificateDer<'static>],
+    change: impl FnOnce(&mut EgressConfig),
+) -> Rig {
     let mut config = EgressConfig {
         upstream_allow: vec![AddressBlock::parse("127.0.0.1/32").expect("block")],
         ..EgressConfig::default()
     };
     config.upstream_ports.extend_from_slice(ports);
+    change(&mut config);
     let store_dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(FileStore::open(store_dir.path(), 1 << 30).expect("store"));
     let policy = UpstreamPolicy::new(&config, HostAddresses::read());
@@ -560,6 +571,70 @@ async fn a_box_not_trusting_the_sensor_ca_is_reported_and_no_request_goes_upstre
     // have), but asked nothing.
     assert!(server.connections.load(Ordering::SeqCst) <= 1);
     assert!(no_request(&server));
+}
+
+#[tokio::test]
+async fn a_box_that_shakes_hands_and_asks_nothing_gives_its_permit_back_within_the_connect_timeout()
+{
+    let web = test_ca();
+    let server = server(web.leaf(&["dropper.test"]), b"for the next one\n".to_vec()).await;
+    let rig = rig_with(
+        &[server.address.port()],
+        true,
+        std::slice::from_ref(&web.der),
+        |config| {
+            config.limits.connect_timeout = Seconds::new(1);
+            config.limits.concurrent_fetches = 1;
+        },
+    );
+    // The box completes its handshake (upstream already open, the one permit held)
+    // and then sends nothing.
+    let (box_side, gateway_side) = tokio::io::duplex(64 * 1024);
+    let started = std::time::Instant::now();
+    let serve = tokio::spawn(serve_tls(
+        gateway_side,
+        server.address,
+        rig.ctx.clone(),
+        Arc::clone(&rig.fetcher),
+        Arc::clone(&rig.gateway),
+    ));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rig.sensor_ca());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let _silent = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(dns("dropper.test"), box_side)
+        .await
+        .expect("the handshake");
+    // Let go after the connect timeout, not the fetch's two minutes.
+    tokio::time::timeout(Duration::from_secs(10), serve)
+        .await
+        .expect("the silent box is let go")
+        .expect("serve");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    let failed = rig.one(EventId::FileDownloadFailed);
+    assert_eq!(text(&failed, "reason"), "fetch_timeout");
+    assert_eq!(
+        text(&failed, "url"),
+        format!("https://dropper.test:{}/", server.address.port())
+    );
+    assert!(no_request(&server));
+    // The permit is free again: the next box's fetch goes through.
+    let answer = rig
+        .fetch(
+            server.address,
+            dns("dropper.test"),
+            &rig.sensor_ca(),
+            "/next",
+        )
+        .await
+        .expect("fetch");
+    assert_eq!(body_of(&answer), b"for the next one\n");
 }
 
 /// A gateway listener for real clients: every connection is served as if the box
