@@ -107,4 +107,4 @@ mod tests;
 #[cfg(test)]
 mod tftp_tests;
 #[cfg(test)]
-mod tls_tests;
+pub(crate) mod tls_tests;

@@ -26,18 +26,18 @@ use crate::ssrf::UpstreamPolicy;
 use crate::tls::{CaName, SensorCa, TlsGateway};
 
 /// A certificate and its key, as a server uses them.
-struct Leaf {
-    der: CertificateDer<'static>,
+pub(crate) struct Leaf {
+    pub(crate) der: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
 }
 
 /// The test's own CA, standing for the public web PKI.
-struct TestCa {
+pub(crate) struct TestCa {
     issuer: Issuer<'static, KeyPair>,
-    der: CertificateDer<'static>,
+    pub(crate) der: CertificateDer<'static>,
 }
 
-fn test_ca() -> TestCa {
+pub(crate) fn test_ca() -> TestCa {
     let key = KeyPair::generate().expect("key");
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -54,7 +54,7 @@ fn test_ca() -> TestCa {
 
 impl TestCa {
     /// A server certificate for `names` (DNS names or addresses).
-    fn leaf(&self, names: &[&str]) -> Leaf {
+    pub(crate) fn leaf(&self, names: &[&str]) -> Leaf {
         let key = KeyPair::generate().expect("key");
         let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("params");
@@ -89,11 +89,11 @@ fn self_signed(names: &[&str]) -> Leaf {
 
 /// A TLS web server on loopback answering every request with `body`; it notes the
 /// SNI of each connection that completed a handshake, and every connection.
-struct Server {
-    address: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) address: SocketAddr,
     connections: Arc<AtomicUsize>,
-    names: Arc<Mutex<Vec<Option<String>>>>,
-    requests: Arc<Mutex<Vec<String>>>,
+    pub(crate) names: Arc<Mutex<Vec<Option<String>>>>,
+    pub(crate) requests: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -103,7 +103,7 @@ impl Drop for Server {
     }
 }
 
-async fn server(leaf: Leaf, body: Vec<u8>) -> Server {
+pub(crate) async fn server(leaf: Leaf, body: Vec<u8>) -> Server {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -177,7 +177,7 @@ struct Rig {
     _store: tempfile::TempDir,
 }
 
-fn ca_name() -> CaName {
+pub(crate) fn ca_name() -> CaName {
     CaName {
         organization: "Northwave Hosting Ltd".to_owned(),
         common_name: "Northwave Hosting Internal CA G2".to_owned(),
@@ -327,7 +327,7 @@ fn dns(name: &str) -> ServerName<'static> {
     ServerName::try_from(name.to_owned()).expect("name")
 }
 
-fn body_of(answer: &[u8]) -> &[u8] {
+pub(crate) fn body_of(answer: &[u8]) -> &[u8] {
     let end = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
