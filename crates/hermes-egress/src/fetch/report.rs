@@ -205,11 +205,11 @@ fn tls_fields(event: EventBuilder, tls: Option<&TlsSeen>) -> EventBuilder {
             .field("upstream_cert_not_after", cert.not_after.as_str()),
         None => event,
     };
-    match &tls.verdict {
-        Some(Verdict::Verified) => event.field("upstream_cert_verified", true),
-        Some(Verdict::Unverified(error)) => event
+    match tls.verdict.as_ref().map(Verdict::error) {
+        Some(None) => event.field("upstream_cert_verified", true),
+        Some(Some(error)) => event
             .field("upstream_cert_verified", false)
-            .field("upstream_cert_error", error.as_str()),
+            .field("upstream_cert_error", error),
         None => event,
     }
 }

@@ -1,11 +1,14 @@
 //! One connection's HTTPS: Hermes reads the client's hello, connects upstream over
 //! TLS of its own with the same name, and answers the client's handshake with the
 //! certificate a real server's would be worth to it: a leaf of the sensor's CA
-//! (which every box trusts) when upstream's certificate verified, a mirror of
-//! upstream's that nobody trusts when it did not. A client that checks certificates
-//! then fails where it would have failed against the real server, and one that does
-//! not (`curl -k`, `wget --no-check-certificate`) sends its request, which is fetched
-//! on the connection already open, within every limit of a plain HTTP fetch.
+//! (which every box trusts) when upstream's certificate verified; a mirror of
+//! upstream's signed by that CA when a root vouches for it but not for this name or
+//! not now (the box's client then fails on the same name or date); a mirror nobody
+//! trusts when no root vouches for it (self-signed, an unknown CA). A client that
+//! checks certificates then fails where it would have failed against the real
+//! server, and one that does not (`curl -k`, `wget --no-check-certificate`) sends its
+//! request, which is fetched on the connection already open, within every limit of
+//! a plain HTTP fetch.
 //!
 //! The SSH client's forwards (`ssh -D`, `-L`) do not trust the sensor's CA: they are
 //! always shown the mirror, so only a client that does not check gets through; a
@@ -151,13 +154,17 @@ fn shown(
     seen: &TlsSeen,
     original_dst: SocketAddr,
 ) -> Result<Arc<ServerConfig>, String> {
-    let untrusted = match client {
-        TlsClient::Forward => true,
-        TlsClient::Box => matches!(seen.verdict, Some(Verdict::Unverified(_))),
+    // Mirrored, and whether by the sensor's CA (the box trusts it, and then fails
+    // on the original's own name or dates).
+    let mirrored = match (client, &seen.verdict) {
+        (TlsClient::Forward, _) => Some(false),
+        (TlsClient::Box, Some(Verdict::Invalid(_))) => Some(true),
+        (TlsClient::Box, Some(Verdict::Untrusted(_))) => Some(false),
+        (TlsClient::Box, Some(Verdict::Verified) | None) => None,
     };
-    if let (Ok(_), true, Some(original)) = (opened, untrusted, seen.chain.first()) {
+    if let (Ok(_), Some(by_ca), Some(original)) = (opened, mirrored, seen.chain.first()) {
         return gateway
-            .mirror_config(original, seen.sni.as_deref(), original_dst.ip())
+            .mirror_config(original, by_ca, seen.sni.as_deref(), original_dst.ip())
             .map_err(|error| error.to_string());
     }
     gateway

@@ -540,6 +540,92 @@ async fn an_unverifiable_upstream_certificate_is_mirrored_so_only_a_box_that_doe
 }
 
 #[tokio::test]
+async fn a_trusted_certificate_for_another_name_is_mirrored_under_the_sensor_ca_so_the_box_fails_on_the_name()
+ {
+    let web = test_ca();
+    let elsewhere = web.leaf(&["other.test"]);
+    let elsewhere_der = elsewhere.der.clone();
+    let body = b"served under another name\n".to_vec();
+    let server = server(elsewhere, body.clone()).await;
+    let rig = rig(server.address.port(), true, std::slice::from_ref(&web.der));
+
+    // The box trusts the sensor's CA, so it checks the rest and fails on the name,
+    // as it would against the real server.
+    let refused = rig
+        .fetch(server.address, dns("dropper.test"), &rig.sensor_ca(), "/n")
+        .await;
+    let error = refused.expect_err("the name does not match").to_string();
+    assert!(error.contains("not valid for name"), "{error}");
+    let failed = rig.one(EventId::FileDownloadFailed);
+    assert_eq!(text(&failed, "reason"), "tls_handshake");
+    assert_eq!(
+        failed
+            .get("upstream_cert_verified")
+            .and_then(|v| v.as_bool()),
+        Some(false)
+    );
+    assert!(
+        text(&failed, "upstream_cert_error").contains("not valid for name"),
+        "{failed:?}"
+    );
+    assert!(no_request(&server));
+
+    // One that does not check gets the body; it was shown the server's names under
+    // the sensor's CA.
+    let (answer, shown) = rig
+        .fetch_with(
+            server.address,
+            dns("dropper.test"),
+            crate::tls::client_config().expect("a client that does not check"),
+            "/n",
+        )
+        .await
+        .expect("fetch");
+    assert_eq!(body_of(&answer), body.as_slice());
+    let event = rig.one(EventId::FileDownload);
+    assert_eq!(text(&event, "shasum"), sha256_hex(&body));
+    assert_eq!(
+        text(&event, "upstream_cert_sha256"),
+        sha256_hex(&elsewhere_der)
+    );
+    let summary = crate::tls::CertSummary::of(&shown).expect("shown");
+    assert_eq!(
+        summary.issuer,
+        "O=Northwave Hosting Ltd, CN=Northwave Hosting Internal CA G2"
+    );
+    let fields = crate::tls::der::MirrorFields::of(&shown).expect("fields");
+    assert_eq!(fields.dns_names, ["other.test"]);
+
+    // Real curl trusting the sensor's CA says what it would say to the real server.
+    if !have("curl") {
+        return;
+    }
+    let (gateway, _task) = gateway_for(&rig, server.address).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("sensor-ca.pem");
+    std::fs::write(&ca_file, rig.gateway.ca().certificate_pem()).expect("ca file");
+    let port = gateway.port();
+    let args = [
+        "-sS".to_owned(),
+        "--max-time".to_owned(),
+        "10".to_owned(),
+        "--cacert".to_owned(),
+        ca_file.display().to_string(),
+        "--resolve".to_owned(),
+        format!("dropper.test:{port}:127.0.0.1"),
+        "-o".to_owned(),
+        "/dev/null".to_owned(),
+        format!("https://dropper.test:{port}/n"),
+    ];
+    let (code, stderr) = run("curl", args.to_vec()).await;
+    assert_eq!(code, 60, "{stderr}");
+    assert!(
+        stderr.contains("subject name") || stderr.contains("match"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn a_box_not_trusting_the_sensor_ca_is_reported_and_no_request_goes_upstream() {
     let web = test_ca();
     let server = server(web.leaf(&["dropper.test"]), b"x".to_vec()).await;

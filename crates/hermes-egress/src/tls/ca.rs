@@ -166,6 +166,11 @@ impl SensorCa {
         der::openssl_subject_hash(&self.der).ok()
     }
 
+    /// The CA as an issuer (to sign mirrors of certificates).
+    pub(super) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     /// The CA certificate, DER.
     pub fn certificate_der(&self) -> &CertificateDer<'static> {
         &self.der

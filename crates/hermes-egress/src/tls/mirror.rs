@@ -3,7 +3,9 @@
 //! of our own (itself when the original was self-issued, otherwise a throwaway
 //! issuer of the same name). A client that checks certificates then refuses it as
 //! it would refuse the original an unknown CA signed; one that does not (`curl -k`)
-//! goes on, and Hermes reads its request.
+//! goes on, and Hermes reads its request. Signed by the sensor's CA instead, it is
+//! a certificate a box trusts the issuer of but whose names and dates are the
+//! original's (one a real root signed for another name, or expired).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -31,8 +33,15 @@ pub enum MirrorError {
 }
 
 /// The mirror of the DER certificate `original`; `host` (the name or address the
-/// client asked for) is its alternative name when the original has none.
-pub fn mirror(original: &[u8], host: &str) -> Result<Arc<CertifiedKey>, MirrorError> {
+/// client asked for) is its alternative name when none of the original's can be
+/// copied. Signed by `issuer` when given (the sensor's CA, for a certificate a root
+/// vouches for but that is expired or for another name: the box then fails for
+/// that same reason), otherwise by a key of its own as said above.
+pub fn mirror(
+    original: &[u8],
+    host: &str,
+    issuer: Option<&Issuer<'static, KeyPair>>,
+) -> Result<Arc<CertifiedKey>, MirrorError> {
     let fields = MirrorFields::of(original)?;
     let key = KeyPair::generate().map_err(CaError::from)?;
     let mut params = CertificateParams::default();
@@ -44,7 +53,9 @@ pub fn mirror(original: &[u8], host: &str) -> Result<Arc<CertifiedKey>, MirrorEr
     params.serial_number = Some(serial());
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let certificate = if fields.self_issued {
+    let certificate = if let Some(issuer) = issuer {
+        params.signed_by(&key, issuer).map_err(CaError::from)?
+    } else if fields.self_issued {
         params.self_signed(&key).map_err(CaError::from)?
     } else {
         let issuer_key = KeyPair::generate().map_err(CaError::from)?;
@@ -122,7 +133,7 @@ fn validity(fields: &MirrorFields) -> (OffsetDateTime, OffsetDateTime) {
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ`.
-fn parse(text: &str) -> Option<OffsetDateTime> {
+pub(super) fn parse(text: &str) -> Option<OffsetDateTime> {
     let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<u32>().ok();
     let month = Month::try_from(u8::try_from(number(5..7)?).ok()?).ok()?;
     let date = Date::from_calendar_date(
@@ -184,7 +195,7 @@ mod tests {
     fn a_mirror_copies_names_validity_and_alternative_names_but_not_the_key() {
         for self_signed in [true, false] {
             let der = original(self_signed);
-            let copy = mirror(&der, "ignored.test").expect("mirror");
+            let copy = mirror(&der, "ignored.test", None).expect("mirror");
             let copy = &copy.cert[0];
             assert_ne!(copy.as_ref(), der.as_slice());
             let (was, is) = (
@@ -208,10 +219,13 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(matches!(mirror(b"", "a.test"), Err(MirrorError::Der(_))));
+        assert!(matches!(
+            mirror(b"", "a.test", None),
+            Err(MirrorError::Der(_))
+        ));
         let der = original(true);
         for cut in (0..der.len()).step_by(7) {
-            let _ = mirror(&der[..cut], "a.test");
+            let _ = mirror(&der[..cut], "a.test", None);
         }
     }
 }

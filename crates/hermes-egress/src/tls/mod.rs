@@ -1,7 +1,7 @@
 //! HTTPS for the box: Hermes answers its TLS with a certificate the sensor's CA
 //! minted for the name asked (the box trusts that CA), or, where a real client would
-//! not have trusted the server, with a mirror of the server's certificate that
-//! nobody trusts; and fetches upstream over TLS of its own.
+//! not have accepted the server's certificate, with a mirror of it that fails the
+//! same way; and fetches upstream over TLS of its own.
 
 mod ca;
 pub mod der;
@@ -94,16 +94,21 @@ impl TlsGateway {
         Ok(config)
     }
 
-    /// The box-facing configuration showing a mirror of the upstream certificate
-    /// `original` (DER), which no client trusts; `host` as for [`Self::server_config`].
-    /// Kept by the original's digest.
+    /// The configuration showing a mirror of the upstream certificate `original`
+    /// (DER): signed by the sensor's CA when `by_ca` (a box then trusts its issuer
+    /// and checks the rest, names and validity, as of the original), otherwise by
+    /// nobody any client trusts. `host` as for [`Self::server_config`]. Kept by the
+    /// original's digest.
     pub fn mirror_config(
         &self,
         original: &CertificateDer<'_>,
+        by_ca: bool,
         sni: Option<&str>,
         destination: IpAddr,
     ) -> Result<Arc<ServerConfig>, MirrorError> {
-        let key = format!("mirror {}", hermes_core::capture::sha256_hex(original));
+        let signer = if by_ca { "ca" } else { "self" };
+        let digest = hermes_core::capture::sha256_hex(original);
+        let key = format!("mirror {signer} {digest}");
         if let Some(config) = self.leaves.get(&key) {
             return Ok(config);
         }
@@ -111,7 +116,8 @@ impl TlsGateway {
             Some(name) => name.to_ascii_lowercase(),
             None => destination.to_string(),
         };
-        let leaf = mirror::mirror(original, &host)?;
+        let issuer = by_ca.then(|| self.ca.issuer());
+        let leaf = mirror::mirror(original, &host, issuer)?;
         let config = serving(leaf).map_err(CaError::from)?;
         self.leaves.put(&key, Arc::clone(&config));
         Ok(config)
