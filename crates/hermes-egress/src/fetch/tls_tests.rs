@@ -967,3 +967,102 @@ async fn the_fetch_handler_tells_https_from_http_by_the_first_byte_on_any_port()
         "{urls:?}"
     );
 }
+
+/// The median of `times`.
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+/// What mirroring costs: an HTTPS fetch through the gateway from a server whose
+/// certificate verifies (the sensor's leaf shown, kept per name) against one whose
+/// does not (its mirror shown, kept per certificate), and straight to the server;
+/// and minting a mirror. In-process, loopback, 100 KB body: `cargo nextest run -p
+/// hermes-egress --run-ignored only mirror_costs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: prints the figures, run on purpose"]
+async fn measure_what_mirror_costs() {
+    const RUNS: usize = 100;
+    let web = test_ca();
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let trusted = server(web.leaf(&["dropper.test"]), body.clone()).await;
+    let bogus = self_signed(&["dropper.test"]);
+    let bogus_der = bogus.der.clone();
+    let untrusted = server(bogus, body.clone()).await;
+    let limits = |config: &mut EgressConfig| {
+        config.limits.fetches_per_session = 10_000;
+        config.limits.session_bytes = hermes_core::config::ByteSize::gib(1);
+    };
+    let ports = [trusted.address.port(), untrusted.address.port()];
+    let rig = rig_with(&ports, true, std::slice::from_ref(&web.der), limits);
+    let lax = crate::tls::client_config().expect("a client that does not check");
+
+    let mut through_leaf = Vec::new();
+    let mut through_mirror = Vec::new();
+    let mut direct = Vec::new();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates([web.der.clone()]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let straight = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    for _ in 0..RUNS {
+        let started = std::time::Instant::now();
+        let answer = rig
+            .fetch(trusted.address, dns("dropper.test"), &rig.sensor_ca(), "/m")
+            .await
+            .expect("through the sensor's leaf");
+        through_leaf.push(started.elapsed());
+        assert_eq!(body_of(&answer), body.as_slice());
+
+        let started = std::time::Instant::now();
+        let (answer, _) = rig
+            .fetch_with(
+                untrusted.address,
+                dns("dropper.test"),
+                Arc::clone(&lax),
+                "/m",
+            )
+            .await
+            .expect("through the mirror");
+        through_mirror.push(started.elapsed());
+        assert_eq!(body_of(&answer), body.as_slice());
+
+        let started = std::time::Instant::now();
+        let tcp = tokio::net::TcpStream::connect(trusted.address)
+            .await
+            .expect("connect");
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::clone(&straight))
+            .connect(dns("dropper.test"), tcp)
+            .await
+            .expect("straight");
+        tls.write_all(b"GET /m HTTP/1.1\r\nHost: dropper.test\r\n\r\n")
+            .await
+            .expect("send");
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        direct.push(started.elapsed());
+        assert_eq!(body_of(&answer), body.as_slice());
+    }
+    rig.events
+        .wait_for_count(EventId::FileDownload, 2 * RUNS)
+        .await;
+
+    let mut minting = Vec::new();
+    for _ in 0..RUNS {
+        let started = std::time::Instant::now();
+        crate::tls::mirror_for_measurement(&bogus_der).expect("mirror");
+        minting.push(started.elapsed());
+    }
+    eprintln!(
+        "median of {RUNS}: through the sensor's leaf {:?}, through a mirror {:?}, straight {:?}; minting a mirror {:?}",
+        median(&mut through_leaf),
+        median(&mut through_mirror),
+        median(&mut direct),
+        median(&mut minting),
+    );
+}

@@ -124,6 +124,12 @@ impl TlsGateway {
     }
 }
 
+/// A mirror of `original` minted afresh (a measurement's).
+#[cfg(test)]
+pub fn mirror_for_measurement(original: &[u8]) -> Result<Arc<CertifiedKey>, MirrorError> {
+    mirror::mirror(original, "dropper.test", None)
+}
+
 /// A server configuration showing `leaf`, HTTP/1.1 only (the gateway reads one
 /// HTTP/1 request).
 fn serving(leaf: Arc<CertifiedKey>) -> Result<Arc<ServerConfig>, rustls::Error> {
