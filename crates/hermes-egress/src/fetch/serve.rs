@@ -4,9 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
-
 use tokio::sync::SemaphorePermit;
+use tokio::time::Instant;
 
 use super::report::{self, Outcome};
 use super::request::{RequestError, read_request};
