@@ -75,7 +75,9 @@ pub fn mirror(
     )))
 }
 
-/// The name as written, each value in the string type it had where rcgen has one.
+/// The name as written, each value in the string type it had where rcgen has one;
+/// an attribute whose type is no valid OID (the server's choice) is left out, as
+/// the encoder would refuse it.
 fn distinguished_name(attributes: &[Attribute]) -> DistinguishedName {
     let mut name = DistinguishedName::new();
     for attribute in attributes {
@@ -84,6 +86,14 @@ fn distinguished_name(attributes: &[Attribute]) -> DistinguishedName {
             .split('.')
             .filter_map(|part| part.parse().ok())
             .collect();
+        let valid = match oid.as_slice() {
+            [first @ 0..=1, second, ..] => *second < 40,
+            [2, second, ..] => *second < u64::MAX / 2,
+            _ => false,
+        };
+        if !valid {
+            continue;
+        }
         let text = attribute.value.clone();
         let value = match attribute.tag {
             0x13 => match text.clone().try_into() {
@@ -215,6 +225,28 @@ mod tests {
                 ["203.0.113.9".parse::<std::net::IpAddr>().expect("ip")]
             );
         }
+    }
+
+    #[test]
+    fn attribute_types_that_are_no_valid_oid_are_left_out() {
+        let attribute = |oid: &str| Attribute {
+            oid: oid.to_owned(),
+            tag: 0x0c,
+            value: "x".to_owned(),
+        };
+        let attributes = [
+            attribute("6.2.1"),
+            attribute("1.77"),
+            attribute("5"),
+            attribute(""),
+            attribute("2.5.4.3"),
+        ];
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(&attributes);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("encodable");
+        let summary = CertSummary::of(cert.der()).expect("summary");
+        assert_eq!(summary.subject, "CN=x");
     }
 
     #[test]
