@@ -87,7 +87,7 @@ fn distinguished_name(attributes: &[Attribute]) -> DistinguishedName {
             .filter_map(|part| part.parse().ok())
             .collect();
         let valid = match oid.as_slice() {
-            [first @ 0..=1, second, ..] => *second < 40,
+            [0..=1, second, ..] => *second < 40,
             [2, second, ..] => *second < u64::MAX / 2,
             _ => false,
         };
