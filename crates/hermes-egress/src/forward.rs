@@ -1,7 +1,10 @@
 //! The SSH client's `direct-tcpip` channels (ssh -L, ssh -D) under the boxes' policy:
-//! the host is looked up with the boxes' resolver, HTTP to a fetchable port the SSRF
-//! policy allows is fetched and kept, everything else is logged
-//! (`hermes.egress.connection`) and refused or dropped per `egress.refused`.
+//! the host is looked up with the boxes' resolver, HTTP and HTTPS (told apart by the
+//! first byte, as a box's are) to a fetchable port the SSRF policy allows are fetched
+//! and kept, everything else is logged (`hermes.egress.connection`) and refused or
+//! dropped per `egress.refused`. HTTPS is shown a mirror of upstream's certificate,
+//! which the client's own trust store refuses: only a client that does not check
+//! (`curl -k`) gets through (see [`crate::fetch::serve_tls_for`]).
 //!
 //! `reject` refuses the channel open at once, as sshd behind a firewall that resets
 //! says "connect failed: Connection refused". `drop` opens the channel, logs what
@@ -27,11 +30,14 @@ use hermes_core::ids::SessionId;
 
 use crate::BoxContext;
 use crate::dns::{self, Lookup, Resolver, TokenBucket};
-use crate::fetch::{Fetcher, serve_http};
+use crate::fetch::{Fetcher, TlsClient, serve_http, serve_tls_for};
 use crate::parts::HttpFetch;
 use crate::protocol;
 use crate::seams::FetchHandler;
 use crate::sinkhole::{self, Answer};
+use crate::tls::TlsGateway;
+
+mod first_byte;
 
 /// sshd's words when the connect is refused (ECONNREFUSED).
 const CONNECTION_REFUSED: &str = "Connection refused";
@@ -55,10 +61,12 @@ pub struct SshForwards {
     lookups: Mutex<HashMap<SessionId, TokenBucket>>,
 }
 
-/// `egress.mode: fetch`: which ports are fetched, and the fetcher the boxes share.
+/// `egress.mode: fetch`: which ports are fetched, the fetcher the boxes share and,
+/// for HTTPS, their TLS gateway.
 struct Fetch {
     http: HttpFetch,
     fetcher: Arc<Fetcher>,
+    tls: Option<Arc<TlsGateway>>,
 }
 
 impl SshForwards {
@@ -74,12 +82,20 @@ impl SshForwards {
         }
     }
 
-    /// HTTP to the fetched ports goes through `fetcher` (`fetch`).
-    pub fn with_fetch(mut self, config: &EgressConfig, fetcher: Arc<Fetcher>) -> Self {
-        self.fetch = Some(Fetch {
-            http: HttpFetch::new(config, Arc::clone(&fetcher)),
-            fetcher,
-        });
+    /// HTTP to the fetched ports goes through `fetcher` (`fetch`); with `tls`, HTTPS
+    /// too, on the ports a box's is fetched from.
+    pub fn with_fetch(
+        mut self,
+        config: &EgressConfig,
+        fetcher: Arc<Fetcher>,
+        tls: Option<Arc<TlsGateway>>,
+    ) -> Self {
+        let http = HttpFetch::new(config, Arc::clone(&fetcher));
+        let http = match &tls {
+            Some(gateway) => http.with_tls(config, Arc::clone(gateway)),
+            None => http,
+        };
+        self.fetch = Some(Fetch { http, fetcher, tls });
         self
     }
 
@@ -137,6 +153,7 @@ impl ForwardGateway for SshForwards {
                         destination,
                         ctx,
                         fetcher: Arc::clone(&fetch.fetcher),
+                        tls: fetch.tls.clone(),
                     }));
                 }
                 Ok(()) => None,
@@ -166,17 +183,35 @@ fn refused(description: &'static str) -> ForwardAnswer {
     ForwardAnswer::Refused { description }
 }
 
-/// An HTTP forward: fetched as a box's download is.
+/// An HTTP or HTTPS forward: fetched as a box's download is.
 struct Fetched {
     destination: SocketAddr,
     ctx: BoxContext,
     fetcher: Arc<Fetcher>,
+    tls: Option<Arc<TlsGateway>>,
 }
 
 #[async_trait]
 impl ForwardService for Fetched {
     async fn serve(self: Box<Self>, stream: Box<dyn ForwardStream>) {
-        serve_http(stream, self.destination, self.ctx, self.fetcher).await;
+        let Some((stream, opens_with_tls)) = first_byte::sniff(stream).await else {
+            return;
+        };
+        match self.tls {
+            Some(gateway) if opens_with_tls => {
+                let (ctx, fetcher) = (self.ctx, self.fetcher);
+                serve_tls_for(
+                    TlsClient::Forward,
+                    stream,
+                    self.destination,
+                    ctx,
+                    fetcher,
+                    gateway,
+                )
+                .await;
+            }
+            _ => serve_http(stream, self.destination, self.ctx, self.fetcher).await,
+        }
     }
 }
 

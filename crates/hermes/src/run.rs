@@ -310,13 +310,15 @@ fn box_network(
             store,
         );
         let fetcher = Arc::new(fetcher);
-        forwards = forwards.with_fetch(&config.egress, Arc::clone(&fetcher));
         // A box's TFTP read requests are fetched like its HTTP downloads.
         network = network.with_tftp(Arc::clone(&fetcher));
         // And its FTP (port 21, passive data connections through its gateway).
         network = network.with_ftp(FtpGateway::new(&config.egress, Arc::clone(&fetcher)));
         let (tls, generated) =
             TlsGateway::from_config(&config.egress.tls, &config.server.host_key_path)?;
+        let tls = Arc::new(tls);
+        forwards =
+            forwards.with_fetch(&config.egress, Arc::clone(&fetcher), Some(Arc::clone(&tls)));
         if let Some(path) = generated {
             tracing::info!(target: "hermes::egress", path = %path.display(), "generated the sensor's CA for the boxes' HTTPS");
         }
@@ -326,7 +328,7 @@ fn box_network(
             tls.ca().certificate_pem().to_owned(),
             tls.ca().subject_hash(),
         );
-        let fetch = HttpFetch::new(&config.egress, fetcher).with_tls(&config.egress, Arc::new(tls));
+        let fetch = HttpFetch::new(&config.egress, fetcher).with_tls(&config.egress, tls);
         network = network.with_fetch(Arc::new(fetch));
     }
     services.set_forward_gateway(Arc::new(forwards));

@@ -217,7 +217,9 @@ impl Default for EgressLimits {
 #[serde(deny_unknown_fields, default)]
 pub struct EgressTlsConfig {
     /// Whether upstream certificates are checked (against the host's roots and
-    /// `extra_roots`); false fetches whatever certificate upstream shows.
+    /// `extra_roots`): one that fails is shown to the box as a mirror nobody trusts,
+    /// so only a client that does not check gets the body. False shows the sensor's
+    /// leaf whatever certificate upstream shows.
     #[garde(skip)]
     pub verify_upstream: bool,
     /// The CA certificate (PEM); its key is the same path with the extension `key`.

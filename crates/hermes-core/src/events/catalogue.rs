@@ -154,43 +154,50 @@ catalogue! {
     /// store (`outfile`, named by its SHA-256). `url` when known; `duplicate` when the
     /// store had it already. A gateway download has `destfile` when a command of the
     /// session asked for its URL and saves it to a file: the name as the command
-    /// wrote it (`x.sh`, `/tmp/a`), not resolved (none for `curl` to stdout). Over HTTPS (`url` `https://...`, the gateway answering
-    /// the box's TLS with a certificate of the sensor's CA): `sni`, the name the box
-    /// sent, and the certificate upstream showed (`upstream_cert_subject`,
-    /// `upstream_cert_issuer`, `upstream_cert_sha256` of its DER,
-    /// `upstream_cert_not_after`). A box's TFTP read request (`tftp -g`) is fetched
-    /// the same way (`url` `tftp://server/file`, never cut: too large fails), and so
-    /// is its FTP `RETR` (`ftpget`, `curl ftp://`: `url` `ftp://server/path`, with
-    /// `ftp_user` and `ftp_password`, the login the box used, which Hermes logged in
-    /// upstream with).
+    /// wrote it (`x.sh`, `/tmp/a`), not resolved (none for `curl` to stdout). Over
+    /// HTTPS (`url` `https://...`, the gateway answering the box's TLS with a
+    /// certificate of the sensor's CA, or with a mirror of upstream's that nobody
+    /// trusts when upstream's did not verify, and always for the SSH client's
+    /// forwards): `sni`, the name the client sent, and the certificate upstream
+    /// showed (`upstream_cert_subject`, `upstream_cert_issuer`, `upstream_cert_sha256`
+    /// of its DER, `upstream_cert_not_after`), with `upstream_cert_verified` when
+    /// `egress.tls.verify_upstream` is on and, when it did not verify,
+    /// `upstream_cert_error` saying why (a client that does not check, `curl -k`, got
+    /// the body). A box's TFTP read request (`tftp -g`) is fetched the same way
+    /// (`url` `tftp://server/file`, never cut: too large fails), and so is its FTP
+    /// `RETR` (`ftpget`, `curl ftp://`: `url` `ftp://server/path`, with `ftp_user` and
+    /// `ftp_password`, the login the box used, which Hermes logged in upstream with).
     FileDownload = "cowrie.session.file_download", connection: true,
         fields: ["outfile": Str, "shasum": Str, "size": Int, "duplicate": Bool],
         optional: ["url": Str, "destfile": Str, "upstream": Str, "upstream_bytes": Int,
                    "truncated": Bool, "reason": Str, "sni": Str,
                    "upstream_cert_subject": Str, "upstream_cert_issuer": Str,
                    "upstream_cert_sha256": Str, "upstream_cert_not_after": Str,
-                   "ftp_user": Str, "ftp_password": Str];
+                   "ftp_user": Str, "ftp_password": Str,
+                   "upstream_cert_verified": Bool, "upstream_cert_error": Str];
     /// A download through the gateway failed or was refused, nothing of it kept:
     /// `reason` is an SSRF refusal (`loopback`, `private`, `metadata`, ...: the
     /// upstream address was never contacted), a limit (`fetches_per_session`,
     /// `session_bytes`, `hourly_bytes`, `fetch_timeout`), `connect_failed`,
     /// `bad_request`, `bad_response`, `http_status` (not a 2xx: `error` has the status
     /// and any `Location`), `store_full` or `store_error`; over HTTPS also
-    /// `tls_failed` (upstream's TLS failed, its certificate not verified for one) and
-    /// `tls_handshake` (the box's TLS with the gateway failed: it does not trust the
-    /// sensor's CA), with `sni` and the upstream certificate's fields as in
-    /// `cowrie.session.file_download` when known; over TFTP also `tftp_error` (the
-    /// server answered with an ERROR) and `download_size`; over FTP also `ftp_login`
-    /// (upstream refused the box's login) and `ftp_error` (upstream refused the
-    /// command: no such file), with `ftp_user` and `ftp_password` once the box logged
-    /// in (a refused server is never greeted: `url` `ftp://server/`); `error` says it
-    /// in words. At most 100 are reported per session (a box looping on a refused
-    /// address).
+    /// `tls_failed` (upstream's TLS handshake failed) and `tls_handshake` (the
+    /// client's TLS with the gateway failed: a box not trusting the sensor's CA, or a
+    /// client refusing the mirror of an upstream certificate that did not verify, as
+    /// it would have refused the original: `upstream_cert_verified` false), with `sni`
+    /// and the upstream certificate's fields as in `cowrie.session.file_download`
+    /// when known; over TFTP also `tftp_error` (the server answered with an ERROR)
+    /// and `download_size`; over FTP also `ftp_login` (upstream refused the box's
+    /// login) and `ftp_error` (upstream refused the command: no such file), with
+    /// `ftp_user` and `ftp_password` once the box logged in (a refused server is never
+    /// greeted: `url` `ftp://server/`); `error` says it in words. At most 100 are
+    /// reported per session (a box looping on a refused address).
     FileDownloadFailed = "cowrie.session.file_download.failed", connection: true,
         fields: ["url": Str, "error": Str, "reason": Str, "upstream": Str],
         optional: ["upstream_bytes": Int, "sni": Str, "upstream_cert_subject": Str,
                    "upstream_cert_issuer": Str, "upstream_cert_sha256": Str,
-                   "upstream_cert_not_after": Str, "ftp_user": Str, "ftp_password": Str];
+                   "upstream_cert_not_after": Str, "ftp_user": Str, "ftp_password": Str,
+                   "upstream_cert_verified": Bool, "upstream_cert_error": Str];
     /// A file the client sent with scp or sftp (`filename` as the client named it).
     FileUpload = "cowrie.session.file_upload", connection: true,
         fields: ["filename": Str, "destfile": Str, "outfile": Str, "shasum": Str, "size": Int,
@@ -199,7 +206,7 @@ catalogue! {
     /// asked for (`dst_ip`, `dst_port`: as sent, a name or an address) and the
     /// originator it claims. Connected nowhere, unless `egress` is on: then the egress
     /// policy answers it as a box's connection (`cowrie.session.file_download` for
-    /// HTTP it fetched, `hermes.egress.connection` for the rest).
+    /// HTTP and HTTPS it fetched, `hermes.egress.connection` for the rest).
     DirectTcpipRequest = "cowrie.direct-tcpip.request", connection: true,
         fields: ["dst_ip": Str, "dst_port": Int, "orig_ip": Str, "orig_port": Int, "accepted": Bool];
     /// Data the client sent into a captured `direct-tcpip` channel (`data` escaped:

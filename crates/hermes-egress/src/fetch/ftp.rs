@@ -74,7 +74,7 @@ pub fn ftp_refused(ctx: &BoxContext, fetcher: &Fetcher, server: SocketAddr) -> b
     let Err(refusal) = fetcher.policy.check(server) else {
         return false;
     };
-    let session = session_of(ctx);
+    let session = ctx.session_key();
     let url = ftp_url(server, "/");
     let error = format!("upstream {server} refused ({})", refusal.as_str());
     report::failed(
@@ -144,7 +144,7 @@ fn report_failed(
     report::failed(
         ctx,
         fetcher,
-        &session_of(ctx),
+        &ctx.session_key(),
         &ftp_url(request.server, request.path),
         request.server,
         reason,
@@ -169,7 +169,7 @@ pub async fn open_ftp<'a>(
         let error = format!("upstream {} refused ({})", request.server, refusal.as_str());
         return fail(refusal.as_str(), error);
     }
-    let session = session_of(ctx);
+    let session = ctx.session_key();
     if let Err(limit) = fetcher.budget.admit(&session) {
         return fail(limit.as_str(), format!("{} reached", limit.as_str()));
     }
@@ -243,7 +243,7 @@ where
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, data.shutdown()).await;
         return FTP_FAILED;
     };
-    let session = session_of(ctx);
+    let session = ctx.session_key();
     let mut progress = Progress::default();
     let run = retrieve(
         fetcher,
@@ -388,12 +388,5 @@ where
         if wanted < read {
             return Some("download_size");
         }
-    }
-}
-
-fn session_of(ctx: &BoxContext) -> String {
-    match (ctx.owner)() {
-        Some(owner) => owner.context.session.to_string(),
-        None => format!("container {}", ctx.container_id),
     }
 }

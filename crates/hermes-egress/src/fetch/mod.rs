@@ -28,7 +28,7 @@ pub use request::{Request, RequestError, read_request};
 pub use response::{ResponseError, ResponseReader};
 pub use serve::serve_http;
 pub use tftp::{TftpRefusal, fetch_tftp, tftp_url};
-pub use tls::serve_tls;
+pub use tls::{TlsClient, serve_tls, serve_tls_for};
 
 use crate::ssrf::UpstreamPolicy;
 
@@ -113,4 +113,4 @@ mod tests;
 #[cfg(test)]
 mod tftp_tests;
 #[cfg(test)]
-mod tls_tests;
+pub(crate) mod tls_tests;

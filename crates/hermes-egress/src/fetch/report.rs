@@ -11,6 +11,7 @@ use super::Fetcher;
 use super::serve::Progress;
 use super::upstream::TlsSeen;
 use crate::BoxContext;
+use crate::tls::Verdict;
 
 /// How a fetch ended.
 #[derive(Debug)]
@@ -43,9 +44,10 @@ pub(super) async fn finish(
     ctx: &BoxContext,
     fetcher: &Fetcher,
 ) {
-    let url = progress
-        .url
-        .unwrap_or_else(|| format!("http://{original_dst}/"));
+    let url = progress.url.unwrap_or_else(|| match &progress.tls {
+        Some(tls) => tls_url(tls, original_dst),
+        None => format!("http://{original_dst}/"),
+    });
     let tls = progress.tls.as_ref();
     let failed = |reason: &'static str, error: String| Failure {
         reported: fetcher.budget.report_failure(session),
@@ -128,28 +130,19 @@ pub(super) async fn finish(
     tracing::info!(target: "hermes::egress", url = %escape_untrusted(&url), %destfile, upstream = %original_dst, sha256 = %stored.sha256, size, truncated = cut.is_some(), "download fetched");
 }
 
-/// A box whose TLS handshake with the gateway failed (it does not trust the
-/// sensor's CA, or gave up): nothing fetched, `https://<sni>/` reported.
+/// A client whose TLS handshake with the gateway failed (a box not trusting the
+/// sensor's CA, a client refusing the mirror of an upstream certificate that did not
+/// verify, or one that gave up): nothing fetched, `https://<sni>/` reported with
+/// what upstream showed.
 pub(super) fn tls_refused(
     ctx: &BoxContext,
     fetcher: &Fetcher,
     original_dst: SocketAddr,
-    sni: Option<String>,
+    tls: TlsSeen,
     error: String,
 ) {
     let session = ctx.session_key();
-    let host = match &sni {
-        Some(name) => name.clone(),
-        None => original_dst.ip().to_string(),
-    };
-    let url = match original_dst.port() {
-        443 => format!("https://{host}/"),
-        port => format!("https://{host}:{port}/"),
-    };
-    let tls = TlsSeen {
-        sni,
-        upstream_cert: None,
-    };
+    let url = tls_url(&tls, original_dst);
     Failure {
         reported: fetcher.budget.report_failure(&session),
         url: &url,
@@ -161,6 +154,19 @@ pub(super) fn tls_refused(
         extra: &[],
     }
     .emit(ctx);
+}
+
+/// `https://<sni>/` for an HTTPS fetch whose request is not known.
+fn tls_url(tls: &TlsSeen, original_dst: SocketAddr) -> String {
+    let host = match (&tls.sni, original_dst.ip()) {
+        (Some(name), _) => name.clone(),
+        (None, std::net::IpAddr::V6(address)) => format!("[{address}]"),
+        (None, address) => address.to_string(),
+    };
+    match original_dst.port() {
+        443 => format!("https://{host}/"),
+        port => format!("https://{host}:{port}/"),
+    }
 }
 
 /// A fetch outside HTTP (TFTP, FTP) that kept nothing; `extra` fields added.
@@ -273,12 +279,19 @@ fn tls_fields(event: EventBuilder, tls: Option<&TlsSeen>) -> EventBuilder {
         Some(sni) => event.field("sni", sni.as_str()),
         None => event,
     };
-    match &tls.upstream_cert {
+    let event = match &tls.upstream_cert {
         Some(cert) => event
             .field("upstream_cert_subject", cert.subject.as_str())
             .field("upstream_cert_issuer", cert.issuer.as_str())
             .field("upstream_cert_sha256", cert.sha256.as_str())
             .field("upstream_cert_not_after", cert.not_after.as_str()),
+        None => event,
+    };
+    match tls.verdict.as_ref().map(Verdict::error) {
+        Some(None) => event.field("upstream_cert_verified", true),
+        Some(Some(error)) => event
+            .field("upstream_cert_verified", false)
+            .field("upstream_cert_error", error),
         None => event,
     }
 }

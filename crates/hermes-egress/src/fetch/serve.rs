@@ -4,13 +4,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::SemaphorePermit;
 use tokio::time::Instant;
 
-use super::Fetcher;
 use super::report::{self, Outcome};
 use super::request::{RequestError, read_request};
 use super::response::ResponseReader;
 use super::upstream::{self, TlsSeen, Upstream};
+use super::{Fetcher, InFlight};
 use crate::BoxContext;
 
 /// Bytes read from upstream at a time.
@@ -45,35 +46,86 @@ pub async fn serve_http<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    serve_with(stream, original_dst, ctx, fetcher, Upstream::Plain).await;
+    let deadline = Instant::now() + fetcher.fetch_timeout;
+    let session = ctx.session_key();
+    let fetcher = &*fetcher;
+    serve_with(
+        stream,
+        original_dst,
+        &ctx,
+        &session,
+        fetcher,
+        Upstream::Plain,
+        None,
+        deadline,
+    )
+    .await;
 }
 
-/// [`serve_http`], reaching upstream as `how` says.
+/// A fetch let through: its permit of `egress.limits.concurrent_fetches`, and its
+/// place in the count of those under way.
+pub(super) struct Admitted<'a> {
+    _permit: SemaphorePermit<'a>,
+    _in_flight: InFlight<'a>,
+}
+
+/// Lets a fetch of `session` to `original_dst` go upstream, or says why not: the
+/// SSRF policy, then the session's and the sensor's budget, then a permit.
+pub(super) async fn admit<'a>(
+    fetcher: &'a Fetcher,
+    session: &str,
+    original_dst: SocketAddr,
+) -> Result<Admitted<'a>, Outcome> {
+    if let Err(refusal) = fetcher.policy.check(original_dst) {
+        return Err(Outcome::failed(
+            refusal.as_str(),
+            format!("upstream {original_dst} refused ({})", refusal.as_str()),
+        ));
+    }
+    if let Err(limit) = fetcher.budget.admit(session) {
+        return Err(Outcome::failed(
+            limit.as_str(),
+            format!("{} reached", limit.as_str()),
+        ));
+    }
+    let Ok(permit) = fetcher.permits.acquire().await else {
+        return Err(Outcome::failed(
+            "fetch_timeout",
+            "the gateway is shutting down",
+        ));
+    };
+    Ok(Admitted {
+        _permit: permit,
+        _in_flight: fetcher.enter(),
+    })
+}
+
+/// [`serve_http`], reaching upstream as `how` says (for HTTPS, `tls` is what its
+/// handshakes saw), all done by `deadline`.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve_with<S>(
     mut stream: S,
     original_dst: SocketAddr,
-    ctx: BoxContext,
-    fetcher: Arc<Fetcher>,
-    how: Upstream,
+    ctx: &BoxContext,
+    session: &str,
+    fetcher: &Fetcher,
+    how: Upstream<'_>,
+    tls: Option<TlsSeen>,
+    deadline: Instant,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let session = ctx.session_key();
-    let mut progress = Progress::default();
-    if let Upstream::Tls { sni, .. } = &how {
-        progress.tls = Some(TlsSeen {
-            sni: sni.clone(),
-            upstream_cert: None,
-        });
-    }
-    let deadline = Instant::now() + fetcher.fetch_timeout;
+    let mut progress = Progress {
+        tls,
+        ..Progress::default()
+    };
     let run = fetch(
         &mut stream,
         original_dst,
-        &session,
-        &fetcher,
+        session,
+        fetcher,
         &mut progress,
-        &how,
+        how,
     );
     let outcome = match tokio::time::timeout_at(deadline, run).await {
         Ok(outcome) => outcome,
@@ -82,7 +134,7 @@ pub(super) async fn serve_with<S>(
     // A close, not an answer; bounded, as a TLS close waits for the box to read.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
     drop(stream);
-    report::finish(outcome, progress, original_dst, &session, &ctx, &fetcher).await;
+    report::finish(outcome, progress, original_dst, session, ctx, fetcher).await;
 }
 
 async fn fetch<S>(
@@ -91,42 +143,41 @@ async fn fetch<S>(
     session: &str,
     fetcher: &Fetcher,
     progress: &mut Progress,
-    how: &Upstream,
+    how: Upstream<'_>,
 ) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let request = match read_request(stream).await {
-        Ok(request) => request,
-        Err(RequestError::Incomplete(0)) => return Outcome::Nothing,
-        Err(error) => return Outcome::failed("bad_request", error),
+    // A connection already open upstream (HTTPS) holds a permit: its request must
+    // come as promptly as a connect would (a box stalling there would starve the
+    // others), not within the whole fetch's time.
+    let wait = match how {
+        Upstream::Plain => fetcher.fetch_timeout,
+        Upstream::Opened(_) => fetcher.connect_timeout,
+    };
+    let request = match tokio::time::timeout(wait, read_request(stream)).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(RequestError::Incomplete(0))) => return Outcome::Nothing,
+        Ok(Err(error)) => return Outcome::failed("bad_request", error),
+        Err(_) => return Outcome::failed("fetch_timeout", "no request in time"),
     };
     progress.url = Some(match how {
         Upstream::Plain => request.url(original_dst),
-        Upstream::Tls { .. } => request.https_url(original_dst),
+        Upstream::Opened(_) => request.https_url(original_dst),
     });
-    if let Err(refusal) = fetcher.policy.check(original_dst) {
-        return Outcome::failed(
-            refusal.as_str(),
-            format!("upstream {original_dst} refused ({})", refusal.as_str()),
-        );
-    }
-    if let Err(limit) = fetcher.budget.admit(session) {
-        return Outcome::failed(limit.as_str(), format!("{} reached", limit.as_str()));
-    }
-    let Ok(_permit) = fetcher.permits.acquire().await else {
-        return Outcome::failed("fetch_timeout", "the gateway is shutting down");
-    };
-    let _in_flight = fetcher.enter();
-    let connect = upstream::connect(
-        how,
-        original_dst,
-        fetcher.connect_timeout,
-        progress.tls.as_mut(),
-    );
-    let mut upstream = match connect.await {
-        Ok(upstream) => upstream,
-        Err((reason, error)) => return Outcome::failed(reason, error),
+    let (mut upstream, _admitted) = match how {
+        Upstream::Opened(Ok(opened)) => (opened.io, opened.admitted),
+        Upstream::Opened(Err(outcome)) => return outcome,
+        Upstream::Plain => {
+            let admitted = match admit(fetcher, session, original_dst).await {
+                Ok(admitted) => admitted,
+                Err(outcome) => return outcome,
+            };
+            match upstream::connect_plain(original_dst, fetcher.connect_timeout).await {
+                Ok(io) => (io, admitted),
+                Err((reason, error)) => return Outcome::failed(reason, error),
+            }
+        }
     };
     // The head, then the body: what came with the head, the rest from the box.
     let body_start = request.rest.len().min(request.body_length as usize);

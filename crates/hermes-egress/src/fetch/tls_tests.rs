@@ -10,7 +10,7 @@ use std::time::Duration;
 use hermes_core::address_block::AddressBlock;
 use hermes_core::boxnet::BoxOwner;
 use hermes_core::capture::{FetchHints, FileStore, sha256_hex};
-use hermes_core::config::EgressConfig;
+use hermes_core::config::{EgressConfig, Seconds};
 use hermes_core::events::{ConnectionContext, Event, EventId};
 use hermes_core::ids::SessionId;
 use hermes_core::testing::RecordedEvents;
@@ -27,18 +27,18 @@ use crate::ssrf::UpstreamPolicy;
 use crate::tls::{CaName, SensorCa, TlsGateway};
 
 /// A certificate and its key, as a server uses them.
-struct Leaf {
-    der: CertificateDer<'static>,
+pub(crate) struct Leaf {
+    pub(crate) der: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
 }
 
 /// The test's own CA, standing for the public web PKI.
-struct TestCa {
+pub(crate) struct TestCa {
     issuer: Issuer<'static, KeyPair>,
-    der: CertificateDer<'static>,
+    pub(crate) der: CertificateDer<'static>,
 }
 
-fn test_ca() -> TestCa {
+pub(crate) fn test_ca() -> TestCa {
     let key = KeyPair::generate().expect("key");
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -55,7 +55,7 @@ fn test_ca() -> TestCa {
 
 impl TestCa {
     /// A server certificate for `names` (DNS names or addresses).
-    fn leaf(&self, names: &[&str]) -> Leaf {
+    pub(crate) fn leaf(&self, names: &[&str]) -> Leaf {
         let key = KeyPair::generate().expect("key");
         let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("params");
@@ -90,11 +90,11 @@ fn self_signed(names: &[&str]) -> Leaf {
 
 /// A TLS web server on loopback answering every request with `body`; it notes the
 /// SNI of each connection that completed a handshake, and every connection.
-struct Server {
-    address: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) address: SocketAddr,
     connections: Arc<AtomicUsize>,
-    names: Arc<Mutex<Vec<Option<String>>>>,
-    requests: Arc<Mutex<Vec<String>>>,
+    pub(crate) names: Arc<Mutex<Vec<Option<String>>>>,
+    pub(crate) requests: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -104,7 +104,7 @@ impl Drop for Server {
     }
 }
 
-async fn server(leaf: Leaf, body: Vec<u8>) -> Server {
+pub(crate) async fn server(leaf: Leaf, body: Vec<u8>) -> Server {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -178,7 +178,7 @@ struct Rig {
     _store: tempfile::TempDir,
 }
 
-fn ca_name() -> CaName {
+pub(crate) fn ca_name() -> CaName {
     CaName {
         organization: "Northwave Hosting Ltd".to_owned(),
         common_name: "Northwave Hosting Internal CA G2".to_owned(),
@@ -193,11 +193,22 @@ fn rig(port: u16, verify: bool, trusted: &[CertificateDer<'static>]) -> Rig {
 
 /// [`rig`] on several ports.
 fn rig_on(ports: &[u16], verify: bool, trusted: &[CertificateDer<'static>]) -> Rig {
+    rig_with(ports, verify, trusted, |_| {})
+}
+
+/// [`rig_on`] with the configuration changed by `change`.
+fn rig_with(
+    ports: &[u16],
+    verify: bool,
+    trusted: &[CertificateDer<'static>],
+    change: impl FnOnce(&mut EgressConfig),
+) -> Rig {
     let mut config = EgressConfig {
         upstream_allow: vec![AddressBlock::parse("127.0.0.1/32").expect("block")],
         ..EgressConfig::default()
     };
     config.upstream_ports.extend_from_slice(ports);
+    change(&mut config);
     let store_dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(FileStore::open(store_dir.path(), 1 << 30).expect("store"));
     let policy = UpstreamPolicy::new(&config, HostAddresses::read());
@@ -233,14 +244,6 @@ impl Rig {
         roots: &[CertificateDer<'static>],
         path: &str,
     ) -> Result<Vec<u8>, std::io::Error> {
-        let (box_side, gateway_side) = tokio::io::duplex(64 * 1024);
-        let serve = tokio::spawn(serve_tls(
-            gateway_side,
-            dst,
-            self.ctx.clone(),
-            Arc::clone(&self.fetcher),
-            Arc::clone(&self.gateway),
-        ));
         let mut store = rustls::RootCertStore::empty();
         store.add_parsable_certificates(roots.iter().cloned());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -249,13 +252,40 @@ impl Rig {
             .expect("versions")
             .with_root_certificates(store)
             .with_no_client_auth();
+        let (answer, _) = self.fetch_with(dst, name, Arc::new(config), path).await?;
+        Ok(answer)
+    }
+
+    /// [`Rig::fetch`] by a box with TLS `config`: also the certificate it was shown.
+    async fn fetch_with(
+        &self,
+        dst: SocketAddr,
+        name: ServerName<'static>,
+        config: Arc<rustls::ClientConfig>,
+        path: &str,
+    ) -> Result<(Vec<u8>, CertificateDer<'static>), std::io::Error> {
+        let (box_side, gateway_side) = tokio::io::duplex(64 * 1024);
+        let serve = tokio::spawn(serve_tls(
+            gateway_side,
+            dst,
+            self.ctx.clone(),
+            Arc::clone(&self.fetcher),
+            Arc::clone(&self.gateway),
+        ));
         let host = match &name {
             ServerName::DnsName(dns) => dns.as_ref().to_owned(),
             _ => dst.ip().to_string(),
         };
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let connector = tokio_rustls::TlsConnector::from(config);
         let result = async {
             let mut tls = connector.connect(name, box_side).await?;
+            let shown = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| leaf.clone().into_owned())
+                .expect("a certificate shown");
             let request = format!(
                 "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n"
             );
@@ -263,7 +293,7 @@ impl Rig {
             let mut answer = Vec::new();
             // A close without close_notify is an error to rustls; what came is kept.
             let _ = tls.read_to_end(&mut answer).await;
-            Ok(answer)
+            Ok((answer, shown))
         };
         let result = tokio::time::timeout(Duration::from_secs(20), result)
             .await
@@ -326,7 +356,7 @@ fn dns(name: &str) -> ServerName<'static> {
     ServerName::try_from(name.to_owned()).expect("name")
 }
 
-fn body_of(answer: &[u8]) -> &[u8] {
+pub(crate) fn body_of(answer: &[u8]) -> &[u8] {
     let end = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -365,6 +395,12 @@ async fn https_is_captured_with_its_url_sni_and_the_upstream_certificate() {
     assert_eq!(
         text(&event, "upstream_cert_not_after"),
         "2099-01-02T00:00:00Z"
+    );
+    assert_eq!(
+        event
+            .get("upstream_cert_verified")
+            .and_then(|v| v.as_bool()),
+        Some(true)
     );
     let stored = std::fs::read(text(&event, "outfile")).expect("stored");
     assert_eq!(sha256_hex(&stored), sha256_hex(&payload));
@@ -414,56 +450,212 @@ async fn without_sni_the_leaf_is_for_the_address_and_upstream_is_checked_against
     assert_eq!(*server.names.lock().expect("lock"), vec![None]);
 }
 
+/// No GET reached `server` (connections that only shook hands leave an empty head).
+fn no_request(server: &Server) -> bool {
+    let requests = server.requests.lock().expect("lock");
+    requests.iter().all(|head| !head.starts_with("GET"))
+}
+
 #[tokio::test]
-async fn an_invalid_upstream_certificate_fails_when_verified_and_is_kept_when_not() {
+async fn an_unverifiable_upstream_certificate_is_mirrored_so_only_a_box_that_does_not_check_gets_the_body()
+ {
     let web = test_ca();
     let bogus = self_signed(&["dropper.test"]);
     let bogus_der = bogus.der.clone();
-    let server = server(bogus, b"payload behind a bad certificate\n".to_vec()).await;
-
-    // Verified (the default): the upstream handshake fails, nothing kept, the box
-    // gets a close without an answer.
+    let body = b"payload behind a bad certificate\n".to_vec();
+    let server = server(bogus, body.clone()).await;
     let strict = rig(server.address.port(), true, std::slice::from_ref(&web.der));
-    let answer = strict
+
+    // A box that checks (it trusts the sensor's CA, not this server's certificate):
+    // it is shown a mirror it refuses, as it would refuse the server's own; nothing
+    // is asked upstream, and the failure says why.
+    let refused = strict
         .fetch(
             server.address,
             dns("dropper.test"),
             &strict.sensor_ca(),
             "/p",
         )
-        .await
-        .expect("the box's handshake with the gateway succeeds");
-    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+        .await;
+    assert!(refused.is_err(), "a verifying box must refuse the mirror");
     let failed = strict.one(EventId::FileDownloadFailed);
-    assert_eq!(text(&failed, "reason"), "tls_failed");
-    assert_eq!(text(&failed, "url"), "https://dropper.test/p");
+    assert_eq!(text(&failed, "reason"), "tls_handshake");
+    assert_eq!(
+        text(&failed, "url"),
+        format!("https://dropper.test:{}/", server.address.port())
+    );
     assert_eq!(text(&failed, "sni"), "dropper.test");
-    assert!(text(&failed, "error").contains("certificate"), "{failed:?}");
+    assert_eq!(
+        text(&failed, "upstream_cert_sha256"),
+        sha256_hex(&bogus_der)
+    );
+    assert_eq!(
+        failed
+            .get("upstream_cert_verified")
+            .and_then(|v| v.as_bool()),
+        Some(false)
+    );
+    assert!(
+        text(&failed, "upstream_cert_error").contains("certificate"),
+        "{failed:?}"
+    );
     assert!(strict.events.of(EventId::FileDownload).is_empty());
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
-    assert!(server.names.lock().expect("lock").is_empty());
+    assert_eq!(
+        *server.names.lock().expect("lock"),
+        vec![Some("dropper.test".to_owned())]
+    );
+    assert!(no_request(&server));
 
-    // Not verified: fetched and kept, the certificate named in the event.
+    // A box that does not check (curl -k): it gets the body, which is kept, on the
+    // certificate that mirrors the server's (same names, not the same key).
+    let (answer, shown) = strict
+        .fetch_with(
+            server.address,
+            dns("dropper.test"),
+            crate::tls::client_config().expect("a client that does not check"),
+            "/p",
+        )
+        .await
+        .expect("fetch");
+    assert_eq!(body_of(&answer), body.as_slice());
+    let event = strict.one(EventId::FileDownload);
+    assert_eq!(text(&event, "shasum"), sha256_hex(&body));
+    assert_eq!(text(&event, "url"), "https://dropper.test/p");
+    assert_eq!(text(&event, "upstream_cert_sha256"), sha256_hex(&bogus_der));
+    assert_eq!(
+        event
+            .get("upstream_cert_verified")
+            .and_then(|v| v.as_bool()),
+        Some(false)
+    );
+    assert_eq!(
+        std::fs::read(text(&event, "outfile")).expect("stored"),
+        body
+    );
+    let (mirror, original) = (
+        crate::tls::CertSummary::of(&shown).expect("shown"),
+        crate::tls::CertSummary::of(&bogus_der).expect("original"),
+    );
+    assert_eq!(mirror.subject, original.subject);
+    assert_eq!(mirror.issuer, original.issuer);
+    assert_ne!(mirror.sha256, original.sha256);
+    let requests = server.requests.lock().expect("lock").clone();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.starts_with("GET /p HTTP/1.1\r\n"))
+            .count(),
+        1,
+        "{requests:?}"
+    );
+
+    // Not verified (`verify_upstream: false`): the sensor's leaf, fetched and kept,
+    // nothing said about verification.
     let lax = rig(server.address.port(), false, &[]);
     let answer = lax
         .fetch(server.address, dns("dropper.test"), &lax.sensor_ca(), "/p")
         .await
         .expect("fetch");
-    assert_eq!(body_of(&answer), b"payload behind a bad certificate\n");
+    assert_eq!(body_of(&answer), body.as_slice());
     let event = lax.one(EventId::FileDownload);
-    assert_eq!(
-        text(&event, "shasum"),
-        sha256_hex(b"payload behind a bad certificate\n")
-    );
+    assert_eq!(text(&event, "shasum"), sha256_hex(&body));
     assert_eq!(text(&event, "upstream_cert_sha256"), sha256_hex(&bogus_der));
     assert_eq!(
         text(&event, "upstream_cert_subject"),
         "CN=rcgen self signed cert"
     );
+    assert!(event.get("upstream_cert_verified").is_none(), "{event:?}");
 }
 
 #[tokio::test]
-async fn a_box_not_trusting_the_sensor_ca_is_reported_and_nothing_goes_upstream() {
+async fn a_trusted_certificate_for_another_name_is_mirrored_under_the_sensor_ca_so_the_box_fails_on_the_name()
+ {
+    let web = test_ca();
+    let elsewhere = web.leaf(&["other.test"]);
+    let elsewhere_der = elsewhere.der.clone();
+    let body = b"served under another name\n".to_vec();
+    let server = server(elsewhere, body.clone()).await;
+    let rig = rig(server.address.port(), true, std::slice::from_ref(&web.der));
+
+    // The box trusts the sensor's CA, so it checks the rest and fails on the name,
+    // as it would against the real server.
+    let refused = rig
+        .fetch(server.address, dns("dropper.test"), &rig.sensor_ca(), "/n")
+        .await;
+    let error = refused.expect_err("the name does not match").to_string();
+    assert!(error.contains("not valid for name"), "{error}");
+    let failed = rig.one(EventId::FileDownloadFailed);
+    assert_eq!(text(&failed, "reason"), "tls_handshake");
+    assert_eq!(
+        failed
+            .get("upstream_cert_verified")
+            .and_then(|v| v.as_bool()),
+        Some(false)
+    );
+    assert!(
+        text(&failed, "upstream_cert_error").contains("not valid for name"),
+        "{failed:?}"
+    );
+    assert!(no_request(&server));
+
+    // One that does not check gets the body; it was shown the server's names under
+    // the sensor's CA.
+    let (answer, shown) = rig
+        .fetch_with(
+            server.address,
+            dns("dropper.test"),
+            crate::tls::client_config().expect("a client that does not check"),
+            "/n",
+        )
+        .await
+        .expect("fetch");
+    assert_eq!(body_of(&answer), body.as_slice());
+    let event = rig.one(EventId::FileDownload);
+    assert_eq!(text(&event, "shasum"), sha256_hex(&body));
+    assert_eq!(
+        text(&event, "upstream_cert_sha256"),
+        sha256_hex(&elsewhere_der)
+    );
+    let summary = crate::tls::CertSummary::of(&shown).expect("shown");
+    assert_eq!(
+        summary.issuer,
+        "O=Northwave Hosting Ltd, CN=Northwave Hosting Internal CA G2"
+    );
+    let fields = crate::tls::der::MirrorFields::of(&shown).expect("fields");
+    assert_eq!(fields.dns_names, ["other.test"]);
+
+    // Real curl trusting the sensor's CA says what it would say to the real server.
+    if !have("curl") {
+        return;
+    }
+    let (gateway, _task) = gateway_for(&rig, server.address).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("sensor-ca.pem");
+    std::fs::write(&ca_file, rig.gateway.ca().certificate_pem()).expect("ca file");
+    let port = gateway.port();
+    let args = [
+        "-sS".to_owned(),
+        "--max-time".to_owned(),
+        "10".to_owned(),
+        "--cacert".to_owned(),
+        ca_file.display().to_string(),
+        "--resolve".to_owned(),
+        format!("dropper.test:{port}:127.0.0.1"),
+        "-o".to_owned(),
+        "/dev/null".to_owned(),
+        format!("https://dropper.test:{port}/n"),
+    ];
+    let (code, stderr) = run("curl", args.to_vec()).await;
+    assert_eq!(code, 60, "{stderr}");
+    assert!(
+        stderr.contains("subject name") || stderr.contains("match"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_box_not_trusting_the_sensor_ca_is_reported_and_no_request_goes_upstream() {
     let web = test_ca();
     let server = server(web.leaf(&["dropper.test"]), b"x".to_vec()).await;
     let rig = rig(server.address.port(), true, std::slice::from_ref(&web.der));
@@ -484,7 +676,80 @@ async fn a_box_not_trusting_the_sensor_ca_is_reported_and_nothing_goes_upstream(
     assert_eq!(text(&failed, "reason"), "tls_handshake");
     assert_eq!(text(&failed, "sni"), "dropper.test");
     assert!(text(&failed, "url").starts_with("https://dropper.test:"));
-    assert_eq!(server.connections.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        failed
+            .get("upstream_cert_verified")
+            .and_then(|v| v.as_bool()),
+        Some(true)
+    );
+    // Upstream was reached for its certificate (as the box's own client would
+    // have), but asked nothing.
+    assert!(server.connections.load(Ordering::SeqCst) <= 1);
+    assert!(no_request(&server));
+}
+
+#[tokio::test]
+async fn a_box_that_shakes_hands_and_asks_nothing_gives_its_permit_back_within_the_connect_timeout()
+{
+    let web = test_ca();
+    let server = server(web.leaf(&["dropper.test"]), b"for the next one\n".to_vec()).await;
+    let rig = rig_with(
+        &[server.address.port()],
+        true,
+        std::slice::from_ref(&web.der),
+        |config| {
+            config.limits.connect_timeout = Seconds::new(1);
+            config.limits.concurrent_fetches = 1;
+        },
+    );
+    // The box completes its handshake (upstream already open, the one permit held)
+    // and then sends nothing.
+    let (box_side, gateway_side) = tokio::io::duplex(64 * 1024);
+    let started = std::time::Instant::now();
+    let serve = tokio::spawn(serve_tls(
+        gateway_side,
+        server.address,
+        rig.ctx.clone(),
+        Arc::clone(&rig.fetcher),
+        Arc::clone(&rig.gateway),
+    ));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rig.sensor_ca());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let _silent = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(dns("dropper.test"), box_side)
+        .await
+        .expect("the handshake");
+    // Let go after the connect timeout, not the fetch's two minutes.
+    tokio::time::timeout(Duration::from_secs(10), serve)
+        .await
+        .expect("the silent box is let go")
+        .expect("serve");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    let failed = rig.one(EventId::FileDownloadFailed);
+    assert_eq!(text(&failed, "reason"), "fetch_timeout");
+    assert_eq!(
+        text(&failed, "url"),
+        format!("https://dropper.test:{}/", server.address.port())
+    );
+    assert!(no_request(&server));
+    // The permit is free again: the next box's fetch goes through.
+    let answer = rig
+        .fetch(
+            server.address,
+            dns("dropper.test"),
+            &rig.sensor_ca(),
+            "/next",
+        )
+        .await
+        .expect("fetch");
+    assert_eq!(body_of(&answer), b"for the next one\n");
 }
 
 /// A gateway listener for real clients: every connection is served as if the box
@@ -729,5 +994,104 @@ async fn the_fetch_handler_tells_https_from_http_by_the_first_byte_on_any_port()
     assert!(
         urls.contains(&"http://dropper.test/p".to_owned()),
         "{urls:?}"
+    );
+}
+
+/// The median of `times`.
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+/// What mirroring costs: an HTTPS fetch through the gateway from a server whose
+/// certificate verifies (the sensor's leaf shown, kept per name) against one whose
+/// does not (its mirror shown, kept per certificate), and straight to the server;
+/// and minting a mirror. In-process, loopback, 100 KB body: `cargo nextest run -p
+/// hermes-egress --run-ignored only mirror_costs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: prints the figures, run on purpose"]
+async fn measure_what_mirror_costs() {
+    const RUNS: usize = 100;
+    let web = test_ca();
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let trusted = server(web.leaf(&["dropper.test"]), body.clone()).await;
+    let bogus = self_signed(&["dropper.test"]);
+    let bogus_der = bogus.der.clone();
+    let untrusted = server(bogus, body.clone()).await;
+    let limits = |config: &mut EgressConfig| {
+        config.limits.fetches_per_session = 10_000;
+        config.limits.session_bytes = hermes_core::config::ByteSize::gib(1);
+    };
+    let ports = [trusted.address.port(), untrusted.address.port()];
+    let rig = rig_with(&ports, true, std::slice::from_ref(&web.der), limits);
+    let lax = crate::tls::client_config().expect("a client that does not check");
+
+    let mut through_leaf = Vec::new();
+    let mut through_mirror = Vec::new();
+    let mut direct = Vec::new();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates([web.der.clone()]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let straight = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    for _ in 0..RUNS {
+        let started = std::time::Instant::now();
+        let answer = rig
+            .fetch(trusted.address, dns("dropper.test"), &rig.sensor_ca(), "/m")
+            .await
+            .expect("through the sensor's leaf");
+        through_leaf.push(started.elapsed());
+        assert_eq!(body_of(&answer), body.as_slice());
+
+        let started = std::time::Instant::now();
+        let (answer, _) = rig
+            .fetch_with(
+                untrusted.address,
+                dns("dropper.test"),
+                Arc::clone(&lax),
+                "/m",
+            )
+            .await
+            .expect("through the mirror");
+        through_mirror.push(started.elapsed());
+        assert_eq!(body_of(&answer), body.as_slice());
+
+        let started = std::time::Instant::now();
+        let tcp = tokio::net::TcpStream::connect(trusted.address)
+            .await
+            .expect("connect");
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::clone(&straight))
+            .connect(dns("dropper.test"), tcp)
+            .await
+            .expect("straight");
+        tls.write_all(b"GET /m HTTP/1.1\r\nHost: dropper.test\r\n\r\n")
+            .await
+            .expect("send");
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        direct.push(started.elapsed());
+        assert_eq!(body_of(&answer), body.as_slice());
+    }
+    rig.events
+        .wait_for_count(EventId::FileDownload, 2 * RUNS)
+        .await;
+
+    let mut minting = Vec::new();
+    for _ in 0..RUNS {
+        let started = std::time::Instant::now();
+        crate::tls::mirror_for_measurement(&bogus_der).expect("mirror");
+        minting.push(started.elapsed());
+    }
+    eprintln!(
+        "median of {RUNS}: through the sensor's leaf {:?}, through a mirror {:?}, straight {:?}; minting a mirror {:?}",
+        median(&mut through_leaf),
+        median(&mut through_mirror),
+        median(&mut direct),
+        median(&mut minting),
     );
 }

@@ -67,8 +67,11 @@ fn fetching(config: &EgressConfig) -> (Rig, Arc<Fetcher>) {
     let policy = UpstreamPolicy::new(config, HostAddresses::read());
     let fetcher = Arc::new(Fetcher::new(config, policy, store));
     let (bus, events) = RecordedEvents::new();
-    let forwards =
-        SshForwards::new(config, resolver(config), bus).with_fetch(config, Arc::clone(&fetcher));
+    let forwards = SshForwards::new(config, resolver(config), bus).with_fetch(
+        config,
+        Arc::clone(&fetcher),
+        None,
+    );
     let rig = Rig {
         forwards,
         events,
@@ -343,4 +346,153 @@ async fn a_connections_lookups_are_cut_to_the_dns_rate() {
     assert_eq!(refusal(&answer), Some("Connection refused"));
     let answer = rig.forwards.open(&target("mail.test", 25), &other).await;
     assert_eq!(refusal(&answer), Some("Connection refused"));
+}
+
+/// The service of an accepted forward to `secure.test:port`.
+async fn accepted(
+    forwards: &SshForwards,
+    owner: &ConnectionContext,
+    port: u16,
+) -> Box<dyn hermes_core::forward_gateway::ForwardService> {
+    match forwards.open(&target("secure.test", port), owner).await {
+        ForwardAnswer::Accepted(service) => service,
+        ForwardAnswer::Refused { description } => panic!("refused: {description}"),
+    }
+}
+
+/// The client of `ssh -D` asks for `name` over TLS through `service` with `config`:
+/// what it read back and the certificate it was shown, or its TLS error.
+async fn tls_through(
+    service: Box<dyn hermes_core::forward_gateway::ForwardService>,
+    name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<(Vec<u8>, rustls::pki_types::CertificateDer<'static>), std::io::Error> {
+    let (client, channel) = tokio::io::duplex(64 * 1024);
+    let serving = tokio::spawn(service.serve(Box::new(channel)));
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name");
+    let exchange = async {
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(server_name, client)
+            .await?;
+        let shown = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| leaf.clone().into_owned())
+            .expect("a certificate shown");
+        let request = format!("GET /fwd.bin HTTP/1.1\r\nHost: {name}\r\n\r\n");
+        tls.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        Ok((answer, shown))
+    };
+    let result = tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .expect("the forward answers or closes");
+    tokio::time::timeout(Duration::from_secs(20), serving)
+        .await
+        .expect("the forward ends")
+        .expect("served");
+    result
+}
+
+#[tokio::test]
+async fn https_through_a_forward_is_shown_a_mirror_and_fetched_for_a_client_that_does_not_check() {
+    use crate::fetch::tls_tests::{body_of, ca_name, server, test_ca};
+    use crate::tls::{CertSummary, SensorCa, TlsGateway};
+
+    // Upstream's certificate verifies (its CA is among the gateway's roots): a box
+    // would be shown the sensor's leaf; the forward's client trusts no CA of ours.
+    let web = test_ca();
+    let leaf = web.leaf(&["secure.test"]);
+    let leaf_der = leaf.der.clone();
+    let body = b"fetched through ssh -D over TLS\n".to_vec();
+    let server = server(leaf, body.clone()).await;
+    let mut config = config(RefusedAnswer::Reject, &[("secure.test", "127.0.0.1")]);
+    config.upstream_allow = vec![AddressBlock::parse("127.0.0.1/32").expect("block")];
+    config.upstream_ports.push(server.address.port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(FileStore::open(dir.path(), 1 << 30).expect("store"));
+    let policy = UpstreamPolicy::new(&config, HostAddresses::read());
+    let fetcher = Arc::new(Fetcher::new(&config, policy, store));
+    let ca = SensorCa::generate(&ca_name()).expect("ca");
+    let gateway =
+        Arc::new(TlsGateway::new(ca, true, std::slice::from_ref(&web.der)).expect("gateway"));
+    let (bus, events) = RecordedEvents::new();
+    let forwards = SshForwards::new(&config, resolver(&config), bus).with_fetch(
+        &config,
+        fetcher,
+        Some(gateway),
+    );
+    let owner = connection();
+    let port = server.address.port();
+    // A client that checks, even one trusting the server's real CA, refuses the
+    // mirror; the server is asked nothing.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates([web.der.clone()]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let checking = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let refused = tls_through(
+        accepted(&forwards, &owner, port).await,
+        "secure.test",
+        Arc::new(checking),
+    )
+    .await;
+    assert!(refused.is_err(), "a checking client must refuse the mirror");
+    let failed = events.of(EventId::FileDownloadFailed);
+    assert_eq!(failed.len(), 1, "{:?}", events.all());
+    assert_eq!(text(&failed[0], "reason").as_deref(), Some("tls_handshake"));
+    assert_eq!(text(&failed[0], "sni").as_deref(), Some("secure.test"));
+    assert_eq!(
+        failed[0]
+            .get("upstream_cert_verified")
+            .and_then(|v| v.as_bool()),
+        Some(true)
+    );
+    assert!(
+        server
+            .requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|head| !head.starts_with("GET"))
+    );
+
+    // A client that does not check (curl -k) gets the body, kept, with the SNI.
+    let lax = crate::tls::client_config().expect("a client that does not check");
+    let (answer, shown) = tls_through(accepted(&forwards, &owner, port).await, "secure.test", lax)
+        .await
+        .expect("fetch");
+    assert_eq!(body_of(&answer), body.as_slice());
+    let downloads = events.of(EventId::FileDownload);
+    assert_eq!(downloads.len(), 1, "{:?}", events.all());
+    let download = &downloads[0];
+    assert_eq!(
+        text(download, "url").as_deref(),
+        Some("https://secure.test/fwd.bin")
+    );
+    assert_eq!(text(download, "sni").as_deref(), Some("secure.test"));
+    assert_eq!(
+        text(download, "shasum").as_deref(),
+        Some(sha256_hex(&body).as_str())
+    );
+    assert_eq!(
+        text(download, "upstream_cert_sha256").as_deref(),
+        Some(sha256_hex(&leaf_der).as_str())
+    );
+    let session = owner.session.to_string();
+    assert_eq!(text(download, "session").as_deref(), Some(session.as_str()));
+    // What it was shown: the server's names and issuer name, not its certificate.
+    let (mirror, original) = (
+        CertSummary::of(&shown).expect("shown"),
+        CertSummary::of(&leaf_der).expect("original"),
+    );
+    assert_eq!(mirror.subject, original.subject);
+    assert_eq!(mirror.issuer, original.issuer);
+    assert_ne!(mirror.sha256, original.sha256);
 }

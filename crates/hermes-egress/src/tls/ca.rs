@@ -166,6 +166,11 @@ impl SensorCa {
         der::openssl_subject_hash(&self.der).ok()
     }
 
+    /// The CA as an issuer (to sign mirrors of certificates).
+    pub(super) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     /// The CA certificate, DER.
     pub fn certificate_der(&self) -> &CertificateDer<'static> {
         &self.der
@@ -218,7 +223,7 @@ fn distinguished_name(name: &CaName) -> DistinguishedName {
 }
 
 /// 16 random bytes, positive.
-fn serial() -> SerialNumber {
+pub(super) fn serial() -> SerialNumber {
     let mut bytes: [u8; 16] = rand::rng().random();
     bytes[0] = (bytes[0] & 0x7f) | 0x01;
     SerialNumber::from_slice(&bytes)
@@ -228,7 +233,7 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
-fn datetime(at: SystemTime) -> OffsetDateTime {
+pub(super) fn datetime(at: SystemTime) -> OffsetDateTime {
     let seconds = at
         .duration_since(UNIX_EPOCH)
         .map(|since| since.as_secs())

@@ -1,6 +1,9 @@
-//! Just enough DER to name a certificate in an event (subject, issuer, expiry) and
-//! to read back our own CA's subject: a full X.509 parser would be a heavy
-//! dependency for four fields.
+//! Just enough DER to name a certificate in an event (subject, issuer, expiry), to
+//! read back our own CA's subject and to mirror an upstream certificate (its names,
+//! validity and alternative names): a full X.509 parser would be a heavy dependency
+//! for these few fields.
+
+use std::net::IpAddr;
 
 use hermes_core::capture::sha256_hex;
 
@@ -15,6 +18,16 @@ const OID: u8 = 0x06;
 const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
 const VERSION: u8 = 0xa0;
+const EXTENSIONS: u8 = 0xa3;
+const OCTET_STRING: u8 = 0x04;
+const BOOLEAN: u8 = 0x01;
+/// subjectAltName, 2.5.29.17.
+const SAN_OID: &[u8] = &[0x55, 0x1d, 0x11];
+/// GeneralName's dNSName and iPAddress, context-specific primitive.
+const DNS_NAME: u8 = 0x82;
+const IP_ADDRESS: u8 = 0x87;
+/// Alternative names kept of one certificate.
+const MAX_ALT_NAMES: usize = 64;
 
 /// A certificate that is not the DER we can read.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +69,91 @@ impl CertSummary {
             not_after: time(fields.not_after)?,
         })
     }
+}
+
+/// What a mirror of a certificate copies: its names, validity and alternative names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorFields {
+    /// The subject, attribute by attribute.
+    pub subject: Vec<Attribute>,
+    /// The issuer, likewise.
+    pub issuer: Vec<Attribute>,
+    /// Whether the issuer is the subject, byte for byte (self-signed, or so it says).
+    pub self_issued: bool,
+    /// The start of validity, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub not_before: String,
+    /// The end of validity, likewise.
+    pub not_after: String,
+    /// The DNS names of its subjectAltName (the first [`MAX_ALT_NAMES`]).
+    pub dns_names: Vec<String>,
+    /// The addresses of its subjectAltName, likewise bounded.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl MirrorFields {
+    /// Reads them from a DER certificate.
+    pub fn of(der: &[u8]) -> Result<MirrorFields, DerError> {
+        let fields = TbsFields::of(der)?;
+        let mut mirror = MirrorFields {
+            subject: name(fields.subject)?,
+            issuer: name(fields.issuer)?,
+            self_issued: fields.subject == fields.issuer,
+            not_before: time(fields.not_before)?,
+            not_after: time(fields.not_after)?,
+            dns_names: Vec::new(),
+            addresses: Vec::new(),
+        };
+        if let Some(san) = extension(fields.after_subject, SAN_OID)? {
+            let (mut names, _) = expect(san, SEQUENCE, "subjectAltName")?;
+            while !names.is_empty()
+                && mirror.dns_names.len() + mirror.addresses.len() < MAX_ALT_NAMES
+            {
+                let (tag, value, rest) = tlv(names)?;
+                names = rest;
+                match tag {
+                    DNS_NAME => mirror.dns_names.push(text(0x16, value)),
+                    IP_ADDRESS => match value.len() {
+                        4 => mirror.addresses.push(IpAddr::from(
+                            <[u8; 4]>::try_from(value).map_err(|_| DerError("address"))?,
+                        )),
+                        16 => mirror.addresses.push(IpAddr::from(
+                            <[u8; 16]>::try_from(value).map_err(|_| DerError("address"))?,
+                        )),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
+        Ok(mirror)
+    }
+}
+
+/// The value (the OCTET STRING's content) of the extension `oid`, if the
+/// certificate has it; `after_subject` is what follows the subject in the TBS.
+fn extension<'a>(after_subject: &'a [u8], oid: &[u8]) -> Result<Option<&'a [u8]>, DerError> {
+    // subjectPublicKeyInfo, then the optional unique ids, then [3] extensions.
+    let (_, mut rest) = expect(after_subject, SEQUENCE, "subjectPublicKeyInfo")?;
+    while !rest.is_empty() {
+        let (tag, content, after) = tlv(rest)?;
+        rest = after;
+        if tag != EXTENSIONS {
+            continue;
+        }
+        let (mut list, _) = expect(content, SEQUENCE, "extensions")?;
+        while !list.is_empty() {
+            let (extension, after) = expect(list, SEQUENCE, "extension")?;
+            list = after;
+            let (id, mut value) = expect(extension, OID, "extension")?;
+            if let Ok((_, after)) = expect(value, BOOLEAN, "critical") {
+                value = after;
+            }
+            if id == oid {
+                return Ok(Some(expect(value, OCTET_STRING, "extension value")?.0));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The subject of a DER certificate, attribute by attribute.
@@ -140,8 +238,11 @@ fn encode(tag: u8, content: &[u8]) -> Vec<u8> {
 /// The parts of `tbsCertificate` we read: each a whole TLV.
 struct TbsFields<'a> {
     issuer: &'a [u8],
+    not_before: (u8, &'a [u8]),
     not_after: (u8, &'a [u8]),
     subject: &'a [u8],
+    /// What follows the subject: the key, any extensions.
+    after_subject: &'a [u8],
 }
 
 impl<'a> TbsFields<'a> {
@@ -156,13 +257,15 @@ impl<'a> TbsFields<'a> {
         let rest = expect(rest, SEQUENCE, "signature")?.1;
         let (issuer, rest) = split_tlv(rest, SEQUENCE, "issuer")?;
         let (validity, rest) = expect(rest, SEQUENCE, "validity")?;
-        let (_, _, after) = tlv(validity)?;
+        let (before_tag, not_before, after) = tlv(validity)?;
         let (tag, not_after, _) = tlv(after)?;
-        let (subject, _) = split_tlv(rest, SEQUENCE, "subject")?;
+        let (subject, after_subject) = split_tlv(rest, SEQUENCE, "subject")?;
         Ok(TbsFields {
             issuer,
+            not_before: (before_tag, not_before),
             not_after: (tag, not_after),
             subject,
+            after_subject,
         })
     }
 }

@@ -460,3 +460,98 @@ fn egress_forward_sinkhole_drop_holds_the_channel_and_logs_the_first_bytes() {
     );
     assert!(event.get("reason").is_none(), "{event}");
 }
+
+/// HTTPS through `ssh -D`: the client's own trust store has no certificate of ours,
+/// so Hermes shows it a mirror of the server's (here self-signed) certificate. curl
+/// -k through the SOCKS proxy gets the page, which is kept with the sha256 served
+/// and reported with the SNI; plain curl fails its certificate check (exit 60) and
+/// nothing of it is asked of the server.
+#[test]
+fn egress_forward_https_through_ssh_socks_proxy_is_captured_for_curl_k() {
+    require_docker!();
+    let pki = tempfile::tempdir().expect("dir");
+    let (cert, key, der) = crate::egress_tls::self_signed(pki.path(), "secure.test");
+    let body = payload();
+    let internet = crate::egress_fetch::internet::TestInternet::start_with(
+        "fwdtls",
+        &[
+            ("fwd.bin", body.clone()),
+            ("never.bin", b"never\n".to_vec()),
+        ],
+        Some((&cert, &key)),
+    );
+    let server = internet.server.to_string();
+    let hermes = Hermes::start(egress(
+        EgressMode::Fetch,
+        RefusedAnswer::Reject,
+        &[("secure.test", &server)],
+        &[],
+        &[&format!("{server}/32")],
+    ));
+    let (child, ports, log) = ssh_forwards(&hermes, &[None]);
+    let proxy = format!("127.0.0.1:{}", ports[0]);
+    let out = hermes.dir.path().join("curl-k.out");
+    let curl_k = Command::new("curl")
+        .args(["-sS", "-k", "--max-time", "30", "--socks5-hostname", &proxy])
+        .arg("-o")
+        .arg(&out)
+        .arg("https://secure.test/fwd.bin")
+        .output()
+        .expect("curl -k");
+    let curl = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--socks5-hostname", &proxy])
+        .args(["-o", "/dev/null", "https://secure.test/never.bin"])
+        .output()
+        .expect("curl");
+    let events = hermes.wait_for_events("the download and the refused handshake", |events| {
+        events
+            .iter()
+            .any(|e| e["eventid"] == "cowrie.session.file_download")
+            && events
+                .iter()
+                .any(|e| e["eventid"] == "cowrie.session.file_download.failed")
+    });
+    let stderr = stop(child, &log);
+    assert!(
+        curl_k.status.success(),
+        "curl -k: {curl_k:?}\nssh: {stderr}"
+    );
+    assert_eq!(std::fs::read(&out).expect("curl output"), body);
+    assert_eq!(curl.status.code(), Some(60), "curl: {curl:?}");
+
+    let download = events
+        .iter()
+        .find(|e| e["eventid"] == "cowrie.session.file_download")
+        .expect("file_download");
+    let sha = sha256_hex(&body);
+    assert_eq!(download["url"], "https://secure.test/fwd.bin");
+    assert_eq!(download["shasum"], sha);
+    assert_eq!(download["sni"], "secure.test");
+    assert_eq!(download["upstream"], format!("{server}:443"));
+    assert_eq!(download["upstream_cert_sha256"], sha256_hex(&der));
+    assert_eq!(download["upstream_cert_verified"], false);
+    let outfile = PathBuf::from(download["outfile"].as_str().expect("outfile"));
+    assert_eq!(
+        sha256_hex(&std::fs::read(&outfile).expect("stored file")),
+        sha
+    );
+    let request = request_for(&events, "secure.test");
+    assert_eq!(request["dst_port"], 443);
+    assert_eq!(request["session"], download["session"]);
+
+    let failed = events
+        .iter()
+        .find(|e| e["eventid"] == "cowrie.session.file_download.failed")
+        .expect("the refused handshake");
+    assert_eq!(failed["reason"], "tls_handshake", "{failed}");
+    assert_eq!(failed["sni"], "secure.test");
+    assert_eq!(failed["url"], "https://secure.test/");
+    assert!(forward_connection(&events, "secure.test").is_none());
+    let (requests, _) = internet.stats();
+    assert_eq!(
+        requests.iter().filter(|r| *r == "/fwd.bin").count(),
+        1,
+        "{requests:?}"
+    );
+    assert!(!requests.contains(&"/never.bin".to_owned()), "{requests:?}");
+}

