@@ -398,6 +398,18 @@ async fn egress_reject_resets_and_two_boxes_are_apart() {
     assert!(connection_to(&events, "10.0.2.2", witness_port).is_some());
     witness.assert_untouched();
     eprintln!("1,002 refused connects took {scanned:?}");
+    // The other session is unaffected: its shell answers at once, and its box's
+    // gateway still takes and logs what it sends.
+    let started = Instant::now();
+    run(
+        &mut first,
+        "timeout 3 bash -c 'exec 3<>/dev/tcp/203.0.113.10/6667; printf \"NICK first\\r\\n\" >&3; sleep 1' 2>/dev/null",
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let after = wait_for_connection(&hermes, "203.0.113.10", 6667);
+    assert_eq!(after["session"], first_session.as_str());
+    assert_eq!(after["first_bytes"], "NICK first\\r\\n", "{after}");
     let arp = run(
         &mut second,
         "awk 'NR > 1 && $3 == \"0x2\" {print $1}' /proc/net/arp | sort -u | tr '\\n' ' '",
