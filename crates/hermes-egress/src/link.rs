@@ -33,9 +33,11 @@ pub fn random_mac(prefix: &str) -> String {
 pub fn connect(
     gateway: &str,
     reused: bool,
+    container_id: &str,
     init_pid: u32,
     network: &EgressNetworkConfig,
 ) -> Result<(), CommandError> {
+    the_containers(init_pid, container_id)?;
     not_the_hosts(init_pid)?;
     if reused {
         let _ = command::run(
@@ -75,6 +77,30 @@ pub fn connect(
         &["-batch", "-"],
         &box_side,
     )?;
+    Ok(())
+}
+
+/// Refuses a pid that is not the container's as Hermes sees it: the engine reports
+/// pids of the host, which a Hermes in a container of its own sees only when it
+/// shares the host's processes (compose: `pid: host`). Docker puts each container
+/// in a cgroup named with its id.
+fn the_containers(init_pid: u32, container_id: &str) -> Result<(), CommandError> {
+    let path = format!("/proc/{init_pid}/cgroup");
+    let refused = |reason: String| CommandError::Namespace {
+        path: path.clone(),
+        source: std::io::Error::other(reason),
+    };
+    let cgroups = std::fs::read_to_string(&path).map_err(|error| {
+        refused(format!(
+            "the box's process is not in Hermes's view ({error}): Hermes must see the host's processes (compose: pid: host)"
+        ))
+    })?;
+    if container_id.len() < 12 || !cgroups.contains(container_id) {
+        return Err(refused(
+            "the process is not the box's (does Hermes see the host's processes? compose: pid: host)"
+                .to_owned(),
+        ));
+    }
     Ok(())
 }
 

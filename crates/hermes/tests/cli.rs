@@ -196,7 +196,11 @@ fn port_zero_is_accepted_for_ssh_and_metrics() {
 #[test]
 fn the_shipped_configs_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for file in ["config/hermes.yaml", "config/hermes.example.yaml"] {
+    for file in [
+        "config/hermes.yaml",
+        "config/hermes.example.yaml",
+        "deploy/compose/hermes.yaml",
+    ] {
         let path = root.join(file);
         let output = hermes(&["check-config", "--config", path.to_str().expect("utf-8")]);
         assert!(
