@@ -39,11 +39,15 @@ pub fn connect(
 ) -> Result<(), CommandError> {
     the_containers(init_pid, container_id)?;
     not_the_hosts(init_pid)?;
+    let namespace = netns::open(gateway).map_err(|source| CommandError::Namespace {
+        path: gateway.to_owned(),
+        source,
+    })?;
     if reused {
-        let _ = command::run(
-            None,
+        let _ = command::run_at(
+            Some(&namespace),
             "ip",
-            &["-n", gateway, "link", "delete", GATEWAY_LINK],
+            &["link", "delete", GATEWAY_LINK],
             "",
         );
     }
@@ -59,12 +63,7 @@ pub fn connect(
          link set {GATEWAY_LINK} up\n",
         network.gateway, network.resolver,
     );
-    command::run(
-        Some(&netns::path(gateway)),
-        "ip",
-        &["-batch", "-"],
-        &gateway_side,
-    )?;
+    command::run_at(Some(&namespace), "ip", &["-batch", "-"], &gateway_side)?;
     let box_side = format!(
         "addr add {}/{prefix} dev {BOX_LINK}\n\
          link set {BOX_LINK} up\n\
@@ -131,6 +130,15 @@ fn box_namespace(init_pid: u32) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pid_that_is_not_the_containers_is_refused() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let own = the_containers(std::process::id(), id).expect_err("not a box");
+        assert!(own.to_string().contains("not the box's"), "{own}");
+        let unseen = the_containers(u32::MAX - 1, id).expect_err("no such process");
+        assert!(unseen.to_string().contains("pid: host"), "{unseen}");
+    }
 
     #[test]
     fn macs_keep_the_prefix() {

