@@ -55,7 +55,18 @@ fi
 
 # The same binaries and config make the same image: importing it again would only
 # leave the previous one dangling.
-recipe="$( (sha256sum "$binary" deploy/compose/hermes.yaml images/hermes/build.sh "$ip_binary" "$xtables_binary"; echo "$xtables_binary"; find "$xtables_dir" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16)"
+# `ip` names protocols through /etc/protocols; egress fetches verify upstream HTTPS
+# against the host's roots.
+protocols=/etc/protocols
+roots=/etc/ssl/certs/ca-certificates.crt
+for file in "$protocols" "$roots"; do
+  if [ ! -f "$file" ]; then
+    echo "installing netbase and ca-certificates (Hermes's image carries $file)"
+    apt_install netbase ca-certificates
+    break
+  fi
+done
+recipe="$( (sha256sum "$binary" deploy/compose/hermes.yaml images/hermes/build.sh "$ip_binary" "$xtables_binary" "$protocols" "$roots"; echo "$xtables_binary"; find "$xtables_dir" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16)"
 if image_up_to_date "$tag" "$recipe"; then
   exit 0
 fi
@@ -82,6 +93,8 @@ ln -s "$(basename "$xtables_binary")" "$rootfs/usr/sbin/iptables-restore"
 for extension in "$xtables_dir"/*.so; do
   copy_with_libraries "$extension" "$xtables_dir/$(basename "$extension")"
 done
+install -D -m 0644 "$protocols" "$rootfs/etc/protocols"
+install -D -m 0644 "$roots" "$rootfs/etc/ssl/certs/ca-certificates.crt"
 printf 'root:x:0:0:root:/data:/usr/sbin/nologin\n' >"$rootfs/etc/passwd"
 printf 'root:x:0:\n' >"$rootfs/etc/group"
 printf 'hosts: files dns\n' >"$rootfs/etc/nsswitch.conf"

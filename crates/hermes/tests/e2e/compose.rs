@@ -249,7 +249,9 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
     std::fs::write(
         &override_path,
         format!(
-            "version: \"2.4\"\nservices:\n  socket-proxy:\n    ports: [\"127.0.0.1:0:2375\", \"127.0.0.1:0:2376\"]\n    networks: [docker-api, test]\n  hermes:\n    image: {}\n    volumes:\n      - {}:/etc/hermes/hermes.yaml:ro\n    networks: [docker-api, public, internet]\nnetworks:\n  test: {{}}\n  internet:\n    external:\n      name: {}\n",
+            "version: \"2.4\"\nservices:\n  socket-proxy:\n    ports: [\"127.0.0.1:0:2375\", \"127.0.0.1:0:2376\"]\n    networks: [docker-api, test]\n    volumes:\n      - {}:/etc/haproxy/haproxy.cfg:ro\n  hermes:\n    image: {}\n    volumes:\n      - {}:/etc/hermes/hermes.yaml:ro\n    networks: [docker-api, public, internet]\nnetworks:\n  test: {{}}\n  internet:\n    external:\n      name: {}\n",
+            // This tree's proxy rules, whatever the proxy image was built from.
+            repo().join("images/socket-proxy/haproxy.cfg").display(),
             hermes_image(),
             config_path.display(),
             internet.network()
@@ -500,6 +502,8 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
         ("DELETE", "/containers/prune"),
         ("POST", "/containers/x/kill"),
         ("PUT", "/containers/x/archive"),
+        ("PUT", "/containers/x/archive?path=%2Fetc"),
+        ("PUT", "/containers/x/archive?path=%2F&path=%2Fetc"),
         ("POST", "/containers/x/update"),
         ("GET", "/containers/x/export"),
         ("POST", "/session"),
@@ -507,6 +511,14 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
         let (code, body) = http(proxy_port, &request(method, path, "")).await;
         assert_eq!(code, 403, "{method} {path}: {body}");
     }
+    // The one upload Hermes makes (the sensor's CA, unpacked at a box's root) gets
+    // through to the engine, which knows no container `x`.
+    let (code, answer) = http(
+        proxy_port,
+        &request("PUT", "/v1.41/containers/x/archive?path=%2F", ""),
+    )
+    .await;
+    assert_eq!(code, 404, "{answer}");
     // Container and exec bodies asking for the host are refused too.
     for body in [
         r#"{"Image":"hermes-target:latest","HostConfig":{"Privileged":true}}"#,
