@@ -113,6 +113,82 @@ impl Drop for Stack {
     }
 }
 
+impl Stack {
+    /// The shipped stack with this branch's Hermes image and proxy rules, the test's
+    /// configuration (egress through `internet`, whose server is `dropper.test`) and
+    /// `hermes_extra` (YAML under the `hermes` service) on top; up, not yet ready.
+    fn up(internet: &TestInternet, hermes_extra: &str) -> Stack {
+        let server = internet.server;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sensor = unique_sensor();
+        let base =
+            std::fs::read_to_string(repo().join("deploy/compose/hermes.yaml")).expect("config");
+        // The shipped configuration has egress on, through the proxy's engine.
+        assert!(
+            base.contains("same_host: true") && base.contains("egress:\n"),
+            "{base}"
+        );
+        let egress = format!(
+            "egress:\n  refused: reject\n  upstream_allow: [\"{server}/32\"]\n  dns:\n    static_only: true\n    static_hosts:\n      dropper.test: \"{server}\"\n"
+        );
+        let config = base
+            .replace("sensor_name: hermes", &format!("sensor_name: {sensor}"))
+            .replacen("egress:\n", &egress, 1)
+            + "persona:\n  auth_failure_delay_ms: 0\nauthentication:\n  mode: static\n  static_credentials:\n    - {username: root, password: toor}\ncontainer_pool:\n  size: 1\n";
+        let config_path = dir.path().join("hermes.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        // The test reaches the proxy from the host; a deployment never publishes it.
+        let override_path = dir.path().join("test.yml");
+        std::fs::write(
+            &override_path,
+            format!(
+                "version: \"2.4\"\nservices:\n  socket-proxy:\n    ports: [\"127.0.0.1:0:2375\", \"127.0.0.1:0:2376\"]\n    networks: [docker-api, test]\n    volumes:\n      - {}:/etc/haproxy/haproxy.cfg:ro\n  hermes:\n    image: {}\n    volumes:\n      - {}:/etc/hermes/hermes.yaml:ro\n    networks: [docker-api, public, internet]\n{}networks:\n  test: {{}}\n  internet:\n    external:\n      name: {}\n",
+                // This tree's proxy rules, whatever the proxy image was built from.
+                repo().join("images/socket-proxy/haproxy.cfg").display(),
+                hermes_image(),
+                config_path.display(),
+                hermes_extra,
+                internet.network()
+            ),
+        )
+        .expect("write override");
+        let stack = Stack {
+            project: sensor.replace('-', ""),
+            files: vec![repo().join("docker-compose.yml"), override_path],
+            env: vec![
+                // Port 0: Docker picks free ports and binds them, read back below.
+                ("HERMES_SSH_PORT".into(), "127.0.0.1:0".into()),
+                ("HERMES_METRICS_PORT".into(), "0".into()),
+            ],
+            sensor,
+            _dir: dir,
+        };
+        let up = stack.compose(&["up", "-d"]);
+        assert!(
+            up.status.success(),
+            "{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        stack
+    }
+}
+
+/// Waits (120 s at most) for Hermes to be healthy with its one box ready.
+async fn wait_ready(metrics_port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, body) = http(metrics_port, "GET /healthz HTTP/1.1\r\n\r\n").await;
+        if code == 200 {
+            let (_, metrics) = http(metrics_port, "GET /metrics HTTP/1.1\r\n\r\n").await;
+            if metrics.contains("hermes_pool_containers{state=\"ready\"} 1") {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "not ready: {code} {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// One HTTP request; the status code and body of the answer.
 async fn http(port: u16, request: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
@@ -227,72 +303,14 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
     // upstream allowed, and the only name the box can resolve.
     let internet = TestInternet::start("compose", &[("x.sh", PAYLOAD.to_vec())]);
     let server = internet.server;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sensor = unique_sensor();
-    let base = std::fs::read_to_string(repo().join("deploy/compose/hermes.yaml")).expect("config");
-    // The shipped configuration has egress on, through the proxy's engine.
-    assert!(
-        base.contains("same_host: true") && base.contains("egress:\n"),
-        "{base}"
-    );
-    let egress = format!(
-        "egress:\n  refused: reject\n  upstream_allow: [\"{server}/32\"]\n  dns:\n    static_only: true\n    static_hosts:\n      dropper.test: \"{server}\"\n"
-    );
-    let config = base
-        .replace("sensor_name: hermes", &format!("sensor_name: {sensor}"))
-        .replacen("egress:\n", &egress, 1)
-        + "persona:\n  auth_failure_delay_ms: 0\nauthentication:\n  mode: static\n  static_credentials:\n    - {username: root, password: toor}\ncontainer_pool:\n  size: 1\n";
-    let config_path = dir.path().join("hermes.yaml");
-    std::fs::write(&config_path, config).expect("write config");
-    // The test reaches the proxy from the host; a deployment never publishes it.
-    let override_path = dir.path().join("test.yml");
-    std::fs::write(
-        &override_path,
-        format!(
-            "version: \"2.4\"\nservices:\n  socket-proxy:\n    ports: [\"127.0.0.1:0:2375\", \"127.0.0.1:0:2376\"]\n    networks: [docker-api, test]\n    volumes:\n      - {}:/etc/haproxy/haproxy.cfg:ro\n  hermes:\n    image: {}\n    volumes:\n      - {}:/etc/hermes/hermes.yaml:ro\n    networks: [docker-api, public, internet]\nnetworks:\n  test: {{}}\n  internet:\n    external:\n      name: {}\n",
-            // This tree's proxy rules, whatever the proxy image was built from.
-            repo().join("images/socket-proxy/haproxy.cfg").display(),
-            hermes_image(),
-            config_path.display(),
-            internet.network()
-        ),
-    )
-    .expect("write override");
-    let stack = Stack {
-        project: sensor.replace('-', ""),
-        files: vec![repo().join("docker-compose.yml"), override_path],
-        env: vec![
-            // Port 0: Docker picks free ports and binds them, read back below.
-            ("HERMES_SSH_PORT".into(), "127.0.0.1:0".into()),
-            ("HERMES_METRICS_PORT".into(), "0".into()),
-        ],
-        sensor,
-        _dir: dir,
-    };
-    let up = stack.compose(&["up", "-d"]);
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let stack = Stack::up(&internet, "");
     let ssh_port = stack.port("hermes", 2222);
     let metrics_port = stack.port("hermes", 9464);
     let proxy_port = stack.port("socket-proxy", 2375);
     let stream_port = stack.port("socket-proxy", 2376);
 
     // Up and healthy: Docker answers through the proxy and the pool is filled.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (code, body) = http(metrics_port, "GET /healthz HTTP/1.1\r\n\r\n").await;
-        if code == 200 {
-            let (_, metrics) = http(metrics_port, "GET /metrics HTTP/1.1\r\n\r\n").await;
-            if metrics.contains("hermes_pool_containers{state=\"ready\"} 1") {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "not ready: {code} {body}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_ready(metrics_port).await;
 
     // A login over SSH, with a command in the attacker's container.
     let client = Client::login(ssh_port, "root", "toor").await;
@@ -585,6 +603,104 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
     assert_eq!(holders_of_namespace(inode), Vec::<String>::new());
     assert!(!host_links().contains(&gateway_mac), "{gateway_mac}");
     assert!(!Path::new("/run/netns").join(&gateway).exists());
+    drop(client);
+    drop(stack);
+}
+
+/// The network namespaces a process holds open (by descriptor) besides its own.
+fn namespaces_held_by(pid: &str) -> Vec<u64> {
+    let own = std::fs::read_link(format!("/proc/{pid}/ns/net")).expect("own namespace");
+    let mut held: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("descriptors")
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter(|target| *target != own)
+        .filter_map(|target| {
+            let text = target.to_str()?.strip_prefix("net:[")?.strip_suffix(']')?;
+            text.parse().ok()
+        })
+        .collect();
+    held.sort_unstable();
+    held.dedup();
+    held
+}
+
+/// Docker's AppArmor profile (absent on the test host) denies `mount` to containers,
+/// and with it `ip netns add`. The same denial through a seccomp profile: the boxes
+/// still get their network, from gateway namespaces Hermes holds open itself, and
+/// nothing of them is left once the stack is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_stack_gives_boxes_a_network_where_mounts_are_denied() {
+    require_docker!();
+    if !require_compose() {
+        return;
+    }
+    let internet = TestInternet::start("compose-held", &[("x.sh", PAYLOAD.to_vec())]);
+    let server = internet.server.to_string();
+    let no_mounts = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mount","umount2","mount_setattr","move_mount","open_tree","fsopen","fsmount"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#;
+    // docker-compose reads the profile's file and passes its contents on.
+    let profile = tempfile::tempdir().expect("tempdir");
+    let profile = profile.path().join("no-mounts.json");
+    std::fs::write(&profile, no_mounts).expect("write profile");
+    let stack = Stack::up(
+        &internet,
+        &format!(
+            "    security_opt: ['no-new-privileges:true', 'seccomp={}']\n",
+            profile.display()
+        ),
+    );
+    let ssh_port = stack.port("hermes", 2222);
+    wait_ready(stack.port("hermes", 9464)).await;
+    let id = stack.compose(&["ps", "-q", "hermes"]);
+    let id = String::from_utf8_lossy(&id.stdout).trim().to_owned();
+    let pid = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}}", &id])
+        .output()
+        .expect("inspect");
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_owned();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
+
+    let client = Client::login(ssh_port, "root", "toor").await;
+    let mut exec = client
+        .exec("ip -4 -o addr show dev eth0; getent hosts dropper.test")
+        .await;
+    assert!(exec.read_to_close(Duration::from_secs(30)).await);
+    let out = exec.text();
+    assert!(out.contains("inet 10.0.2.15/24"), "{out}");
+    assert!(out.contains(&format!("{server} ")), "{out}");
+    drop(exec);
+    let dns = wait_for_event(&pid, "the DNS query of dropper.test", |e| {
+        e["eventid"] == "hermes.egress.dns"
+            && e["query"].as_str().map(|q| q.trim_end_matches('.')) == Some("dropper.test")
+            && e["type"] == "A"
+    })
+    .await;
+    assert_eq!(dns["answers"][0], server.as_str(), "{dns}");
+
+    // No mount: nothing under /run/netns; the gateway namespaces are Hermes's
+    // descriptors (one per box: the session's, and the pool's next one).
+    let named = std::fs::read_dir(format!("/proc/{pid}/root/run/netns"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(named, 0, "a named namespace despite the denied mount");
+    let held = namespaces_held_by(&pid);
+    assert!(!held.is_empty(), "no gateway namespace held");
+    let logs = stack.compose(&["logs", "--no-color", "hermes"]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("cannot be mounted here"),
+        "the fallback is not logged"
+    );
+
+    let down = stack.compose(&["down", "-t", "30"]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    for inode in held {
+        assert_eq!(holders_of_namespace(inode), Vec::<String>::new(), "{inode}");
+    }
     drop(client);
     drop(stack);
 }
