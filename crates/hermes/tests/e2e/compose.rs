@@ -279,6 +279,26 @@ fn capabilities(status: &str, line: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {line} in {status}"))
 }
 
+/// OpenSSH's `program` (`scp`, `sftp`) logging in as root with the password `toor`
+/// (through SSH_ASKPASS, a script in `dir`) to the stack's SSH port.
+fn openssh(program: &str, port: u16, dir: &Path) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("askpass.sh");
+    std::fs::write(&script, "#!/bin/sh\necho toor\n").expect("askpass script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut command = Command::new(program);
+    command
+        .env("SSH_ASKPASS", &script)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env_remove("SSH_AUTH_SOCK")
+        .args(["-F", "/dev/null", "-o", &format!("Port={port}")])
+        .args(["-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null"])
+        .args(["-o", "PubkeyAuthentication=no", "-o", "LogLevel=ERROR"])
+        .args(["-o", "PreferredAuthentications=password"]);
+    command
+}
+
 /// What the compose stack grants Hermes: NET_ADMIN, SYS_ADMIN, NET_BIND_SERVICE and
 /// the boxes' own CHOWN, SETUID, SETGID (docker-compose.yml says why).
 const HERMES_CAPABILITIES: u64 = 1 << 12 | 1 << 21 | 1 << 10 | 1 | 1 << 7 | 1 << 6;
@@ -441,6 +461,34 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
     assert_eq!(refused["answer"], "reject", "{refused}");
     let (requests, _) = internet.stats();
     assert_eq!(requests, ["/x.sh"], "the server saw the fetch, and only it");
+
+    // File transfers still work now that Hermes sees the boxes' processes (they may
+    // take the host's path, FIFOs through /proc/PID/root): scp up, then back down.
+    let files = tempfile::tempdir().expect("tempdir");
+    let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(files.path().join("up.bin"), &sent).expect("write");
+    let up = openssh("scp", ssh_port, files.path())
+        .arg(files.path().join("up.bin"))
+        .arg("root@127.0.0.1:/tmp/up.bin")
+        .output()
+        .expect("scp");
+    assert!(up.status.success(), "{up:?}");
+    let down = openssh("scp", ssh_port, files.path())
+        .arg("root@127.0.0.1:/tmp/up.bin")
+        .arg(files.path().join("down.bin"))
+        .output()
+        .expect("scp");
+    assert!(down.status.success(), "{down:?}");
+    assert!(
+        std::fs::read(files.path().join("down.bin")).expect("downloaded") == sent,
+        "the file came back changed"
+    );
+    let logs = stack.compose(&["logs", "--no-color", "hermes"]);
+    let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
+    assert!(
+        !logs.contains("file transfers go through the engine's stream"),
+        "the host's path was not taken: {logs}"
+    );
 
     // The box's gateway namespace is Hermes's own: in its container (/run/netns
     // there), not among the host's named namespaces, and no link of it on the host.
