@@ -189,11 +189,13 @@ async fn wait_ready(metrics_port: u16) {
     }
 }
 
-/// One HTTP request; the status code and body of the answer.
+/// One HTTP request; the status code and body of the answer (0 and the error when
+/// nothing listens).
 async fn http(port: u16, request: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
+    let mut stream = match TcpStream::connect(("127.0.0.1", port)).await {
+        Ok(stream) => stream,
+        Err(error) => return (0, format!("connect: {error}")),
+    };
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer)).await;
@@ -639,19 +641,64 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
         "{body}"
     );
 
-    // `docker-compose down`: nothing of the box's network is left on the host, no
-    // process, descriptor or mount holds its gateway namespace.
+    // Hermes killed (SIGKILL) and restarted by Docker: the killed container's
+    // gateway namespaces went with its /run, and the new Hermes gives its new boxes
+    // new ones.
     assert!(!holders_of_namespace(inode).is_empty(), "held while up");
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pid = loop {
+        let restarted = Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Running}} {{.State.Pid}}", &id])
+            .output()
+            .expect("inspect");
+        let restarted = String::from_utf8_lossy(&restarted.stdout).trim().to_owned();
+        if let Some(new_pid) = restarted.strip_prefix("true ")
+            && new_pid != pid
+            && new_pid != "0"
+        {
+            break new_pid.to_owned();
+        }
+        assert!(Instant::now() < deadline, "not restarted: {restarted}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(holders_of_namespace(inode), Vec::<String>::new());
+    assert!(!host_links().contains(&gateway_mac), "{gateway_mac}");
+    // Port 0: the restarted container's ports are new.
+    wait_ready(stack.port("hermes", 9464)).await;
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root/run/netns"))
+        .expect("the new Hermes's namespaces")
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect();
+    assert!(!names.is_empty() && !names.contains(&gateway), "{names:?}");
+    let inodes: Vec<u64> = names
+        .iter()
+        .map(|name| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(format!("/proc/{pid}/root/run/netns/{name}"))
+                .expect("namespace")
+                .ino()
+        })
+        .collect();
+
+    // `docker-compose down`: nothing of the boxes' network is left on the host, no
+    // process, descriptor or mount holds a gateway namespace.
     let down = stack.compose(&["down", "-t", "30"]);
     assert!(
         down.status.success(),
         "{}",
         String::from_utf8_lossy(&down.stderr)
     );
-    assert_eq!(holders_of_namespace(inode), Vec::<String>::new());
-    assert!(!host_links().contains(&gateway_mac), "{gateway_mac}");
+    for inode in inodes {
+        assert_eq!(holders_of_namespace(inode), Vec::<String>::new(), "{inode}");
+    }
     assert!(!Path::new("/run/netns").join(&gateway).exists());
-    drop(client);
     drop(stack);
 }
 
