@@ -316,7 +316,8 @@ fn request(method: &str, path: &str, body: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_the_rest() {
+async fn the_compose_stack_serves_ssh_and_egress_through_the_proxy_and_the_proxy_refuses_the_rest()
+{
     require_docker!();
     if !require_compose() {
         return;
@@ -408,7 +409,7 @@ async fn the_compose_stack_serves_ssh_through_the_proxy_and_the_proxy_refuses_th
 
     // Egress: the box has its link, its DNS answered by Hermes, its download
     // fetched from the test internet and kept, anything else logged and refused.
-    // This session stays open until `docker-compose down`: its box's network is up then.
+    // This session stays open until Hermes is killed below: its box's network is up.
     let client = Client::login(ssh_port, "root", "toor").await;
     let mut exec = client
         .exec("ip -4 -o addr show dev eth0; cat /sys/class/net/eth0/address")
