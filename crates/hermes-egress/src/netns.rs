@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
 use crate::command::{self, CommandError};
@@ -83,23 +84,34 @@ pub fn exists(name: &str) -> bool {
     held().contains_key(name) || path(name).exists()
 }
 
+/// Set once `ip netns add` failed where holding worked: later ones are held at once.
+static HOLDING: AtomicBool = AtomicBool::new(false);
+
 /// Creates the namespace: named (`ip netns add`), or, when that cannot mount, held.
 pub fn add(name: &str) -> Result<(), CommandError> {
-    let named = command::run(None, "ip", &["netns", "add", name], "").map(drop);
-    let Err(error) = named else {
-        return Ok(());
+    let error = if HOLDING.load(Ordering::Relaxed) {
+        None
+    } else {
+        match command::run(None, "ip", &["netns", "add", name], "") {
+            Ok(_) => return Ok(()),
+            Err(error) => Some(error),
+        }
     };
     match hold() {
         Ok(file) => {
-            static TOLD: std::sync::Once = std::sync::Once::new();
-            TOLD.call_once(|| {
+            if let Some(error) = &error
+                && !HOLDING.swap(true, Ordering::Relaxed)
+            {
                 tracing::info!(target: "hermes::egress", %error, "gateway namespaces cannot be mounted here (ip netns add); Hermes holds them itself, and they go when it does");
-            });
+            }
             held().insert(name.to_owned(), file);
             Ok(())
         }
         Err(source) => Err(CommandError::Namespace {
-            path: format!("{name} ({error}; held instead)"),
+            path: match error {
+                Some(error) => format!("{name} ({error}; held instead)"),
+                None => name.to_owned(),
+            },
             source,
         }),
     }
