@@ -2,6 +2,7 @@
 //! namespace: the namespace is entered in the child between fork and exec, so
 //! Hermes's own threads never change namespace for this.
 
+use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -41,12 +42,6 @@ pub fn run(
     args: &[&str],
     stdin: &str,
 ) -> Result<String, CommandError> {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
     let namespace = match netns {
         Some(path) => {
             Some(
@@ -58,10 +53,26 @@ pub fn run(
         }
         None => None,
     };
-    if let Some(file) = &namespace {
+    run_at(namespace.as_ref(), program, args, stdin)
+}
+
+/// As [`run`], in the network namespace of the open `namespace` when given.
+pub fn run_at(
+    namespace: Option<&File>,
+    program: &str,
+    args: &[&str],
+    stdin: &str,
+) -> Result<String, CommandError> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(file) = namespace {
         let fd = file.as_raw_fd();
         // SAFETY: between fork and exec only setns(2), which is async-signal-safe, is
-        // called on a descriptor that stays open in the parent until the spawn ends.
+        // called on a descriptor the caller keeps open until the spawn ends.
         unsafe {
             command.pre_exec(move || {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
@@ -76,7 +87,6 @@ pub fn run(
         source,
     };
     let mut child = command.spawn().map_err(spawn_error)?;
-    drop(namespace);
     if let Some(mut input) = child.stdin.take() {
         input.write_all(stdin.as_bytes()).map_err(spawn_error)?;
     }

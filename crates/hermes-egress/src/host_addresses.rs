@@ -22,21 +22,45 @@ impl HostAddresses {
         }
     }
 
-    /// Reads `/proc/net/{fib_trie,if_inet6,route,ipv6_route}`; an unreadable file
-    /// contributes nothing (the fixed refusals still hold) and is logged.
+    /// Reads `/proc/net/{fib_trie,if_inet6,route,ipv6_route}` of Hermes's network
+    /// namespace and of the host's (pid 1's: the same one unless Hermes runs in a
+    /// container that sees the host's processes, as in the compose stack, where the
+    /// host's public address is not Hermes's own). An unreadable file contributes
+    /// nothing (the fixed refusals still hold) and is logged.
     pub fn read() -> Self {
-        let read = |path: &str| {
-            std::fs::read_to_string(path).unwrap_or_else(|error| {
-                tracing::warn!(target: "hermes::egress", %path, %error, "cannot read the host's addresses");
+        let own = Self::read_from("/proc/net", true);
+        own.merged(Self::read_from("/proc/1/net", false))
+    }
+
+    fn read_from(dir: &str, log: bool) -> Self {
+        let read = |file: &str| {
+            let path = format!("{dir}/{file}");
+            std::fs::read_to_string(&path).unwrap_or_else(|error| {
+                if log {
+                    tracing::warn!(target: "hermes::egress", %path, %error, "cannot read the host's addresses");
+                }
                 String::new()
             })
         };
         Self::parse(
-            &read("/proc/net/fib_trie"),
-            &read("/proc/net/if_inet6"),
-            &read("/proc/net/route"),
-            &read("/proc/net/ipv6_route"),
+            &read("fib_trie"),
+            &read("if_inet6"),
+            &read("route"),
+            &read("ipv6_route"),
         )
+    }
+
+    /// Both sets of addresses and networks.
+    fn merged(mut self, other: Self) -> Self {
+        self.addresses.extend(other.addresses);
+        self.addresses.sort_unstable();
+        self.addresses.dedup();
+        for network in other.networks {
+            if !self.networks.contains(&network) {
+                self.networks.push(network);
+            }
+        }
+        self
     }
 
     /// Parses the contents of the four `/proc/net` files.
@@ -205,6 +229,20 @@ eth0\t006433C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
         for remote in ["203.0.113.1", "192.0.2.1", "2001:db9::1", "2001:db8:0:1::1"] {
             assert!(!host.in_attached_network(ip(remote)), "{remote}");
         }
+    }
+
+    #[test]
+    fn the_hosts_addresses_add_to_hermess_own() {
+        if cfg!(target_endian = "big") {
+            return;
+        }
+        let container =
+            HostAddresses::parse("     |-- 172.18.0.3\n        /32 host LOCAL\n", "", "", "");
+        let host = HostAddresses::parse(FIB_TRIE, IF_INET6, ROUTE, IPV6_ROUTE);
+        let both = container.merged(host);
+        assert!(both.is_address(ip("172.18.0.3")));
+        assert!(both.is_address(ip("198.51.100.20")));
+        assert!(both.in_attached_network(ip("198.51.100.99")));
     }
 
     #[test]

@@ -33,15 +33,21 @@ pub fn random_mac(prefix: &str) -> String {
 pub fn connect(
     gateway: &str,
     reused: bool,
+    container_id: &str,
     init_pid: u32,
     network: &EgressNetworkConfig,
 ) -> Result<(), CommandError> {
+    the_containers(init_pid, container_id)?;
     not_the_hosts(init_pid)?;
+    let namespace = netns::open(gateway).map_err(|source| CommandError::Namespace {
+        path: gateway.to_owned(),
+        source,
+    })?;
     if reused {
-        let _ = command::run(
-            None,
+        let _ = command::run_at(
+            Some(&namespace),
             "ip",
-            &["-n", gateway, "link", "delete", GATEWAY_LINK],
+            &["link", "delete", GATEWAY_LINK],
             "",
         );
     }
@@ -57,12 +63,7 @@ pub fn connect(
          link set {GATEWAY_LINK} up\n",
         network.gateway, network.resolver,
     );
-    command::run(
-        Some(&netns::path(gateway)),
-        "ip",
-        &["-batch", "-"],
-        &gateway_side,
-    )?;
+    command::run_at(Some(&namespace), "ip", &["-batch", "-"], &gateway_side)?;
     let box_side = format!(
         "addr add {}/{prefix} dev {BOX_LINK}\n\
          link set {BOX_LINK} up\n\
@@ -75,6 +76,30 @@ pub fn connect(
         &["-batch", "-"],
         &box_side,
     )?;
+    Ok(())
+}
+
+/// Refuses a pid that is not the container's as Hermes sees it: the engine reports
+/// pids of the host, which a Hermes in a container of its own sees only when it
+/// shares the host's processes (compose: `pid: host`). Docker puts each container
+/// in a cgroup named with its id.
+fn the_containers(init_pid: u32, container_id: &str) -> Result<(), CommandError> {
+    let path = format!("/proc/{init_pid}/cgroup");
+    let refused = |reason: String| CommandError::Namespace {
+        path: path.clone(),
+        source: std::io::Error::other(reason),
+    };
+    let cgroups = std::fs::read_to_string(&path).map_err(|error| {
+        refused(format!(
+            "the box's process is not in Hermes's view ({error}): Hermes must see the host's processes (compose: pid: host)"
+        ))
+    })?;
+    if container_id.len() < 12 || !cgroups.contains(container_id) {
+        return Err(refused(
+            "the process is not the box's (does Hermes see the host's processes? compose: pid: host)"
+                .to_owned(),
+        ));
+    }
     Ok(())
 }
 
@@ -105,6 +130,15 @@ fn box_namespace(init_pid: u32) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pid_that_is_not_the_containers_is_refused() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let own = the_containers(std::process::id(), id).expect_err("not a box");
+        assert!(own.to_string().contains("not the box's"), "{own}");
+        let unseen = the_containers(u32::MAX - 1, id).expect_err("no such process");
+        assert!(unseen.to_string().contains("pid: host"), "{unseen}");
+    }
 
     #[test]
     fn macs_keep_the_prefix() {

@@ -125,8 +125,14 @@ impl EgressNetwork {
     }
 
     /// Sets up the namespace, its link into the box and its firewall.
-    async fn build(&self, name: &str, init_pid: u32) -> Result<(), BoxNetworkError> {
+    async fn build(
+        &self,
+        name: &str,
+        container_id: &str,
+        init_pid: u32,
+    ) -> Result<(), BoxNetworkError> {
         let name = name.to_owned();
+        let container_id = container_id.to_owned();
         let network = self.config.network.clone();
         let firewall = self.firewall();
         tokio::task::spawn_blocking(move || {
@@ -134,7 +140,7 @@ impl EgressNetwork {
             if !reused {
                 netns::add(&name)?;
             }
-            link::connect(&name, reused, init_pid, &network)?;
+            link::connect(&name, reused, &container_id, init_pid, &network)?;
             firewall.apply(&name)
         })
         .await
@@ -178,7 +184,7 @@ impl BoxNetwork for EgressNetwork {
             old.close().await;
         }
         let name = self.naming.name(container_id);
-        let built = self.build(&name, init_pid).await;
+        let built = self.build(&name, container_id, init_pid).await;
         let opened = match built {
             Ok(()) => {
                 let dispatch = Dispatch {

@@ -161,17 +161,20 @@ impl Firewall {
     /// answers for any destination, and TFTP transfers keep the server's address
     /// both ways.
     pub fn apply(&self, gateway: &str) -> Result<(), CommandError> {
-        let namespace = netns::path(gateway);
-        command::run(Some(&namespace), "iptables-restore", &[], &self.script())?;
+        let namespace = netns::open(gateway).map_err(|source| CommandError::Namespace {
+            path: gateway.to_owned(),
+            source,
+        })?;
+        command::run_at(Some(&namespace), "iptables-restore", &[], &self.script())?;
         let rule = ["rule", "add", "iif", GATEWAY_LINK, "lookup", LOCAL_TABLE];
         // A namespace reused after a restart has it already.
-        let _ = command::run(
+        let _ = command::run_at(
             Some(&namespace),
             "ip",
             &["rule", "del", "iif", GATEWAY_LINK, "lookup", LOCAL_TABLE],
             "",
         );
-        command::run(Some(&namespace), "ip", &rule, "")?;
+        command::run_at(Some(&namespace), "ip", &rule, "")?;
         let route = [
             "route",
             "replace",
@@ -182,7 +185,7 @@ impl Firewall {
             "table",
             LOCAL_TABLE,
         ];
-        command::run(Some(&namespace), "ip", &route, "")?;
+        command::run_at(Some(&namespace), "ip", &route, "")?;
         let link = [
             "route",
             "replace",
@@ -191,7 +194,7 @@ impl Firewall {
             "table",
             LOCAL_TABLE,
         ];
-        command::run(Some(&namespace), "ip", &link, "")?;
+        command::run_at(Some(&namespace), "ip", &link, "")?;
         Ok(())
     }
 }

@@ -196,7 +196,11 @@ fn port_zero_is_accepted_for_ssh_and_metrics() {
 #[test]
 fn the_shipped_configs_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for file in ["config/hermes.yaml", "config/hermes.example.yaml"] {
+    for file in [
+        "config/hermes.yaml",
+        "config/hermes.example.yaml",
+        "deploy/compose/hermes.yaml",
+    ] {
         let path = root.join(file);
         let output = hermes(&["check-config", "--config", path.to_str().expect("utf-8")]);
         assert!(
@@ -377,9 +381,9 @@ fn check_config_refuses_what_run_would_refuse() {
             &["server.host_key_path", "line 2", "must name a file"],
         ),
         (
-            "egress with the engine over TCP (the compose stack)",
+            "egress with the engine over TCP, not said to be on this machine",
             b"docker:\n  base_url: tcp://socket-proxy:2375\negress:\n  mode: sinkhole\n",
-            &["egress", "line 4", "compose stack does not support egress"],
+            &["egress", "line 4", "docker.same_host: true", "another host"],
         ),
     ];
     for (name, yaml, expected) in cases {

@@ -948,6 +948,12 @@ pub struct DockerConfig {
     /// host (Docker's `--tlsverify` files).
     #[garde(dive)]
     pub tls: Option<DockerTlsConfig>,
+    /// The engine behind a `tcp://` or `http://` `base_url` runs on this machine and
+    /// Hermes sees its containers' processes (the compose stack: its socket proxy,
+    /// `pid: host`). Egress enters each box's network namespace through its process,
+    /// so it needs this; an engine on another host cannot give boxes a network.
+    #[garde(skip)]
+    pub same_host: bool,
 }
 
 /// `docker.tls`: PEM files as `dockerd --tlsverify` clients use them.
@@ -972,6 +978,7 @@ impl Default for DockerConfig {
             base_url: None,
             stream_url: None,
             tls: None,
+            same_host: false,
         }
     }
 }

@@ -343,14 +343,15 @@ pub(super) fn egress<'a>(
                 "`mode` fetch keeps downloads in the capture store: it needs capture.enabled",
             );
         }
-        // Hermes enters each box's network namespace through its process on this
-        // host: an engine reached over TCP (the compose stack's socket proxy) may be
-        // elsewhere, or its processes out of Hermes's view.
+        // Hermes enters each box's network namespace through the box's process on
+        // this machine: an engine over TCP must be on this machine too (the compose
+        // stack's socket proxy), with its processes in Hermes's view.
         if let Some(url) = &docker.base_url
             && !url.starts_with("unix://")
+            && !docker.same_host
         {
             return fail(format!(
-                "`mode` {} needs the Docker engine on this host through its socket (docker.socket_path or a unix:// base_url), not {url}: the compose stack does not support egress yet",
+                "`mode` {} needs the Docker engine on this machine: Hermes enters each box's network namespace through the box's process. {url} may be another host; when it is a socket proxy on this machine and Hermes sees the host's processes (the compose stack: pid: host), set docker.same_host: true. An engine on another host cannot give boxes a network: use egress.mode off there",
                 format!("{:?}", egress.mode).to_lowercase(),
             ));
         }
@@ -646,7 +647,22 @@ mod tests {
         };
         let refused =
             super::egress(&pool, &proxied, &capture)(&egress, &()).expect_err("remote engine");
-        assert!(refused.to_string().contains("compose"), "{refused}");
+        assert!(
+            refused.to_string().contains("docker.same_host"),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("another host"), "{refused}");
+        // The compose stack: the proxy is on this machine and Hermes sees its boxes.
+        let compose = DockerConfig {
+            same_host: true,
+            ..proxied.clone()
+        };
+        assert!(super::egress(&pool, &compose, &capture)(&egress, &()).is_ok());
+        let socket = DockerConfig {
+            base_url: Some("unix:///run/docker.sock".to_owned()),
+            ..DockerConfig::default()
+        };
+        assert!(super::egress(&pool, &socket, &capture)(&egress, &()).is_ok());
         let mut bridged = ContainerPoolConfig::default();
         bridged.security.network_mode = "bridge".to_owned();
         assert!(super::egress(&bridged, &local, &capture)(&egress, &()).is_err());

@@ -2,8 +2,8 @@
 //! connection to exactly that address and port is redirected to Hermes, and only
 //! while the transfer waits (elsewhere the firewall answers as for any port).
 
+use std::fs::File;
 use std::net::{SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
 
 use crate::command::{self, CommandError};
 use crate::rules;
@@ -15,19 +15,22 @@ pub enum HoleError {
     Ipv6,
     #[error("the firewall task ended early")]
     Task,
+    #[error("the gateway namespace: {0}")]
+    Namespace(std::io::Error),
     #[error(transparent)]
     Command(#[from] CommandError),
 }
 
 /// An open redirect; removed when dropped.
 pub struct Hole {
-    namespace: PathBuf,
+    /// The gateway namespace, held open: the rule goes with it if the box goes first.
+    namespace: File,
     destination: SocketAddrV4,
 }
 
 impl Hole {
-    /// Opens the redirect for `destination` in the namespace at `namespace`.
-    pub async fn open(namespace: PathBuf, destination: SocketAddr) -> Result<Hole, HoleError> {
+    /// Opens the redirect for `destination` in the gateway namespace `namespace`.
+    pub async fn open(namespace: File, destination: SocketAddr) -> Result<Hole, HoleError> {
         let SocketAddr::V4(destination) = destination else {
             return Err(HoleError::Ipv6);
         };
@@ -35,10 +38,8 @@ impl Hole {
             namespace,
             destination,
         };
-        let (namespace, args) = (
-            hole.namespace.clone(),
-            rules::data_port_rule(true, destination),
-        );
+        let namespace = hole.namespace.try_clone().map_err(HoleError::Namespace)?;
+        let args = rules::data_port_rule(true, destination);
         tokio::task::spawn_blocking(move || iptables(&namespace, &args))
             .await
             .map_err(|_| HoleError::Task)??;
@@ -46,20 +47,19 @@ impl Hole {
     }
 }
 
-fn iptables(namespace: &std::path::Path, args: &[String]) -> Result<(), CommandError> {
+fn iptables(namespace: &File, args: &[String]) -> Result<(), CommandError> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    command::run(Some(namespace), "iptables", &args, "").map(drop)
+    command::run_at(Some(namespace), "iptables", &args, "").map(drop)
 }
 
 impl Drop for Hole {
     fn drop(&mut self) {
-        let namespace = self.namespace.clone();
+        let Ok(namespace) = self.namespace.try_clone() else {
+            return;
+        };
         let args = rules::data_port_rule(false, self.destination);
-        // A namespace gone with its box took the rule with it.
         let close = move || {
-            if namespace.exists() {
-                let _ = iptables(&namespace, &args);
-            }
+            let _ = iptables(&namespace, &args);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn_blocking(close)),

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::hole::Hole;
+use super::hole::{Hole, HoleError};
 use crate::netns::{self, Naming};
 use crate::seams::BoxConnection;
 
@@ -106,8 +106,11 @@ impl DataPorts {
         let Some(naming) = &self.firewalls else {
             return Some(pending);
         };
-        let namespace = netns::path(&naming.name(container));
-        match Hole::open(namespace, pending.key.1).await {
+        let opened = match netns::open(&naming.name(container)) {
+            Ok(namespace) => Hole::open(namespace, pending.key.1).await,
+            Err(error) => Err(HoleError::Namespace(error)),
+        };
+        match opened {
             Ok(hole) => {
                 pending.hole = Some(hole);
                 Some(pending)

@@ -428,6 +428,7 @@ fn documented(method: &str, path: &str) -> bool {
             | ("GET", ["exec", _, "json"])
             | ("GET", ["containers", _, "changes"])
             | ("HEAD" | "GET", ["containers", _, "archive"])
+            | ("PUT", ["containers", _, "archive"])
     )
 }
 
