@@ -404,10 +404,12 @@ fn check_config_refuses_what_run_would_refuse() {
     let output = hermes(&["run", "--config", path.to_str().expect("utf-8")]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("needs `tls`"));
-    // The same addresses with what they need are accepted.
+    // The same addresses with what they need are accepted: an engine over TCP
+    // with the boxes' network off (another host), or said to be this machine's.
     for yaml in [
-        &b"docker:\n  base_url: https://engine.internal:2376\n  tls:\n    ca: /certs/ca.pem\n    cert: /certs/cert.pem\n    key: /certs/key.pem\n"[..],
-        b"docker:\n  base_url: http://127.0.0.1:2375\n",
+        &b"docker:\n  base_url: https://engine.internal:2376\n  tls:\n    ca: /certs/ca.pem\n    cert: /certs/cert.pem\n    key: /certs/key.pem\negress:\n  mode: \"off\"\n"[..],
+        b"docker:\n  base_url: http://127.0.0.1:2375\negress:\n  mode: \"off\"\n",
+        b"docker:\n  base_url: http://127.0.0.1:2375\n  same_host: true\n",
         b"server:\n  host_key_path: /data/keys/my_rsa_key\n",
     ] {
         let (code, _, stderr) = check(yaml);
