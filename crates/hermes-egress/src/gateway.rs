@@ -146,9 +146,12 @@ impl Drop for Gateway {
 /// Reports what the firewall answered itself, from its packet log.
 async fn report_answered(mut log: PacketLog, context: BoxContext, dispatch: Dispatch) {
     let mut recent = RecentFlows::default();
+    // A log that keeps failing is retried ever more slowly (and warned about so).
+    let mut pause = std::time::Duration::from_millis(200);
     loop {
         match log.next().await {
             Ok(packets) => {
+                pause = std::time::Duration::from_millis(200);
                 let now = std::time::Instant::now();
                 for packet in packets
                     .iter()
@@ -164,7 +167,8 @@ async fn report_answered(mut log: PacketLog, context: BoxContext, dispatch: Disp
             }
             Err(error) => {
                 tracing::warn!(target: "hermes::egress", container_id = %short(&context.container_id), %error, "the firewall's packet log failed");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(30));
             }
         }
     }

@@ -165,7 +165,14 @@ impl Firewall {
             path: gateway.to_owned(),
             source,
         })?;
-        command::run_at(Some(&namespace), "iptables-restore", &[], &self.script())?;
+        // -w: wait for the xtables lock (the legacy backend's) that an FTP data port's
+        // iptables may hold a moment.
+        command::run_at(
+            Some(&namespace),
+            "iptables-restore",
+            &["-w", "5"],
+            &self.script(),
+        )?;
         let rule = ["rule", "add", "iif", GATEWAY_LINK, "lookup", LOCAL_TABLE];
         // A namespace reused after a restart has it already.
         let _ = command::run_at(

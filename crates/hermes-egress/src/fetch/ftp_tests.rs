@@ -497,6 +497,26 @@ async fn an_ssrf_refused_server_is_never_greeted_nor_contacted() {
     assert_eq!(rig.fetcher.upstream_connects(), 0);
 }
 
+/// A box that asks SIZE (which opens the fetch, and takes a permit) and then stalls
+/// gives the permit back: with one permit, another box's SIZE is answered.
+#[tokio::test]
+async fn a_size_whose_retr_never_comes_gives_its_permit_back() {
+    let upstream = ftp_server(&[("x.bin", binary(100))], Upstream::Serve).await;
+    let rig = rig(upstream.address, |c| c.limits.concurrent_fetches = 1);
+    let mut stalled = BoxClient::start(&rig, upstream.address);
+    stalled.login("bot", "s3cr3t").await;
+    assert_eq!(stalled.send("SIZE x.bin").await, "213 100");
+    let started = std::time::Instant::now();
+    let mut other = BoxClient::start(&rig, upstream.address);
+    other.login("bot", "s3cr3t").await;
+    assert_eq!(other.send("SIZE x.bin").await, "213 100");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(8) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_box_side_answers_like_a_server_without_going_upstream() {
     let rig = super::tests::rig(&["127.0.0.0/8"], &[2121], |_| {});

@@ -241,10 +241,8 @@ pub(super) async fn kept(
     let outfile = stored.path.display().to_string();
     let url = kept.url;
     let cut = kept.cut;
-    tracing::info!(target: "hermes::egress", url = %escape_untrusted(url), upstream = %kept.upstream, sha256 = %stored.sha256, size, truncated = cut.is_some(), "download fetched");
-    ctx.emit(EventId::FileDownload, |event| {
+    let destfile = ctx.emit_download(url, |event| {
         let mut event = event
-            .field("url", url)
             .field("outfile", outfile.as_str())
             .field("shasum", stored.sha256.as_str())
             .field("size", size)
@@ -268,6 +266,11 @@ pub(super) async fn kept(
             None => event,
         }
     });
+    let destfile = destfile
+        .as_deref()
+        .map(escape_untrusted)
+        .unwrap_or_default();
+    tracing::info!(target: "hermes::egress", url = %escape_untrusted(url), %destfile, upstream = %kept.upstream, sha256 = %stored.sha256, size, truncated = cut.is_some(), "download fetched");
 }
 
 /// The SNI the box sent and the certificate upstream showed, when known.

@@ -22,6 +22,11 @@ use crate::seams::BoxConnection;
 pub const PER_BOX: usize = 8;
 /// Data ports waiting on the whole sensor.
 pub const TOTAL: usize = 4096;
+/// Data ports one box may open per [`OPENINGS_WINDOW`]: each opening runs the
+/// firewall's tool, so a box looping on PASV costs itself, not the sensor.
+pub const OPENINGS_PER_WINDOW: u32 = 30;
+/// The window [`OPENINGS_PER_WINDOW`] counts in.
+pub const OPENINGS_WINDOW: Duration = Duration::from_secs(60);
 /// How long a data port waits for the box's connection.
 pub const EXPIRY: Duration = Duration::from_secs(30);
 /// Where the ports Hermes names are picked (vsftpd, unconfigured, uses any
@@ -49,6 +54,8 @@ pub struct DataPorts {
 struct Inner {
     waiting: HashMap<Key, Waiting>,
     next_id: u64,
+    /// Per box: when its current window began, and the ports opened in it.
+    openings: HashMap<String, (Instant, u32)>,
 }
 
 /// A data port waiting for the box; forgotten (and closed in the firewall) when
@@ -138,6 +145,17 @@ impl DataPorts {
         if of_box >= PER_BOX || inner.waiting.len() >= TOTAL {
             return None;
         }
+        inner
+            .openings
+            .retain(|_, (began, _)| now.duration_since(*began) < OPENINGS_WINDOW);
+        let (_, opened) = inner
+            .openings
+            .entry(container.to_owned())
+            .or_insert((now, 0));
+        if *opened >= OPENINGS_PER_WINDOW {
+            return None;
+        }
+        *opened += 1;
         let mut rng = rand::rng();
         let key = (0..16)
             .map(|_| {

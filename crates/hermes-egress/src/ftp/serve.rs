@@ -21,6 +21,9 @@ use crate::fetch::{
 const GREETING: &str = "220 (vsFTPd 3.0.3)";
 /// How long the box may stay silent between commands.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the box may stay silent while a fetch its SIZE opened waits for the
+/// RETR (the fetch, and its permit, are let go after).
+const HELD_UPSTREAM_WAIT: Duration = Duration::from_secs(10);
 /// Commands one control connection may send.
 const MAX_COMMANDS: usize = 200;
 /// How long a reply to the box may take to write.
@@ -75,11 +78,16 @@ pub async fn serve_ftp<S>(
         return;
     }
     for _ in 0..MAX_COMMANDS {
-        let line = match tokio::time::timeout(
-            IDLE_TIMEOUT,
-            wire::read_line(&mut reader, MAX_COMMAND_LINE),
-        )
-        .await
+        // A fetch opened by SIZE holds a sensor-wide permit: a box that then stalls
+        // gives it back soon, and may go on without it.
+        let holding = session.upstream.is_some();
+        let wait = if holding {
+            HELD_UPSTREAM_WAIT
+        } else {
+            IDLE_TIMEOUT
+        };
+        let line = match tokio::time::timeout(wait, wire::read_line(&mut reader, MAX_COMMAND_LINE))
+            .await
         {
             Ok(Ok(line)) => line,
             Ok(Err(LineError::TooLong(_))) => {
@@ -87,6 +95,10 @@ pub async fn serve_ftp<S>(
                 break;
             }
             Ok(Err(_)) => break,
+            Err(_) if holding => {
+                session.upstream = None;
+                continue;
+            }
             Err(_) => {
                 let _ = send(&mut writer, "421 Timeout.").await;
                 break;
@@ -135,7 +147,12 @@ impl<'a> Session<'a> {
         W: AsyncWrite + Unpin,
     {
         let arg = command.arg.as_str();
-        if self.upstream.as_ref().is_some_and(FtpUpstream::expired) {
+        // Only the commands of a download keep the fetch SIZE opened (and its permit).
+        let on_the_way = matches!(
+            command.verb.as_str(),
+            "TYPE" | "PASV" | "EPSV" | "RETR" | "SIZE"
+        );
+        if !on_the_way || self.upstream.as_ref().is_some_and(FtpUpstream::expired) {
             self.upstream = None;
         }
         let reply = match command.verb.as_str() {

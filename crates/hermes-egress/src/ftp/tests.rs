@@ -276,6 +276,23 @@ async fn a_box_has_a_bounded_number_of_data_ports_and_dropped_ones_go() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_box_looping_on_pasv_is_held_to_its_openings_per_minute() {
+    let ports = Arc::new(DataPorts::default());
+    let server = Ipv4Addr::new(203, 0, 113, 9).into();
+    for _ in 0..super::ports::OPENINGS_PER_WINDOW {
+        // Each dropped at once, as a PASV replacing the last one is.
+        assert!(ports.open("box-a", server).is_some());
+    }
+    assert!(ports.open("box-a", server).is_none());
+    assert!(
+        ports.open("box-b", server).is_some(),
+        "another box is unaffected"
+    );
+    tokio::time::advance(super::ports::OPENINGS_WINDOW).await;
+    assert!(ports.open("box-a", server).is_some());
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_unused_data_port_expires() {
     let ports = Arc::new(DataPorts::default());
     let server = Ipv4Addr::new(203, 0, 113, 9).into();

@@ -771,6 +771,8 @@ fn egress_fetch_ftpget_is_captured_with_the_login_and_a_missing_file_fails() {
     assert_eq!(event["upstream"], format!("{server}:21"));
     assert_eq!(event["ftp_user"], "bot");
     assert_eq!(event["ftp_password"], "s3cr3t");
+    // Where the command saved it (the session's command asked for this URL).
+    assert_eq!(event["destfile"], "/tmp/f.bin", "{event}");
     assert_captured(
         &hermes,
         &format!("ftp://{server}/py.bin"),
