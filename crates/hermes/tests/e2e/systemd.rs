@@ -410,6 +410,18 @@ fn the_systemd_unit_runs_hermes_with_egress_and_stop_leaves_no_gateway_namespace
     }
     assert!(!after.contains("hermes-"), "{after}");
     drop(session);
+    // The tools Hermes runs work under the unit's sandbox too, `iptables` included
+    // (an FTP transfer's data port, which this test does not reach): the unit's own
+    // lines with another program, in the host's namespace this time.
+    let tools = host.ok(
+        r#"printf '#!/bin/sh\nset -e\niptables -t nat -I OUTPUT -d 192.0.2.99/32 -p tcp -j RETURN\niptables -t nat -D OUTPUT -d 192.0.2.99/32 -p tcp -j RETURN\nprintf "*filter\\n:INPUT ACCEPT [0:0]\\nCOMMIT\\n" | iptables-restore --noflush\nip link show lo >/dev/null\necho tools-work\n' >/usr/local/bin/tools-check
+chmod 0755 /usr/local/bin/tools-check
+sed -e 's|^Type=simple|Type=oneshot|' -e 's|^ExecStart=.*|ExecStart=/usr/local/bin/tools-check|' /etc/systemd/system/hermes.service >/etc/systemd/system/hermes-tools.service
+systemctl daemon-reload
+systemctl start hermes-tools
+journalctl -u hermes-tools --no-pager"#,
+    );
+    assert!(tools.contains("tools-work"), "{tools}");
     let journal = host.ok("journalctl -u hermes --no-pager");
     assert!(
         journal.contains("Hermes holds them itself"),
