@@ -177,26 +177,32 @@ fn ssh(port: u16, dir: &Path, command: &str) -> Output {
 }
 
 fn ssh_command(port: u16, dir: &Path, command: &str) -> Command {
+    let mut ssh = openssh("ssh", port, dir);
+    ssh.arg("root@127.0.0.1").arg(command);
+    ssh
+}
+
+/// OpenSSH's `program` (`ssh`, `scp`) with the password `toor` to `port`.
+fn openssh(program: &str, port: u16, dir: &Path) -> Command {
     use std::os::unix::fs::PermissionsExt;
     let script = dir.join("askpass.sh");
     if !script.exists() {
         std::fs::write(&script, "#!/bin/sh\necho toor\n").expect("askpass script");
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    let mut ssh = Command::new("ssh");
-    ssh.env("SSH_ASKPASS", &script)
+    let mut command = Command::new(program);
+    command
+        .env("SSH_ASKPASS", &script)
         .env("SSH_ASKPASS_REQUIRE", "force")
         .env_remove("SSH_AUTH_SOCK")
         .stdin(Stdio::null())
-        .args(["-F", "/dev/null", "-p", &port.to_string()])
+        .args(["-F", "/dev/null", "-o", &format!("Port={port}")])
         .args(["-o", "StrictHostKeyChecking=no"])
         .args(["-o", "UserKnownHostsFile=/dev/null"])
         .args(["-o", "PubkeyAuthentication=no", "-o", "LogLevel=ERROR"])
         .args(["-o", "PreferredAuthentications=password"])
-        .args(["-o", "ConnectTimeout=20"])
-        .arg("root@127.0.0.1")
-        .arg(command);
-    ssh
+        .args(["-o", "ConnectTimeout=20"]);
+    command
 }
 
 /// An SSH session left open (its box and gateway namespace with it), killed when
@@ -272,17 +278,18 @@ fn the_systemd_unit_runs_hermes_with_egress_and_stop_leaves_no_gateway_namespace
 
     // Its engine up, with the boxes' image loaded from ours.
     host.wait_for("docker info >/dev/null", Duration::from_secs(120));
-    let save = Command::new("docker")
+    let mut save = Command::new("docker")
         .args(["save", TARGET_IMAGE])
         .stdout(Stdio::piped())
         .spawn()
         .expect("docker save");
     let load = Command::new("docker")
         .args(["exec", "-i", &host.name, "docker", "load", "-q"])
-        .stdin(save.stdout.expect("save's output"))
+        .stdin(save.stdout.take().expect("save's output"))
         .output()
         .expect("docker load");
-    assert!(load.status.success(), "{}", text(&load));
+    let saved = save.wait().expect("docker save");
+    assert!(saved.success() && load.status.success(), "{}", text(&load));
     let booted = started.elapsed();
 
     // Hermes under the unit: up, one box ready, a login over SSH.
@@ -394,6 +401,33 @@ fn the_systemd_unit_runs_hermes_with_egress_and_stop_leaves_no_gateway_namespace
     assert!(
         !named.contains("hermes-"),
         "a gateway namespace is mounted: {named}"
+    );
+
+    // File transfers take the host's path (FIFOs through the box's /proc/PID/root,
+    // the same kernel check as its namespace): scp up, then back down.
+    let files = tempfile::tempdir().expect("tempdir");
+    let sent: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(files.path().join("up.bin"), &sent).expect("write");
+    let up = openssh("scp", port, dir.path())
+        .arg(files.path().join("up.bin"))
+        .arg("root@127.0.0.1:/tmp/up.bin")
+        .output()
+        .expect("scp");
+    assert!(up.status.success(), "{}", text(&up));
+    let down = openssh("scp", port, dir.path())
+        .arg("root@127.0.0.1:/tmp/up.bin")
+        .arg(files.path().join("down.bin"))
+        .output()
+        .expect("scp");
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(
+        std::fs::read(files.path().join("down.bin")).expect("downloaded") == sent,
+        "the file came back changed"
+    );
+    let journal = host.ok("journalctl -u hermes --no-pager");
+    assert!(
+        !journal.contains("file transfers go through the engine's stream"),
+        "the host's path was not taken: {journal}"
     );
 
     // `systemctl stop` with the session open: Hermes gone, and with it every
