@@ -23,6 +23,8 @@ fi
 images/target/build.sh hermes-target:latest
 # docker-compose, the socket proxy and Hermes's own image, for the compose test.
 scripts/compose-images.sh
+# A Debian "host" with systemd and its own engine, for the systemd unit's test.
+images/systemd-host/build.sh hermes-systemd-host:latest
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -33,6 +33,7 @@ mod reference;
 mod shell;
 mod shutdown;
 mod standby;
+mod systemd;
 mod timeouts;
 mod tls;
 mod transport;
