@@ -133,6 +133,9 @@ impl ContainerProfile {
                 runtime: self.runtime.clone(),
                 userns_mode: self.userns_mode.clone(),
                 dns: self.dns.clone().map(|resolver| vec![resolver]),
+                // Debian's installer names the host on 127.0.1.1; without it `sudo`
+                // says "unable to resolve host".
+                extra_hosts: Some(vec![format!("{}:127.0.1.1", self.hostname)]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -197,6 +200,10 @@ mod tests {
         assert!(host.runtime.is_none() && host.userns_mode.is_none());
         assert!(host.tmpfs.is_none(), "no attacker-writable tmpfs");
         assert_eq!(body.hostname.as_deref(), Some("web-prod-01"));
+        assert_eq!(
+            host.extra_hosts.as_deref(),
+            Some(&["web-prod-01:127.0.1.1".to_owned()][..])
+        );
         let labels = body.labels.expect("labels");
         assert_eq!(labels.get(ROLE_LABEL).map(String::as_str), Some("target"));
         assert_eq!(

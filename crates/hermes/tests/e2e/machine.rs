@@ -41,12 +41,16 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
 
     let out = run(
         &mut shell,
-        "ls -la /.dockerenv; hostname; echo \"tty=$SSH_TTY client=$SSH_CLIENT\"",
+        "ls -la /.dockerenv; hostname; echo \"tty=$SSH_TTY client=$SSH_CLIENT\"; getent hosts $(hostname); sudo -n true 2>&1; echo sudo=$?",
         &prompt,
     )
     .await;
     assert!(out.contains("cannot access '/.dockerenv'"), "{out}");
     assert!(out.contains("web-prod-01"), "{out}");
+    // The host is named in /etc/hosts, as Debian's installer does: sudo resolves it.
+    assert!(out.contains("127.0.1.1       web-prod-01"), "{out}");
+    assert!(!out.contains("unable to resolve host"), "{out}");
+    assert!(out.contains("sudo=0"), "{out}");
     assert!(out.contains("tty=/dev/pts/0 client=127.0.0.1 "), "{out}");
 
     let out = run(&mut shell, "ps -eo comm=,args= | cat", &prompt).await;
