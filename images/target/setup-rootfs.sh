@@ -19,6 +19,12 @@ chmod 0700 /root /home/admin
 chmod 0600 /root/.bash_history /home/admin/.bash_history
 chmod 0700 /root/.ssh
 chmod 0600 /root/.ssh/authorized_keys
+# Bait cloud keys of this image's own, shaped as AWS's (AKIA and 16 of A-Z2-7; 40
+# of base64): never AWS's published example pair, which attackers know on sight.
+# (10 random bytes are 16 base32 characters, 30 are 40 base64 ones, no padding.)
+access_key="AKIA$(head -c 10 /dev/urandom | base32)"
+secret_key="$(head -c 30 /dev/urandom | base64)"
+sed -i -e "s|@AWS_ACCESS_KEY_ID@|$access_key|" -e "s|@AWS_SECRET_ACCESS_KEY@|$secret_key|" /opt/app/.env
 chmod 0640 /opt/app/.env
 
 # Session bookkeeping files that `last`, `w` and `lastlog` read.

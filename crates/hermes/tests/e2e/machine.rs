@@ -51,6 +51,14 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
     assert!(out.contains("127.0.1.1       web-prod-01"), "{out}");
     assert!(!out.contains("unable to resolve host"), "{out}");
     assert!(out.contains("sudo=0"), "{out}");
+    // Bait cloud keys of the image's own, not AWS's published example pair.
+    let bait = run(
+        &mut shell,
+        "grep -cE '^AWS_ACCESS_KEY_ID=AKIA[A-Z2-7]{16}$' /opt/app/.env; grep -cE '^AWS_SECRET_ACCESS_KEY=[A-Za-z0-9/+]{40}$' /opt/app/.env; grep -ci example /opt/app/.env",
+        &prompt,
+    )
+    .await;
+    assert!(bait.contains("1\r\n1\r\n0\r\n"), "{bait}");
     assert!(out.contains("tty=/dev/pts/0 client=127.0.0.1 "), "{out}");
 
     let out = run(&mut shell, "ps -eo comm=,args= | cat", &prompt).await;
