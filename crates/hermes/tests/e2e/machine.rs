@@ -59,6 +59,20 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
     )
     .await;
     assert!(bait.contains("1\r\n1\r\n0\r\n"), "{bait}");
+    // The bait history tells the box's own story: every program it runs is there
+    // (admin's read as admin: root here lacks CAP_DAC_OVERRIDE).
+    let history = run(
+        &mut shell,
+        "check='n=0; while read -r cmd _; do n=$((n+1)); type \"$cmd\" >/dev/null 2>&1 || echo \"missing $cmd\"; done < ~/.bash_history; echo \"$(whoami) $n\"'; bash -c \"$check\"; setpriv --reuid=admin --regid=admin --init-groups env HOME=/home/admin bash -c \"$check\"",
+        &prompt,
+    )
+    .await;
+    assert!(
+        !history.lines().any(|line| line.starts_with("missing ")),
+        "{history}"
+    );
+    assert!(history.contains("admin 6"), "{history}");
+    assert!(history.contains("root 11"), "{history}");
     assert!(out.contains("tty=/dev/pts/0 client=127.0.0.1 "), "{out}");
 
     let out = run(&mut shell, "ps -eo comm=,args= | cat", &prompt).await;

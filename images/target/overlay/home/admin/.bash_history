@@ -1,8 +1,6 @@
 ls -la
-cd /var/www/html
-vim config.php
-sudo systemctl restart nginx
-tail -f /var/log/nginx/access.log
-mysql -u app -p
-git pull
+cd /opt/app
+ls -la
+sudo tail -n 50 /var/log/syslog
+df -h
 exit
