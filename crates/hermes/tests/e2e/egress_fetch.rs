@@ -64,7 +64,7 @@ fn static_hosts(internet: &TestInternet) -> Vec<(&'static str, IpAddr)> {
 
 /// `egress.mode` with the static map only (no resolver is ever asked) and the
 /// test server as the only upstream allowed.
-fn egress_options(internet: &TestInternet, mode: EgressMode) -> Options {
+pub(crate) fn egress_options(internet: &TestInternet, mode: EgressMode) -> Options {
     let hosts = static_hosts(internet);
     let allow = AddressBlock::parse(&format!("{}/32", internet.server)).expect("block");
     Options::default().configure(move |c| {

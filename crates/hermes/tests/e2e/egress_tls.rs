@@ -11,6 +11,7 @@ use hermes_core::config::EgressMode;
 use serde_json::Value;
 
 use crate::client::{ROOT_PROMPT, Shell, output_lines};
+use crate::egress_fetch::egress_options;
 use crate::egress_fetch::internet::TestInternet;
 use crate::harness::{Hermes, Options};
 
@@ -423,18 +424,10 @@ async fn egress_https_a_dropper_fetches_its_second_stage_over_https_by_name() {
         Some((&cert, &key)),
     );
     let server = internet.server;
-    let hermes = Hermes::start(Options::default().configure(move |c| {
-        c.egress.mode = EgressMode::Fetch;
-        c.capture.enabled = true;
-        c.egress.dns.static_only = true;
-        c.egress.dns.static_hosts = [("dropper.test", server), ("cdn.test", server)]
-            .into_iter()
-            .map(|(name, ip)| (name.to_owned(), ip.into()))
-            .collect();
-        c.egress.upstream_allow =
-            vec![AddressBlock::parse(&format!("{server}/32")).expect("block")];
-        c.egress.tls.extra_roots = Some(roots.clone());
-    }));
+    let hermes = Hermes::start(
+        egress_options(&internet, EgressMode::Fetch)
+            .configure(move |c| c.egress.tls.extra_roots = Some(roots.clone())),
+    );
     let (_client, mut shell) = crate::client::root_shell(hermes.port).await;
     let out = run(
         &mut shell,
@@ -550,17 +543,15 @@ async fn egress_https_a_self_signed_server_serves_curl_k_and_wget_but_plain_curl
         Some((&cert, &key)),
     );
     let server = internet.server;
-    let hermes = Hermes::start(Options::default().configure(move |c| {
-        c.egress.mode = EgressMode::Fetch;
-        c.capture.enabled = true;
-        c.egress.dns.static_only = true;
-        c.egress.dns.static_hosts = [("selfsigned.test".to_owned(), server.into())]
-            .into_iter()
-            .collect();
-        c.egress.upstream_allow =
-            vec![AddressBlock::parse(&format!("{server}/32")).expect("block")];
-        assert!(c.egress.tls.verify_upstream, "the default verifies");
-    }));
+    let hermes = Hermes::start(
+        egress_options(&internet, EgressMode::Fetch).configure(move |c| {
+            c.egress
+                .dns
+                .static_hosts
+                .insert("selfsigned.test".to_owned(), server.into());
+            assert!(c.egress.tls.verify_upstream, "the default verifies");
+        }),
+    );
     let (_client, mut shell) = crate::client::root_shell(hermes.port).await;
     let out = run(
         &mut shell,
