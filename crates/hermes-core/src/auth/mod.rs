@@ -6,6 +6,7 @@
 mod delay;
 mod glob;
 mod sticky;
+mod usernames;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 pub use delay::{FailedMethod, FailureTiming};
 pub use glob::glob_match;
 pub use sticky::{StickyMemory, StickyVerdict};
+pub use usernames::{DEFAULT_PLAUSIBLE_USERNAMES, LoginNames};
 
 use crate::config::{AuthMode, AuthenticationConfig};
 
@@ -82,14 +84,16 @@ struct StaticCredentials {
 }
 
 impl StaticCredentials {
-    fn matches(&self, username: &str, password: &str) -> bool {
+    fn matches_exactly(&self, username: &str, password: &str) -> bool {
         self.exact
             .get(username)
             .is_some_and(|set| set.contains(password))
-            || self
-                .patterns
-                .iter()
-                .any(|(user, pass)| glob_match(user, username) && glob_match(pass, password))
+    }
+
+    fn matches_a_pattern(&self, username: &str, password: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|(user, pass)| glob_match(user, username) && glob_match(pass, password))
     }
 
     fn len(&self) -> usize {
@@ -105,6 +109,7 @@ pub struct CredentialPolicy {
     accept_after: u32,
     sticky: Option<Arc<StickyMemory>>,
     accept_public_keys: bool,
+    names: LoginNames,
 }
 
 impl CredentialPolicy {
@@ -134,7 +139,15 @@ impl CredentialPolicy {
                 &settings.state_file,
             ))
         });
+        let names = LoginNames::new(
+            &config.usernames,
+            config
+                .static_credentials
+                .iter()
+                .map(|credential| credential.username.as_str()),
+        );
         Self {
+            names,
             statics,
             mode,
             accept_after: config.accept_after(),
@@ -167,10 +180,20 @@ impl CredentialPolicy {
         username: &str,
         password: &str,
     ) -> Decision {
-        if self.statics.matches(username, password) {
+        if self.statics.matches_exactly(username, password) {
+            return Decision::Accept(AcceptReason::StaticCredential);
+        }
+        let admitted = self.names.admits(username);
+        if admitted && self.statics.matches_a_pattern(username, password) {
             return Decision::Accept(AcceptReason::StaticCredential);
         }
         let accepted = match self.mode {
+            _ if !admitted => {
+                if let Some(sticky) = &self.sticky {
+                    sticky.refuse(source);
+                }
+                None
+            }
             AuthMode::Static => None,
             AuthMode::AcceptAfterFailures => {
                 (state.failures >= self.accept_after).then_some(AcceptReason::AcceptAfterFailures)
@@ -194,8 +217,9 @@ impl CredentialPolicy {
         }
     }
 
-    /// Whether the next password attempt logs in whatever it is (so a connection at
-    /// its last try must not be cut before it).
+    /// Whether the next password attempt logs in whatever its password, given a
+    /// name [`LoginNames`] admits (so a connection at its last try must not be cut
+    /// before it).
     pub fn next_attempt_always_accepted(
         &self,
         state: &ConnectionAuthState,
@@ -236,6 +260,18 @@ mod tests {
                 .collect(),
             ..AuthenticationConfig::default()
         }
+    }
+
+    /// Sticky mode where each source gets in after exactly two failures.
+    fn sticky_after_two(dir: &tempfile::TempDir, pairs: &[(&str, &str)]) -> CredentialPolicy {
+        let mut cfg = config(pairs, AuthMode::Sticky);
+        cfg.sticky = Some(StickyConfig {
+            min_failures: 2,
+            max_failures: 2,
+            remember_for: crate::config::Seconds::new(3600),
+            state_file: dir.path().join("s.json"),
+        });
+        CredentialPolicy::from_config(&cfg)
     }
 
     fn accepts(policy: &CredentialPolicy, user: &str, pass: &str) -> bool {
@@ -301,24 +337,17 @@ mod tests {
         }
         assert!(policy.next_attempt_always_accepted(&state, SOURCE));
         assert_eq!(
-            policy.check_password(&mut state, SOURCE, "anyone", "anything"),
+            policy.check_password(&mut state, SOURCE, "guest", "anything"),
             Decision::Accept(AcceptReason::AcceptAfterFailures)
         );
         // Another connection starts from zero.
-        assert!(!accepts(&policy, "anyone", "anything"));
+        assert!(!accepts(&policy, "guest", "anything"));
     }
 
     #[test]
     fn sticky_mode_counts_across_connections_and_remembers_the_pair() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = config(&[("root", "toor")], AuthMode::Sticky);
-        cfg.sticky = Some(StickyConfig {
-            min_failures: 2,
-            max_failures: 2,
-            remember_for: crate::config::Seconds::new(3600),
-            state_file: dir.path().join("s.json"),
-        });
-        let policy = CredentialPolicy::from_config(&cfg);
+        let policy = sticky_after_two(&dir, &[("root", "toor")]);
         // One failure on each of two connections, then any pair gets in.
         assert!(!accepts(&policy, "root", "a"));
         assert!(!accepts(&policy, "root", "b"));
@@ -338,5 +367,75 @@ mod tests {
             "a second random pair is refused"
         );
         assert!(accepts(&policy, "root", "toor"), "static pairs still work");
+    }
+
+    #[test]
+    fn random_names_never_log_in_however_often_tried() {
+        let mut cfg = config(
+            &[("*", "123456"), ("svc_x9", "pw")],
+            AuthMode::AcceptAfterFailures,
+        );
+        cfg.accept_all_after_failures = Some(2);
+        let policy = CredentialPolicy::from_config(&cfg);
+        let mut state = ConnectionAuthState::default();
+        for n in 1..=20 {
+            assert_eq!(
+                policy.check_password(&mut state, SOURCE, "user_a37", "x"),
+                Decision::Reject { failures: n }
+            );
+        }
+        assert!(
+            !accepts(&policy, "user_a37", "123456"),
+            "a wildcard pair admits no random name"
+        );
+        assert!(accepts(&policy, "oracle", "123456"), "but a plausible one");
+        assert!(
+            accepts(&policy, "svc_x9", "pw"),
+            "an exact static pair is the operator's word"
+        );
+        assert_eq!(
+            policy.check_password(&mut state, SOURCE, "ubuntu", "anything"),
+            Decision::Accept(AcceptReason::AcceptAfterFailures),
+            "the random names' failures counted"
+        );
+    }
+
+    #[test]
+    fn sticky_mode_counts_random_names_but_remembers_only_a_plausible_pair() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = sticky_after_two(&dir, &[]);
+        for n in 0..10 {
+            assert!(!accepts(&policy, "qwzx", &format!("p{n}")), "attempt {n}");
+        }
+        assert_eq!(
+            policy.check_password(
+                &mut ConnectionAuthState::default(),
+                SOURCE,
+                "pi",
+                "raspberry"
+            ),
+            Decision::Accept(AcceptReason::StickyNew)
+        );
+        assert!(!accepts(&policy, "qwzx", "p0"));
+        assert!(accepts(&policy, "pi", "raspberry"));
+    }
+
+    #[test]
+    fn the_any_policy_lets_in_random_names_as_before() {
+        let mut cfg = config(&[], AuthMode::AcceptAfterFailures);
+        cfg.accept_all_after_failures = Some(1);
+        cfg.usernames.policy = crate::config::UsernamePolicy::Any;
+        let policy = CredentialPolicy::from_config(&cfg);
+        let mut state = ConnectionAuthState::default();
+        assert!(
+            !policy
+                .check_password(&mut state, SOURCE, "user_a37", "x")
+                .is_accept()
+        );
+        assert!(
+            policy
+                .check_password(&mut state, SOURCE, "user_a37", "x")
+                .is_accept()
+        );
     }
 }

@@ -114,6 +114,16 @@ impl StickyMemory {
 
     /// Decides an attempt from `source` and records it.
     pub fn attempt(&self, source: IpAddr, username: &str, password: &str) -> StickyVerdict {
+        self.record(source, Some((username, password)))
+    }
+
+    /// Records a failed attempt from `source` that could not log in whatever the
+    /// count (a login name no server has): it counts, and no pair is remembered.
+    pub fn refuse(&self, source: IpAddr) {
+        self.record(source, None);
+    }
+
+    fn record(&self, source: IpAddr, offered: Option<(&str, &str)>) -> StickyVerdict {
         let now = now_secs();
         let mut sources = self.entries();
         let expired = sources.get(&source).is_some_and(|e| e.expires <= now);
@@ -125,15 +135,15 @@ impl StickyMemory {
         }
         let fresh = self.fresh_entry(now);
         let entry = sources.entry(source).or_insert(fresh);
-        let verdict = match (&entry.username, &entry.password) {
-            (Some(user), Some(pass)) => {
-                if user == username && pass == password {
+        let verdict = match (&entry.username, &entry.password, offered) {
+            (Some(user), Some(pass), offered) => {
+                if offered == Some((user.as_str(), pass.as_str())) {
                     StickyVerdict::Remembered
                 } else {
                     StickyVerdict::Refused
                 }
             }
-            _ if entry.failures >= entry.threshold => {
+            (_, _, Some((username, password))) if entry.failures >= entry.threshold => {
                 entry.username = Some(username.to_owned());
                 entry.password = Some(password.to_owned());
                 entry.expires = now + self.remember_for.as_secs();

@@ -427,6 +427,39 @@ mod tests {
     }
 
     #[test]
+    fn login_name_lists_are_checked() {
+        let found = issues("authentication:\n  usernames:\n    plausible: [root, \"Bad Name\"]\n");
+        assert_eq!(
+            found[0].path, "authentication.usernames.plausible",
+            "{found:?}"
+        );
+        assert_eq!(found[0].line, 3, "{found:?}");
+        assert!(found[0].message.contains("Bad Name"), "{found:?}");
+        let found = issues("authentication:\n  usernames:\n    plausible: []\n");
+        assert_eq!(
+            found[0].path, "authentication.usernames.plausible",
+            "{found:?}"
+        );
+        let found = issues("authentication:\n  usernames:\n    policy: anyone\n");
+        assert_eq!(
+            found[0].path, "authentication.usernames.policy",
+            "{found:?}"
+        );
+        assert_eq!(found[0].line, 3, "{found:?}");
+        let config = parse_str(
+            "authentication:\n  usernames:\n    policy: any\n    plausible: [root, svc-1]\n",
+            "test.yaml",
+        )
+        .expect("loads");
+        assert_eq!(config.authentication.usernames.plausible, ["root", "svc-1"]);
+        let config = parse_str("server:\n  port: 22\n", "test.yaml").expect("loads");
+        assert_eq!(
+            config.authentication.usernames.policy,
+            super::super::UsernamePolicy::Plausible
+        );
+    }
+
+    #[test]
     fn log_destinations_are_checked() {
         let found = issues("logging:\n  destinations: []\n");
         assert_eq!(found[0].path, "logging.destinations", "{found:?}");

@@ -13,6 +13,7 @@ mod load;
 mod max_startups;
 mod set_aside;
 mod size;
+mod usernames;
 mod validate;
 
 use std::net::IpAddr;
@@ -32,6 +33,7 @@ pub use egress::{
 pub use load::{ConfigError, ConfigIssue, load_file, parse_str};
 pub use max_startups::MaxStartups;
 pub use size::ByteSize;
+pub use usernames::{UsernamePolicy, UsernamesConfig, valid_login_name};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Validate)]
@@ -445,6 +447,9 @@ pub struct AuthenticationConfig {
     /// Accept any public key (logged either way). Off: keys are logged and refused.
     #[garde(skip)]
     pub accept_public_keys: bool,
+    /// Which login names the mode's rule (and a wildcard pair) may let in.
+    #[garde(dive)]
+    pub usernames: UsernamesConfig,
 }
 
 impl AuthenticationConfig {

@@ -167,13 +167,7 @@ pub(super) fn is_file_transfer(program: &Program, pty: bool) -> bool {
 /// The account a login name gets in the container: the name itself when it is one
 /// `useradd` takes safely, else `user`.
 pub(super) fn account_name(login: &str) -> String {
-    let mut chars = login.chars();
-    let valid = login.len() <= 32
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if valid {
+    if crate::config::valid_login_name(login) {
         login.to_owned()
     } else {
         "user".to_owned()

@@ -116,7 +116,7 @@ fn keyboard_interactive_answers_go_through_the_same_policy() {
     assert_eq!(ok, "kbd-ok\n");
     let ok = succeeded(
         hermes
-            .ssh("scanner", &["bad", "then-anything"], "keyboard-interactive")
+            .ssh("guest", &["bad", "then-anything"], "keyboard-interactive")
             .arg("echo kbd-accept-all"),
     );
     assert_eq!(ok, "kbd-accept-all\n");

@@ -108,7 +108,7 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
 async fn a_non_root_login_gets_its_own_account_and_home() {
     require_docker!();
     let hermes = Hermes::start(Options {
-        credentials: vec![("deploy", "deploy"), ("root", "toor")],
+        credentials: vec![("deploy", "deploy"), ("oracle", "oracle"), ("root", "toor")],
         ..Options::default()
     });
     let client = Client::login(hermes.port, "deploy", "deploy").await;
@@ -142,6 +142,45 @@ async fn a_non_root_login_gets_its_own_account_and_home() {
         "an unprivileged account: {out}"
     );
     assert!(out.contains("sshd: deploy@pts/0"), "{out}");
+
+    // A consistent account: a deploy user administers the machine (sudo group, as
+    // cloud images' default users do); its history is its own and runs only programs
+    // the box has.
+    let check_history = "n=0; while read -r cmd _; do n=$((n+1)); type \"$cmd\" >/dev/null 2>&1 || echo \"missing $cmd\"; done < ~/.bash_history; echo \"lines=$n\"; id -Gn; stat -c %U:%a ~/.bash_history";
+    let out = run(&mut shell, check_history, &prompt).await;
+    assert!(
+        !out.lines().any(|line| line.starts_with("missing ")),
+        "{out}"
+    );
+    assert!(out.contains("deploy sudo"), "{out}");
+    assert!(out.contains("deploy:600"), "{out}");
+    let lines = |out: &str| -> usize {
+        out.rsplit("lines=")
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!((5..=12).contains(&lines(&out)), "{out}");
+    let deploy_history = run(&mut shell, "md5sum < ~/.bash_history", &prompt).await;
+
+    let other = Client::login(hermes.port, "oracle", "oracle").await;
+    let mut other = other.shell(80, 24).await;
+    let prompt = format!("oracle@{}:~$ ", hermes.hostname);
+    assert!(
+        other.read_until(&prompt, 0, Duration::from_secs(20)).await,
+        "{}",
+        other.text()
+    );
+    let out = run(&mut other, check_history, &prompt).await;
+    assert!(
+        !out.lines().any(|line| line.starts_with("missing ")),
+        "{out}"
+    );
+    assert!(out.contains("\r\noracle\r\n"), "only its own group: {out}");
+    assert!((5..=12).contains(&lines(&out)), "{out}");
+    let oracle_history = run(&mut other, "md5sum < ~/.bash_history", &prompt).await;
+    assert_ne!(deploy_history, oracle_history, "each account has its own");
 }
 
 fn allocations(events: &[Value]) -> Vec<(String, String)> {

@@ -94,20 +94,53 @@ async fn accept_after_failures_counts_per_connection() {
     for _ in 0..3 {
         assert!(!attempt(hermes.port, "root", "nope").await);
     }
-    // Two attempts on one connection: the second gets in, whatever it is.
+    // Two attempts on one connection: the second gets in whatever its password, but
+    // only with a name a real server has: a random one never does.
     let mut handle = connect(hermes.port).await.expect("connect");
-    assert!(
-        !handle
-            .authenticate_password("root", "a")
-            .await
-            .expect("auth")
-            .success()
-    );
-    assert!(
-        handle
-            .authenticate_password("whoever", "b")
-            .await
-            .expect("auth")
-            .success()
+    for (user, password, accepted) in [
+        ("root", "a", false),
+        ("user_a37", "b", false),
+        ("xk3j9q", "b", false),
+        ("oracle", "b", true),
+    ] {
+        assert_eq!(
+            handle
+                .authenticate_password(user, password)
+                .await
+                .expect("auth")
+                .success(),
+            accepted,
+            "{user}/{password}"
+        );
+    }
+}
+
+/// The shipped default (sticky, plausible names): a scanner that keeps trying a
+/// random name never gets a shell that echoes it, while a common name gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_mode_never_lets_in_a_random_name() {
+    require_docker!();
+    let hermes = Hermes::start(Options {
+        mode: "sticky",
+        sticky: (2, 2),
+        ..Options::default()
+    });
+    for n in 0..8 {
+        assert!(
+            !attempt(hermes.port, "user_a37", &format!("pw{n}")).await,
+            "attempt {n} with a random name"
+        );
+    }
+    assert!(attempt(hermes.port, "test", "test").await);
+    assert!(!attempt(hermes.port, "user_a37", "pw0").await);
+    let events = hermes.events();
+    let failed = events
+        .of("cowrie.login.failed")
+        .into_iter()
+        .filter(|e| e["username"] == "user_a37")
+        .count();
+    assert_eq!(
+        failed, 9,
+        "every random-name attempt is logged as a failure"
     );
 }
