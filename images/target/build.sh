@@ -23,6 +23,11 @@ if image_up_to_date "$tag" "$recipe"; then
   exit 0
 fi
 ensure_debootstrap
+# The server this image plays was installed 60 to 300 days before the build: its
+# files are dated back to then, and the label tells Hermes, whose boxes' logins and
+# logs (the box's past) begin that day.
+build_start="$(date +%s)"
+installed=$(( build_start - (60 + RANDOM % 240) * 86400 - RANDOM % 43200 ))
 
 packages=(
   bash coreutils procps iproute2 iputils-ping curl wget ca-certificates
@@ -80,12 +85,14 @@ banner="SSH-2.0-OpenSSH_${upstream} Debian-${debrev}"
 # Package caches are not part of a real server's look; keep the image small.
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/bootstrap.log
 
+python3 "$here/backdate.py" "$rootfs" "$build_start" "$installed"
+
 echo "importing $tag (banner: $banner)"
 tar --numeric-owner -C "$rootfs" -c . | docker import \
   --change 'CMD ["/bin/bash", "-c", "exec -a /sbin/init /bin/bash < /sbin/init"]' \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
   --change 'WORKDIR /root' \
-  --change "LABEL hermes.image=target hermes.image.recipe=$recipe hermes.persona.ssh_banner=\"$banner\"" \
+  --change "LABEL hermes.image=target hermes.image.recipe=$recipe hermes.persona.ssh_banner=\"$banner\" hermes.persona.installed=$installed" \
   - "$tag" >/dev/null
 echo "built $tag"

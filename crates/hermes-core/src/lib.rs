@@ -17,6 +17,7 @@ pub mod forward_gateway;
 pub mod ids;
 pub mod machines;
 pub mod metrics;
+pub mod past;
 pub mod persona;
 pub mod record;
 pub mod recovery;

@@ -25,7 +25,7 @@ mod tar_write;
 mod upper;
 
 pub use endpoint::{Endpoint, EndpointError, TlsFiles};
-pub use pool::{DockerSandbox, PoolSettings, PoolStatus};
+pub use pool::{DockerSandbox, INSTALLED_LABEL, PoolSettings, PoolStatus};
 pub use profile::ContainerProfile;
 pub use seccomp::{DENIED, Denied};
 

@@ -15,7 +15,7 @@ pub(crate) struct TarWriter {
 pub(crate) struct NameTooLong(String);
 
 impl TarWriter {
-    /// Adds a regular file.
+    /// Adds a regular file owned by root.
     pub(crate) fn file(
         &mut self,
         path: &str,
@@ -23,7 +23,26 @@ impl TarWriter {
         mode: u32,
         mtime: u64,
     ) -> Result<(), NameTooLong> {
-        let header = header(path, data.len() as u64, mode, mtime, b'0', "")?;
+        self.file_owned(path, data, mode, (0, 0), mtime)
+    }
+
+    /// Adds a regular file owned by `owner` (uid, gid).
+    pub(crate) fn file_owned(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+        owner: (u32, u32),
+        mtime: u64,
+    ) -> Result<(), NameTooLong> {
+        let mut header = header(path, data.len() as u64, mode, mtime, b'0', "")?;
+        if owner != (0, 0) {
+            octal(&mut header[108..116], u64::from(owner.0));
+            octal(&mut header[116..124], u64::from(owner.1));
+            // The names would win over the ids in some readers: leave them out.
+            header[265..329].fill(0);
+            checksum(&mut header);
+        }
         self.bytes.extend_from_slice(&header);
         self.bytes.extend_from_slice(data);
         let padded = self.bytes.len().div_ceil(BLOCK) * BLOCK;
@@ -77,12 +96,16 @@ fn header(
     block[263..265].copy_from_slice(b"00");
     block[265..269].copy_from_slice(b"root");
     block[297..301].copy_from_slice(b"root");
-    // The checksum is computed with its own field as spaces.
+    checksum(&mut block);
+    Ok(block)
+}
+
+/// Sets the header's checksum, computed with its own field as spaces.
+fn checksum(block: &mut [u8; BLOCK]) {
     block[148..156].copy_from_slice(b"        ");
     let sum: u32 = block.iter().map(|&b| u32::from(b)).sum();
     let text = format!("{sum:06o}\0 ");
     block[148..156].copy_from_slice(text.as_bytes());
-    Ok(block)
 }
 
 /// A zero-padded octal field ending in NUL.
@@ -150,5 +173,29 @@ mod tests {
             listing.contains("x.pem -> /usr/local/share/x.crt"),
             "{listing}"
         );
+    }
+
+    #[test]
+    fn owned_files_carry_their_ids() {
+        let mut tar = TarWriter::default();
+        tar.file_owned("var/log/auth.log", b"x\n", 0o640, (0, 4), 1_700_000_000)
+            .expect("file");
+        let bytes = tar.finish();
+        assert_eq!(entries(&bytes, 10)[0].path, "var/log/auth.log");
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("a.tar");
+        std::fs::write(&file, &bytes).expect("write");
+        let out = std::process::Command::new("tar")
+            .args(["--numeric-owner", "-tvf"])
+            .arg(&file)
+            .output()
+            .expect("tar runs");
+        let listing = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(listing.starts_with("-rw-r----- 0/4 "), "{listing}");
     }
 }

@@ -132,6 +132,23 @@ pub async fn run(
         bail!("the image's banner label {banner:?} is not an SSH-2.0 identification string");
     }
 
+    if config.persona.past {
+        let seed = hermes_core::past::sensor_seed(&sensor, &config.persona.hostname);
+        let installed = match sandbox.image_installed().await.context("target image")? {
+            Some(installed) => installed,
+            None => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|since| since.as_secs())
+                    .unwrap_or(0);
+                let assumed = hermes_core::past::assumed_install(seed, now);
+                tracing::info!(target: "hermes::sandbox", installed = assumed, "the target image has no {} label (built before it was added): its server's install date is assumed", hermes_sandbox::INSTALLED_LABEL);
+                assumed
+            }
+        };
+        sandbox.set_past(seed, installed);
+    }
+
     let address = (config.server.host, config.server.port);
     let listener = listen(address.into()).with_context(|| {
         format!(

@@ -350,6 +350,12 @@ pub struct PersonaConfig {
     /// `hermes.persona.ssh_banner` label so banner and installed OpenSSH agree.
     #[garde(custom(validate::ssh_banner))]
     pub ssh_banner: String,
+    /// Give each box, before it starts, the past of a server that has run for a
+    /// while: weeks of rotated auth.log and syslog, wtmp, btmp and lastlog (the
+    /// admin's logins, cron, scanners, reboots). One past per sensor; off: the box's
+    /// logs begin at its boot and nobody ever logged in.
+    #[garde(skip)]
+    pub past: bool,
     /// Offer keyboard-interactive authentication (Debian's sshd_config says no).
     #[garde(skip)]
     pub keyboard_interactive: bool,
@@ -400,6 +406,7 @@ impl Default for PersonaConfig {
         Self {
             hostname: "web-prod-01".to_owned(),
             ssh_banner: "auto".to_owned(),
+            past: true,
             keyboard_interactive: false,
             max_auth_tries: 6,
             auth_failure_delay_ms: Millis::new(2000),

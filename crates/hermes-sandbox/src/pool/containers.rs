@@ -95,8 +95,12 @@ impl DockerSandbox {
                 return Err(SandboxError::Timeout(timeout.as_secs()));
             }
         };
-        // The sensor's CA goes in before anything in the box runs.
-        match tokio::time::timeout(timeout, self.install_ca(&id)).await {
+        // The sensor's CA and the box's past go in before anything in the box runs.
+        let prepared = async {
+            self.install_ca(&id).await?;
+            self.install_past(&id).await
+        };
+        match tokio::time::timeout(timeout, prepared).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 self.remove_in_background(id);

@@ -40,7 +40,10 @@ use crate::{direct, files};
 
 mod containers;
 mod network;
+mod past;
 mod trust;
+
+pub use past::INSTALLED_LABEL;
 
 use containers::stop_container;
 mod health;
@@ -161,6 +164,8 @@ pub struct DockerSandbox {
     network: std::sync::OnceLock<Arc<dyn BoxNetwork>>,
     /// A CA every box created from now on trusts (`egress` HTTPS); unset: none.
     trusted_ca: std::sync::OnceLock<trust::TrustedCa>,
+    /// The past every box created from now on is given; unset: none.
+    past: std::sync::OnceLock<past::PastSettings>,
 }
 
 impl DockerSandbox {
@@ -201,6 +206,7 @@ impl DockerSandbox {
             create_seconds: Histogram::new(CREATE_BOUNDS),
             network: std::sync::OnceLock::new(),
             trusted_ca: std::sync::OnceLock::new(),
+            past: std::sync::OnceLock::new(),
         }))
     }
 

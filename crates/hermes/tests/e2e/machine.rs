@@ -34,10 +34,11 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
         banner
             .contains("The programs included with the Debian GNU/Linux system are free software;")
     );
-    assert!(
-        !banner.contains("Last login:"),
-        "first login ever: no Last login line"
-    );
+    // The server's past may have root's last login (by key, from the admin's
+    // place); never this client's, which has not logged in before.
+    if let Some(line) = banner.lines().find(|line| line.starts_with("Last login:")) {
+        assert!(!line.contains("127.0.0.1"), "{banner}");
+    }
 
     let out = run(
         &mut shell,
@@ -305,4 +306,81 @@ async fn keyed_by_source_and_user_each_account_has_its_machine() {
     );
     assert_eq!(allocated[0].0, allocated[2].0, "root again: root's machine");
     assert_eq!(allocated[2].1, "reused");
+}
+
+/// A box is a server that has been up and used: weeks of rotated logs (the admin's
+/// logins, cron, scanners), `last` and `lastb` with entries, the current boot last,
+/// and every box of one sensor tells the same past. `persona.past: false` turns it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_box_has_the_past_of_a_server_in_use() {
+    require_docker!();
+    let hermes = Hermes::start(Options {
+        pool_size: 2,
+        ..Options::default()
+    });
+    let probe = "ls /var/log | tr '\\n' ' '; echo; stat -c '%U:%G %a' /var/log/auth.log; \
+        echo boot=$(last -x reboot | head -1 | grep -c reboot) admin=$(last admin | grep -c '^admin ') \
+        failed=$(lastb | grep -c ssh:notty) hermes=$(zcat -f /var/log/auth.log* /var/log/syslog* | grep -ci -e hermes -e honeypot); \
+        echo future=$(find /var/log /etc /root -newermt '+1 minute' | wc -l); \
+        zcat /var/log/auth.log.2.gz | grep -m1 'Failed password' | md5sum";
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let mut first = client.exec(probe).await;
+    assert!(first.read_to_close(Duration::from_secs(20)).await);
+    let first = first.text();
+    for file in [
+        "auth.log ",
+        "auth.log.1 ",
+        "auth.log.2.gz ",
+        "syslog.1 ",
+        "wtmp ",
+        "wtmp.1 ",
+        "btmp ",
+        "lastlog ",
+    ] {
+        assert!(first.contains(file), "{file} missing: {first}");
+    }
+    assert!(first.contains("root:adm 640"), "{first}");
+    assert!(first.contains("boot=1 "), "{first}");
+    assert!(!first.contains("admin=0 "), "the admin logs in: {first}");
+    assert!(!first.contains("failed=0 "), "scanners try: {first}");
+    assert!(first.contains("hermes=0"), "{first}");
+    assert!(first.contains("future=0"), "{first}");
+
+    // Another box of the same sensor (another source): the same past.
+    let other = Client::login_from(
+        hermes.port,
+        std::net::Ipv4Addr::new(127, 0, 0, 23),
+        "root",
+        "toor",
+    )
+    .await;
+    let mut second = other.exec(probe).await;
+    assert!(second.read_to_close(Duration::from_secs(20)).await);
+    let second = second.text();
+    let digest = |out: &str| out.lines().last().unwrap_or_default().to_owned();
+    assert_eq!(digest(&first), digest(&second), "{first}\n{second}");
+    let boxes: std::collections::HashSet<String> = hermes
+        .events()
+        .of("hermes.container.allocate")
+        .into_iter()
+        .map(|e| e["container_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(boxes.len(), 2, "two boxes");
+    drop(hermes);
+
+    let hermes = Hermes::start(Options {
+        changes: vec![std::sync::Arc::new(
+            |config: &mut hermes_core::config::Config| {
+                config.persona.past = false;
+            },
+        )],
+        ..Options::default()
+    });
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let mut out = client
+        .exec("ls /var/log/auth.log.1 2>&1; last | grep -c pts")
+        .await;
+    assert!(out.read_to_close(Duration::from_secs(20)).await);
+    let out = out.text();
+    assert!(out.contains("No such file"), "{out}");
 }
