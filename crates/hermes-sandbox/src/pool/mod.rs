@@ -45,6 +45,7 @@ mod trust;
 use containers::stop_container;
 mod health;
 mod processes;
+mod resources;
 mod sweep;
 
 /// Bucket bounds of the container creation time, seconds.
@@ -161,6 +162,10 @@ pub struct DockerSandbox {
     network: std::sync::OnceLock<Arc<dyn BoxNetwork>>,
     /// A CA every box created from now on trusts (`egress` HTTPS); unset: none.
     trusted_ca: std::sync::OnceLock<trust::TrustedCa>,
+    /// LXCFS, looked at before every new box.
+    lxcfs: crate::lxcfs::Lxcfs,
+    /// Cores handed to new boxes in turn (`cpu_pinning: core`); None: every core.
+    cores: Option<crate::cpu::CoreTurns>,
 }
 
 impl DockerSandbox {
@@ -178,6 +183,8 @@ impl DockerSandbox {
         // Another runtime (gVisor) keeps the container's files out of the host's view
         // of its first process.
         let direct_io = profile.runtime.is_none();
+        let lxcfs = crate::lxcfs::Lxcfs::from_config(&profile.lxcfs);
+        let cores = resources::core_turns(profile.cpu_pinning);
         Ok(Arc::new(DockerSandbox {
             docker,
             stream_endpoint: stream_endpoint.unwrap_or(endpoint),
@@ -201,6 +208,8 @@ impl DockerSandbox {
             create_seconds: Histogram::new(CREATE_BOUNDS),
             network: std::sync::OnceLock::new(),
             trusted_ca: std::sync::OnceLock::new(),
+            lxcfs,
+            cores,
         }))
     }
 
@@ -281,6 +290,7 @@ impl DockerSandbox {
 
     async fn refill_loop(self: Arc<Self>) {
         while !self.shutting_down.load(Ordering::Acquire) {
+            self.watch_lxcfs().await;
             let (to_start, wait) = {
                 let mut state = self.state();
                 let now = Instant::now();

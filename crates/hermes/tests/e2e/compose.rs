@@ -789,8 +789,8 @@ async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
     }
 
     let config = hermes_core::config::Config::default();
-    let mut body =
-        hermes_sandbox::ContainerProfile::from_config(&config, "proxy-check").create_body();
+    let mut body = hermes_sandbox::ContainerProfile::from_config(&config, "proxy-check")
+        .create_body(&hermes_sandbox::Placement::default());
     // An image the engine does not have: its 404 shows the body got past the proxy,
     // and no container is made.
     body.image = Some("hermes-no-such-image:none".to_owned());
