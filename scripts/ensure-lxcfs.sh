@@ -43,8 +43,10 @@ fi
 mkdir -p "$dir"
 echo "starting lxcfs on $dir (log: $log)"
 # --enable-loadavg: the box's own load average; --enable-cfs: its CPU quota counted
-# as CPUs in /proc/cpuinfo and /proc/stat. setsid: it outlives this script.
-setsid nohup lxcfs --enable-loadavg --enable-cfs --pidfile="$pidfile" "$dir" >"$log" 2>&1 </dev/null &
+# as CPUs in /proc/cpuinfo and /proc/stat. nice: a box reading /proc in a loop makes
+# lxcfs work outside the box's quota (SECURITY.md), Hermes keeps precedence over it.
+# setsid: it outlives this script.
+setsid nohup nice -n 10 lxcfs --enable-loadavg --enable-cfs --pidfile="$pidfile" "$dir" >"$log" 2>&1 </dev/null &
 
 for _ in $(seq 1 40); do
   if serving; then
