@@ -573,6 +573,12 @@ impl Sandbox for DockerSandbox {
                 Ok(Err(error)) if is_not_found(&error) => {
                     return Err(SandboxError::ContainerGone(short(container_id).to_owned()));
                 }
+                Ok(Err(error)) if self.lxcfs_gone_for_kept_box().await => {
+                    // Its binds name LXCFS's files, which are not there now: the
+                    // source gets a new box rather than no login.
+                    tracing::warn!(target: "hermes::sandbox", container_id = %short(container_id), error = %failure(error), "a kept box cannot start without LXCFS; the source gets a new one");
+                    return Err(SandboxError::ContainerGone(short(container_id).to_owned()));
+                }
                 Ok(Err(error)) => return Err(engine(error)),
                 Err(_) => return Err(SandboxError::Timeout(self.settings.spawn_timeout.as_secs())),
             }

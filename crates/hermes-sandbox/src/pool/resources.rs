@@ -55,13 +55,18 @@ impl DockerSandbox {
         }
     }
 
-    /// The core and LXCFS mount of the box about to be created.
-    pub(super) async fn placement(&self) -> Result<Placement, SandboxError> {
+    /// Looks at LXCFS; when it changed since the last look, the warm boxes go.
+    async fn look_lxcfs(&self) -> Result<ForNewBox, crate::lxcfs::LxcfsProblem> {
         let (lxcfs, change) = self.lxcfs.look().await;
         if change == Change::Changed {
             self.recycle_ready();
         }
-        let lxcfs = match lxcfs {
+        lxcfs
+    }
+
+    /// The core and LXCFS mount of the box about to be created.
+    pub(super) async fn placement(&self) -> Result<Placement, SandboxError> {
+        let lxcfs = match self.look_lxcfs().await {
             Ok(ForNewBox::Bind(root)) => Some(root),
             Ok(ForNewBox::Without) => None,
             Err(problem) => {
@@ -79,12 +84,16 @@ impl DockerSandbox {
     /// Looks at LXCFS (each refill tick) so a restart is noticed even when no box is
     /// being created.
     pub(super) async fn watch_lxcfs(&self) {
-        if self.lxcfs.mode() == LxcfsMode::Off {
-            return;
+        if self.lxcfs.mode() != LxcfsMode::Off {
+            let _ = self.look_lxcfs().await;
         }
-        if self.lxcfs.look().await.1 == Change::Changed {
-            self.recycle_ready();
-        }
+    }
+
+    /// True when LXCFS is in use but not usable now: a kept box made with its binds
+    /// then cannot start.
+    pub(super) async fn lxcfs_gone_for_kept_box(&self) -> bool {
+        self.lxcfs.mode() != LxcfsMode::Off
+            && !matches!(self.look_lxcfs().await, Ok(ForNewBox::Bind(_)))
     }
 
     /// Removes the warm boxes: they were made with an LXCFS mount that is gone (its

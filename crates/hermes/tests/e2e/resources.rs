@@ -286,3 +286,39 @@ async fn a_restarted_lxcfs_replaces_the_warm_box_and_new_boxes_use_it() {
     }
     assert_own_resources(&look(&hermes));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_source_whose_kept_box_needs_a_stopped_lxcfs_gets_a_new_box() {
+    require_docker!();
+    if !require_lxcfs() {
+        return;
+    }
+    let mut lxcfs = PrivateLxcfs::start();
+    let hermes = Hermes::start(Options {
+        reuse: true,
+        ..with_lxcfs(
+            LxcfsMode::Auto,
+            lxcfs.dir.path().to_path_buf(),
+            CpuPinning::Core,
+        )
+    });
+    assert_own_resources(&look(&hermes));
+    // The session's box is stopped and kept for the source.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hermes.containers(Some("exited")).is_empty() {
+        assert!(Instant::now() < deadline, "the box was not kept");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lxcfs.kill();
+    lxcfs.unmount();
+    // Its binds' sources are gone: it cannot start, and the source still logs in.
+    let seen = look(&hermes);
+    assert_ne!(seen.free_total, LIMIT, "a new box, without LXCFS");
+    assert!(
+        hermes
+            .output()
+            .contains("a kept box cannot start without LXCFS"),
+        "{}",
+        hermes.output()
+    );
+}
