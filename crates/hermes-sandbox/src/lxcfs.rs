@@ -294,6 +294,19 @@ mod tests {
         assert_eq!(fuse_mount_at("garbage\n\n- -", Path::new("/")), None);
     }
 
+    #[test]
+    fn unique_mount_ids_tell_mounts_apart() {
+        let (Some(root), Some(proc)) = (
+            unique_mount_id(Path::new("/")),
+            unique_mount_id(Path::new("/proc")),
+        ) else {
+            eprintln!("no unique mount ids on this kernel (before Linux 6.8)");
+            return;
+        };
+        assert_ne!(root, proc);
+        assert_eq!(unique_mount_id(Path::new("/")), Some(root));
+    }
+
     #[tokio::test]
     async fn a_plain_directory_is_no_lxcfs() {
         let dir = tempfile::tempdir().expect("tempdir");
