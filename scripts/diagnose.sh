@@ -8,6 +8,7 @@ echo "=== diagnose: $(date -u +%FT%TZ) umask=$(umask) uid=$(id -u) DOCKER_HOST=$
 uname -a
 docker version --format 'client {{.Client.Version}} api {{.Client.APIVersion}} / server {{.Server.Version}} api {{.Server.APIVersion}}' 2>&1
 docker info --format 'driver={{.Driver}} cgroup={{.CgroupVersion}}/{{.CgroupDriver}} runtime={{.DefaultRuntime}} security={{.SecurityOptions}} root={{.DockerRootDir}}' 2>&1
+echo "lxcfs: $(grep ' /var/lib/lxcfs ' /proc/self/mountinfo || echo 'not mounted at /var/lib/lxcfs'); uptime file: $(head -c 40 /var/lib/lxcfs/proc/uptime 2>&1)"
 docker image inspect -f 'image {{.Id}} recipe={{index .Config.Labels "hermes.image.recipe"}}' "$image" 2>&1
 id=$(docker run -d --rm "$image" sleep 60 2>&1) || { echo "run failed: $id"; exit 0; }
 docker exec "$id" ls -ld / /usr /usr/lib/openssh /usr/lib/openssh/ssh-session-helper 2>&1

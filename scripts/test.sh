@@ -8,6 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/ensure-docker.sh
 scripts/ensure-openssh.sh
+# The boxes' own memory, CPUs and uptime in /proc (the resources e2e test needs it).
+scripts/ensure-lxcfs.sh
 if ! command -v asciinema >/dev/null 2>&1; then
   echo "installing asciinema (reads the recordings back in the tests)"
   apt_install asciinema

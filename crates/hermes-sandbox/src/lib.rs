@@ -7,12 +7,14 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod cpu;
 mod direct;
 mod endpoint;
 mod error;
 mod exec;
 mod files;
 mod hijack;
+pub mod lxcfs;
 mod openat;
 mod pool;
 mod profile;
@@ -26,7 +28,7 @@ mod upper;
 
 pub use endpoint::{Endpoint, EndpointError, TlsFiles};
 pub use pool::{DockerSandbox, INSTALLED_LABEL, PoolSettings, PoolStatus};
-pub use profile::ContainerProfile;
+pub use profile::{ContainerProfile, Placement};
 pub use seccomp::{DENIED, Denied};
 
 /// The label every Hermes target container carries (value `target`).

@@ -3,13 +3,23 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig,
-    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig, Mount,
+    MountBindOptions, MountBindOptionsPropagationEnum, MountType, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 
-use hermes_core::config::{Config, SeccompProfile};
+use hermes_core::config::{Config, CpuPinning, LxcfsConfig, SeccompProfile};
 
 use crate::{CREATED_LABEL, ROLE_LABEL, SENSOR_LABEL};
+
+/// What one box gets beyond the profile, decided just before it is created.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The one core it runs on (`cpu_pinning: core`); None: every core.
+    pub core: Option<u32>,
+    /// The LXCFS mount whose files are bound over its /proc files; None: none.
+    pub lxcfs: Option<std::path::PathBuf>,
+}
 
 /// Everything needed to create a target container.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +54,10 @@ pub struct ContainerProfile {
     pub runtime: Option<String>,
     /// User-namespace mode (`host`), when set.
     pub userns_mode: Option<String>,
+    /// Whether each box gets a core of its own.
+    pub cpu_pinning: CpuPinning,
+    /// Whether and where LXCFS is used.
+    pub lxcfs: LxcfsConfig,
     /// The resolver written to the box's `/etc/resolv.conf` (`egress`: Hermes's own
     /// on the box's link); None leaves the engine's default.
     pub dns: Option<String>,
@@ -69,13 +83,15 @@ impl ContainerProfile {
             max_file_bytes: security.max_file_size.bytes_i64(),
             runtime: security.runtime.clone(),
             userns_mode: security.userns_mode.clone(),
+            cpu_pinning: security.cpu_pinning,
+            lxcfs: security.lxcfs.clone(),
             dns: (config.egress.mode != hermes_core::config::EgressMode::Off)
                 .then(|| config.egress.network.resolver.to_string()),
         }
     }
 
-    /// The body of `POST /containers/create`.
-    pub fn create_body(&self) -> ContainerCreateBody {
+    /// The body of `POST /containers/create` for a box placed as `placement` says.
+    pub fn create_body(&self, placement: &Placement) -> ContainerCreateBody {
         let labels = HashMap::from([
             (ROLE_LABEL.to_owned(), "target".to_owned()),
             (SENSOR_LABEL.to_owned(), self.sensor.clone()),
@@ -98,6 +114,10 @@ impl ContainerProfile {
                 // Equal to memory: no swap on top of the limit.
                 memory_swap: Some(self.memory_bytes),
                 nano_cpus: Some(self.nano_cpus),
+                cpuset_cpus: placement.core.map(|core| core.to_string()),
+                // `mounts`, not `binds`: a missing source fails the create instead of
+                // becoming an empty directory the engine makes on the host.
+                mounts: placement.lxcfs.as_deref().map(lxcfs_mounts),
                 pids_limit: Some(self.pids_limit),
                 shm_size: Some(self.shm_bytes),
                 cap_drop: Some(self.cap_drop.clone()),
@@ -143,6 +163,25 @@ impl ContainerProfile {
     }
 }
 
+/// LXCFS's files, read-only over the box's own (root in the box cannot write,
+/// unmount or remount them: no CAP_SYS_ADMIN).
+fn lxcfs_mounts(root: &std::path::Path) -> Vec<Mount> {
+    crate::lxcfs::FILES
+        .iter()
+        .map(|file| Mount {
+            target: Some(format!("/{file}")),
+            source: Some(root.join(file).to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            bind_options: Some(MountBindOptions {
+                propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
 impl ContainerProfile {
     /// The configured options, and Hermes's seccomp profile (as JSON: the engine
     /// reads no files for API clients) unless the engine's default is asked for.
@@ -163,7 +202,7 @@ mod tests {
     fn the_prototype_defaults_become_docker_settings() {
         let config = Config::default();
         let profile = ContainerProfile::from_config(&config, "sensor-1");
-        let body = profile.create_body();
+        let body = profile.create_body(&Placement::default());
         let host = body.host_config.expect("host config");
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(host.memory, Some(256 << 20));
@@ -216,7 +255,7 @@ mod tests {
     fn docker_default_leaves_seccomp_to_the_engine() {
         let mut config = Config::default();
         config.container_pool.security.seccomp = SeccompProfile::DockerDefault;
-        let body = ContainerProfile::from_config(&config, "s").create_body();
+        let body = ContainerProfile::from_config(&config, "s").create_body(&Placement::default());
         let host = body.host_config.expect("host config");
         assert_eq!(
             host.security_opt,
@@ -224,11 +263,49 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_placed_box_gets_its_core_and_lxcfs_files_read_only() {
+        let profile = ContainerProfile::from_config(&Config::default(), "s");
+        let bare = profile.create_body(&Placement::default());
+        let host = bare.host_config.expect("host config");
+        assert!(host.cpuset_cpus.is_none() && host.mounts.is_none() && host.binds.is_none());
+        let placed = profile.create_body(&Placement {
+            core: Some(1),
+            lxcfs: Some("/var/lib/lxcfs".into()),
+        });
+        let host = placed.host_config.expect("host config");
+        assert_eq!(host.cpuset_cpus.as_deref(), Some("1"));
+        assert_eq!(host.nano_cpus, Some(500_000_000), "the quota stays");
+        let mounts = host.mounts.expect("mounts");
+        assert_eq!(mounts.len(), crate::lxcfs::FILES.len());
+        for wanted in [
+            "/proc/meminfo",
+            "/proc/cpuinfo",
+            "/proc/stat",
+            "/proc/uptime",
+            "/proc/loadavg",
+            "/proc/swaps",
+            "/sys/devices/system/cpu/online",
+        ] {
+            let mount = mounts
+                .iter()
+                .find(|m| m.target.as_deref() == Some(wanted))
+                .unwrap_or_else(|| panic!("{wanted} bound"));
+            assert_eq!(
+                mount.source.as_deref(),
+                Some(format!("/var/lib/lxcfs{wanted}").as_str())
+            );
+            assert_eq!(mount.read_only, Some(true));
+            assert_eq!(mount.typ, Some(MountType::BIND));
+        }
+    }
+
     /// What the socket proxy (images/socket-proxy/haproxy.cfg) refuses in a create
     /// body must not appear in ours, and the body stays under its size limit.
     #[test]
     fn the_create_body_passes_the_socket_proxy_checks() {
-        let body = ContainerProfile::from_config(&Config::default(), "sensor-1").create_body();
+        let body = ContainerProfile::from_config(&Config::default(), "sensor-1")
+            .create_body(&Placement::default());
         let json = serde_json::to_string(&body).expect("serializable");
         assert!(json.len() < 60_000, "{} bytes", json.len());
         assert!(

@@ -105,6 +105,25 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// What `check-config` says about LXCFS on this machine (on stderr: stdout is the
+/// effective configuration). A missing LXCFS with `required` is for `run` to refuse.
+fn lxcfs_note(config: &hermes_core::config::Config) -> String {
+    use hermes_core::config::LxcfsMode;
+    let lxcfs = &config.container_pool.security.lxcfs;
+    if lxcfs.mode == LxcfsMode::Off {
+        return "lxcfs: off (boxes show the host's memory, CPUs and uptime)".to_owned();
+    }
+    match hermes_sandbox::lxcfs::probe_blocking(&lxcfs.path) {
+        Ok(_) => format!("lxcfs: running at {}", lxcfs.path.display()),
+        Err(problem) if lxcfs.mode == LxcfsMode::Required => {
+            format!("lxcfs: NOT usable ({problem}); `hermes run` refuses to start (mode required)")
+        }
+        Err(problem) => format!(
+            "lxcfs: NOT usable ({problem}); boxes would show the host's memory, CPUs and uptime (mode auto)"
+        ),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -113,6 +132,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => match load(&config) {
             Ok(config) => {
                 print!("{}", config.to_yaml());
+                eprintln!("{}", lxcfs_note(&config));
                 ExitCode::SUCCESS
             }
             Err(code) => code,

@@ -123,6 +123,9 @@ pub async fn run(
     )
     .await
     .context("Docker is required (scripts/ensure-docker.sh installs and starts it)")?;
+    if let Err(reason) = sandbox.check_lxcfs().await {
+        bail!("{reason} (scripts/ensure-lxcfs.sh installs and starts lxcfs)");
+    }
     let image_banner = sandbox.image_banner().await.context("target image")?;
     let banner = match config.persona.ssh_banner.as_str() {
         "auto" => image_banner.unwrap_or_else(|| DEFAULT_SSH_BANNER.to_owned()),

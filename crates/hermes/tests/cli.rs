@@ -184,6 +184,25 @@ fn a_valid_config_prints_the_effective_configuration() {
     assert!(stdout.contains("- curve25519-sha256"), "{stdout}");
 }
 
+/// check-config tells the operator whether LXCFS is usable where the config says.
+#[test]
+fn check_config_says_whether_lxcfs_is_usable() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let dir = empty.path().to_str().expect("utf-8");
+    for (mode, words) in [
+        ("auto", "lxcfs: NOT usable"),
+        ("required", "refuses to start"),
+        ("\"off\"", "lxcfs: off"),
+    ] {
+        let yaml = format!(
+            "container_pool:\n  security:\n    lxcfs:\n      mode: {mode}\n      path: {dir}\n"
+        );
+        let (code, _, stderr) = check(yaml.as_bytes());
+        assert_eq!(code, Some(0), "{mode}: {stderr}");
+        assert!(stderr.contains(words), "{mode}: {stderr}");
+    }
+}
+
 #[test]
 fn port_zero_is_accepted_for_ssh_and_metrics() {
     let (code, stdout, stderr) =

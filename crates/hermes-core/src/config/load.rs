@@ -531,6 +531,51 @@ mod tests {
     }
 
     #[test]
+    fn bad_cpu_pinning_and_lxcfs_values_name_key_and_line() {
+        for (text, path, line) in [
+            (
+                "container_pool:\n  security:\n    cpu_pinning: round_robin\n",
+                "container_pool.security.cpu_pinning",
+                3,
+            ),
+            (
+                "container_pool:\n  security:\n    lxcfs:\n      mode: maybe\n",
+                "container_pool.security.lxcfs.mode",
+                4,
+            ),
+            (
+                "container_pool:\n  security:\n    lxcfs:\n      mode: auto\n      path: lib/lxcfs\n",
+                "container_pool.security.lxcfs.path",
+                5,
+            ),
+            (
+                "container_pool:\n  security:\n    lxcfs:\n      path: /var/lib/../lxcfs\n",
+                "container_pool.security.lxcfs.path",
+                4,
+            ),
+            (
+                "container_pool:\n  security:\n    lxcfs:\n      enable: true\n",
+                "container_pool.security.lxcfs.enable",
+                4,
+            ),
+        ] {
+            let found = issues(text);
+            assert_eq!(found.len(), 1, "{text}: {found:?}");
+            assert_eq!(found[0].path, path, "{text}: {found:?}");
+            assert_eq!(found[0].line, line, "{text}: {found:?}");
+        }
+        let config = parse_str(
+            "container_pool:\n  security:\n    cpu_pinning: \"off\"\n    lxcfs:\n      mode: required\n      path: /run/lxcfs\n",
+            "t",
+        )
+        .expect("loads");
+        let security = &config.container_pool.security;
+        assert_eq!(security.cpu_pinning, crate::config::CpuPinning::Off);
+        assert_eq!(security.lxcfs.mode, crate::config::LxcfsMode::Required);
+        assert_eq!(security.lxcfs.path, std::path::Path::new("/run/lxcfs"));
+    }
+
+    #[test]
     fn typed_values_load_from_the_files_syntax() {
         let config = parse_str(
             "server:\n  session_timeout: 3600\n  idle_timeout: 15m\n  max_startups: 20\n  proxy_trusted: [10.1.2.3/8]\npersona:\n  auth_failure_delay_ms: 2000\n  login_grace_time: \"2m\"\ncontainer_pool:\n  cleanup_stopped_after_days: 7\n  security:\n    memory_limit: 1G\n",

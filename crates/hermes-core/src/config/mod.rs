@@ -11,6 +11,7 @@ mod duration;
 mod egress;
 mod load;
 mod max_startups;
+mod resources;
 mod set_aside;
 mod size;
 mod usernames;
@@ -32,6 +33,7 @@ pub use egress::{
 };
 pub use load::{ConfigError, ConfigIssue, load_file, parse_str};
 pub use max_startups::MaxStartups;
+pub use resources::{CpuPinning, LxcfsConfig, LxcfsMode};
 pub use size::ByteSize;
 pub use usernames::{UsernamePolicy, UsernamesConfig, valid_login_name};
 
@@ -654,6 +656,13 @@ pub struct SecurityConfig {
     /// CPU limit in cores.
     #[garde(range(min = 0.1, max = 8.0))]
     pub cpu_quota: f64,
+    /// Each box on one whole core of its own (`core`) or on all of them (`off`).
+    #[garde(skip)]
+    pub cpu_pinning: CpuPinning,
+    /// LXCFS's /proc files bound over the box's, so `free`, `nproc` and `uptime` show
+    /// the box's limits, not the host's.
+    #[garde(dive)]
+    pub lxcfs: LxcfsConfig,
     /// Maximum number of processes in the container.
     #[garde(range(min = 10, max = 100_000))]
     pub pids_limit: u32,
@@ -693,6 +702,8 @@ impl Default for SecurityConfig {
             network_mode: "none".to_owned(),
             memory_limit: ByteSize::mib(256),
             cpu_quota: 0.5,
+            cpu_pinning: CpuPinning::Core,
+            lxcfs: LxcfsConfig::default(),
             pids_limit: 100,
             tmpfs_size: ByteSize::mib(50),
             capabilities: CapabilitiesConfig::default(),

@@ -80,10 +80,11 @@ impl DockerSandbox {
         let timeout = self.settings.spawn_timeout;
         let name = format!("hermes-{}", SessionId::random());
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let placement = self.placement().await?;
         let created = tokio::time::timeout(
             timeout,
             self.docker
-                .create_container(Some(options), self.profile.create_body()),
+                .create_container(Some(options), self.profile.create_body(&placement)),
         )
         .await;
         let id = match created {

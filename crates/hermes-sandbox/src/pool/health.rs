@@ -1,6 +1,8 @@
 //! What the pool tells the operator: its counts, its Prometheus metrics and whether
 //! it is healthy (the engine answers, the pool can be refilled).
 
+use hermes_core::config::LxcfsMode;
+
 use super::*;
 
 /// The health check's engine ping waits this long.
@@ -56,6 +58,7 @@ impl DockerSandbox {
             "Errors from the Docker engine or the connection to it.",
             &[("", crate::error::engine_errors())],
         );
+        self.lxcfs.render_metrics(out);
     }
 
     /// Ok when the engine answers and the pool can be refilled; else why not.
@@ -69,6 +72,12 @@ impl DockerSandbox {
                     HEALTH_PING_TIMEOUT.as_secs()
                 ));
             }
+        }
+        if self.lxcfs.mode() == LxcfsMode::Required && !self.lxcfs.is_active() {
+            return Err(format!(
+                "lxcfs.mode is required but LXCFS is not usable at {}",
+                self.lxcfs.root().display()
+            ));
         }
         let status = self.status();
         if status.ready == 0 && status.failed_in_a_row >= UNHEALTHY_AFTER_FAILURES {

@@ -48,6 +48,7 @@ pub use past::INSTALLED_LABEL;
 use containers::stop_container;
 mod health;
 mod processes;
+mod resources;
 mod sweep;
 
 /// Bucket bounds of the container creation time, seconds.
@@ -166,6 +167,10 @@ pub struct DockerSandbox {
     trusted_ca: std::sync::OnceLock<trust::TrustedCa>,
     /// The past every box created from now on is given; unset: none.
     past: std::sync::OnceLock<past::PastSettings>,
+    /// LXCFS, looked at before every new box.
+    lxcfs: crate::lxcfs::Lxcfs,
+    /// Cores handed to new boxes in turn (`cpu_pinning: core`); None: every core.
+    cores: Option<crate::cpu::CoreTurns>,
 }
 
 impl DockerSandbox {
@@ -183,6 +188,8 @@ impl DockerSandbox {
         // Another runtime (gVisor) keeps the container's files out of the host's view
         // of its first process.
         let direct_io = profile.runtime.is_none();
+        let lxcfs = crate::lxcfs::Lxcfs::from_config(&profile.lxcfs);
+        let cores = resources::core_turns(profile.cpu_pinning);
         Ok(Arc::new(DockerSandbox {
             docker,
             stream_endpoint: stream_endpoint.unwrap_or(endpoint),
@@ -207,6 +214,8 @@ impl DockerSandbox {
             network: std::sync::OnceLock::new(),
             trusted_ca: std::sync::OnceLock::new(),
             past: std::sync::OnceLock::new(),
+            lxcfs,
+            cores,
         }))
     }
 
@@ -287,6 +296,7 @@ impl DockerSandbox {
 
     async fn refill_loop(self: Arc<Self>) {
         while !self.shutting_down.load(Ordering::Acquire) {
+            self.watch_lxcfs().await;
             let (to_start, wait) = {
                 let mut state = self.state();
                 let now = Instant::now();
@@ -567,6 +577,12 @@ impl Sandbox for DockerSandbox {
             match started {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) if is_not_found(&error) => {
+                    return Err(SandboxError::ContainerGone(short(container_id).to_owned()));
+                }
+                Ok(Err(error)) if self.lxcfs_gone_for_kept_box().await => {
+                    // Its binds name LXCFS's files, which are not there now: the
+                    // source gets a new box rather than no login.
+                    tracing::warn!(target: "hermes::sandbox", container_id = %short(container_id), error = %failure(error), "a kept box cannot start without LXCFS; the source gets a new one");
                     return Err(SandboxError::ContainerGone(short(container_id).to_owned()));
                 }
                 Ok(Err(error)) => return Err(engine(error)),

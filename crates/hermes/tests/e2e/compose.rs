@@ -789,8 +789,13 @@ async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
     }
 
     let config = hermes_core::config::Config::default();
-    let mut body =
-        hermes_sandbox::ContainerProfile::from_config(&config, "proxy-check").create_body();
+    let profile = hermes_sandbox::ContainerProfile::from_config(&config, "proxy-check");
+    // A pinned box (the default) passes; LXCFS's binds are host mounts, which the
+    // proxy refuses: the compose deployment runs with `lxcfs.mode: off`.
+    let mut body = profile.create_body(&hermes_sandbox::Placement {
+        core: Some(0),
+        lxcfs: None,
+    });
     // An image the engine does not have: its 404 shows the body got past the proxy,
     // and no container is made.
     body.image = Some("hermes-no-such-image:none".to_owned());
@@ -808,4 +813,13 @@ async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
     let json = serde_json::to_string(&unconfined).expect("body");
     let (code, answer) = http(port, &request("POST", "/v1.41/containers/create", &json)).await;
     assert_eq!(code, 403, "{answer}");
+
+    let mut with_lxcfs = profile.create_body(&hermes_sandbox::Placement {
+        core: Some(0),
+        lxcfs: Some("/var/lib/lxcfs".into()),
+    });
+    with_lxcfs.image = body.image.clone();
+    let json = serde_json::to_string(&with_lxcfs).expect("body");
+    let (code, answer) = http(port, &request("POST", "/v1.41/containers/create", &json)).await;
+    assert_eq!(code, 403, "host mounts are refused: {answer}");
 }

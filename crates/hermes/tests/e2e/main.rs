@@ -30,6 +30,7 @@ mod pressure;
 mod proxy;
 mod recovery;
 mod reference;
+mod resources;
 mod shell;
 mod shutdown;
 mod standby;

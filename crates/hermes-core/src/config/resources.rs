@@ -1,0 +1,97 @@
+//! `container_pool.security.cpu_pinning` and `container_pool.security.lxcfs`: how a
+//! box's CPU and its view of its own resources look like a small VPS's.
+
+use std::path::{Component, Path, PathBuf};
+
+use garde::Validate;
+use serde::{Deserialize, Serialize};
+
+/// Whether each box is pinned to one of the host's cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuPinning {
+    /// Every box may run on every core (only `cpu_quota` bounds it): `nproc` shows
+    /// the host's count, which a 1-vCPU VPS would not.
+    Off,
+    /// Each box gets one whole core (a cpuset), chosen in turn among the host's
+    /// online cores; `cpu_quota` still bounds how much of it the box uses.
+    Core,
+}
+
+/// What Hermes does about LXCFS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LxcfsMode {
+    /// Use it when it runs; otherwise start boxes without it and say so.
+    Auto,
+    /// Refuse to start (and to create boxes) without it.
+    Required,
+    /// Never use it: boxes show the host's /proc files.
+    Off,
+}
+
+/// `container_pool.security.lxcfs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct LxcfsConfig {
+    /// Use LXCFS: `auto`, `required` or `off`.
+    #[garde(skip)]
+    pub mode: LxcfsMode,
+    /// Where LXCFS is mounted on the engine's host (and seen by Hermes).
+    #[garde(custom(lxcfs_path))]
+    pub path: PathBuf,
+}
+
+impl Default for LxcfsConfig {
+    fn default() -> Self {
+        Self {
+            mode: LxcfsMode::Auto,
+            path: PathBuf::from("/var/lib/lxcfs"),
+        }
+    }
+}
+
+/// The engine makes binds from this path: it must be absolute and plain, so a bind
+/// never lands anywhere but under it.
+fn lxcfs_path(path: &Path, _: &()) -> garde::Result {
+    if !path.is_absolute() {
+        return Err(garde::Error::new(
+            "must be an absolute path, e.g. /var/lib/lxcfs",
+        ));
+    }
+    let text = path.to_string_lossy();
+    // `components()` drops inner `.`s: look at the text's own segments too.
+    let plain = path
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && text
+            .split('/')
+            .all(|segment| segment != "." && segment != "..");
+    if !plain || text.chars().any(|c| c.is_control() || c == ',' || c == ':') {
+        return Err(garde::Error::new(
+            "must be a plain path (no `.`, `..`, `,`, `:` or control characters)",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lxcfs_paths_are_absolute_and_plain() {
+        assert!(lxcfs_path(Path::new("/var/lib/lxcfs"), &()).is_ok());
+        assert!(lxcfs_path(Path::new("/srv/lxc fs"), &()).is_ok());
+        for bad in [
+            "var/lib/lxcfs",
+            "",
+            "/var/lib/../etc",
+            "/var/./lib",
+            "/a:b",
+            "/a,b",
+        ] {
+            assert!(lxcfs_path(Path::new(bad), &()).is_err(), "{bad}");
+        }
+    }
+}
