@@ -97,7 +97,11 @@ async fn told(
     now: u64,
 ) -> Result<Arc<Vec<PastFile>>, SandboxError> {
     let period = now / TOLD_FOR * TOLD_FOR;
-    if let Some((at, files)) = settings.told.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+    if let Some((at, files)) = settings
+        .told
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
         && *at == period
     {
         return Ok(Arc::clone(files));

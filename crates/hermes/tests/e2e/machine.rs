@@ -319,7 +319,7 @@ async fn the_box_has_the_past_of_a_server_in_use() {
         ..Options::default()
     });
     let probe = "ls /var/log | tr '\\n' ' '; echo; stat -c '%U:%G %a' /var/log/auth.log; \
-        echo boot=$(last -x reboot | head -1 | grep -c reboot) admin=$(last admin | grep -c '^admin ') \
+        echo boot=$(last -x reboot | head -1 | grep -c reboot) admin=$( (last admin; last -f /var/log/wtmp.1 admin) | grep -c '^admin ') \
         failed=$(lastb | grep -c ssh:notty) hermes=$(zcat -f /var/log/auth.log* /var/log/syslog* | grep -ci -e hermes -e honeypot); \
         echo future=$(find /var/log /etc /root -newermt '+1 minute' | wc -l); \
         zcat /var/log/auth.log.2.gz | grep -m1 'Failed password' | md5sum";
