@@ -25,6 +25,13 @@ chmod 0600 /root/.ssh/authorized_keys
 access_key="AKIA$(head -c 10 /dev/urandom | base32)"
 secret_key="$(head -c 30 /dev/urandom | base64)"
 sed -i -e "s|@AWS_ACCESS_KEY_ID@|$access_key|" -e "s|@AWS_SECRET_ACCESS_KEY@|$secret_key|" /opt/app/.env
+# The application's database password and the deploy key root trusts: this image's
+# own too, so no two installations share a secret an attacker could recognise.
+db_password="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+sed -i "s|@DB_PASSWORD@|${db_password:0:16}|" /opt/app/.env
+ssh-keygen -q -t ed25519 -N '' -C "deploy@ci-runner-0$((RANDOM % 9 + 1))" -f /tmp/deploy_key
+sed -i "s|@DEPLOY_KEY@|$(cat /tmp/deploy_key.pub)|" /root/.ssh/authorized_keys
+rm -f /tmp/deploy_key /tmp/deploy_key.pub
 chmod 0640 /opt/app/.env
 
 # Session bookkeeping files that `last`, `w` and `lastlog` read.

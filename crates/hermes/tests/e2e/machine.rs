@@ -60,6 +60,18 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
     )
     .await;
     assert!(bait.contains("1\r\n1\r\n0\r\n"), "{bait}");
+    // So are the database password and the deploy key root trusts (a secret shared
+    // by every installation would be a signature).
+    let secrets = run(
+        &mut shell,
+        "grep -c '^DB_PASSWORD=[A-Za-z0-9]\\{16\\}$' /opt/app/.env; grep -c @ /opt/app/.env; ssh-keygen -lf /root/.ssh/authorized_keys | cut -d' ' -f1,4; grep -c AAAAIJ4lq2bEw1m0dmEw7Sd0uB9dD5b4 /root/.ssh/authorized_keys",
+        &prompt,
+    )
+    .await;
+    assert!(
+        secrets.contains("1\r\n0\r\n256 (ED25519)\r\n0\r\n"),
+        "{secrets}"
+    );
     // The bait history tells the box's own story: every program it runs is there
     // (admin's read as admin: root here lacks CAP_DAC_OVERRIDE).
     let history = run(
