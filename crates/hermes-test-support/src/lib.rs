@@ -3,12 +3,14 @@
 //! a real Debian sshd to compare against ([`reference`]), the event queries
 //! ([`events`]) and race-free ports ([`ports`]). Not published: it exists for the tests only.
 
+pub mod auditor;
 pub mod client;
 pub mod events;
 pub mod harness;
 pub mod options;
 pub mod ports;
 pub mod reference;
+pub mod refvm;
 
 /// Returns from the calling test (sync or async) when Docker or the target image is
 /// missing; under `CI=true` that absence fails the test instead.
