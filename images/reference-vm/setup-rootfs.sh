@@ -58,8 +58,9 @@ echo "PermitRootLogin yes" >/etc/ssh/sshd_config.d/root-login.conf
 # new one on every boot of an empty file).
 head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >/etc/machine-id
 echo >>/etc/machine-id
-# Nothing on this machine waits for a network that never comes (restricted user
-# networking has no internet) or for hardware qemu does not have.
+# apt's daily timers are persistent: on a first boot they start apt at once, which
+# would show up in `ps` and systemctl at random and try a network the machine does
+# not have (restricted user networking). The one change from an installed server.
 systemctl mask apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1 || true
 # The installer's default locale.
 sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' /etc/locale.gen

@@ -119,8 +119,12 @@ impl ReferenceVm {
     /// starts from the same installed state) and waits for its SSH banner.
     pub fn boot(accel: Accel) -> ReferenceVm {
         let machine = machine_dir();
-        let cmdline = std::fs::read_to_string(machine.join("cmdline"))
-            .unwrap_or_else(|e| panic!("{}/cmdline: {e} (build the machine first)", machine.display()));
+        let cmdline = std::fs::read_to_string(machine.join("cmdline")).unwrap_or_else(|e| {
+            panic!(
+                "{}/cmdline: {e} (build the machine first)",
+                machine.display()
+            )
+        });
         let dir = tempfile::tempdir().expect("tempdir");
         // qemu cannot bind port 0 and say which port it took: a port free a moment
         // ago, and another when qemu exits because something took it (bounded).
@@ -239,7 +243,10 @@ impl Drop for ReferenceVm {
             let start = (start..console.len())
                 .find(|&i| console.is_char_boundary(i))
                 .unwrap_or(console.len());
-            eprintln!("--- reference machine console (tail) ---\n{}\n---", &console[start..]);
+            eprintln!(
+                "--- reference machine console (tail) ---\n{}\n---",
+                &console[start..]
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

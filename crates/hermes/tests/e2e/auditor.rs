@@ -15,8 +15,8 @@ use crate::harness::{Hermes, Options};
 /// (nothing leaves the machine), and the JSON operational log the harness reads.
 fn shipped_default() -> Options {
     let path = hermes_test_support::refvm::repo_root().join("config/hermes.yaml");
-    let shipped = hermes_core::config::load_file(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let shipped =
+        hermes_core::config::load_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     Options::default().configure(move |test| {
         let mut config = shipped.clone();
         config.server.host = test.server.host;
@@ -101,10 +101,7 @@ fn the_auditor_scores_hermes_no_higher_than_debians_sshd() {
         let indicators = report["indicators"].as_array().map_or(0, Vec::len);
         assert!(indicators >= 10, "too few indicators: {report}");
     }
-    let (hermes_score, sshd_score) = (
-        auditor::score(&hermes_report),
-        auditor::score(&sshd_report),
-    );
+    let (hermes_score, sshd_score) = (auditor::score(&hermes_report), auditor::score(&sshd_report));
     assert!(
         hermes_score <= sshd_score,
         "Hermes {hermes_score} % > sshd {sshd_score} %; fired on Hermes only:\n{}",

@@ -22,7 +22,10 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Runs `command` with its output in a file, killing it after `timeout`; returns
 /// stdout and the exit status.
 fn bounded(command: &mut Command, dir: &Path, timeout: Duration) -> (String, Option<i32>) {
-    let out = dir.join(format!("out-{}", hermes_test_support::harness::unique_sensor()));
+    let out = dir.join(format!(
+        "out-{}",
+        hermes_test_support::harness::unique_sensor()
+    ));
     let mut child = command
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).expect("output file"))

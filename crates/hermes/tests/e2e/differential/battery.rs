@@ -25,6 +25,13 @@ pub struct Probe {
 /// at run time (`n=her; n=${n}mes`) so that the probing command line, which `ps`
 /// shows on the machine, does not itself contain it.
 pub const FIRST_LOGIN: &[Probe] = &[
+    // First, and waiting for the boot to finish: an intruder meets a machine that is
+    // up, not one still starting its units.
+    Probe {
+        name: "is-system-running",
+        command: "systemctl is-system-running --wait",
+        facts: |a| vec![fact("systemctl is-system-running", first_line(a))],
+    },
     Probe {
         name: "uname",
         command: "for f in s n r v m o; do echo \"$f=$(uname -$f)\"; done",
@@ -44,11 +51,6 @@ pub const FIRST_LOGIN: &[Probe] = &[
         name: "pid1",
         command: "readlink /proc/1/exe",
         facts: |a| vec![fact("readlink /proc/1/exe", first_line(a))],
-    },
-    Probe {
-        name: "is-system-running",
-        command: "systemctl is-system-running",
-        facts: |a| vec![fact("systemctl is-system-running", first_line(a))],
     },
     Probe {
         name: "running-services",
@@ -127,15 +129,39 @@ pub const FIRST_LOGIN: &[Probe] = &[
     },
     Probe {
         name: "grep-name",
-        command: "n=her; n=${n}mes; grep -rIil -D skip --exclude-dir=proc --exclude-dir=sys \"$n\" / 2>/dev/null | sort",
-        facts: |a| vec![fact("files naming the project (grep -rIil /)", list_or_none(a))],
+        command: NAMED_FILES,
+        facts: |a| {
+            vec![fact(
+                "files naming the project (grep -rIil /), Debian's unchanged package files aside",
+                list_or_none(a),
+            )]
+        },
     },
     Probe {
         name: "ps-name",
         command: "n=her; n=${n}mes; p=$(ps -eo args=); printf '%s\\n' \"$p\" | grep -i \"$n\"",
-        facts: |a| vec![fact("processes naming the project (ps -eo args)", list_or_none(a))],
+        facts: |a| {
+            vec![fact(
+                "processes naming the project (ps -eo args)",
+                list_or_none(a),
+            )]
+        },
     },
 ];
+
+/// Every file naming the project, less Debian's own package files as shipped
+/// (Debian legitimately names Hermes hardware in hwdb, the kernel's config, locale
+/// and Unicode tables) and the kernel's generated module index: each other hit is
+/// listed as in no package or changed from its package. Merged-/usr paths are looked
+/// up as the package records them (/lib/..., /bin/...).
+const NAMED_FILES: &str = r#"n=her; n=${n}mes
+grep -rIil -D skip --exclude-dir=proc --exclude-dir=sys "$n" / 2>/dev/null | sort | while read -r f; do
+  case "$f" in /usr/lib/modules/*|/lib/modules/*) continue;; esac
+  p=; for g in "$f" "${f#/usr}"; do p=$(dpkg -S "$g" 2>/dev/null | head -n1 | cut -d: -f1); [ -n "$p" ] && break; done
+  if [ -z "$p" ]; then echo "$f (in no package)"; continue; fi
+  want=$(cat /var/lib/dpkg/info/$p.md5sums /var/lib/dpkg/info/$p:*.md5sums 2>/dev/null | grep -F -e " ${f#/}" -e " ${g#/}" | head -n1 | cut -d' ' -f1)
+  [ "$want" = "$(md5sum < "$f" | cut -d' ' -f1)" ] || echo "$f (changed from $p)"
+done"#;
 
 /// The battery of the second login, a few seconds later.
 pub const SECOND_LOGIN: &[Probe] = &[Probe {
@@ -275,15 +301,16 @@ fn uname(a: &Answer) -> Vec<Fact> {
 }
 
 fn os_release(a: &Answer) -> Vec<Fact> {
-    ["PRETTY_NAME", "ID", "VERSION_ID", "VERSION_CODENAME", "debian_version"]
-        .iter()
-        .map(|k| {
-            fact(
-                &format!("os-release {k}"),
-                value(a, k).unwrap_or("(none)"),
-            )
-        })
-        .collect()
+    [
+        "PRETTY_NAME",
+        "ID",
+        "VERSION_ID",
+        "VERSION_CODENAME",
+        "debian_version",
+    ]
+    .iter()
+    .map(|k| fact(&format!("os-release {k}"), value(a, k).unwrap_or("(none)")))
+    .collect()
 }
 
 /// One `ps -ef` row: PID, PPID, user and command (tree drawing removed).
@@ -346,10 +373,12 @@ fn ps_forest(a: &Answer) -> Vec<Fact> {
         .find(|r| r.pid == 1)
         .map(|r| r.cmd.clone())
         .unwrap_or_else(|| "(none)".to_owned());
-    let daemons: BTreeSet<String> = rows
+    // One fact per service (a child of PID 1), so that each difference is listed
+    // and judged on its own.
+    let services: BTreeSet<String> = rows
         .iter()
         .filter(|r| r.ppid == 1 && !kernel(r))
-        .map(|r| format!("{} {}", r.user, command_shape(&r.cmd)))
+        .map(|r| format!("ps: service {} {}", r.user, command_shape(&r.cmd)))
         .collect();
     // The session: from ps itself up to PID 1.
     let mut chain = Vec::new();
@@ -365,20 +394,23 @@ fn ps_forest(a: &Answer) -> Vec<Fact> {
     }
     chain.reverse();
     let kernel_threads = rows.iter().filter(|r| kernel(r)).count();
-    vec![
+    let mut out = vec![
         fact("ps: PID 1", pid1),
         fact(
             "ps: kernel threads",
-            if kernel_threads > 0 { "present" } else { "none" },
-        ),
-        fact(
-            "ps: services (children of PID 1)",
-            daemons.into_iter().collect::<Vec<_>>().join(", "),
+            if kernel_threads > 0 {
+                "present"
+            } else {
+                "none"
+            },
         ),
         fact("ps: the session's ancestry", chain.join(" > ")),
-    ]
+    ];
+    out.extend(services.into_iter().map(|name| fact(&name, "running")));
+    out
 }
 
+/// Whether `systemctl` answers, then one fact per running service unit.
 fn running_services(a: &Answer) -> Vec<Fact> {
     let units: BTreeSet<&str> = a
         .output
@@ -386,12 +418,20 @@ fn running_services(a: &Answer) -> Vec<Fact> {
         .filter_map(|l| l.split_whitespace().next())
         .filter(|u| u.ends_with(".service"))
         .collect();
-    let value = if units.is_empty() {
-        format!("none ({})", first_line(a))
-    } else {
-        units.into_iter().collect::<Vec<_>>().join(", ")
-    };
-    vec![fact("systemctl running services", value)]
+    let mut out = vec![fact(
+        "systemctl list-units",
+        if a.status == 0 {
+            "answers".to_owned()
+        } else {
+            format!("exit {}: {}", a.status, first_line(a))
+        },
+    )];
+    out.extend(
+        units
+            .into_iter()
+            .map(|u| fact(&format!("systemctl: {u}"), "running")),
+    );
+    out
 }
 
 /// Journal lines in the short format: `Mon DD HH:MM:SS host ident[pid]: text`.
@@ -409,7 +449,11 @@ fn journal(a: &Answer) -> Vec<Fact> {
         })
         .count();
     let value = if dated == 0 {
-        format!("exit {}: {}", a.status, lines.first().cloned().unwrap_or_default())
+        format!(
+            "exit {}: {}",
+            a.status,
+            lines.first().cloned().unwrap_or_default()
+        )
     } else {
         format!("exit {}, {dated} dated lines from web-prod-01", a.status)
     };
@@ -433,7 +477,10 @@ fn machine_id(a: &Answer) -> Vec<Fact> {
 fn against_limit(bytes: u64) -> String {
     let limit = hermes_test_support::refvm::MEMORY_MIB * 1024 * 1024;
     if bytes <= limit && bytes > limit / 2 {
-        format!("within the {} MiB limit", hermes_test_support::refvm::MEMORY_MIB)
+        format!(
+            "within the {} MiB limit",
+            hermes_test_support::refvm::MEMORY_MIB
+        )
     } else {
         format!("{} MiB", bytes / (1024 * 1024))
     }
@@ -454,7 +501,10 @@ fn free(a: &Answer) -> Vec<Fact> {
         None => "(no Swap line)".to_owned(),
     };
     vec![
-        fact("free -b columns", lines.first().cloned().unwrap_or_default()),
+        fact(
+            "free -b columns",
+            lines.first().cloned().unwrap_or_default(),
+        ),
         fact(
             "free -b Mem total",
             number("Mem:").map_or("(no Mem line)".to_owned(), against_limit),
@@ -492,10 +542,7 @@ fn uptime(a: &Answer) -> Vec<Fact> {
     };
     vec![
         fact("uptime format", yes_no(shaped)),
-        fact(
-            "uptime > 0",
-            yes_no(up.is_some_and(|u| u > 0.0)),
-        ),
+        fact("uptime > 0", yes_no(up.is_some_and(|u| u > 0.0))),
         fact("PID 1 started with the kernel (uptime vs etimes)", booted),
     ]
 }
@@ -513,11 +560,11 @@ fn resolv(a: &Answer) -> Vec<Fact> {
         .into_iter()
         .filter(|l| !l.starts_with('#'))
         .collect();
-    let keywords: BTreeSet<&str> = lines
+    let keywords: BTreeSet<&str> = lines.iter().filter_map(|l| l.split(' ').next()).collect();
+    let servers = lines
         .iter()
-        .filter_map(|l| l.split(' ').next())
-        .collect();
-    let servers = lines.iter().filter(|l| l.starts_with("nameserver ")).count();
+        .filter(|l| l.starts_with("nameserver "))
+        .count();
     vec![fact(
         "/etc/resolv.conf",
         format!(
@@ -529,11 +576,13 @@ fn resolv(a: &Answer) -> Vec<Fact> {
 
 /// The entries of `ls -la /dev`, digits collapsed (tty0..tty63 are one "ttyN").
 fn dev(a: &Answer) -> Vec<Fact> {
+    // The name is the last field (device nodes have "major, minor" where files have
+    // a size), before " -> " for links.
     let names: BTreeSet<String> = a
         .output
         .lines()
         .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(8))
+        .filter_map(|l| l.split(" -> ").next()?.split_whitespace().last())
         .filter(|n| *n != "." && *n != "..")
         .map(|n| {
             let mut out = String::new();
@@ -549,7 +598,10 @@ fn dev(a: &Answer) -> Vec<Fact> {
             out
         })
         .collect();
-    let pseudo = ["console", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"];
+    let pseudo = [
+        "console", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
+        "stdout", "tty", "urandom", "zero",
+    ];
     let missing: Vec<&str> = pseudo
         .iter()
         .copied()
@@ -569,7 +621,10 @@ fn dev(a: &Answer) -> Vec<Fact> {
                 format!("missing {}", missing.join(" "))
             },
         ),
-        fact("/dev/log (the syslog socket)", if log { "present" } else { "absent" }),
+        fact(
+            "/dev/log (the syslog socket)",
+            if log { "present" } else { "absent" },
+        ),
         fact("/dev: other entries", hardware.join(" ")),
     ]
 }
@@ -588,14 +643,24 @@ fn mount(a: &Answer) -> Vec<Fact> {
 /// Filesystems only the kernel's own mounts provide (systemd mounts them on a real
 /// machine; a container has no business with them).
 const KERNEL_FILESYSTEMS: &[&str] = &[
-    "autofs", "binfmt_misc", "bpf", "configfs", "debugfs", "devtmpfs", "efivarfs", "fusectl",
-    "hugetlbfs", "pstore", "securityfs", "tracefs",
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "configfs",
+    "debugfs",
+    "devtmpfs",
+    "efivarfs",
+    "fusectl",
+    "hugetlbfs",
+    "pstore",
+    "securityfs",
+    "tracefs",
 ];
 
 fn mountinfo(a: &Answer) -> Vec<Fact> {
     // Fields: id parent major:minor root mountpoint options [optional...] - type source super.
     let mut kernel = BTreeSet::new();
-    let mut other = BTreeSet::new();
+    let mut other = Vec::new();
     let mut etc = BTreeSet::new();
     let mut cgroup = BTreeSet::new();
     for line in a.output.lines() {
@@ -616,7 +681,7 @@ fn mountinfo(a: &Answer) -> Vec<Fact> {
         if KERNEL_FILESYSTEMS.contains(&fs.as_str()) {
             kernel.insert(fs);
         } else if !fs.starts_with("cgroup") {
-            other.insert(format!("{fs} on {point}"));
+            other.push(format!("mount: {fs} on {point}"));
         }
     }
     let join = |s: BTreeSet<String>| {
@@ -626,12 +691,21 @@ fn mountinfo(a: &Answer) -> Vec<Fact> {
             s.into_iter().collect::<Vec<_>>().join(", ")
         }
     };
-    vec![
+    let mut out = vec![
         fact("mountinfo: kernel filesystems", join(kernel)),
         fact("mountinfo: cgroup filesystems", join(cgroup)),
         fact("mountinfo: files mounted over /etc", join(etc)),
-        fact("mountinfo: other mounts", join(other)),
-    ]
+    ];
+    // One fact per other mount (the files over /etc are the engine's, judged above).
+    other.sort();
+    other.dedup();
+    out.extend(
+        other
+            .into_iter()
+            .filter(|m| !m.contains(" on /etc/"))
+            .map(|m| fact(&m, "mounted")),
+    );
+    out
 }
 
 fn md5sum(a: &Answer) -> Vec<Fact> {
