@@ -334,7 +334,7 @@ fn ps_rows(a: &Answer) -> Vec<Row> {
             let rest: Vec<&str> = parts.skip(4).collect();
             let cmd = rest
                 .join(" ")
-                .trim_start_matches(|c: char| c == '\\' || c == '_' || c == '|' || c == ' ')
+                .trim_start_matches(['\\', '_', '|', ' '])
                 .to_owned();
             Some(Row {
                 pid,
