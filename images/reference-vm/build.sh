@@ -38,14 +38,16 @@ done
 # What Debian 12's installer leaves with "SSH server" and "standard system
 # utilities" ticked: debootstrap's default variant is the required and important
 # priorities (systemd-sysv, ifupdown, isc-dhcp-client, cron, logrotate, nano...);
-# beside it the kernel, OpenSSH and the standard task's everyday tools. And rsyslog:
+# beside it the kernel, OpenSSH, the standard task's everyday tools and what the
+# installer brings as recommended (debootstrap installs no Recommends): logind
+# sessions (libpam-systemd), timesyncd, xauth. And rsyslog:
 # Debian 12's installer logs to the journal only, but servers upgraded from 11 and
 # most providers' images keep it, and the box runs it (issue 17 names its unit).
 packages=(
   linux-image-amd64 initramfs-tools openssh-server sudo rsyslog
   bash-completion bzip2 file gettext-base less locales lsof ncurses-term
   netcat-traditional openssh-client perl python3 telnet traceroute wget xz-utils
-  ca-certificates dbus
+  ca-certificates dbus libpam-systemd systemd-timesyncd xauth
 )
 
 work="$(mktemp -d "$dir/build.XXXXXX")"

@@ -14,6 +14,9 @@ const NO_TERMINALS: &str =
 const NO_UDEV: &str =
     "udev manages hardware devices; a container has none (systemd skips udev in one)";
 
+/// Why timesyncd may differ.
+const NO_CLOCK: &str = "systemd-timesyncd does not run in a container (ConditionVirtualization=!container): the host keeps the one clock";
+
 /// What a container cannot change, whatever Hermes does: fact name and reason.
 pub const ALLOWED: &[(&str, &str)] = &[
     (
@@ -39,6 +42,11 @@ pub const ALLOWED: &[(&str, &str)] = &[
     ("systemctl: getty@tty1.service", NO_TERMINALS),
     ("systemctl: serial-getty@ttyS0.service", NO_TERMINALS),
     ("ps: service root /lib/systemd/systemd-udevd", NO_UDEV),
+    (
+        "ps: service systemd+ /lib/systemd/systemd-timesyncd",
+        NO_CLOCK,
+    ),
+    ("systemctl: systemd-timesyncd.service", NO_CLOCK),
     ("systemctl: systemd-udevd.service", NO_UDEV),
     (
         "ps: service root dhclient -4 -v -i -pf /run/dhclient.ens3.pid -lf /var/lib/dhcp/dhclient.ens3.leases -I -df /var/lib/dhcp/dhclient6.ens3.leases ens3",
@@ -116,6 +124,9 @@ pub const NOT_YET: &[(&str, &str)] = &[
     ("ps: service root /lib/systemd/systemd-journald", SYSTEMD),
     ("ps: service root /lib/systemd/systemd-logind", SYSTEMD),
     ("journalctl -n 5", SYSTEMD),
+    ("ps: service root /lib/systemd/systemd --user", LOGIND),
+    ("systemctl: user@0.service", LOGIND),
+    ("mount: tmpfs on /run/user/0", LOGIND),
     ("/etc/machine-id", SYSTEMD),
     ("mount: tmpfs on /run", SYSTEMD),
     ("mount: tmpfs on /run/lock", SYSTEMD),
@@ -156,6 +167,7 @@ pub const NOT_YET: &[(&str, &str)] = &[
 
 const SYSTEMD: &str =
     "point 2: a real init (systemd as PID 1, its units and journal, /etc/machine-id)";
+const LOGIND: &str = "point 2 with issue 18: the login's logind session (pam_systemd starts root's user manager and /run/user/0)";
 const LXCFS: &str = "point 3: resources seen as the box's (LXCFS: meminfo, uptime)";
 const ROOT: &str = "point 4: root acts like root (user namespace: capabilities, dmesg)";
 
