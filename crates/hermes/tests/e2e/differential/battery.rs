@@ -725,3 +725,104 @@ fn md5sum(a: &Answer) -> Vec<Fact> {
         fact("md5sum of 50 MB: time", time),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(output: &str) -> Answer {
+        Answer {
+            output: output.to_owned(),
+            status: 0,
+        }
+    }
+
+    fn value_of<'a>(facts: &'a [Fact], name: &str) -> &'a str {
+        facts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("(none)", |(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_login_splits_into_answers_with_their_statuses() {
+        let script = script(&FIRST_LOGIN[..2]);
+        assert!(script.starts_with("echo '@@probe is-system-running'; { "));
+        let answers = answers("@@probe a\nx\ny\n@@status 0\n@@probe b\n@@status 127\n");
+        assert_eq!(answers.len(), 2);
+        assert_eq!(answers[0].1.output, "x\ny");
+        assert_eq!(answers[1].1.status, 127);
+        // A probe that never answered is a fact of its own.
+        let facts = facts(&FIRST_LOGIN[..1], "");
+        assert_eq!(facts, vec![fact("is-system-running", "(no answer)")]);
+    }
+
+    #[test]
+    fn dev_names_are_read_past_device_numbers_and_links() {
+        let facts = dev(&answer(
+            "total 0\n\
+             drwxr-xr-x 5 root root 340 Dec  5 16:36 .\n\
+             crw------- 1 root root 5, 1 Dec  5 16:36 console\n\
+             lrwxrwxrwx 1 root root 13 Dec  5 16:36 fd -> /proc/self/fd\n\
+             crw-rw-rw- 1 root root 1, 3 Dec  5 16:36 null\n\
+             crw--w---- 1 root tty 4, 1 Dec  5 16:36 tty1\n\
+             crw--w---- 1 root tty 4, 12 Dec  5 16:36 tty12\n",
+        ));
+        assert!(value_of(&facts, "/dev: the standard pseudo devices").starts_with("missing full "));
+        assert_eq!(value_of(&facts, "/dev: other entries"), "ttyN");
+        assert_eq!(value_of(&facts, "/dev/log (the syslog socket)"), "absent");
+    }
+
+    #[test]
+    fn ps_gives_pid_1_services_and_the_sessions_ancestry() {
+        let facts = ps_forest(&answer(
+            "UID          PID    PPID  C STIME TTY          TIME CMD\n\
+             root           2       0  0 16:35 ?        00:00:00 [kthreadd]\n\
+             root           3       2  0 16:35 ?        00:00:00  \\_ [rcu_gp]\n\
+             root           1       0  0 16:35 ?        00:00:04 /sbin/init\n\
+             root         306       1  0 16:36 ?        00:00:00 sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups\n\
+             root         382     306  0 16:36 ?        00:00:00  \\_ sshd: root@notty\n\
+             root         388     382  0 16:36 ?        00:00:00      \\_ bash -c echo '@@probe ps'\n\
+             root         391     388  0 16:36 ?        00:00:00          \\_ ps -ef --forest\n",
+        ));
+        assert_eq!(value_of(&facts, "ps: PID 1"), "/sbin/init");
+        assert_eq!(value_of(&facts, "ps: kernel threads"), "present");
+        assert_eq!(
+            value_of(
+                &facts,
+                "ps: service root sshd: /usr/sbin/sshd -D [listener] N of 10-100 startups"
+            ),
+            "running"
+        );
+        assert_eq!(
+            value_of(&facts, "ps: the session's ancestry"),
+            "root /sbin/init > root sshd: /usr/sbin/sshd -D [listener] N of 10-100 startups > root sshd: root@notty > root bash -c <the probes> > root ps -ef --forest"
+        );
+    }
+
+    #[test]
+    fn mountinfo_sorts_kernel_cgroup_etc_and_other_mounts() {
+        let facts = mountinfo(&answer(
+            "22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+             23 22 0:21 / /sys rw,nosuid - sysfs sysfs rw\n\
+             24 23 0:7 / /sys/kernel/debug rw - debugfs debugfs rw\n\
+             25 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n\
+             26 22 254:0 /x/hosts /etc/hosts rw - ext4 /dev/vda rw\n",
+        ));
+        assert_eq!(value_of(&facts, "mountinfo: kernel filesystems"), "debugfs");
+        assert_eq!(value_of(&facts, "mountinfo: cgroup filesystems"), "cgroup2");
+        assert_eq!(
+            value_of(&facts, "mountinfo: files mounted over /etc"),
+            "/etc/hosts"
+        );
+        assert_eq!(value_of(&facts, "mount: sysfs on /sys"), "mounted");
+        assert_eq!(value_of(&facts, "mount: ext4 on /etc/hosts"), "(none)");
+    }
+
+    #[test]
+    fn memory_is_judged_against_the_limit() {
+        assert_eq!(against_limit(203 * 1024 * 1024), "within the 256 MiB limit");
+        assert_eq!(against_limit(24105 * 1024 * 1024), "24105 MiB");
+        assert_eq!(against_limit(100 * 1024 * 1024), "100 MiB");
+    }
+}
