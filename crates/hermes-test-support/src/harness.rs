@@ -431,45 +431,66 @@ impl Hermes {
         method: &str,
         log_level: &str,
     ) -> Command {
-        let work = self.dir.path().join(format!("askpass-{}", unique_sensor()));
-        std::fs::create_dir_all(&work).expect("askpass dir");
-        let list = work.join("passwords");
-        let mut file = std::fs::File::create(&list).expect("password list");
-        for password in passwords {
-            writeln!(file, "{password}").expect("write password");
-        }
-        let script = work.join("askpass.sh");
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\nn=$(cat '{dir}/count' 2>/dev/null || echo 0)\necho $((n+1)) > '{dir}/count'\nsed -n \"$((n+1))p\" '{list}'\n",
-                dir = work.display(),
-                list = list.display()
-            ),
+        openssh_command(
+            self.dir.path(),
+            self.port,
+            program,
+            passwords,
+            method,
+            log_level,
         )
-        .expect("askpass script");
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let mut command = Command::new(program);
-        command
-            .env("SSH_ASKPASS", &script)
-            .env("SSH_ASKPASS_REQUIRE", "force")
-            .env_remove("SSH_AUTH_SOCK")
-            .args(["-F", "/dev/null", "-o", &format!("Port={}", self.port)])
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-            ])
-            .args(["-o", "PubkeyAuthentication=no"])
-            .args(["-o", &format!("LogLevel={log_level}")])
-            .args(["-o", &format!("PreferredAuthentications={method}")])
-            .args([
-                "-o",
-                &format!("NumberOfPasswordPrompts={}", passwords.len().max(1)),
-            ]);
-        command
     }
+}
+
+/// An OpenSSH client command (`ssh`, `scp`, `sftp`) for a server on loopback `port`,
+/// answering password prompts with `passwords` in order through an SSH_ASKPASS
+/// script kept under `dir`; no config file, no agent, no known hosts, no keys.
+pub fn openssh_command(
+    dir: &Path,
+    port: u16,
+    program: &str,
+    passwords: &[&str],
+    method: &str,
+    log_level: &str,
+) -> Command {
+    let work = dir.join(format!("askpass-{}", unique_sensor()));
+    std::fs::create_dir_all(&work).expect("askpass dir");
+    let list = work.join("passwords");
+    let mut file = std::fs::File::create(&list).expect("password list");
+    for password in passwords {
+        writeln!(file, "{password}").expect("write password");
+    }
+    let script = work.join("askpass.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nn=$(cat '{dir}/count' 2>/dev/null || echo 0)\necho $((n+1)) > '{dir}/count'\nsed -n \"$((n+1))p\" '{list}'\n",
+            dir = work.display(),
+            list = list.display()
+        ),
+    )
+    .expect("askpass script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut command = Command::new(program);
+    command
+        .env("SSH_ASKPASS", &script)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env_remove("SSH_AUTH_SOCK")
+        .args(["-F", "/dev/null", "-o", &format!("Port={port}")])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "PubkeyAuthentication=no"])
+        .args(["-o", &format!("LogLevel={log_level}")])
+        .args(["-o", &format!("PreferredAuthentications={method}")])
+        .args([
+            "-o",
+            &format!("NumberOfPasswordPrompts={}", passwords.len().max(1)),
+        ]);
+    command
 }
 
 /// The port of the `address` in the JSON operational log line with this `message`

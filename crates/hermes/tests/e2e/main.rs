@@ -6,12 +6,14 @@ extern crate hermes_test_support;
 
 use hermes_test_support::{client, events, harness, ports};
 
+mod auditor;
 mod auth;
 mod bounds;
 mod capture;
 mod channels;
 mod compose;
 mod deploy;
+mod differential;
 mod diskfull;
 mod egress;
 mod egress_dns;

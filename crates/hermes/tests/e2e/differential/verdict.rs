@@ -1,0 +1,343 @@
+//! Fact by fact: the reference machine's value against the box's, each difference
+//! either allowed (a container cannot change it: the reason is here), expected for
+//! now (`NOT_YET`: issue 17 work in progress, tagged with the point that fixes it), or
+//! a failure.
+
+use super::battery::Fact;
+
+/// Why Docker's masked paths may differ.
+const MASKED: &str = "Docker masks these /proc and /sys paths (or mounts them read-only) in every container; unmasking them (systempaths=unconfined) would hand the box the host's kernel knobs";
+/// Why terminals' getty may differ.
+const NO_TERMINALS: &str =
+    "a container has no consoles or serial lines (tty1, ttyS0) for a getty to run on";
+/// Why udev may differ.
+const NO_UDEV: &str =
+    "udev manages hardware devices; a container has none (systemd skips udev in one)";
+
+/// Why timesyncd may differ.
+const NO_CLOCK: &str = "systemd-timesyncd does not run in a container (ConditionVirtualization=!container): the host keeps the one clock";
+
+/// What a container cannot change, whatever Hermes does: fact name and reason.
+pub const ALLOWED: &[(&str, &str)] = &[
+    (
+        "uname -r",
+        "kernel identity: a container runs the host's kernel",
+    ),
+    (
+        "uname -v",
+        "kernel identity: a container runs the host's kernel",
+    ),
+    (
+        "ps: kernel threads",
+        "a PID namespace never shows kernel threads (kthreadd and its children)",
+    ),
+    (
+        "ps: service root /sbin/agetty -o -p -- \\u --noclear - linux",
+        NO_TERMINALS,
+    ),
+    (
+        "ps: service root /sbin/agetty -o -p -- \\u --keep-baud 115200,57600,38400,9600 - vt220",
+        NO_TERMINALS,
+    ),
+    ("systemctl: getty@tty1.service", NO_TERMINALS),
+    ("systemctl: serial-getty@ttyS0.service", NO_TERMINALS),
+    ("ps: service root /lib/systemd/systemd-udevd", NO_UDEV),
+    (
+        "ps: service systemd+ /lib/systemd/systemd-timesyncd",
+        NO_CLOCK,
+    ),
+    ("systemctl: systemd-timesyncd.service", NO_CLOCK),
+    ("systemctl: systemd-udevd.service", NO_UDEV),
+    (
+        "ps: service root dhclient -4 -v -i -pf /run/dhclient.ens3.pid -lf /var/lib/dhcp/dhclient.ens3.leases -I -df /var/lib/dhcp/dhclient6.ens3.leases ens3",
+        "the box's address is set from outside (Docker, the egress link): there is no DHCP server on its link to ask",
+    ),
+    (
+        "mount: / filesystem type",
+        "the root of a Docker container is the engine's overlay",
+    ),
+    (
+        "mountinfo: kernel filesystems",
+        "debugfs, tracefs, securityfs, pstore, bpf, configfs... are the kernel's: a container must not mount them",
+    ),
+    (
+        "mountinfo: cgroup filesystems",
+        "a container sees the host's cgroup version (this host: v1 hybrid; on a v2 host both show cgroup2)",
+    ),
+    (
+        "mount: tmpfs on /sys/fs/cgroup",
+        "the host's cgroup v1 layout (a tmpfs holding the controllers); absent on a v2 host",
+    ),
+    (
+        "mountinfo: files mounted over /etc",
+        "Docker bind-mounts /etc/hostname, /etc/hosts and /etc/resolv.conf into every container",
+    ),
+    (
+        "mount: tmpfs on /dev",
+        "a container's /dev is a tmpfs the engine fills (devtmpfs is the kernel's)",
+    ),
+    ("mount: tmpfs on /proc/acpi", MASKED),
+    ("mount: tmpfs on /proc/keys", MASKED),
+    ("mount: tmpfs on /proc/timer_list", MASKED),
+    ("mount: tmpfs on /proc/scsi", MASKED),
+    ("mount: tmpfs on /sys/firmware", MASKED),
+    ("mount: proc on /proc/bus", MASKED),
+    ("mount: proc on /proc/fs", MASKED),
+    ("mount: proc on /proc/irq", MASKED),
+    ("mount: proc on /proc/sys", MASKED),
+    ("mount: proc on /proc/sysrq-trigger", MASKED),
+    (
+        "/dev: other entries",
+        "a container gets no hardware device nodes (disk, ttys, input, rtc, mem, kmsg...), only the pseudo devices",
+    ),
+    (
+        "md5sum of 50 MB: time",
+        "depends on the accelerator (KVM, or emulation where KVM cannot run Debian's kernel) and the host's load; the box's CPU share is point 3's",
+    ),
+];
+
+/// Today's differences that issue 17 work in progress will remove, each with the
+/// point that fixes it. An entry that no longer differs fails the test, so this list
+/// can only shrink as the work lands and never hides a fix.
+pub const NOT_YET: &[(&str, &str)] = &[
+    (
+        "ps: the session's ancestry",
+        "issue 18 (not 17): the box's own sshd runs sessions; today docker exec starts them, outside PID 1's tree",
+    ),
+    ("readlink /proc/1/exe", SYSTEMD),
+    (
+        "/dev: the standard pseudo devices",
+        "point 2: /dev/console, which systemd as PID 1 needs (Docker makes one for a container with a TTY)",
+    ),
+    ("systemctl is-system-running", SYSTEMD),
+    ("systemctl list-units", SYSTEMD),
+    ("systemctl: cron.service", SYSTEMD),
+    ("systemctl: dbus.service", SYSTEMD),
+    ("systemctl: rsyslog.service", SYSTEMD),
+    ("systemctl: ssh.service", SYSTEMD),
+    ("systemctl: systemd-journald.service", SYSTEMD),
+    ("systemctl: systemd-logind.service", SYSTEMD),
+    (
+        "ps: service message+ /usr/bin/dbus-daemon --system --address=systemd: --nofork --nopidfile --systemd-activation --syslog-only",
+        SYSTEMD,
+    ),
+    ("ps: service root /lib/systemd/systemd-journald", SYSTEMD),
+    ("ps: service root /lib/systemd/systemd-logind", SYSTEMD),
+    ("journalctl -n 5", SYSTEMD),
+    ("ps: service root /lib/systemd/systemd --user", LOGIND),
+    ("systemctl: user@0.service", LOGIND),
+    ("mount: tmpfs on /run/user/0", LOGIND),
+    ("/etc/machine-id", SYSTEMD),
+    ("mount: tmpfs on /run", SYSTEMD),
+    ("mount: tmpfs on /run/lock", SYSTEMD),
+    (
+        "mount: ramfs on /run/credentials/systemd-sysctl.service",
+        SYSTEMD,
+    ),
+    (
+        "mount: ramfs on /run/credentials/systemd-sysusers.service",
+        SYSTEMD,
+    ),
+    (
+        "mount: ramfs on /run/credentials/systemd-tmpfiles-setup-dev.service",
+        SYSTEMD,
+    ),
+    (
+        "mount: ramfs on /run/credentials/systemd-tmpfiles-setup.service",
+        SYSTEMD,
+    ),
+    ("free -b Mem total", LXCFS),
+    ("MemTotal (/proc/meminfo)", LXCFS),
+    ("PID 1 started with the kernel (uptime vs etimes)", LXCFS),
+    (
+        "nproc",
+        "point 3: a cpuset CPU option, one whole core as a 1-vCPU VPS has (today the quota shows the host's cores)",
+    ),
+    ("CapEff of root", ROOT),
+    ("dmesg exit status", ROOT),
+    (
+        "/etc/hosts",
+        "point 6: the installer's /etc/hosts (127.0.1.1 after localhost, no Docker lines)",
+    ),
+    (
+        "PID 1 age grows between logins",
+        "point 6: box age (the box is stopped between visits, so PID 1 starts again)",
+    ),
+];
+
+const SYSTEMD: &str =
+    "point 2: a real init (systemd as PID 1, its units and journal, /etc/machine-id)";
+const LOGIND: &str = "point 2 with issue 18: the login's logind session (pam_systemd starts root's user manager and /run/user/0)";
+const LXCFS: &str = "point 3: resources seen as the box's (LXCFS: meminfo, uptime)";
+const ROOT: &str = "point 4: root acts like root (user namespace: capabilities, dmesg)";
+
+/// How one fact compares.
+#[derive(Debug, PartialEq)]
+pub enum Status {
+    Same,
+    Allowed(&'static str),
+    NotYet(&'static str),
+    Different,
+    /// A `NOT_YET` entry that no longer differs: remove it from the list.
+    Fixed(&'static str),
+}
+
+impl Status {
+    pub fn label(&self) -> String {
+        match self {
+            Status::Same => "same".to_owned(),
+            Status::Allowed(reason) => format!("allowed: {reason}"),
+            Status::NotYet(point) => format!("not yet: {point}"),
+            Status::Different => "DIFFERENT".to_owned(),
+            Status::Fixed(point) => format!("FIXED, remove from NOT_YET ({point})"),
+        }
+    }
+
+    pub fn fails(&self) -> bool {
+        matches!(self, Status::Different | Status::Fixed(_))
+    }
+}
+
+/// One row of the table.
+pub struct Row {
+    pub probe: String,
+    pub reference: String,
+    pub hermes: String,
+    pub status: Status,
+}
+
+fn lookup(list: &'static [(&'static str, &'static str)], name: &str) -> Option<&'static str> {
+    list.iter().find(|(n, _)| *n == name).map(|(_, why)| *why)
+}
+
+/// The rows for every fact either machine gave, in the reference's order.
+pub fn compare(reference: &[Fact], hermes: &[Fact]) -> Vec<Row> {
+    let mut names: Vec<&str> = reference.iter().map(|(n, _)| n.as_str()).collect();
+    for (n, _) in hermes {
+        if !names.contains(&n.as_str()) {
+            names.push(n);
+        }
+    }
+    let value = |facts: &[Fact], name: &str| {
+        facts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or_else(|| "(no value)".to_owned(), |(_, v)| v.clone())
+    };
+    names
+        .into_iter()
+        .map(|name| {
+            let (r, h) = (value(reference, name), value(hermes, name));
+            let status = match (r == h, lookup(ALLOWED, name), lookup(NOT_YET, name)) {
+                (true, _, Some(point)) => Status::Fixed(point),
+                (true, _, None) => Status::Same,
+                (false, Some(reason), _) => Status::Allowed(reason),
+                (false, None, Some(point)) => Status::NotYet(point),
+                (false, None, None) => Status::Different,
+            };
+            Row {
+                probe: name.to_owned(),
+                reference: r,
+                hermes: h,
+                status,
+            }
+        })
+        .collect()
+}
+
+fn cell(text: &str, width: usize) -> String {
+    let text = text.replace('|', "\\|");
+    if text.chars().count() <= width {
+        text
+    } else {
+        let cut: String = text.chars().take(width.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+/// The table as Markdown (long values cut), then every difference in full.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from("| probe | reference | hermes | status |\n|---|---|---|---|\n");
+    for row in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            row.probe,
+            cell(&row.reference, 60),
+            cell(&row.hermes, 60),
+            cell(&row.status.label(), 70)
+        ));
+    }
+    out.push_str("\nDifferences in full:\n");
+    for row in rows.iter().filter(|r| r.status != Status::Same) {
+        out.push_str(&format!(
+            "- {} [{}]\n    reference: {}\n    hermes:    {}\n",
+            row.probe,
+            row.status.label(),
+            row.reference,
+            row.hermes
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(pairs: &[(&str, &str)]) -> Vec<Fact> {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn equal_facts_are_the_same_and_an_unlisted_difference_fails() {
+        let rows = compare(
+            &facts(&[
+                ("uname -s", "Linux"),
+                ("uname -r", "6.1.0-50-amd64"),
+                ("x", "1"),
+            ]),
+            &facts(&[
+                ("uname -s", "Linux"),
+                ("uname -r", "6.18.0"),
+                ("x", "2"),
+                ("y", "3"),
+            ]),
+        );
+        let status: Vec<&Status> = rows.iter().map(|r| &r.status).collect();
+        assert_eq!(status[0], &Status::Same);
+        assert!(matches!(status[1], Status::Allowed(_)));
+        assert_eq!(status[2], &Status::Different);
+        assert_eq!(rows[3].reference, "(no value)");
+        assert!(rows[3].status.fails());
+        assert!(table(&rows).contains("| uname -s | Linux | Linux | same |"));
+    }
+
+    #[test]
+    fn a_not_yet_entry_that_no_longer_differs_fails() {
+        for (name, _) in NOT_YET {
+            let same = facts(&[(name, "v")]);
+            let rows = compare(&same, &same);
+            assert!(matches!(rows[0].status, Status::Fixed(_)), "{name}");
+            assert!(rows[0].status.fails());
+            let rows = compare(&same, &facts(&[(name, "w")]));
+            assert!(matches!(rows[0].status, Status::NotYet(_)), "{name}");
+            assert!(!rows[0].status.fails());
+        }
+    }
+
+    #[test]
+    fn every_listed_name_is_listed_once_with_a_reason() {
+        for (name, why) in ALLOWED.iter().chain(NOT_YET) {
+            assert!(!why.is_empty(), "{name} has no reason");
+            let count = ALLOWED
+                .iter()
+                .chain(NOT_YET)
+                .filter(|(n, _)| n == name)
+                .count();
+            assert_eq!(count, 1, "{name} is listed {count} times");
+        }
+    }
+}
