@@ -77,10 +77,11 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
 
     let out = run(&mut shell, "ps -eo comm=,args= | cat", &prompt).await;
     for expected in [
-        "systemd         /sbin/init",
-        "rsyslogd        /usr/sbin/rsyslogd -n -iNONE",
-        "cron            /usr/sbin/cron -f",
-        "sshd            sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups",
+        "init            init [2]",
+        "rsyslogd        /usr/sbin/rsyslogd",
+        "cron            /usr/sbin/cron",
+        "dbus-daemon     /usr/bin/dbus-daemon --system",
+        "sshd            sshd: /usr/sbin/sshd [listener] 0 of 10-100 startups",
         "sshd            sshd: root@pts/0",
         "bash            -bash",
     ] {
@@ -102,6 +103,88 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
         out.contains("\r\n0\r\n"),
         "no container id in /proc/self/cgroup: {out}"
     );
+}
+
+/// PID 1 is Debian's own sysvinit, booted through its runlevel scripts: its binary,
+/// name, runlevel and services agree, each box has a machine id of its own, and
+/// nothing in the box names the product.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pid_1_is_debians_sysvinit_and_each_box_has_its_own_machine_id() {
+    require_docker!();
+    let hermes = Hermes::start(Options {
+        pool_size: 2,
+        ..Options::default()
+    });
+    let prompt = format!("root@{}:~# ", hermes.hostname);
+    let mut machine_ids = Vec::new();
+    for source in [[127, 0, 0, 1], [127, 0, 0, 2]] {
+        let client = Client::login_from(hermes.port, source.into(), "root", "toor").await;
+        let mut shell = client.shell(160, 40).await;
+        assert!(
+            shell.read_until(&prompt, 0, Duration::from_secs(20)).await,
+            "{}",
+            shell.text()
+        );
+        let out = run(
+            &mut shell,
+            "readlink /proc/1/exe; cat /proc/1/comm; dpkg -S /sbin/init; runlevel",
+            &prompt,
+        )
+        .await;
+        assert!(
+            out.contains("/usr/sbin/init\r\ninit\r\nsysvinit-core: /sbin/init\r\nN 2\r\n"),
+            "{out}"
+        );
+        let out = run(
+            &mut shell,
+            "for s in ssh cron rsyslog dbus; do service $s status; echo \"$s=$?\"; done",
+            &prompt,
+        )
+        .await;
+        for expected in [
+            "sshd is running.",
+            "ssh=0",
+            "cron is running.",
+            "cron=0",
+            "rsyslogd is running.",
+            "rsyslog=0",
+            "dbus is running.",
+            "dbus=0",
+        ] {
+            assert!(out.contains(expected), "`{expected}` missing from:\n{out}");
+        }
+        // The boot's syslog lines are there, as after any boot.
+        let out = run(
+            &mut shell,
+            "grep -c 'rsyslogd: .*start' /var/log/syslog",
+            &prompt,
+        )
+        .await;
+        assert!(!out.contains("\r\n0\r\n"), "{out}");
+        let out = run(
+            &mut shell,
+            "ps -eo args | grep -ci hermes; grep -ci hermes /sbin/init; grep -rIil hermes /etc /usr/sbin /usr/lib/openssh /etc/init.d 2>/dev/null | wc -l; echo end",
+            &prompt,
+        )
+        .await;
+        // `grep -ci` in the ps pipeline counts its own command line (which names it).
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        assert!(
+            lines
+                .windows(4)
+                .any(|w| w[0].rsplit('\r').next() == Some("1") && w[1..] == ["0", "0", "end"]),
+            "the box names the product: {lines:?}"
+        );
+        let out = run(&mut shell, "cat /etc/machine-id", &prompt).await;
+        let id = out
+            .lines()
+            .filter_map(|line| line.trim().rsplit('\r').next())
+            .find(|line| line.len() == 32 && line.bytes().all(|b| b.is_ascii_hexdigit()))
+            .unwrap_or_else(|| panic!("no machine id: {out}"))
+            .to_owned();
+        machine_ids.push(id);
+    }
+    assert_ne!(machine_ids[0], machine_ids[1], "two boxes, one machine id");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
