@@ -187,6 +187,58 @@ async fn pid_1_is_debians_sysvinit_and_each_box_has_its_own_machine_id() {
     assert_ne!(machine_ids[0], machine_ids[1], "two boxes, one machine id");
 }
 
+/// A box made on demand (the pool of one is taken) is handed over only once its init
+/// has booted: the first command of the session already finds every service up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_made_on_demand_has_booted_before_the_session_sees_it() {
+    require_docker!();
+    let hermes = Hermes::start(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let hermes = &hermes;
+    let login = |last: u8| async move {
+        let began = std::time::Instant::now();
+        let client =
+            Client::login_from(hermes.port, [127, 0, 0, last].into(), "root", "toor").await;
+        let mut shell = client.shell(120, 40).await;
+        let prompt = format!("root@{}:~# ", hermes.hostname);
+        assert!(
+            shell.read_until(&prompt, 0, Duration::from_secs(30)).await,
+            "{}",
+            shell.text()
+        );
+        let to_prompt = began.elapsed();
+        let out = run(
+            &mut shell,
+            "for s in ssh cron rsyslog dbus; do service $s status > /dev/null || echo \"$s\"_down; done; runlevel",
+            &prompt,
+        )
+        .await;
+        (to_prompt, out, client)
+    };
+    let (a, b, c) = tokio::join!(login(3), login(4), login(5));
+    let events = hermes.wait_for_count("hermes.container.allocate", 3);
+    let sources: Vec<&str> = events
+        .of("hermes.container.allocate")
+        .iter()
+        .filter_map(|e| e["source"].as_str())
+        .collect();
+    assert!(sources.contains(&"on_demand"), "{sources:?}");
+    for (to_prompt, out, _client) in [&a, &b, &c] {
+        for service in ["ssh", "cron", "rsyslog", "dbus"] {
+            assert!(!out.contains(&format!("{service}_down")), "{out}");
+        }
+        assert!(out.contains("N 2"), "{out}");
+        // Within the engine's spawn timeout with room to spare, boot included.
+        assert!(*to_prompt < Duration::from_secs(15), "{to_prompt:?}");
+    }
+    eprintln!(
+        "login to prompt: {:?} {:?} {:?} (sources {sources:?})",
+        a.0, b.0, c.0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_root_login_gets_its_own_account_and_home() {
     require_docker!();
