@@ -33,6 +33,7 @@ packages=(
   bash coreutils procps iproute2 iputils-ping curl wget ca-certificates
   openssh-server openssh-client python3 vim-tiny less sudo file
   netcat-openbsd psmisc cron rsyslog xauth
+  sysvinit-core orphan-sysvinit-scripts dbus
 )
 
 work="$(mktemp -d /var/tmp/hermes-rootfs.XXXXXX)"
@@ -51,7 +52,7 @@ debootstrap --variant=minbase --include="$(IFS=,; echo "${packages[*]}")" \
     exit 1
   }
 
-# The persona's files: MOTD, init, bait, history. Copied through a staging tree with
+# The persona's files: session helper, bait, history. Copied through a staging tree with
 # a server's modes (directories 0755, files 0644 or 0755 as git records them), so a
 # checkout made under a strict umask does not leave /usr or /etc closed to users;
 # setup-rootfs.sh then closes what a real server keeps private.
@@ -59,7 +60,7 @@ stage="$work/overlay"
 cp -r "$here/overlay" "$stage"
 # The shell scripts' comments are for this repository, not for an intruder reading
 # them in the box; and nothing put into the box may name the product.
-sed -i '/^[[:space:]]*#/d' "$stage/usr/sbin/init" "$stage/usr/lib/openssh/ssh-session-helper"
+sed -i '/^[[:space:]]*#/d' "$stage/usr/lib/openssh/ssh-session-helper"
 if grep -rIil -e hermes -e honeypot "$stage"; then
   echo "the files above would name the product inside the box" >&2
   exit 1
@@ -89,7 +90,7 @@ python3 "$here/backdate.py" "$rootfs" "$build_start" "$installed"
 
 echo "importing $tag (banner: $banner)"
 tar --numeric-owner -C "$rootfs" -c . | docker import \
-  --change 'CMD ["/bin/bash", "-c", "exec -a /sbin/init /bin/bash < /sbin/init"]' \
+  --change 'CMD ["/sbin/init"]' \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
   --change 'WORKDIR /root' \

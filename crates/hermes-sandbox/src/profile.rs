@@ -21,6 +21,12 @@ pub struct Placement {
     pub lxcfs: Option<std::path::PathBuf>,
 }
 
+/// How `docker stop` ends a box. Like every init, the box's (Debian's sysvinit)
+/// ignores SIGTERM and never exits by itself (a shutdown ends in reboot(2), which the
+/// box may not call), so SIGTERM would only cost the whole grace period before the
+/// engine's SIGKILL. The box's files are on the host's disk: nothing is lost.
+pub const STOP_SIGNAL: &str = "SIGKILL";
+
 /// Everything needed to create a target container.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerProfile {
@@ -106,6 +112,7 @@ impl ContainerProfile {
             attach_stdin: Some(false),
             attach_stdout: Some(false),
             attach_stderr: Some(false),
+            stop_signal: Some(STOP_SIGNAL.to_owned()),
             // A disabled network gets no resolv.conf at all; egress needs one.
             network_disabled: Some(self.network_mode == "none" && self.dns.is_none()),
             host_config: Some(HostConfig {
@@ -238,6 +245,7 @@ mod tests {
         assert_eq!(fsize.hard, Some(512 << 20));
         assert!(host.runtime.is_none() && host.userns_mode.is_none());
         assert!(host.tmpfs.is_none(), "no attacker-writable tmpfs");
+        assert_eq!(body.stop_signal.as_deref(), Some("SIGKILL"));
         assert_eq!(body.hostname.as_deref(), Some("web-prod-01"));
         assert_eq!(
             host.extra_hosts.as_deref(),

@@ -13,14 +13,24 @@ use crate::events::Events;
 pub use crate::options::Options;
 use crate::options::Paths;
 
-/// The image the end-to-end tests run (built by `images/target/build.sh`).
-pub const IMAGE: &str = "hermes-target:latest";
+/// The image the end-to-end tests run when `HERMES_TEST_IMAGE` names none.
+pub const DEFAULT_IMAGE: &str = "hermes-target:latest";
+
+/// The image the end-to-end tests run (built by `images/target/build.sh`):
+/// `HERMES_TEST_IMAGE`, so a branch can test its own tag, else [`DEFAULT_IMAGE`].
+pub fn image() -> String {
+    std::env::var("HERMES_TEST_IMAGE")
+        .ok()
+        .filter(|tag| !tag.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_IMAGE.to_owned())
+}
 
 /// True when Docker and the target image are there. Under `CI=true` their absence is
 /// a failure, never a silent skip.
 pub fn require_docker() -> bool {
+    let image = image();
     let docker_ok = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
+        .args(["image", "inspect", &image])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -31,11 +41,11 @@ pub fn require_docker() -> bool {
     }
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!(
-            "Docker engine or image {IMAGE} missing: run scripts/test.sh, which installs and builds them"
+            "Docker engine or image {image} missing: run scripts/test.sh, which installs and builds them"
         );
     }
     eprintln!(
-        "SKIPPED: Docker engine or image {IMAGE} not available (set CI=true to make this a failure)"
+        "SKIPPED: Docker engine or image {image} not available (set CI=true to make this a failure)"
     );
     false
 }

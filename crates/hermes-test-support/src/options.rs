@@ -13,7 +13,7 @@ use hermes_core::config::{
     StickyConfig,
 };
 
-use crate::harness::IMAGE;
+use crate::harness::image;
 
 /// A change a test makes to the configuration, in typed Rust.
 pub type ConfigChange = Arc<dyn Fn(&mut Config) + Send + Sync>;
@@ -74,7 +74,7 @@ impl Default for Options {
             login_grace: 120,
             reuse: false,
             reuse_key: "source",
-            image: IMAGE.to_owned(),
+            image: image(),
             docker_url: None,
             metrics: false,
             sensor: None,

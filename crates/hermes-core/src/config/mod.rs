@@ -133,8 +133,9 @@ impl Default for CaptureConfig {
             max_file_size: ByteSize::mib(32),
             max_files_per_session: 200,
             max_store_size: ByteSize::gib(2),
-            // What every login and the persona's own daemons write: sshd's login
-            // records, rsyslog's logs, pid files, the login's MOTD.
+            // What every login and the persona's own boot and daemons write: sshd's
+            // login records, rsyslog's logs, pid files, the login's MOTD, the boot's
+            // runlevel, random seed and machine id.
             ignore_paths: [
                 "/var/log/wtmp",
                 "/var/log/btmp",
@@ -149,6 +150,13 @@ impl Default for CaptureConfig {
                 "/run/sshd.pid",
                 "/run/crond.pid",
                 "/run/crond.reboot",
+                "/run/rsyslogd.pid",
+                "/run/dbus/pid",
+                "/run/runlevel",
+                "/run/sendsigs.omit.d/rsyslog",
+                "/var/log/dmesg",
+                "/var/lib/urandom/random-seed",
+                "/var/lib/dbus/machine-id",
             ]
             .map(str::to_owned)
             .to_vec(),

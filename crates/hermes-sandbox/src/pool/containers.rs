@@ -115,7 +115,13 @@ impl DockerSandbox {
         let started = tokio::time::timeout(timeout, self.docker.start_container(&id, None)).await;
         match started {
             Ok(Ok(())) => match self.attach_network(&id).await {
-                Ok(()) => Ok(id),
+                Ok(()) => match self.ensure_booted(&id).await {
+                    Ok(()) => Ok(id),
+                    Err(error) => {
+                        self.remove_in_background(id);
+                        Err(error)
+                    }
+                },
                 Err(error) => {
                     self.remove_in_background(id);
                     Err(error)

@@ -38,6 +38,7 @@ use crate::standby::Standby;
 use crate::{BANNER_LABEL, ROLE_LABEL, SENSOR_LABEL, hijack};
 use crate::{direct, files};
 
+mod boot;
 mod containers;
 mod network;
 mod past;
@@ -590,6 +591,11 @@ impl Sandbox for DockerSandbox {
             }
             // Started again, it has a new network namespace: link it anew.
             if let Err(error) = self.attach_network(container_id).await {
+                let _ = stop_container(&self.docker, container_id).await;
+                return Err(error);
+            }
+            // Booted again: its services run before the attacker is back.
+            if let Err(error) = self.ensure_booted(container_id).await {
                 let _ = stop_container(&self.docker, container_id).await;
                 return Err(error);
             }

@@ -603,7 +603,7 @@ fn egress_fetch_latency_through_the_gateway() {
         .args([
             "--entrypoint",
             "/bin/sh",
-            crate::harness::IMAGE,
+            &crate::harness::image(),
             "-c",
             &script,
         ])

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::Client;
 use crate::events::Events;
-use crate::harness::{Hermes, IMAGE, Options, read_cast};
+use crate::harness::{Hermes, Options, image, read_cast};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_containers_caps_running_containers_and_refuses_with_a_message() {
@@ -229,7 +229,8 @@ impl SecondEngine {
         let status = Command::new("bash")
             .arg("-c")
             .arg(format!(
-                "docker save {IMAGE} | docker -H unix://{} load -q > /dev/null",
+                "docker save {} | docker -H unix://{} load -q > /dev/null",
+                image(),
                 self.socket().display()
             ))
             .status()

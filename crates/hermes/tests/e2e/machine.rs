@@ -90,10 +90,11 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
 
     let out = run(&mut shell, "ps -eo comm=,args= | cat", &prompt).await;
     for expected in [
-        "systemd         /sbin/init",
-        "rsyslogd        /usr/sbin/rsyslogd -n -iNONE",
-        "cron            /usr/sbin/cron -f",
-        "sshd            sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups",
+        "init            init [2]",
+        "rsyslogd        /usr/sbin/rsyslogd",
+        "cron            /usr/sbin/cron",
+        "dbus-daemon     /usr/bin/dbus-daemon --system",
+        "sshd            sshd: /usr/sbin/sshd [listener] 0 of 10-100 startups",
         "sshd            sshd: root@pts/0",
         "bash            -bash",
     ] {
@@ -114,6 +115,145 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
     assert!(
         out.contains("\r\n0\r\n"),
         "no container id in /proc/self/cgroup: {out}"
+    );
+}
+
+/// PID 1 is Debian's own sysvinit, booted through its runlevel scripts: its binary,
+/// name, runlevel and services agree, each box has a machine id of its own, and
+/// nothing in the box names the product.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pid_1_is_debians_sysvinit_and_each_box_has_its_own_machine_id() {
+    require_docker!();
+    let hermes = Hermes::start(Options {
+        pool_size: 2,
+        ..Options::default()
+    });
+    let prompt = format!("root@{}:~# ", hermes.hostname);
+    let mut machine_ids = Vec::new();
+    for source in [[127, 0, 0, 1], [127, 0, 0, 2]] {
+        let client = Client::login_from(hermes.port, source.into(), "root", "toor").await;
+        let mut shell = client.shell(160, 40).await;
+        assert!(
+            shell.read_until(&prompt, 0, Duration::from_secs(20)).await,
+            "{}",
+            shell.text()
+        );
+        let out = run(
+            &mut shell,
+            "readlink /proc/1/exe; cat /proc/1/comm; dpkg -S /sbin/init; runlevel",
+            &prompt,
+        )
+        .await;
+        assert!(
+            out.contains("/usr/sbin/init\r\ninit\r\nsysvinit-core: /sbin/init\r\nN 2\r\n"),
+            "{out}"
+        );
+        let out = run(
+            &mut shell,
+            "for s in ssh cron rsyslog dbus; do service $s status; echo \"$s=$?\"; done",
+            &prompt,
+        )
+        .await;
+        for expected in [
+            "sshd is running.",
+            "ssh=0",
+            "cron is running.",
+            "cron=0",
+            "rsyslogd is running.",
+            "rsyslog=0",
+            "dbus is running.",
+            "dbus=0",
+        ] {
+            assert!(out.contains(expected), "`{expected}` missing from:\n{out}");
+        }
+        // The boot's syslog lines are there, as after any boot (rsyslogd writes them
+        // on its own time: up to 5 s).
+        let out = run(
+            &mut shell,
+            "for i in $(seq 50); do grep -q 'rsyslogd: .*start' /var/log/syslog && break; sleep 0.1; done; echo \"starts=$(grep -c 'rsyslogd: .*start' /var/log/syslog)\"",
+            &prompt,
+        )
+        .await;
+        let starts = out
+            .lines()
+            .filter_map(|line| line.trim().rsplit('\r').next())
+            .find_map(|line| line.strip_prefix("starts=")?.parse::<u32>().ok());
+        assert!(starts.is_some_and(|n| n >= 1), "{out}");
+        let out = run(
+            &mut shell,
+            "ps -eo args | grep -ci hermes; grep -ci hermes /sbin/init; grep -rIil hermes /etc /usr/sbin /usr/lib/openssh /etc/init.d 2>/dev/null | wc -l; echo end",
+            &prompt,
+        )
+        .await;
+        // `grep -ci` in the ps pipeline counts its own command line (which names it).
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        assert!(
+            lines
+                .windows(4)
+                .any(|w| w[0].rsplit('\r').next() == Some("1") && w[1..] == ["0", "0", "end"]),
+            "the box names the product: {lines:?}"
+        );
+        let out = run(&mut shell, "cat /etc/machine-id", &prompt).await;
+        let id = out
+            .lines()
+            .filter_map(|line| line.trim().rsplit('\r').next())
+            .find(|line| line.len() == 32 && line.bytes().all(|b| b.is_ascii_hexdigit()))
+            .unwrap_or_else(|| panic!("no machine id: {out}"))
+            .to_owned();
+        machine_ids.push(id);
+    }
+    assert_ne!(machine_ids[0], machine_ids[1], "two boxes, one machine id");
+}
+
+/// A box made on demand (the pool of one is taken) is handed over only once its init
+/// has booted: the first command of the session already finds every service up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_made_on_demand_has_booted_before_the_session_sees_it() {
+    require_docker!();
+    let hermes = Hermes::start(Options {
+        pool_size: 1,
+        ..Options::default()
+    });
+    let hermes = &hermes;
+    let login = |last: u8| async move {
+        let began = std::time::Instant::now();
+        let client =
+            Client::login_from(hermes.port, [127, 0, 0, last].into(), "root", "toor").await;
+        let mut shell = client.shell(120, 40).await;
+        let prompt = format!("root@{}:~# ", hermes.hostname);
+        assert!(
+            shell.read_until(&prompt, 0, Duration::from_secs(30)).await,
+            "{}",
+            shell.text()
+        );
+        let to_prompt = began.elapsed();
+        let out = run(
+            &mut shell,
+            "for s in ssh cron rsyslog dbus; do service $s status > /dev/null || echo \"$s\"_down; done; runlevel",
+            &prompt,
+        )
+        .await;
+        (to_prompt, out, client)
+    };
+    let (a, b, c) = tokio::join!(login(3), login(4), login(5));
+    let events = hermes.wait_for_count("hermes.container.allocate", 3);
+    let sources: Vec<&str> = events
+        .of("hermes.container.allocate")
+        .iter()
+        .filter_map(|e| e["source"].as_str())
+        .collect();
+    assert!(sources.contains(&"on_demand"), "{sources:?}");
+    for (to_prompt, out, _client) in [&a, &b, &c] {
+        for service in ["ssh", "cron", "rsyslog", "dbus"] {
+            assert!(!out.contains(&format!("{service}_down")), "{out}");
+        }
+        assert!(out.contains("N 2"), "{out}");
+        // Within the engine's spawn timeout with room to spare, boot included.
+        assert!(*to_prompt < Duration::from_secs(15), "{to_prompt:?}");
+    }
+    eprintln!(
+        "login to prompt: {:?} {:?} {:?} (sources {sources:?})",
+        a.0, b.0, c.0
     );
 }
 

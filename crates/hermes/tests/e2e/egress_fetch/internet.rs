@@ -80,7 +80,7 @@ impl TestInternet {
             &mount,
             "--entrypoint",
             "/usr/bin/python3",
-            crate::harness::IMAGE,
+            &crate::harness::image(),
             "-u",
             "/srv/server.py",
         ]);
