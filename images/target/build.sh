@@ -33,7 +33,7 @@ packages=(
   bash coreutils procps iproute2 iputils-ping curl wget ca-certificates
   openssh-server openssh-client python3 vim-tiny less sudo file
   netcat-openbsd psmisc cron rsyslog xauth
-  sysvinit-core orphan-sysvinit-scripts dbus
+  sysvinit-core orphan-sysvinit-scripts dbus logrotate
 )
 
 work="$(mktemp -d /var/tmp/hermes-rootfs.XXXXXX)"

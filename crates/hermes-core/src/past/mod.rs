@@ -59,6 +59,9 @@ const DAY: u64 = 86_400;
 const HOUR: u64 = 3_600;
 /// Logs are rotated weekly and four old ones are kept: five weeks at most.
 const LOG_WEEKS: u64 = 5;
+/// When logrotate runs: cron's daily jobs at 06:25 (Debian's /etc/crontab), a
+/// moment after they start.
+const ROTATED_AT: u64 = 6 * HOUR + 25 * 60 + 2;
 
 /// Names the internet's scanners try, most often first.
 const SCANNED_NAMES: &[&str] = &[
@@ -158,8 +161,9 @@ pub fn assumed_install(seed: u64, now: u64) -> u64 {
     (now / DAY).saturating_sub(days) * DAY + seed % DAY
 }
 
-/// Adds the box's own start at `boot` to the past's wtmp: the shutdown that went
-/// before it and the boot record (`last reboot` shows it first).
+/// Adds what went just before the box's own start at `boot` to the past's wtmp:
+/// the shutdown (`last -x`). The boot record itself is init's to write, as it does
+/// at every boot.
 pub fn add_boot(files: &mut [PastFile], kernel_release: &str, boot: u64) {
     let Some(wtmp) = files.iter_mut().find(|f| f.path == "var/log/wtmp") else {
         return;
@@ -173,9 +177,7 @@ pub fn add_boot(files: &mut [PastFile], kernel_release: &str, boot: u64) {
         kernel_release,
         down,
     ));
-    wtmp.data
-        .extend_from_slice(&utmp(Kind::Boot, 0, "~", "reboot", kernel_release, boot));
-    wtmp.mtime = boot;
+    wtmp.mtime = down;
 }
 
 /// The box's past files. `seed` is the sensor's: every box of one sensor has the
@@ -184,6 +186,7 @@ pub fn generate(persona: &Persona<'_>, seed: u64) -> Vec<PastFile> {
     let story = tell(persona, seed);
     let mut files = logs(persona, &story, seed);
     files.extend(login_records(persona, &story));
+    files.push(logrotate_status(persona));
     files
 }
 
@@ -354,12 +357,15 @@ fn logs(persona: &Persona<'_>, story: &Story, seed: u64) -> Vec<PastFile> {
         }
     }
     let mut sunday = now / DAY * DAY;
-    while sunday > since {
+    while sunday + ROTATED_AT > since {
         if syslog::weekday(sunday) == 0 {
-            let running = story.boots.iter().rposition(|boot| *boot <= sunday);
+            let running = story
+                .boots
+                .iter()
+                .rposition(|boot| *boot <= sunday + ROTATED_AT);
             if let Some(pid) = running.map(|i| rsyslog_pids[i]) {
                 sys.line(
-                    sunday + 1,
+                    sunday + ROTATED_AT + 1,
                     "rsyslogd",
                     None,
                     &rsyslog_note(pid, "rsyslogd was HUPed"),
@@ -531,10 +537,7 @@ fn rsyslog_note(pid: u32, what: &str) -> String {
 /// Splits a log at Debian's weekly rotations (logrotate's daily run at midnight,
 /// weekly: Sundays), newest first: `name`, `name.1`, then `name.2.gz` to `.4.gz`.
 fn rotate(name: &str, lines: Vec<(u64, String)>, now: u64) -> Vec<PastFile> {
-    let mut boundary = now / DAY * DAY;
-    while syslog::weekday(boundary) != 0 {
-        boundary -= DAY;
-    }
+    let mut boundary = weekly_rotation(now);
     let mut files = Vec::new();
     let mut lines = lines;
     for generation in 0..=4u32 {
@@ -569,6 +572,67 @@ fn rotate(name: &str, lines: Vec<(u64, String)>, now: u64) -> Vec<PastFile> {
     files
 }
 
+/// logrotate's last weekly run before `now`: Sunday, when cron's daily jobs run.
+fn weekly_rotation(now: u64) -> u64 {
+    let mut at = now / DAY * DAY + ROTATED_AT;
+    while syslog::weekday(at) != 0 || at > now {
+        at -= DAY;
+    }
+    at
+}
+
+/// logrotate's last monthly run before `now`: the 1st, when cron's daily jobs run.
+fn monthly_rotation(now: u64) -> u64 {
+    let at = syslog::month_start(now) + ROTATED_AT;
+    if at > now {
+        syslog::month_start(at - DAY) + ROTATED_AT
+    } else {
+        at
+    }
+}
+
+/// logrotate's state file: when it last rotated each log (`/var/lib/logrotate/status`).
+fn logrotate_status(persona: &Persona<'_>) -> PastFile {
+    let now = persona.now;
+    let stamp = |time: u64| {
+        let (year, month, day, hour) = syslog::clock(time);
+        format!(
+            "{year}-{month}-{day}-{hour}:{}:{}",
+            time % 3_600 / 60,
+            time % 60
+        )
+    };
+    let first = persona.installed / DAY * DAY + DAY + ROTATED_AT;
+    let weekly = stamp(weekly_rotation(now).max(first));
+    let monthly = stamp(monthly_rotation(now).max(first));
+    let mut text = String::from("logrotate state -- version 2\n");
+    for log in [
+        "/var/log/syslog",
+        "/var/log/auth.log",
+        "/var/log/cron.log",
+        "/var/log/kern.log",
+        "/var/log/mail.log",
+        "/var/log/user.log",
+        "/var/log/dpkg.log",
+        "/var/log/alternatives.log",
+        "/var/log/apt/history.log",
+        "/var/log/apt/term.log",
+    ] {
+        text.push_str(&format!("\"{log}\" {weekly}\n"));
+    }
+    for log in ["/var/log/wtmp", "/var/log/btmp"] {
+        text.push_str(&format!("\"{log}\" {monthly}\n"));
+    }
+    PastFile {
+        path: "var/lib/logrotate/status".to_owned(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: weekly_rotation(now).max(first),
+        data: text.into_bytes(),
+    }
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     // Writing into a Vec cannot fail.
@@ -579,8 +643,8 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 /// wtmp and btmp for this month and the last (rotated monthly), and lastlog.
 fn login_records(persona: &Persona<'_>, story: &Story) -> Vec<PastFile> {
     let now = persona.now;
-    let month_start = syslog::month_start(now);
-    let previous_month_start = syslog::month_start(month_start.saturating_sub(1));
+    let month_start = monthly_rotation(now);
+    let previous_month_start = syslog::month_start(month_start - DAY) + ROTATED_AT;
     let mut wtmp: Vec<(u64, [u8; records::UTMP_SIZE])> = Vec::new();
     for (i, boot) in story.boots.iter().enumerate() {
         if i > 0 {

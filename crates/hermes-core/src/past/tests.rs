@@ -90,6 +90,20 @@ fn a_server_of_some_months_has_five_weeks_of_rotated_logs_and_two_months_of_logi
         }
     }
     assert!(!paths(&files).contains(&"var/log/auth.log.5.gz"));
+    // logrotate's state says when it rotated: last Sunday (2026-11-29), and the 1st.
+    let status = text(file(&files, "var/lib/logrotate/status"));
+    assert!(
+        status.starts_with("logrotate state -- version 2\n"),
+        "{status}"
+    );
+    assert!(
+        status.contains("\"/var/log/auth.log\" 2026-11-29-6:25:2\n"),
+        "{status}"
+    );
+    assert!(
+        status.contains("\"/var/log/wtmp\" 2026-12-1-6:25:2\n"),
+        "{status}"
+    );
     let total: usize = files.iter().map(|f| f.data.len()).sum();
     assert!(total < 4 << 20, "{total} bytes");
 
@@ -122,11 +136,12 @@ fn a_server_of_some_months_has_five_weeks_of_rotated_logs_and_two_months_of_logi
         "{syslog}"
     );
 
-    // wtmp: this month's records, the last one the boot at NOW; logins in pairs.
+    // wtmp: this month's records, the last one the shutdown before the box's boot
+    // (init writes the boot record itself); logins in pairs.
     let wtmp = records(file(&files, "var/log/wtmp"));
     assert_eq!(
         wtmp.last().map(|r| (r.0, r.1.as_str(), r.2)),
-        Some((2, "reboot", NOW as u32))
+        Some((1, "shutdown", (NOW - 45) as u32))
     );
     let previous = records(file(&files, "var/log/wtmp.1"));
     assert!(
