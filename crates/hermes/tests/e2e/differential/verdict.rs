@@ -117,6 +117,23 @@ pub const NOT_YET: &[(&str, &str)] = &[
         "issue 18 (not 17): the box's own sshd runs sessions; today docker exec starts them, outside PID 1's tree",
     ),
     ("readlink /proc/1/exe", SYSTEMD),
+    ("ps: PID 1", SYSVINIT),
+    ("ps: service root /usr/sbin/cron -f", SYSVINIT),
+    ("ps: service root /usr/sbin/cron", SYSVINIT),
+    ("ps: service root /usr/sbin/rsyslogd -n -iNONE", SYSVINIT),
+    ("ps: service root /usr/sbin/rsyslogd", SYSVINIT),
+    (
+        "ps: service root sshd: /usr/sbin/sshd -D [listener] N of 10-100 startups",
+        SYSVINIT,
+    ),
+    (
+        "ps: service root sshd: /usr/sbin/sshd [listener] N of 10-100 startups",
+        SYSVINIT,
+    ),
+    (
+        "ps: service message+ /usr/bin/dbus-daemon --system",
+        SYSVINIT,
+    ),
     (
         "/dev: the standard pseudo devices",
         "point 2: /dev/console, which systemd as PID 1 needs (Docker makes one for a container with a TTY)",
@@ -139,7 +156,6 @@ pub const NOT_YET: &[(&str, &str)] = &[
     ("ps: service root /lib/systemd/systemd --user", LOGIND),
     ("systemctl: user@0.service", LOGIND),
     ("mount: tmpfs on /run/user/0", LOGIND),
-    ("/etc/machine-id", SYSTEMD),
     ("mount: tmpfs on /run", SYSTEMD),
     ("mount: tmpfs on /run/lock", SYSTEMD),
     (
@@ -177,6 +193,7 @@ pub const NOT_YET: &[(&str, &str)] = &[
 
 const SYSTEMD: &str =
     "point 2: a real init (systemd as PID 1, its units and journal, /etc/machine-id)";
+const SYSVINIT: &str = "point 2: the box's init is Debian's sysvinit (systemd cannot run under Docker's read-only cgroup mount), which shows as `init [2]` and starts the daemons detached, where systemd runs them in the foreground (-f, -n, -D)";
 const LOGIND: &str = "point 2 with issue 18: the login's logind session (pam_systemd starts root's user manager and /run/user/0)";
 const LXCFS: &str = "point 3: resources seen as the box's (LXCFS: meminfo, uptime)";
 const ROOT: &str = "point 4: root acts like root (user namespace: capabilities, dmesg)";
