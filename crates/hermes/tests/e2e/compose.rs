@@ -126,7 +126,9 @@ impl Stack {
             std::fs::read_to_string(repo().join("deploy/compose/hermes.yaml")).expect("config");
         // The shipped configuration has egress on, through the proxy's engine.
         assert!(
-            base.contains("same_host: true") && base.contains("egress:\n"),
+            base.contains("same_host: true")
+                && base.contains("egress:\n")
+                && base.contains("\ncontainer_pool:\n"),
             "{base}"
         );
         let egress = format!(
@@ -135,7 +137,8 @@ impl Stack {
         let config = base
             .replace("sensor_name: hermes", &format!("sensor_name: {sensor}"))
             .replacen("egress:\n", &egress, 1)
-            + "persona:\n  auth_failure_delay_ms: 0\nauthentication:\n  mode: static\n  static_credentials:\n    - {username: root, password: toor}\ncontainer_pool:\n  size: 1\n";
+            .replacen("\ncontainer_pool:\n", "\ncontainer_pool:\n  size: 1\n", 1)
+            + "persona:\n  auth_failure_delay_ms: 0\nauthentication:\n  mode: static\n  static_credentials:\n    - {username: root, password: toor}\n";
         let config_path = dir.path().join("hermes.yaml");
         std::fs::write(&config_path, config).expect("write config");
         // The test reaches the proxy from the host; a deployment never publishes it.
