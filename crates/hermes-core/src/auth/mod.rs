@@ -171,6 +171,12 @@ impl CredentialPolicy {
         self.accept_public_keys
     }
 
+    /// Whether a public key logs `username` in: keys are accepted, and the name is
+    /// one [`LoginNames`] admits (a random name gets no shell by key either).
+    pub fn accepts_public_key_for(&self, username: &str) -> bool {
+        self.accept_public_keys && self.names.admits(username)
+    }
+
     /// Decides one password (or keyboard-interactive answer) attempt from `source`
     /// and updates the history.
     pub fn check_password(
@@ -437,5 +443,18 @@ mod tests {
                 .check_password(&mut state, SOURCE, "user_a37", "x")
                 .is_accept()
         );
+    }
+
+    #[test]
+    fn public_keys_log_in_only_names_a_server_has() {
+        let mut cfg = config(&[], AuthMode::Static);
+        cfg.accept_public_keys = true;
+        let policy = CredentialPolicy::from_config(&cfg);
+        assert!(policy.accepts_public_key_for("root"));
+        assert!(policy.accepts_public_key_for("ubuntu"));
+        assert!(!policy.accepts_public_key_for("user_a37"));
+        cfg.accept_public_keys = false;
+        let policy = CredentialPolicy::from_config(&cfg);
+        assert!(!policy.accepts_public_key_for("root"));
     }
 }

@@ -464,7 +464,7 @@ pub struct AuthenticationConfig {
     /// Accept any public key (logged either way). Off: keys are logged and refused.
     #[garde(skip)]
     pub accept_public_keys: bool,
-    /// Which login names the mode's rule (and a wildcard pair) may let in.
+    /// Which login names the mode's rule, a wildcard pair or a public key may let in.
     #[garde(dive)]
     pub usernames: UsernamesConfig,
 }

@@ -10,7 +10,7 @@ use crate::auth::DEFAULT_PLAUSIBLE_USERNAMES;
 #[serde(deny_unknown_fields, default)]
 pub struct UsernamesConfig {
     /// `plausible`: only the names in `plausible` (and those the static pairs spell
-    /// out) can log in by the mode's rule or a wildcard pair; any other name is
+    /// out) can log in by the mode's rule, a wildcard pair or a public key; any other name is
     /// refused however often it is tried. `any`: every name can (a scanner that tries
     /// a random name then gets in, which no real server does).
     #[garde(skip)]

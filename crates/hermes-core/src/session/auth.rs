@@ -129,7 +129,7 @@ impl Connection {
                     key.key_type, key.fingerprint
                 )),
         );
-        if self.services.policy().accepts_public_keys() {
+        if self.services.policy().accepts_public_key_for(username) {
             return AuthReply::ACCEPTED;
         }
         let last_try = self.record_failure(true);
@@ -142,7 +142,7 @@ impl Connection {
 
     /// A public key whose signature checked out, with the policy accepting keys.
     pub fn pubkey_login(self: &Arc<Self>, username: &str, key: &OfferedKey) -> bool {
-        if !self.services.policy().accepts_public_keys() {
+        if !self.services.policy().accepts_public_key_for(username) {
             return false;
         }
         self.services.events.emit(
