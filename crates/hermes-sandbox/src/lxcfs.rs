@@ -133,12 +133,34 @@ pub fn probe_blocking(root: &Path) -> Result<MountId, LxcfsProblem> {
     Ok(unique_mount_id(root).unwrap_or(id))
 }
 
-/// [`probe_blocking`] off the async threads, bounded in time.
+/// Set while a probe's thread runs: a read of a hung FUSE file never returns, so at
+/// most one thread is ever left waiting on it (not one more every few seconds).
+static PROBING: AtomicBool = AtomicBool::new(false);
+
+/// Clears [`PROBING`] when the probe's thread is done, however it ends.
+struct ProbeSlot;
+
+impl Drop for ProbeSlot {
+    fn drop(&mut self) {
+        PROBING.store(false, Ordering::Release);
+    }
+}
+
+/// [`probe_blocking`] off the async threads, bounded in time; while an earlier probe
+/// is still stuck, answers `Hung` at once without starting another.
 pub async fn probe(root: &Path) -> Result<MountId, LxcfsProblem> {
+    let hung = || LxcfsProblem::Hung(root.to_path_buf(), PROBE_TIMEOUT.as_secs());
+    if PROBING.swap(true, Ordering::AcqRel) {
+        return Err(hung());
+    }
+    let slot = ProbeSlot;
     let owned = root.to_path_buf();
     match tokio::time::timeout(
         PROBE_TIMEOUT,
-        tokio::task::spawn_blocking(move || probe_blocking(&owned)),
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            probe_blocking(&owned)
+        }),
     )
     .await
     {
@@ -178,7 +200,14 @@ pub struct Lxcfs {
     active: AtomicBool,
     /// Boxes created without LXCFS while `auto` wanted it.
     without: AtomicU64,
+    /// Probes in a row that timed out.
+    hung: AtomicU64,
 }
+
+/// Timed-out probes in a row before a mount that answered before counts as gone: a
+/// box reading /proc in a loop can slow LXCFS for a while, which must not recycle
+/// every warm box each time.
+const HUNG_BEFORE_GONE: u64 = 3;
 
 impl Lxcfs {
     /// From `container_pool.security.lxcfs`.
@@ -189,6 +218,7 @@ impl Lxcfs {
             seen: Mutex::new(None),
             active: AtomicBool::new(false),
             without: AtomicU64::new(0),
+            hung: AtomicU64::new(0),
         }
     }
 
@@ -209,6 +239,18 @@ impl Lxcfs {
             return (Ok(ForNewBox::Without), Change::Same);
         }
         let probed = probe(&self.root).await;
+        if matches!(probed, Err(LxcfsProblem::Hung(..))) {
+            let streak = self.hung.fetch_add(1, Ordering::Relaxed) + 1;
+            let answered_before = matches!(
+                *self.seen.lock().unwrap_or_else(|p| p.into_inner()),
+                Some(Some(_))
+            );
+            if answered_before && streak < HUNG_BEFORE_GONE {
+                return (Ok(ForNewBox::Bind(self.root.clone())), Change::Same);
+            }
+        } else {
+            self.hung.store(0, Ordering::Relaxed);
+        }
         let now = probed.as_ref().ok().copied();
         let change = {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());

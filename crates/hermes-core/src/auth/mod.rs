@@ -230,7 +230,11 @@ impl CredentialPolicy {
         &self,
         state: &ConnectionAuthState,
         source: IpAddr,
+        username: &str,
     ) -> bool {
+        if !self.names.admits(username) {
+            return false;
+        }
         match self.mode {
             AuthMode::Static => false,
             AuthMode::AcceptAfterFailures => state.failures >= self.accept_after,
@@ -325,7 +329,7 @@ mod tests {
                 policy.check_password(&mut state, SOURCE, "x", "y"),
                 Decision::Reject { failures: n }
             );
-            assert!(!policy.next_attempt_always_accepted(&state, SOURCE));
+            assert!(!policy.next_attempt_always_accepted(&state, SOURCE, "root"));
         }
     }
 
@@ -341,7 +345,7 @@ mod tests {
                 Decision::Reject { failures: n }
             );
         }
-        assert!(policy.next_attempt_always_accepted(&state, SOURCE));
+        assert!(policy.next_attempt_always_accepted(&state, SOURCE, "root"));
         assert_eq!(
             policy.check_password(&mut state, SOURCE, "guest", "anything"),
             Decision::Accept(AcceptReason::AcceptAfterFailures)
@@ -357,7 +361,11 @@ mod tests {
         // One failure on each of two connections, then any pair gets in.
         assert!(!accepts(&policy, "root", "a"));
         assert!(!accepts(&policy, "root", "b"));
-        assert!(policy.next_attempt_always_accepted(&ConnectionAuthState::default(), SOURCE));
+        assert!(policy.next_attempt_always_accepted(
+            &ConnectionAuthState::default(),
+            SOURCE,
+            "root"
+        ));
         assert_eq!(
             policy.check_password(
                 &mut ConnectionAuthState::default(),
@@ -443,6 +451,17 @@ mod tests {
                 .check_password(&mut state, SOURCE, "user_a37", "x")
                 .is_accept()
         );
+    }
+
+    #[test]
+    fn a_random_name_is_never_the_attempt_that_would_get_in() {
+        let mut cfg = config(&[], AuthMode::AcceptAfterFailures);
+        cfg.accept_all_after_failures = Some(1);
+        let policy = CredentialPolicy::from_config(&cfg);
+        let mut state = ConnectionAuthState::default();
+        policy.check_password(&mut state, SOURCE, "user_a37", "x");
+        assert!(policy.next_attempt_always_accepted(&state, SOURCE, "root"));
+        assert!(!policy.next_attempt_always_accepted(&state, SOURCE, "user_a37"));
     }
 
     #[test]

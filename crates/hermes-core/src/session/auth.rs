@@ -79,20 +79,20 @@ impl AuthReply {
 }
 
 impl Connection {
-    /// Records a failure (`counted` for `max_auth_tries`) and says whether the next
-    /// attempt is the one that reaches the limit and cannot succeed.
-    fn record_failure(&self, counted: bool) -> bool {
+    /// Records a failure of `username` (`counted` for `max_auth_tries`) and says
+    /// whether the next attempt is the one that reaches the limit and cannot succeed
+    /// (judged by the name just tried: a name no server has never gets in, so a
+    /// client trying one is cut at the limit as sshd cuts it).
+    fn record_failure(&self, counted: bool, username: &str) -> bool {
         let max = self.services.config.persona.max_auth_tries;
         let mut state = self.state();
         if counted {
             state.counted_failures = state.counted_failures.saturating_add(1);
         }
+        let policy = self.services.policy();
         state.counted_failures + 1 >= max
-            && !self.services.policy().accepts_public_keys()
-            && !self
-                .services
-                .policy()
-                .next_attempt_always_accepted(&state.auth, self.context.src.ip())
+            && !policy.accepts_public_key_for(username)
+            && !policy.next_attempt_always_accepted(&state.auth, self.context.src.ip(), username)
     }
 
     async fn delay_failure(&self, username: &str, method: FailedMethod) {
@@ -106,7 +106,7 @@ impl Connection {
     /// count as a failure, as with sshd.
     pub async fn auth_none(&self, username: &str) -> AuthReply {
         let first = !std::mem::replace(&mut self.state().none_seen, true);
-        let last_try = self.record_failure(!first);
+        let last_try = self.record_failure(!first, username);
         self.delay_failure(username, FailedMethod::Other).await;
         AuthReply {
             accepted: false,
@@ -132,7 +132,7 @@ impl Connection {
         if self.services.policy().accepts_public_key_for(username) {
             return AuthReply::ACCEPTED;
         }
-        let last_try = self.record_failure(true);
+        let last_try = self.record_failure(true, username);
         self.delay_failure(username, FailedMethod::Other).await;
         AuthReply {
             accepted: false,
@@ -215,7 +215,7 @@ impl Connection {
                 AuthReply::ACCEPTED
             }
             Decision::Reject { .. } => {
-                let last_try = self.record_failure(true);
+                let last_try = self.record_failure(true, username);
                 self.delay_failure(username, FailedMethod::Password).await;
                 AuthReply {
                     accepted: false,

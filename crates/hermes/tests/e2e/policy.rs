@@ -144,3 +144,30 @@ async fn sticky_mode_never_lets_in_a_random_name() {
         "every random-name attempt is logged as a failure"
     );
 }
+
+/// Past the mode's threshold a random name still never gets in, so a client that
+/// keeps trying one is cut at `max_auth_tries` with sshd's "Too many authentication
+/// failures", not given the extra tries a name that could get in would get.
+#[test]
+fn a_random_name_is_cut_at_the_limit_as_sshd_cuts_it() {
+    require_docker!();
+    let hermes = Hermes::start(Options {
+        mode: "accept_after_failures",
+        accept_after: 1,
+        ..Options::default()
+    });
+    let output = hermes
+        .ssh("user_a37", &["p"; 10], "password")
+        .arg("true")
+        .output()
+        .expect("ssh");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(255), "{stderr}");
+    assert!(
+        stderr.contains("Too many authentication failures"),
+        "{stderr}"
+    );
+    let events = hermes.wait_for("hermes.auth.max_tries");
+    assert_eq!(events.count_of("cowrie.login.failed"), 5, "{stderr}");
+    assert!(!events.has("cowrie.login.success"));
+}
