@@ -161,15 +161,17 @@ pub fn assumed_install(seed: u64, now: u64) -> u64 {
     (now / DAY).saturating_sub(days) * DAY + seed % DAY
 }
 
-/// Adds what went just before the box's own start at `boot` to the past's wtmp:
-/// the shutdown (`last -x`). The boot record itself is init's to write, as it does
-/// at every boot.
-pub fn add_boot(files: &mut [PastFile], kernel_release: &str, boot: u64) {
-    let Some(wtmp) = files.iter_mut().find(|f| f.path == "var/log/wtmp") else {
-        return;
-    };
+/// Where the past's login records of this month are.
+pub const WTMP: &str = "var/log/wtmp";
+
+/// The past's `wtmp` with what went just before the box's own start at `boot`: the
+/// shutdown (`last -x`). The boot record itself is init's to write, as it does at
+/// every boot.
+pub fn wtmp_before_boot(wtmp: &PastFile, kernel_release: &str, boot: u64) -> PastFile {
     let down = boot.saturating_sub(45).max(wtmp.mtime);
-    wtmp.data.extend_from_slice(&utmp(
+    let mut data = Vec::with_capacity(wtmp.data.len() + records::UTMP_SIZE);
+    data.extend_from_slice(&wtmp.data);
+    data.extend_from_slice(&utmp(
         Kind::RunLevel,
         0,
         "~~",
@@ -177,7 +179,14 @@ pub fn add_boot(files: &mut [PastFile], kernel_release: &str, boot: u64) {
         kernel_release,
         down,
     ));
-    wtmp.mtime = down;
+    PastFile {
+        path: wtmp.path.clone(),
+        mode: wtmp.mode,
+        uid: wtmp.uid,
+        gid: wtmp.gid,
+        mtime: down,
+        data,
+    }
 }
 
 /// The box's past files. `seed` is the sensor's: every box of one sensor has the
@@ -225,6 +234,7 @@ const BOOTS: u64 = 1;
 const SESSIONS: u64 = 2;
 const PROBES: u64 = 3;
 const ADMIN: u64 = 4;
+const LOGS: u64 = 5;
 
 fn tell(persona: &Persona<'_>, seed: u64) -> Story {
     let now = persona.now;
@@ -333,7 +343,7 @@ fn pid_at(boots: &[u64], time: u64) -> u32 {
 
 /// auth.log and syslog, rotated.
 fn logs(persona: &Persona<'_>, story: &Story, seed: u64) -> Vec<PastFile> {
-    let rng = &mut rng_for(seed, 5, 0);
+    let rng = &mut rng_for(seed, LOGS, 0);
     let pid = |time: u64| Some(pid_at(&story.boots, time));
     let now = persona.now;
     let mut auth = Log::new(persona.hostname);

@@ -16,7 +16,9 @@ fn persona(installed_days_ago: u64) -> Persona<'static> {
 
 fn files(installed_days_ago: u64, seed: u64) -> Vec<PastFile> {
     let mut files = generate(&persona(installed_days_ago), seed);
-    add_boot(&mut files, "6.1.0-27-amd64", NOW);
+    for file in files.iter_mut().filter(|f| f.path == WTMP) {
+        *file = wtmp_before_boot(file, "6.1.0-27-amd64", NOW);
+    }
     files
 }
 

@@ -76,9 +76,13 @@ impl DockerSandbox {
             .map(|since| since.as_secs())
             .unwrap_or(0);
         let files = told(settings, &self.profile.hostname, now).await?;
-        let mut files = files.as_ref().clone();
-        past::add_boot(&mut files, &settings.kernel_release, now);
-        let archive = archive(&files).map_err(|error| SandboxError::Engine(error.to_string()))?;
+        // Only wtmp differs from box to box (the shutdown before this boot).
+        let wtmp = files
+            .iter()
+            .find(|f| f.path == past::WTMP)
+            .map(|wtmp| past::wtmp_before_boot(wtmp, &settings.kernel_release, now));
+        let files = files.iter().filter(|f| f.path != past::WTMP).chain(&wtmp);
+        let archive = archive(files).map_err(|error| SandboxError::Engine(error.to_string()))?;
         let size = archive.len();
         let options = UploadToContainerOptionsBuilder::default().path("/").build();
         self.docker
@@ -131,7 +135,9 @@ async fn told(
     Ok(files)
 }
 
-fn archive(files: &[PastFile]) -> Result<Vec<u8>, crate::tar_write::NameTooLong> {
+fn archive<'a>(
+    files: impl Iterator<Item = &'a PastFile>,
+) -> Result<Vec<u8>, crate::tar_write::NameTooLong> {
     let mut tar = TarWriter::default();
     for file in files {
         tar.file_owned(

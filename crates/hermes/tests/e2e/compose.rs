@@ -276,7 +276,7 @@ fn holders_of_namespace(inode: u64) -> Vec<String> {
 }
 
 /// The capability bits of a `/proc/PID/status` line (`CapEff:`, `CapPrm:`, ...).
-fn capabilities(status: &str, line: &str) -> u64 {
+pub(crate) fn capabilities(status: &str, line: &str) -> u64 {
     status
         .lines()
         .find_map(|l| l.strip_prefix(line))
@@ -287,21 +287,7 @@ fn capabilities(status: &str, line: &str) -> u64 {
 /// OpenSSH's `program` (`scp`, `sftp`) logging in as root with the password `toor`
 /// (through SSH_ASKPASS, a script in `dir`) to the stack's SSH port.
 fn openssh(program: &str, port: u16, dir: &Path) -> Command {
-    use std::os::unix::fs::PermissionsExt;
-    let script = dir.join("askpass.sh");
-    std::fs::write(&script, "#!/bin/sh\necho toor\n").expect("askpass script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let mut command = Command::new(program);
-    command
-        .env("SSH_ASKPASS", &script)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env_remove("SSH_AUTH_SOCK")
-        .args(["-F", "/dev/null", "-o", &format!("Port={port}")])
-        .args(["-o", "StrictHostKeyChecking=no"])
-        .args(["-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "PubkeyAuthentication=no", "-o", "LogLevel=ERROR"])
-        .args(["-o", "PreferredAuthentications=password"]);
-    command
+    crate::harness::openssh_command(dir, port, program, &["toor"], "password", "ERROR")
 }
 
 /// What the compose stack grants Hermes: NET_ADMIN, SYS_ADMIN, NET_BIND_SERVICE and

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::compose::capabilities;
 use crate::harness::unique_sensor;
 use crate::ports::parse_published_port;
 
@@ -184,23 +185,10 @@ fn ssh_command(port: u16, dir: &Path, command: &str) -> Command {
 
 /// OpenSSH's `program` (`ssh`, `scp`) with the password `toor` to `port`.
 fn openssh(program: &str, port: u16, dir: &Path) -> Command {
-    use std::os::unix::fs::PermissionsExt;
-    let script = dir.join("askpass.sh");
-    if !script.exists() {
-        std::fs::write(&script, "#!/bin/sh\necho toor\n").expect("askpass script");
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-    let mut command = Command::new(program);
+    let mut command =
+        crate::harness::openssh_command(dir, port, program, &["toor"], "password", "ERROR");
     command
-        .env("SSH_ASKPASS", &script)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env_remove("SSH_AUTH_SOCK")
         .stdin(Stdio::null())
-        .args(["-F", "/dev/null", "-o", &format!("Port={port}")])
-        .args(["-o", "StrictHostKeyChecking=no"])
-        .args(["-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "PubkeyAuthentication=no", "-o", "LogLevel=ERROR"])
-        .args(["-o", "PreferredAuthentications=password"])
         .args(["-o", "ConnectTimeout=20"]);
     command
 }
@@ -214,14 +202,6 @@ impl Drop for Session {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn capabilities(status: &str, line: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(line))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .unwrap_or_else(|| panic!("no {line} in {status}"))
 }
 
 #[test]
