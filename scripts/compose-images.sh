@@ -12,6 +12,6 @@ if ! command -v docker-compose >/dev/null 2>&1; then
   echo "installing docker-compose"
   apt_install docker-compose
 fi
-images/target/build.sh hermes-target:latest
+images/target/build.sh hermes-target:sysvinit sysvinit
 images/socket-proxy/build.sh hermes-socket-proxy:latest
 images/hermes/build.sh hermes:latest

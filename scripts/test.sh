@@ -23,6 +23,8 @@ if ! command -v curl >/dev/null 2>&1 || ! command -v wget >/dev/null 2>&1; then
   apt_install curl wget
 fi
 images/target/build.sh hermes-target:latest
+# The same server booting Debian's sysvinit, where a box cannot have a cgroup of its own.
+images/target/build.sh hermes-target:sysvinit sysvinit
 # docker-compose, the socket proxy and Hermes's own image, for the compose test.
 scripts/compose-images.sh
 # A Debian "host" with systemd and its own engine, for the systemd unit's test.

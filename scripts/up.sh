@@ -29,5 +29,9 @@ if ! command -v ip >/dev/null 2>&1 || ! command -v iptables-restore >/dev/null 2
   apt_install iproute2 iptables
 fi
 images/target/build.sh "${image:-hermes-target:latest}"
+# Where a box cannot have the cgroup its systemd needs (cgroup v2 hosts, for now),
+# Hermes boots the same server with Debian's sysvinit instead.
+fallback="$(sed -n 's/^  fallback_image: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' "$config" | head -n 1)"
+images/target/build.sh "${fallback:-hermes-target:sysvinit}" sysvinit
 cargo build --release --locked --bin hermes
 exec target/release/hermes run --config "$config"

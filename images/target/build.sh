@@ -2,7 +2,11 @@
 # Builds the Hermes target image from Debian 12 packages, without any registry:
 # debootstrap a rootfs, add the persona's files, `docker import` it.
 #
-# Usage: images/target/build.sh [IMAGE_TAG]      (default: hermes-target:latest)
+# Usage: images/target/build.sh [IMAGE_TAG [INIT]]
+#   IMAGE_TAG  default hermes-target:latest
+#   INIT       systemd (default: PID 1 is Debian's systemd; a box of it needs a cgroup
+#              of its own, which Hermes gives where the host allows: SECURITY.md) or
+#              sysvinit (Debian's sysvinit, for hosts and engines where it cannot).
 # Environment:
 #   HERMES_DEBIAN_MIRROR  Debian mirror (default http://deb.debian.org/debian)
 #   HERMES_IMAGE_FORCE=1  rebuild even when the image already exists
@@ -11,6 +15,11 @@ set -euo pipefail
 umask 022
 
 tag="${1:-hermes-target:latest}"
+init="${2:-systemd}"
+case "$init" in
+  systemd | sysvinit) ;;
+  *) echo "INIT must be systemd or sysvinit, not $init" >&2; exit 2 ;;
+esac
 mirror="${HERMES_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -18,7 +27,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$here/../recipe.sh"
 
 # The recipe: this script and everything it copies in.
-recipe="$(recipe_of "$here")"
+recipe="$(recipe_of "$here")-$init"
 if image_up_to_date "$tag" "$recipe"; then
   exit 0
 fi
@@ -32,9 +41,12 @@ installed=$(( build_start - (60 + RANDOM % 240) * 86400 - RANDOM % 43200 ))
 packages=(
   bash coreutils procps iproute2 iputils-ping curl wget ca-certificates
   openssh-server openssh-client python3 vim-tiny less sudo file
-  netcat-openbsd psmisc cron rsyslog xauth
-  sysvinit-core orphan-sysvinit-scripts dbus logrotate
+  netcat-openbsd psmisc cron rsyslog xauth dbus logrotate
 )
+case "$init" in
+  systemd) packages+=(systemd-sysv libpam-systemd) ;;
+  sysvinit) packages+=(sysvinit-core orphan-sysvinit-scripts) ;;
+esac
 
 work="$(mktemp -d /var/tmp/hermes-rootfs.XXXXXX)"
 cleanup() {
@@ -72,7 +84,7 @@ find "$stage" -type f ! -perm -u+x -exec chmod 0644 {} +
 cp -a "$stage/." "$rootfs/"
 chmod 0755 "$rootfs/usr/lib/openssh/ssh-session-record"
 install -m 0755 "$here/setup-rootfs.sh" "$rootfs/tmp/setup-rootfs.sh"
-chroot "$rootfs" /bin/bash /tmp/setup-rootfs.sh
+chroot "$rootfs" /usr/bin/env HERMES_INIT="$init" /bin/bash /tmp/setup-rootfs.sh
 rm -f "$rootfs/tmp/setup-rootfs.sh"
 
 # The persona banner comes from the openssh-server package inside the image, so the
@@ -94,6 +106,6 @@ tar --numeric-owner -C "$rootfs" -c . | docker import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
   --change 'WORKDIR /root' \
-  --change "LABEL hermes.image=target hermes.image.recipe=$recipe hermes.persona.ssh_banner=\"$banner\" hermes.persona.installed=$installed" \
+  --change "LABEL hermes.image=target hermes.image.recipe=$recipe hermes.persona.ssh_banner=\"$banner\" hermes.persona.installed=$installed hermes.persona.init=$init" \
   - "$tag" >/dev/null
 echo "built $tag"

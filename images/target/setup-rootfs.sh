@@ -46,26 +46,43 @@ sed -i 's/^module(load="imklog"/#&/' /etc/rsyslog.conf
 chmod 0644 /usr/lib/openssh/ssh-session-helper
 chmod 0755 /usr/lib/openssh/ssh-session-record
 
-# PID 1 is Debian's sysvinit (systemd cannot run under the boxes' profile: SECURITY.md,
-# "The box's init"). The container engine has already mounted /proc, /sys, /dev and
-# the root filesystem and set the hostname, and the box may not mount, set the clock
-# or write /proc/sys: the boot scripts that only do that are disabled, as Debian's
-# LXC template did for its containers. No consoles, so no gettys.
-for script in hostname.sh mountkernfs.sh mount-configfs mountdevsubfs.sh checkroot.sh \
-  checkfs.sh mountall.sh mountnfs.sh hwclock.sh brightness procps; do
-  update-rc.d "$script" disable >/dev/null 2>&1
-done
-sed -i '/^[0-9]*:[0-9]*:respawn:\/sbin\/getty/d' /etc/inittab
 # /tmp survives a reboot: what an intruder left there is still there when they return.
-sed -i 's/^#*TMPTIME=.*/TMPTIME=-1/' /etc/default/rcS
-grep -q '^TMPTIME=' /etc/default/rcS || echo 'TMPTIME=-1' >> /etc/default/rcS
-# dbus-daemon binds its socket as root before it drops to messagebus; root here has
-# no CAP_DAC_OVERRIDE, so the directory is root's, writable by messagebus too.
-mkdir -p /run/dbus
-chown root:messagebus /run/dbus
-chmod 0775 /run/dbus
-# Each box gets its own machine id: dbus's boot script makes one when there is none
-# (`dbus-uuidgen --ensure`), and /etc/machine-id points at it, as on Debian systems
-# without systemd.
-rm -f /etc/machine-id /var/lib/dbus/machine-id
-ln -s /var/lib/dbus/machine-id /etc/machine-id
+# The container engine has already mounted /proc, /sys, /dev and the root filesystem
+# and set the hostname, and the box may not mount, set the clock or write /proc/sys.
+case "$HERMES_INIT" in
+systemd)
+  # Each box makes its own machine id at its first boot (an empty file means "not yet
+  # made"), and dbus reads the same one, as on an installed Debian.
+  : > /etc/machine-id
+  rm -f /var/lib/dbus/machine-id
+  ln -s /etc/machine-id /var/lib/dbus/machine-id
+  # No consoles, so no gettys; nothing to load into a kernel the box does not own.
+  systemctl mask console-getty.service getty@tty1.service systemd-modules-load.service \
+    >/dev/null 2>&1
+  # /tmp is not emptied at boot.
+  echo 'd /tmp 1777 root root -' > /etc/tmpfiles.d/tmp.conf
+  ;;
+sysvinit)
+  # PID 1 is Debian's sysvinit (for hosts where systemd cannot have a cgroup of its
+  # own: SECURITY.md, "The box's init"). The boot scripts that only mount, set the
+  # clock or write /proc/sys are disabled, as Debian's LXC template did for its
+  # containers.
+  for script in hostname.sh mountkernfs.sh mount-configfs mountdevsubfs.sh checkroot.sh \
+    checkfs.sh mountall.sh mountnfs.sh hwclock.sh brightness procps; do
+    update-rc.d "$script" disable >/dev/null 2>&1
+  done
+  sed -i '/^[0-9]*:[0-9]*:respawn:\/sbin\/getty/d' /etc/inittab
+  sed -i 's/^#*TMPTIME=.*/TMPTIME=-1/' /etc/default/rcS
+  grep -q '^TMPTIME=' /etc/default/rcS || echo 'TMPTIME=-1' >> /etc/default/rcS
+  # dbus-daemon binds its socket as root before it drops to messagebus; root here has
+  # no CAP_DAC_OVERRIDE, so the directory is root's, writable by messagebus too.
+  mkdir -p /run/dbus
+  chown root:messagebus /run/dbus
+  chmod 0775 /run/dbus
+  # Each box gets its own machine id: dbus's boot script makes one when there is none
+  # (`dbus-uuidgen --ensure`), and /etc/machine-id points at it, as on Debian systems
+  # without systemd.
+  rm -f /etc/machine-id /var/lib/dbus/machine-id
+  ln -s /var/lib/dbus/machine-id /etc/machine-id
+  ;;
+esac

@@ -8,7 +8,7 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 
-use hermes_core::config::{Config, CpuPinning, LxcfsConfig, SeccompProfile};
+use hermes_core::config::{CgroupDelegation, Config, CpuPinning, LxcfsConfig, SeccompProfile};
 
 use crate::{CREATED_LABEL, ROLE_LABEL, SENSOR_LABEL};
 
@@ -19,6 +19,9 @@ pub struct Placement {
     pub core: Option<u32>,
     /// The LXCFS mount whose files are bound over its /proc files; None: none.
     pub lxcfs: Option<std::path::PathBuf>,
+    /// The placeholder of its own cgroup for its systemd (`cgroup_delegation`);
+    /// None: its image's init needs none.
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 /// How `docker stop` ends a box. Like every init, the box's (Debian's sysvinit)
@@ -32,6 +35,10 @@ pub const STOP_SIGNAL: &str = "SIGKILL";
 pub struct ContainerProfile {
     /// Image reference.
     pub image: String,
+    /// The image used when `image` boots systemd and no cgroup can be delegated.
+    pub fallback_image: String,
+    /// Whether boxes of a systemd image may get a cgroup of their own.
+    pub cgroup_delegation: CgroupDelegation,
     /// Hostname inside (the persona's).
     pub hostname: String,
     /// Sensor name, stored as a label to find this instance's containers.
@@ -75,6 +82,8 @@ impl ContainerProfile {
         let security = &config.container_pool.security;
         ContainerProfile {
             image: config.container_pool.image.clone(),
+            fallback_image: config.container_pool.fallback_image.clone(),
+            cgroup_delegation: security.cgroup_delegation,
             hostname: config.persona.hostname.clone(),
             sensor: sensor.to_owned(),
             network_mode: security.network_mode.clone(),
@@ -124,11 +133,16 @@ impl ContainerProfile {
                 cpuset_cpus: placement.core.map(|core| core.to_string()),
                 // `mounts`, not `binds`: a missing source fails the create instead of
                 // becoming an empty directory the engine makes on the host.
-                mounts: placement.lxcfs.as_deref().map(lxcfs_mounts),
+                mounts: mounts(placement),
+                tmpfs: placement.cgroup.as_ref().map(|_| self.run_tmpfs()),
+                cgroup_parent: placement
+                    .cgroup
+                    .as_ref()
+                    .map(|_| crate::cgroup_delegation::CGROUP_PARENT.to_owned()),
                 pids_limit: Some(self.pids_limit),
                 shm_size: Some(self.shm_bytes),
                 cap_drop: Some(self.cap_drop.clone()),
-                cap_add: Some(self.cap_add.clone()),
+                cap_add: Some(self.cap_add(placement)),
                 security_opt: Some(self.security_opt()),
                 privileged: Some(false),
                 init: Some(false),
@@ -170,6 +184,29 @@ impl ContainerProfile {
     }
 }
 
+/// What the box gets bound in: LXCFS's files, and its own cgroup for systemd.
+fn mounts(placement: &Placement) -> Option<Vec<Mount>> {
+    let mut mounts = placement
+        .lxcfs
+        .as_deref()
+        .map(lxcfs_mounts)
+        .unwrap_or_default();
+    if let Some(source) = &placement.cgroup {
+        mounts.push(Mount {
+            target: Some(crate::cgroup_delegation::TARGET.to_owned()),
+            source: Some(source.to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(false),
+            bind_options: Some(MountBindOptions {
+                propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    (!mounts.is_empty()).then_some(mounts)
+}
+
 /// LXCFS's files, read-only over the box's own (root in the box cannot write,
 /// unmount or remount them: no CAP_SYS_ADMIN).
 fn lxcfs_mounts(root: &std::path::Path) -> Vec<Mount> {
@@ -190,6 +227,36 @@ fn lxcfs_mounts(root: &std::path::Path) -> Vec<Mount> {
 }
 
 impl ContainerProfile {
+    /// The configured capabilities; systemd also needs CAP_SETPCAP (one of the
+    /// engine's defaults) to narrow its services' bounding sets as their units say.
+    fn cap_add(&self, placement: &Placement) -> Vec<String> {
+        let mut caps = self.cap_add.clone();
+        let has = |name: &str| {
+            caps.iter()
+                .any(|c| c.trim_start_matches("CAP_").eq_ignore_ascii_case(name))
+        };
+        if placement.cgroup.is_some() && !has("SETPCAP") {
+            caps.push("SETPCAP".to_owned());
+        }
+        caps
+    }
+
+    /// systemd's /run and /run/lock, tmpfs as on Debian (a tenth of the memory, and
+    /// 5 MiB), charged to the box's memory.
+    fn run_tmpfs(&self) -> HashMap<String, String> {
+        let run_kib = (self.memory_bytes / 10 / 1024).max(1024);
+        HashMap::from([
+            (
+                "/run".to_owned(),
+                format!("rw,nosuid,nodev,noexec,size={run_kib}k,mode=755"),
+            ),
+            (
+                "/run/lock".to_owned(),
+                "rw,nosuid,nodev,noexec,size=5120k".to_owned(),
+            ),
+        ])
+    }
+
     /// The configured options, and Hermes's seccomp profile (as JSON: the engine
     /// reads no files for API clients) unless the engine's default is asked for.
     fn security_opt(&self) -> Vec<String> {
@@ -280,6 +347,7 @@ mod tests {
         let placed = profile.create_body(&Placement {
             core: Some(1),
             lxcfs: Some("/var/lib/lxcfs".into()),
+            cgroup: None,
         });
         let host = placed.host_config.expect("host config");
         assert_eq!(host.cpuset_cpus.as_deref(), Some("1"));
@@ -306,6 +374,44 @@ mod tests {
             assert_eq!(mount.read_only, Some(true));
             assert_eq!(mount.typ, Some(MountType::BIND));
         }
+    }
+
+    #[test]
+    fn a_systemd_box_gets_its_cgroup_a_run_tmpfs_and_setpcap_only() {
+        let profile = ContainerProfile::from_config(&Config::default(), "s");
+        let body = profile.create_body(&Placement {
+            core: None,
+            lxcfs: None,
+            cgroup: Some("/run/hermes/box-cgroups/hermes-x".into()),
+        });
+        let host = body.host_config.expect("host config");
+        let mounts = host.mounts.expect("mounts");
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].target.as_deref(), Some("/sys/fs/cgroup/systemd"));
+        assert_eq!(
+            mounts[0].source.as_deref(),
+            Some("/run/hermes/box-cgroups/hermes-x")
+        );
+        assert_eq!(host.cgroup_parent.as_deref(), Some("/docker"));
+        let tmpfs = host.tmpfs.expect("tmpfs");
+        assert_eq!(
+            tmpfs.get("/run").map(String::as_str),
+            Some("rw,nosuid,nodev,noexec,size=26214k,mode=755")
+        );
+        assert!(
+            tmpfs
+                .get("/run/lock")
+                .is_some_and(|o| o.contains("size=5120k"))
+        );
+        assert_eq!(
+            host.cap_add,
+            Some(
+                ["CHOWN", "SETUID", "SETGID", "SETPCAP"]
+                    .map(str::to_owned)
+                    .to_vec()
+            )
+        );
+        assert_eq!(host.privileged, Some(false));
     }
 
     /// What the socket proxy (images/socket-proxy/haproxy.cfg) refuses in a create

@@ -33,7 +33,7 @@ pub use egress::{
 };
 pub use load::{ConfigError, ConfigIssue, load_file, parse_str};
 pub use max_startups::MaxStartups;
-pub use resources::{CpuPinning, LxcfsConfig, LxcfsMode};
+pub use resources::{CgroupDelegation, CpuPinning, LxcfsConfig, LxcfsMode};
 pub use size::ByteSize;
 pub use usernames::{UsernamePolicy, UsernamesConfig, valid_login_name};
 
@@ -562,6 +562,11 @@ pub struct ContainerPoolConfig {
     /// Target image (build it with `images/target/build.sh`).
     #[garde(length(min = 1, max = 256))]
     pub image: String,
+    /// The image used instead when `image` boots systemd and the host cannot give a
+    /// box the cgroup systemd needs (`security.cgroup_delegation`): the same server
+    /// with Debian's sysvinit (`images/target/build.sh IMAGE sysvinit`).
+    #[garde(length(min = 1, max = 256))]
+    pub fallback_image: String,
     /// How long a container may serve one session before it is stopped, in seconds.
     #[garde(range(min = 60, max = 604_800))]
     pub max_session_duration: Seconds,
@@ -639,6 +644,7 @@ impl Default for ContainerPoolConfig {
             size: 3,
             spawn_timeout: Seconds::new(30),
             image: "hermes-target:latest".to_owned(),
+            fallback_image: "hermes-target:sysvinit".to_owned(),
             max_session_duration: Seconds::new(3600),
             cleanup_stopped_after_days: Days::new(7),
             max_containers: 50,
@@ -671,6 +677,10 @@ pub struct SecurityConfig {
     /// the box's limits, not the host's.
     #[garde(dive)]
     pub lxcfs: LxcfsConfig,
+    /// Whether a box of a systemd image gets a cgroup of its own (`auto`) or the
+    /// `fallback_image` is used instead (`off`).
+    #[garde(skip)]
+    pub cgroup_delegation: CgroupDelegation,
     /// Maximum number of processes in the container.
     #[garde(range(min = 10, max = 100_000))]
     pub pids_limit: u32,
@@ -712,6 +722,7 @@ impl Default for SecurityConfig {
             cpu_quota: 0.5,
             cpu_pinning: CpuPinning::Core,
             lxcfs: LxcfsConfig::default(),
+            cgroup_delegation: CgroupDelegation::Auto,
             pids_limit: 100,
             tmpfs_size: ByteSize::mib(50),
             capabilities: CapabilitiesConfig::default(),

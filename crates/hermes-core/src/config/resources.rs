@@ -30,6 +30,18 @@ pub enum LxcfsMode {
     Off,
 }
 
+/// Whether a box gets a cgroup of its own for its systemd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CgroupDelegation {
+    /// Where the host allows it (cgroup v1's `name=systemd` hierarchy, an engine on
+    /// this host): boxes of a systemd image get their own part of that hierarchy.
+    /// Elsewhere the `fallback_image` (Debian's sysvinit) is used, and said so.
+    Auto,
+    /// Never: a systemd image is replaced by the `fallback_image`.
+    Off,
+}
+
 /// `container_pool.security.lxcfs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
 #[serde(deny_unknown_fields, default)]

@@ -5,13 +5,14 @@
 use super::*;
 
 /// Run in the box right after it starts, before anyone logs in. Docker leaves a
-/// `/.dockerenv` in every container; no server has one. systemd: `is-system-running
+/// `/.dockerenv` in every container, and systemd, finding it, writes the engine's name in
+/// /run/systemd/container; no server has either. systemd: `is-system-running
 /// --wait` blocks until startup is over (before the manager listens it answers
 /// `offline`, which is retried). sysvinit: booted once in a multi-user runlevel with
 /// no boot script (`rc`, `startpar`) left running, seen twice 50 ms apart (init writes
 /// the runlevel just before it starts that runlevel's scripts). Any other init has
 /// nothing to wait for.
-const BOOT_WAIT: &str = r#"rm -f /.dockerenv
+const BOOT_WAIT: &str = r#"rm -f /.dockerenv /run/systemd/container
 booting() {
   set -- $(runlevel 2> /dev/null)
   case ${2-} in [2-5]) ;; *) return 0 ;; esac

@@ -80,7 +80,8 @@ impl DockerSandbox {
         let timeout = self.settings.spawn_timeout;
         let name = format!("hermes-{}", SessionId::random());
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let placement = self.placement().await?;
+        let mut placement = self.placement().await?;
+        placement.cgroup = self.cgroup_placeholder(&name)?;
         let created = tokio::time::timeout(
             timeout,
             self.docker
@@ -99,6 +100,7 @@ impl DockerSandbox {
         // The sensor's CA and the box's past go in before anything in the box runs.
         let prepared = async {
             self.install_ca(&id).await?;
+            self.install_machine_id(&id).await?;
             self.install_past(&id).await
         };
         match tokio::time::timeout(timeout, prepared).await {
@@ -111,6 +113,10 @@ impl DockerSandbox {
                 self.remove_in_background(id);
                 return Err(SandboxError::Timeout(timeout.as_secs()));
             }
+        }
+        if let Err(error) = self.prepare_cgroup(&id).await {
+            self.remove_in_background(id);
+            return Err(error);
         }
         let started = tokio::time::timeout(timeout, self.docker.start_container(&id, None)).await;
         match started {

@@ -48,6 +48,7 @@ pub use past::INSTALLED_LABEL;
 
 use containers::stop_container;
 mod health;
+mod init;
 mod processes;
 mod resources;
 mod sweep;
@@ -170,6 +171,8 @@ pub struct DockerSandbox {
     past: std::sync::OnceLock<past::PastSettings>,
     /// LXCFS, looked at before every new box.
     lxcfs: crate::lxcfs::Lxcfs,
+    /// Which init the boxes boot, and their cgroups (decided at connect).
+    init: init::InitChoice,
     /// Cores handed to new boxes in turn (`cpu_pinning: core`); None: every core.
     cores: Option<crate::cpu::CoreTurns>,
 }
@@ -183,6 +186,7 @@ impl DockerSandbox {
         settings: PoolSettings,
         events: EventBus,
     ) -> Result<Arc<Self>, EndpointError> {
+        let mut profile = profile;
         let docker = endpoint.connect().await?;
         let api_version = docker.client_version().to_string();
         tracing::info!(target: "hermes::sandbox", endpoint = %endpoint, api_version, "connected to Docker");
@@ -191,6 +195,8 @@ impl DockerSandbox {
         let direct_io = profile.runtime.is_none();
         let lxcfs = crate::lxcfs::Lxcfs::from_config(&profile.lxcfs);
         let cores = resources::core_turns(profile.cpu_pinning);
+        let local_engine = direct_io && matches!(endpoint, Endpoint::Unix(_));
+        let init = init::choose(&docker, &mut profile, local_engine).await;
         Ok(Arc::new(DockerSandbox {
             docker,
             stream_endpoint: stream_endpoint.unwrap_or(endpoint),
@@ -216,6 +222,7 @@ impl DockerSandbox {
             trusted_ca: std::sync::OnceLock::new(),
             past: std::sync::OnceLock::new(),
             lxcfs,
+            init,
             cores,
         }))
     }
@@ -223,6 +230,9 @@ impl DockerSandbox {
     /// The persona banner the image was built with (its `hermes.persona.ssh_banner`
     /// label). Fails when the image is missing.
     pub async fn image_banner(&self) -> Result<Option<String>, SandboxError> {
+        if let Some(problem) = &self.init.problem {
+            return Err(SandboxError::Unavailable(problem.clone()));
+        }
         let image = self
             .docker
             .inspect_image(&self.profile.image)
@@ -298,6 +308,7 @@ impl DockerSandbox {
     async fn refill_loop(self: Arc<Self>) {
         while !self.shutting_down.load(Ordering::Acquire) {
             self.watch_lxcfs().await;
+            self.watch_cgroups().await;
             let (to_start, wait) = {
                 let mut state = self.state();
                 let now = Instant::now();
@@ -569,6 +580,10 @@ impl Sandbox for DockerSandbox {
                 return Err(SandboxError::ContainerGone(short(container_id).to_owned()));
             }
             self.reserve()?;
+            if let Err(error) = self.prepare_cgroup(container_id).await {
+                self.done_creating();
+                return Err(error);
+            }
             let started = tokio::time::timeout(
                 self.settings.spawn_timeout,
                 self.docker.start_container(container_id, None),

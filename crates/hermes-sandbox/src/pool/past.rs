@@ -32,6 +32,11 @@ pub(super) struct PastSettings {
 }
 
 impl DockerSandbox {
+    /// When the boxes' server was installed, when the past is told.
+    pub(super) fn installed_at(&self) -> Option<u64> {
+        self.past.get().map(|settings| settings.installed)
+    }
+
     /// Gives every box created from now on the past of one server: `seed` is the
     /// sensor's (its boxes share one past), `installed` when that server was set up.
     pub fn set_past(&self, seed: u64, installed: u64) {

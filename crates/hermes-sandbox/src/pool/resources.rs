@@ -78,6 +78,7 @@ impl DockerSandbox {
         Ok(Placement {
             core: self.cores.as_ref().map(CoreTurns::next),
             lxcfs,
+            cgroup: None,
         })
     }
 

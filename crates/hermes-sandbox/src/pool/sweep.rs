@@ -94,6 +94,7 @@ impl DockerSandbox {
         }
         self.stopped
             .store(found.saturating_sub(removed), Ordering::Relaxed);
+        self.prune_cgroup_placeholders().await;
         removed
     }
 }

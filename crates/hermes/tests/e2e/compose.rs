@@ -784,6 +784,7 @@ async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
     let mut body = profile.create_body(&hermes_sandbox::Placement {
         core: Some(0),
         lxcfs: None,
+        cgroup: None,
     });
     // An image the engine does not have: its 404 shows the body got past the proxy,
     // and no container is made.
@@ -806,6 +807,7 @@ async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
     let mut with_lxcfs = profile.create_body(&hermes_sandbox::Placement {
         core: Some(0),
         lxcfs: Some("/var/lib/lxcfs".into()),
+        cgroup: None,
     });
     with_lxcfs.image = body.image.clone();
     let json = serde_json::to_string(&with_lxcfs).expect("body");

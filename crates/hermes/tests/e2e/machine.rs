@@ -13,6 +13,25 @@ async fn run(shell: &mut Shell, command: &str, prompt: &str) -> String {
     shell.run(command, prompt).await
 }
 
+/// The box's /etc/machine-id (32 hex digits).
+async fn machine_id(shell: &mut Shell, prompt: &str) -> String {
+    let out = run(shell, "cat /etc/machine-id", prompt).await;
+    out.lines()
+        .filter_map(|line| line.trim().rsplit('\r').next())
+        .find(|line| line.len() == 32 && line.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no machine id: {out}"))
+        .to_owned()
+}
+
+/// The answer of `ps -eo args | grep -ci NAME; <two counts>; echo end` says nothing
+/// was found (`grep -ci` in the ps pipeline counts its own command line).
+fn names_nothing(out: &str) -> bool {
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    lines
+        .windows(4)
+        .any(|w| w[0].rsplit('\r').next() == Some("1") && w[1..] == ["0", "0", "end"])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_login_and_the_process_tree_look_like_a_debian_server() {
     require_docker!();
@@ -90,11 +109,13 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
 
     let out = run(&mut shell, "ps -eo comm=,args= | cat", &prompt).await;
     for expected in [
-        "init            init [2]",
+        "systemd         /sbin/init",
+        "systemd-journal /lib/systemd/systemd-journald",
+        "systemd-logind  /lib/systemd/systemd-logind",
         "rsyslogd        /usr/sbin/rsyslogd",
         "cron            /usr/sbin/cron",
         "dbus-daemon     /usr/bin/dbus-daemon --system",
-        "sshd            sshd: /usr/sbin/sshd [listener] 0 of 10-100 startups",
+        "sshd            sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups",
         "sshd            sshd: root@pts/0",
         "bash            -bash",
     ] {
@@ -118,16 +139,159 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
     );
 }
 
-/// PID 1 is Debian's own sysvinit, booted through its runlevel scripts: its binary,
-/// name, runlevel and services agree, each box has a machine id of its own, and
-/// nothing in the box names the product.
+/// PID 1 is Debian's systemd, as on an installed Debian 12: its binary, name and
+/// units agree (ssh, cron, rsyslog and dbus run, nothing failed), `systemctl`,
+/// `journalctl`, `hostnamectl` and `service` answer, each box has a machine id of its
+/// own, and nothing in the box names the product or the engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pid_1_is_debians_sysvinit_and_each_box_has_its_own_machine_id() {
+async fn pid_1_is_debians_systemd_whose_units_run_and_each_box_has_its_own_machine_id() {
     require_docker!();
     let hermes = Hermes::start(Options {
         pool_size: 2,
         ..Options::default()
     });
+    let prompt = format!("root@{}:~# ", hermes.hostname);
+    let mut machine_ids = Vec::new();
+    for source in [[127, 0, 0, 1], [127, 0, 0, 2]] {
+        let client = Client::login_from(hermes.port, source.into(), "root", "toor").await;
+        let mut shell = client.shell(160, 40).await;
+        assert!(
+            shell.read_until(&prompt, 0, Duration::from_secs(20)).await,
+            "{}",
+            shell.text()
+        );
+        let out = run(
+            &mut shell,
+            "readlink /proc/1/exe; cat /proc/1/comm; dpkg -S /sbin/init; echo \"state=$(systemctl is-system-running)\"; grep name=systemd /proc/1/cgroup",
+            &prompt,
+        )
+        .await;
+        assert!(
+            out.contains("/usr/lib/systemd/systemd\r\nsystemd\r\nsystemd-sysv: /sbin/init\r\nstate=running\r\n"),
+            "{out}"
+        );
+        assert!(out.contains(":name=systemd:/init.scope"), "{out}");
+        let out = run(
+            &mut shell,
+            "systemctl list-units --type=service --state=running --no-pager --plain | awk '{print $1}' | sort | tr '\\n' ' '; echo; systemctl --failed --no-legend --no-pager | wc -l",
+            &prompt,
+        )
+        .await;
+        for unit in [
+            "ssh.service",
+            "cron.service",
+            "rsyslog.service",
+            "dbus.service",
+            "systemd-journald.service",
+            "systemd-logind.service",
+        ] {
+            assert!(out.contains(unit), "{unit} not running: {out}");
+        }
+        assert!(out.contains("\r\n0\r\n"), "a unit failed: {out}");
+        let out = run(
+            &mut shell,
+            "systemctl status ssh --no-pager | head -3; service ssh status > /dev/null; echo \"service=$?\"; journalctl -n 20 --no-pager | grep -c . ; hostnamectl | grep -E 'Static hostname|Operating System'",
+            &prompt,
+        )
+        .await;
+        assert!(
+            out.contains("ssh.service - OpenBSD Secure Shell server"),
+            "{out}"
+        );
+        assert!(out.contains("Active: active (running)"), "{out}");
+        assert!(out.contains("service=0"), "{out}");
+        assert!(
+            out.contains(&format!("Static hostname: {}", hermes.hostname)),
+            "{out}"
+        );
+        assert!(out.contains("Debian GNU/Linux 12 (bookworm)"), "{out}");
+        let journal_lines = out
+            .lines()
+            .filter_map(|line| line.trim().rsplit('\r').next())
+            .find_map(|line| line.parse::<u32>().ok());
+        assert!(
+            journal_lines.is_some_and(|n| n >= 5),
+            "journalctl -n: {out}"
+        );
+        let out = run(
+            &mut shell,
+            "ps -eo args | grep -ci hermes; grep -rIil -e hermes -e docker /etc /usr/sbin /usr/lib/openssh /run/systemd 2>/dev/null | wc -l; ls -a / /run/systemd | grep -c -e dockerenv -e '^container$'; echo end",
+            &prompt,
+        )
+        .await;
+        assert!(
+            names_nothing(&out),
+            "the box names the product or the engine: {out}"
+        );
+        machine_ids.push(machine_id(&mut shell, &prompt).await);
+    }
+    assert_ne!(machine_ids[0], machine_ids[1], "two boxes, one machine id");
+}
+
+/// Root in the box owns its part of the name=systemd hierarchy and nothing else: the
+/// controllers (its limits) stay read-only, the hierarchy's root (release_agent) is
+/// out of sight, and a box that makes cgroups without end is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_in_the_box_owns_only_its_own_cgroup_and_a_cgroup_flood_stops_the_box() {
+    require_docker!();
+    let hermes = Hermes::start(Options::default());
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let mut shell = client.shell(160, 40).await;
+    let prompt = format!("root@{}:~# ", hermes.hostname);
+    assert!(
+        shell.read_until(&prompt, 0, Duration::from_secs(20)).await,
+        "{}",
+        shell.text()
+    );
+    let out = run(
+        &mut shell,
+        "echo 1073741824 > /sys/fs/cgroup/memory/memory.limit_in_bytes; echo 100000 > /sys/fs/cgroup/pids/pids.max; cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max; ls /sys/fs/cgroup/systemd/release_agent; mkdir /sys/fs/cgroup/systemd/mine && echo made; ls /sys/fs/cgroup/systemd | grep -c docker",
+        &prompt,
+    )
+    .await;
+    assert!(
+        out.contains("268435456\r\n100\r\n"),
+        "limits unchanged: {out}"
+    );
+    assert!(out.matches("Read-only file system").count() >= 2, "{out}");
+    assert!(out.contains("release_agent': No such file"), "{out}");
+    assert!(out.contains("made"), "its own part is its own: {out}");
+    assert!(out.contains("\r\n0\r\n"), "no other box in sight: {out}");
+
+    shell
+        .send("for i in $(seq 1 3000); do mkdir /sys/fs/cgroup/systemd/f$i || break; done; echo flood-$((40+2))\r")
+        .await;
+    let ended = shell.read_to_close(Duration::from_secs(60)).await;
+    assert!(ended, "the box was not stopped: {}", shell.text());
+    assert!(!shell.text().contains("flood-42"), "{}", shell.text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !hermes.output().contains("made more cgroups than allowed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stop is not logged: {}",
+            hermes.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Where a box cannot have a cgroup of its own (here: delegation switched off), the
+/// fallback image boots Debian's own sysvinit through its runlevel scripts: its
+/// binary, name, runlevel and services agree, each box has a machine id of its own,
+/// and nothing in the box names the product.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cgroup_of_its_own_the_box_boots_the_fallback_sysvinit() {
+    require_docker!();
+    let hermes = Hermes::start(
+        Options {
+            pool_size: 2,
+            ..Options::default()
+        }
+        .configure(|c| {
+            c.container_pool.security.cgroup_delegation =
+                hermes_core::config::CgroupDelegation::Off;
+        }),
+    );
     let prompt = format!("root@{}:~# ", hermes.hostname);
     let mut machine_ids = Vec::new();
     for source in [[127, 0, 0, 1], [127, 0, 0, 2]] {
@@ -185,22 +349,8 @@ async fn pid_1_is_debians_sysvinit_and_each_box_has_its_own_machine_id() {
             &prompt,
         )
         .await;
-        // `grep -ci` in the ps pipeline counts its own command line (which names it).
-        let lines: Vec<&str> = out.lines().map(str::trim).collect();
-        assert!(
-            lines
-                .windows(4)
-                .any(|w| w[0].rsplit('\r').next() == Some("1") && w[1..] == ["0", "0", "end"]),
-            "the box names the product: {lines:?}"
-        );
-        let out = run(&mut shell, "cat /etc/machine-id", &prompt).await;
-        let id = out
-            .lines()
-            .filter_map(|line| line.trim().rsplit('\r').next())
-            .find(|line| line.len() == 32 && line.bytes().all(|b| b.is_ascii_hexdigit()))
-            .unwrap_or_else(|| panic!("no machine id: {out}"))
-            .to_owned();
-        machine_ids.push(id);
+        assert!(names_nothing(&out), "the box names the product: {out}");
+        machine_ids.push(machine_id(&mut shell, &prompt).await);
     }
     assert_ne!(machine_ids[0], machine_ids[1], "two boxes, one machine id");
 }
@@ -229,7 +379,7 @@ async fn a_box_made_on_demand_has_booted_before_the_session_sees_it() {
         let to_prompt = began.elapsed();
         let out = run(
             &mut shell,
-            "for s in ssh cron rsyslog dbus; do service $s status > /dev/null || echo \"$s\"_down; done; runlevel",
+            "for s in ssh cron rsyslog dbus; do service $s status > /dev/null || echo \"$s\"_down; done; echo \"state=$(systemctl is-system-running)\"",
             &prompt,
         )
         .await;
@@ -247,7 +397,7 @@ async fn a_box_made_on_demand_has_booted_before_the_session_sees_it() {
         for service in ["ssh", "cron", "rsyslog", "dbus"] {
             assert!(!out.contains(&format!("{service}_down")), "{out}");
         }
-        assert!(out.contains("N 2"), "{out}");
+        assert!(out.contains("state=running"), "{out}");
         // Within the engine's spawn timeout with room to spare, boot included.
         assert!(*to_prompt < Duration::from_secs(15), "{to_prompt:?}");
     }

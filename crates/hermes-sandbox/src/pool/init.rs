@@ -1,0 +1,246 @@
+//! Which init the boxes boot: the image's systemd, with a cgroup of each box's own
+//! (crate::cgroup_delegation), or, where the host cannot give one, the fallback
+//! image's sysvinit. And the watch that stops a box making cgroups without end.
+
+use std::path::{Path, PathBuf};
+
+use hermes_core::config::CgroupDelegation;
+
+use crate::cgroup_delegation::{self, Delegation, EngineCgroups};
+
+use super::*;
+
+/// The image label naming the init its PID 1 is (written by `images/target/build.sh`).
+pub const INIT_LABEL: &str = "hermes.persona.init";
+
+/// Placeholders older than this whose box is gone are removed by the sweep (younger
+/// ones may belong to a box being created).
+const PLACEHOLDER_GRACE: Duration = Duration::from_secs(600);
+
+/// What was decided at connect time.
+#[derive(Debug, Default)]
+pub(super) struct InitChoice {
+    /// Set when boxes boot systemd with a cgroup of their own.
+    pub delegation: Option<Delegation>,
+    /// Why the boxes cannot boot at all (a systemd image, no delegation, and no
+    /// fallback image); told by `image_banner` at start.
+    pub problem: Option<String>,
+}
+
+/// Decides the image and the delegation for `profile` (whose `image` becomes the
+/// fallback one when needed).
+pub(super) async fn choose(
+    docker: &Docker,
+    profile: &mut ContainerProfile,
+    local_engine: bool,
+) -> InitChoice {
+    let Some(init) = image_init(docker, &profile.image).await else {
+        // Missing images are reported by `image_banner`; unlabelled ones need nothing.
+        return InitChoice::default();
+    };
+    if init != "systemd" {
+        return InitChoice::default();
+    }
+    let why_not = match profile.cgroup_delegation {
+        CgroupDelegation::Off => Err("container_pool.security.cgroup_delegation is off".to_owned()),
+        CgroupDelegation::Auto => {
+            let engine = match docker.info().await {
+                Ok(info) => EngineCgroups {
+                    version: info.cgroup_version.map(|v| v.to_string()),
+                    driver: info.cgroup_driver.map(|d| d.to_string()),
+                },
+                Err(error) => {
+                    return InitChoice {
+                        delegation: None,
+                        problem: Some(format!(
+                            "cannot ask the engine about its cgroups: {}",
+                            failure(error)
+                        )),
+                    };
+                }
+            };
+            Delegation::detect(
+                Path::new(cgroup_delegation::HIERARCHY),
+                Path::new(cgroup_delegation::LINKS),
+                &engine,
+                local_engine,
+            )
+        }
+    };
+    match why_not {
+        Ok(delegation) => {
+            tracing::info!(target: "hermes::sandbox", image = %profile.image, "boxes boot Debian's systemd, each with its own part of the name=systemd cgroup hierarchy");
+            InitChoice {
+                delegation: Some(delegation),
+                problem: None,
+            }
+        }
+        Err(reason) => {
+            if image_init(docker, &profile.fallback_image).await.is_some() {
+                tracing::warn!(target: "hermes::sandbox", image = %profile.image, fallback = %profile.fallback_image, %reason, "systemd cannot have a cgroup of its own here: boxes are made from the fallback image (Debian's sysvinit)");
+                profile.image = profile.fallback_image.clone();
+                InitChoice::default()
+            } else {
+                InitChoice {
+                    delegation: None,
+                    problem: Some(format!(
+                        "image {} boots systemd, which needs a cgroup of its own, and none can be given here ({reason}); the fallback image {} is missing: build it with images/target/build.sh {} sysvinit",
+                        profile.image, profile.fallback_image, profile.fallback_image
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// The image's init label, or None when the image is missing.
+async fn image_init(docker: &Docker, image: &str) -> Option<String> {
+    let inspect = docker.inspect_image(image).await.ok()?;
+    Some(
+        inspect
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|labels| labels.get(INIT_LABEL).cloned())
+            .unwrap_or_default(),
+    )
+}
+
+impl DockerSandbox {
+    /// The placeholder for a box about to be created as `name`, when boxes get a
+    /// cgroup of their own.
+    pub(super) fn cgroup_placeholder(&self, name: &str) -> Result<Option<PathBuf>, SandboxError> {
+        let Some(delegation) = &self.init.delegation else {
+            return Ok(None);
+        };
+        delegation.placeholder(name).map(Some).map_err(|e| {
+            SandboxError::Engine(format!("cannot make the box's cgroup placeholder: {e}"))
+        })
+    }
+
+    /// A systemd box's own machine id, as an installed Debian has one in
+    /// /etc/machine-id (systemd cannot make it persistent in a box: that takes a
+    /// mount). Before the box's first start.
+    pub(super) async fn install_machine_id(&self, id: &str) -> Result<(), SandboxError> {
+        if self.init.delegation.is_none() {
+            return Ok(());
+        }
+        let machine_id: u128 = rand::random();
+        let mut tar = crate::tar_write::TarWriter::default();
+        // Made at the installation's first boot.
+        let mtime = self.installed_at().unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        });
+        tar.file_owned(
+            "etc/machine-id",
+            format!("{machine_id:032x}\n").as_bytes(),
+            0o444,
+            (0, 0),
+            mtime,
+        )
+        .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+            .path("/")
+            .build();
+        self.docker
+            .upload_to_container(id, Some(options), bollard::body_full(tar.finish().into()))
+            .await
+            .map_err(engine)
+    }
+
+    /// Before each start of box `id`: its cgroup directory made and its placeholder
+    /// pointed at it.
+    pub(super) async fn prepare_cgroup(&self, id: &str) -> Result<(), SandboxError> {
+        let Some(delegation) = &self.init.delegation else {
+            return Ok(());
+        };
+        let inspect = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(engine)?;
+        let source = inspect
+            .host_config
+            .and_then(|h| h.mounts)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|m| m.target.as_deref() == Some(cgroup_delegation::TARGET))
+            .and_then(|m| m.source);
+        // A box made without one (by an earlier configuration) boots as it was made.
+        let Some(source) = source else {
+            return Ok(());
+        };
+        let id = id.to_owned();
+        let delegation = delegation.clone();
+        tokio::task::spawn_blocking(move || delegation.prepare_start(Path::new(&source), &id))
+            .await
+            .map_err(|e| SandboxError::Engine(e.to_string()))?
+            .map_err(|e| SandboxError::Engine(format!("cannot prepare the box's cgroup: {e}")))
+    }
+
+    /// Stops every running box that has made more cgroups than a server's systemd
+    /// ever does (their kernel memory is not the box's to spend). Each refill tick.
+    pub(super) async fn watch_cgroups(&self) {
+        let Some(delegation) = &self.init.delegation else {
+            return;
+        };
+        let ids: Vec<String> = {
+            let state = self.state();
+            state
+                .ready
+                .iter()
+                .chain(state.active.iter())
+                .cloned()
+                .collect()
+        };
+        let delegation = delegation.clone();
+        let over = tokio::task::spawn_blocking(move || {
+            ids.into_iter()
+                .filter(|id| {
+                    delegation.group(id).is_ok_and(|group| {
+                        cgroup_delegation::count_groups(&group, cgroup_delegation::MAX_GROUPS)
+                            > cgroup_delegation::MAX_GROUPS
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for id in over {
+            tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), max = cgroup_delegation::MAX_GROUPS, "a box made more cgroups than allowed: it is stopped");
+            let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
+                .signal("SIGKILL")
+                .build();
+            if let Err(error) = self.docker.kill_container(&id, Some(options)).await
+                && !is_not_found(&error)
+            {
+                tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), error = %failure(error), "cannot stop a box past its cgroup limit");
+            }
+        }
+    }
+
+    /// Removes the placeholders of boxes that no longer exist (from the retention
+    /// sweep).
+    pub(super) async fn prune_cgroup_placeholders(&self) {
+        let Some(delegation) = &self.init.delegation else {
+            return;
+        };
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&self.label_filters(None))
+            .build();
+        let Ok(list) = self.docker.list_containers(Some(options)).await else {
+            return;
+        };
+        let alive: HashSet<String> = list
+            .into_iter()
+            .flat_map(|c| c.names.unwrap_or_default())
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .collect();
+        let delegation = delegation.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || delegation.prune(&alive, PLACEHOLDER_GRACE)).await;
+    }
+}
