@@ -64,15 +64,13 @@ debootstrap --variant=minbase --include="$(IFS=,; echo "${packages[*]}")" \
     exit 1
   }
 
-# The persona's files: session helper, bait, history. Copied through a staging tree with
+# The persona's files: bait, history. Copied through a staging tree with
 # a server's modes (directories 0755, files 0644 or 0755 as git records them), so a
 # checkout made under a strict umask does not leave /usr or /etc closed to users;
 # setup-rootfs.sh then closes what a real server keeps private.
 stage="$work/overlay"
 cp -r "$here/overlay" "$stage"
-# The shell scripts' comments are for this repository, not for an intruder reading
-# them in the box; and nothing put into the box may name the product.
-sed -i '/^[[:space:]]*#/d' "$stage/usr/lib/openssh/ssh-session-helper"
+# Nothing put into the box may name the product.
 if grep -rIil -e hermes -e honeypot "$stage"; then
   echo "the files above would name the product inside the box" >&2
   exit 1
@@ -82,7 +80,6 @@ find "$stage" -type d -exec chmod 0755 {} +
 find "$stage" -type f -perm -u+x -exec chmod 0755 {} +
 find "$stage" -type f ! -perm -u+x -exec chmod 0644 {} +
 cp -a "$stage/." "$rootfs/"
-chmod 0755 "$rootfs/usr/lib/openssh/ssh-session-record"
 install -m 0755 "$here/setup-rootfs.sh" "$rootfs/tmp/setup-rootfs.sh"
 chroot "$rootfs" /usr/bin/env HERMES_INIT="$init" /bin/bash /tmp/setup-rootfs.sh
 rm -f "$rootfs/tmp/setup-rootfs.sh"

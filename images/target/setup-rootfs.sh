@@ -42,9 +42,6 @@ chmod 0660 /var/log/btmp
 # rsyslog cannot read the kernel log in a container; real servers' syslog has no
 # complaints about it.
 sed -i 's/^module(load="imklog"/#&/' /etc/rsyslog.conf
-# The helper is read by bash, not executed by path.
-chmod 0644 /usr/lib/openssh/ssh-session-helper
-chmod 0755 /usr/lib/openssh/ssh-session-record
 
 # /tmp survives a reboot: what an intruder left there is still there when they return.
 # The container engine has already mounted /proc, /sys, /dev and the root filesystem

@@ -287,11 +287,22 @@ mod tests {
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
         assert_eq!(
             host.cap_add,
-            Some(vec![
-                "CHOWN".to_owned(),
-                "SETUID".to_owned(),
-                "SETGID".to_owned()
-            ])
+            Some(
+                [
+                    "CHOWN",
+                    "DAC_OVERRIDE",
+                    "FOWNER",
+                    "FSETID",
+                    "KILL",
+                    "SETGID",
+                    "SETUID",
+                    "SETPCAP",
+                    "NET_BIND_SERVICE",
+                    "SYS_CHROOT"
+                ]
+                .map(str::to_owned)
+                .to_vec()
+            )
         );
         let options = host.security_opt.as_deref().unwrap_or_default();
         assert_eq!(options.len(), 2, "{options:?}");
@@ -378,7 +389,10 @@ mod tests {
 
     #[test]
     fn a_systemd_box_gets_its_cgroup_a_run_tmpfs_and_setpcap_only() {
-        let profile = ContainerProfile::from_config(&Config::default(), "s");
+        let mut config = Config::default();
+        config.container_pool.security.capabilities.add =
+            ["CHOWN", "SETUID", "SETGID"].map(str::to_owned).to_vec();
+        let profile = ContainerProfile::from_config(&config, "s");
         let body = profile.create_body(&Placement {
             core: None,
             lxcfs: None,

@@ -8,10 +8,12 @@ use crate::sandbox::{ProcessSpec, TtySize};
 
 /// Started by `docker exec`: keeps the client's stdin on fd 3, hands the parameters
 /// over on fd 6, and replaces itself (empty environment, sshd's process title) with a
-/// bash reading the image's session helper. Without the helper (another image), a
+/// bash reading the session helper ([`session_helper`]) from a pipe: no file in the
+/// box holds it. An image without python3 (which writes the login records) gets a
 /// plain login shell or command.
-const LAUNCHER: &str = r#"helper=/usr/lib/openssh/ssh-session-helper
-if [ ! -r "$helper" ]; then
+const LAUNCHER: &str = r#"helper=$SSH_SESSION_HELPER
+unset SSH_SESSION_HELPER
+if [ ! -x /usr/bin/python3 ] || [ -z "$helper" ]; then
   command=$SSH_SESSION_COMMAND
   unset SSH_SESSION_PARAMS SSH_SESSION_USER SSH_SESSION_COMMAND HOSTNAME
   if [ -z "$command" ]; then exec -a -bash /bin/bash; fi
@@ -19,12 +21,32 @@ if [ ! -r "$helper" ]; then
 fi
 unset SSH_SESSION_COMMAND
 if [ -z "$SSH_SESSION_PARAMS" ]; then
-  echo "ssh-session-launcher: the engine passed no session parameters" >&2
+  echo "the engine passed no session parameters" >&2
   exit 255
 fi
 t=$(tty 2> /dev/null) && t=${t#/dev/} || t=notty
 exec 3<&0 6<<< "$SSH_SESSION_PARAMS"
-exec -c -a "sshd: $SSH_SESSION_USER@$t" /bin/bash < "$helper""#;
+exec -c -a "sshd: $SSH_SESSION_USER@$t" /bin/bash <<< "$helper""#;
+
+/// The session helper's source and the login-record writer it embeds.
+const HELPER_SOURCE: &str = include_str!("box_login.sh");
+const RECORDS_SOURCE: &str = include_str!("box_records.py");
+
+/// The session helper as it is handed to the box: the record writer put in, and
+/// every comment line (which is for this repository) taken out.
+pub(crate) fn session_helper() -> &'static str {
+    static HELPER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let without_comments = |source: &str| -> String {
+            source
+                .lines()
+                .filter(|line| !line.trim_start().starts_with('#'))
+                .map(|line| format!("{line}\n"))
+                .collect()
+        };
+        without_comments(HELPER_SOURCE).replace("@RECORDS@\n", &without_comments(RECORDS_SOURCE))
+    });
+    &HELPER
+}
 
 /// What the client asked the channel to run.
 pub(super) enum Program {
@@ -124,6 +146,7 @@ pub(super) fn process_spec(launch: &Launch<'_>) -> ProcessSpec {
     let mut env = vec![
         ("SSH_SESSION_PARAMS".to_owned(), params),
         ("SSH_SESSION_USER".to_owned(), account),
+        ("SSH_SESSION_HELPER".to_owned(), session_helper().to_owned()),
     ];
     match program {
         Program::Exec(command) | Program::Subsystem { command, .. } => {
@@ -187,6 +210,47 @@ fn token(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_helper_names_nothing_and_parses() {
+        let helper = session_helper();
+        let lowered = helper.to_ascii_lowercase();
+        for word in [
+            "hermes",
+            "honeypot",
+            "@records@",
+            "box_records",
+            "ssh-session",
+        ] {
+            assert!(!lowered.contains(word), "the helper says `{word}`");
+        }
+        assert!(!helper.lines().any(|l| l.trim_start().starts_with('#')));
+        assert!(
+            helper.starts_with("{\nexec 0< /dev/null\n"),
+            "{}",
+            &helper[..60]
+        );
+        assert!(helper.contains("def main():"), "the record writer is in it");
+        let status = std::process::Command::new("bash")
+            .args(["-n", "-c", helper])
+            .status()
+            .expect("bash");
+        assert!(status.success(), "bash -n");
+        let records = helper
+            .split("<<'RECORDS'\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\nRECORDS\n").next())
+            .expect("the records heredoc");
+        let compiled = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys; compile(sys.argv[1], 'records', 'exec')",
+                records,
+            ])
+            .status()
+            .expect("python3");
+        assert!(compiled.success(), "python compiles the record writer");
+    }
 
     #[test]
     fn file_transfers_are_scp_without_a_terminal_and_sftp() {

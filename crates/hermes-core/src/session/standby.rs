@@ -15,8 +15,9 @@ use crate::sandbox::{ProcessSpec, StandbySpec, TtySize};
 /// reads its line a byte at a time: a plain `read` on a non-canonical terminal takes
 /// whatever has arrived, so a client's first keystrokes sent right behind the
 /// parameters would end in bash's buffer and be lost at its `exec`.
-const STANDBY_LAUNCHER: &str = r#"helper=/usr/lib/openssh/ssh-session-helper
-[ -r "$helper" ] || exit 0
+const STANDBY_LAUNCHER: &str = r#"helper=$SSH_SESSION_HELPER
+unset SSH_SESSION_HELPER
+[ -x /usr/bin/python3 ] && [ -n "$helper" ] || exit 0
 saved=$(stty -g 2> /dev/null)
 stty -echo -icanon 2> /dev/null || exit 0
 printf '\006'
@@ -29,7 +30,7 @@ user=${params#user=}
 user=${user%%$'\n'*}
 t=$(tty 2> /dev/null) && t=${t#/dev/} || t=notty
 exec 3<&0 6<<< "$params"
-exec -c -a "sshd: $user@$t" /bin/bash < "$helper""#;
+exec -c -a "sshd: $user@$t" /bin/bash <<< "$helper""#;
 
 /// What the sandbox starts ahead in each ready container, the byte it prints once its
 /// terminal is quiet (before that, a line written to it would be echoed back), and the
@@ -42,7 +43,10 @@ pub fn standby_spec() -> StandbySpec {
                 "-c".to_owned(),
                 STANDBY_LAUNCHER.to_owned(),
             ],
-            env: Vec::new(),
+            env: vec![(
+                "SSH_SESSION_HELPER".to_owned(),
+                super::launch::session_helper().to_owned(),
+            )],
             user: "root".to_owned(),
             workdir: "/".to_owned(),
             tty: Some(TtySize::DEFAULT),

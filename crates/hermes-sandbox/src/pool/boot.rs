@@ -11,8 +11,14 @@ use super::*;
 /// `offline`, which is retried). sysvinit: booted once in a multi-user runlevel with
 /// no boot script (`rc`, `startpar`) left running, seen twice 50 ms apart (init writes
 /// the runlevel just before it starts that runlevel's scripts). Any other init has
-/// nothing to wait for.
+/// nothing to wait for. The engine writes /etc/hosts in its own layout at every start;
+/// it gets the Debian installer's (`HOSTS_FILE`), dated with the installation.
 const BOOT_WAIT: &str = r#"rm -f /.dockerenv /run/systemd/container
+if [ -n "${HOSTS_FILE-}" ]; then
+  printf '%s' "$HOSTS_FILE" > /etc/hosts
+  [ -z "${INSTALLED-}" ] || touch -d "@$INSTALLED" /etc/hosts
+fi
+unset HOSTS_FILE INSTALLED
 booting() {
   set -- $(runlevel 2> /dev/null)
   case ${2-} in [2-5]) ;; *) return 0 ;; esac
@@ -37,6 +43,13 @@ case $(readlink /proc/1/exe) in
   while booting || { sleep 0.05; booting; }; do sleep 0.05; done ;;
 esac
 exit 0"#;
+
+/// /etc/hosts as Debian's installer writes it for a host without a domain.
+fn etc_hosts(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n\n# The following lines are desirable for IPv6 capable hosts\n::1     localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n"
+    )
+}
 
 /// What the box's init said once booted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,9 +77,13 @@ impl DockerSandbox {
     /// init stops, or says anything but running or degraded, is not ready.
     pub(super) async fn wait_booted(&self, container_id: &str) -> Result<Booted, SandboxError> {
         let timeout = self.settings.spawn_timeout;
+        let mut env = vec![("HOSTS_FILE".to_owned(), etc_hosts(&self.profile.hostname))];
+        if let Some(installed) = self.installed_at() {
+            env.push(("INSTALLED".to_owned(), installed.to_string()));
+        }
         let spec = ProcessSpec {
             argv: vec!["/bin/sh".to_owned(), "-c".to_owned(), BOOT_WAIT.to_owned()],
-            env: Vec::new(),
+            env,
             // By number: an image without /etc/passwd has no name for it.
             user: "0".to_owned(),
             workdir: "/".to_owned(),
@@ -119,6 +136,19 @@ mod tests {
         assert!(judge(Some(4)).is_err(), "systemd stopping");
         assert!(judge(Some(127)).is_err());
         assert!(judge(None).is_err(), "the wait did not end");
+    }
+
+    #[test]
+    fn hosts_has_the_installers_layout() {
+        let hosts = etc_hosts("web-prod-01");
+        let lines: Vec<&str> = hosts.lines().collect();
+        assert_eq!(lines[0], "127.0.0.1\tlocalhost");
+        assert_eq!(lines[1], "127.0.1.1\tweb-prod-01");
+        assert!(hosts.contains("::1     localhost ip6-localhost ip6-loopback\n"));
+        assert!(
+            !hosts.contains("fe00::0") && !hosts.contains("172."),
+            "no engine lines"
+        );
     }
 
     #[test]

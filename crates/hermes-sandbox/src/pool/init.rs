@@ -43,6 +43,10 @@ pub(super) async fn choose(
     }
     let why_not = match profile.cgroup_delegation {
         CgroupDelegation::Off => Err("container_pool.security.cgroup_delegation is off".to_owned()),
+        CgroupDelegation::Auto if !local_engine => Err(
+            "the engine runs in another place than Hermes (remote engine, or another runtime)"
+                .to_owned(),
+        ),
         CgroupDelegation::Auto => {
             let engine = match docker.info().await {
                 Ok(info) => EngineCgroups {

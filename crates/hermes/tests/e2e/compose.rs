@@ -777,7 +777,10 @@ async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let config = hermes_core::config::Config::default();
+    // The compose deployment's own configuration (its boxes keep the narrow set of
+    // capabilities the proxy lets through).
+    let config = hermes_core::config::load_file(&repo().join("deploy/compose/hermes.yaml"))
+        .expect("the compose configuration loads");
     let profile = hermes_sandbox::ContainerProfile::from_config(&config, "proxy-check");
     // A pinned box (the default) passes; LXCFS's binds are host mounts, which the
     // proxy refuses: the compose deployment runs with `lxcfs.mode: off`.
@@ -803,6 +806,21 @@ async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
     let json = serde_json::to_string(&unconfined).expect("body");
     let (code, answer) = http(port, &request("POST", "/v1.41/containers/create", &json)).await;
     assert_eq!(code, 403, "{answer}");
+
+    // The default configuration's boxes (a fuller root) are refused here.
+    let mut fuller_root = hermes_sandbox::ContainerProfile::from_config(
+        &hermes_core::config::Config::default(),
+        "proxy-check",
+    )
+    .create_body(&hermes_sandbox::Placement {
+        core: Some(0),
+        lxcfs: None,
+        cgroup: None,
+    });
+    fuller_root.image = body.image.clone();
+    let json = serde_json::to_string(&fuller_root).expect("body");
+    let (code, answer) = http(port, &request("POST", "/v1.41/containers/create", &json)).await;
+    assert_eq!(code, 403, "DAC_OVERRIDE and the like are refused: {answer}");
 
     let mut with_lxcfs = profile.create_body(&hermes_sandbox::Placement {
         core: Some(0),

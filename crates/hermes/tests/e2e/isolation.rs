@@ -300,7 +300,9 @@ async fn privileges_are_exactly_as_configured() {
     require_docker!();
     let hermes = Hermes::start(Options::default());
     let (_client, mut shell) = root_shell(&hermes).await;
-    // CHOWN (0), SETGID (6), SETUID (7): 0xc1, and nothing else in any set.
+    // CHOWN (0), DAC_OVERRIDE (1), FOWNER (3), FSETID (4), KILL (5), SETGID (6),
+    // SETUID (7), SETPCAP (8), NET_BIND_SERVICE (10), SYS_CHROOT (18): 0x405fb, and
+    // nothing else in any set.
     let out = shell
         .run(
             "grep -E '^(CapPrm|CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status",
@@ -308,9 +310,9 @@ async fn privileges_are_exactly_as_configured() {
         )
         .await;
     for line in [
-        "CapPrm:\t00000000000000c1",
-        "CapEff:\t00000000000000c1",
-        "CapBnd:\t00000000000000c1",
+        "CapPrm:\t00000000000405fb",
+        "CapEff:\t00000000000405fb",
+        "CapBnd:\t00000000000405fb",
         "NoNewPrivs:\t1",
         "Seccomp:\t2",
     ] {
@@ -326,6 +328,33 @@ async fn privileges_are_exactly_as_configured() {
     assert!(out.contains("Read-only file system"), "{out}");
     assert!(
         out.contains("unshare failed: Operation not permitted"),
+        "{out}"
+    );
+    // Root acts like root on the box's own files and processes: another user's
+    // private home, a chroot (sshd's privilege separation), a signal to another
+    // user's process. What would reach the host's kernel stays refused: raising a
+    // priority, the kernel's log, device nodes.
+    let out = shell
+        .run(
+            "ls -a /home/admin | grep -c bash_history; chroot / true && echo chroot-ok; kill -0 $(pgrep -u messagebus dbus-daemon) && echo kill-ok; nice -n -5 true 2>&1; dmesg 2>&1 | head -1; mknod /tmp/sda b 8 0 2>&1",
+            ROOT_PROMPT,
+        )
+        .await;
+    let lines = output_lines(&out);
+    assert_eq!(lines[0], "1", "{out}");
+    for expected in ["chroot-ok", "kill-ok"] {
+        assert!(lines.iter().any(|l| l == expected), "{expected}: {out}");
+    }
+    assert!(
+        out.contains("nice: cannot set niceness: Permission denied"),
+        "{out}"
+    );
+    assert!(
+        out.contains("dmesg: read kernel buffer failed: Operation not permitted"),
+        "{out}"
+    );
+    assert!(
+        out.contains("mknod: /tmp/sda: Operation not permitted"),
         "{out}"
     );
 }

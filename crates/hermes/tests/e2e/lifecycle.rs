@@ -419,6 +419,8 @@ fn documented(method: &str, path: &str) -> bool {
         (method, parts.as_slice()),
         ("GET", ["version"])
             | ("GET", ["_ping"])
+            | ("GET", ["info"])
+            | ("POST", ["containers", _, "kill"])
             | ("GET", ["images", .., "json"])
             | ("GET", ["containers", "json"])
             | ("POST", ["containers", "create"])

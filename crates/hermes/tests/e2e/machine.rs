@@ -13,6 +13,12 @@ async fn run(shell: &mut Shell, command: &str, prompt: &str) -> String {
     shell.run(command, prompt).await
 }
 
+/// A new account's prompt on an xterm-256color terminal: Debian's /etc/skel/.bashrc
+/// colours it, as on any Debian server where `useradd -m` made the account.
+fn user_prompt(user: &str, hostname: &str) -> String {
+    format!("\u{1b}[01;32m{user}@{hostname}\u{1b}[00m:\u{1b}[01;34m~\u{1b}[00m$ ")
+}
+
 /// The box's /etc/machine-id (32 hex digits).
 async fn machine_id(shell: &mut Shell, prompt: &str) -> String {
     let out = run(shell, "cat /etc/machine-id", prompt).await;
@@ -224,6 +230,21 @@ async fn pid_1_is_debians_systemd_whose_units_run_and_each_box_has_its_own_machi
             "the box names the product or the engine: {out}"
         );
         machine_ids.push(machine_id(&mut shell, &prompt).await);
+        // The installer's /etc/hosts, dated with the installation (weeks before), not
+        // the engine's.
+        let out = run(
+            &mut shell,
+            "head -2 /etc/hosts; grep -c -e fe00:: -e ff00:: -e 172. /etc/hosts; find /etc/hosts /etc/machine-id -mtime +30 | wc -l",
+            &prompt,
+        )
+        .await;
+        assert!(
+            out.contains(&format!(
+                "127.0.0.1\tlocalhost\r\n127.0.1.1\t{}\r\n0\r\n2\r\n",
+                hermes.hostname
+            )),
+            "{out:?}"
+        );
     }
     assert_ne!(machine_ids[0], machine_ids[1], "two boxes, one machine id");
 }
@@ -416,7 +437,7 @@ async fn a_non_root_login_gets_its_own_account_and_home() {
     });
     let client = Client::login(hermes.port, "deploy", "deploy").await;
     let mut shell = client.shell(80, 24).await;
-    let prompt = format!("deploy@{}:~$ ", hermes.hostname);
+    let prompt = user_prompt("deploy", &hermes.hostname);
     assert!(
         shell.read_until(&prompt, 0, Duration::from_secs(20)).await,
         "{}",
@@ -469,7 +490,7 @@ async fn a_non_root_login_gets_its_own_account_and_home() {
 
     let other = Client::login(hermes.port, "oracle", "oracle").await;
     let mut other = other.shell(80, 24).await;
-    let prompt = format!("oracle@{}:~$ ", hermes.hostname);
+    let prompt = user_prompt("oracle", &hermes.hostname);
     assert!(
         other.read_until(&prompt, 0, Duration::from_secs(20)).await,
         "{}",

@@ -27,8 +27,19 @@ const NAME: &str = "dropper.test";
 const NAME_ADDRESS: &str = "192.0.2.10";
 
 /// What the unit grants: NET_BIND_SERVICE, NET_ADMIN, SYS_ADMIN and the boxes' own
-/// CHOWN, SETUID, SETGID.
-const UNIT_CAPABILITIES: u64 = 1 << 10 | 1 << 12 | 1 << 21 | 1 | 1 << 7 | 1 << 6;
+/// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, SYS_CHROOT.
+const UNIT_CAPABILITIES: u64 = 1 << 10
+    | 1 << 12
+    | 1 << 21
+    | 1
+    | 1 << 1
+    | 1 << 3
+    | 1 << 4
+    | 1 << 5
+    | 1 << 6
+    | 1 << 7
+    | 1 << 8
+    | 1 << 18;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

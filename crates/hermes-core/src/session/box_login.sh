@@ -1,10 +1,15 @@
-# One SSH session, as sshd's session process would run it. Read by a bash started as
-# "sshd: USER@pts/N" with an empty environment; the parameters arrive on fd 6 and the
-# client's stdin on fd 3. Creates the account at first login, prints what PAM and sshd
-# print (MOTD, "Last login:"), runs the user's shell or command as that user, writes
-# utmp/wtmp/lastlog and auth.log as sshd does, and exits with the shell's status.
-# Everything before the prompt uses bash builtins where it can: it is on the path
-# from login to prompt, in a container with half a CPU.
+# One SSH session, as sshd's session process would run it. Not a file in the box:
+# Hermes hands it to a bash started as "sshd: USER@pts/N" with an empty environment,
+# on that bash's stdin (a pipe), with its comment lines taken out. The whole of it is
+# one group, which bash reads to the end before running any of it, so it can put
+# /dev/null on stdin at once, as sshd's session process has. The parameters arrive on
+# fd 6 and the client's stdin on fd 3. Creates the account at first login, prints
+# what PAM and sshd print (MOTD, "Last login:"), runs the user's shell or command as
+# that user, writes utmp/wtmp/lastlog and auth.log as sshd does, and exits with the
+# shell's status. Everything before the prompt uses bash builtins where it can: it
+# is on the path from login to prompt, in a container with half a CPU.
+{
+exec 0< /dev/null
 printf sshd > /proc/$$/comm 2>/dev/null
 # Parameters are NAME=value lines, the command last (it may span lines). Names this
 # helper does not know are skipped, so a newer caller can talk to an older image.
@@ -35,7 +40,7 @@ done
 exec 6<&-
 if [ -z "$user" ]; then
   # Never a silent session: a broken hand-over is an error the operator sees.
-  echo "ssh-session-helper: no session parameters on fd 6" >&2
+  echo "no session parameters on fd 6" >&2
   exit 255
 fi
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -112,7 +117,10 @@ run_as_user=()
 if [ "$uid" != 0 ]; then
   run_as_user=(setpriv "--reuid=$uid" "--regid=$gid" --init-groups --)
 fi
-record=/usr/lib/openssh/ssh-session-record
+# utmp, wtmp and lastlog writer (box_records.py), run by python3 from its stdin.
+IFS= read -r -d '' records <<'RECORDS'
+@RECORDS@
+RECORDS
 if [ -n "$new_account" ] && [ "$uid" != 0 ]; then
   printf '%s\n' "${history_lines[@]}" | shuf -n $((RANDOM % 8 + 5)) |
     "${run_as_user[@]}" env -i HOME="$home" /bin/bash -c 'umask 077; cat > "$HOME/.bash_history"' > /dev/null 2>&1
@@ -153,7 +161,7 @@ if [ "$mode" = pty ] && [ -n "$tty" ]; then
     from=$(dd if=/var/log/lastlog bs=1 skip=$((uid * 292 + 36)) count=256 status=none 2> /dev/null | tr -d '\0')
     printf 'Last login: %s from %s\n' "$(date -d "@$last" '+%a %b %e %H:%M:%S %Y')" "$from"
   fi
-  python3 -I -S "$record" login "$user" "$uid" "$line" "$src" "$$" > /dev/null 2>&1
+  python3 -I -S - login "$user" "$uid" "$line" "$src" "$$" <<< "$records" > /dev/null 2>&1
   as_user_setup
   trap 'kill -HUP $child 2> /dev/null' HUP
   # The privileges go first: the home directory may be closed to a root without
@@ -168,7 +176,7 @@ if [ "$mode" = pty ] && [ -n "$tty" ]; then
     kill -0 "$child" 2> /dev/null || break
   done
   wait "$bookkeeping" 2> /dev/null
-  python3 -I -S "$record" logout "$user" "$uid" "$line" "$src" "$$" > /dev/null 2>&1
+  python3 -I -S - logout "$user" "$uid" "$line" "$src" "$$" <<< "$records" > /dev/null 2>&1
   logger -t "sshd[$$]" -p auth.info "pam_unix(sshd:session): session closed for user $user" 2> /dev/null
   cleanup_at_logout
   exit "$status"
@@ -188,3 +196,4 @@ wait "$bookkeeping" 2> /dev/null
 logger -t "sshd[$$]" -p auth.info "pam_unix(sshd:session): session closed for user $user" 2> /dev/null
 cleanup_at_logout
 exit "$status"
+}

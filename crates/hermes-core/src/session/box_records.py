@@ -1,9 +1,7 @@
-#!/usr/bin/python3
-"""utmp, wtmp and lastlog records of an SSH login, as sshd writes them. The session
-helper prints the MOTD and "Last login:" itself, before this updates lastlog.
-
-Usage: ssh-session-record login|logout USER UID LINE HOST PID
-"""
+# utmp, wtmp and lastlog records of an SSH login, as sshd writes them. The session
+# helper (box_login.sh) prints the MOTD and "Last login:" itself, before this updates
+# lastlog. Run as `python3 -I -S - login|logout USER UID LINE HOST PID` with this
+# text on stdin.
 import fcntl
 import os
 import struct
