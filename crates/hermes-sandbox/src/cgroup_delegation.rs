@@ -6,8 +6,8 @@
 //! controllers: whatever root in the box writes there changes no limit (memory, pids,
 //! CPU stay in the read-only controller hierarchies), and the hierarchy's root, where
 //! `release_agent` lives, stays out of the box. Only the kernel memory cgroups cost is
-//! unbounded by the kernel (v1 has no `max.descendants`): [`count_groups`] lets the
-//! pool stop a box that makes more than a server's systemd ever does.
+//! unbounded by the kernel (v1 has no `max.descendants`): crate::cgroup_watch freezes
+//! a box that makes more than a server's systemd ever does.
 //!
 //! The engine checks a bind's source when it creates the container, before its id
 //! (which names its cgroup) is known. So the box is created with a placeholder
@@ -28,12 +28,11 @@ pub const CGROUP_PARENT: &str = "/docker";
 /// Where the placeholders and links live on the host (root's only).
 pub const LINKS: &str = "/run/hermes/box-cgroups";
 
+/// The freezer hierarchy, through which a box is stopped at once.
+pub const FREEZER: &str = "/sys/fs/cgroup/freezer";
+
 /// Where the box sees its part of the hierarchy.
 pub const TARGET: &str = "/sys/fs/cgroup/systemd";
-
-/// A box with more cgroups than this is stopped. systemd on a small server makes a
-/// few dozen (a slice per user, a scope per session, a group per service).
-pub const MAX_GROUPS: usize = 1024;
 
 /// The resource controllers of cgroup v1: a hierarchy with any of them attached is
 /// never handed to a box.
@@ -103,11 +102,28 @@ impl Delegation {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
         check_mount(&mountinfo, hierarchy)?;
-        // The root of the hierarchy (only it has release_agent), not a namespace's view.
-        if !hierarchy.join("release_agent").exists() {
+        // The root of the hierarchy (only it has release_agent), not a namespace's view;
+        // and no release agent: a box emptying its groups would have the host run it.
+        match std::fs::read_to_string(hierarchy.join("release_agent")) {
+            Err(_) => {
+                return Err(format!(
+                    "{} is not the hierarchy's root in Hermes's view (a cgroup namespace?)",
+                    hierarchy.display()
+                ));
+            }
+            Ok(agent) if !agent.trim().is_empty() => {
+                return Err(format!(
+                    "the hierarchy has a release agent ({}), which a box could make the host run",
+                    agent.trim()
+                ));
+            }
+            Ok(_) => {}
+        }
+        if !Path::new(FREEZER).join("freezer.state").exists()
+            && !Path::new(FREEZER).join("tasks").exists()
+        {
             return Err(format!(
-                "{} is not the hierarchy's root in Hermes's view (a cgroup namespace?)",
-                hierarchy.display()
+                "no freezer hierarchy at {FREEZER} to stop a box at once"
             ));
         }
         let parent = hierarchy.join(CGROUP_PARENT.trim_start_matches('/'));
@@ -130,7 +146,11 @@ impl Delegation {
     /// Before each start of the box `id` created with `source` as its placeholder:
     /// makes its cgroup directory and points the placeholder at it.
     pub fn prepare_start(&self, source: &Path, id: &str) -> io::Result<()> {
-        if source.parent() != Some(self.links.as_path()) {
+        let named = source
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| checked_name(n).is_ok());
+        if source.parent() != Some(self.links.as_path()) || !named {
             return Err(io::Error::other(format!(
                 "{} is not one of Hermes's placeholders",
                 source.display()
@@ -148,13 +168,23 @@ impl Delegation {
         std::fs::rename(&staged, source)
     }
 
-    /// The box's placeholder is no longer needed (the box is removed).
+    /// The box's placeholder (and a link staged for it) is no longer needed.
     pub fn forget(&self, name: &str) {
+        let name = name.strip_suffix(".new").unwrap_or(name);
         if let Ok(name) = checked_name(name) {
             let path = self.links.join(name);
             let _ = std::fs::remove_file(&path);
             let _ = std::fs::remove_dir(&path);
+            let _ = std::fs::remove_file(path.with_extension("new"));
         }
+    }
+
+    /// The freezer state file of box `id`.
+    pub fn freezer_state(&self, id: &str) -> PathBuf {
+        Path::new(FREEZER)
+            .join(CGROUP_PARENT.trim_start_matches('/'))
+            .join(id)
+            .join("freezer.state")
     }
 
     /// Removes the placeholders older than `grace` whose box (by name) is not in
@@ -187,30 +217,6 @@ impl Delegation {
             .join(CGROUP_PARENT.trim_start_matches('/'))
             .join(id))
     }
-}
-
-/// The number of cgroups under `group` (itself included), counting no further than
-/// `cap + 1`. A missing group (the box is stopped) has none.
-pub fn count_groups(group: &Path, cap: usize) -> usize {
-    let mut count = 0;
-    let mut pending = vec![group.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        count += 1;
-        if count > cap {
-            return count;
-        }
-        for entry in entries.flatten() {
-            // cgroupfs has directories (groups) and control files only; a symlink is
-            // never followed.
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                pending.push(entry.path());
-            }
-        }
-    }
-    count
 }
 
 /// `hierarchy` must be a cgroup v1 mount named systemd with no controller attached.
@@ -369,17 +375,5 @@ mod tests {
         );
         delegation.forget("hermes-abc");
         assert!(std::fs::symlink_metadata(&source).is_err());
-    }
-
-    #[test]
-    fn counting_stops_past_the_cap_and_follows_no_link() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for i in 0..5 {
-            std::fs::create_dir_all(dir.path().join(format!("g{i}/sub"))).expect("dirs");
-        }
-        std::os::unix::fs::symlink("/", dir.path().join("g0/root")).expect("link");
-        assert_eq!(count_groups(dir.path(), 100), 11);
-        assert_eq!(count_groups(dir.path(), 3), 4);
-        assert_eq!(count_groups(&dir.path().join("gone"), 3), 0);
     }
 }

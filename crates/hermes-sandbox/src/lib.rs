@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cgroup_delegation;
+pub mod cgroup_watch;
 mod cpu;
 mod direct;
 mod endpoint;

@@ -122,6 +122,13 @@ impl ContainerProfile {
             attach_stdout: Some(false),
             attach_stderr: Some(false),
             stop_signal: Some(STOP_SIGNAL.to_owned()),
+            // systemd as PID 1 takes its container's kind from $container, else from
+            // /.dockerenv (which the engine makes before it starts), keeps it for good
+            // and shows it in `hostnamectl`: a kind that names no engine.
+            env: placement
+                .cgroup
+                .as_ref()
+                .map(|_| vec!["container=other".to_owned()]),
             // A disabled network gets no resolv.conf at all; egress needs one.
             network_disabled: Some(self.network_mode == "none" && self.dns.is_none()),
             host_config: Some(HostConfig {
@@ -407,6 +414,7 @@ mod tests {
             Some("/run/hermes/box-cgroups/hermes-x")
         );
         assert_eq!(host.cgroup_parent.as_deref(), Some("/docker"));
+        assert_eq!(body.env, Some(vec!["container=other".to_owned()]));
         let tmpfs = host.tmpfs.expect("tmpfs");
         assert_eq!(
             tmpfs.get("/run").map(String::as_str),

@@ -9,11 +9,11 @@ use crate::sandbox::{ProcessSpec, TtySize};
 /// Started by `docker exec`: keeps the client's stdin on fd 3, hands the parameters
 /// over on fd 6, and replaces itself (empty environment, sshd's process title) with a
 /// bash reading the session helper ([`session_helper`]) from a pipe: no file in the
-/// box holds it. An image without python3 (which writes the login records) gets a
-/// plain login shell or command.
+/// box holds it. Without one (a caller that passes none), a plain login shell or
+/// command.
 const LAUNCHER: &str = r#"helper=$SSH_SESSION_HELPER
 unset SSH_SESSION_HELPER
-if [ ! -x /usr/bin/python3 ] || [ -z "$helper" ]; then
+if [ -z "$helper" ]; then
   command=$SSH_SESSION_COMMAND
   unset SSH_SESSION_PARAMS SSH_SESSION_USER SSH_SESSION_COMMAND HOSTNAME
   if [ -z "$command" ]; then exec -a -bash /bin/bash; fi
@@ -250,6 +250,12 @@ mod tests {
             .status()
             .expect("python3");
         assert!(compiled.success(), "python compiles the record writer");
+        // It travels in an exec's environment, through the compose stack's socket
+        // proxy (which refuses bodies over 60,000 bytes or with JSON escapes `\u`),
+        // and in a here-string that bash keeps in a pipe only below 64 KiB.
+        let body = serde_json::to_string(helper).expect("JSON");
+        assert!(body.len() < 20_000, "{} bytes", body.len());
+        assert!(!body.contains("\\u"), "a JSON escape in the helper");
     }
 
     #[test]

@@ -28,14 +28,19 @@ booting() {
   done
   return 1
 }
+# A hostnamed started during the boot saw /.dockerenv and would name the engine
+# until it exits idle: the next `hostnamectl` starts a fresh one.
+fresh_hostnamed() {
+  ! systemctl -q is-active systemd-hostnamed 2> /dev/null || systemctl stop systemd-hostnamed
+}
 case $(readlink /proc/1/exe) in
 */systemd)
   while :; do
     state=$(systemctl is-system-running --wait 2> /dev/null)
     case $state in
     '' | offline | initializing | starting) sleep 0.05 ;;
-    running) exit 0 ;;
-    degraded) exit 3 ;;
+    running) fresh_hostnamed; exit 0 ;;
+    degraded) fresh_hostnamed; exit 3 ;;
     *) exit 4 ;;
     esac
   done ;;

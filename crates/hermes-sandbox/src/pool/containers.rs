@@ -119,6 +119,9 @@ impl DockerSandbox {
             return Err(error);
         }
         let started = tokio::time::timeout(timeout, self.docker.start_container(&id, None)).await;
+        if matches!(started, Ok(Ok(()))) {
+            self.watch_cgroups(&id);
+        }
         match started {
             Ok(Ok(())) => match self.attach_network(&id).await {
                 Ok(()) => match self.ensure_booted(&id).await {
@@ -164,6 +167,7 @@ impl DockerSandbox {
         self.forget_host_views(&id);
         let docker = self.docker.clone();
         let network = self.network().cloned();
+        let cgroups = self.cgroup_care();
         self.spawn_background(async move {
             let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
             if let Err(error) = docker.remove_container(&id, Some(options)).await
@@ -172,6 +176,7 @@ impl DockerSandbox {
                 let error = failure(error);
                 tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), error = %error, "cannot remove container");
             }
+            super::init::drop_cgroups(cgroups, &id).await;
             if let Some(network) = network {
                 network.detach(&id).await;
             }

@@ -22,6 +22,8 @@ const PLACEHOLDER_GRACE: Duration = Duration::from_secs(600);
 pub(super) struct InitChoice {
     /// Set when boxes boot systemd with a cgroup of their own.
     pub delegation: Option<Delegation>,
+    /// The watch on those cgroups (with delegation only).
+    pub watch: Option<Arc<crate::cgroup_watch::CgroupWatch>>,
     /// Why the boxes cannot boot at all (a systemd image, no delegation, and no
     /// fallback image); told by `image_banner` at start.
     pub problem: Option<String>,
@@ -56,6 +58,7 @@ pub(super) async fn choose(
                 Err(error) => {
                     return InitChoice {
                         delegation: None,
+                        watch: None,
                         problem: Some(format!(
                             "cannot ask the engine about its cgroups: {}",
                             failure(error)
@@ -72,13 +75,28 @@ pub(super) async fn choose(
         }
     };
     match why_not {
-        Ok(delegation) => {
-            tracing::info!(target: "hermes::sandbox", image = %profile.image, "boxes boot Debian's systemd, each with its own part of the name=systemd cgroup hierarchy");
-            InitChoice {
-                delegation: Some(delegation),
-                problem: None,
+        Ok(delegation) => match crate::cgroup_watch::CgroupWatch::start() {
+            Ok((watch, violations)) => {
+                tracing::info!(target: "hermes::sandbox", image = %profile.image, "boxes boot Debian's systemd, each with its own part of the name=systemd cgroup hierarchy");
+                tokio::spawn(stop_violators(
+                    docker.clone(),
+                    delegation.clone(),
+                    violations,
+                ));
+                InitChoice {
+                    delegation: Some(delegation),
+                    watch: Some(Arc::new(watch)),
+                    problem: None,
+                }
             }
-        }
+            Err(error) => InitChoice {
+                delegation: None,
+                watch: None,
+                problem: Some(format!(
+                    "cannot watch the boxes' cgroups (inotify): {error}"
+                )),
+            },
+        },
         Err(reason) => {
             if image_init(docker, &profile.fallback_image).await.is_some() {
                 tracing::warn!(target: "hermes::sandbox", image = %profile.image, fallback = %profile.fallback_image, %reason, "systemd cannot have a cgroup of its own here: boxes are made from the fallback image (Debian's sysvinit)");
@@ -87,12 +105,62 @@ pub(super) async fn choose(
             } else {
                 InitChoice {
                     delegation: None,
+                    watch: None,
                     problem: Some(format!(
                         "image {} boots systemd, which needs a cgroup of its own, and none can be given here ({reason}); the fallback image {} is missing: build it with images/target/build.sh {} sysvinit",
                         profile.image, profile.fallback_image, profile.fallback_image
                     )),
                 }
             }
+        }
+    }
+}
+
+/// Kills each box the watch froze (it is frozen already: nothing runs in it).
+async fn stop_violators(
+    docker: Docker,
+    delegation: Delegation,
+    mut violations: tokio::sync::mpsc::UnboundedReceiver<crate::cgroup_watch::Violation>,
+) {
+    while let Some(violation) = violations.recv().await {
+        let id = violation.container_id;
+        // Frozen: the count is what it made before the freeze took hold.
+        let groups = match delegation.group(&id) {
+            Ok(group) => {
+                tokio::task::spawn_blocking(move || crate::cgroup_watch::count_tree(&group))
+                    .await
+                    .unwrap_or(0)
+            }
+            Err(_) => 0,
+        };
+        tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), reason = %violation.reason, max = crate::cgroup_watch::MAX_GROUPS, groups, "a box made more cgroups than allowed: it is stopped");
+        let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        if let Err(error) = docker.kill_container(&id, Some(options)).await
+            && !is_not_found(&error)
+        {
+            tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), error = %failure(error), "cannot stop a box past its cgroup limit");
+        }
+    }
+}
+
+/// The delegation and the watch, when boxes have cgroups of their own.
+pub(super) type CgroupCare = Option<(Delegation, Arc<crate::cgroup_watch::CgroupWatch>)>;
+
+/// A box stopped or removed: its watches go, and its group with everything under it
+/// (the engine's own cleanup walks full paths, which a tree deeper than PATH_MAX
+/// defeats).
+pub(super) async fn drop_cgroups(care: CgroupCare, id: &str) {
+    let Some((delegation, watch)) = care else {
+        return;
+    };
+    watch.forget(id);
+    if let Ok(group) = delegation.group(id) {
+        let removed =
+            tokio::task::spawn_blocking(move || crate::cgroup_watch::remove_tree(&group)).await;
+        if let Ok(Err(error)) = removed {
+            tracing::warn!(target: "hermes::sandbox", container_id = %short(id), %error, "cannot remove a stopped box's cgroups");
         }
     }
 }
@@ -157,9 +225,6 @@ impl DockerSandbox {
     /// Before each start of box `id`: its cgroup directory made and its placeholder
     /// pointed at it.
     pub(super) async fn prepare_cgroup(&self, id: &str) -> Result<(), SandboxError> {
-        let Some(delegation) = &self.init.delegation else {
-            return Ok(());
-        };
         let inspect = self
             .docker
             .inspect_container(id, None)
@@ -176,6 +241,11 @@ impl DockerSandbox {
         let Some(source) = source else {
             return Ok(());
         };
+        // One made with one cannot boot without: the source gets a new box.
+        let Some(delegation) = &self.init.delegation else {
+            tracing::warn!(target: "hermes::sandbox", container_id = %short(id), "a kept box needs a cgroup of its own, which cannot be given now; the source gets a new one");
+            return Err(SandboxError::ContainerGone(short(id).to_owned()));
+        };
         let id = id.to_owned();
         let delegation = delegation.clone();
         tokio::task::spawn_blocking(move || delegation.prepare_start(Path::new(&source), &id))
@@ -184,44 +254,20 @@ impl DockerSandbox {
             .map_err(|e| SandboxError::Engine(format!("cannot prepare the box's cgroup: {e}")))
     }
 
-    /// Stops every running box that has made more cgroups than a server's systemd
-    /// ever does (their kernel memory is not the box's to spend). Each refill tick.
-    pub(super) async fn watch_cgroups(&self) {
-        let Some(delegation) = &self.init.delegation else {
-            return;
-        };
-        let ids: Vec<String> = {
-            let state = self.state();
-            state
-                .ready
-                .iter()
-                .chain(state.active.iter())
-                .cloned()
-                .collect()
-        };
-        let delegation = delegation.clone();
-        let over = tokio::task::spawn_blocking(move || {
-            ids.into_iter()
-                .filter(|id| {
-                    delegation.group(id).is_ok_and(|group| {
-                        cgroup_delegation::count_groups(&group, cgroup_delegation::MAX_GROUPS)
-                            > cgroup_delegation::MAX_GROUPS
-                    })
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        for id in over {
-            tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), max = cgroup_delegation::MAX_GROUPS, "a box made more cgroups than allowed: it is stopped");
-            let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
-                .signal("SIGKILL")
-                .build();
-            if let Err(error) = self.docker.kill_container(&id, Some(options)).await
-                && !is_not_found(&error)
-            {
-                tracing::warn!(target: "hermes::sandbox", container_id = %short(&id), error = %failure(error), "cannot stop a box past its cgroup limit");
-            }
+    /// Starts watching a just started box's cgroups (nothing without delegation).
+    pub(super) fn watch_cgroups(&self, id: &str) {
+        if let (Some(delegation), Some(watch)) = (&self.init.delegation, &self.init.watch)
+            && let Ok(group) = delegation.group(id)
+        {
+            watch.watch(id, &group, delegation.freezer_state(id));
+        }
+    }
+
+    /// What [`drop_cgroups`] needs, to take into a background task.
+    pub(super) fn cgroup_care(&self) -> CgroupCare {
+        match (&self.init.delegation, &self.init.watch) {
+            (Some(delegation), Some(watch)) => Some((delegation.clone(), Arc::clone(watch))),
+            _ => None,
         }
     }
 

@@ -308,7 +308,6 @@ impl DockerSandbox {
     async fn refill_loop(self: Arc<Self>) {
         while !self.shutting_down.load(Ordering::Acquire) {
             self.watch_lxcfs().await;
-            self.watch_cgroups().await;
             let (to_start, wait) = {
                 let mut state = self.state();
                 let now = Instant::now();
@@ -554,13 +553,17 @@ impl Sandbox for DockerSandbox {
         // (and starts the container again) instead of handing out one about to stop.
         let held = Arc::clone(&lock).try_lock_owned().ok();
         self.sweep.notify_one();
+        let cgroups = self.cgroup_care();
         self.spawn_background(async move {
             let _stopping = match held {
                 Some(guard) => guard,
                 None => lock.lock_owned().await,
             };
             match stop_container(&docker, &lease.container_id).await {
-                Ok(()) => tracing::info!(target: "hermes::sandbox", container_id = %lease.short_id(), "container stopped and kept"),
+                Ok(()) => {
+                    tracing::info!(target: "hermes::sandbox", container_id = %lease.short_id(), "container stopped and kept");
+                    init::drop_cgroups(cgroups, &lease.container_id).await;
+                }
                 Err(error) => tracing::warn!(target: "hermes::sandbox", container_id = %lease.short_id(), %error, "cannot stop released container"),
             }
             if let Some(network) = network {
@@ -604,6 +607,7 @@ impl Sandbox for DockerSandbox {
                 Ok(Err(error)) => return Err(engine(error)),
                 Err(_) => return Err(SandboxError::Timeout(self.settings.spawn_timeout.as_secs())),
             }
+            self.watch_cgroups(container_id);
             // Started again, it has a new network namespace: link it anew.
             if let Err(error) = self.attach_network(container_id).await {
                 let _ = stop_container(&self.docker, container_id).await;
