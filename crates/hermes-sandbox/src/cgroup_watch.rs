@@ -39,6 +39,8 @@ struct State {
     boxes: HashMap<String, (usize, PathBuf)>,
     /// Watch descriptor → (box, the directory, its depth below the box's group).
     watches: HashMap<i32, (String, PathBuf, usize)>,
+    /// Boxes already frozen and reported.
+    violated: std::collections::HashSet<String>,
 }
 
 /// One inotify instance for every box of the pool, read by a thread of its own.
@@ -79,7 +81,11 @@ impl CgroupWatch {
     /// Watches box `id`'s group `group` (and everything under it); `freezer` is its
     /// freezer cgroup's `freezer.state`.
     pub fn watch(&self, id: &str, group: &Path, freezer: PathBuf) {
-        self.lock().boxes.insert(id.to_owned(), (0, freezer));
+        {
+            let mut state = self.lock();
+            state.boxes.insert(id.to_owned(), (0, freezer));
+            state.violated.remove(id);
+        }
         self.add_tree(id, group.to_path_buf(), 0);
     }
 
@@ -87,6 +93,7 @@ impl CgroupWatch {
     pub fn forget(&self, id: &str) {
         let mut state = self.lock();
         state.boxes.remove(id);
+        state.violated.remove(id);
         let gone: Vec<i32> = state
             .watches
             .iter()
@@ -244,8 +251,12 @@ impl CgroupWatch {
         }
     }
 
-    /// Freezes the box now (the kernel stops every process of it) and tells the pool.
+    /// Freezes the box now (the kernel stops every process of it) and tells the pool,
+    /// once per box (the events queued behind the first are no news).
     fn violate(&self, id: &str, freezer: &Path, reason: String) {
+        if !self.lock().violated.insert(id.to_owned()) {
+            return;
+        }
         let _ = std::fs::write(freezer, "FROZEN");
         let _ = self.violations.send(Violation {
             container_id: id.to_owned(),
@@ -398,6 +409,12 @@ mod tests {
         assert_eq!(violation.container_id, "box");
         assert!(violation.reason.contains("more than"), "{violation:?}");
         assert_eq!(std::fs::read_to_string(&freezer).expect("frozen"), "FROZEN");
+        // Reported once, however many groups came after.
+        for i in 0..10 {
+            std::fs::create_dir(group.join(format!("late{i}"))).expect("late");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(violations.try_recv().is_err(), "a second report");
         watch.forget("box");
         assert_eq!(watch.groups("box"), None);
     }
