@@ -31,6 +31,10 @@ pub const LINKS: &str = "/run/hermes/box-cgroups";
 /// The freezer hierarchy, through which a box is stopped at once.
 pub const FREEZER: &str = "/sys/fs/cgroup/freezer";
 
+/// Why an engine elsewhere gets no delegation.
+pub const NOT_LOCAL: &str =
+    "the engine runs in another place than Hermes (remote engine, or another runtime)";
+
 /// Where the box sees its part of the hierarchy.
 pub const TARGET: &str = "/sys/fs/cgroup/systemd";
 
@@ -79,10 +83,7 @@ impl Delegation {
         local_engine: bool,
     ) -> Result<Self, String> {
         if !local_engine {
-            return Err(
-                "the engine runs in another place than Hermes (remote engine, or another runtime)"
-                    .to_owned(),
-            );
+            return Err(NOT_LOCAL.to_owned());
         }
         match engine.version.as_deref() {
             Some("1") => {}

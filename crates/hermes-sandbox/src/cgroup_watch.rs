@@ -2,9 +2,11 @@
 //! cap how many groups a subtree holds, and their kernel memory is not charged to the
 //! box, while root in the box can make over 100,000 a second. So every directory of a
 //! box's part of the hierarchy is watched with inotify, and the first group past
-//! [`MAX_GROUPS`], or one that cannot be watched (too deep, out of watches), freezes
-//! the box at once through its freezer cgroup; the pool then kills it. Directories are
-//! reached through descriptors, never by their full paths, so depth hides nothing.
+//! [`MAX_GROUPS`], one nested deeper than systemd ever nests, one renamed (which
+//! would leave its watch with a stale path) or one that cannot be watched freezes the
+//! box at once through its freezer cgroup; the pool then kills it. Once the box is
+//! stopped its groups are counted and removed through descriptors, so a tree deeper
+//! than PATH_MAX goes too.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -129,8 +131,11 @@ impl CgroupWatch {
             let Ok(cpath) = CString::new(dir.as_os_str().as_encoded_bytes()) else {
                 return;
             };
-            let mask =
-                libc::IN_CREATE | libc::IN_DELETE_SELF | libc::IN_ONLYDIR | libc::IN_DONT_FOLLOW;
+            let mask = libc::IN_CREATE
+                | libc::IN_DELETE_SELF
+                | libc::IN_MOVE_SELF
+                | libc::IN_ONLYDIR
+                | libc::IN_DONT_FOLLOW;
             // SAFETY: a NUL-terminated path and our own inotify descriptor.
             let wd =
                 unsafe { libc::inotify_add_watch(self.inotify.as_raw_fd(), cpath.as_ptr(), mask) };
@@ -224,6 +229,15 @@ impl CgroupWatch {
             }
             return;
         }
+        if mask & libc::IN_MOVE_SELF != 0 {
+            // systemd never renames a group; a renamed one would hide what is made in
+            // it behind a path that no longer exists.
+            let id = self.lock().watches.get(&wd).map(|(id, _, _)| id.clone());
+            if let Some(id) = id {
+                self.violate_known(&id, "a cgroup was renamed".to_owned());
+            }
+            return;
+        }
         if mask & (libc::IN_DELETE_SELF | libc::IN_IGNORED) != 0 {
             // A counted directory is gone (its own watch says so, once).
             let mut state = self.lock();
@@ -268,58 +282,51 @@ impl CgroupWatch {
 /// Removes `group` and everything under it, bottom up, through descriptors (a tree
 /// too deep for its full paths goes too). Groups still holding a process stay.
 pub fn remove_tree(group: &Path) -> io::Result<()> {
-    let root = match open_at(
-        None::<&OwnedFd>,
-        group.as_os_str().as_encoded_bytes(),
-        DIR_FLAGS,
-    ) {
+    let root = match open_dir(None, group.as_os_str().as_encoded_bytes()) {
         Ok(fd) => fd,
         Err(error) if error.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
         Err(error) => return Err(error),
     };
-    remove_children(&root, 0)?;
-    let parent = group.parent().unwrap_or(Path::new("/"));
-    let name = group.file_name().unwrap_or_default();
-    let parent = open_at(
-        None::<&OwnedFd>,
-        parent.as_os_str().as_encoded_bytes(),
-        DIR_FLAGS,
+    each_below(&root, 0, &mut |parent, name| {
+        let _ = rmdir_at(parent, name);
+    })?;
+    let parent = open_dir(
+        None,
+        group
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .as_os_str()
+            .as_encoded_bytes(),
     )?;
-    rmdir_at(&parent, name.as_encoded_bytes())
+    rmdir_at(
+        &parent,
+        group.file_name().unwrap_or_default().as_encoded_bytes(),
+    )
 }
 
 /// The groups under `group` (itself included), counted through descriptors; for the
 /// log when a box is stopped.
 pub fn count_tree(group: &Path) -> usize {
-    fn count(dir: &OwnedFd, depth: usize) -> usize {
-        let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
-            return 1;
-        };
-        let mut total = 1;
-        for entry in entries.flatten() {
-            if depth < 4096
-                && entry.file_type().is_ok_and(|t| t.is_dir())
-                && let Ok(child) =
-                    open_at(Some(dir), entry.file_name().as_encoded_bytes(), DIR_FLAGS)
-            {
-                total += count(&child, depth + 1);
-            }
-        }
-        total
-    }
-    match open_at(
-        None::<&OwnedFd>,
-        group.as_os_str().as_encoded_bytes(),
-        DIR_FLAGS,
-    ) {
-        Ok(root) => count(&root, 0),
-        Err(_) => 0,
-    }
+    let Ok(root) = open_dir(None, group.as_os_str().as_encoded_bytes()) else {
+        return 0;
+    };
+    let mut count = 1;
+    let _ = each_below(&root, 0, &mut |_, _| count += 1);
+    count
 }
 
-/// Depth is bounded by what a box could make before it was frozen; the recursion is
-/// bounded too, so a hostile tree cannot exhaust Hermes's stack.
-fn remove_children(dir: &OwnedFd, depth: usize) -> io::Result<()> {
+fn open_dir(parent: Option<&OwnedFd>, name: &[u8]) -> io::Result<OwnedFd> {
+    open_at(parent, name.to_vec(), DIR_FLAGS)
+}
+
+/// Calls `visit` with each directory under `dir` (its parent's descriptor and its
+/// name), the deepest first. The recursion is bounded, so a hostile tree cannot
+/// exhaust Hermes's stack.
+fn each_below(
+    dir: &OwnedFd,
+    depth: usize,
+    visit: &mut dyn FnMut(&OwnedFd, &[u8]),
+) -> io::Result<()> {
     if depth > 4096 {
         return Err(io::Error::other("cgroup tree too deep"));
     }
@@ -329,10 +336,10 @@ fn remove_children(dir: &OwnedFd, depth: usize) -> io::Result<()> {
             continue;
         }
         let name = entry.file_name();
-        if let Ok(child) = open_at(Some(dir), name.as_encoded_bytes(), DIR_FLAGS) {
-            remove_children(&child, depth + 1)?;
+        if let Ok(child) = open_dir(Some(dir), name.as_encoded_bytes()) {
+            each_below(&child, depth + 1, visit)?;
         }
-        let _ = rmdir_at(dir, name.as_encoded_bytes());
+        visit(dir, name.as_encoded_bytes());
     }
     Ok(())
 }
@@ -417,6 +424,19 @@ mod tests {
         assert!(violations.try_recv().is_err(), "a second report");
         watch.forget("box");
         assert_eq!(watch.groups("box"), None);
+    }
+
+    #[test]
+    fn a_renamed_group_freezes_the_box() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let group = dir.path().join("group");
+        std::fs::create_dir_all(group.join("a")).expect("group");
+        let freezer = dir.path().join("freezer.state");
+        let (watch, mut violations) = CgroupWatch::start().expect("inotify");
+        watch.watch("box", &group, freezer);
+        std::fs::rename(group.join("a"), group.join("b")).expect("rename");
+        let violation = next(&mut violations);
+        assert!(violation.reason.contains("renamed"), "{violation:?}");
     }
 
     #[test]

@@ -114,7 +114,7 @@ impl DockerSandbox {
                 return Err(SandboxError::Timeout(timeout.as_secs()));
             }
         }
-        if let Err(error) = self.prepare_cgroup(&id).await {
+        if let Err(error) = self.prepare_cgroup(&id, placement.cgroup.clone()).await {
             self.remove_in_background(id);
             return Err(error);
         }
@@ -167,7 +167,7 @@ impl DockerSandbox {
         self.forget_host_views(&id);
         let docker = self.docker.clone();
         let network = self.network().cloned();
-        let cgroups = self.cgroup_care();
+        let cgroups = self.cgroups();
         self.spawn_background(async move {
             let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
             if let Err(error) = docker.remove_container(&id, Some(options)).await

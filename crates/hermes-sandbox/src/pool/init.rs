@@ -17,13 +17,18 @@ pub const INIT_LABEL: &str = "hermes.persona.init";
 /// ones may belong to a box being created).
 const PLACEHOLDER_GRACE: Duration = Duration::from_secs(600);
 
+/// The boxes' own cgroups: where they come from, and the watch on them.
+#[derive(Debug, Clone)]
+pub(super) struct BoxCgroups {
+    delegation: Delegation,
+    watch: Arc<crate::cgroup_watch::CgroupWatch>,
+}
+
 /// What was decided at connect time.
 #[derive(Debug, Default)]
 pub(super) struct InitChoice {
     /// Set when boxes boot systemd with a cgroup of their own.
-    pub delegation: Option<Delegation>,
-    /// The watch on those cgroups (with delegation only).
-    pub watch: Option<Arc<crate::cgroup_watch::CgroupWatch>>,
+    pub cgroups: Option<BoxCgroups>,
     /// Why the boxes cannot boot at all (a systemd image, no delegation, and no
     /// fallback image); told by `image_banner` at start.
     pub problem: Option<String>,
@@ -45,10 +50,8 @@ pub(super) async fn choose(
     }
     let why_not = match profile.cgroup_delegation {
         CgroupDelegation::Off => Err("container_pool.security.cgroup_delegation is off".to_owned()),
-        CgroupDelegation::Auto if !local_engine => Err(
-            "the engine runs in another place than Hermes (remote engine, or another runtime)"
-                .to_owned(),
-        ),
+        // Asked first: a remote engine is not even asked about its cgroups.
+        CgroupDelegation::Auto if !local_engine => Err(cgroup_delegation::NOT_LOCAL.to_owned()),
         CgroupDelegation::Auto => {
             let engine = match docker.info().await {
                 Ok(info) => EngineCgroups {
@@ -57,8 +60,7 @@ pub(super) async fn choose(
                 },
                 Err(error) => {
                     return InitChoice {
-                        delegation: None,
-                        watch: None,
+                        cgroups: None,
                         problem: Some(format!(
                             "cannot ask the engine about its cgroups: {}",
                             failure(error)
@@ -84,14 +86,15 @@ pub(super) async fn choose(
                     violations,
                 ));
                 InitChoice {
-                    delegation: Some(delegation),
-                    watch: Some(Arc::new(watch)),
+                    cgroups: Some(BoxCgroups {
+                        delegation,
+                        watch: Arc::new(watch),
+                    }),
                     problem: None,
                 }
             }
             Err(error) => InitChoice {
-                delegation: None,
-                watch: None,
+                cgroups: None,
                 problem: Some(format!(
                     "cannot watch the boxes' cgroups (inotify): {error}"
                 )),
@@ -104,8 +107,7 @@ pub(super) async fn choose(
                 InitChoice::default()
             } else {
                 InitChoice {
-                    delegation: None,
-                    watch: None,
+                    cgroups: None,
                     problem: Some(format!(
                         "image {} boots systemd, which needs a cgroup of its own, and none can be given here ({reason}); the fallback image {} is missing: build it with images/target/build.sh {} sysvinit",
                         profile.image, profile.fallback_image, profile.fallback_image
@@ -145,14 +147,11 @@ async fn stop_violators(
     }
 }
 
-/// The delegation and the watch, when boxes have cgroups of their own.
-pub(super) type CgroupCare = Option<(Delegation, Arc<crate::cgroup_watch::CgroupWatch>)>;
-
 /// A box stopped or removed: its watches go, and its group with everything under it
 /// (the engine's own cleanup walks full paths, which a tree deeper than PATH_MAX
 /// defeats).
-pub(super) async fn drop_cgroups(care: CgroupCare, id: &str) {
-    let Some((delegation, watch)) = care else {
+pub(super) async fn drop_cgroups(cgroups: Option<BoxCgroups>, id: &str) {
+    let Some(BoxCgroups { delegation, watch }) = cgroups else {
         return;
     };
     watch.forget(id);
@@ -181,10 +180,10 @@ impl DockerSandbox {
     /// The placeholder for a box about to be created as `name`, when boxes get a
     /// cgroup of their own.
     pub(super) fn cgroup_placeholder(&self, name: &str) -> Result<Option<PathBuf>, SandboxError> {
-        let Some(delegation) = &self.init.delegation else {
+        let Some(cgroups) = &self.init.cgroups else {
             return Ok(None);
         };
-        delegation.placeholder(name).map(Some).map_err(|e| {
+        cgroups.delegation.placeholder(name).map(Some).map_err(|e| {
             SandboxError::Engine(format!("cannot make the box's cgroup placeholder: {e}"))
         })
     }
@@ -193,7 +192,7 @@ impl DockerSandbox {
     /// /etc/machine-id (systemd cannot make it persistent in a box: that takes a
     /// mount). Before the box's first start.
     pub(super) async fn install_machine_id(&self, id: &str) -> Result<(), SandboxError> {
-        if self.init.delegation.is_none() {
+        if self.init.cgroups.is_none() {
             return Ok(());
         }
         let machine_id: u128 = rand::random();
@@ -222,9 +221,9 @@ impl DockerSandbox {
             .map_err(engine)
     }
 
-    /// Before each start of box `id`: its cgroup directory made and its placeholder
-    /// pointed at it.
-    pub(super) async fn prepare_cgroup(&self, id: &str) -> Result<(), SandboxError> {
+    /// Before a kept box `id` starts again: its cgroup made and its placeholder
+    /// (found in its mounts) pointed at it.
+    pub(super) async fn prepare_kept_cgroup(&self, id: &str) -> Result<(), SandboxError> {
         let inspect = self
             .docker
             .inspect_container(id, None)
@@ -241,14 +240,27 @@ impl DockerSandbox {
         let Some(source) = source else {
             return Ok(());
         };
-        // One made with one cannot boot without: the source gets a new box.
-        let Some(delegation) = &self.init.delegation else {
+        if self.init.cgroups.is_none() {
+            // Made with one, it cannot boot without: the source gets a new box.
             tracing::warn!(target: "hermes::sandbox", container_id = %short(id), "a kept box needs a cgroup of its own, which cannot be given now; the source gets a new one");
             return Err(SandboxError::ContainerGone(short(id).to_owned()));
+        }
+        self.prepare_cgroup(id, Some(PathBuf::from(source))).await
+    }
+
+    /// Before box `id` starts with `placeholder` as its cgroup's source: its cgroup
+    /// directory made and the placeholder pointed at it.
+    pub(super) async fn prepare_cgroup(
+        &self,
+        id: &str,
+        placeholder: Option<PathBuf>,
+    ) -> Result<(), SandboxError> {
+        let (Some(cgroups), Some(placeholder)) = (&self.init.cgroups, placeholder) else {
+            return Ok(());
         };
         let id = id.to_owned();
-        let delegation = delegation.clone();
-        tokio::task::spawn_blocking(move || delegation.prepare_start(Path::new(&source), &id))
+        let delegation = cgroups.delegation.clone();
+        tokio::task::spawn_blocking(move || delegation.prepare_start(&placeholder, &id))
             .await
             .map_err(|e| SandboxError::Engine(e.to_string()))?
             .map_err(|e| SandboxError::Engine(format!("cannot prepare the box's cgroup: {e}")))
@@ -256,25 +268,24 @@ impl DockerSandbox {
 
     /// Starts watching a just started box's cgroups (nothing without delegation).
     pub(super) fn watch_cgroups(&self, id: &str) {
-        if let (Some(delegation), Some(watch)) = (&self.init.delegation, &self.init.watch)
-            && let Ok(group) = delegation.group(id)
+        if let Some(cgroups) = &self.init.cgroups
+            && let Ok(group) = cgroups.delegation.group(id)
         {
-            watch.watch(id, &group, delegation.freezer_state(id));
+            cgroups
+                .watch
+                .watch(id, &group, cgroups.delegation.freezer_state(id));
         }
     }
 
     /// What [`drop_cgroups`] needs, to take into a background task.
-    pub(super) fn cgroup_care(&self) -> CgroupCare {
-        match (&self.init.delegation, &self.init.watch) {
-            (Some(delegation), Some(watch)) => Some((delegation.clone(), Arc::clone(watch))),
-            _ => None,
-        }
+    pub(super) fn cgroups(&self) -> Option<BoxCgroups> {
+        self.init.cgroups.clone()
     }
 
     /// Removes the placeholders of boxes that no longer exist (from the retention
     /// sweep).
     pub(super) async fn prune_cgroup_placeholders(&self) {
-        let Some(delegation) = &self.init.delegation else {
+        let Some(cgroups) = &self.init.cgroups else {
             return;
         };
         let options = ListContainersOptionsBuilder::default()
@@ -289,7 +300,7 @@ impl DockerSandbox {
             .flat_map(|c| c.names.unwrap_or_default())
             .map(|n| n.trim_start_matches('/').to_owned())
             .collect();
-        let delegation = delegation.clone();
+        let delegation = cgroups.delegation.clone();
         let _ =
             tokio::task::spawn_blocking(move || delegation.prune(&alive, PLACEHOLDER_GRACE)).await;
     }

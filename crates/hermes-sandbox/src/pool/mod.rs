@@ -553,7 +553,7 @@ impl Sandbox for DockerSandbox {
         // (and starts the container again) instead of handing out one about to stop.
         let held = Arc::clone(&lock).try_lock_owned().ok();
         self.sweep.notify_one();
-        let cgroups = self.cgroup_care();
+        let cgroups = self.cgroups();
         self.spawn_background(async move {
             let _stopping = match held {
                 Some(guard) => guard,
@@ -583,7 +583,7 @@ impl Sandbox for DockerSandbox {
                 return Err(SandboxError::ContainerGone(short(container_id).to_owned()));
             }
             self.reserve()?;
-            if let Err(error) = self.prepare_cgroup(container_id).await {
+            if let Err(error) = self.prepare_kept_cgroup(container_id).await {
                 self.done_creating();
                 return Err(error);
             }

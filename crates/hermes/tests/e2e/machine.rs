@@ -13,6 +13,18 @@ async fn run(shell: &mut Shell, command: &str, prompt: &str) -> String {
     shell.run(command, prompt).await
 }
 
+/// A root login from `source` with a terminal, at its prompt.
+async fn root_login_from(hermes: &Hermes, source: [u8; 4], prompt: &str) -> (Client, Shell) {
+    let client = Client::login_from(hermes.port, source.into(), "root", "toor").await;
+    let mut shell = client.shell(160, 40).await;
+    assert!(
+        shell.read_until(prompt, 0, Duration::from_secs(20)).await,
+        "{}",
+        shell.text()
+    );
+    (client, shell)
+}
+
 /// A new account's prompt on an xterm-256color terminal: Debian's /etc/skel/.bashrc
 /// colours it, as on any Debian server where `useradd -m` made the account.
 fn user_prompt(user: &str, hostname: &str) -> String {
@@ -159,13 +171,7 @@ async fn pid_1_is_debians_systemd_whose_units_run_and_each_box_has_its_own_machi
     let prompt = format!("root@{}:~# ", hermes.hostname);
     let mut machine_ids = Vec::new();
     for source in [[127, 0, 0, 1], [127, 0, 0, 2]] {
-        let client = Client::login_from(hermes.port, source.into(), "root", "toor").await;
-        let mut shell = client.shell(160, 40).await;
-        assert!(
-            shell.read_until(&prompt, 0, Duration::from_secs(20)).await,
-            "{}",
-            shell.text()
-        );
+        let (_client, mut shell) = root_login_from(&hermes, source, &prompt).await;
         let out = run(
             &mut shell,
             "readlink /proc/1/exe; cat /proc/1/comm; dpkg -S /sbin/init; echo \"state=$(systemctl is-system-running)\"; grep name=systemd /proc/1/cgroup",
@@ -344,13 +350,7 @@ async fn without_a_cgroup_of_its_own_the_box_boots_the_fallback_sysvinit() {
     let prompt = format!("root@{}:~# ", hermes.hostname);
     let mut machine_ids = Vec::new();
     for source in [[127, 0, 0, 1], [127, 0, 0, 2]] {
-        let client = Client::login_from(hermes.port, source.into(), "root", "toor").await;
-        let mut shell = client.shell(160, 40).await;
-        assert!(
-            shell.read_until(&prompt, 0, Duration::from_secs(20)).await,
-            "{}",
-            shell.text()
-        );
+        let (_client, mut shell) = root_login_from(&hermes, source, &prompt).await;
         let out = run(
             &mut shell,
             "readlink /proc/1/exe; cat /proc/1/comm; dpkg -S /sbin/init; runlevel",
