@@ -30,9 +30,12 @@ fn now_secs() -> u64 {
 struct MachineState {
     source: Option<IpAddr>,
     container_id: Option<String>,
-    /// The running lease while sessions use it.
+    /// The running lease while sessions use it, and while it lingers after the last.
     lease: Option<Lease>,
     sessions: u32,
+    /// Counts the times the machine began to linger, so that the end of an earlier
+    /// linger (its timer) never stops a later one.
+    linger_generation: u64,
     /// Unix seconds until which the machine is kept after its last session.
     expires: u64,
     last_used: u64,
@@ -64,9 +67,48 @@ impl Machine {
     /// The running lease, when a session uses the machine now: the caller joins it.
     pub fn join_running(&self) -> Option<Lease> {
         let mut state = self.state();
+        if state.sessions == 0 {
+            return None;
+        }
         let lease = state.lease.clone()?;
         state.sessions += 1;
         Some(lease)
+    }
+
+    /// The lease of a box that runs on after its last session (see
+    /// [`Release::Linger`]): the next login takes it with [`Machine::rejoin`].
+    pub fn lingering(&self) -> Option<Lease> {
+        let state = self.state();
+        if state.sessions > 0 {
+            return None;
+        }
+        state.lease.clone()
+    }
+
+    /// A session now uses the lingering box again.
+    pub fn rejoin(&self) {
+        let mut state = self.state();
+        state.sessions += 1;
+        state.last_used = now_secs();
+    }
+
+    /// Takes the lingering box's lease (it is to stop, or it is gone).
+    pub fn take_lingering(&self) -> Option<Lease> {
+        let mut state = self.state();
+        if state.sessions > 0 {
+            return None;
+        }
+        state.lease.take()
+    }
+
+    /// The lease to stop when linger number `generation` ends, unless a session took
+    /// the box again meanwhile (or a later linger began).
+    pub fn end_linger(&self, generation: u64) -> Option<Lease> {
+        let mut state = self.state();
+        if state.sessions > 0 || state.linger_generation != generation {
+            return None;
+        }
+        state.lease.take()
     }
 
     /// The container kept for this key, if still within its time.
@@ -123,6 +165,14 @@ pub enum Release {
     StillInUse,
     /// The last session ended: stop (and keep) this container.
     Stop(Lease),
+    /// The last session ended: the container runs on for `linger`, then stops
+    /// unless the source is back (see [`Machine::end_linger`]).
+    Linger {
+        /// The lingering container.
+        lease: Lease,
+        /// Which linger this is.
+        generation: u64,
+    },
 }
 
 impl MachineRegistry {
@@ -217,6 +267,15 @@ impl MachineRegistry {
         if state.sessions > 0 {
             return Release::StillInUse;
         }
+        if !self.config.linger.is_zero()
+            && let Some(lease) = state.lease.clone()
+        {
+            state.linger_generation += 1;
+            return Release::Linger {
+                lease,
+                generation: state.linger_generation,
+            };
+        }
         match state.lease.take() {
             Some(lease) => Release::Stop(lease),
             None => Release::StillInUse,
@@ -290,6 +349,16 @@ impl MachineRegistry {
     pub fn ttl(&self) -> Duration {
         self.config.ttl.get()
     }
+
+    /// How long a box runs on after its last session (zero: it stops at once).
+    pub fn linger(&self) -> Duration {
+        self.config.linger.get()
+    }
+
+    /// Whether lingering boxes are frozen.
+    pub fn freeze_lingering(&self) -> bool {
+        self.config.freeze_lingering
+    }
 }
 
 fn read_state(path: &Path) -> StateFile {
@@ -333,6 +402,8 @@ mod tests {
             enabled: true,
             key,
             ttl: crate::config::Seconds::new(3600),
+            linger: crate::config::Seconds::new(0),
+            freeze_lingering: false,
             max_containers_per_source: cap,
             state_file: dir.join("machines.json"),
         }
@@ -364,6 +435,44 @@ mod tests {
         let (_, later) = registry.machine_for(SRC, "root");
         assert!(later.join_running().is_none());
         assert_eq!(later.kept_container().as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn a_lingering_box_is_rejoined_or_stopped_by_its_own_linger_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = config(dir.path(), ReuseKey::Source, 3);
+        cfg.linger = crate::config::Seconds::new(600);
+        let registry = MachineRegistry::load(&cfg);
+        let (_, machine) = registry.machine_for(SRC, "root");
+        registry.assigned(&machine, SRC, &lease("c1"));
+        let Release::Linger {
+            lease: first,
+            generation: one,
+        } = registry.release(&machine)
+        else {
+            panic!("the last session's end should make the box linger");
+        };
+        assert_eq!(first, lease("c1"));
+        // Lingering is not "in use": a login takes it with rejoin, not join_running.
+        assert!(machine.join_running().is_none());
+        assert_eq!(machine.lingering(), Some(lease("c1")));
+        machine.rejoin();
+        assert!(machine.lingering().is_none());
+        // The first linger's timer ends while the source is back: nothing stops.
+        assert_eq!(machine.end_linger(one), None);
+        let Release::Linger {
+            generation: two, ..
+        } = registry.release(&machine)
+        else {
+            panic!("the second end should linger again");
+        };
+        assert_ne!(one, two);
+        // The first timer, late, still cannot stop the second linger; the second can.
+        assert_eq!(machine.end_linger(one), None);
+        assert_eq!(machine.end_linger(two), Some(lease("c1")));
+        assert!(machine.lingering().is_none());
+        // Stopped, it is kept for the next login as before.
+        assert_eq!(machine.kept_container().as_deref(), Some("c1"));
     }
 
     #[test]

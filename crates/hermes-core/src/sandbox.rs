@@ -263,6 +263,17 @@ pub trait Sandbox: Send + Sync {
     /// the caller does not wait.
     fn release(&self, lease: Lease);
 
+    /// Freezes every process of a lingering container (their state kept, no CPU).
+    /// Engines that cannot leave it running.
+    async fn freeze(&self, _container_id: &str) -> Result<(), SandboxError> {
+        Ok(())
+    }
+
+    /// Thaws a container [`Sandbox::freeze`] froze (one not frozen is left as it is).
+    async fn thaw(&self, _container_id: &str) -> Result<(), SandboxError> {
+        Ok(())
+    }
+
     /// Whether the container still runs, and what it has written to its filesystem.
     async fn usage(&self, lease: &Lease) -> Result<ContainerUsage, SandboxError>;
 

@@ -183,6 +183,9 @@ impl Options {
         pool.reuse.enabled = self.reuse;
         pool.reuse.key = spelled::<ReuseKey>("container_pool.reuse.key", self.reuse_key);
         pool.reuse.state_file = base.join("state/containers.json");
+        // Most tests of reuse want the box stopped at the end of each session (a
+        // test of lingering boxes asks for them with `configure`).
+        pool.reuse.linger = Seconds::new(0);
 
         config.recording.output_dir = paths.recordings.to_owned();
         config.capture.output_dir = base.join("downloads");

@@ -607,6 +607,16 @@ pub struct ReuseConfig {
     /// login, in seconds.
     #[garde(range(min = 60, max = 31_536_000))]
     pub ttl: Seconds,
+    /// How long a box keeps running after its last session ends, in seconds, as a
+    /// real server runs on after a logout (0: stopped at once). Lingering boxes count
+    /// toward `max_containers`; at that cap, the one lingering longest is stopped
+    /// first.
+    #[garde(range(min = 0, max = 86_400))]
+    pub linger: Seconds,
+    /// Lingering boxes are frozen (`docker pause`) and thawed at the next login:
+    /// nothing the attacker left runs meanwhile (no CPU), but its state is kept.
+    #[garde(skip)]
+    pub freeze_lingering: bool,
     /// Containers one source address may own at once (with `key: source_and_user`);
     /// past it, its most recently used container serves the new session.
     #[garde(range(min = 1, max = 1000))]
@@ -622,6 +632,8 @@ impl Default for ReuseConfig {
             enabled: true,
             key: ReuseKey::Source,
             ttl: Seconds::new(86_400),
+            linger: Seconds::new(600),
+            freeze_lingering: false,
             max_containers_per_source: 3,
             state_file: PathBuf::from("/data/state/containers.json"),
         }

@@ -254,8 +254,14 @@ catalogue! {
     /// `shared`: joined while another of its sessions runs).
     ContainerReuse = "hermes.container.reuse", connection: true,
         fields: ["container_id": Str, "source": Str];
-    /// A session's container was released (stopped and kept for forensics).
+    /// A session's container was released (stopped and kept for forensics); after a
+    /// linger, the last session's context is given.
     ContainerRelease = "hermes.container.release", connection: true, fields: ["container_id": Str];
+    /// The source's last session ended and its container runs on (or, `frozen`,
+    /// waits frozen) for `seconds` before it is released, as a real server runs on
+    /// after a logout.
+    ContainerLinger = "hermes.container.linger", connection: true,
+        fields: ["container_id": Str, "seconds": Int, "frozen": Bool];
     /// A session stage failed (`container_allocation`, `exec_start`, `stream`,
     /// `capacity`, `disk_limit`, `capture`).
     SessionError = "hermes.session.error", connection: true, fields: ["stage": Str, "error": Str];

@@ -39,6 +39,19 @@ fn mtime_key(rfc3339: &str) -> Option<String> {
     Some(format!("{seconds}.{micros}"))
 }
 
+/// How thorough a capture pass is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pass {
+    /// While the session runs: new paths only, nothing started in the box.
+    Running,
+    /// The session ended and its box lingers: files seen before are looked at again,
+    /// still with nothing started in the box (what the attacker left running there
+    /// could see it).
+    Ended,
+    /// The box is about to stop: as `Ended`, and `/dev/shm` read by a process in it.
+    Last,
+}
+
 impl Connection {
     /// A command ran (or an upload ended): look for new files shortly.
     pub(super) fn schedule_capture(self: &Arc<Self>) {
@@ -61,7 +74,7 @@ impl Connection {
                 _ => None,
             };
             if let Some(lease) = lease {
-                conn.capture_pass(&lease, false).await;
+                conn.capture_pass(&lease, Pass::Running).await;
             }
         });
     }
@@ -89,7 +102,13 @@ impl Connection {
                 _ = started.wait_for(|s| *s) => {}
                 _ = terminated.wait_for(|t| t.is_some()) => {}
             }
-            let began = crate::time::iso8601_micros(conn.state().metadata.start_time);
+            let began = {
+                let state = conn.state();
+                let start = state.metadata.start_time;
+                crate::time::iso8601_micros(
+                    state.files_since.map_or(start, |since| since.min(start)),
+                )
+            };
             let sandbox = &conn.services.sandbox;
             let listed = tokio::time::timeout(BASELINE_TIMEOUT, async {
                 let paths = sandbox.changed_paths(&lease, MAX_CHANGED_PATHS).await?;
@@ -121,11 +140,11 @@ impl Connection {
 
     /// The last pass, before the container is stopped: also `/dev/shm` (read by a
     /// process in the container, which no one is left to see).
-    pub(super) async fn final_capture(&self, lease: &Lease) {
+    pub(super) async fn final_capture(&self, lease: &Lease, pass: Pass) {
         if self.services.capture.is_none() {
             return;
         }
-        if tokio::time::timeout(FINAL_PASS_TIMEOUT, self.capture_pass(lease, true))
+        if tokio::time::timeout(FINAL_PASS_TIMEOUT, self.capture_pass(lease, pass))
             .await
             .is_err()
         {
@@ -141,7 +160,8 @@ impl Connection {
 
     /// One pass: changed files of the container's filesystem, then files only the
     /// host's `/proc` (or, at the end, a process in the container) can reach.
-    pub(super) async fn capture_pass(&self, lease: &Lease, last: bool) {
+    pub(super) async fn capture_pass(&self, lease: &Lease, pass: Pass) {
+        let last = pass != Pass::Running;
         let Some(capture) = &self.services.capture else {
             return;
         };
@@ -211,7 +231,7 @@ impl Connection {
                 .saturating_sub(files.captured.len())
         };
         match sandbox
-            .volatile_files(lease, !last, room.max(1), limits.max_file_size)
+            .volatile_files(lease, pass != Pass::Last, room.max(1), limits.max_file_size)
             .await
         {
             Ok(found) => {

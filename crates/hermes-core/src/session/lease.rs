@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::files::Pass;
 use super::{Connection, LeaseState};
 use crate::events::{EventBuilder, EventId};
 use crate::machines::{Machine, Release};
@@ -36,7 +37,8 @@ impl Connection {
         let result = if self.services.machines.enabled() {
             self.lease_returning_machine().await
         } else {
-            self.services.sandbox.lease(self.context.session).await
+            self.with_room(|| self.services.sandbox.lease(self.context.session))
+                .await
         };
         match result {
             Ok(lease) => {
@@ -98,6 +100,18 @@ impl Connection {
         let machines = &self.services.machines;
         let (key, machine) = machines.machine_for(source, &username);
         let _one_at_a_time = machine.lock().await;
+        if let Some(lingering) = machine.lingering() {
+            match self.take_lingering(&machine, lingering).await? {
+                Some(lease) => {
+                    self.state().machine = Some(Arc::clone(&machine));
+                    return Ok(lease);
+                }
+                None => {
+                    tracing::info!(target: "hermes::session", session_id = %self.context.session, machine = %key, "the source's lingering container is gone; giving it a new one");
+                    machines.forget(&machine);
+                }
+            }
+        }
         if let Some(lease) = machine.join_running() {
             self.state().machine = Some(Arc::clone(&machine));
             return Ok(Lease {
@@ -107,7 +121,10 @@ impl Connection {
         }
         let mut lease = None;
         if let Some(container_id) = machine.kept_container() {
-            match self.services.sandbox.resume(&container_id).await {
+            match self
+                .with_room(|| self.services.sandbox.resume(&container_id))
+                .await
+            {
                 Ok(resumed) => lease = Some(resumed),
                 Err(SandboxError::ContainerGone(_)) => {
                     tracing::info!(target: "hermes::session", session_id = %self.context.session, machine = %key, "the source's earlier container is gone; giving it a new one");
@@ -118,7 +135,10 @@ impl Connection {
         }
         let lease = match lease {
             Some(lease) => lease,
-            None => self.services.sandbox.lease(self.context.session).await?,
+            None => {
+                self.with_room(|| self.services.sandbox.lease(self.context.session))
+                    .await?
+            }
         };
         machines.assigned(&machine, source, &lease);
         self.state().machine = Some(Arc::clone(&machine));
@@ -138,10 +158,31 @@ impl Connection {
         Ok(lease)
     }
 
+    /// Runs `get` (a lease or a resume) again after stopping the box that lingered
+    /// longest, for as long as `max_containers` is what refuses it and boxes linger.
+    async fn with_room<F, Fut>(&self, mut get: F) -> Result<Lease, SandboxError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Lease, SandboxError>>,
+    {
+        loop {
+            match get().await {
+                Err(SandboxError::Unavailable(reason))
+                    if !*self.services.shutdown.borrow() && !self.services.lingering.is_empty() =>
+                {
+                    if !self.stop_longest_lingering().await {
+                        return Err(SandboxError::Unavailable(reason));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Gives a container back: through the returning-source map when it came from it
-    /// (stopped only when its last session ends), directly otherwise. No capture: for
-    /// a container no session used.
-    async fn give_back(&self, lease: Lease) {
+    /// (stopped, or left to linger, only when its last session ends), directly
+    /// otherwise. No capture: for a container no session used.
+    async fn give_back(self: &Arc<Self>, lease: Lease) {
         self.stop_unless_shared(lease).await;
     }
 
@@ -150,20 +191,24 @@ impl Connection {
     /// the decision and the stop's start are made, so a login of that source cannot
     /// slip in between and be handed a container about to stop: it either joins this
     /// one first (and the stop is not made) or waits for the stop and starts it again.
-    async fn stop_unless_shared(&self, lease: Lease) {
+    async fn stop_unless_shared(self: &Arc<Self>, lease: Lease) {
         let machine: Option<Arc<Machine>> = self.state().machine.take();
         match machine {
             Some(machine) => {
                 let _one_at_a_time = machine.lock().await;
-                if let Release::Stop(lease) = self.services.machines.release(&machine) {
-                    self.stop(lease);
+                match self.services.machines.release(&machine) {
+                    Release::Stop(lease) => self.stop(lease),
+                    Release::Linger { lease, generation } => {
+                        self.linger(Arc::clone(&machine), lease, generation).await;
+                    }
+                    Release::StillInUse => {}
                 }
             }
             None => self.stop(lease),
         }
     }
 
-    fn stop(&self, lease: Lease) {
+    pub(super) fn stop(&self, lease: Lease) {
         self.services.events.emit(
             EventBuilder::connection(EventId::ContainerRelease, &self.context)
                 .field("container_id", lease.container_id.clone())
@@ -175,7 +220,7 @@ impl Connection {
     /// Releases the connection's container, if it has one, after the session's last
     /// capture pass (the final one, reaching into `/dev/shm`, when no other session of
     /// the source uses it; an ordinary one otherwise).
-    pub(super) async fn release_lease(&self) {
+    pub(super) async fn release_lease(self: &Arc<Self>) {
         let previous = self.lease.send_replace(LeaseState::Released);
         let LeaseState::Ready(lease) = previous else {
             return;
@@ -190,10 +235,14 @@ impl Connection {
             .machine
             .as_ref()
             .is_none_or(|machine| machine.sessions() <= 1);
+        let lingers = self.state().machine.is_some() && !self.services.machines.linger().is_zero();
         if last {
-            self.final_capture(&lease).await;
+            // A box that lingers gets its last pass (with a process of its own for
+            // `/dev/shm`) when it stops; the attacker's processes may still watch it.
+            let pass = if lingers { Pass::Ended } else { Pass::Last };
+            self.final_capture(&lease, pass).await;
         } else {
-            self.capture_pass(&lease, false).await;
+            self.capture_pass(&lease, Pass::Running).await;
         }
         self.stop_unless_shared(lease).await;
     }

@@ -14,6 +14,7 @@ mod forward_egress;
 mod input;
 mod launch;
 mod lease;
+mod linger;
 pub mod messages;
 mod pump;
 mod recording;
@@ -113,6 +114,10 @@ pub struct SessionServices {
     refusals: Mutex<RefusalLog>,
     /// Connections whose end (final capture, release, last events) is still running.
     finalizing: TaskTracker,
+    /// Lingering boxes' timers, and their last capture and stop.
+    linger_timers: TaskTracker,
+    /// Boxes running on after their source's last session.
+    lingering: linger::Lingering,
     /// Writes metadata files, retrying those a full disk refused.
     pub metadata: Arc<MetadataWriter>,
     /// Which session each leased container serves (its traffic is theirs).
@@ -157,6 +162,8 @@ impl SessionServices {
             shutdown,
             capture,
             finalizing: TaskTracker::new(),
+            linger_timers: TaskTracker::new(),
+            lingering: linger::Lingering::default(),
             metadata: Arc::new(MetadataWriter::default()),
             box_owners: Arc::default(),
             forward_gateway: OnceLock::new(),
@@ -181,15 +188,28 @@ impl SessionServices {
     }
 
     /// Waits until every ended connection has finished its final capture, released
-    /// its container and written its last events, or `timeout` passes. Returns how
-    /// many were still running.
+    /// its container and written its last events, or `timeout` passes; once Hermes
+    /// is shutting down, also until every lingering box had its last capture and
+    /// stopped. Returns how many were still running.
     pub async fn wait_finalized(&self, timeout: Duration) -> usize {
         self.finalizing.close();
-        if tokio::time::timeout(timeout, self.finalizing.wait())
-            .await
-            .is_err()
-        {
-            return self.finalizing.len();
+        let lingering = *self.shutdown.borrow();
+        if lingering {
+            self.linger_timers.close();
+        }
+        let all = async {
+            self.finalizing.wait().await;
+            if lingering {
+                self.linger_timers.wait().await;
+            }
+        };
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            return self.finalizing.len()
+                + if lingering {
+                    self.linger_timers.len()
+                } else {
+                    0
+                };
         }
         0
     }
@@ -288,6 +308,9 @@ struct ConnectionState {
     permit: Option<OwnedSemaphorePermit>,
     /// The returning-source machine the container came from, when reuse is on.
     machine: Option<Arc<Machine>>,
+    /// Files changed since then are this session's (the end of the session before
+    /// it, when it took its box lingering); None: since the session began.
+    files_since: Option<SystemTime>,
     channels_opened: u32,
     finished: bool,
     /// When the metadata file was last rewritten for a change.
@@ -412,6 +435,7 @@ impl Connection {
                 metadata,
                 permit: None,
                 machine: None,
+                files_since: None,
                 channels_opened: 0,
                 finished: false,
                 metadata_written: None,

@@ -45,6 +45,11 @@ pub struct TestLimits {
     pub recordings: Option<PathBuf>,
     /// `container_pool.reuse.state_file`, with reuse on (None: off).
     pub reuse_state: Option<PathBuf>,
+    /// `container_pool.reuse.linger` (zero here unless a test asks: most tests of
+    /// reuse want the box stopped at the end of each session).
+    pub linger: Duration,
+    /// `container_pool.reuse.freeze_lingering`.
+    pub freeze_lingering: bool,
 }
 
 impl Default for TestLimits {
@@ -57,6 +62,8 @@ impl Default for TestLimits {
             disk_limit: 1 << 30,
             recordings: None,
             reuse_state: None,
+            linger: Duration::ZERO,
+            freeze_lingering: false,
         }
     }
 }
@@ -92,6 +99,8 @@ pub fn config(limits: &TestLimits) -> Config {
     if let Some(file) = &limits.reuse_state {
         config.container_pool.reuse.state_file = file.clone();
     }
+    config.container_pool.reuse.linger = Seconds::new(limits.linger.as_secs());
+    config.container_pool.reuse.freeze_lingering = limits.freeze_lingering;
     config
 }
 

@@ -68,6 +68,43 @@ struct State {
     disk_bytes: u64,
     running: bool,
     processes: Vec<FakeProcess>,
+    /// Containers leased or resumed and not released yet, at most (None: no cap).
+    capacity: Option<usize>,
+    /// Containers frozen now.
+    frozen: HashSet<String>,
+}
+
+impl State {
+    /// Containers leased or resumed and not released since.
+    fn running_ids(&self) -> Vec<String> {
+        let mut running: Vec<String> = Vec::new();
+        for lease in &self.calls.leased {
+            if !running.contains(&lease.container_id) {
+                running.push(lease.container_id.clone());
+            }
+        }
+        // Each release stops one start (a container leased, released, resumed...).
+        let mut starts: HashMap<&str, i64> = HashMap::new();
+        for lease in &self.calls.leased {
+            *starts.entry(&lease.container_id).or_default() += 1;
+        }
+        for lease in &self.calls.released {
+            *starts.entry(&lease.container_id).or_default() -= 1;
+        }
+        running.retain(|id| starts.get(id.as_str()).copied().unwrap_or(0) > 0);
+        running
+    }
+
+    fn check_capacity(&self) -> Result<(), SandboxError> {
+        match self.capacity {
+            Some(capacity) if self.running_ids().len() >= capacity => {
+                Err(SandboxError::Unavailable(format!(
+                    "container_pool.max_containers ({capacity}) reached"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The fake engine. Cheap to share: tests keep an `Arc` and hand a clone to the
@@ -91,6 +128,8 @@ impl Default for FakeSandbox {
                 disk_bytes: 0,
                 running: true,
                 processes: Vec::new(),
+                capacity: None,
+                frozen: HashSet::new(),
             }),
             failures: Failures::default(),
             held: watch::channel(HashSet::new()).0,
@@ -162,6 +201,17 @@ impl FakeSandbox {
         state.disk_bytes = disk_bytes;
     }
 
+    /// At most `capacity` containers run at once (leased or resumed, not yet
+    /// released): past it, leases and resumes fail as `max_containers` makes them.
+    pub fn set_capacity(&self, capacity: usize) {
+        self.state().capacity = Some(capacity);
+    }
+
+    /// The containers frozen now.
+    pub fn frozen(&self) -> Vec<String> {
+        self.state().frozen.iter().cloned().collect()
+    }
+
     /// How many times a lease was asked for (held ones included).
     pub fn lease_requests(&self) -> u32 {
         self.state().calls.lease_requests
@@ -223,6 +273,7 @@ impl Sandbox for FakeSandbox {
         self.state().calls.lease_requests += 1;
         self.stage(Stage::Lease).await?;
         let mut state = self.state();
+        state.check_capacity()?;
         let lease = Lease {
             container_id: format!("{:064x}", state.next_container),
             source: LeaseSource::Pool,
@@ -240,6 +291,10 @@ impl Sandbox for FakeSandbox {
         if !state.known.iter().any(|id| id == container_id) {
             return Err(SandboxError::ContainerGone(container_id.to_owned()));
         }
+        let running = state.running_ids();
+        if !running.iter().any(|id| id == container_id) {
+            state.check_capacity()?;
+        }
         let lease = Lease {
             container_id: container_id.to_owned(),
             source: LeaseSource::Reused,
@@ -249,7 +304,19 @@ impl Sandbox for FakeSandbox {
     }
 
     fn release(&self, lease: Lease) {
-        self.state().calls.released.push(lease);
+        let mut state = self.state();
+        state.frozen.remove(&lease.container_id);
+        state.calls.released.push(lease);
+    }
+
+    async fn freeze(&self, container_id: &str) -> Result<(), SandboxError> {
+        self.state().frozen.insert(container_id.to_owned());
+        Ok(())
+    }
+
+    async fn thaw(&self, container_id: &str) -> Result<(), SandboxError> {
+        self.state().frozen.remove(container_id);
+        Ok(())
     }
 
     async fn usage(&self, _lease: &Lease) -> Result<ContainerUsage, SandboxError> {

@@ -582,9 +582,19 @@ impl Sandbox for DockerSandbox {
             if !self.exists(container_id).await? {
                 return Err(SandboxError::ContainerGone(short(container_id).to_owned()));
             }
-            self.reserve()?;
+            // A lingering box that died meanwhile still holds its place under the
+            // cap: starting it again takes no second one.
+            let reserved = !self.state().active.contains(container_id);
+            if reserved {
+                self.reserve()?;
+            }
+            let done = || {
+                if reserved {
+                    self.done_creating();
+                }
+            };
             if let Err(error) = self.prepare_kept_cgroup(container_id).await {
-                self.done_creating();
+                done();
                 return Err(error);
             }
             let started = tokio::time::timeout(
@@ -592,7 +602,7 @@ impl Sandbox for DockerSandbox {
                 self.docker.start_container(container_id, None),
             )
             .await;
-            self.done_creating();
+            done();
             match started {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) if is_not_found(&error) => {
@@ -624,6 +634,30 @@ impl Sandbox for DockerSandbox {
             container_id: container_id.to_owned(),
             source: LeaseSource::Reused,
         })
+    }
+
+    async fn freeze(&self, container_id: &str) -> Result<(), SandboxError> {
+        match self.docker.pause_container(container_id).await {
+            Ok(()) => Ok(()),
+            Err(error) if is_not_found(&error) => {
+                Err(SandboxError::ContainerGone(short(container_id).to_owned()))
+            }
+            Err(error) => Err(engine(error)),
+        }
+    }
+
+    async fn thaw(&self, container_id: &str) -> Result<(), SandboxError> {
+        match self.docker.unpause_container(container_id).await {
+            Ok(()) => Ok(()),
+            Err(error) if is_not_found(&error) => {
+                Err(SandboxError::ContainerGone(short(container_id).to_owned()))
+            }
+            // 409: not paused (it died and stands stopped, or was never frozen).
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(error) => Err(engine(error)),
+        }
     }
 
     async fn usage(&self, lease: &Lease) -> Result<ContainerUsage, SandboxError> {

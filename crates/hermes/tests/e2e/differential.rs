@@ -112,11 +112,17 @@ fn the_box_answers_the_probe_battery_as_a_real_debian_12_server() {
     let (reference, reference_raw) = survey(dir.path(), vm.port);
     drop(vm);
 
-    // Reuse on: the second login meets the same box, as an intruder coming back would.
-    let hermes = Hermes::start(Options {
-        reuse: true,
-        ..Options::default()
-    });
+    // Reuse on, with the shipped linger: the second login meets the same box, still
+    // running, as an intruder coming back would.
+    let hermes = Hermes::start(
+        Options {
+            reuse: true,
+            ..Options::default()
+        }
+        .configure(|c| {
+            c.container_pool.reuse.linger = hermes_core::config::ReuseConfig::default().linger;
+        }),
+    );
     let (boxed, hermes_raw) = survey(dir.path(), hermes.port);
 
     let rows = verdict::compare(&reference, &boxed);

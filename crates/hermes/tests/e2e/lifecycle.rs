@@ -425,6 +425,7 @@ fn documented(method: &str, path: &str) -> bool {
             | ("GET", ["containers", "json"])
             | ("POST", ["containers", "create"])
             | ("POST", ["containers", _, "start" | "stop" | "exec"])
+            | ("POST", ["containers", _, "pause" | "unpause"])
             | ("GET", ["containers", _, "json"])
             | ("DELETE", ["containers", _])
             | ("POST", ["exec", _, "start" | "resize"])

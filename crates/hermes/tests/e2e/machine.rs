@@ -735,3 +735,117 @@ async fn the_box_has_the_past_of_a_server_in_use() {
     let out = out.text();
     assert!(out.contains("No such file"), "{out}");
 }
+
+/// `docker inspect`'s `State.Status` of a container (`running`, `paused`, `exited`).
+fn container_status(id: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Status}}", id])
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A box of a returning source lingers (running, or frozen) between its sessions:
+/// the second login finds the file and the process the first left, and the same PID
+/// 1; after the linger time the box is stopped and kept, as before.
+async fn a_lingering_box_keeps_what_runs(freeze: bool) {
+    const LINGER: u64 = 8;
+    let hermes = Hermes::start(
+        Options {
+            reuse: true,
+            ..Options::default()
+        }
+        .configure(move |c| {
+            c.container_pool.reuse.linger = hermes_core::config::Seconds::new(LINGER);
+            c.container_pool.reuse.freeze_lingering = freeze;
+        }),
+    );
+    let prompt = format!("root@{}:~# ", hermes.hostname);
+    let source = [127, 0, 0, 1];
+    let (client, mut shell) = root_login_from(&hermes, source, &prompt).await;
+    let first = run(
+        &mut shell,
+        "echo stayed > /root/mark; (setsid sleep 4242 </dev/null >/dev/null 2>&1 &); sleep 0.2; echo pid1=$(cut -d' ' -f22 /proc/1/stat) sleeper=$(pgrep -x -f 'sleep 4242')",
+        &prompt,
+    )
+    .await;
+    shell.send("exit\n").await;
+    assert!(shell.read_to_close(Duration::from_secs(10)).await);
+    drop(shell);
+    drop(client);
+    let field = |out: &str, name: &str| -> String {
+        out.split_whitespace()
+            .find_map(|word| word.strip_prefix(&format!("{name}=")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (pid1, sleeper) = (field(&first, "pid1"), field(&first, "sleeper"));
+    assert!(!pid1.is_empty() && !sleeper.is_empty(), "{first}");
+
+    tokio::task::block_in_place(|| hermes.wait_for_count("hermes.container.linger", 1));
+    let events = hermes.events_of("hermes.container.linger");
+    let id = events[0]["container_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(events[0]["frozen"], freeze);
+    assert_eq!(
+        container_status(&id),
+        if freeze { "paused" } else { "running" },
+        "between the sessions"
+    );
+    assert_eq!(hermes.events_of("hermes.container.release").len(), 0);
+
+    // Back within the linger: the same box, thawed, with what the first visit left.
+    let (client, mut shell) = root_login_from(&hermes, source, &prompt).await;
+    let second = run(
+        &mut shell,
+        "cat /root/mark; echo pid1=$(cut -d' ' -f22 /proc/1/stat) sleeper=$(pgrep -x -f 'sleep 4242')",
+        &prompt,
+    )
+    .await;
+    assert!(second.contains("stayed"), "{second}");
+    assert_eq!(field(&second, "pid1"), pid1, "PID 1 is the same: {second}");
+    assert_eq!(
+        field(&second, "sleeper"),
+        sleeper,
+        "still running: {second}"
+    );
+    assert_eq!(container_status(&id), "running");
+    shell.send("exit\n").await;
+    assert!(shell.read_to_close(Duration::from_secs(10)).await);
+    drop(shell);
+    drop(client);
+
+    let allocated = allocations(&hermes.events());
+    let sources: Vec<&str> = allocated.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(sources, ["pool", "reused"]);
+    assert!(allocated.iter().all(|(got, _)| *got == id));
+
+    // After the second linger: stopped once, and kept for forensics.
+    tokio::task::block_in_place(|| hermes.wait_for_count("hermes.container.release", 1));
+    let released = hermes.events_of("hermes.container.release");
+    assert_eq!(released[0]["container_id"], id.as_str());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while container_status(&id) != "exited" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not stopped: {}",
+            container_status(&id)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(hermes.events_of("hermes.container.linger").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_source_finds_its_lingering_box_running_with_what_it_left() {
+    require_docker!();
+    a_lingering_box_keeps_what_runs(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_lingering_box_is_thawed_for_its_source_with_what_it_left() {
+    require_docker!();
+    a_lingering_box_keeps_what_runs(true).await;
+}

@@ -19,6 +19,7 @@ mod failures;
 mod forwards;
 mod leases;
 mod limits;
+mod linger;
 mod stages;
 
 /// Long enough for anything the session does at once; short against every limit.

@@ -79,7 +79,7 @@ pub const FIRST_LOGIN: &[Probe] = &[
     },
     Probe {
         name: "uptime",
-        command: "uptime; echo proc=$(cut -d' ' -f1 /proc/uptime); echo pid1=$(ps -o etimes= -p 1)",
+        command: "uptime; echo proc=$(cut -d' ' -f1 /proc/uptime); echo pid1=$(ps -o etimes= -p 1); echo pid1start=$(cut -d' ' -f22 /proc/1/stat)",
         facts: uptime,
     },
     Probe {
@@ -166,7 +166,7 @@ done"#;
 /// The battery of the second login, a few seconds later.
 pub const SECOND_LOGIN: &[Probe] = &[Probe {
     name: "uptime-again",
-    command: "echo proc=$(cut -d' ' -f1 /proc/uptime); echo pid1=$(ps -o etimes= -p 1)",
+    command: "echo proc=$(cut -d' ' -f1 /proc/uptime); echo pid1start=$(cut -d' ' -f22 /proc/1/stat)",
     facts: |_| Vec::new(),
 }];
 
@@ -175,13 +175,15 @@ pub fn between_logins(first: &Answer, second: &Answer) -> Vec<Fact> {
     let (Some(up1), Some(up2)) = (seconds(first, "proc="), seconds(second, "proc=")) else {
         return vec![fact("uptime grows between logins", "unreadable")];
     };
-    let (age1, age2) = (seconds(first, "pid1="), seconds(second, "pid1="));
+    // PID 1's start time (clock ticks after boot, /proc/1/stat): the same process
+    // on both logins, whatever /proc/uptime says.
+    let (start1, start2) = (seconds(first, "pid1start="), seconds(second, "pid1start="));
     vec![
         fact("uptime grows between logins", yes_no(up2 > up1)),
         fact(
-            "PID 1 age grows between logins",
-            match (age1, age2) {
-                (Some(a), Some(b)) => yes_no(b > a).to_owned(),
+            "PID 1 lives on between logins (same start time)",
+            match (start1, start2) {
+                (Some(a), Some(b)) => yes_no(a == b).to_owned(),
                 _ => "unreadable".to_owned(),
             },
         ),
@@ -599,8 +601,8 @@ fn dev(a: &Answer) -> Vec<Fact> {
         })
         .collect();
     let pseudo = [
-        "console", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
-        "stdout", "tty", "urandom", "zero",
+        "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty",
+        "urandom", "zero",
     ];
     let missing: Vec<&str> = pseudo
         .iter()
@@ -608,9 +610,10 @@ fn dev(a: &Answer) -> Vec<Fact> {
         .filter(|p| !names.contains(*p))
         .collect();
     let log = names.contains("log");
+    let console = names.contains("console");
     let hardware: Vec<String> = names
         .into_iter()
-        .filter(|n| !pseudo.contains(&n.as_str()) && n != "log")
+        .filter(|n| !pseudo.contains(&n.as_str()) && n != "log" && n != "console")
         .collect();
     vec![
         fact(
@@ -621,6 +624,7 @@ fn dev(a: &Answer) -> Vec<Fact> {
                 format!("missing {}", missing.join(" "))
             },
         ),
+        fact("/dev/console", if console { "present" } else { "absent" }),
         fact(
             "/dev/log (the syslog socket)",
             if log { "present" } else { "absent" },
@@ -771,6 +775,7 @@ mod tests {
         assert!(value_of(&facts, "/dev: the standard pseudo devices").starts_with("missing full "));
         assert_eq!(value_of(&facts, "/dev: other entries"), "ttyN");
         assert_eq!(value_of(&facts, "/dev/log (the syslog socket)"), "absent");
+        assert_eq!(value_of(&facts, "/dev/console"), "present");
     }
 
     #[test]
