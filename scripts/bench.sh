@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/ensure-docker.sh
+# Room for many systemd boxes in the host's inotify allowance.
+scripts/ensure-sysctl.sh
 scripts/ensure-openssh.sh
 images/target/build.sh hermes-target:latest
 cargo bench -p hermes --bench compare -- --record "$PWD/docs/benchmarks.md" "$@"

@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/ensure-docker.sh
+# Room for many systemd boxes in the host's inotify allowance.
+scripts/ensure-sysctl.sh
 scripts/ensure-openssh.sh
 # The boxes' own memory, CPUs and uptime in /proc (the resources e2e test needs it).
 scripts/ensure-lxcfs.sh

@@ -20,6 +20,8 @@ if [ "$(printf '%s\n%s\n' "$need_rust" "$have_rust" | sort -V | head -n 1)" != "
 fi
 
 scripts/ensure-docker.sh
+# Room for many systemd boxes in the host's inotify allowance.
+scripts/ensure-sysctl.sh
 # Boxes show their own memory, CPUs and uptime (lxcfs.mode auto falls back without it).
 scripts/ensure-lxcfs.sh || echo "lxcfs could not be started: boxes will show the host's resources" >&2
 # The boxes' network (egress, on by default) is built with iproute2 and iptables.

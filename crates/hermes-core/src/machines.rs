@@ -223,7 +223,11 @@ impl MachineRegistry {
         let mut entries = self.entries();
         entries.retain(|_, machine| {
             let state = machine.state();
-            state.sessions > 0 || state.expires > now || state.container_id.is_none()
+            // A lingering box (its lease still held) stays findable whatever `ttl`.
+            state.sessions > 0
+                || state.expires > now
+                || state.container_id.is_none()
+                || state.lease.is_some()
         });
         if let Some(machine) = entries.get(&key) {
             return (key, Arc::clone(machine));

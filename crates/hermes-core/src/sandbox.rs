@@ -241,9 +241,13 @@ pub enum SandboxError {
     /// The operation took longer than allowed.
     #[error("container engine did not answer within {0} s")]
     Timeout(u64),
-    /// No container can be had right now (cap reached, or shutting down).
+    /// No container can be had right now (shutting down, or what boxes need is
+    /// missing).
     #[error("no container available: {0}")]
     Unavailable(String),
+    /// `max_containers` boxes run already.
+    #[error("no container available: {0}")]
+    AtCapacity(String),
     /// The container is gone (died or removed).
     #[error("container {0} is not running")]
     ContainerGone(String),

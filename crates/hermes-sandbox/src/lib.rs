@@ -16,6 +16,7 @@ mod error;
 mod exec;
 mod files;
 mod hijack;
+pub mod host_limits;
 pub mod lxcfs;
 mod openat;
 mod pool;

@@ -1,7 +1,8 @@
 //! Time from "password accepted" to the first byte of the shell prompt:
 //! - warm pool (a ready container is waiting);
 //! - empty pool (the container is created on demand);
-//! - returning source (its stopped container is started again).
+//! - returning source (its stopped container is started again);
+//! - returning source whose box still lingers (`reuse.linger`), running or frozen.
 //!
 //! `cargo bench -p hermes --bench time_to_prompt` (needs Docker and the target image).
 //! Starts Hermes on loopback, logs in with russh, prints the figures; nothing is
@@ -124,10 +125,46 @@ fn main() {
         }
     });
 
+    // Returning source within the linger time: its box runs on (or waits frozen).
+    let mut lingering = Vec::new();
+    let mut frozen = Vec::new();
+    for (freeze, figures) in [(false, &mut lingering), (true, &mut frozen)] {
+        let hermes = Hermes::start(
+            Options {
+                pool_size: 1,
+                reuse: true,
+                ..Options::default()
+            }
+            .configure(move |c| {
+                c.container_pool.reuse.linger = hermes_core::config::Seconds::new(600);
+                c.container_pool.reuse.freeze_lingering = freeze;
+            }),
+        );
+        runtime.block_on(async {
+            let (_, client, shell) = login_to_prompt(hermes.port).await;
+            close(shell, client).await;
+            for _ in 0..LOGINS {
+                // The session's end (its capture pass, the freeze) is over.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let (took, client, shell) = login_to_prompt(hermes.port).await;
+                figures.push(took);
+                close(shell, client).await;
+            }
+        });
+    }
+
     print("password accepted -> prompt, warm pool", &mut warm);
     print("password accepted -> prompt, empty pool", &mut empty);
     print(
         "password accepted -> prompt, returning source",
         &mut returning,
+    );
+    print(
+        "password accepted -> prompt, returning, box lingering",
+        &mut lingering,
+    );
+    print(
+        "password accepted -> prompt, returning, box frozen",
+        &mut frozen,
     );
 }

@@ -167,11 +167,11 @@ impl Connection {
     {
         loop {
             match get().await {
-                Err(SandboxError::Unavailable(reason))
-                    if !*self.services.shutdown.borrow() && !self.services.lingering.is_empty() =>
+                Err(SandboxError::AtCapacity(reason))
+                    if !self.shutting_down() && !self.services.lingering.is_empty() =>
                 {
                     if !self.stop_longest_lingering().await {
-                        return Err(SandboxError::Unavailable(reason));
+                        return Err(SandboxError::AtCapacity(reason));
                     }
                 }
                 other => return other,
@@ -183,7 +183,11 @@ impl Connection {
     /// (stopped, or left to linger, only when its last session ends), directly
     /// otherwise. No capture: for a container no session used.
     async fn give_back(self: &Arc<Self>, lease: Lease) {
-        self.stop_unless_shared(lease).await;
+        self.stop_unless_shared(lease, false).await;
+    }
+
+    fn shutting_down(&self) -> bool {
+        *self.services.shutdown.borrow()
     }
 
     /// Stops the container now that this session is done with it, unless another
@@ -191,15 +195,23 @@ impl Connection {
     /// the decision and the stop's start are made, so a login of that source cannot
     /// slip in between and be handed a container about to stop: it either joins this
     /// one first (and the stop is not made) or waits for the stop and starts it again.
-    async fn stop_unless_shared(self: &Arc<Self>, lease: Lease) {
+    /// `used`: the session had the box (see [`Connection::linger`]).
+    async fn stop_unless_shared(self: &Arc<Self>, lease: Lease, used: bool) {
         let machine: Option<Arc<Machine>> = self.state().machine.take();
         match machine {
             Some(machine) => {
                 let _one_at_a_time = machine.lock().await;
                 match self.services.machines.release(&machine) {
                     Release::Stop(lease) => self.stop(lease),
+                    // Shutting down: nothing lingers.
+                    Release::Linger { generation, .. } if self.shutting_down() => {
+                        if let Some(lease) = machine.end_linger(generation) {
+                            self.stop(lease);
+                        }
+                    }
                     Release::Linger { lease, generation } => {
-                        self.linger(Arc::clone(&machine), lease, generation).await;
+                        self.linger(Arc::clone(&machine), lease, generation, used)
+                            .await;
                     }
                     Release::StillInUse => {}
                 }
@@ -235,7 +247,9 @@ impl Connection {
             .machine
             .as_ref()
             .is_none_or(|machine| machine.sessions() <= 1);
-        let lingers = self.state().machine.is_some() && !self.services.machines.linger().is_zero();
+        let lingers = self.state().machine.is_some()
+            && !self.services.machines.linger().is_zero()
+            && !self.shutting_down();
         if last {
             // A box that lingers gets its last pass (with a process of its own for
             // `/dev/shm`) when it stops; the attacker's processes may still watch it.
@@ -244,7 +258,7 @@ impl Connection {
         } else {
             self.capture_pass(&lease, Pass::Running).await;
         }
-        self.stop_unless_shared(lease).await;
+        self.stop_unless_shared(lease, true).await;
     }
 
     /// Ends the session at `server.session_timeout`, `max_session_duration`, shutdown,

@@ -1,7 +1,7 @@
 //! Boxes that outlive their last session for `container_pool.reuse.linger`, as a real
 //! server runs on after a logout: the source's next login finds what it left running,
-//! and PID 1 and `uptime` as old as before. A lingering box is held by its last
-//! session's connection, which captures its files once more before it stops. It
+//! and PID 1 and `uptime` as old as before. A lingering box is held by the last
+//! session that used it, which captures its files once more before it stops. It
 //! counts toward `max_containers`; a login that finds that cap reached stops the box
 //! lingering longest first.
 
@@ -17,14 +17,21 @@ use crate::events::{EventBuilder, EventId};
 use crate::machines::Machine;
 use crate::sandbox::{Lease, SandboxError};
 
+/// The session a lingering box is held by: the last that used it, and when it ended
+/// (files changed since then are the next session's).
+#[derive(Clone)]
+pub(super) struct LastUse {
+    conn: Arc<Connection>,
+    since: SystemTime,
+}
+
 /// One lingering box.
 struct LingeringBox {
-    /// The session that used it last.
-    conn: Arc<Connection>,
+    last: LastUse,
     machine: Arc<Machine>,
     generation: u64,
-    /// When its last session ended (files changed since then are the next session's).
-    since: SystemTime,
+    /// The freeze worked: it must be thawed before anything runs there.
+    frozen: bool,
     /// Ends its timer when the box is taken again or stopped another way.
     timer: CancellationToken,
 }
@@ -46,22 +53,33 @@ impl Lingering {
     }
 
     /// Takes `container_id` out (its source is back, or it stops): its timer ends.
-    /// Returns when its last session ended.
-    fn take(&self, container_id: &str) -> Option<SystemTime> {
+    fn take(&self, container_id: &str) -> Option<LingeringBox> {
         let taken = self.lock().remove(container_id)?;
         taken.timer.cancel();
-        Some(taken.since)
+        Some(taken)
+    }
+
+    fn frozen(&self, container_id: &str) -> bool {
+        self.lock()
+            .get(container_id)
+            .is_some_and(|lingering| lingering.frozen)
+    }
+
+    fn set_frozen(&self, container_id: &str, frozen: bool) {
+        if let Some(lingering) = self.lock().get_mut(container_id) {
+            lingering.frozen = frozen;
+        }
     }
 
     /// The box lingering longest, to stop at the container cap.
     fn longest(&self) -> Option<(String, Arc<Connection>, Arc<Machine>, u64)> {
         self.lock()
             .iter()
-            .min_by_key(|(_, lingering)| lingering.since)
+            .min_by_key(|(_, lingering)| lingering.last.since)
             .map(|(id, lingering)| {
                 (
                     id.clone(),
-                    Arc::clone(&lingering.conn),
+                    Arc::clone(&lingering.last.conn),
                     Arc::clone(&lingering.machine),
                     lingering.generation,
                 )
@@ -84,19 +102,33 @@ impl Lingering {
 impl Connection {
     /// This session was the last on `lease`'s box: it runs on (frozen if so
     /// configured) until the linger time passes, Hermes shuts down, or the source
-    /// logs in again.
+    /// logs in again. `used`: the session had the box (a lease it never used leaves
+    /// the box to the session before it, which captured it last).
     pub(super) async fn linger(
         self: &Arc<Self>,
         machine: Arc<Machine>,
         lease: Lease,
         generation: u64,
+        used: bool,
     ) {
         let machines = &self.services.machines;
         let linger = machines.linger();
-        let frozen = machines.freeze_lingering();
-        if frozen && let Err(error) = self.services.sandbox.freeze(&lease.container_id).await {
-            tracing::warn!(target: "hermes::sandbox", container_id = %lease.short_id(), %error, "cannot freeze the lingering box; it runs on");
-        }
+        let frozen = machines.freeze_lingering()
+            && match self.services.sandbox.freeze(&lease.container_id).await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(target: "hermes::sandbox", container_id = %lease.short_id(), %error, "cannot freeze the lingering box; it runs on");
+                    false
+                }
+            };
+        let earlier = self.state().took_lingering.take();
+        let last = match earlier {
+            Some(earlier) if !used => earlier,
+            _ => LastUse {
+                conn: Arc::clone(self),
+                since: SystemTime::now(),
+            },
+        };
         self.services.events.emit(
             EventBuilder::connection(EventId::ContainerLinger, &self.context)
                 .field("container_id", lease.container_id.clone())
@@ -109,20 +141,20 @@ impl Connection {
                 )),
         );
         let timer = CancellationToken::new();
+        let conn = Arc::clone(&last.conn);
         let previous = self.services.lingering.lock().insert(
             lease.container_id.clone(),
             LingeringBox {
-                conn: Arc::clone(self),
+                last,
                 machine: Arc::clone(&machine),
                 generation,
-                since: SystemTime::now(),
+                frozen,
                 timer: timer.clone(),
             },
         );
         if let Some(previous) = previous {
             previous.timer.cancel();
         }
-        let conn = Arc::clone(self);
         let mut shutdown = self.services.shutdown.clone();
         // Shutdown cuts the linger short and waits for the box's last capture and
         // its stop.
@@ -148,8 +180,8 @@ impl Connection {
         let Some(lease) = machine.end_linger(generation) else {
             return false;
         };
-        self.services.lingering.take(container_id);
-        if self.services.machines.freeze_lingering()
+        let taken = self.services.lingering.take(container_id);
+        if taken.is_some_and(|lingering| lingering.frozen)
             && let Err(error) = self.services.sandbox.thaw(&lease.container_id).await
         {
             tracing::warn!(target: "hermes::sandbox", container_id = %lease.short_id(), %error, "cannot thaw the lingering box before its stop");
@@ -161,39 +193,42 @@ impl Connection {
 
     /// The source's box, still running after its last session: taken again (thawed,
     /// checked, started again if it died meanwhile). None when it no longer exists.
+    /// On any other error it lingers on, and its timer still ends it.
     pub(super) async fn take_lingering(
         &self,
         machine: &Machine,
         lease: Lease,
     ) -> Result<Option<Lease>, SandboxError> {
-        let since = self.services.lingering.take(&lease.container_id);
+        let id = &lease.container_id;
         let sandbox = &self.services.sandbox;
-        if self.services.machines.freeze_lingering()
-            && let Err(error) = sandbox.thaw(&lease.container_id).await
-        {
-            tracing::warn!(target: "hermes::sandbox", session_id = %self.context.session, container_id = %lease.short_id(), %error, "cannot thaw the lingering box");
+        let lingering = &self.services.lingering;
+        if lingering.frozen(id) {
+            sandbox.thaw(id).await?;
+            lingering.set_frozen(id, false);
         }
-        match sandbox.resume(&lease.container_id).await {
+        match sandbox.resume(id).await {
             Ok(resumed) => {
+                let taken = lingering.take(id);
                 machine.rejoin();
+                let mut state = self.state();
                 // What the box wrote while it lingered is this session's to capture.
-                self.state().files_since = since;
+                state.files_since = taken.as_ref().map(|t| t.last.since);
+                state.took_lingering = taken.map(|t| t.last);
                 Ok(Some(resumed))
             }
             Err(SandboxError::ContainerGone(_)) => {
-                // Given back all the same: the engine's count of running boxes
-                // still holds it.
-                if let Some(lease) = machine.take_lingering() {
-                    self.stop(lease);
+                let taken = lingering.take(id);
+                // Given back all the same (the engine's count of running boxes still
+                // holds it), in the name of the session that left it.
+                if let Some(gone) = machine.take_lingering() {
+                    match taken {
+                        Some(taken) => taken.last.conn.stop(gone),
+                        None => self.stop(gone),
+                    }
                 }
                 Ok(None)
             }
-            Err(error) => {
-                if let Some(lease) = machine.take_lingering() {
-                    self.stop(lease);
-                }
-                Err(error)
-            }
+            Err(error) => Err(error),
         }
     }
 

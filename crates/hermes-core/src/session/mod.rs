@@ -311,6 +311,9 @@ struct ConnectionState {
     /// Files changed since then are this session's (the end of the session before
     /// it, when it took its box lingering); None: since the session began.
     files_since: Option<SystemTime>,
+    /// The session that left the box lingering, when this one took it: it holds
+    /// the box again should this session never use it.
+    took_lingering: Option<linger::LastUse>,
     channels_opened: u32,
     finished: bool,
     /// When the metadata file was last rewritten for a change.
@@ -436,6 +439,7 @@ impl Connection {
                 permit: None,
                 machine: None,
                 files_since: None,
+                took_lingering: None,
                 channels_opened: 0,
                 finished: false,
                 metadata_written: None,

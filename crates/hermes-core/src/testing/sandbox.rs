@@ -44,6 +44,7 @@ struct Calls {
     spawned: Vec<(String, ProcessSpec)>,
     usage_checks: u32,
     listings: u32,
+    thawed: Vec<String>,
 }
 
 /// The failures in force, shared with every process's control.
@@ -83,7 +84,7 @@ impl State {
                 running.push(lease.container_id.clone());
             }
         }
-        // Each release stops one start (a container leased, released, resumed...).
+        // Each release stops one start (leased, or a stopped one resumed).
         let mut starts: HashMap<&str, i64> = HashMap::new();
         for lease in &self.calls.leased {
             *starts.entry(&lease.container_id).or_default() += 1;
@@ -98,7 +99,7 @@ impl State {
     fn check_capacity(&self) -> Result<(), SandboxError> {
         match self.capacity {
             Some(capacity) if self.running_ids().len() >= capacity => {
-                Err(SandboxError::Unavailable(format!(
+                Err(SandboxError::AtCapacity(format!(
                     "container_pool.max_containers ({capacity}) reached"
                 )))
             }
@@ -207,6 +208,11 @@ impl FakeSandbox {
         self.state().capacity = Some(capacity);
     }
 
+    /// The containers thawed, in order.
+    pub fn thawed(&self) -> Vec<String> {
+        self.state().calls.thawed.clone()
+    }
+
     /// The containers frozen now.
     pub fn frozen(&self) -> Vec<String> {
         self.state().frozen.iter().cloned().collect()
@@ -291,22 +297,21 @@ impl Sandbox for FakeSandbox {
         if !state.known.iter().any(|id| id == container_id) {
             return Err(SandboxError::ContainerGone(container_id.to_owned()));
         }
-        let running = state.running_ids();
-        if !running.iter().any(|id| id == container_id) {
-            state.check_capacity()?;
-        }
         let lease = Lease {
             container_id: container_id.to_owned(),
             source: LeaseSource::Reused,
         };
-        state.calls.leased.push(lease.clone());
+        // A running box (a lingering one) is handed back as it is; a stopped one
+        // is started again, under the cap.
+        if !state.running_ids().iter().any(|id| id == container_id) {
+            state.check_capacity()?;
+            state.calls.leased.push(lease.clone());
+        }
         Ok(lease)
     }
 
     fn release(&self, lease: Lease) {
-        let mut state = self.state();
-        state.frozen.remove(&lease.container_id);
-        state.calls.released.push(lease);
+        self.state().calls.released.push(lease);
     }
 
     async fn freeze(&self, container_id: &str) -> Result<(), SandboxError> {
@@ -315,7 +320,9 @@ impl Sandbox for FakeSandbox {
     }
 
     async fn thaw(&self, container_id: &str) -> Result<(), SandboxError> {
-        self.state().frozen.remove(container_id);
+        let mut state = self.state();
+        state.calls.thawed.push(container_id.to_owned());
+        state.frozen.remove(container_id);
         Ok(())
     }
 

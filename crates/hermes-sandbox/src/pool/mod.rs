@@ -197,6 +197,14 @@ impl DockerSandbox {
         let cores = resources::core_turns(profile.cpu_pinning);
         let local_engine = direct_io && matches!(endpoint, Endpoint::Unix(_));
         let init = init::choose(&docker, &mut profile, local_engine).await;
+        if init.cgroups.is_some()
+            && let Some(shortfall) = crate::host_limits::inotify_shortfall(
+                std::path::Path::new(crate::host_limits::INOTIFY_INSTANCES),
+                settings.max_containers,
+            )
+        {
+            tracing::warn!(target: "hermes::sandbox", "{shortfall}");
+        }
         Ok(Arc::new(DockerSandbox {
             docker,
             stream_endpoint: stream_endpoint.unwrap_or(endpoint),
@@ -400,7 +408,7 @@ impl DockerSandbox {
         let mut state = self.state();
         let running = state.ready.len() + state.creating + state.active.len();
         if running >= self.settings.max_containers {
-            return Err(SandboxError::Unavailable(format!(
+            return Err(SandboxError::AtCapacity(format!(
                 "container_pool.max_containers ({}) reached",
                 self.settings.max_containers
             )));
@@ -637,7 +645,11 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn freeze(&self, container_id: &str) -> Result<(), SandboxError> {
-        match self.docker.pause_container(container_id).await {
+        let limit = self.settings.spawn_timeout;
+        let paused = tokio::time::timeout(limit, self.docker.pause_container(container_id))
+            .await
+            .map_err(|_| SandboxError::Timeout(limit.as_secs()))?;
+        match paused {
             Ok(()) => Ok(()),
             Err(error) if is_not_found(&error) => {
                 Err(SandboxError::ContainerGone(short(container_id).to_owned()))
@@ -647,7 +659,11 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn thaw(&self, container_id: &str) -> Result<(), SandboxError> {
-        match self.docker.unpause_container(container_id).await {
+        let limit = self.settings.spawn_timeout;
+        let thawed = tokio::time::timeout(limit, self.docker.unpause_container(container_id))
+            .await
+            .map_err(|_| SandboxError::Timeout(limit.as_secs()))?;
+        match thawed {
             Ok(()) => Ok(()),
             Err(error) if is_not_found(&error) => {
                 Err(SandboxError::ContainerGone(short(container_id).to_owned()))

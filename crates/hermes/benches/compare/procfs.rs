@@ -206,3 +206,95 @@ impl PeakSampler {
         self.thread.take().and_then(|t| t.join().ok())
     }
 }
+
+/// The container engine's processes: dockerd, containerd and every containerd-shim
+/// (the kernel cuts a name to 15 characters: `containerd-shim`).
+fn is_engine(comm: &str) -> bool {
+    comm == "dockerd" || comm == "containerd" || comm.starts_with("containerd-shim")
+}
+
+/// The engine's processes' CPU ticks so far, by PID.
+pub struct EngineSnapshot(HashMap<u32, u64>);
+
+/// Where the engine's processes are now (see [`engine_cpu_since`]).
+pub fn engine_snapshot() -> EngineSnapshot {
+    EngineSnapshot(
+        all_processes()
+            .into_iter()
+            .filter(|p| is_engine(&p.comm))
+            .map(|p| (p.pid, p.ticks))
+            .collect(),
+    )
+}
+
+/// CPU seconds the engine's processes used since `before`: each live one's growth,
+/// a new one's whole (a shim that ended in between is not counted; the window opens
+/// once the sessions are up, so none should).
+pub fn engine_cpu_since(before: &EngineSnapshot) -> f64 {
+    let ticks: u64 = all_processes()
+        .into_iter()
+        .filter(|p| is_engine(&p.comm))
+        .map(|p| {
+            p.ticks
+                .saturating_sub(before.0.get(&p.pid).copied().unwrap_or(0))
+        })
+        .sum();
+    ticks as f64 / clock_ticks()
+}
+
+/// Resident memory of the engine's processes, KiB.
+pub fn engine_rss_kib() -> u64 {
+    let page = page_kib();
+    all_processes()
+        .into_iter()
+        .filter(|p| is_engine(&p.comm))
+        .map(|p| p.rss_pages * page)
+        .sum()
+}
+
+/// CPU seconds the containers' processes used so far, from their cgroups.
+pub fn containers_cpu_seconds(ids: &[String]) -> f64 {
+    let mut nanos: u64 = 0;
+    for id in ids {
+        let v1 = [
+            format!("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage"),
+            format!("/sys/fs/cgroup/cpu,cpuacct/docker/{id}/cpuacct.usage"),
+        ];
+        if let Some(usage) = v1
+            .iter()
+            .find_map(|path| std::fs::read_to_string(path).ok())
+        {
+            nanos += usage.trim().parse::<u64>().unwrap_or(0);
+            continue;
+        }
+        for dir in [
+            format!("/sys/fs/cgroup/docker/{id}"),
+            format!("/sys/fs/cgroup/system.slice/docker-{id}.scope"),
+        ] {
+            if let Ok(stat) = std::fs::read_to_string(format!("{dir}/cpu.stat")) {
+                let micros: u64 = stat
+                    .lines()
+                    .find_map(|l| l.strip_prefix("usage_usec "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                nanos += micros * 1000;
+                break;
+            }
+        }
+    }
+    nanos as f64 / 1e9
+}
+
+/// Memory in use on the whole machine (MemTotal less MemAvailable), KiB.
+pub fn machine_used_kib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |key: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field("MemTotal:").saturating_sub(field("MemAvailable:"))
+}

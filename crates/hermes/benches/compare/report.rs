@@ -108,13 +108,13 @@ const ROWS: &[Row] = &[
         key: "conc_latency",
         label: "4. Enter → command output",
         unit: "ms",
-        goals: &[Goal::None],
+        goals: &[Goal::RatioAtMost(1.5)],
     },
     Row {
         key: "conc_latency_p95",
         label: "4. Enter → command output, p95",
         unit: "ms",
-        goals: &[Goal::None],
+        goals: &[Goal::RatioAtMost(2.0)],
     },
     Row {
         key: "conc_rss",
@@ -125,6 +125,18 @@ const ROWS: &[Row] = &[
     Row {
         key: "conc_pss",
         label: "4. server's own PSS, at the end",
+        unit: "MB",
+        goals: &[Goal::None],
+    },
+    Row {
+        key: "conc_engine_rss",
+        label: "4. engine's RSS (dockerd, containerd, shims), at the end",
+        unit: "MB",
+        goals: &[Goal::None],
+    },
+    Row {
+        key: "conc_machine_mem",
+        label: "4. whole machine's memory in use, sessions open",
         unit: "MB",
         goals: &[Goal::None],
     },
@@ -148,9 +160,21 @@ const ROWS: &[Row] = &[
     },
     Row {
         key: "conc_sessions_cpu",
-        label: "4. shells' CPU per session-second",
+        label: "4. sessions' CPU per session-second (boxes / shells)",
         unit: "ms",
         goals: &[Goal::None],
+    },
+    Row {
+        key: "conc_engine_cpu",
+        label: "4. engine's CPU per session-second (dockerd, containerd, shims)",
+        unit: "ms",
+        goals: &[Goal::None],
+    },
+    Row {
+        key: "conc_total_cpu",
+        label: "4. whole stack's CPU per session-second (server, engine, sessions)",
+        unit: "ms",
+        goals: &[Goal::RatioAtMost(1.5)],
     },
     Row {
         key: "pty",

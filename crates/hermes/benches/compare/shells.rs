@@ -177,6 +177,11 @@ pub async fn concurrency(target: &Target, sessions: usize, seconds: usize, figur
     let cpu_before = target
         .pid
         .map(|pid| procfs::tree_cpu_split(pid, &target.comm));
+    // A server of containers: the engine's processes and the boxes' own CPU are
+    // part of its cost, over the same window.
+    let boxes = target.containers();
+    let engine_before = (!boxes.is_empty()).then(procfs::engine_snapshot);
+    let boxes_before = procfs::containers_cpu_seconds(&boxes);
     let start = tokio::time::Instant::now() + Duration::from_millis(500);
     let typing: Vec<_> = open
         .into_iter()
@@ -200,6 +205,10 @@ pub async fn concurrency(target: &Target, sessions: usize, seconds: usize, figur
         }
         _ => None,
     };
+    let engine_cpu = engine_before.as_ref().map(procfs::engine_cpu_since);
+    let boxes_cpu = procfs::containers_cpu_seconds(&boxes) - boxes_before;
+    let machine_used = procfs::machine_used_kib();
+    let engine_rss = engine_before.as_ref().map(|_| procfs::engine_rss_kib());
     let pss = target
         .pid
         .map(|pid| procfs::tree_pss_kib(pid, &target.comm));
@@ -240,15 +249,29 @@ pub async fn concurrency(target: &Target, sessions: usize, seconds: usize, figur
             Samples::one(containers as f64 / 1024.0),
         );
     }
+    figures.add(
+        "conc_machine_mem",
+        Samples::one(machine_used as f64 / 1024.0),
+    );
+    if let Some(kib) = engine_rss {
+        figures.add("conc_engine_rss", Samples::one(kib as f64 / 1024.0));
+    }
     if let Some((own, rest)) = cpu {
         let session_seconds = (opened.max(1) as f64) * elapsed;
-        figures.add("conc_cpu", Samples::one(own * 1000.0 / session_seconds));
-        if rest > 0.0 {
-            figures.add(
-                "conc_sessions_cpu",
-                Samples::one(rest * 1000.0 / session_seconds),
-            );
+        let per = |seconds: f64| Samples::one(seconds * 1000.0 / session_seconds);
+        figures.add("conc_cpu", per(own));
+        // The shells: the server's children, or the boxes' processes.
+        let sessions = rest + boxes_cpu.max(0.0);
+        if sessions > 0.0 {
+            figures.add("conc_sessions_cpu", per(sessions));
         }
+        if let Some(engine) = engine_cpu {
+            figures.add("conc_engine_cpu", per(engine));
+        }
+        figures.add(
+            "conc_total_cpu",
+            per(own + sessions + engine_cpu.unwrap_or(0.0)),
+        );
     }
     println!(
         "  {}: {answered} of {expected} commands answered",

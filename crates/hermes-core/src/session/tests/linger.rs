@@ -145,9 +145,44 @@ async fn shutdown_cuts_the_linger_short_and_waits_for_the_stop() {
     .await;
     assert_eq!(left, 0);
     let released = released_ids(&rig);
-    assert_eq!(released, [id]);
-    assert!(rig.sandbox.frozen().is_empty(), "thawed before its stop");
+    assert_eq!(released, std::slice::from_ref(&id));
+    assert_eq!(rig.sandbox.thawed(), [id], "thawed before its stop");
     nothing_leaked(&rig);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_that_ends_at_shutdown_leaves_nothing_lingering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rig = lingering_rig(dir.path(), true);
+    let session = rig.connect_from("198.51.100.7:50000");
+    let (channel, _process) = shell(&rig, &session).await;
+    rig.shut_down();
+    leave(&rig, &session, channel).await;
+    assert_eq!(rig.events.count(EventId::ContainerLinger), 0);
+    assert_eq!(rig.sandbox.released().len(), 1, "stopped at once");
+    assert!(rig.sandbox.frozen().is_empty(), "never frozen");
+    nothing_leaked(&rig);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_max_containers_stops_a_lingering_box_for_a_new_login() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rig = lingering_rig(dir.path(), false);
+    visit(&rig, "198.51.100.7:50000").await;
+    // The engine refuses for another reason (LXCFS missing, say): the lingering box
+    // is no help, and stays.
+    rig.sandbox.fail(
+        Stage::Lease,
+        SandboxError::Unavailable("LXCFS is not mounted".into()),
+    );
+    let other = rig.connect_from("198.51.100.8:50000");
+    assert!(other.login().await);
+    let channel = other.open_channel().expect("channel");
+    channel.terminal_shell();
+    disconnected(&other).await;
+    other.finish();
+    rig.finalized().await;
+    assert!(rig.sandbox.released().is_empty(), "the lingering box stays");
 }
 
 #[tokio::test(start_paused = true)]
@@ -170,4 +205,31 @@ async fn a_box_gone_while_it_lingered_is_replaced_at_the_next_login() {
     settle().await;
     let released = released_ids(&rig);
     assert_eq!(released, [id, got]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_login_that_leaves_before_using_the_lingering_box_leaves_it_to_the_session_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rig = lingering_rig(dir.path(), false);
+    visit(&rig, "198.51.100.7:50000").await;
+    let first_session = rig.events.fields(EventId::ContainerLinger, "session");
+    // The source comes back, but is gone before its box is handed over.
+    rig.sandbox.hold(Stage::Resume);
+    let gone = rig.connect_from("198.51.100.7:50001");
+    assert!(gone.login().await);
+    settle().await;
+    gone.finish();
+    rig.finalized().await;
+    rig.sandbox.let_through(Stage::Resume);
+    settle().await;
+    assert_eq!(rig.events.count(EventId::ContainerLinger), 2);
+    assert!(rig.sandbox.released().is_empty());
+    // When it stops, the session that used it last captures it and is named.
+    sleep(LINGER + Duration::from_secs(1)).await;
+    settle().await;
+    assert_eq!(rig.sandbox.released().len(), 1);
+    assert_eq!(
+        rig.events.fields(EventId::ContainerRelease, "session"),
+        first_session
+    );
 }
