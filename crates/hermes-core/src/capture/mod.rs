@@ -24,8 +24,9 @@ pub struct CaptureLimits {
     pub max_file_size: u64,
     /// Most files copied per session.
     pub max_files_per_session: usize,
-    /// Paths never copied (exact paths, or prefixes ending in `/`): files the login
-    /// itself writes, such as wtmp and lastlog.
+    /// Paths never copied (exact paths, prefixes ending in `/`, or paths whose `*`
+    /// stands for any characters within one segment): files the login and the box's
+    /// own daemons write, such as wtmp, lastlog and systemd's journal.
     pub ignore_paths: Vec<String>,
 }
 
@@ -35,11 +36,51 @@ impl CaptureLimits {
         self.ignore_paths.iter().any(|ignored| {
             if ignored.ends_with('/') {
                 path.starts_with(ignored.as_str())
+            } else if ignored.contains('*') {
+                matches_segments(ignored, path)
             } else {
                 path == ignored
             }
         })
     }
+}
+
+/// `pattern` against `path`, segment by segment: as many segments, and a `*` in one
+/// stands for any characters of that segment only (never a `/`).
+fn matches_segments(pattern: &str, path: &str) -> bool {
+    let patterns: Vec<&str> = pattern.split('/').collect();
+    let segments: Vec<&str> = path.split('/').collect();
+    patterns.len() == segments.len()
+        && patterns
+            .iter()
+            .zip(&segments)
+            .all(|(pattern, segment)| matches_segment(pattern, segment))
+}
+
+fn matches_segment(pattern: &str, segment: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+        return false;
+    };
+    if parts.len() == 1 {
+        return pattern == segment;
+    }
+    if segment.len() < first.len() + last.len()
+        || !segment.starts_with(first)
+        || !segment.ends_with(last)
+    {
+        return false;
+    }
+    // Each middle part at its first place after the one before: the leftmost
+    // places leave the most room for the rest.
+    let mut rest = &segment[first.len()..segment.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// How a file came into the container.
@@ -233,6 +274,26 @@ mod tests {
         assert!(limits.ignores("/var/log/wtmp"));
         assert!(limits.ignores("/run/utmp"));
         assert!(!limits.ignores("/var/log/wtmp.1"));
+        let journal = CaptureLimits {
+            ignore_paths: vec![
+                "/var/log/journal/*/system.journal".into(),
+                "/var/log/journal/*/system@*.journal".into(),
+                "/var/lib/systemd/timers/stamp-*.timer".into(),
+                "/a/*b*c*/d".into(),
+            ],
+            ..limits.clone()
+        };
+        let id = "/var/log/journal/0217284e66c582dfa48647bde271d3fa";
+        assert!(journal.ignores(&format!("{id}/system.journal")));
+        assert!(journal.ignores(&format!("{id}/system@0005f2-0000.journal")));
+        assert!(journal.ignores("/var/lib/systemd/timers/stamp-apt-daily.timer"));
+        // `*` stays within its segment, and the rest must match exactly.
+        assert!(!journal.ignores("/var/log/journal/a/b/system.journal"));
+        assert!(!journal.ignores(&format!("{id}/system.journal.sh")));
+        assert!(!journal.ignores(&format!("{id}/miner")));
+        assert!(!journal.ignores("/var/log/journal/system.journal"));
+        assert!(journal.ignores("/a/bc/d") && journal.ignores("/a/xbyyczz/d"));
+        assert!(!journal.ignores("/a/cb/d") && !journal.ignores("/a/b/d"));
         let mut files = SessionFiles::default();
         assert!(files.first_copy("/a", "h1"));
         assert!(!files.first_copy("/a", "h1"));

@@ -135,7 +135,7 @@ impl Default for CaptureConfig {
             max_store_size: ByteSize::gib(2),
             // What every login and the persona's own boot and daemons write: sshd's
             // login records, rsyslog's logs, pid files, the login's MOTD, the boot's
-            // runlevel, random seed and machine id.
+            // runlevel, random seed and machine id, systemd's journal.
             ignore_paths: [
                 "/var/log/wtmp",
                 "/var/log/btmp",
@@ -145,6 +145,9 @@ impl Default for CaptureConfig {
                 "/var/log/auth.log",
                 "/var/log/syslog",
                 "/var/log/cron.log",
+                "/var/log/kern.log",
+                "/var/log/mail.log",
+                "/var/log/user.log",
                 "/var/log/messages",
                 "/run/motd.dynamic",
                 "/run/sshd.pid",
@@ -157,6 +160,14 @@ impl Default for CaptureConfig {
                 "/var/log/dmesg",
                 "/var/lib/urandom/random-seed",
                 "/var/lib/dbus/machine-id",
+                // systemd's: the journal (written by every login), its seed and
+                // timers' stamps.
+                "/var/log/journal/*/system.journal",
+                "/var/log/journal/*/system@*.journal",
+                "/var/log/journal/*/user-*.journal",
+                "/var/lib/systemd/random-seed",
+                "/var/lib/systemd/timers/stamp-*.timer",
+                "/var/lib/logrotate/status",
             ]
             .map(str::to_owned)
             .to_vec(),

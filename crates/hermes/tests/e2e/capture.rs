@@ -43,8 +43,13 @@ async fn a_session_leaves_every_file_it_made_in_the_store() {
         )
         .await;
     // Written, then deleted before logout: the pass after the command catches it.
+    // `logger` writes to the box's own logs (systemd's journal, rsyslog's user.log),
+    // which are not the attacker's files.
     shell
-        .run("echo 'short-lived secret' > /var/tmp/gone.txt", ROOT_PROMPT)
+        .run(
+            "echo 'short-lived secret' > /var/tmp/gone.txt; logger probe-note",
+            ROOT_PROMPT,
+        )
         .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     shell.run("rm -f /var/tmp/gone.txt", ROOT_PROMPT).await;
@@ -140,8 +145,16 @@ async fn a_session_leaves_every_file_it_made_in_the_store() {
         "{commands:?}"
     );
     assert_eq!(commands.last(), Some(&"exit"));
-    // No login bookkeeping in the store (wtmp, lastlog are ignored).
+    // No login bookkeeping in the store (wtmp, lastlog are ignored), nor the box's
+    // own logs, which the session wrote to.
     assert!(file_event(&events, "cowrie.session.file_download", "/var/log/wtmp").is_none());
+    for event in events.of("cowrie.session.file_download") {
+        let destfile = event["destfile"].as_str().unwrap_or_default();
+        assert!(
+            !destfile.starts_with("/var/log/"),
+            "a log of the box's own was captured: {destfile}"
+        );
+    }
 }
 
 #[test]
