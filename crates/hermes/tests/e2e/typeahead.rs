@@ -135,8 +135,10 @@ fn assert_recorded(hermes: &Hermes, sessions: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn type_ahead_runs_on_every_fresh_login_from_the_pools_standby() {
     require_docker!();
+    // Eight ready boxes: a systemd box takes about a second to boot on two cores, and
+    // the check below is about the standby's logins, not the pool's refill speed.
     let hermes = Hermes::start(Options {
-        pool_size: 4,
+        pool_size: 8,
         ..Options::default()
     });
     let sessions = 100;
