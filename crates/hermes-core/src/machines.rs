@@ -261,8 +261,9 @@ impl MachineRegistry {
         self.dirty.store(true, Ordering::Release);
     }
 
-    /// A session on `machine` ended.
-    pub fn release(&self, machine: &Machine) -> Release {
+    /// A session on `machine` ended; if it was the last, the box lingers when
+    /// `linger` says so (the caller knows whether Hermes is shutting down).
+    pub fn release(&self, machine: &Machine, linger: bool) -> Release {
         let mut state = machine.state();
         state.sessions = state.sessions.saturating_sub(1);
         state.last_used = now_secs();
@@ -271,9 +272,7 @@ impl MachineRegistry {
         if state.sessions > 0 {
             return Release::StillInUse;
         }
-        if !self.config.linger.is_zero()
-            && let Some(lease) = state.lease.clone()
-        {
+        if linger && let Some(lease) = state.lease.clone() {
             state.linger_generation += 1;
             return Release::Linger {
                 lease,
@@ -433,8 +432,11 @@ mod tests {
         // A second login while the first runs joins the running container.
         let (_, again) = registry.machine_for(SRC, "admin");
         assert_eq!(again.join_running(), Some(lease("c1")));
-        assert_eq!(registry.release(&machine), Release::StillInUse);
-        assert_eq!(registry.release(&machine), Release::Stop(lease("c1")));
+        assert_eq!(registry.release(&machine, false), Release::StillInUse);
+        assert_eq!(
+            registry.release(&machine, false),
+            Release::Stop(lease("c1"))
+        );
         // After the last session: kept for the next login.
         let (_, later) = registry.machine_for(SRC, "root");
         assert!(later.join_running().is_none());
@@ -452,7 +454,7 @@ mod tests {
         let Release::Linger {
             lease: first,
             generation: one,
-        } = registry.release(&machine)
+        } = registry.release(&machine, true)
         else {
             panic!("the last session's end should make the box linger");
         };
@@ -466,7 +468,7 @@ mod tests {
         assert_eq!(machine.end_linger(one), None);
         let Release::Linger {
             generation: two, ..
-        } = registry.release(&machine)
+        } = registry.release(&machine, true)
         else {
             panic!("the second end should linger again");
         };
@@ -486,7 +488,7 @@ mod tests {
         let registry = MachineRegistry::load(&cfg);
         let (_, machine) = registry.machine_for(SRC, "root");
         registry.assigned(&machine, SRC, &lease("c9"));
-        registry.release(&machine);
+        registry.release(&machine, false);
         registry.save_if_dirty().expect("save");
         let reloaded = MachineRegistry::load(&cfg);
         let (_, machine) = reloaded.machine_for(SRC, "root");
@@ -540,7 +542,7 @@ mod tests {
             let (_, machine) = registry.machine_for(SRC, user);
             assert!(machine.kept_container().is_none(), "{user} starts fresh");
             registry.assigned(&machine, SRC, &lease(id));
-            registry.release(&machine);
+            registry.release(&machine, false);
             std::thread::sleep(Duration::from_millis(1100));
         }
         // A third user from the same source is over the cap: the newest machine.
@@ -555,7 +557,7 @@ mod tests {
         let registry = MachineRegistry::load(&config(dir.path(), ReuseKey::Source, 3));
         let (_, machine) = registry.machine_for(SRC, "root");
         registry.assigned(&machine, SRC, &lease("c1"));
-        registry.release(&machine);
+        registry.release(&machine, false);
         registry.forget(&machine);
         assert!(machine.kept_container().is_none());
     }

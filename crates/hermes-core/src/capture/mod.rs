@@ -46,35 +46,33 @@ impl CaptureLimits {
 }
 
 /// `pattern` against `path`, segment by segment: as many segments, and a `*` in one
-/// stands for any characters of that segment only (never a `/`).
+/// stands for any characters of that segment only (never a `/`). Runs for every
+/// changed path of every capture pass, so it allocates nothing.
 fn matches_segments(pattern: &str, path: &str) -> bool {
-    let patterns: Vec<&str> = pattern.split('/').collect();
-    let segments: Vec<&str> = path.split('/').collect();
-    patterns.len() == segments.len()
-        && patterns
-            .iter()
-            .zip(&segments)
-            .all(|(pattern, segment)| matches_segment(pattern, segment))
+    let (mut patterns, mut segments) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (patterns.next(), segments.next()) {
+            (Some(pattern), Some(segment)) if matches_segment(pattern, segment) => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
 }
 
 fn matches_segment(pattern: &str, segment: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+    let Some((first, after_first)) = pattern.split_once('*') else {
+        return pattern == segment;
+    };
+    let (middles, last) = after_first.rsplit_once('*').unwrap_or(("", after_first));
+    let Some(rest) = segment.strip_prefix(first) else {
         return false;
     };
-    if parts.len() == 1 {
-        return pattern == segment;
-    }
-    if segment.len() < first.len() + last.len()
-        || !segment.starts_with(first)
-        || !segment.ends_with(last)
-    {
+    let Some(mut rest) = rest.strip_suffix(last) else {
         return false;
-    }
+    };
     // Each middle part at its first place after the one before: the leftmost
     // places leave the most room for the rest.
-    let mut rest = &segment[first.len()..segment.len() - last.len()];
-    for middle in &parts[1..parts.len() - 1] {
+    for middle in middles.split('*') {
         match rest.find(middle) {
             Some(at) => rest = &rest[at + middle.len()..],
             None => return false,

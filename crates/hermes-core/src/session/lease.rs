@@ -183,11 +183,18 @@ impl Connection {
     /// (stopped, or left to linger, only when its last session ends), directly
     /// otherwise. No capture: for a container no session used.
     async fn give_back(self: &Arc<Self>, lease: Lease) {
-        self.stop_unless_shared(lease, false).await;
+        self.stop_unless_shared(lease, false, self.may_linger())
+            .await;
     }
 
     fn shutting_down(&self) -> bool {
         *self.services.shutdown.borrow()
+    }
+
+    /// Whether a box whose last session ends now runs on (`reuse.linger`): never
+    /// once Hermes is shutting down.
+    fn may_linger(&self) -> bool {
+        !self.services.machines.linger().is_zero() && !self.shutting_down()
     }
 
     /// Stops the container now that this session is done with it, unless another
@@ -195,20 +202,15 @@ impl Connection {
     /// the decision and the stop's start are made, so a login of that source cannot
     /// slip in between and be handed a container about to stop: it either joins this
     /// one first (and the stop is not made) or waits for the stop and starts it again.
-    /// `used`: the session had the box (see [`Connection::linger`]).
-    async fn stop_unless_shared(self: &Arc<Self>, lease: Lease, used: bool) {
+    /// `used`: the session had the box (see [`Connection::linger`]); `linger`: the
+    /// box runs on if this was its last session (see [`Connection::may_linger`]).
+    async fn stop_unless_shared(self: &Arc<Self>, lease: Lease, used: bool, linger: bool) {
         let machine: Option<Arc<Machine>> = self.state().machine.take();
         match machine {
             Some(machine) => {
                 let _one_at_a_time = machine.lock().await;
-                match self.services.machines.release(&machine) {
+                match self.services.machines.release(&machine, linger) {
                     Release::Stop(lease) => self.stop(lease),
-                    // Shutting down: nothing lingers.
-                    Release::Linger { generation, .. } if self.shutting_down() => {
-                        if let Some(lease) = machine.end_linger(generation) {
-                            self.stop(lease);
-                        }
-                    }
                     Release::Linger { lease, generation } => {
                         self.linger(Arc::clone(&machine), lease, generation, used)
                             .await;
@@ -247,18 +249,17 @@ impl Connection {
             .machine
             .as_ref()
             .is_none_or(|machine| machine.sessions() <= 1);
-        let lingers = self.state().machine.is_some()
-            && !self.services.machines.linger().is_zero()
-            && !self.shutting_down();
+        // Decided once: the pass below and the release must agree.
+        let linger = self.state().machine.is_some() && self.may_linger();
         if last {
             // A box that lingers gets its last pass (with a process of its own for
             // `/dev/shm`) when it stops; the attacker's processes may still watch it.
-            let pass = if lingers { Pass::Ended } else { Pass::Last };
+            let pass = if linger { Pass::Ended } else { Pass::Last };
             self.final_capture(&lease, pass).await;
         } else {
             self.capture_pass(&lease, Pass::Running).await;
         }
-        self.stop_unless_shared(lease, true).await;
+        self.stop_unless_shared(lease, true, linger).await;
     }
 
     /// Ends the session at `server.session_timeout`, `max_session_duration`, shutdown,

@@ -461,6 +461,34 @@ impl DockerSandbox {
     }
 }
 
+impl DockerSandbox {
+    /// Pauses or unpauses a container (a lingering box), bounded by `spawn_timeout`.
+    /// An unpause of one not paused (409: it died, or was never frozen) succeeds.
+    async fn set_paused(&self, container_id: &str, paused: bool) -> Result<(), SandboxError> {
+        let limit = self.settings.spawn_timeout;
+        let call = async {
+            if paused {
+                self.docker.pause_container(container_id).await
+            } else {
+                self.docker.unpause_container(container_id).await
+            }
+        };
+        let answer = tokio::time::timeout(limit, call)
+            .await
+            .map_err(|_| SandboxError::Timeout(limit.as_secs()))?;
+        match answer {
+            Ok(()) => Ok(()),
+            Err(error) if is_not_found(&error) => {
+                Err(SandboxError::ContainerGone(short(container_id).to_owned()))
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) if !paused => Ok(()),
+            Err(error) => Err(engine(error)),
+        }
+    }
+}
+
 fn backoff(failures: u32) -> Duration {
     let millis = 500u64.saturating_mul(1 << failures.min(6));
     Duration::from_millis(millis).min(MAX_BACKOFF)
@@ -645,35 +673,11 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn freeze(&self, container_id: &str) -> Result<(), SandboxError> {
-        let limit = self.settings.spawn_timeout;
-        let paused = tokio::time::timeout(limit, self.docker.pause_container(container_id))
-            .await
-            .map_err(|_| SandboxError::Timeout(limit.as_secs()))?;
-        match paused {
-            Ok(()) => Ok(()),
-            Err(error) if is_not_found(&error) => {
-                Err(SandboxError::ContainerGone(short(container_id).to_owned()))
-            }
-            Err(error) => Err(engine(error)),
-        }
+        self.set_paused(container_id, true).await
     }
 
     async fn thaw(&self, container_id: &str) -> Result<(), SandboxError> {
-        let limit = self.settings.spawn_timeout;
-        let thawed = tokio::time::timeout(limit, self.docker.unpause_container(container_id))
-            .await
-            .map_err(|_| SandboxError::Timeout(limit.as_secs()))?;
-        match thawed {
-            Ok(()) => Ok(()),
-            Err(error) if is_not_found(&error) => {
-                Err(SandboxError::ContainerGone(short(container_id).to_owned()))
-            }
-            // 409: not paused (it died and stands stopped, or was never frozen).
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(error) => Err(engine(error)),
-        }
+        self.set_paused(container_id, false).await
     }
 
     async fn usage(&self, lease: &Lease) -> Result<ContainerUsage, SandboxError> {
