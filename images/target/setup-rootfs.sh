@@ -39,6 +39,15 @@ touch /var/log/wtmp /var/log/btmp /var/log/lastlog /var/run/utmp
 chmod 0664 /var/log/wtmp /var/log/lastlog /var/run/utmp
 chmod 0660 /var/log/btmp
 
+# Root logs in with a password, as on the VPS images that set it up that way (the
+# sessions are this sshd's: it must let in what Hermes let in).
+sed -i 's/^#\?PermitRootLogin .*/PermitRootLogin yes/' /etc/ssh/sshd_config
+grep -q '^PermitRootLogin yes' /etc/ssh/sshd_config
+
+# The system locale, as Debian's installer and cloud images write it (PAM's
+# pam_env reads it at every login).
+echo 'LANG=C.UTF-8' > /etc/default/locale
+
 # rsyslog cannot read the kernel log in a container; real servers' syslog has no
 # complaints about it.
 sed -i 's/^module(load="imklog"/#&/' /etc/rsyslog.conf

@@ -34,6 +34,22 @@ pub trait BoxNetwork: Send + Sync {
     async fn shutdown(&self);
 }
 
+/// Connects to a box over its network from inside its gateway, as a host on the
+/// internet would reach a server.
+#[async_trait]
+pub trait BoxDialer: Send + Sync {
+    /// A TCP connection to `port` of the box's address, coming from `source` (the
+    /// attacker's address and port, which the box then sees as its peer) or, where
+    /// the box's network cannot carry that address (loopback, IPv6, the box's own
+    /// network), from its gateway's address.
+    async fn dial(
+        &self,
+        container_id: &str,
+        source: std::net::SocketAddr,
+        port: u16,
+    ) -> std::io::Result<tokio::net::TcpStream>;
+}
+
 /// Which session each leased container serves now, so that a box's traffic is
 /// attributed to it (set when the lease is ready, cleared at its release). A box's
 /// traffic after its session released it (a process the attacker left running, until

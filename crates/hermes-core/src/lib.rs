@@ -7,6 +7,7 @@
 pub mod address_block;
 pub mod admission;
 pub mod auth;
+pub mod box_sshd;
 pub mod boxnet;
 pub mod capture;
 pub mod commands;

@@ -39,6 +39,10 @@ struct MachineState {
     /// Unix seconds until which the machine is kept after its last session.
     expires: u64,
     last_used: u64,
+    /// The box account's login Hermes last set in the container (a digest of the
+    /// container, account and password; memory only): a login with the same one
+    /// need not set it again.
+    box_login: Option<[u8; 32]>,
 }
 
 /// One key's machine. Acquisitions for the same key are serialised by `acquire`, so
@@ -57,6 +61,16 @@ impl Machine {
     /// Holds other logins of this key off while this one gets its container.
     pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.acquire.lock().await
+    }
+
+    /// Whether `digest` is the box login last set in this machine's container.
+    pub fn has_box_login(&self, digest: &[u8; 32]) -> bool {
+        self.state().box_login.as_ref() == Some(digest)
+    }
+
+    /// Notes the box login just set in this machine's container.
+    pub fn set_box_login(&self, digest: Option<[u8; 32]>) {
+        self.state().box_login = digest;
     }
 
     /// Sessions using the machine now.

@@ -202,6 +202,8 @@ pub enum IoPath {
     Engine,
     /// Through pipes of the container opened from Hermes's host, past the engine.
     Direct,
+    /// A channel of the box's own sshd, over the box's network.
+    BoxSshd,
 }
 
 impl IoPath {
@@ -210,6 +212,7 @@ impl IoPath {
         match self {
             IoPath::Engine => "engine",
             IoPath::Direct => "direct",
+            IoPath::BoxSshd => "sshd",
         }
     }
 }

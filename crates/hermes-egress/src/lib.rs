@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod command;
+mod dial;
 pub mod dns;
 pub mod fetch;
 mod forward;

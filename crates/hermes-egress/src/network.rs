@@ -86,6 +86,16 @@ impl EgressNetwork {
         self
     }
 
+    /// The boxes' network as configured.
+    pub(crate) fn network_config(&self) -> &hermes_core::config::EgressNetworkConfig {
+        &self.config.network
+    }
+
+    /// The gateway namespace of a box.
+    pub(crate) fn gateway_name(&self, container_id: &str) -> String {
+        self.naming.name(container_id)
+    }
+
     fn context(&self, container_id: &str) -> BoxContext {
         let owners = Arc::clone(&self.owners);
         let id = container_id.to_owned();

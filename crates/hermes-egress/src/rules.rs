@@ -117,9 +117,12 @@ impl Firewall {
         ));
 
         let mut filter = String::new();
+        // The box's answers on Hermes's own connections into it (its sshd): only
+        // the reply direction of a connection the gateway side opened.
         filter.push_str(&format!(
             "-A INPUT -i lo -j ACCEPT\n\
-             -A INPUT -i {GATEWAY_LINK} -m conntrack --ctstate DNAT -j ACCEPT\n"
+             -A INPUT -i {GATEWAY_LINK} -m conntrack --ctstate DNAT -j ACCEPT\n\
+             -A INPUT -i {GATEWAY_LINK} -p tcp -m conntrack --ctstate ESTABLISHED --ctdir REPLY -j ACCEPT\n"
         ));
         if self.tftp {
             filter.push_str(&format!(

@@ -167,12 +167,17 @@ impl ContainerProfile {
                 }),
                 // Its own cgroup namespace: /proc/self/cgroup shows no container id.
                 cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
-                // The decoy sshd listens on port 22 without CAP_NET_BIND_SERVICE (the
-                // setting is per network namespace).
-                sysctls: Some(HashMap::from([(
-                    "net.ipv4.ip_unprivileged_port_start".to_owned(),
-                    "0".to_owned(),
-                )])),
+                // Per network namespace: ports below 1024 need no capability, and
+                // the loopback has ::1 as on any Debian server (the engine turns
+                // IPv6 off in a container; the box's sshd binds its X11 displays
+                // on both localhost addresses and gives up without ::1).
+                sysctls: Some(HashMap::from([
+                    (
+                        "net.ipv4.ip_unprivileged_port_start".to_owned(),
+                        "0".to_owned(),
+                    ),
+                    ("net.ipv6.conf.lo.disable_ipv6".to_owned(), "0".to_owned()),
+                ])),
                 ulimits: Some(vec![ResourcesUlimits {
                     name: Some("fsize".to_owned()),
                     soft: Some(self.max_file_bytes),

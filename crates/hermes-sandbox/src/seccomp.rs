@@ -94,6 +94,16 @@ const CLONE_NAMESPACE_FLAGS: u64 =
 
 /// AF_VSOCK: a channel to the hypervisor, nothing a container needs.
 const AF_VSOCK: u64 = 40;
+/// AF_NETLINK, and its NETLINK_AUDIT protocol: the host's audit log, which is not
+/// the box's (no namespace has one of its own).
+const AF_NETLINK: u64 = 16;
+const NETLINK_AUDIT: u64 = 9;
+/// Families past the last one Linux knows (AF_MAX - 1): the kernel's own answer.
+const LAST_FAMILY: u64 = 46;
+/// What a kernel built without audit answers a NETLINK_AUDIT socket, and what the
+/// box's sshd and PAM take as "no audit here" (EPERM would make sshd refuse a login
+/// on a terminal: "linux_audit_write_entry failed").
+const EPROTONOSUPPORT: u32 = 93;
 
 /// `personality` values that change nothing dangerous: PER_LINUX, PER_LINUX32,
 /// UNAME26, PER_LINUX32|UNAME26, and 0xffffffff (query). ADDR_NO_RANDOMIZE and the
@@ -620,6 +630,54 @@ fn first_arg(op: &'static str, value: u64, value_two: u64) -> Vec<Arg> {
     }]
 }
 
+/// `socket`: every family but AF_VSOCK, and netlink but its audit protocol. The
+/// rules never overlap (libseccomp does not say which of two matching rules wins),
+/// and each compares an argument once.
+fn socket_rules() -> Vec<Rule> {
+    let mut rules = vec![Rule {
+        args: first_arg("SCMP_CMP_LT", AF_NETLINK, 0),
+        ..allow(&["socket"])
+    }];
+    let netlink = |op: &'static str| {
+        vec![
+            Arg {
+                index: 0,
+                value: AF_NETLINK,
+                value_two: 0,
+                op: "SCMP_CMP_EQ",
+            },
+            Arg {
+                index: 2,
+                value: NETLINK_AUDIT,
+                value_two: 0,
+                op,
+            },
+        ]
+    };
+    rules.push(Rule {
+        args: netlink("SCMP_CMP_NE"),
+        ..allow(&["socket"])
+    });
+    rules.push(Rule {
+        names: vec!["socket"],
+        action: "SCMP_ACT_ERRNO",
+        errno_ret: Some(EPROTONOSUPPORT),
+        args: netlink("SCMP_CMP_EQ"),
+        ..Rule::default()
+    });
+    for family in (AF_NETLINK + 1..=LAST_FAMILY).filter(|f| *f != AF_VSOCK) {
+        rules.push(Rule {
+            args: first_arg("SCMP_CMP_EQ", family, 0),
+            ..allow(&["socket"])
+        });
+    }
+    rules.push(Rule {
+        args: first_arg("SCMP_CMP_GT", LAST_FAMILY, 0),
+        ..allow(&["socket"])
+    });
+    rules
+}
+
 fn rules() -> Vec<Rule> {
     let everyday: Vec<&'static str> =
         [FILES, MEMORY, PROCESSES, SIGNALS_AND_TIME, SOCKETS_AND_IPC].concat();
@@ -634,10 +692,7 @@ fn rules() -> Vec<Rule> {
         },
         ..allow(&["process_vm_readv", "process_vm_writev", "ptrace"])
     });
-    rules.push(Rule {
-        args: first_arg("SCMP_CMP_NE", AF_VSOCK, 0),
-        ..allow(&["socket"])
-    });
+    rules.extend(socket_rules());
     for &persona in PERSONALITIES {
         rules.push(Rule {
             args: first_arg("SCMP_CMP_EQ", persona, 0),
@@ -799,7 +854,11 @@ mod tests {
         assert_eq!(arches, ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"]);
         for rule in rules_of(&profile) {
             let action = rule["action"].as_str().expect("action");
-            assert!(action == ALLOW || names(rule) == ["clone3"], "{rule}");
+            let audit = names(rule) == ["socket"] && rule["errnoRet"] == EPROTONOSUPPORT;
+            assert!(
+                action == ALLOW || names(rule) == ["clone3"] || audit,
+                "{rule}"
+            );
         }
     }
 

@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod algorithms;
+mod box_client;
 mod channel;
 mod handler;
 pub mod hostkeys;
@@ -17,4 +18,5 @@ mod server;
 mod stream;
 
 pub use algorithms::{AlgorithmNames, Offer, build_offer};
+pub use box_client::BoxSshClient;
 pub use server::{ProxySettings, SshServer, SshSettings};

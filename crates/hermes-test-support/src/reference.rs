@@ -12,6 +12,7 @@ use crate::ports::free_port;
 pub struct ReferenceSshd {
     child: Child,
     pub port: u16,
+    log: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -65,7 +66,7 @@ impl ReferenceSshd {
         // sshd refuses port 0 ("Bad port number"), so it cannot pick a port and report
         // it: a port free a moment ago may be taken before sshd binds it, and then sshd
         // exits; try another (bounded).
-        let (child, port) = (0..5)
+        let (child, port, log) = (0..5)
             .find_map(|_| {
                 let port = free_port();
                 let mut command = Command::new(sshd);
@@ -94,7 +95,7 @@ impl ReferenceSshd {
                         return None;
                     }
                     if std::fs::read_to_string(&log).is_ok_and(|text| text.contains(&bound)) {
-                        return Some((child, port));
+                        return Some((child, port, log));
                     }
                     assert!(Instant::now() < deadline, "sshd did not start");
                     std::thread::sleep(Duration::from_millis(20));
@@ -104,12 +105,18 @@ impl ReferenceSshd {
         Some(ReferenceSshd {
             child,
             port,
+            log,
             _dir: dir,
         })
     }
 }
 
 impl ReferenceSshd {
+    /// What sshd logged so far (its `-e` output: the lines auth.log gets on a server).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The listening sshd's process id (its connections are its children); for the
     /// benches' CPU and memory figures.
     pub fn pid(&self) -> u32 {

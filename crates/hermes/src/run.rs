@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use hermes_core::boxnet::BoxNetwork;
 use hermes_core::capture::{CaptureLimits, FileStore};
 use hermes_core::config::{self, Config, LogDestination, LogLevel, ServerConfig};
-use hermes_core::config::{EgressMode, EventRotation};
+use hermes_core::config::{EgressMode, EventRotation, SessionServer};
 use hermes_core::events::{EventBus, EventSink, JsonLinesFile, Rotation, spawn_writer};
 use hermes_core::metrics::{EventMetrics, MetricsSink};
 use hermes_core::persona::DEFAULT_SSH_BANNER;
@@ -22,7 +22,7 @@ use hermes_egress::tls::TlsGateway;
 use hermes_egress::{EgressNetwork, SshForwards};
 use hermes_sandbox::{ContainerProfile, DockerSandbox, Endpoint, PoolSettings, TlsFiles};
 use hermes_ssh::hostkeys;
-use hermes_ssh::{AlgorithmNames, ProxySettings, SshServer, SshSettings};
+use hermes_ssh::{AlgorithmNames, BoxSshClient, ProxySettings, SshServer, SshSettings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -111,12 +111,15 @@ pub async fn run(
         )?),
         None => None,
     };
+    let box_sshd = config.container_pool.session_server == SessionServer::BoxSshd
+        && config.egress.mode != EgressMode::Off;
     let sandbox = DockerSandbox::connect(
         endpoint,
         stream_endpoint,
         profile,
         PoolSettings {
-            standby: Some(hermes_core::session::standby_spec()),
+            // The box's own sshd starts each session: no standby waits in a box.
+            standby: (!box_sshd).then(hermes_core::session::standby_spec),
             ..PoolSettings::from_config(&config)
         },
         events.clone(),
@@ -299,6 +302,9 @@ fn box_network(
     sandbox: &DockerSandbox,
 ) -> anyhow::Result<Option<Arc<dyn BoxNetwork>>> {
     if config.egress.mode == EgressMode::Off {
+        if config.container_pool.session_server == SessionServer::BoxSshd {
+            tracing::info!(target: "hermes::session", "egress is off, so boxes have no network for their sshd: sessions run through the engine");
+        }
         return Ok(None);
     }
     hermes_egress::host::check()
@@ -352,7 +358,12 @@ fn box_network(
         network = network.with_fetch(Arc::new(fetch));
     }
     services.set_forward_gateway(Arc::new(forwards));
-    Ok(Some(Arc::new(network)))
+    let network = Arc::new(network);
+    if config.container_pool.session_server == SessionServer::BoxSshd {
+        tracing::info!(target: "hermes::session", "sessions run through the box's own sshd");
+        services.set_box_sshd(Arc::new(BoxSshClient::new(network.clone())));
+    }
+    Ok(Some(network))
 }
 
 /// Connections the kernel completes and queues for the SSH listener before Hermes

@@ -602,6 +602,23 @@ pub struct ContainerPoolConfig {
     /// Isolation and resource limits of every container.
     #[garde(dive)]
     pub security: SecurityConfig,
+    /// Who runs the attacker's session in the box: `box_sshd`, the box's own OpenSSH
+    /// (Hermes logs in to it over the box's network, from the attacker's address;
+    /// needs `egress` on), or `engine`, Hermes's session helper started through the
+    /// container engine. With `box_sshd` and egress off, sessions use the engine.
+    #[garde(skip)]
+    pub session_server: SessionServer,
+}
+
+/// Who runs a session in the box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionServer {
+    /// The box's own sshd, reached over the box's network.
+    #[default]
+    BoxSshd,
+    /// Hermes's session helper, started through the engine's exec.
+    Engine,
 }
 
 /// `container_pool.reuse`: a source that logs in again gets its own machine back.
@@ -675,6 +692,7 @@ impl Default for ContainerPoolConfig {
             max_stopped_disk: ByteSize::gib(20),
             reuse: ReuseConfig::default(),
             security: SecurityConfig::default(),
+            session_server: SessionServer::default(),
         }
     }
 }

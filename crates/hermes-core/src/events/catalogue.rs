@@ -262,12 +262,14 @@ catalogue! {
     /// after a logout.
     ContainerLinger = "hermes.container.linger", connection: true,
         fields: ["container_id": Str, "seconds": Int, "frozen": Bool];
-    /// A session stage failed (`container_allocation`, `exec_start`, `stream`,
+    /// A session stage failed (`container_allocation`, `box_sshd`: setting the
+    /// account or logging in to the box's sshd, `box_channel`, `exec_start`, `stream`,
     /// `capacity`, `disk_limit`, `capture`).
     SessionError = "hermes.session.error", connection: true, fields: ["stage": Str, "error": Str];
     /// A channel's process started; `path` is how its input and output travel:
-    /// `direct` (the container's own pipes, opened from Hermes's host) or `engine`
-    /// (the engine's exec stream).
+    /// `sshd` (a channel of the box's own sshd, over the box's network), `direct`
+    /// (the container's own pipes, opened from Hermes's host) or `engine` (the
+    /// engine's exec stream).
     ChannelProcess = "hermes.channel.process", connection: true,
         fields: ["channel": Int, "path": Str];
     /// A channel was refused: `session` past `persona.max_sessions`, `direct-tcpip`

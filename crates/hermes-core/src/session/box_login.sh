@@ -184,9 +184,7 @@ fi
 
 bookkeeping_at_login > /dev/null 2>&1 < /dev/null &
 bookkeeping=$!
-if [ -n "$subsystem" ]; then
-  logger -t "sshd[$$]" -p auth.info "subsystem request for $subsystem by user $user" > /dev/null 2>&1 &
-fi
+# Debian 12's sshd logs a subsystem request only when it fails.
 as_user_setup
 # sshd runs the command as `<shell basename> -c <command>`: $0 is "bash", not a path.
 "${run_as_user[@]}" env -i -C "$home" "${env_for_user[@]}" \

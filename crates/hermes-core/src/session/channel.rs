@@ -13,6 +13,7 @@ use super::recording::{
     SharedRecorder, finish_recording, recording_failed, with_recorder, write_failure,
 };
 use super::resize::TerminalResizer;
+use super::sshd_path;
 use super::{ClientChannel, Connection, CountedPlace};
 use crate::capture::{ScpUploads, SftpUploads, Upload};
 use crate::commands::{Command, CommandTracker};
@@ -416,13 +417,32 @@ impl ChannelSession {
             }
         };
         let username = self.conn.username();
-        let spec = self.process_spec(&program);
-        let process = match self.conn.services.sandbox.spawn(&lease, spec).await {
+        let process = match self.conn.box_session(&lease).await {
+            Ok(Some(session)) => {
+                let request = sshd_path::box_channel(
+                    &program,
+                    self.pty.as_ref(),
+                    &self.env,
+                    self.x11.as_ref(),
+                    self.agent,
+                );
+                session
+                    .open(request)
+                    .await
+                    .map_err(|e| ("box_channel", e.into()))
+            }
+            Ok(None) => {
+                let spec = self.process_spec(&program);
+                let spawned = self.conn.services.sandbox.spawn(&lease, spec).await;
+                spawned.map_err(|e| ("exec_start", e))
+            }
+            Err(error) => Err(("box_sshd", error)),
+        };
+        let process = match process {
             Ok(process) => process,
-            Err(error) => {
-                tracing::error!(target: "hermes::session", session_id = %self.conn.session_id(), %error, "cannot start process in container");
-                self.conn
-                    .emit_session_error("exec_start", &error.to_string());
+            Err((stage, error)) => {
+                tracing::error!(target: "hermes::session", session_id = %self.conn.session_id(), stage, %error, "cannot start process in container");
+                self.conn.emit_session_error(stage, &error.to_string());
                 self.fail(EndReason::ExecFailed).await;
                 return;
             }

@@ -269,7 +269,7 @@ impl Connection {
         self.files().fetches.clone()
     }
 
-    fn files(&self) -> std::sync::MutexGuard<'_, crate::capture::SessionFiles> {
+    pub(super) fn files(&self) -> std::sync::MutexGuard<'_, crate::capture::SessionFiles> {
         self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -71,12 +71,22 @@ impl Connection {
                 }
                 self.state().metadata.container_id = Some(lease.container_id.clone());
                 self.write_metadata();
+                if self.services.uses_box_sshd() {
+                    self.prepare_box_login(&lease).await;
+                }
                 self.start_baseline(&lease).await;
                 let hints = self.fetch_hints();
                 self.services
                     .box_owners
                     .set(&lease.container_id, &self.context, &hints);
-                self.lease.send_replace(LeaseState::Ready(lease));
+                self.lease.send_replace(LeaseState::Ready(lease.clone()));
+                if self.services.uses_box_sshd() {
+                    // Logged in to the box's sshd while the client opens its channel.
+                    let conn = Arc::clone(&self);
+                    tokio::spawn(async move {
+                        let _ = conn.box_session(&lease).await;
+                    });
+                }
                 // finish() may have run between the check above and the send: it
                 // releases what it finds, so look once more.
                 if self.state().finished {
@@ -236,6 +246,9 @@ impl Connection {
     /// the source uses it; an ordinary one otherwise).
     pub(super) async fn release_lease(self: &Arc<Self>) {
         let previous = self.lease.send_replace(LeaseState::Released);
+        // The box's sshd ends its session first (logout records, auth.log), whatever
+        // comes of the lease.
+        self.close_box_session().await;
         let LeaseState::Ready(lease) = previous else {
             return;
         };

@@ -21,6 +21,7 @@ mod recording;
 mod reload;
 mod resize;
 mod slots;
+mod sshd_path;
 mod standby;
 #[cfg(test)]
 mod tests;
@@ -124,6 +125,9 @@ pub struct SessionServices {
     pub box_owners: Arc<crate::boxnet::BoxOwners>,
     /// Where `direct-tcpip` channels go when `egress` is on (set once at start).
     forward_gateway: OnceLock<Arc<dyn crate::forward_gateway::ForwardGateway>>,
+    /// Runs sessions through the box's own sshd (set once at start; unset: through
+    /// the engine).
+    box_sshd: OnceLock<Arc<dyn crate::box_sshd::BoxSshd>>,
 }
 
 /// The file store and the limits of `capture`.
@@ -167,6 +171,7 @@ impl SessionServices {
             metadata: Arc::new(MetadataWriter::default()),
             box_owners: Arc::default(),
             forward_gateway: OnceLock::new(),
+            box_sshd: OnceLock::new(),
         })
     }
 
@@ -174,6 +179,17 @@ impl SessionServices {
     /// first call counts.
     pub fn set_forward_gateway(&self, gateway: Arc<dyn crate::forward_gateway::ForwardGateway>) {
         let _ = self.forward_gateway.set(gateway);
+    }
+
+    /// Runs sessions through the box's own sshd from now on. Only the first call
+    /// counts.
+    pub fn set_box_sshd(&self, sshd: Arc<dyn crate::box_sshd::BoxSshd>) {
+        let _ = self.box_sshd.set(sshd);
+    }
+
+    /// Whether sessions run through the box's own sshd.
+    pub fn uses_box_sshd(&self) -> bool {
+        self.box_sshd.get().is_some()
     }
 
     /// The credential policy in force (a reload swaps it; a connection's next attempt
@@ -355,6 +371,8 @@ pub struct Connection {
     capture_scheduled: AtomicBool,
     /// The session's first process has started.
     process_started: watch::Sender<bool>,
+    /// The session's login to its box's own sshd.
+    box_slot: tokio::sync::Mutex<sshd_path::BoxSlot>,
 }
 
 /// One of at most `max` places counted in a shared counter (session channels,
@@ -458,6 +476,7 @@ impl Connection {
             capture_lock: Arc::new(tokio::sync::Mutex::new(())),
             capture_scheduled: AtomicBool::new(false),
             process_started: watch::channel(false).0,
+            box_slot: tokio::sync::Mutex::default(),
         })
     }
 

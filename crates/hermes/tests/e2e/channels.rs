@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hermes_core::config::{ByteSize, DirectTcpipMode, EgressMode, Seconds};
+use hermes_core::config::{ByteSize, DirectTcpipMode, EgressMode, Seconds, SessionServer};
 use russh::{ChannelMsg, Sig};
 use serde_json::Value;
 
@@ -263,10 +263,21 @@ fn sftp_put_get_ls_rename_rm_through_the_containers_sftp_server() {
     let out = succeeded(ssh_root(&hermes).arg("ls /tmp/renamed.sh 2>&1; echo $?"));
     assert!(out.ends_with("2\n"), "{out}");
 
-    // The container's own sftp-server served it (its log line says so).
+    // The box's own sshd ran its sftp-server for it (OpenSSH 9.2 logs a subsystem
+    // request only when it fails).
+    let events = hermes.wait_for("hermes.session.subsystem");
+    let subsystem = events.of("hermes.session.subsystem")[0];
+    assert_eq!(subsystem["name"], "sftp");
+    assert_eq!(subsystem["accepted"], true);
+    let paths: Vec<&str> = events
+        .of("hermes.channel.process")
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert!(paths.iter().all(|p| *p == "sshd"), "{paths:?}");
     let out =
-        succeeded(ssh_root(&hermes).arg("grep -c 'subsystem request for sftp' /var/log/auth.log"));
-    assert_ne!(out.trim(), "0");
+        succeeded(ssh_root(&hermes).arg("grep -c 'subsystem request' /var/log/auth.log; true"));
+    assert_eq!(out.trim(), "0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,8 +350,22 @@ async fn channels_of_one_connection_share_the_container_up_to_max_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_reach_the_process_and_are_logged() {
     require_docker!();
+    // The box's sshd signals a session's program only through its privilege-
+    // separated child, which a root login does not have (OpenSSH: "session
+    // signalling requires privilege separation"): a user's session, then.
     let hermes = Hermes::start(Options::default());
-    let client = Client::login(hermes.port, ROOT.0, ROOT.1).await;
+    signal_ends_the_program(&hermes, ("admin", "admin")).await;
+    // Hermes's own session helper (the engine path) signals root's program too.
+    let engine = Hermes::start(Options::default().configure(|config| {
+        config.container_pool.session_server = SessionServer::Engine;
+    }));
+    signal_ends_the_program(&engine, ROOT).await;
+}
+
+/// A TERM sent for `login`'s `exec` ends its program at once, with the status a
+/// shell reports for it, and is logged as delivered.
+async fn signal_ends_the_program(hermes: &Hermes, login: (&str, &str)) {
+    let client = Client::login(hermes.port, login.0, login.1).await;
     let mut shell = client.exec("echo started; sleep 60; echo not-killed").await;
     assert!(
         shell
@@ -592,7 +617,11 @@ async fn agent_forwarding_gives_the_session_a_socket_and_is_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_that_cannot_start_gets_the_exec_stage_message() {
     require_docker!();
-    let hermes = Hermes::start(Options::default());
+    // Hermes's own session helper (the engine path): with the box's sshd, a box
+    // without bash answers as sshd does ("/bin/bash: No such file or directory").
+    let hermes = Hermes::start(Options::default().configure(|config| {
+        config.container_pool.session_server = SessionServer::Engine;
+    }));
     let client = Client::login(hermes.port, ROOT.0, ROOT.1).await;
     // The attacker breaks the machine: no shell can start in it any more.
     let mut first = client

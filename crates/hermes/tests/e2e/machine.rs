@@ -123,7 +123,8 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
     );
     assert!(history.contains("admin 6"), "{history}");
     assert!(history.contains("root 11"), "{history}");
-    assert!(out.contains("tty=/dev/pts/0 client=127.0.0.1 "), "{out}");
+    // The box's sshd sees a loopback client as coming from the box's gateway.
+    assert!(out.contains("tty=/dev/pts/0 client=10.0.2.2 "), "{out}");
 
     let out = run(&mut shell, "ps -eo comm=,args= | cat", &prompt).await;
     for expected in [
@@ -145,9 +146,9 @@ async fn the_login_and_the_process_tree_look_like_a_debian_server() {
         out.contains("\r\n0\r\n"),
         "no launcher parameters visible: {out}"
     );
-    let out = run(&mut shell, "who; last -n 1 root | head -n 1; grep -c 'Accepted password for root from 127.0.0.1' /var/log/auth.log", &prompt).await;
+    let out = run(&mut shell, "who; last -n 1 root | head -n 1; grep -c 'Accepted password for root from 10.0.2.2' /var/log/auth.log", &prompt).await;
     assert!(out.contains("root     pts/0"), "who: {out}");
-    assert!(out.contains("127.0.0.1"), "{out}");
+    assert!(out.contains("10.0.2.2"), "{out}");
     assert!(out.contains("\r\n1\r\n"), "auth.log has the login: {out}");
     let out = run(&mut shell, "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status; cat /proc/self/cgroup | grep -c docker", &prompt).await;
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
@@ -581,7 +582,7 @@ async fn a_returning_source_gets_its_own_container_back_with_its_files() {
         shell.text()
     );
     assert!(shell.text().contains("Last login: "), "{}", shell.text());
-    assert!(shell.text().contains(" from 127.0.0.1"), "{}", shell.text());
+    assert!(shell.text().contains(" from 10.0.2.2"), "{}", shell.text());
     let out = run(&mut shell, "cat /root/marker /tmp/.x/tool", &prompt).await;
     assert!(
         out.contains("left-by-2st-visit") && out.contains("hidden"),

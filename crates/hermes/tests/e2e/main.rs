@@ -9,6 +9,7 @@ use hermes_test_support::{client, events, harness, ports};
 mod auditor;
 mod auth;
 mod bounds;
+mod box_sshd;
 mod capture;
 mod channels;
 mod compose;
