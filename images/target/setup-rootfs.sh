@@ -67,6 +67,10 @@ systemd)
     >/dev/null 2>&1
   # /tmp is not emptied at boot.
   echo 'd /tmp 1777 root root -' > /etc/tmpfiles.d/tmp.conf
+  # root's user manager runs from boot (`loginctl enable-linger root`), as for an
+  # admin who keeps user services: a root login need not wait for it to start.
+  mkdir -p /var/lib/systemd/linger
+  touch /var/lib/systemd/linger/root
   ;;
 sysvinit)
   # PID 1 is Debian's sysvinit (for hosts where systemd cannot have a cgroup of its

@@ -88,8 +88,24 @@ impl From<BoxSshdError> for SandboxError {
 /// Logs in to boxes' sshd. Implemented by the SSH adapter.
 #[async_trait]
 pub trait BoxSshd: Send + Sync {
+    /// Connects to the box's sshd (key exchange done), not logged in yet: this part
+    /// needs no password, so it runs while the box's account is being set.
+    async fn connect(&self, login: &BoxLogin) -> Result<Box<dyn BoxConnecting>, BoxSshdError>;
+
     /// Connects to the box's sshd and logs in as `login` says.
-    async fn login(&self, login: &BoxLogin) -> Result<Arc<dyn BoxSession>, BoxSshdError>;
+    async fn login(&self, login: &BoxLogin) -> Result<Arc<dyn BoxSession>, BoxSshdError> {
+        self.connect(login).await?.authenticate(login).await
+    }
+}
+
+/// A connection to a box's sshd before its login.
+#[async_trait]
+pub trait BoxConnecting: Send {
+    /// Logs in with `login`'s account and password.
+    async fn authenticate(
+        self: Box<Self>,
+        login: &BoxLogin,
+    ) -> Result<Arc<dyn BoxSession>, BoxSshdError>;
 }
 
 /// One logged-in connection to a box's sshd: the attacker's session there.

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hermes_core::box_sshd::{BoxChannel, BoxLogin, BoxProgram, BoxSession, BoxSshd, BoxSshdError};
+use hermes_core::box_sshd::{
+    BoxChannel, BoxConnecting, BoxLogin, BoxProgram, BoxSession, BoxSshd, BoxSshdError,
+};
 use hermes_core::boxnet::BoxDialer;
 use hermes_core::sandbox::{
     IoPath, OutputChunk, Process, ProcessControl, ProcessOutput, SandboxError, TtySize,
@@ -133,7 +135,7 @@ impl BoxSshClient {
         }
     }
 
-    async fn connect(&self, login: &BoxLogin) -> Result<Handle<BoxServer>, BoxSshdError> {
+    async fn handshake(&self, login: &BoxLogin) -> Result<Handle<BoxServer>, BoxSshdError> {
         let stream = loop {
             match self
                 .dialer
@@ -148,30 +150,49 @@ impl BoxSshClient {
                 Err(error) => return Err(BoxSshdError::Unreachable(error.to_string())),
             }
         };
-        let mut handle = client::connect_stream(Arc::clone(&self.config), stream, BoxServer)
+        client::connect_stream(Arc::clone(&self.config), stream, BoxServer)
             .await
-            .map_err(|error| BoxSshdError::Protocol(error.to_string()))?;
-        let auth = handle
-            .authenticate_password(login.account.clone(), login.password.clone())
-            .await
-            .map_err(|error| BoxSshdError::Protocol(error.to_string()))?;
-        if !auth.success() {
-            return Err(BoxSshdError::Refused(login.account.clone()));
-        }
-        Ok(handle)
+            .map_err(|error| BoxSshdError::Protocol(error.to_string()))
     }
+}
+
+fn too_slow(what: &str) -> BoxSshdError {
+    BoxSshdError::Unreachable(format!("{what} took over {} s", LOGIN_TIMEOUT.as_secs()))
 }
 
 #[async_trait]
 impl BoxSshd for BoxSshClient {
-    async fn login(&self, login: &BoxLogin) -> Result<Arc<dyn BoxSession>, BoxSshdError> {
-        let handle = tokio::time::timeout(LOGIN_TIMEOUT, self.connect(login))
+    async fn connect(&self, login: &BoxLogin) -> Result<Box<dyn BoxConnecting>, BoxSshdError> {
+        let handle = tokio::time::timeout(LOGIN_TIMEOUT, self.handshake(login))
             .await
-            .map_err(|_| {
-                BoxSshdError::Unreachable(format!("no login within {} s", LOGIN_TIMEOUT.as_secs()))
-            })??;
+            .map_err(|_| too_slow("the connection"))??;
+        Ok(Box::new(Connecting { handle }))
+    }
+}
+
+/// A connection whose key exchange is done.
+struct Connecting {
+    handle: Handle<BoxServer>,
+}
+
+#[async_trait]
+impl BoxConnecting for Connecting {
+    async fn authenticate(
+        mut self: Box<Self>,
+        login: &BoxLogin,
+    ) -> Result<Arc<dyn BoxSession>, BoxSshdError> {
+        let auth = self
+            .handle
+            .authenticate_password(login.account.clone(), login.password.clone());
+        let auth = tokio::time::timeout(LOGIN_TIMEOUT, auth)
+            .await
+            .map_err(|_| too_slow("the login"))?
+            .map_err(|error| BoxSshdError::Protocol(error.to_string()))?;
+        if !auth.success() {
+            return Err(BoxSshdError::Refused(login.account.clone()));
+        }
         Ok(Arc::new(BoxSshSession {
-            handle: Arc::new(handle),
+            handle: Arc::new(self.handle),
         }))
     }
 }

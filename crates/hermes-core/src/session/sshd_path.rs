@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::Connection;
 use super::launch::{Program, X11Forward, account_name};
-use crate::box_sshd::{BoxChannel, BoxLogin, BoxProgram, BoxSession, BoxSshdError};
+use crate::box_sshd::{BoxChannel, BoxConnecting, BoxLogin, BoxProgram, BoxSession, BoxSshdError};
 use crate::sandbox::{Lease, LeaseSource, ProcessSpec, SandboxError, TtySize};
 
 /// The session's login to its box's sshd.
@@ -19,9 +19,14 @@ pub(super) enum BoxSlot {
     /// Not made yet.
     #[default]
     Untried,
-    /// The box's account has the login's password: the login comes next. `known`:
-    /// it was set by an earlier session (root there may have changed it since).
-    Prepared { login: BoxLogin, known: bool },
+    /// The box's account has the login's password: the login comes next, on
+    /// `connected` when its key exchange is done. `known`: the password was set by
+    /// an earlier session (root there may have changed it since).
+    Prepared {
+        login: BoxLogin,
+        known: bool,
+        connected: Result<Box<dyn BoxConnecting>, BoxSshdError>,
+    },
     /// Made: every channel opens on it.
     Open(Arc<dyn BoxSession>),
     /// This session's channels go through the engine (no box sshd, or no password
@@ -93,9 +98,9 @@ impl Connection {
     }
 
     async fn prepare(&self, lease: &Lease) -> BoxSlot {
-        if self.services.box_sshd.get().is_none() {
+        let Some(sshd) = self.services.box_sshd.get() else {
             return BoxSlot::Engine;
-        }
+        };
         let Some(password) = self.login_password().filter(|p| settable(p)) else {
             tracing::info!(target: "hermes::session", session_id = %self.context.session, "no password the box's sshd can check (an empty or multi-line one): this session goes through the engine");
             return BoxSlot::Engine;
@@ -110,8 +115,13 @@ impl Connection {
         let machine = self.state().machine.clone();
         let fresh = matches!(lease.source, LeaseSource::Pool | LeaseSource::OnDemand);
         let known = !fresh && machine.as_ref().is_some_and(|m| m.has_box_login(&digest));
-        if !known {
-            if let Err(error) = self.set_account(lease, &login).await {
+        // The key exchange needs no password: it runs while the password is set.
+        let connect = sshd.connect(&login);
+        let connected = if known {
+            connect.await
+        } else {
+            let (set, connected) = tokio::join!(self.set_account(lease, &login), connect);
+            if let Err(error) = set {
                 return BoxSlot::Failed(error);
             }
             if let Some(machine) = &machine {
@@ -119,8 +129,13 @@ impl Connection {
             }
             self.account_files_are_not_the_sessions(lease, &login.account)
                 .await;
+            connected
+        };
+        BoxSlot::Prepared {
+            login,
+            known,
+            connected,
         }
-        BoxSlot::Prepared { login, known }
     }
 
     /// What setting the account wrote (the password files and their backups, a new
@@ -159,21 +174,38 @@ impl Connection {
         if matches!(&*slot, BoxSlot::Untried) {
             *slot = self.prepare(lease).await;
         }
-        let (login, known) = match &*slot {
-            BoxSlot::Open(session) => return Ok(Some(Arc::clone(session))),
-            BoxSlot::Engine => return Ok(None),
-            BoxSlot::Failed(error) => return Err(error.clone()),
+        let (login, known, connected) = match std::mem::take(&mut *slot) {
+            BoxSlot::Open(session) => {
+                *slot = BoxSlot::Open(Arc::clone(&session));
+                return Ok(Some(session));
+            }
+            BoxSlot::Failed(error) => {
+                *slot = BoxSlot::Failed(error.clone());
+                return Err(error);
+            }
             BoxSlot::Closed => {
+                *slot = BoxSlot::Closed;
                 return Err(SandboxError::Unavailable("the session is over".into()));
             }
-            BoxSlot::Untried => return Ok(None),
-            BoxSlot::Prepared { login, known } => (login.clone(), *known),
+            BoxSlot::Engine | BoxSlot::Untried => {
+                *slot = BoxSlot::Engine;
+                return Ok(None);
+            }
+            BoxSlot::Prepared {
+                login,
+                known,
+                connected,
+            } => (login, known, connected),
         };
         let Some(sshd) = self.services.box_sshd.get() else {
             *slot = BoxSlot::Engine;
             return Ok(None);
         };
-        let logged_in = match sshd.login(&login).await {
+        let first = match connected {
+            Ok(connected) => connected.authenticate(&login).await,
+            Err(error) => Err(error),
+        };
+        let logged_in = match first {
             // Root in the box changed the password since: set it again, once.
             Err(BoxSshdError::Refused(_)) if known => match self.set_account(lease, &login).await {
                 Ok(()) => sshd.login(&login).await.map_err(SandboxError::from),
