@@ -61,7 +61,6 @@ async fn socket_in(gateway: &str, source: SocketAddrV4) -> io::Result<TcpSocket>
         if set != 0 {
             return Err(io::Error::last_os_error());
         }
-        socket.set_nodelay(true)?;
         if socket.bind(source.into()).is_err() {
             // The attacker's port is still held by an earlier connection's end.
             socket.bind(SocketAddrV4::new(*source.ip(), 0).into())?;
@@ -83,7 +82,10 @@ impl BoxDialer for EgressNetwork {
         let from = source_for(source, network);
         let to = SocketAddrV4::new(network.address, port);
         let socket = socket_in(&self.gateway_name(container_id), from).await?;
-        socket.connect(to.into()).await
+        let stream = socket.connect(to.into()).await?;
+        // Keystrokes and their echo go at once, as between OpenSSH's client and sshd.
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 }
 
