@@ -35,8 +35,5 @@ images/target/build.sh "${image:-hermes-target:latest}"
 # Hermes boots the same server with Debian's sysvinit instead.
 fallback="$(sed -n 's/^  fallback_image: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' "$config" | head -n 1)"
 images/target/build.sh "${fallback:-hermes-target:sysvinit}" sysvinit
-cargo build --release --locked --bin hermes --bin hermes-box-runtime
-# Boxes boot with a clock of their own (boot_clock auto falls back without it).
-scripts/ensure-box-runtime.sh target/release/hermes-box-runtime ||
-  echo "the boxes' runtime could not be registered: boxes will keep the host's clocks" >&2
+cargo build --release --locked --bin hermes
 exec target/release/hermes run --config "$config"

@@ -7,7 +7,6 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod boot_clock;
 pub mod cgroup_delegation;
 pub mod cgroup_watch;
 mod cpu;

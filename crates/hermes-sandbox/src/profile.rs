@@ -8,9 +8,7 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 
-use hermes_core::config::{
-    BootClock, CgroupDelegation, Config, CpuPinning, LxcfsConfig, SeccompProfile,
-};
+use hermes_core::config::{CgroupDelegation, Config, CpuPinning, LxcfsConfig, SeccompProfile};
 
 use crate::{CREATED_LABEL, ROLE_LABEL, SENSOR_LABEL};
 
@@ -67,9 +65,6 @@ pub struct ContainerProfile {
     pub max_file_bytes: i64,
     /// OCI runtime, when not the engine's default.
     pub runtime: Option<String>,
-    /// Whether boxes get a boot clock of their own (by running under
-    /// [`crate::boot_clock::RUNTIME`], set in `runtime` once the engine has it).
-    pub boot_clock: BootClock,
     /// User-namespace mode (`host`), when set.
     pub userns_mode: Option<String>,
     /// Whether each box gets a core of its own.
@@ -102,7 +97,6 @@ impl ContainerProfile {
             seccomp: security.seccomp,
             max_file_bytes: security.max_file_size.bytes_i64(),
             runtime: security.runtime.clone(),
-            boot_clock: security.boot_clock,
             userns_mode: security.userns_mode.clone(),
             cpu_pinning: security.cpu_pinning,
             lxcfs: security.lxcfs.clone(),
