@@ -41,12 +41,20 @@ fn open_root(path: &Path) -> io::Result<File> {
     .map(File::from)
 }
 
-/// Every path (as the container sees it) the upper directory `upper` adds or
-/// changes, directories included; deletions (overlay whiteouts) are left out.
-pub(crate) fn changed_paths(upper: &Path) -> io::Result<Vec<String>> {
+/// Whether a walk saw the whole layer or stopped at its bounds.
+#[derive(Debug, PartialEq, Eq)]
+enum Walked {
+    Whole,
+    Cut,
+}
+
+/// Walks the upper directory `upper` without following a symlink, giving `visit`
+/// each entry's container path and lstat; directories are walked into, down to
+/// `MAX_DEPTH`, and at most `MAX_ENTRIES` entries are looked at.
+fn walk(upper: &Path, mut visit: impl FnMut(&str, &std::fs::Metadata)) -> io::Result<Walked> {
     let root = open_root(upper)?;
-    let mut out = Vec::new();
     let mut seen = 0usize;
+    let mut walked = Walked::Whole;
     // (directory, its container path, depth)
     let mut stack = vec![(root, String::new(), 0usize)];
     while let Some((dir, prefix, depth)) = stack.pop() {
@@ -56,7 +64,7 @@ pub(crate) fn changed_paths(upper: &Path) -> io::Result<Vec<String>> {
             let Ok(entry) = entry else { continue };
             seen += 1;
             if seen > MAX_ENTRIES {
-                return Ok(out);
+                return Ok(Walked::Cut);
             }
             // lstat relative to the open directory: a symlink stays a symlink.
             let Ok(metadata) = entry.metadata() else {
@@ -64,20 +72,46 @@ pub(crate) fn changed_paths(upper: &Path) -> io::Result<Vec<String>> {
             };
             let name = entry.file_name();
             let path = format!("{prefix}/{}", String::from_utf8_lossy(name.as_bytes()));
-            let kind = metadata.file_type();
-            if kind.is_char_device() && metadata.rdev() == 0 {
-                continue; // a whiteout: deleted in the container
+            visit(&path, &metadata);
+            if !metadata.is_dir() {
+                continue;
             }
-            out.push(path.clone());
-            if kind.is_dir()
-                && depth < MAX_DEPTH
-                && let Ok(child) = open_dir_at(&dir, &name)
-            {
+            if depth >= MAX_DEPTH {
+                walked = Walked::Cut;
+            } else if let Ok(child) = open_dir_at(&dir, &name) {
                 stack.push((child, path, depth + 1));
             }
         }
     }
+    Ok(walked)
+}
+
+/// Every path (as the container sees it) the upper directory `upper` adds or
+/// changes, directories included; deletions (overlay whiteouts) are left out.
+pub(crate) fn changed_paths(upper: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    walk(upper, |path, metadata| {
+        let whiteout = metadata.file_type().is_char_device() && metadata.rdev() == 0;
+        if !whiteout {
+            out.push(path.to_owned());
+        }
+    })?;
     Ok(out)
+}
+
+/// The bytes the upper directory holds, counted as the engine counts a container's
+/// `SizeRw` (every entry but directories, each inode once), without the engine's
+/// walk. None when the layer has more entries or depth than one walk looks at: the
+/// engine must count it, or a layer shaped past the bound would pass `disk_limit`.
+pub(crate) fn layer_size(upper: &Path) -> io::Result<Option<u64>> {
+    let mut inodes = std::collections::HashSet::new();
+    let mut size = 0u64;
+    let walked = walk(upper, |_, metadata| {
+        if !metadata.is_dir() && metadata.len() > 0 && inodes.insert(metadata.ino()) {
+            size = size.saturating_add(metadata.len());
+        }
+    })?;
+    Ok((walked == Walked::Whole).then_some(size))
 }
 
 /// What the upper directory says of one path: a regular file (size, mtime in seconds,
@@ -195,6 +229,39 @@ mod tests {
             ]
         );
         assert!(!paths.iter().any(|p| p.contains("host-secret")));
+    }
+
+    #[test]
+    fn the_layers_size_counts_each_inode_once_and_never_follows_a_symlink() {
+        let upper = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("big"), vec![0u8; 100_000]).expect("write");
+        let base = upper.path();
+        std::fs::create_dir_all(base.join("root/d")).expect("mkdir");
+        std::fs::write(base.join("root/d/a"), vec![1u8; 1000]).expect("write");
+        std::fs::hard_link(base.join("root/d/a"), base.join("root/b")).expect("link");
+        std::fs::write(base.join("root/empty"), b"").expect("write");
+        // Its own length (the target's name) counts, as the engine counts it.
+        let target = outside.path().join("big");
+        std::os::unix::fs::symlink(&target, base.join("root/escape")).expect("symlink");
+        let expected = 1000 + target.as_os_str().len() as u64;
+        assert_eq!(layer_size(base).expect("walk"), Some(expected));
+        std::os::unix::fs::symlink(outside.path(), base.join("dir-escape")).expect("symlink");
+        let expected = expected + outside.path().as_os_str().len() as u64;
+        assert_eq!(layer_size(base).expect("walk"), Some(expected));
+    }
+
+    #[test]
+    fn a_layer_deeper_than_one_walk_is_left_to_the_engine() {
+        let upper = tempfile::tempdir().expect("tempdir");
+        let mut deep = upper.path().to_path_buf();
+        for _ in 0..=MAX_DEPTH {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        std::fs::write(deep.join("hidden"), vec![0u8; 4096]).expect("write");
+        assert_eq!(layer_size(upper.path()).expect("walk"), None);
+        assert!(layer_size(&upper.path().join("missing")).is_err());
     }
 
     #[test]

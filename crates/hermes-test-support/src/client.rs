@@ -165,6 +165,23 @@ impl Shell {
         }
     }
 
+    /// Reads until `needle` has been received, failing the test with the last of the
+    /// output when it has not within `timeout`.
+    pub async fn expect(&mut self, needle: &str, timeout: Duration) {
+        if !self.read_until(needle, 0, timeout).await {
+            let text = self.text();
+            let tail: String = text
+                .chars()
+                .rev()
+                .take(300)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            panic!("no {needle:?} within {timeout:?}; the output ends: {tail}");
+        }
+    }
+
     /// Reads until more than `count` bytes have been received (or the timeout).
     pub async fn wait_for_bytes(&mut self, count: usize, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;

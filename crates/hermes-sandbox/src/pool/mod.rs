@@ -681,8 +681,18 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn usage(&self, lease: &Lease) -> Result<ContainerUsage, SandboxError> {
+        // Counted here where the layer is on this host: the engine's own count walks
+        // the layer in dockerd, every few seconds for every session.
+        let counted = match self.upper_dir(&lease.container_id).await.ok().flatten() {
+            Some(upper) => tokio::task::spawn_blocking(move || crate::upper::layer_size(&upper))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten(),
+            None => None,
+        };
         let options = bollard::query_parameters::InspectContainerOptionsBuilder::default()
-            .size(true)
+            .size(counted.is_none())
             .build();
         match self
             .docker
@@ -691,7 +701,7 @@ impl Sandbox for DockerSandbox {
         {
             Ok(inspect) => Ok(ContainerUsage {
                 running: inspect.state.and_then(|s| s.running).unwrap_or(false),
-                disk_bytes: inspect.size_rw.unwrap_or(0).max(0) as u64,
+                disk_bytes: counted.unwrap_or(inspect.size_rw.unwrap_or(0).max(0) as u64),
             }),
             Err(error) if is_not_found(&error) => Ok(ContainerUsage {
                 running: false,

@@ -196,6 +196,31 @@ async fn a_cpu_burn_is_held_to_the_quota() {
     shell.run("kill $(jobs -p)", ROOT_PROMPT).await;
 }
 
+/// Writes 60 MB in four files under `dir`, past a 40 MiB `disk_limit`: the session
+/// ends with bash's "No space left on device" and a `disk_limit` error. Its events.
+pub(crate) async fn fill_past_the_disk_limit(
+    hermes: &Hermes,
+    shell: &mut Shell,
+    dir: &str,
+) -> Vec<Value> {
+    shell
+        .send(&format!("d={dir}; mkdir -p $d; for i in 1 2 3 4; do head -c 15000000 /dev/zero > $d/f$i; done; sleep 60\n"))
+        .await;
+    shell
+        .expect("No space left on device", Duration::from_secs(30))
+        .await;
+    assert!(shell.read_to_close(Duration::from_secs(10)).await);
+    let events = tokio::task::block_in_place(|| hermes.wait_for("cowrie.session.closed"));
+    assert!(
+        events
+            .of("hermes.session.error")
+            .into_iter()
+            .any(|e| e["stage"] == "disk_limit"),
+        "no disk_limit error"
+    );
+    events
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_fill_is_bounded_and_recordings_stay_small() {
     require_docker!();
@@ -221,25 +246,8 @@ async fn disk_fill_is_bounded_and_recordings_stay_small() {
     assert!(out.contains("2666668"), "{}", &out[..200.min(out.len())]);
     // Many files past disk_limit: the session is ended within a few seconds.
     let started = Instant::now();
-    shell
-        .send("for i in 1 2 3 4; do head -c 15000000 /dev/zero > /root/f$i; done; sleep 60\n")
-        .await;
-    assert!(
-        shell
-            .read_until("No space left on device", 0, Duration::from_secs(30))
-            .await,
-        "{}",
-        &shell.text()[shell.text().len().saturating_sub(300)..]
-    );
-    assert!(shell.read_to_close(Duration::from_secs(10)).await);
+    let events = fill_past_the_disk_limit(&hermes, &mut shell, "/root").await;
     println!("disk fill stopped {:?} after it began", started.elapsed());
-    let events = tokio::task::block_in_place(|| hermes.wait_for("cowrie.session.closed"));
-    assert!(
-        events
-            .of("hermes.session.error")
-            .into_iter()
-            .any(|e| e["stage"] == "disk_limit")
-    );
     let session = events
         .first_of("cowrie.session.closed")
         .and_then(|e| e["session"].as_str())

@@ -575,3 +575,56 @@ async fn over_tcp_hermes_uses_only_the_documented_docker_endpoints() {
     };
     assert!(used("POST", "/start") && used("POST", "/exec") && used("POST", "/resize"));
 }
+
+/// The session's disk check counts the box's layer itself where it is on Hermes's
+/// host (the engine's own count walks the layer in dockerd, every 3 s for every
+/// session), and leaves a layer deeper than its walk to the engine: a file hidden 70
+/// directories down still ends the session at `disk_limit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_check_counts_the_layer_itself_and_leaves_a_deep_one_to_the_engine() {
+    require_docker!();
+    use hermes_core::config::ByteSize;
+    let (hermes, seen, _) = hermes_behind_proxy(Options::default().configure(|c| {
+        c.container_pool.security.disk_limit = ByteSize::mib(40);
+        c.container_pool.security.max_file_size = ByteSize::mib(16);
+    }))
+    .await;
+    let (_client, mut shell) = crate::client::root_shell(hermes.port).await;
+    let container = hermes
+        .events_of("hermes.container.allocate")
+        .first()
+        .and_then(|e| e["container_id"].as_str().map(str::to_owned))
+        .expect("allocated container");
+    let inspects = |sized: bool| {
+        seen.lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+            .iter()
+            .filter(|(method, path)| {
+                method == "GET"
+                    && path.contains(&format!("/containers/{container}/json"))
+                    && path.contains("size=true") == sized
+            })
+            .count()
+    };
+    let before = inspects(false);
+    // Two checks at least, with a few files in the layer.
+    shell
+        .run(
+            "head -c 5000000 /dev/zero > /root/small; sleep 7",
+            crate::client::ROOT_PROMPT,
+        )
+        .await;
+    assert!(inspects(false) >= before + 2, "the checks did not run");
+    assert_eq!(
+        inspects(true),
+        0,
+        "the engine counted a layer Hermes can count"
+    );
+    let deep = format!("/root/{}", "d/".repeat(70));
+    crate::isolation::fill_past_the_disk_limit(&hermes, &mut shell, &deep).await;
+    assert!(
+        inspects(true) >= 1,
+        "the engine never counted the deep layer"
+    );
+}
