@@ -150,6 +150,9 @@ pub struct DockerSandbox {
     /// Containers' overlay upper directories on this host (None: not reachable here),
     /// looked up once each.
     upper_dirs: Mutex<HashMap<String, Option<std::path::PathBuf>>>,
+    /// Each leased box's first process, where this host sees it: its sessions'
+    /// checks read /proc instead of asking the engine whether it runs.
+    box_inits: Mutex<HashMap<String, crate::box_init::BoxInit>>,
     /// Whether file transfers may use [`direct`] pipes at all (not under another
     /// runtime, which keeps the container's files out of the host's view).
     direct_io: bool,
@@ -221,6 +224,7 @@ impl DockerSandbox {
             container_locks: Mutex::new(HashMap::new()),
             standbys: Mutex::new(HashMap::new()),
             upper_dirs: Mutex::new(HashMap::new()),
+            box_inits: Mutex::new(HashMap::new()),
             direct_io,
             engine_only: Mutex::new(HashSet::new()),
             resizes: Arc::new(ResizeTurns::default()),
@@ -263,6 +267,10 @@ impl DockerSandbox {
 
     fn state(&self) -> MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn box_inits(&self) -> MutexGuard<'_, HashMap<String, crate::box_init::BoxInit>> {
+        self.box_inits.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn standbys(&self) -> MutexGuard<'_, HashMap<String, Standby>> {
@@ -392,6 +400,10 @@ impl DockerSandbox {
     /// Forgets what was learnt of a removed container on this host.
     fn forget_host_views(&self, id: &str) {
         self.upper_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.box_inits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
@@ -681,9 +693,12 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn usage(&self, lease: &Lease) -> Result<ContainerUsage, SandboxError> {
+        let id = &lease.container_id;
         // Counted here where the layer is on this host: the engine's own count walks
         // the layer in dockerd, every few seconds for every session.
-        let counted = match self.upper_dir(&lease.container_id).await.ok().flatten() {
+        let upper = self.upper_dir(id).await.ok().flatten();
+        let on_this_host = upper.is_some();
+        let counted = match upper {
             Some(upper) => tokio::task::spawn_blocking(move || crate::upper::layer_size(&upper))
                 .await
                 .ok()
@@ -691,18 +706,38 @@ impl Sandbox for DockerSandbox {
                 .flatten(),
             None => None,
         };
+        let known_init = self.box_inits().get(id).copied();
+        if let (Some(disk_bytes), Some(init)) = (counted, known_init) {
+            if init.alive() {
+                return Ok(ContainerUsage {
+                    running: true,
+                    disk_bytes,
+                });
+            }
+            self.box_inits().remove(id);
+        }
         let options = bollard::query_parameters::InspectContainerOptionsBuilder::default()
             .size(counted.is_none())
             .build();
-        match self
-            .docker
-            .inspect_container(&lease.container_id, Some(options))
-            .await
-        {
-            Ok(inspect) => Ok(ContainerUsage {
-                running: inspect.state.and_then(|s| s.running).unwrap_or(false),
-                disk_bytes: counted.unwrap_or(inspect.size_rw.unwrap_or(0).max(0) as u64),
-            }),
+        match self.docker.inspect_container(id, Some(options)).await {
+            Ok(inspect) => {
+                let state = inspect.state.unwrap_or_default();
+                let running = state.running.unwrap_or(false);
+                // Only where the layer is on this host is the engine's PID one of ours.
+                if running
+                    && on_this_host
+                    && let Some(init) = state
+                        .pid
+                        .and_then(|pid| i32::try_from(pid).ok())
+                        .and_then(crate::box_init::BoxInit::read)
+                {
+                    self.box_inits().insert(id.clone(), init);
+                }
+                Ok(ContainerUsage {
+                    running,
+                    disk_bytes: counted.unwrap_or(inspect.size_rw.unwrap_or(0).max(0) as u64),
+                })
+            }
             Err(error) if is_not_found(&error) => Ok(ContainerUsage {
                 running: false,
                 disk_bytes: 0,

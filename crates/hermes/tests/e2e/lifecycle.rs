@@ -576,12 +576,13 @@ async fn over_tcp_hermes_uses_only_the_documented_docker_endpoints() {
     assert!(used("POST", "/start") && used("POST", "/exec") && used("POST", "/resize"));
 }
 
-/// The session's disk check counts the box's layer itself where it is on Hermes's
-/// host (the engine's own count walks the layer in dockerd, every 3 s for every
-/// session), and leaves a layer deeper than its walk to the engine: a file hidden 70
-/// directories down still ends the session at `disk_limit`.
+/// The session's checks (every 3 s) leave the engine alone where the box is on
+/// Hermes's host: the layer is counted by Hermes (the engine's count walks it in
+/// dockerd), and whether the box runs is read from /proc once the engine has named
+/// its first process. A layer deeper than Hermes's walk is left to the engine's count:
+/// a fill hidden 70 directories down still ends the session at `disk_limit`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_disk_check_counts_the_layer_itself_and_leaves_a_deep_one_to_the_engine() {
+async fn the_sessions_checks_leave_the_engine_alone_but_for_a_layer_too_deep() {
     require_docker!();
     use hermes_core::config::ByteSize;
     let (hermes, seen, _) = hermes_behind_proxy(Options::default().configure(|c| {
@@ -595,6 +596,7 @@ async fn the_disk_check_counts_the_layer_itself_and_leaves_a_deep_one_to_the_eng
         .first()
         .and_then(|e| e["container_id"].as_str().map(str::to_owned))
         .expect("allocated container");
+    // The checks' own inspects (other passes inspect without `size`).
     let inspects = |sized: bool| {
         seen.lock()
             .map(|s| s.clone())
@@ -602,20 +604,26 @@ async fn the_disk_check_counts_the_layer_itself_and_leaves_a_deep_one_to_the_eng
             .iter()
             .filter(|(method, path)| {
                 method == "GET"
-                    && path.contains(&format!("/containers/{container}/json"))
-                    && path.contains("size=true") == sized
+                    && path.ends_with(&format!("/containers/{container}/json?size={sized}"))
             })
             .count()
     };
-    let before = inspects(false);
-    // Two checks at least, with a few files in the layer.
+    // The first check names the box's first process; two more follow in 7 s.
     shell
         .run(
-            "head -c 5000000 /dev/zero > /root/small; sleep 7",
+            "head -c 5000000 /dev/zero > /root/small; sleep 4",
             crate::client::ROOT_PROMPT,
         )
         .await;
-    assert!(inspects(false) >= before + 2, "the checks did not run");
+    let before = inspects(false);
+    assert!(before >= 1, "no check named the box's first process");
+    shell.run("sleep 7", crate::client::ROOT_PROMPT).await;
+    assert_eq!(
+        inspects(false),
+        before,
+        "a check asked the engine whether the box runs: {:?}",
+        seen.lock().map(|s| s.clone()).unwrap_or_default()
+    );
     assert_eq!(
         inspects(true),
         0,
