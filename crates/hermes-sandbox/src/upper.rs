@@ -147,8 +147,19 @@ pub(crate) fn entry(upper: &Path, path: &str, read: bool, max_size: u64) -> io::
             Err(error) => return Err(error),
         }
     }
-    // O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: a symlink is
-    // not opened through.
+    // Only a regular file is opened: opening a socket fails (ENXIO) and a device
+    // node is not for Hermes to open. lstat through the pinned directory.
+    match std::fs::symlink_metadata(format!("/proc/self/fd/{}/{last}", dir.as_raw_fd())) {
+        Ok(metadata) if metadata.file_type().is_char_device() && metadata.rdev() == 0 => {
+            return Ok(Entry::Absent); // a whiteout
+        }
+        Ok(metadata) if !metadata.is_file() => return Ok(Entry::Other),
+        Ok(_) => {}
+        Err(error) if is_absent(&error) => return Ok(Entry::Absent),
+        Err(error) => return Err(error),
+    }
+    // O_NONBLOCK: a FIFO swapped in since must not wait for a writer; O_NOFOLLOW: a
+    // symlink is not opened through.
     let opened = open_at(
         Some(&dir),
         last.as_bytes(),
@@ -333,6 +344,26 @@ mod tests {
             Entry::Absent
         );
         assert_eq!(entry(base, "/tmp", true, 1024).expect("dir"), Entry::Other);
+    }
+
+    #[test]
+    fn a_socket_or_a_fifo_is_something_else_and_never_opened() {
+        let upper = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(upper.path().join("run/dbus")).expect("mkdir");
+        let _listener =
+            std::os::unix::net::UnixListener::bind(upper.path().join("run/dbus/system_bus_socket"))
+                .expect("socket");
+        let fifo =
+            CString::new(upper.path().join("run/fifo").as_os_str().as_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        for path in ["/run/dbus/system_bus_socket", "/run/fifo"] {
+            assert_eq!(
+                entry(upper.path(), path, true, 1024).expect(path),
+                Entry::Other,
+                "{path}"
+            );
+        }
     }
 
     #[test]
