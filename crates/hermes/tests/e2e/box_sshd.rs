@@ -330,6 +330,32 @@ async fn a_box_whose_root_stops_or_fakes_its_sshd_ends_the_next_session_with_its
         .filter_map(|e| e["stage"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(stages, ["box_sshd", "box_sshd"], "{stages:?}");
+    // Nothing lost: both sessions that could not start are closed in the event log,
+    // with their record (the login, how it ended).
+    let failed: Vec<String> = hermes
+        .events_of("hermes.session.error")
+        .iter()
+        .filter_map(|e| e["session"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    let events = tokio::task::block_in_place(|| {
+        hermes.wait_for_events("both failed sessions closed", |events| {
+            failed.iter().all(|session| {
+                events.iter().any(|e| {
+                    e["eventid"] == "cowrie.session.closed" && e["session"] == session.as_str()
+                })
+            })
+        })
+    });
+    assert!(!events.is_empty());
+    for session in &failed {
+        let metadata: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(hermes.session_file(session, "json")).expect("metadata"),
+        )
+        .expect("json");
+        assert!(metadata["end_reason"].is_string(), "{metadata}");
+        assert_eq!(metadata["username"], "root", "{metadata}");
+    }
     // Another source's box is untouched.
     let (_other, mut shell) = {
         let client = Client::login_from(hermes.port, [127, 0, 0, 72].into(), "root", "toor").await;
