@@ -111,8 +111,7 @@ pub async fn run(
         )?),
         None => None,
     };
-    let box_sshd = config.container_pool.session_server == SessionServer::BoxSshd
-        && config.egress.mode != EgressMode::Off;
+    let box_sshd = config.box_sshd_unavailable().is_none();
     let sandbox = DockerSandbox::connect(
         endpoint,
         stream_endpoint,
@@ -301,10 +300,14 @@ fn box_network(
     services: &SessionServices,
     sandbox: &DockerSandbox,
 ) -> anyhow::Result<Option<Arc<dyn BoxNetwork>>> {
-    if config.egress.mode == EgressMode::Off {
-        if config.container_pool.session_server == SessionServer::BoxSshd {
-            tracing::info!(target: "hermes::session", "egress is off, so boxes have no network for their sshd: sessions run through the engine");
+    match config.box_sshd_unavailable() {
+        None => {}
+        Some(why) if config.container_pool.session_server == SessionServer::BoxSshd => {
+            tracing::info!(target: "hermes::session", "{why}: sessions run through the engine");
         }
+        Some(_) => {}
+    }
+    if config.egress.mode == EgressMode::Off {
         return Ok(None);
     }
     hermes_egress::host::check()
@@ -359,7 +362,7 @@ fn box_network(
     }
     services.set_forward_gateway(Arc::new(forwards));
     let network = Arc::new(network);
-    if config.container_pool.session_server == SessionServer::BoxSshd {
+    if config.box_sshd_unavailable().is_none() {
         tracing::info!(target: "hermes::session", "sessions run through the box's own sshd");
         services.set_box_sshd(Arc::new(BoxSshClient::new(network.clone())));
     }

@@ -329,6 +329,23 @@ mod tests {
     }
 
     #[test]
+    fn the_boxs_sshd_serves_sessions_only_where_the_box_has_a_network_and_chroot() {
+        let parse = |text: &str| parse_str(text, "test.yaml").expect("loads");
+        assert_eq!(parse("server:\n  port: 22\n").box_sshd_unavailable(), None);
+        let why = |text: &str| parse(text).box_sshd_unavailable().unwrap_or_default();
+        assert!(why("container_pool:\n  session_server: engine\n").contains("engine"));
+        assert!(why("egress:\n  mode: \"off\"\n").contains("egress is off"));
+        // The compose deployment's narrow set.
+        let narrow =
+            "container_pool:\n  security:\n    capabilities:\n      add: [CHOWN, SETUID, SETGID]\n";
+        assert!(why(narrow).contains("SYS_CHROOT"));
+        let prefixed = "container_pool:\n  security:\n    capabilities:\n      add: [SYS_CHROOT]\n";
+        assert_eq!(parse(prefixed).box_sshd_unavailable(), None);
+        let engine_defaults = "container_pool:\n  security:\n    capabilities:\n      drop: [NET_RAW]\n      add: []\n";
+        assert_eq!(parse(engine_defaults).box_sshd_unavailable(), None);
+    }
+
+    #[test]
     fn wrong_type_names_path_and_line() {
         let found = issues("container_pool:\n  size: three\n");
         assert_eq!(found[0].path, "container_pool.size");

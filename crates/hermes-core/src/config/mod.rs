@@ -799,6 +799,19 @@ pub struct CapabilitiesConfig {
     pub add: Vec<String>,
 }
 
+impl CapabilitiesConfig {
+    /// Whether root in a box holds `name` (e.g. `SYS_CHROOT`): added back, or never
+    /// dropped (the engine's default set has it).
+    pub fn grants(&self, name: &str) -> bool {
+        let same = |c: &String| c.trim_start_matches("CAP_").eq_ignore_ascii_case(name);
+        let dropped = self
+            .drop
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("ALL") || same(c));
+        self.add.iter().any(same) || !dropped
+    }
+}
+
 impl Default for CapabilitiesConfig {
     fn default() -> Self {
         Self {
@@ -1084,6 +1097,28 @@ impl Default for DockerConfig {
 }
 
 impl Config {
+    /// Why sessions cannot run through the box's own sshd under this configuration
+    /// (they run through the engine's exec then); None when they can.
+    pub fn box_sshd_unavailable(&self) -> Option<&'static str> {
+        if self.container_pool.session_server != SessionServer::BoxSshd {
+            return Some("container_pool.session_server is engine");
+        }
+        if self.egress.mode == EgressMode::Off {
+            return Some("egress is off, so boxes have no network for their sshd");
+        }
+        if !self
+            .container_pool
+            .security
+            .capabilities
+            .grants("SYS_CHROOT")
+        {
+            return Some(
+                "the boxes' capabilities leave out SYS_CHROOT, which the box's sshd needs for its privilege separation",
+            );
+        }
+        None
+    }
+
     /// The sensor name: configured, or this machine's hostname.
     pub fn sensor_name(&self) -> String {
         if let Some(name) = &self.server.sensor_name {
