@@ -26,16 +26,12 @@ pub fn source_for(attacker: SocketAddr, network: &EgressNetworkConfig) -> Socket
     let IpAddr::V4(ip) = attacker.ip().to_canonical() else {
         return stand_in;
     };
-    let mask = u32::MAX
-        .checked_shl(32 - u32::from(network.prefix_len.min(32)))
-        .unwrap_or(0);
-    let on_link = u32::from(ip) & mask == u32::from(network.address) & mask;
     if ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || ip.is_broadcast()
         || ip.is_link_local()
-        || on_link
+        || network.on_link(ip)
     {
         return stand_in;
     }

@@ -129,7 +129,7 @@ impl EgressNetwork {
             taken_ports,
             tftp: self.tftp.is_some(),
             pingable: vec![network.gateway, network.resolver],
-            link_network: link_network(network.address, network.prefix_len),
+            link_network: network.link(),
             logged_bytes: logged_bytes(self.config.limits.first_bytes.bytes_usize()),
         }
     }
@@ -159,32 +159,12 @@ impl EgressNetwork {
     }
 }
 
-/// `address`'s network as `a.b.c.d/len`.
-fn link_network(address: std::net::Ipv4Addr, prefix_len: u8) -> String {
-    let mask = u32::MAX
-        .checked_shl(32 - u32::from(prefix_len.min(32)))
-        .unwrap_or(0);
-    let network = std::net::Ipv4Addr::from(u32::from(address) & mask);
-    format!("{network}/{prefix_len}")
-}
-
 /// What the packet log copies of a packet: an IP header with options (60), a UDP
 /// header (8), and the first bytes logged of its payload.
 fn logged_bytes(first_bytes: usize) -> u32 {
     u32::try_from(first_bytes.saturating_add(68))
         .unwrap_or(u32::MAX)
         .min(u32::from(u16::MAX))
-}
-
-#[cfg(test)]
-#[test]
-fn the_link_network_is_the_address_masked() {
-    assert_eq!(link_network([10, 0, 2, 15].into(), 24), "10.0.2.0/24");
-    assert_eq!(
-        link_network([192, 168, 77, 130].into(), 25),
-        "192.168.77.128/25"
-    );
-    assert_eq!(link_network([10, 1, 2, 3].into(), 8), "10.0.0.0/8");
 }
 
 #[async_trait]

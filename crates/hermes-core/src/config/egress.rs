@@ -121,6 +121,28 @@ pub struct EgressNetworkConfig {
     pub mac_prefix: String,
 }
 
+impl EgressNetworkConfig {
+    /// The box's link as `a.b.c.d/len`.
+    pub fn link(&self) -> String {
+        format!(
+            "{}/{}",
+            Ipv4Addr::from(u32::from(self.address) & self.mask()),
+            self.prefix_len
+        )
+    }
+
+    /// Whether `ip` is on the box's link.
+    pub fn on_link(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.address) & self.mask()
+    }
+
+    fn mask(&self) -> u32 {
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len.min(32)))
+            .unwrap_or(0)
+    }
+}
+
 impl Default for EgressNetworkConfig {
     fn default() -> Self {
         Self {
@@ -262,5 +284,36 @@ impl EgressTlsConfig {
         };
         let key = cert.with_extension("key");
         (cert, key)
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    fn link_network(address: Ipv4Addr, prefix_len: u8) -> String {
+        EgressNetworkConfig {
+            address,
+            prefix_len,
+            ..EgressNetworkConfig::default()
+        }
+        .link()
+    }
+
+    #[test]
+    fn the_link_network_is_the_address_masked() {
+        assert_eq!(link_network([10, 0, 2, 15].into(), 24), "10.0.2.0/24");
+        assert_eq!(
+            link_network([192, 168, 77, 130].into(), 25),
+            "192.168.77.128/25"
+        );
+        assert_eq!(link_network([10, 1, 2, 3].into(), 8), "10.0.0.0/8");
+    }
+
+    #[test]
+    fn on_link_is_the_masked_match() {
+        let network = EgressNetworkConfig::default();
+        assert!(network.on_link([10, 0, 2, 99].into()));
+        assert!(!network.on_link([10, 0, 3, 1].into()));
     }
 }

@@ -161,7 +161,9 @@ async fn killed_with_its_container(control: &dyn ProcessControl, status: Option<
 
 /// The engine may report the process as running for a moment after its output
 /// closed; an engine that cannot be asked at all is an error.
-async fn wait_exit_status(control: &dyn ProcessControl) -> Result<Option<u32>, SandboxError> {
+pub(super) async fn wait_exit_status(
+    control: &dyn ProcessControl,
+) -> Result<Option<u32>, SandboxError> {
     for _ in 0..100 {
         match control.exit_status().await? {
             Some(code) => return Ok(Some(u32::try_from(code).unwrap_or(255))),

@@ -92,7 +92,11 @@ impl Connection {
     /// engine when there is no box sshd or no password it could check.
     pub(super) async fn prepare_box_login(self: &Arc<Self>, lease: &Lease) {
         let mut slot = self.box_slot.lock().await;
-        if matches!(&*slot, BoxSlot::Untried) {
+        self.prepare_once(&mut slot, lease).await;
+    }
+
+    async fn prepare_once(&self, slot: &mut BoxSlot, lease: &Lease) {
+        if matches!(slot, BoxSlot::Untried) {
             *slot = self.prepare(lease).await;
         }
     }
@@ -171,9 +175,7 @@ impl Connection {
         lease: &Lease,
     ) -> Result<Option<Arc<dyn BoxSession>>, SandboxError> {
         let mut slot = self.box_slot.lock().await;
-        if matches!(&*slot, BoxSlot::Untried) {
-            *slot = self.prepare(lease).await;
-        }
+        self.prepare_once(&mut slot, lease).await;
         let (login, known, connected) = match std::mem::take(&mut *slot) {
             BoxSlot::Open(session) => {
                 *slot = BoxSlot::Open(Arc::clone(&session));
@@ -289,17 +291,12 @@ impl Connection {
                 let room = SET_ACCOUNT_OUTPUT.saturating_sub(said.len());
                 said.extend_from_slice(&bytes[..bytes.len().min(room)]);
             }
-            let status = loop {
-                if let Some(status) = process.control.exit_status().await? {
-                    break status;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            };
-            if status == 0 {
+            let status = super::pump::wait_exit_status(process.control.as_ref()).await?;
+            if status == Some(0) {
                 Ok(())
             } else {
                 Err(SandboxError::Engine(format!(
-                    "setting the account {} failed ({status}): {}",
+                    "setting the account {} failed ({status:?}): {}",
                     crate::escape::escape_untrusted(&login.account),
                     crate::escape::escape_untrusted(&String::from_utf8_lossy(&said))
                 )))
