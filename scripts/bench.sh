@@ -14,5 +14,8 @@ scripts/ensure-docker.sh
 # Room for many systemd boxes in the host's inotify allowance.
 scripts/ensure-sysctl.sh
 scripts/ensure-openssh.sh
+cargo build --release --locked -p hermes-box-runtime -p hermes-box-proc
+scripts/ensure-box-runtime.sh target/release/hermes-box-runtime
+scripts/ensure-box-proc.sh target/release/hermes-box-proc
 images/target/build.sh hermes-target:latest
 cargo bench -p hermes --bench compare -- --record "$PWD/docs/benchmarks.md" "$@"

@@ -6,17 +6,15 @@
 set -euo pipefail
 # shellcheck source=lib/apt.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/apt.sh"
+# shellcheck source=lib/fuse.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/fuse.sh"
 
 dir="${1:-/var/lib/lxcfs}"
 log=/var/log/hermes-lxcfs.log
 pidfile=/run/hermes-lxcfs.pid
 
-mounted() {
-  awk -v dir="$dir" '$5 == dir { for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) ~ /^fuse/) found = 1; break } } END { exit !found }' /proc/self/mountinfo
-}
-
 serving() {
-  mounted && head -c 1 "$dir/proc/uptime" >/dev/null 2>&1
+  fuse_mounted && head -c 1 "$dir/proc/uptime" >/dev/null 2>&1
 }
 
 if serving; then
@@ -28,7 +26,7 @@ if ! command -v lxcfs >/dev/null 2>&1; then
   apt_install lxcfs
 fi
 
-if mounted; then
+if fuse_mounted; then
   echo "lxcfs mount at $dir is stale: unmounting it"
   umount -l "$dir"
 fi
@@ -48,12 +46,4 @@ echo "starting lxcfs on $dir (log: $log)"
 # setsid: it outlives this script.
 setsid nohup nice -n 10 lxcfs --enable-loadavg --enable-cfs --pidfile="$pidfile" "$dir" >"$log" 2>&1 </dev/null &
 
-for _ in $(seq 1 40); do
-  if serving; then
-    exit 0
-  fi
-  sleep 0.25
-done
-echo "lxcfs did not come up on $dir within 10 s; see $log" >&2
-tail -n 20 "$log" >&2 || true
-exit 1
+await_serving lxcfs "$log"

@@ -24,6 +24,11 @@ if ! command -v curl >/dev/null 2>&1 || ! command -v wget >/dev/null 2>&1; then
   echo "installing curl and wget (real clients through the egress gateway in the tests)"
   apt_install curl wget
 fi
+# The boxes' runtime (their own boot clock: the differential test needs it) and the
+# server of their /proc/stat and /proc/uptime on that clock.
+cargo build --release --locked -p hermes-box-runtime -p hermes-box-proc
+scripts/ensure-box-runtime.sh target/release/hermes-box-runtime
+scripts/ensure-box-proc.sh target/release/hermes-box-proc
 images/target/build.sh hermes-target:latest
 # The same server booting Debian's sysvinit, where a box cannot have a cgroup of its own.
 images/target/build.sh hermes-target:sysvinit sysvinit

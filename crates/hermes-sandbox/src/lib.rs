@@ -7,9 +7,11 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod boot_clock;
 mod box_init;
 pub mod cgroup_delegation;
 pub mod cgroup_watch;
+pub mod clock_files;
 mod cpu;
 mod direct;
 mod endpoint;

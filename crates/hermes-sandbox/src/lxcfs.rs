@@ -118,11 +118,16 @@ fn escape_mount_path(path: &str) -> String {
 
 /// Checks (blocking) that LXCFS is mounted at `root` and serves every bound file.
 pub fn probe_blocking(root: &Path) -> Result<MountId, LxcfsProblem> {
+    probe_files_blocking(root, FILES)
+}
+
+/// Checks (blocking) that a FUSE server is mounted at `root` and serves `files`.
+pub fn probe_files_blocking(root: &Path, files: &[&str]) -> Result<MountId, LxcfsProblem> {
     let mountinfo =
         std::fs::read_to_string("/proc/self/mountinfo").map_err(LxcfsProblem::MountTable)?;
     let id =
         fuse_mount_at(&mountinfo, root).ok_or_else(|| LxcfsProblem::NotMounted(root.into()))?;
-    for file in FILES {
+    for file in files {
         let path = root.join(file);
         let mut buffer = [0u8; 64];
         // A read, not a stat: a dead daemon's mount fails only then.
@@ -149,36 +154,74 @@ impl Drop for ProbeSlot {
 /// [`probe_blocking`] off the async threads, bounded in time; while an earlier probe
 /// is still stuck, answers `Hung` at once without starting another.
 pub async fn probe(root: &Path) -> Result<MountId, LxcfsProblem> {
+    probe_with_clock(root, None).await.0
+}
+
+/// [`probe`], and in the same bounded look the boxes' clock files at `clock` (see
+/// [`crate::clock_files`]).
+async fn probe_with_clock(
+    root: &Path,
+    clock: Option<&Path>,
+) -> (
+    Result<MountId, LxcfsProblem>,
+    Option<Result<MountId, LxcfsProblem>>,
+) {
     let hung = || LxcfsProblem::Hung(root.to_path_buf(), PROBE_TIMEOUT.as_secs());
+    let clock_hung =
+        |clock: &Path| LxcfsProblem::Hung(clock.to_path_buf(), PROBE_TIMEOUT.as_secs());
     if PROBING.swap(true, Ordering::AcqRel) {
-        return Err(hung());
+        return (Err(hung()), clock.map(|c| Err(clock_hung(c))));
     }
     let slot = ProbeSlot;
     let owned = root.to_path_buf();
+    let owned_clock = clock.map(Path::to_path_buf);
     match tokio::time::timeout(
         PROBE_TIMEOUT,
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            probe_blocking(&owned)
+            let lxcfs = probe_blocking(&owned);
+            let clock =
+                owned_clock.map(|clock| probe_files_blocking(&clock, crate::clock_files::FILES));
+            (lxcfs, clock)
         }),
     )
     .await
     {
         Ok(Ok(result)) => result,
-        Ok(Err(_)) | Err(_) => Err(LxcfsProblem::Hung(
-            root.to_path_buf(),
-            PROBE_TIMEOUT.as_secs(),
-        )),
+        Ok(Err(_)) | Err(_) => (Err(hung()), clock.map(|c| Err(clock_hung(c)))),
     }
 }
 
 /// What a new box gets, decided just before it is created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForNewBox {
-    /// Bind LXCFS's files from this root.
-    Bind(PathBuf),
+    /// Bind LXCFS's files.
+    Bind(LxcfsFiles),
     /// No LXCFS (off, or `auto` and it is not running).
     Without,
+}
+
+/// The files a new box gets bound over its /proc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LxcfsFiles {
+    /// LXCFS's mount.
+    pub root: PathBuf,
+    /// Where its /proc/stat and /proc/uptime come from.
+    pub clock: ClockFiles,
+}
+
+/// Where a box's /proc/stat and /proc/uptime come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClockFiles {
+    /// LXCFS's: the box is on the host's clock, whose btime LXCFS copies.
+    Lxcfs,
+    /// The box is on a clock of its own, and these come from the clock files' mount
+    /// ([`crate::clock_files`]): its CPUs and its clock.
+    Served(PathBuf),
+    /// The box is on a clock of its own and that mount does not answer: the kernel's
+    /// own (its clock, the host's CPUs), not LXCFS's whose btime would move every
+    /// START in `ps` back by the host's uptime.
+    Kernel,
 }
 
 /// Whether the mount changed since the last look (LXCFS restarted, stopped or came).
@@ -194,8 +237,11 @@ pub enum Change {
 pub struct Lxcfs {
     mode: LxcfsMode,
     root: PathBuf,
-    /// None: not looked yet. Some(None): looked, not usable.
-    seen: Mutex<Option<Option<MountId>>>,
+    /// None: not looked yet. Some: what LXCFS's mount and the clock files' were
+    /// (None: not usable).
+    seen: Mutex<Option<(Option<MountId>, Option<MountId>)>>,
+    /// Set when boxes run on a clock of their own: the clock files' mount.
+    own_clock: std::sync::OnceLock<PathBuf>,
     /// The last new box got LXCFS.
     active: AtomicBool,
     /// Boxes created without LXCFS while `auto` wanted it.
@@ -216,6 +262,7 @@ impl Lxcfs {
             mode: config.mode,
             root: config.path.clone(),
             seen: Mutex::new(None),
+            own_clock: std::sync::OnceLock::new(),
             active: AtomicBool::new(false),
             without: AtomicU64::new(0),
             hung: AtomicU64::new(0),
@@ -232,26 +279,59 @@ impl Lxcfs {
         &self.root
     }
 
+    /// Boxes run on a clock of their own: their /proc/stat and /proc/uptime come
+    /// from the clock files' mount at `clock` (set once, before the first box).
+    pub fn set_own_clock(&self, clock: PathBuf) {
+        let _ = self.own_clock.set(clock);
+    }
+
+    /// What a box made now gets, given LXCFS answers and what the clock files did.
+    fn files(&self, clock: Option<&Result<MountId, LxcfsProblem>>) -> LxcfsFiles {
+        let clock = match (self.own_clock.get(), clock) {
+            (None, _) => ClockFiles::Lxcfs,
+            (Some(root), Some(Ok(_))) => ClockFiles::Served(root.clone()),
+            (Some(_), _) => ClockFiles::Kernel,
+        };
+        LxcfsFiles {
+            root: self.root.clone(),
+            clock,
+        }
+    }
+
     /// Looks now: what a new box gets, and whether that changed since the last look.
     /// Err only with `required` and LXCFS unusable.
     pub async fn look(&self) -> (Result<ForNewBox, LxcfsProblem>, Change) {
         if self.mode == LxcfsMode::Off {
             return (Ok(ForNewBox::Without), Change::Same);
         }
-        let probed = probe(&self.root).await;
-        if matches!(probed, Err(LxcfsProblem::Hung(..))) {
+        let (probed, clock) =
+            probe_with_clock(&self.root, self.own_clock.get().map(PathBuf::as_path)).await;
+        let hung = |r: &Result<MountId, LxcfsProblem>| matches!(r, Err(LxcfsProblem::Hung(..)));
+        if hung(&probed) || clock.as_ref().is_some_and(hung) {
             let streak = self.hung.fetch_add(1, Ordering::Relaxed) + 1;
-            let answered_before = matches!(
-                *self.seen.lock().unwrap_or_else(|p| p.into_inner()),
-                Some(Some(_))
-            );
-            if answered_before && streak < HUNG_BEFORE_GONE {
-                return (Ok(ForNewBox::Bind(self.root.clone())), Change::Same);
+            let before = *self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((Some(_), clock_before)) = before
+                && streak < HUNG_BEFORE_GONE
+            {
+                let clock_before = clock_before.map(Ok);
+                return (
+                    Ok(ForNewBox::Bind(self.files(clock_before.as_ref()))),
+                    Change::Same,
+                );
             }
         } else {
             self.hung.store(0, Ordering::Relaxed);
         }
-        let now = probed.as_ref().ok().copied();
+        let clock_now = clock.as_ref().and_then(|c| c.as_ref().ok().copied());
+        if let Some(Err(problem)) = &clock
+            && probed.is_ok()
+        {
+            let before = *self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if before.is_none_or(|(_, clock_before)| clock_before.is_some()) {
+                tracing::warn!(target: "hermes::sandbox", %problem, "the boxes' clock files do not answer (scripts/ensure-box-proc.sh starts their server): new boxes get the kernel's /proc/stat and /proc/uptime, right about their clock but showing the host's CPUs");
+            }
+        }
+        let now = (probed.as_ref().ok().copied(), clock_now);
         let change = {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             let before = seen.replace(now);
@@ -260,9 +340,9 @@ impl Lxcfs {
                 _ => Change::Same,
             }
         };
-        self.active.store(now.is_some(), Ordering::Relaxed);
+        self.active.store(now.0.is_some(), Ordering::Relaxed);
         let result = match probed {
-            Ok(_) => Ok(ForNewBox::Bind(self.root.clone())),
+            Ok(_) => Ok(ForNewBox::Bind(self.files(clock.as_ref()))),
             Err(problem) if self.mode == LxcfsMode::Required => Err(problem),
             Err(problem) => {
                 self.without.fetch_add(1, Ordering::Relaxed);

@@ -8,7 +8,9 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 
-use hermes_core::config::{CgroupDelegation, Config, CpuPinning, LxcfsConfig, SeccompProfile};
+use hermes_core::config::{
+    BootClock, CgroupDelegation, Config, CpuPinning, LxcfsConfig, SeccompProfile,
+};
 
 use crate::{CREATED_LABEL, ROLE_LABEL, SENSOR_LABEL};
 
@@ -17,8 +19,8 @@ use crate::{CREATED_LABEL, ROLE_LABEL, SENSOR_LABEL};
 pub struct Placement {
     /// The one core it runs on (`cpu_pinning: core`); None: every core.
     pub core: Option<u32>,
-    /// The LXCFS mount whose files are bound over its /proc files; None: none.
-    pub lxcfs: Option<std::path::PathBuf>,
+    /// The LXCFS files bound over its /proc files; None: none.
+    pub lxcfs: Option<crate::lxcfs::LxcfsFiles>,
     /// The placeholder of its own cgroup for its systemd (`cgroup_delegation`);
     /// None: its image's init needs none.
     pub cgroup: Option<std::path::PathBuf>,
@@ -65,6 +67,9 @@ pub struct ContainerProfile {
     pub max_file_bytes: i64,
     /// OCI runtime, when not the engine's default.
     pub runtime: Option<String>,
+    /// Whether boxes get a boot clock of their own (by running under
+    /// [`crate::boot_clock::RUNTIME`], set in `runtime` once the engine has it).
+    pub boot_clock: BootClock,
     /// User-namespace mode (`host`), when set.
     pub userns_mode: Option<String>,
     /// Whether each box gets a core of its own.
@@ -97,6 +102,7 @@ impl ContainerProfile {
             seccomp: security.seccomp,
             max_file_bytes: security.max_file_size.bytes_i64(),
             runtime: security.runtime.clone(),
+            boot_clock: security.boot_clock,
             userns_mode: security.userns_mode.clone(),
             cpu_pinning: security.cpu_pinning,
             lxcfs: security.lxcfs.clone(),
@@ -200,7 +206,7 @@ impl ContainerProfile {
 fn mounts(placement: &Placement) -> Option<Vec<Mount>> {
     let mut mounts = placement
         .lxcfs
-        .as_deref()
+        .as_ref()
         .map(lxcfs_mounts)
         .unwrap_or_default();
     if let Some(source) = &placement.cgroup {
@@ -220,13 +226,24 @@ fn mounts(placement: &Placement) -> Option<Vec<Mount>> {
 }
 
 /// LXCFS's files, read-only over the box's own (root in the box cannot write,
-/// unmount or remount them: no CAP_SYS_ADMIN).
-fn lxcfs_mounts(root: &std::path::Path) -> Vec<Mount> {
+/// unmount or remount them: no CAP_SYS_ADMIN); /proc/stat and /proc/uptime from the
+/// clock files where the box runs on a clock of its own.
+fn lxcfs_mounts(files: &crate::lxcfs::LxcfsFiles) -> Vec<Mount> {
+    use crate::lxcfs::ClockFiles;
     crate::lxcfs::FILES
         .iter()
-        .map(|file| Mount {
+        .filter_map(|file| {
+            let on_clock = crate::clock_files::FILES.contains(file);
+            match (&files.clock, on_clock) {
+                (ClockFiles::Served(root), true) => Some(root.join(file)),
+                (ClockFiles::Kernel, true) => None,
+                _ => Some(files.root.join(file)),
+            }
+            .map(|source| (file, source))
+        })
+        .map(|(file, source)| Mount {
             target: Some(format!("/{file}")),
-            source: Some(root.join(file).to_string_lossy().into_owned()),
+            source: Some(source.to_string_lossy().into_owned()),
             typ: Some(MountType::BIND),
             read_only: Some(true),
             bind_options: Some(MountBindOptions {
@@ -369,7 +386,10 @@ mod tests {
         assert!(host.cpuset_cpus.is_none() && host.mounts.is_none() && host.binds.is_none());
         let placed = profile.create_body(&Placement {
             core: Some(1),
-            lxcfs: Some("/var/lib/lxcfs".into()),
+            lxcfs: Some(crate::lxcfs::LxcfsFiles {
+                root: "/var/lib/lxcfs".into(),
+                clock: crate::lxcfs::ClockFiles::Lxcfs,
+            }),
             cgroup: None,
         });
         let host = placed.host_config.expect("host config");
@@ -397,6 +417,40 @@ mod tests {
             assert_eq!(mount.read_only, Some(true));
             assert_eq!(mount.typ, Some(MountType::BIND));
         }
+    }
+
+    #[test]
+    fn a_box_on_its_own_clock_gets_the_clock_files_or_the_kernels() {
+        use crate::lxcfs::{ClockFiles, LxcfsFiles};
+        let profile = ContainerProfile::from_config(&Config::default(), "s");
+        let sources = |clock: ClockFiles| {
+            let body = profile.create_body(&Placement {
+                core: None,
+                lxcfs: Some(LxcfsFiles {
+                    root: "/var/lib/lxcfs".into(),
+                    clock,
+                }),
+                cgroup: None,
+            });
+            let mounts = body.host_config.and_then(|h| h.mounts).expect("mounts");
+            mounts
+                .into_iter()
+                .map(|m| (m.target.unwrap_or_default(), m.source.unwrap_or_default()))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let served = sources(ClockFiles::Served("/var/lib/hermes-box-proc".into()));
+        assert_eq!(served.len(), crate::lxcfs::FILES.len());
+        assert_eq!(served["/proc/stat"], "/var/lib/hermes-box-proc/proc/stat");
+        assert_eq!(
+            served["/proc/uptime"],
+            "/var/lib/hermes-box-proc/proc/uptime"
+        );
+        assert_eq!(served["/proc/meminfo"], "/var/lib/lxcfs/proc/meminfo");
+        // Their server gone: the kernel's own, never LXCFS's with the host's btime.
+        let kernel = sources(ClockFiles::Kernel);
+        assert_eq!(kernel.len(), crate::lxcfs::FILES.len() - 2);
+        assert!(!kernel.contains_key("/proc/stat") && !kernel.contains_key("/proc/uptime"));
+        assert_eq!(kernel["/proc/cpuinfo"], "/var/lib/lxcfs/proc/cpuinfo");
     }
 
     #[test]

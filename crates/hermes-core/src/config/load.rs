@@ -346,6 +346,20 @@ mod tests {
     }
 
     #[test]
+    fn a_required_boot_clock_under_another_runtime_names_key_and_line() {
+        let found =
+            issues("container_pool:\n  security:\n    runtime: runsc\n    boot_clock: required\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, "container_pool.security.boot_clock");
+        assert_eq!(found[0].line, 4);
+        assert!(found[0].message.contains("runsc"), "{found:?}");
+        let found = issues("container_pool:\n  security:\n    boot_clock: sometimes\n");
+        assert_eq!(found[0].path, "container_pool.security.boot_clock");
+        let auto = "container_pool:\n  security:\n    runtime: runsc\n    boot_clock: auto\n";
+        assert!(parse_str(auto, "test.yaml").is_ok());
+    }
+
+    #[test]
     fn wrong_type_names_path_and_line() {
         let found = issues("container_pool:\n  size: three\n");
         assert_eq!(found[0].path, "container_pool.size");

@@ -33,7 +33,7 @@ pub use egress::{
 };
 pub use load::{ConfigError, ConfigIssue, load_file, parse_str};
 pub use max_startups::MaxStartups;
-pub use resources::{CgroupDelegation, CpuPinning, LxcfsConfig, LxcfsMode};
+pub use resources::{BootClock, CgroupDelegation, CpuPinning, LxcfsConfig, LxcfsMode};
 pub use size::ByteSize;
 pub use usernames::{UsernamePolicy, UsernamesConfig, valid_login_name};
 
@@ -722,6 +722,11 @@ pub struct SecurityConfig {
     /// `fallback_image` is used instead (`off`).
     #[garde(skip)]
     pub cgroup_delegation: CgroupDelegation,
+    /// A boot clock of the box's own (`auto`, `required`, `off`): its uptime, PID 1's
+    /// start time and every process's age count from the box's boot. Needs the
+    /// engine's `hermes-box` runtime, so not with another `runtime`.
+    #[garde(custom(validate::boot_clock(&self.runtime)))]
+    pub boot_clock: BootClock,
     /// Maximum number of processes in the container.
     #[garde(range(min = 10, max = 100_000))]
     pub pids_limit: u32,
@@ -764,6 +769,7 @@ impl Default for SecurityConfig {
             cpu_pinning: CpuPinning::Core,
             lxcfs: LxcfsConfig::default(),
             cgroup_delegation: CgroupDelegation::Auto,
+            boot_clock: BootClock::Auto,
             pids_limit: 100,
             tmpfs_size: ByteSize::mib(50),
             capabilities: CapabilitiesConfig::default(),

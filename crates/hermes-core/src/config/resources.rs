@@ -42,6 +42,20 @@ pub enum CgroupDelegation {
     Off,
 }
 
+/// Whether each box gets a boot clock of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootClock {
+    /// Where the engine has the boxes' runtime (`hermes-box`, registered by
+    /// `scripts/ensure-box-runtime.sh`): each box gets a time namespace whose clocks
+    /// start at its boot. Elsewhere boxes keep the host's clocks, and it is said.
+    Auto,
+    /// Refuse to start without the boxes' runtime.
+    Required,
+    /// Boxes keep the host's clocks: PID 1 looks started long after the boot.
+    Off,
+}
+
 /// `container_pool.security.lxcfs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
 #[serde(deny_unknown_fields, default)]

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use super::{
-    AuthMode, AuthenticationConfig, ByteSize, CaptureConfig, ContainerPoolConfig, DockerConfig,
-    EgressConfig, EgressMode, MetricsConfig, Seconds, ServerConfig,
+    AuthMode, AuthenticationConfig, BootClock, ByteSize, CaptureConfig, ContainerPoolConfig,
+    DockerConfig, EgressConfig, EgressMode, MetricsConfig, Seconds, ServerConfig,
 };
 use crate::persona;
 
@@ -398,6 +398,17 @@ pub(super) fn container_pool(pool: &ContainerPoolConfig, _: &()) -> Result {
         ));
     }
     Ok(())
+}
+
+/// A boot clock of the box's own comes with the boxes' runtime, which another
+/// `runtime` replaces.
+pub(super) fn boot_clock(runtime: &Option<String>) -> impl FnOnce(&BootClock, &()) -> Result + '_ {
+    move |clock, _| match (clock, runtime) {
+        (BootClock::Required, Some(other)) => fail(format!(
+            "`required` needs the boxes' own runtime, and `runtime` names another ({other}); use `auto` or `off`"
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub(super) fn runtime_name(name: &str, _: &()) -> Result {

@@ -176,6 +176,8 @@ pub struct DockerSandbox {
     lxcfs: crate::lxcfs::Lxcfs,
     /// Which init the boxes boot, and their cgroups (decided at connect).
     init: init::InitChoice,
+    /// Why Hermes may not start for want of the boxes' boot clock (`required`).
+    clock_refused: Option<String>,
     /// Cores handed to new boxes in turn (`cpu_pinning: core`); None: every core.
     cores: Option<crate::cpu::CoreTurns>,
 }
@@ -200,6 +202,28 @@ impl DockerSandbox {
         let cores = resources::core_turns(profile.cpu_pinning);
         let local_engine = direct_io && matches!(endpoint, Endpoint::Unix(_));
         let init = init::choose(&docker, &mut profile, local_engine).await;
+        let mut clock_refused = None;
+        let with_lxcfs = lxcfs.mode() != hermes_core::config::LxcfsMode::Off;
+        match crate::boot_clock::choose(
+            &docker,
+            profile.boot_clock,
+            profile.runtime.as_deref(),
+            with_lxcfs,
+        )
+        .await
+        {
+            crate::boot_clock::Choice::Own => {
+                tracing::info!(target: "hermes::sandbox", runtime = crate::boot_clock::RUNTIME, "boxes get a boot clock of their own");
+                profile.runtime = Some(crate::boot_clock::RUNTIME.to_owned());
+                if with_lxcfs {
+                    lxcfs.set_own_clock(crate::clock_files::ROOT.into());
+                }
+            }
+            crate::boot_clock::Choice::Host(why) => {
+                tracing::warn!(target: "hermes::sandbox", "boxes keep the host's clocks (PID 1 looks started long after the boot): {why}");
+            }
+            crate::boot_clock::Choice::Refused(why) => clock_refused = Some(why),
+        }
         if init.cgroups.is_some()
             && let Some(shortfall) = crate::host_limits::inotify_shortfall(
                 std::path::Path::new(crate::host_limits::INOTIFY_INSTANCES),
@@ -235,6 +259,7 @@ impl DockerSandbox {
             past: std::sync::OnceLock::new(),
             lxcfs,
             init,
+            clock_refused,
             cores,
         }))
     }
@@ -242,7 +267,7 @@ impl DockerSandbox {
     /// The persona banner the image was built with (its `hermes.persona.ssh_banner`
     /// label). Fails when the image is missing.
     pub async fn image_banner(&self) -> Result<Option<String>, SandboxError> {
-        if let Some(problem) = &self.init.problem {
+        if let Some(problem) = self.init.problem.as_ref().or(self.clock_refused.as_ref()) {
             return Err(SandboxError::Unavailable(problem.clone()));
         }
         let image = self

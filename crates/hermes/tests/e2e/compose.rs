@@ -824,7 +824,10 @@ async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
 
     let mut with_lxcfs = profile.create_body(&hermes_sandbox::Placement {
         core: Some(0),
-        lxcfs: Some("/var/lib/lxcfs".into()),
+        lxcfs: Some(hermes_sandbox::lxcfs::LxcfsFiles {
+            root: "/var/lib/lxcfs".into(),
+            clock: hermes_sandbox::lxcfs::ClockFiles::Lxcfs,
+        }),
         cgroup: None,
     });
     with_lxcfs.image = body.image.clone();

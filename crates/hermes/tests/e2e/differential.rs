@@ -147,7 +147,7 @@ fn the_box_answers_the_probe_battery_as_a_real_debian_12_server() {
         .collect();
     assert!(
         failures.is_empty(),
-        "differences outside ALLOWED and NOT_YET (table above):\n{}",
+        "differences outside ALLOWED (table above):\n{}",
         failures.join("\n")
     );
 }

@@ -405,6 +405,72 @@ async fn without_a_cgroup_of_its_own_the_box_boots_the_fallback_sysvinit() {
     assert_ne!(machine_ids[0], machine_ids[1], "two boxes, one machine id");
 }
 
+/// What the box's clock says: `up=` (/proc/uptime), `pid1=` (ps's age of PID 1),
+/// `start=` (PID 1's start, in clock ticks after the boot), `lstart=` (ps's START of
+/// PID 1, from /proc/stat's btime), `now=`, the CPUs /proc/stat counts (`cpus=`), and
+/// whether the shell is on PID 1's clock (`same=`).
+const CLOCK: &str = "echo \"up=$(cut -d' ' -f1 /proc/uptime) pid1=$(ps -o etimes= -p 1 | tr -d ' ') start=$(cut -d' ' -f22 /proc/1/stat) lstart=$(date -d \"$(ps -o lstart= -p 1)\" +%s) now=$(date +%s) cpus=$(grep -c '^cpu[0-9]' /proc/stat) same=$([ \"$(readlink /proc/self/ns/time)\" = \"$(readlink /proc/1/ns/time)\" ] && echo yes || echo no)\"";
+
+fn clock_value(out: &str, key: &str) -> f64 {
+    out.split_whitespace()
+        .find_map(|word| word.rsplit('\r').next()?.strip_prefix(key)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {out}"))
+}
+
+/// The box boots with a clock of its own (the engine's `hermes-box` runtime): PID 1
+/// started a second or so after the "boot", `ps` agrees with the uptime, and the
+/// session, on the box's sshd or through the engine's exec, reads the same clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_box_boots_with_a_clock_of_its_own_that_every_session_reads() {
+    require_docker!();
+    use hermes_core::config::SessionServer;
+    let host_up: f64 = std::fs::read_to_string("/proc/uptime")
+        .expect("host uptime")
+        .split_whitespace()
+        .next()
+        .and_then(|up| up.parse().ok())
+        .expect("host uptime");
+    for server in [SessionServer::BoxSshd, SessionServer::Engine] {
+        let hermes = Hermes::start(Options::default().configure(move |c| {
+            c.container_pool.session_server = server;
+        }));
+        let prompt = format!("root@{}:~# ", hermes.hostname);
+        let (_client, mut shell) = root_login_from(&hermes, [127, 0, 0, 1], &prompt).await;
+        let out = run(&mut shell, CLOCK, &prompt).await;
+        let (up, pid1, start) = (
+            clock_value(&out, "up="),
+            clock_value(&out, "pid1="),
+            clock_value(&out, "start="),
+        );
+        // USER_HZ is 100: a VM's PID 1 starts 0.5 to 2 s into the boot.
+        assert!(
+            (40.0..=300.0).contains(&start),
+            "{server:?}: PID 1 started at {start} ticks: {out}"
+        );
+        assert!(
+            (up - pid1).abs() <= 3.0,
+            "{server:?}: uptime {up} s, PID 1 {pid1} s old: {out}"
+        );
+        assert!(
+            up < host_up,
+            "{server:?}: uptime {up} s, the host's {host_up} s: {out}"
+        );
+        assert!(
+            out.contains("same=yes"),
+            "{server:?}: the shell is on another clock: {out}"
+        );
+        // ps's START of PID 1 is the box's boot, not the host's (LXCFS's btime).
+        let (lstart, now) = (clock_value(&out, "lstart="), clock_value(&out, "now="));
+        assert!(
+            (lstart - (now - up)).abs() <= 3.0,
+            "{server:?}: PID 1 started at {lstart}, the box booted at {}: {out}",
+            now - up
+        );
+        // /proc/stat counts the box's one core (cpu_pinning core), as cpuinfo does.
+        assert_eq!(clock_value(&out, "cpus="), 1.0, "{server:?}: {out}");
+    }
+}
+
 /// A box made on demand (the pool of one is taken) is handed over only once its init
 /// has booted: the first command of the session already finds every service up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

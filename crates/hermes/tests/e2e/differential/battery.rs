@@ -79,7 +79,7 @@ pub const FIRST_LOGIN: &[Probe] = &[
     },
     Probe {
         name: "uptime",
-        command: "uptime; echo proc=$(cut -d' ' -f1 /proc/uptime); echo pid1=$(ps -o etimes= -p 1); echo pid1start=$(cut -d' ' -f22 /proc/1/stat)",
+        command: "uptime; echo proc=$(cut -d' ' -f1 /proc/uptime); echo pid1=$(ps -o etimes= -p 1); echo pid1start=$(cut -d' ' -f22 /proc/1/stat); echo lstart=$(date -d \"$(ps -o lstart= -p 1)\" +%s); echo now=$(date +%s)",
         facts: uptime,
     },
     Probe {
@@ -542,10 +542,21 @@ fn uptime(a: &Answer) -> Vec<Fact> {
         (Some(u), Some(p)) => format!("no: PID 1 is {:.0} s younger than the kernel", u - p),
         _ => "unreadable".to_owned(),
     };
+    // ps's START is btime (/proc/stat) plus the start time: with the host's btime
+    // under a clock of the box's own it lands at the host's boot instead.
+    let started = match (up, seconds(a, "lstart="), seconds(a, "now=")) {
+        (Some(u), Some(l), Some(n)) if (l - (n - u)).abs() <= 60.0 => "yes".to_owned(),
+        (Some(u), Some(l), Some(n)) => format!("no: {:.0} s from the boot", l - (n - u)),
+        _ => "unreadable".to_owned(),
+    };
     vec![
         fact("uptime format", yes_no(shaped)),
         fact("uptime > 0", yes_no(up.is_some_and(|u| u > 0.0))),
         fact("PID 1 started with the kernel (uptime vs etimes)", booted),
+        fact(
+            "PID 1's START in ps is the boot (lstart vs now - uptime)",
+            started,
+        ),
     ]
 }
 

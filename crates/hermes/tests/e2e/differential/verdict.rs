@@ -1,7 +1,5 @@
 //! Fact by fact: the reference machine's value against the box's, each difference
-//! either allowed (a container cannot change it: the reason is here), expected for
-//! now (`NOT_YET`: issue 17 work in progress, tagged with the point that fixes it), or
-//! a failure.
+//! either allowed (a container cannot change it: the reason is here) or a failure.
 
 use super::battery::Fact;
 
@@ -138,22 +136,12 @@ pub const ALLOWED: &[(&str, &str)] = &[
     ),
 ];
 
-/// Today's differences that issue 17 work in progress will remove, each with the
-/// point that fixes it. An entry that no longer differs fails the test, so this list
-/// can only shrink as the work lands and never hides a fix.
-pub const NOT_YET: &[(&str, &str)] = &[("PID 1 started with the kernel (uptime vs etimes)", LXCFS)];
-
-const LXCFS: &str = "point 3: LXCFS's /proc/uptime is the box's age, but ps computes a process's age from /proc/uptime and its start time after the host's boot, so PID 1's etimes comes out wrong. A time namespace alone (tried in 824c896) moves the start times but not LXCFS's /proc/stat btime, the host's boot, so every START in ps moves back instead; both need a /proc/stat whose btime is the box's own";
-
 /// How one fact compares.
 #[derive(Debug, PartialEq)]
 pub enum Status {
     Same,
     Allowed(&'static str),
-    NotYet(&'static str),
     Different,
-    /// A `NOT_YET` entry that no longer differs: remove it from the list.
-    Fixed(&'static str),
 }
 
 impl Status {
@@ -161,14 +149,12 @@ impl Status {
         match self {
             Status::Same => "same".to_owned(),
             Status::Allowed(reason) => format!("allowed: {reason}"),
-            Status::NotYet(point) => format!("not yet: {point}"),
             Status::Different => "DIFFERENT".to_owned(),
-            Status::Fixed(point) => format!("FIXED, remove from NOT_YET ({point})"),
         }
     }
 
     pub fn fails(&self) -> bool {
-        matches!(self, Status::Different | Status::Fixed(_))
+        matches!(self, Status::Different)
     }
 }
 
@@ -202,12 +188,10 @@ pub fn compare(reference: &[Fact], hermes: &[Fact]) -> Vec<Row> {
         .into_iter()
         .map(|name| {
             let (r, h) = (value(reference, name), value(hermes, name));
-            let status = match (r == h, lookup(ALLOWED, name), lookup(NOT_YET, name)) {
-                (true, _, Some(point)) => Status::Fixed(point),
-                (true, _, None) => Status::Same,
-                (false, Some(reason), _) => Status::Allowed(reason),
-                (false, None, Some(point)) => Status::NotYet(point),
-                (false, None, None) => Status::Different,
+            let status = match (r == h, lookup(ALLOWED, name)) {
+                (true, _) => Status::Same,
+                (false, Some(reason)) => Status::Allowed(reason),
+                (false, None) => Status::Different,
             };
             Row {
                 probe: name.to_owned(),
@@ -290,27 +274,10 @@ mod tests {
     }
 
     #[test]
-    fn a_not_yet_entry_that_no_longer_differs_fails() {
-        for (name, _) in NOT_YET {
-            let same = facts(&[(name, "v")]);
-            let rows = compare(&same, &same);
-            assert!(matches!(rows[0].status, Status::Fixed(_)), "{name}");
-            assert!(rows[0].status.fails());
-            let rows = compare(&same, &facts(&[(name, "w")]));
-            assert!(matches!(rows[0].status, Status::NotYet(_)), "{name}");
-            assert!(!rows[0].status.fails());
-        }
-    }
-
-    #[test]
     fn every_listed_name_is_listed_once_with_a_reason() {
-        for (name, why) in ALLOWED.iter().chain(NOT_YET) {
+        for (name, why) in ALLOWED {
             assert!(!why.is_empty(), "{name} has no reason");
-            let count = ALLOWED
-                .iter()
-                .chain(NOT_YET)
-                .filter(|(n, _)| n == name)
-                .count();
+            let count = ALLOWED.iter().filter(|(n, _)| n == name).count();
             assert_eq!(count, 1, "{name} is listed {count} times");
         }
     }
