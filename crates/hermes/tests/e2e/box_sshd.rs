@@ -236,6 +236,29 @@ async fn the_session_is_the_boxs_own_sshd_session_as_on_debians_sshd() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(found.trim(), "1", "`{accepted}` in the box's auth.log");
+    // The account's password is the attacker's, as SHA-512 crypt (sshd_path.rs says
+    // why not yescrypt), and checks against it.
+    let shadow = Command::new("docker")
+        .args(["exec", &container, "getent", "shadow", USER])
+        .output()
+        .expect("docker exec");
+    let hash = String::from_utf8_lossy(&shadow.stdout)
+        .split(':')
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(hash.starts_with("$6$"), "{USER}'s hash: {hash}");
+    let check = Command::new("docker")
+        .args(["exec", "-e", &format!("H={hash}"), &container, "perl", "-e"])
+        .arg(format!(
+            "exit(crypt(q({PASSWORD}), $ENV{{H}}) eq $ENV{{H}} ? 0 : 1)"
+        ))
+        .status()
+        .expect("docker exec");
+    assert!(
+        check.success(),
+        "the box's hash is not of the login's password"
+    );
     // Setting the account's password (and making the account) is the server's
     // doing: nothing of it is captured as the session's.
     let captured: Vec<String> = hermes
