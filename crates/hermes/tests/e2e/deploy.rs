@@ -1,5 +1,5 @@
-//! The systemd unit shipped for running Hermes on the host: systemd itself must
-//! accept every directive of it.
+//! The systemd units shipped for running Hermes on the host: systemd itself must
+//! accept every directive of them.
 
 use std::process::Command;
 
@@ -47,6 +47,37 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     );
     assert!(out.status.success(), "{text}");
     // Unknown or misspelt directives are warnings, not failures: none allowed.
+    assert!(
+        !text.contains("Unknown") && !text.contains("unknown"),
+        "{text}"
+    );
+
+    // The boxes' clock files' unit, its binary stood in for (another crate's).
+    let clock = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/systemd/hermes-box-proc.service"),
+    )
+    .expect("unit");
+    assert!(
+        clock.contains("ExecStart=/usr/local/lib/hermes/hermes-box-proc /var/lib/hermes-box-proc")
+    );
+    let path = dir.path().join("hermes-box-proc.service");
+    std::fs::write(
+        &path,
+        clock.replace("/usr/local/lib/hermes/hermes-box-proc", "/bin/true"),
+    )
+    .expect("write");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
     assert!(
         !text.contains("Unknown") && !text.contains("unknown"),
         "{text}"
