@@ -186,6 +186,20 @@ impl SessionFiles {
         }
     }
 
+    /// What was seen: handed to the session that takes the box next (it lingered).
+    pub fn seen_snapshot(&self) -> HashMap<String, (u64, String)> {
+        self.seen.clone()
+    }
+
+    /// Takes over what the session before saw on this box: a file still as it saw it
+    /// (the account files its login wrote, among them) is not this session's, even
+    /// when it changed within this session's first second.
+    pub fn inherit_seen(&mut self, seen: HashMap<String, (u64, String)>) {
+        for (path, state) in seen {
+            self.seen.entry(path).or_insert(state);
+        }
+    }
+
     /// Whether the file at `path` differs from when it was last looked at.
     pub fn differs(&self, path: &str, size: u64, modified: &str) -> bool {
         self.seen
@@ -244,6 +258,21 @@ mod tests {
         assert!(files.changed("/tmp/a", 3, "t1"));
         assert!(!files.changed("/tmp/a", 3, "t1"));
         assert!(files.changed("/tmp/a", 4, "t2"));
+    }
+
+    #[test]
+    fn what_the_session_before_saw_is_not_new_unless_it_changed_since() {
+        let mut before = SessionFiles::default();
+        assert!(before.changed("/etc/shadow", 753, "t1"));
+        assert!(before.changed("/tmp/kept", 5, "t1"));
+        let mut next = SessionFiles::default();
+        // This session already looked at /tmp/kept anew: its own view stays.
+        assert!(next.changed("/tmp/kept", 6, "t2"));
+        next.inherit_seen(before.seen_snapshot());
+        assert!(!next.changed("/etc/shadow", 753, "t1"));
+        assert!(!next.changed("/tmp/kept", 6, "t2"));
+        // Written again while the box lingered: this session's.
+        assert!(next.changed("/etc/shadow", 760, "t3"));
     }
 
     #[test]

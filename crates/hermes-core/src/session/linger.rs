@@ -210,6 +210,10 @@ impl Connection {
             Ok(resumed) => {
                 let taken = lingering.take(id);
                 machine.rejoin();
+                if let Some(taken) = &taken {
+                    let seen = taken.last.conn.files().seen_snapshot();
+                    self.files().inherit_seen(seen);
+                }
                 let mut state = self.state();
                 // What the box wrote while it lingered is this session's to capture.
                 state.files_since = taken.as_ref().map(|t| t.last.since);

@@ -916,3 +916,58 @@ async fn a_frozen_lingering_box_is_thawed_for_its_source_with_what_it_left() {
     require_docker!();
     a_lingering_box_keeps_what_runs(true).await;
 }
+
+/// The account files a login writes (its password set on the box's account) are
+/// the server's doing in every session, also in the next session of the source when
+/// it takes the box lingering within the same second: short exec logins with a new
+/// password, then the same one again, three times over. Each login after a setting
+/// is one where a whole-second baseline would have taken the password files as the
+/// session's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_session_on_a_lingering_box_captures_no_account_file_of_the_login_before() {
+    require_docker!();
+    let hermes = Hermes::start(
+        Options {
+            credentials: vec![
+                ("root", "first-pw"),
+                ("root", "second-pw"),
+                ("root", "third-pw"),
+            ],
+            reuse: true,
+            ..Options::default()
+        }
+        .configure(|c| c.container_pool.reuse.linger = hermes_core::config::Seconds::new(60)),
+    );
+    let mut logins = 0;
+    for password in ["first-pw", "second-pw", "third-pw"] {
+        for _ in 0..2 {
+            let mut ssh = hermes.ssh("root", &[password], "password");
+            ssh.arg("true");
+            let status = tokio::task::block_in_place(|| ssh.status()).expect("ssh");
+            assert!(status.success(), "login with {password}: {status}");
+            logins += 1;
+            // Its box lingers before the next login comes.
+            tokio::task::block_in_place(|| {
+                hermes.wait_for_count("hermes.container.linger", logins)
+            });
+        }
+    }
+    let allocated = allocations(&hermes.events());
+    assert_eq!(allocated.len(), 6, "{allocated:?}");
+    assert!(
+        allocated
+            .iter()
+            .skip(1)
+            .all(|(id, source)| *id == allocated[0].0 && source == "reused"),
+        "one box, taken lingering: {allocated:?}"
+    );
+    let captured: Vec<String> = hermes
+        .events_of("cowrie.session.file_download")
+        .iter()
+        .filter_map(|e| e["destfile"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        captured.is_empty(),
+        "captured as the sessions': {captured:?}"
+    );
+}
