@@ -96,12 +96,12 @@ impl Hierarchies {
             let dir = root.as_ref()?.join(path.trim_start_matches('/'));
             std::fs::read_to_string(dir.join(file)).ok()
         };
-        let online = std::fs::read_to_string("/sys/devices/system/cpu/online").ok();
+        let online = || std::fs::read_to_string("/sys/devices/system/cpu/online").ok();
         match cgroups {
             BoxCgroups::Unified(path) => {
                 let stat = read(&self.unified, path, "cpu.stat")?;
                 let usec = |key: &str| keyed(&stat, key).map(|v| v / (1_000_000 / USER_HZ));
-                let cpus = read(&self.unified, path, "cpuset.cpus.effective").or(online)?;
+                let cpus = read(&self.unified, path, "cpuset.cpus.effective").or_else(online)?;
                 let quota = read(&self.unified, path, "cpu.max").and_then(|m| quota_v2(&m));
                 Some(Cpu {
                     count: shown_cpus(&cpus, quota),
@@ -121,7 +121,7 @@ impl Hierarchies {
                         read(&self.cpuset, path, "cpuset.effective_cpus")
                             .or_else(|| read(&self.cpuset, path, "cpuset.cpus"))
                     })
-                    .or(online)?;
+                    .or_else(online)?;
                 let quota = cpu.as_deref().and_then(|path| {
                     let quota = read(&self.cpu, path, "cpu.cfs_quota_us")?;
                     let period = read(&self.cpu, path, "cpu.cfs_period_us")?;

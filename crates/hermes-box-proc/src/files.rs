@@ -63,15 +63,19 @@ pub fn content(hierarchies: &Hierarchies, file: File, pid: u32) -> Result<Served
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
         Err(_) => return Err(libc::EIO),
     };
-    let host_stat = host(File::Stat)?;
-    let host_btime = host_stat
-        .lines()
-        .find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())
-        .ok_or(libc::EIO)?;
-    let clock = Clock::from_host(boot_clock_ns().ok_or(libc::EIO)?, host_btime, offset);
+    let up = boot_clock_ns().ok_or(libc::EIO)?;
     let text = match file {
-        File::Stat => render::stat(&host_stat, &clock, &cpu),
-        File::Uptime => render::uptime(&clock, &cpu),
+        File::Stat => {
+            // The host's file: the lines kept as they are, and the btime moved.
+            let host_stat = host(File::Stat)?;
+            let host_btime = host_stat
+                .lines()
+                .find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())
+                .ok_or(libc::EIO)?;
+            render::stat(&host_stat, &Clock::from_host(up, host_btime, offset), &cpu)
+        }
+        // The uptime needs no btime.
+        File::Uptime => render::uptime(&Clock::from_host(up, 0, offset), &cpu),
     };
     Ok(Served {
         text,
