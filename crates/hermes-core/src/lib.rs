@@ -24,6 +24,7 @@ pub mod record;
 pub mod recovery;
 pub mod sandbox;
 pub mod session;
+pub mod shadow;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod time;

@@ -256,6 +256,9 @@ pub enum SandboxError {
     ContainerGone(String),
 }
 
+/// A change to a small file's content; None leaves the file as it is.
+pub type FileEdit = Box<dyn FnOnce(&[u8]) -> Option<Vec<u8>> + Send>;
+
 /// A container engine with a pool of ready containers.
 #[async_trait]
 pub trait Sandbox: Send + Sync {
@@ -296,6 +299,20 @@ pub trait Sandbox: Send + Sync {
         _max: usize,
     ) -> Result<Vec<String>, SandboxError> {
         Ok(Vec::new())
+    }
+
+    /// Rewrites the container's `/etc/<name>` from outside it, as shadow-utils
+    /// rewrites its files (the old one kept as `<name>-`, owner and mode kept), with
+    /// nothing started in the container. Returns the new file and the backup; Ok(None)
+    /// when `edit` declines or this engine cannot reach the container's files, and
+    /// the caller then runs the tool in the container instead.
+    async fn edit_etc_file(
+        &self,
+        _lease: &Lease,
+        _name: &'static str,
+        _edit: FileEdit,
+    ) -> Result<Option<Vec<ChangedFile>>, SandboxError> {
+        Ok(None)
     }
 
     /// The regular files among `paths` with their size and modification time (to

@@ -27,7 +27,7 @@ use rand::RngExt;
 use tokio::io::AsyncWrite;
 use tokio::net::unix::pipe;
 
-use crate::openat::open_at;
+use crate::openat::{container_root, open_at};
 
 /// How long the process may take to open its end of the input FIFO.
 const OPEN_WAIT: Duration = Duration::from_secs(10);
@@ -74,25 +74,7 @@ impl Fifos {
     /// Makes the FIFOs in the `/dev` of container `container_id`, whose first process
     /// is `pid` on this host.
     pub(crate) fn make(pid: i64, container_id: &str) -> io::Result<Fifos> {
-        if pid <= 0 {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "no process id"));
-        }
-        // The /proc directory pins the process: if the pid is reused meanwhile, the
-        // cgroup read below fails or names another container.
-        let proc_dir = open_at(
-            None::<&OwnedFd>,
-            format!("/proc/{pid}"),
-            libc::O_PATH | libc::O_DIRECTORY,
-        )?;
-        let cgroup = open_at(Some(&proc_dir), "cgroup", libc::O_RDONLY)?;
-        let cgroup = std::io::read_to_string(File::from(cgroup))?;
-        if container_id.len() < 12 || !cgroup.contains(container_id) {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "the process is not in the container's cgroup",
-            ));
-        }
-        let root = open_at(Some(&proc_dir), "root", libc::O_PATH | libc::O_DIRECTORY)?;
+        let root = container_root(pid, container_id)?;
         let dev = open_at(
             Some(&root),
             "dev",

@@ -16,6 +16,7 @@ mod cpu;
 mod direct;
 mod endpoint;
 mod error;
+mod etc_file;
 mod exec;
 mod files;
 mod hijack;

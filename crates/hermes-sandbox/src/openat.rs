@@ -24,3 +24,46 @@ pub(crate) fn open_at(
     // SAFETY: openat returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Creates `name` in `dir` (`O_CREAT | O_EXCL | O_NOFOLLOW` always added: never an
+/// existing file, never through a link) with `mode`, opened with `flags`.
+pub(crate) fn create_at(
+    dir: &impl AsRawFd,
+    name: &str,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    let name = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
+    let flags = flags | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `name` is NUL-terminated, `dir` an open descriptor; the result is checked.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The root directory of the container `container_id` as its first process `pid`
+/// sees it (`O_PATH`), pinned: `/proc/PID` is opened first, so a PID reused
+/// meanwhile fails the cgroup check or names another container.
+pub(crate) fn container_root(pid: i64, container_id: &str) -> io::Result<OwnedFd> {
+    if pid <= 0 {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "no process id"));
+    }
+    let proc_dir = open_at(
+        None::<&OwnedFd>,
+        format!("/proc/{pid}"),
+        libc::O_PATH | libc::O_DIRECTORY,
+    )?;
+    let cgroup = open_at(Some(&proc_dir), "cgroup", libc::O_RDONLY)?;
+    let cgroup = io::read_to_string(std::fs::File::from(cgroup))?;
+    if container_id.len() < 12 || !cgroup.contains(container_id) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the process is not in the container's cgroup",
+        ));
+    }
+    open_at(Some(&proc_dir), "root", libc::O_PATH | libc::O_DIRECTORY)
+}

@@ -11,7 +11,10 @@ use tokio::io::AsyncWriteExt;
 use super::Connection;
 use super::launch::{Program, X11Forward, account_name};
 use crate::box_sshd::{BoxChannel, BoxConnecting, BoxLogin, BoxProgram, BoxSession, BoxSshdError};
-use crate::sandbox::{Lease, LeaseSource, ProcessSpec, SandboxError, TtySize};
+use crate::sandbox::{
+    ChangedFile, FileEdit, Lease, LeaseSource, ProcessSpec, SandboxError, TtySize,
+};
+use crate::shadow;
 
 /// The session's login to its box's sshd.
 #[derive(Default)]
@@ -128,14 +131,15 @@ impl Connection {
         let connected = if known {
             connect.await
         } else {
-            let (set, connected) = tokio::join!(self.set_account(lease, &login), connect);
-            if let Err(error) = set {
-                return BoxSlot::Failed(error);
-            }
+            let (set, connected) = tokio::join!(self.set_login(lease, &login, fresh), connect);
+            let written = match set {
+                Ok(written) => written,
+                Err(error) => return BoxSlot::Failed(error),
+            };
             if let Some(machine) = &machine {
                 machine.set_box_login(Some(digest));
             }
-            self.account_files_are_not_the_sessions(lease, &login.account)
+            self.account_files_are_not_the_sessions(lease, &login.account, written)
                 .await;
             connected
         };
@@ -149,8 +153,20 @@ impl Connection {
     /// What setting the account wrote (the password files and their backups, a new
     /// account's home) is the server's doing, not the attacker's: the capture counts
     /// it as already there, and takes it only when the session changes it again.
-    async fn account_files_are_not_the_sessions(&self, lease: &Lease, account: &str) {
+    async fn account_files_are_not_the_sessions(
+        &self,
+        lease: &Lease,
+        account: &str,
+        written: Option<Vec<ChangedFile>>,
+    ) {
         if self.services.capture.is_none() {
+            return;
+        }
+        if let Some(files) = written {
+            let mut seen = self.files();
+            for file in files {
+                seen.changed(&file.path, file.size, &file.modified);
+            }
             return;
         }
         let mut paths: Vec<String> = ACCOUNT_FILES
@@ -252,6 +268,41 @@ impl Connection {
             .rev()
             .find(|attempt| attempt.success)
             .map(|attempt| attempt.password.clone())
+    }
+
+    /// Sets the login's password on the box's account. In a box fresh from the pool
+    /// whose account exists, Hermes writes /etc/shadow from the host as `chpasswd`
+    /// would (the files written are returned); otherwise, or when that cannot be done
+    /// here, `chpasswd` runs in the box ([`Self::set_account`]), which costs a process
+    /// started through the engine. A box that has had a session is not written from
+    /// the host: root there may have changed anything.
+    async fn set_login(
+        &self,
+        lease: &Lease,
+        login: &BoxLogin,
+        fresh: bool,
+    ) -> Result<Option<Vec<ChangedFile>>, SandboxError> {
+        if fresh {
+            let account = login.account.clone();
+            let password = login.password.clone();
+            // Hashed in the engine's worker, off the async threads.
+            let edit: FileEdit = Box::new(move |old| {
+                shadow::set_password(old, &account, password.as_bytes(), shadow::today())
+            });
+            match self
+                .services
+                .sandbox
+                .edit_etc_file(lease, "shadow", edit)
+                .await
+            {
+                Ok(Some(files)) => return Ok(Some(files)),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::info!(target: "hermes::session", session_id = %self.context.session, %error, "cannot set the account's password from the host: setting it in the box");
+                }
+            }
+        }
+        self.set_account(lease, login).await.map(|()| None)
     }
 
     /// Creates the account in the box when missing and sets its password.

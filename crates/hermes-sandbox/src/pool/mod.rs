@@ -827,6 +827,36 @@ impl Sandbox for DockerSandbox {
         files::changed_paths(&self.docker, &lease.container_id, upper, max).await
     }
 
+    async fn edit_etc_file(
+        &self,
+        lease: &Lease,
+        name: &'static str,
+        edit: hermes_core::sandbox::FileEdit,
+    ) -> Result<Option<Vec<ChangedFile>>, SandboxError> {
+        let container_id = lease.container_id.clone();
+        let inspect = match self.docker.inspect_container(&container_id, None).await {
+            Ok(inspect) => inspect,
+            Err(error) if is_not_found(&error) => {
+                return Err(SandboxError::ContainerGone(short(&container_id).to_owned()));
+            }
+            Err(error) => return Err(engine(error)),
+        };
+        let pid = inspect.state.unwrap_or_default().pid.unwrap_or(0);
+        tokio::task::spawn_blocking(move || {
+            // Not reachable from here (another host, another runtime): not an error.
+            let Ok(root) = crate::openat::container_root(pid, &container_id) else {
+                return Ok(None);
+            };
+            crate::etc_file::rewrite(&root, name, edit)
+                .map(|files| files.map(Vec::from))
+                .map_err(|error| {
+                    SandboxError::Engine(format!("rewriting /etc/{name} from the host: {error}"))
+                })
+        })
+        .await
+        .map_err(|error| SandboxError::Engine(format!("rewriting /etc/{name}: {error}")))?
+    }
+
     async fn stat_files(
         &self,
         lease: &Lease,

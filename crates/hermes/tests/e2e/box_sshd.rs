@@ -391,3 +391,137 @@ async fn a_box_whose_root_stops_or_fakes_its_sshd_ends_the_next_session_with_its
         shell.text()
     );
 }
+
+/// Output of `docker exec CONTAINER ARGS...`.
+fn in_box(container: &str, args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .arg("exec")
+        .arg(container)
+        .args(args)
+        .output()
+        .expect("docker exec");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A root login on a box fresh from the pool: Hermes writes root's password into the
+/// box's /etc/shadow from the host (nothing runs in the box through the engine for
+/// it), and the box holds what `chpasswd` would have
+/// left: the hash is SHA-512 crypt of the login's password with sixteen characters of
+/// salt and today's date of change; the file keeps its owner and mode; the old file
+/// is `/etc/shadow-` with its old times; no temporary file is left; the session's
+/// capture takes neither file; the login goes through the box's sshd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_boxs_root_password_is_written_as_chpasswd_writes_it() {
+    require_docker!();
+    let hermes = Hermes::start(Options::default());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let (client, mut shell) = crate::client::root_shell(hermes.port).await;
+    let container = hermes
+        .events_of("hermes.container.allocate")
+        .first()
+        .and_then(|e| e["container_id"].as_str().map(str::to_owned))
+        .expect("the box");
+    // No chpasswd was started in the box through the engine: the engine's own record
+    // of execs, up to now (the test's `docker exec`s come after).
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 1;
+    let execs = Command::new("docker")
+        .args(["events", "--since", &started.to_string(), "--until"])
+        .arg(until.to_string())
+        .args(["--filter", &format!("container={container}")])
+        .args(["--filter", "event=exec_create", "--format", "{{.Action}}"])
+        .output()
+        .expect("docker events");
+    assert!(execs.status.success());
+    let execs = String::from_utf8_lossy(&execs.stdout).into_owned();
+    assert!(!execs.contains("chpasswd"), "started in the box: {execs}");
+
+    let entry = in_box(&container, &["getent", "shadow", "root"]);
+    let fields: Vec<&str> = entry.trim().split(':').collect();
+    assert_eq!(fields.len(), 9, "{entry}");
+    let hash = fields[1];
+    let parts: Vec<&str> = hash.split('$').collect();
+    assert_eq!(parts.len(), 4, "{hash}");
+    assert_eq!(
+        (parts[1], parts[2].len(), parts[3].len()),
+        ("6", 16, 86),
+        "{hash}"
+    );
+    let today = in_box(&container, &["sh", "-c", "echo $(( $(date +%s) / 86400 ))"]);
+    assert_eq!(
+        fields[2],
+        today.trim(),
+        "the date of change is today: {entry}"
+    );
+    let check = Command::new("docker")
+        .args(["exec", "-e", &format!("H={hash}"), &container, "perl", "-e"])
+        .arg("exit(crypt(q(toor), $ENV{H}) eq $ENV{H} ? 0 : 1)")
+        .status()
+        .expect("docker exec");
+    assert!(check.success(), "the hash is not of the login's password");
+
+    let stat = in_box(
+        &container,
+        &[
+            "stat",
+            "-c",
+            "%n %a %U %G %Y",
+            "/etc/shadow",
+            "/etc/shadow-",
+        ],
+    );
+    let stat: Vec<Vec<&str>> = stat.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(stat.len(), 2, "{stat:?}");
+    for file in &stat {
+        assert_eq!(&file[1..4], ["640", "root", "shadow"], "{file:?}");
+    }
+    let mtime = |file: &Vec<&str>| file[4].parse::<u64>().expect("mtime");
+    assert!(
+        mtime(&stat[0]) + 2 >= started,
+        "/etc/shadow is new: {stat:?}"
+    );
+    assert!(
+        mtime(&stat[1]) < started,
+        "the backup keeps the old times: {stat:?}"
+    );
+    let old = in_box(&container, &["grep", "^root:", "/etc/shadow-"]);
+    assert!(old.starts_with("root:") && !old.contains(hash), "{old}");
+    let left = in_box(&container, &["sh", "-c", "ls -a /etc | grep -c '+$'"]);
+    assert_eq!(left.trim(), "0", "a temporary file left in /etc");
+
+    let out = shell.run("echo ok", crate::client::ROOT_PROMPT).await;
+    assert!(out.contains("ok"), "{out}");
+    shell.send("exit\n").await;
+    assert!(shell.read_to_close(Duration::from_secs(10)).await);
+    drop(shell);
+    drop(client);
+    let events = tokio::task::block_in_place(|| {
+        hermes.wait_for_events("the session closed", |events| {
+            events
+                .iter()
+                .any(|e| e["eventid"] == "cowrie.session.closed")
+        })
+    });
+    // The session's own shell history is its; the account files are not.
+    let captured: Vec<&str> = events
+        .iter()
+        .filter(|e| e["eventid"] == "cowrie.session.file_download")
+        .filter_map(|e| e["destfile"].as_str())
+        .collect();
+    assert!(
+        !captured.iter().any(|f| f.starts_with("/etc/")),
+        "{captured:?}"
+    );
+    let paths: Vec<&str> = events
+        .iter()
+        .filter(|e| e["eventid"] == "hermes.channel.process")
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert_eq!(paths, ["sshd"], "{paths:?}");
+}
