@@ -150,6 +150,7 @@ impl BoxSshClient {
                 Err(error) => return Err(BoxSshdError::Unreachable(error.to_string())),
             }
         };
+        let stream = crate::box_stream::AckingStream::new(stream);
         client::connect_stream(Arc::clone(&self.config), stream, BoxServer)
             .await
             .map_err(|error| BoxSshdError::Protocol(error.to_string()))

@@ -8,6 +8,7 @@
 
 mod algorithms;
 mod box_client;
+mod box_stream;
 mod channel;
 mod handler;
 pub mod hostkeys;

@@ -1,0 +1,157 @@
+//! The TCP stream to a box's sshd, acknowledging at once what it reads.
+//!
+//! sshd leaves Nagle's algorithm on until a session gets a terminal (and for good
+//! on sessions without one), so a small packet it writes while its previous one is
+//! unacknowledged waits for that acknowledgement. Linux delays a receiver's
+//! acknowledgement by up to 40 ms when the receiver usually answers with data of its
+//! own, as Hermes does: at every login the channel's confirmation (after the
+//! host-keys notice) and at the end of a command its exit status waited that long.
+//! Acknowledging each read at once (TCP_QUICKACK) takes the wait out.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A stream to a box's sshd whose reads are acknowledged at once.
+pub(crate) struct AckingStream {
+    inner: TcpStream,
+}
+
+impl AckingStream {
+    pub(crate) fn new(inner: TcpStream) -> Self {
+        AckingStream { inner }
+    }
+
+    /// Sends the acknowledgement of what was read now, and leaves the socket in
+    /// quick-ack mode (which the kernel leaves again once Hermes answers).
+    fn acknowledge(&self) {
+        let on: libc::c_int = 1;
+        // SAFETY: the descriptor is the open socket `inner` owns; `on` outlives the
+        // call and its size is passed. A failure only leaves the delayed ACK.
+        unsafe {
+            libc::setsockopt(
+                self.inner.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+impl AsyncRead for AckingStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.acknowledge();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for AckingStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn quick_ack(stream: &TcpStream) -> libc::c_int {
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: the descriptor is open; `value` and `len` are writable and sized.
+        let done = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(done, 0);
+        value
+    }
+
+    /// Client and server talk in turns (as Hermes and sshd do), which puts the
+    /// client's socket into delayed-ACK mode; through the wrapper each read leaves it
+    /// acknowledging at once. Bytes pass through unchanged either way.
+    #[tokio::test]
+    async fn each_read_leaves_the_socket_acknowledging_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move {
+            let mut served = Vec::new();
+            for _ in 0..2 {
+                let (mut peer, _) = listener.accept().await.expect("accept");
+                let mut byte = [0u8; 1];
+                for turn in 0..20u8 {
+                    peer.read_exact(&mut byte).await.expect("read");
+                    peer.write_all(&[turn, byte[0]]).await.expect("write");
+                }
+                served.push(peer);
+            }
+            served
+        });
+        let mut modes = Vec::new();
+        for wrapped in [false, true] {
+            let stream = TcpStream::connect(address).await.expect("connect");
+            let mut acking = AckingStream::new(stream);
+            for turn in 0..20u8 {
+                let mut reply = [0u8; 2];
+                if wrapped {
+                    acking.write_all(&[turn]).await.expect("write");
+                    acking.read_exact(&mut reply).await.expect("read");
+                } else {
+                    acking.inner.write_all(&[turn]).await.expect("write");
+                    acking.inner.read_exact(&mut reply).await.expect("read");
+                }
+                assert_eq!(reply, [turn, turn]);
+            }
+            modes.push(quick_ack(&acking.inner));
+        }
+        assert_eq!(modes, [0, 1], "plain stream, then the wrapper");
+        drop(server.await.expect("server"));
+    }
+}
