@@ -27,8 +27,17 @@ pub(super) struct TrustedCa {
     pem: String,
     /// OpenSSL's hash of its subject, 8 hex digits: its `<hash>.0` link.
     hash: Option<String>,
-    /// The image's bundle, read once from the first container made.
-    image_bundle: tokio::sync::OnceCell<Vec<u8>>,
+    /// The image's bundle and its modification time, read once from the first
+    /// container made.
+    image_bundle: tokio::sync::OnceCell<ImageBundle>,
+}
+
+/// The image's own CA bundle.
+#[derive(Debug, Default)]
+struct ImageBundle {
+    content: Vec<u8>,
+    /// Seconds since the epoch; None when the image has no bundle.
+    mtime: Option<u64>,
 }
 
 impl DockerSandbox {
@@ -70,11 +79,16 @@ impl DockerSandbox {
             .image_bundle
             .get_or_try_init(|| read_bundle(&self.docker, id))
             .await?;
-        let mtime = SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|since| since.as_secs())
-            .unwrap_or(0);
-        let archive = ca_archive(ca, image_bundle, mtime)
+        // Dated as the image's bundle, as if update-ca-certificates had run when it
+        // was made: a date in the box's first second would count as the first
+        // session's own file, and its capture would take them.
+        let mtime = image_bundle.mtime.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|since| since.as_secs().saturating_sub(86_400))
+                .unwrap_or(0)
+        });
+        let archive = ca_archive(ca, &image_bundle.content, mtime)
             .map_err(|error| SandboxError::Engine(error.to_string()))?;
         let options = UploadToContainerOptionsBuilder::default().path("/").build();
         self.docker
@@ -118,7 +132,7 @@ fn ca_archive(
 
 /// The image's bundle as a container created from it (not started: untouched) has
 /// it; empty when the image has none.
-async fn read_bundle(docker: &Docker, id: &str) -> Result<Vec<u8>, SandboxError> {
+async fn read_bundle(docker: &Docker, id: &str) -> Result<ImageBundle, SandboxError> {
     let options = DownloadFromContainerOptionsBuilder::default()
         .path(&format!("/{BUNDLE}"))
         .build();
@@ -127,7 +141,7 @@ async fn read_bundle(docker: &Docker, id: &str) -> Result<Vec<u8>, SandboxError>
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(bytes) => archive.extend_from_slice(&bytes),
-            Err(error) if is_not_found(&error) => return Ok(Vec::new()),
+            Err(error) if is_not_found(&error) => return Ok(ImageBundle::default()),
             Err(error) => return Err(engine(error)),
         }
         if archive.len() > MAX_BUNDLE + 64 * 1024 {
@@ -140,7 +154,10 @@ async fn read_bundle(docker: &Docker, id: &str) -> Result<Vec<u8>, SandboxError>
     Ok(tar::entries(&archive, 1)
         .into_iter()
         .next()
-        .and_then(|entry| entry.data)
+        .and_then(|entry| {
+            let mtime = (entry.mtime > 0).then_some(entry.mtime);
+            entry.data.map(|content| ImageBundle { content, mtime })
+        })
         .unwrap_or_default())
 }
 
