@@ -187,6 +187,12 @@ fn main() {
         if wanted("shell") {
             println!("time to a shell: {} ({} logins)", target.name, args.logins);
             runtime.block_on(shells::time_to_shell(target, args.logins, figures));
+            println!("returning source: {} ({} logins)", target.name, args.logins);
+            runtime.block_on(shells::time_to_shell_returning(
+                target,
+                args.logins,
+                figures,
+            ));
         }
         if wanted("exec") {
             println!("`ssh host true`: {} ({} runs)", target.name, args.exec_runs);

@@ -75,6 +75,12 @@ const ROWS: &[Row] = &[
         goals: &[Goal::None],
     },
     Row {
+        key: "shell_prompt_returning",
+        label: "2. returning source, password accepted → prompt",
+        unit: "ms",
+        goals: &[Goal::RatioAtMost(1.2)],
+    },
+    Row {
         key: "shell_failed",
         label: "2. failed logins",
         unit: "",

@@ -72,6 +72,31 @@ pub async fn time_to_shell(target: &Target, logins: usize, figures: &mut Figures
     figures.add("shell_failed", Samples::one(failed as f64));
 }
 
+/// A returning source: logins one after another from one address, as a bot that
+/// comes back (the first login is not counted). Hermes hands each the box the
+/// source's last session left lingering; sshd has nothing to keep.
+pub async fn time_to_shell_returning(target: &Target, logins: usize, figures: &mut Figures) {
+    let source = target.on_loopback().then(|| loopback_source(1999));
+    let mut prompt = Vec::new();
+    let mut failed = 0;
+    for i in 0..=logins {
+        match time_one(target, source).await {
+            Some((_, p)) if i > 0 => prompt.push(p),
+            Some(_) => {}
+            None => failed += 1,
+        }
+        tokio::time::sleep(BETWEEN_LOGINS).await;
+    }
+    if failed > 0 {
+        println!(
+            "  {}: {failed} of {} returning logins failed",
+            target.name,
+            logins + 1
+        );
+    }
+    figures.add("shell_prompt_returning", Samples::new(prompt));
+}
+
 /// What one concurrent session saw.
 struct SessionResult {
     answered: usize,

@@ -186,9 +186,14 @@ pub fn start_local(hermes: bool, sshd: bool, sessions: usize) -> LocalServers {
                 failure_delay_ms: 0,
                 pool_size: 8,
                 max_sessions: most,
+                // As shipped: a returning source gets the box its last session left.
+                reuse: true,
                 ..Options::default()
             }
             .configure(move |c| {
+                // Long enough for the returning source's next login, short enough that
+                // one measurement's boxes do not run on into the next's figures.
+                c.container_pool.reuse.linger = hermes_core::config::Seconds::new(3);
                 c.server.max_startups = max_startups;
                 c.server.max_connections = 5000;
                 c.server.max_connections_per_source = 64;
