@@ -21,6 +21,11 @@ impl BoxInit {
         (pid > 1 && state != 'Z' && state != 'X').then_some(BoxInit { pid, start })
     }
 
+    /// Its PID on this host.
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
     /// Whether that same process still runs.
     pub(crate) fn alive(&self) -> bool {
         BoxInit::read(self.pid).is_some_and(|now| now.start == self.start)

@@ -324,6 +324,35 @@ impl DockerSandbox {
         Ok(found)
     }
 
+    /// The PID on this host of the box's first process while the box runs (None:
+    /// it does not). Known without the engine while that same process lives (every
+    /// capture pass of every session asks); otherwise inspected, and remembered when
+    /// the box's layer is on this host (only then is the engine's PID one of ours).
+    async fn init_pid(&self, id: &str) -> Result<Option<i32>, SandboxError> {
+        let known = self.box_inits().get(id).copied();
+        if let Some(init) = known {
+            if init.alive() {
+                return Ok(Some(init.pid()));
+            }
+            self.box_inits().remove(id);
+        }
+        let state = match self.docker.inspect_container(id, None).await {
+            Ok(inspect) => inspect.state.unwrap_or_default(),
+            Err(error) if is_not_found(&error) => return Ok(None),
+            Err(error) => return Err(engine(error)),
+        };
+        if !state.running.unwrap_or(false) {
+            return Ok(None);
+        }
+        let pid = state.pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        if self.upper_dir(id).await.ok().flatten().is_some()
+            && let Some(init) = crate::box_init::BoxInit::read(pid)
+        {
+            self.box_inits().insert(id.to_owned(), init);
+        }
+        Ok(Some(pid))
+    }
+
     /// Stops containers an earlier run left running, then starts the refill and
     /// retention loops.
     pub async fn start(self: &Arc<Self>) {
@@ -834,14 +863,10 @@ impl Sandbox for DockerSandbox {
         edit: hermes_core::sandbox::FileEdit,
     ) -> Result<Option<Vec<ChangedFile>>, SandboxError> {
         let container_id = lease.container_id.clone();
-        let inspect = match self.docker.inspect_container(&container_id, None).await {
-            Ok(inspect) => inspect,
-            Err(error) if is_not_found(&error) => {
-                return Err(SandboxError::ContainerGone(short(&container_id).to_owned()));
-            }
-            Err(error) => return Err(engine(error)),
+        let Some(pid) = self.init_pid(&container_id).await? else {
+            return Err(SandboxError::ContainerGone(short(&container_id).to_owned()));
         };
-        let pid = inspect.state.unwrap_or_default().pid.unwrap_or(0);
+        let pid = i64::from(pid);
         tokio::task::spawn_blocking(move || {
             // Not reachable from here (another host, another runtime): not an error.
             let Ok(root) = crate::openat::container_root(pid, &container_id) else {
@@ -892,16 +917,9 @@ impl Sandbox for DockerSandbox {
         max_files: usize,
         max_size: u64,
     ) -> Result<Vec<VolatileFile>, SandboxError> {
-        let inspect = self
-            .docker
-            .inspect_container(&lease.container_id, None)
-            .await
-            .map_err(engine)?;
-        let state = inspect.state.unwrap_or_default();
-        if !state.running.unwrap_or(false) {
+        let Some(init_pid) = self.init_pid(&lease.container_id).await? else {
             return Ok(Vec::new());
-        }
-        let init_pid = state.pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        };
         let mut found = if init_pid > 0 {
             tokio::task::spawn_blocking(move || {
                 files::deleted_open_files(init_pid, max_files, max_size)

@@ -97,6 +97,33 @@ pub async fn time_to_shell_returning(target: &Target, logins: usize, figures: &m
     figures.add("shell_prompt_returning", Samples::new(prompt));
 }
 
+/// Waits (at most 60 s) until the pool has refilled: `boxes` containers run and the
+/// engine's processes have used under a tenth of a core for two seconds running. The
+/// logins just made each took a box from the pool, and the pool makes and boots new
+/// ones: that is the logins' cost (sshd's own login work is done before its window
+/// too), and it would otherwise land in the typing window's session-seconds.
+async fn settle_pool(target: &Target, boxes: usize) {
+    const STEP: Duration = Duration::from_millis(500);
+    let started = Instant::now();
+    let mut quiet = 0;
+    while started.elapsed() < Duration::from_secs(60) && quiet < 4 {
+        let before = procfs::engine_snapshot();
+        tokio::time::sleep(STEP).await;
+        let idle = procfs::engine_cpu_since(&before) < 0.1 * STEP.as_secs_f64();
+        quiet = if idle && target.containers().len() >= boxes {
+            quiet + 1
+        } else {
+            0
+        };
+    }
+    println!(
+        "  {}: the pool refilled ({} boxes running) after {:.1} s",
+        target.name,
+        target.containers().len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
 /// What one concurrent session saw.
 struct SessionResult {
     answered: usize,
@@ -197,6 +224,11 @@ pub async fn concurrency(target: &Target, sessions: usize, seconds: usize, figur
         open.len()
     );
 
+    if target.sensor.is_some() {
+        settle_pool(target, open.len() + crate::target::POOL_SIZE as usize).await;
+    }
+    let boxes = target.containers();
+
     // Everyone types for `seconds`.
     let sampler = PeakSampler::start(target.pid, &target.comm, Duration::from_millis(250));
     let cpu_before = target
@@ -204,7 +236,6 @@ pub async fn concurrency(target: &Target, sessions: usize, seconds: usize, figur
         .map(|pid| procfs::tree_cpu_split(pid, &target.comm));
     // A server of containers: the engine's processes and the boxes' own CPU are
     // part of its cost, over the same window.
-    let boxes = target.containers();
     let engine_before = (!boxes.is_empty()).then(procfs::engine_snapshot);
     let boxes_before = procfs::containers_cpu_seconds(&boxes);
     let start = tokio::time::Instant::now() + Duration::from_millis(500);

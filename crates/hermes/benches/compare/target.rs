@@ -172,6 +172,9 @@ const MAX_STARTUPS: &str = "2000:30:2000";
 
 /// Starts Hermes (warm pool, failure delay 0, limits for 200+ sessions) and Debian's
 /// sshd twice (Debian's settings with PAM; without PAM for the authentication rate).
+/// Warm boxes the local Hermes keeps.
+pub const POOL_SIZE: u32 = 8;
+
 pub fn start_local(hermes: bool, sshd: bool, sessions: usize) -> LocalServers {
     let mut targets = Vec::new();
     let mut started_hermes = None;
@@ -184,7 +187,7 @@ pub fn start_local(hermes: bool, sshd: bool, sessions: usize) -> LocalServers {
             Options {
                 credentials: vec![("root", PASSWORD)],
                 failure_delay_ms: 0,
-                pool_size: 8,
+                pool_size: POOL_SIZE,
                 max_sessions: most,
                 // As shipped: a returning source gets the box its last session left.
                 reuse: true,
