@@ -4,6 +4,7 @@
 //! Whether it runs is checked at start-up and again before every new box (a stopped
 //! or restarted LXCFS leaves its old mount "Transport endpoint is not connected").
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -138,27 +139,57 @@ pub fn probe_files_blocking(root: &Path, files: &[&str]) -> Result<MountId, Lxcf
     Ok(unique_mount_id(root).unwrap_or(id))
 }
 
-/// Set while a probe's thread runs: a read of a hung FUSE file never returns, so at
-/// most one thread is ever left waiting on it (not one more every few seconds).
-static PROBING: AtomicBool = AtomicBool::new(false);
+/// The mounts a probe's thread is reading now: a read of a hung FUSE file never
+/// returns, so at most one thread per mount is ever left waiting on it (not one more
+/// every few seconds). Per mount: a hung clock server must not make LXCFS look hung
+/// too, nor the other way round.
+static PROBING: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
-/// Clears [`PROBING`] when the probe's thread is done, however it ends.
-struct ProbeSlot;
+fn probing() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    PROBING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Frees its mount's place in [`PROBING`] when the probe's thread is done, however
+/// it ends.
+struct ProbeSlot(PathBuf);
 
 impl Drop for ProbeSlot {
     fn drop(&mut self) {
-        PROBING.store(false, Ordering::Release);
+        probing().remove(&self.0);
+    }
+}
+
+/// [`probe_files_blocking`] off the async threads, bounded in time; while an earlier
+/// probe of the same mount is still stuck, answers `Hung` at once without starting
+/// another.
+async fn bounded_probe(
+    root: &Path,
+    files: &'static [&'static str],
+) -> Result<MountId, LxcfsProblem> {
+    let hung = || LxcfsProblem::Hung(root.to_path_buf(), PROBE_TIMEOUT.as_secs());
+    if !probing().insert(root.to_path_buf()) {
+        return Err(hung());
+    }
+    let slot = ProbeSlot(root.to_path_buf());
+    let owned = root.to_path_buf();
+    let probe = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        probe_files_blocking(&owned, files)
+    });
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) | Err(_) => Err(hung()),
     }
 }
 
 /// [`probe_blocking`] off the async threads, bounded in time; while an earlier probe
 /// is still stuck, answers `Hung` at once without starting another.
 pub async fn probe(root: &Path) -> Result<MountId, LxcfsProblem> {
-    probe_with_clock(root, None).await.0
+    bounded_probe(root, FILES).await
 }
 
-/// [`probe`], and in the same bounded look the boxes' clock files at `clock` (see
-/// [`crate::clock_files`]).
+/// [`probe`], and at the same time, bounded on its own, the boxes' clock files at
+/// `clock` (see [`crate::clock_files`]).
 async fn probe_with_clock(
     root: &Path,
     clock: Option<&Path>,
@@ -166,30 +197,13 @@ async fn probe_with_clock(
     Result<MountId, LxcfsProblem>,
     Option<Result<MountId, LxcfsProblem>>,
 ) {
-    let hung = || LxcfsProblem::Hung(root.to_path_buf(), PROBE_TIMEOUT.as_secs());
-    let clock_hung =
-        |clock: &Path| LxcfsProblem::Hung(clock.to_path_buf(), PROBE_TIMEOUT.as_secs());
-    if PROBING.swap(true, Ordering::AcqRel) {
-        return (Err(hung()), clock.map(|c| Err(clock_hung(c))));
-    }
-    let slot = ProbeSlot;
-    let owned = root.to_path_buf();
-    let owned_clock = clock.map(Path::to_path_buf);
-    match tokio::time::timeout(
-        PROBE_TIMEOUT,
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let lxcfs = probe_blocking(&owned);
-            let clock =
-                owned_clock.map(|clock| probe_files_blocking(&clock, crate::clock_files::FILES));
-            (lxcfs, clock)
-        }),
-    )
-    .await
-    {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) | Err(_) => (Err(hung()), clock.map(|c| Err(clock_hung(c)))),
-    }
+    let clock = async {
+        match clock {
+            Some(clock) => Some(bounded_probe(clock, crate::clock_files::FILES).await),
+            None => None,
+        }
+    };
+    tokio::join!(probe(root), clock)
 }
 
 /// What a new box gets, decided just before it is created.
@@ -450,6 +464,99 @@ mod tests {
             lxcfs.render_metrics(&mut metrics);
             assert!(metrics.contains("hermes_lxcfs_active{mode="), "{metrics}");
         }
+    }
+
+    /// A FUSE mount whose server never answers (not even the kernel's first request):
+    /// every open under it waits until it is unmounted.
+    struct HungMount {
+        dir: tempfile::TempDir,
+        _device: std::fs::File,
+    }
+
+    impl HungMount {
+        fn new() -> HungMount {
+            use std::os::fd::AsRawFd;
+            let device = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/fuse")
+                .expect("/dev/fuse (tests run as root)");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let target = std::ffi::CString::new(dir.path().to_str().expect("utf-8")).expect("c");
+            let options = std::ffi::CString::new(format!(
+                "fd={},rootmode=40000,user_id=0,group_id=0",
+                device.as_raw_fd()
+            ))
+            .expect("c");
+            // SAFETY: valid C strings for the call's duration; the result is checked.
+            let mounted = unsafe {
+                libc::mount(
+                    c"hung".as_ptr(),
+                    target.as_ptr(),
+                    c"fuse".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    options.as_ptr().cast(),
+                )
+            };
+            assert_eq!(mounted, 0, "mount: {}", std::io::Error::last_os_error());
+            HungMount {
+                dir,
+                _device: device,
+            }
+        }
+    }
+
+    impl Drop for HungMount {
+        fn drop(&mut self) {
+            let target = std::ffi::CString::new(self.dir.path().to_str().unwrap_or("")).ok();
+            if let Some(target) = target {
+                // SAFETY: a valid C string; detaching lets the stuck open fail.
+                unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+
+    /// The clock files' server hangs: their probe says so, and keeps saying so at
+    /// once while its first probe is stuck, but LXCFS's own probe still runs and
+    /// answers for LXCFS (here: a plain directory, not mounted).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_clock_server_leaves_lxcfs_probed_on_its_own() {
+        let hung = HungMount::new();
+        let plain = tempfile::tempdir().expect("tempdir");
+        let started = std::time::Instant::now();
+        let (_, clock) = probe_with_clock(plain.path(), Some(hung.dir.path())).await;
+        assert!(
+            started.elapsed() < PROBE_TIMEOUT * 2,
+            "the probe is bounded"
+        );
+        assert!(
+            matches!(clock, Some(Err(LxcfsProblem::Hung(..)))),
+            "{clock:?}"
+        );
+        let hung_path = hung.dir.path().to_path_buf();
+        // Its thread is stuck now; LXCFS is still probed.
+        let started = std::time::Instant::now();
+        let (lxcfs, clock) = probe_with_clock(plain.path(), Some(hung.dir.path())).await;
+        assert!(
+            matches!(lxcfs, Err(LxcfsProblem::NotMounted(_))),
+            "{lxcfs:?}"
+        );
+        assert!(
+            matches!(clock, Some(Err(LxcfsProblem::Hung(..)))),
+            "{clock:?}"
+        );
+        assert!(
+            started.elapsed() < PROBE_TIMEOUT,
+            "a probe of the stuck server answers at once"
+        );
+        drop(hung);
+        // The stuck thread ends once the mount is gone, and frees its slot.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let stuck = || probing().contains(hung_path.as_path());
+        while stuck() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!stuck(), "the stuck probe's thread ended");
     }
 
     #[tokio::test]
