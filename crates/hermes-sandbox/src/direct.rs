@@ -27,7 +27,7 @@ use rand::RngExt;
 use tokio::io::AsyncWrite;
 use tokio::net::unix::pipe;
 
-use crate::openat::{container_root, open_at};
+use crate::openat::{container_root, open_at, reopen};
 
 /// How long the process may take to open its end of the input FIFO.
 const OPEN_WAIT: Duration = Duration::from_secs(10);
@@ -58,16 +58,6 @@ fn file_type(fd: &OwnedFd) -> io::Result<libc::mode_t> {
         return Err(io::Error::last_os_error());
     }
     Ok(stat.st_mode & libc::S_IFMT)
-}
-
-/// Reopens an `O_PATH` descriptor for I/O: the same inode, whatever its name now is.
-fn reopen(fd: &OwnedFd, flags: libc::c_int) -> io::Result<File> {
-    let reopened = open_at(
-        None::<&OwnedFd>,
-        format!("/proc/self/fd/{}", fd.as_raw_fd()),
-        flags,
-    )?;
-    Ok(File::from(reopened))
 }
 
 impl Fifos {

@@ -4,21 +4,30 @@
 //! renamed over `<name>`. The box sees what the tool would have left.
 //!
 //! The box's root is hostile: `/etc` and the file are opened without following links,
-//! the file must be a regular file of bounded size before it is read, and nothing
+//! the file is looked at without being opened (`O_PATH`) and opened only when it is a
+//! regular file (a device node is never opened), read only up to a bound, and nothing
 //! already at `<name>-` or `<name>+` is ever opened (new files are created
-//! exclusively and renamed into place).
+//! exclusively and renamed into place). The rewrite holds the lock glibc's
+//! `lckpwdf()` and shadow-utils take (`/etc/.pwd.lock`), so a `chpasswd` or `useradd`
+//! in the box waits for it, and it for them.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use hermes_core::sandbox::{ChangedFile, FileEdit};
 
 use crate::files::epoch_to_rfc3339;
-use crate::openat::{create_at, open_at};
+use crate::openat::{create_at, open_at, reopen};
 
 /// Largest file this rewrites: account files are a few kilobytes.
 const MAX_SIZE: u64 = 1 << 20;
+/// How long the password files' lock is waited for (a `chpasswd` in the box holds it
+/// for milliseconds).
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// The lock file of glibc's `lckpwdf()`, in /etc.
+const LOCK_FILE: &str = ".pwd.lock";
 
 fn fstat(fd: &impl AsRawFd) -> io::Result<libc::stat> {
     // SAFETY: an all-zero stat is a valid value to be overwritten.
@@ -41,6 +50,60 @@ fn check(result: libc::c_int) -> io::Result<()> {
 fn c_name(name: &str) -> io::Result<std::ffi::CString> {
     std::ffi::CString::new(name)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
+}
+
+/// `name` in `dir` opened with `flags` only when it is a regular file: looked at
+/// first through an `O_PATH` descriptor, which opens nothing (a device node's open
+/// could act on the host's device).
+fn open_regular(dir: &OwnedFd, name: &str, flags: libc::c_int) -> io::Result<(File, libc::stat)> {
+    let path = open_at(Some(dir), name, libc::O_PATH | libc::O_NOFOLLOW)?;
+    let stat = fstat(&path)?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    Ok((reopen(&path, flags | libc::O_NOCTTY)?, stat))
+}
+
+/// glibc's `lckpwdf()` lock on /etc/.pwd.lock (made when missing, as it makes it),
+/// held until dropped. Waited for up to [`LOCK_WAIT`], in steps: a blocking wait
+/// could not be bounded.
+struct PasswdLock {
+    _file: File,
+}
+
+fn lock_password_files(etc: &OwnedFd) -> io::Result<PasswdLock> {
+    let file = match open_regular(etc, LOCK_FILE, libc::O_WRONLY) {
+        Ok((file, _)) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            File::from(create_at(etc, LOCK_FILE, libc::O_WRONLY, 0o600)?)
+        }
+        Err(error) => return Err(error),
+    };
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: an all-zero flock is valid; the fields that matter are set below.
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_WRLCK as libc::c_short;
+        lock.l_whence = libc::SEEK_SET as libc::c_short;
+        // SAFETY: `file` is open and `lock` a valid flock for the call's duration.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } == 0 {
+            return Ok(PasswdLock { _file: file });
+        }
+        let error = io::Error::last_os_error();
+        if !matches!(error.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
+            return Err(error);
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the password files are locked in the box",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Removes `name` from `dir` when it is there (not a directory).
@@ -125,22 +188,10 @@ pub(crate) fn rewrite(
         "etc",
         libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
     )?;
-    let old = open_at(
-        Some(&etc),
-        name,
-        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
-    )?;
-    let stat = fstat(&old)?;
-    if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not a regular file",
-        ));
-    }
+    let _lock = lock_password_files(&etc)?;
+    let (old, stat) = open_regular(&etc, name, libc::O_RDONLY)?;
     let mut content = Vec::new();
-    File::from(old)
-        .take(MAX_SIZE + 1)
-        .read_to_end(&mut content)?;
+    old.take(MAX_SIZE + 1).read_to_end(&mut content)?;
     if content.len() as u64 > MAX_SIZE {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "too large"));
     }
@@ -308,6 +359,60 @@ mod tests {
             std::fs::read(dir.path().join("etc/shadow")).expect("read"),
             b"root:*:1:::::\n"
         );
+    }
+
+    #[test]
+    fn a_device_node_is_refused_and_never_opened() {
+        let dir = box_with_shadow();
+        let shadow = dir.path().join("etc/shadow");
+        std::fs::remove_file(&shadow).expect("remove");
+        let path = std::ffi::CString::new(shadow.to_str().expect("utf-8")).expect("c");
+        // A character device (the host's /dev/null, 1:3): the type check comes before
+        // any open.
+        // SAFETY: valid path; the device number is made by the libc macro.
+        let made =
+            unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o640, libc::makedev(1, 3)) };
+        assert_eq!(made, 0, "mknod (tests run as root)");
+        let error = rewrite(&root(dir.path()), "shadow", Box::new(upper)).expect_err("refused");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+    }
+
+    #[test]
+    fn the_rewrite_takes_lckpwdfs_lock_and_waits_for_its_holder() {
+        let dir = box_with_shadow();
+        let lock = dir.path().join("etc/.pwd.lock");
+        // Another process (as chpasswd in the box would be) holds the lock for a while.
+        let mut holder = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import fcntl,sys,time\nf=open(sys.argv[1],'w')\nfcntl.lockf(f,fcntl.LOCK_EX)\nprint('held',flush=True)\ntime.sleep(0.8)",
+            ])
+            .arg(&lock)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("read");
+        assert_eq!(line.trim(), "held");
+        let started = Instant::now();
+        rewrite(&root(dir.path()), "shadow", Box::new(upper))
+            .expect("rewritten")
+            .expect("edited");
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "the rewrite did not wait for the lock: {:?}",
+            started.elapsed()
+        );
+        holder.wait().expect("holder");
+        // Missing, the lock file is made as lckpwdf makes it.
+        let dir = box_with_shadow();
+        rewrite(&root(dir.path()), "shadow", Box::new(upper)).expect("ok");
+        let meta = std::fs::metadata(dir.path().join("etc/.pwd.lock")).expect("made");
+        assert_eq!(meta.mode() & 0o7777, 0o600);
     }
 
     #[test]

@@ -510,7 +510,9 @@ mod tests {
         fn drop(&mut self) {
             let target = std::ffi::CString::new(self.dir.path().to_str().unwrap_or("")).ok();
             if let Some(target) = target {
-                // SAFETY: a valid C string; detaching lets the stuck open fail.
+                // SAFETY: a valid C string. Detached here; the device closes right
+                // after (the field's drop), which ends the connection and fails the
+                // stuck open.
                 unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
             }
         }

@@ -67,3 +67,13 @@ pub(crate) fn container_root(pid: i64, container_id: &str) -> io::Result<OwnedFd
     }
     open_at(Some(&proc_dir), "root", libc::O_PATH | libc::O_DIRECTORY)
 }
+
+/// Reopens an `O_PATH` descriptor for I/O: the same inode, whatever its name now is.
+pub(crate) fn reopen(fd: &OwnedFd, flags: libc::c_int) -> io::Result<std::fs::File> {
+    let reopened = open_at(
+        None::<&OwnedFd>,
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        flags,
+    )?;
+    Ok(std::fs::File::from(reopened))
+}

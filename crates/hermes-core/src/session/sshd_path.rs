@@ -77,9 +77,16 @@ const SET_ACCOUNT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Output of the account's setting kept for the error message.
 const SET_ACCOUNT_OUTPUT: usize = 4096;
 
+/// Longest password sshd checks (OpenSSH's MAX_PASSWORD_LEN): longer ones it refuses
+/// whatever the account's, so such a session goes through the engine; hashing one
+/// would also cost the host time growing with the square of its length.
+const MAX_PASSWORD_LEN: usize = 1024;
+
 /// A password `chpasswd` can set and sshd accepts (sshd refuses empty passwords).
 fn settable(password: &str) -> bool {
-    !password.is_empty() && !password.contains(['\n', '\r', '\0'])
+    !password.is_empty()
+        && password.len() <= MAX_PASSWORD_LEN
+        && !password.contains(['\n', '\r', '\0'])
 }
 
 /// What identifies a login set in a container: the container, account and password.
@@ -289,12 +296,13 @@ impl Connection {
             let edit: FileEdit = Box::new(move |old| {
                 shadow::set_password(old, &account, password.as_bytes(), shadow::today())
             });
-            match self
-                .services
-                .sandbox
-                .edit_etc_file(lease, "shadow", edit)
-                .await
-            {
+            let edited = tokio::time::timeout(
+                SET_ACCOUNT_TIMEOUT,
+                self.services.sandbox.edit_etc_file(lease, "shadow", edit),
+            )
+            .await
+            .unwrap_or(Err(SandboxError::Timeout(SET_ACCOUNT_TIMEOUT.as_secs())));
+            match edited {
                 Ok(Some(files)) => return Ok(Some(files)),
                 Ok(None) => {}
                 Err(error) => {
@@ -395,6 +403,8 @@ mod tests {
         assert!(!settable(""));
         assert!(!settable("two\nlines"));
         assert!(!settable("nul\0"));
+        assert!(settable(&"x".repeat(MAX_PASSWORD_LEN)));
+        assert!(!settable(&"x".repeat(MAX_PASSWORD_LEN + 1)));
     }
 
     #[test]

@@ -137,15 +137,19 @@ async fn type_ahead_runs_on_every_fresh_login_from_the_pools_standby() {
     require_docker!();
     // Eight ready boxes: a systemd box takes about a second to boot on two cores, and
     // the check below is about the standby's logins, not the pool's refill speed.
+    const POOL: usize = 8;
     let hermes = Hermes::start(Options {
-        pool_size: 8,
+        pool_size: POOL as u32,
         ..Options::default()
     });
     let sessions = 100;
     let sources = all_ran(&hermes, "fresh logins", sessions, |i| fresh(31, i)).await;
-    // Most of them were the standby's: a pool container with its waiting login.
+    // Many were the pool's, not only boxes made on demand: the eight ready at the start
+    // and at least as many again from its refills. How many more depends on how fast
+    // logins come against how fast boxes boot (a login from the pool takes some 40 ms,
+    // booting a box about a second): not asserted.
     assert!(
-        sources.get("pool").copied().unwrap_or(0) >= sessions / 2,
+        sources.get("pool").copied().unwrap_or(0) >= 2 * POOL,
         "{sources:?}"
     );
     assert_recorded(&hermes, sessions);
