@@ -15,7 +15,6 @@
 //! could open past the container's device rules, is refused). The names are random
 //! and both are unlinked as soon as the process has opened them.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -27,7 +26,7 @@ use rand::RngExt;
 use tokio::io::AsyncWrite;
 use tokio::net::unix::pipe;
 
-use crate::openat::{container_root, open_at, reopen};
+use crate::openat::{container_root, cstring, fstat, open_at, reopen};
 
 /// How long the process may take to open its end of the input FIFO.
 const OPEN_WAIT: Duration = Duration::from_secs(10);
@@ -46,18 +45,8 @@ pub(crate) struct Fifos {
     stdin: OwnedFd,
 }
 
-fn cstring(text: &str) -> io::Result<CString> {
-    CString::new(text).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
-}
-
 fn file_type(fd: &OwnedFd) -> io::Result<libc::mode_t> {
-    // SAFETY: an all-zero stat is a valid value to be overwritten.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `fd` is open and `stat` is writable.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(stat.st_mode & libc::S_IFMT)
+    Ok(fstat(fd)?.st_mode & libc::S_IFMT)
 }
 
 impl Fifos {
@@ -184,7 +173,7 @@ fn checked_fifo(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
         ));
     }
     // Any user of the container may be the session's user.
-    let path = cstring(&format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    let path = cstring(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
     // SAFETY: valid C string; chmod goes to the descriptor's own inode.
     if unsafe { libc::chmod(path.as_ptr(), 0o666) } != 0 {
         return Err(io::Error::last_os_error());

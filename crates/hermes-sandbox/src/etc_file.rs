@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use hermes_core::sandbox::{ChangedFile, FileEdit};
 
 use crate::files::epoch_to_rfc3339;
-use crate::openat::{create_at, open_at, reopen};
+use crate::openat::{create_at, cstring, fstat, open_at, reopen};
 
 /// Largest file this rewrites: account files are a few kilobytes.
 const MAX_SIZE: u64 = 1 << 20;
@@ -29,27 +29,12 @@ const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// The lock file of glibc's `lckpwdf()`, in /etc.
 const LOCK_FILE: &str = ".pwd.lock";
 
-fn fstat(fd: &impl AsRawFd) -> io::Result<libc::stat> {
-    // SAFETY: an all-zero stat is a valid value to be overwritten.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `fd` is open and `stat` is writable.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(stat)
-}
-
 fn check(result: libc::c_int) -> io::Result<()> {
     if result == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-fn c_name(name: &str) -> io::Result<std::ffi::CString> {
-    std::ffi::CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
 }
 
 /// `name` in `dir` opened with `flags` only when it is a regular file: looked at
@@ -108,7 +93,7 @@ fn lock_password_files(etc: &OwnedFd) -> io::Result<PasswdLock> {
 
 /// Removes `name` from `dir` when it is there (not a directory).
 fn remove(dir: &OwnedFd, name: &str) -> io::Result<()> {
-    let name = c_name(name)?;
+    let name = cstring(name)?;
     // SAFETY: `dir` is an open directory and `name` a valid C string.
     if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0 {
         return Ok(());
@@ -122,13 +107,14 @@ fn remove(dir: &OwnedFd, name: &str) -> io::Result<()> {
 }
 
 fn rename(dir: &OwnedFd, from: &str, to: &str) -> io::Result<()> {
-    let (from, to) = (c_name(from)?, c_name(to)?);
+    let (from, to) = (cstring(from)?, cstring(to)?);
     // SAFETY: `dir` is an open directory; both names are valid C strings.
     check(unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) })
 }
 
 /// Writes `content` as `dir/name`, owned and moded as `like`, with `like`'s times
-/// when `keep_times`: created as `<name>` + `.tmp` suffix `temp` and renamed over.
+/// when `keep_times`: created exclusively as `temp` (whatever was there removed
+/// first, never opened) and renamed over `name`.
 fn replace(
     dir: &OwnedFd,
     name: &str,

@@ -6,14 +6,30 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+/// `text` as a C path; a NUL in it is an error, never a cut.
+pub(crate) fn cstring(text: impl AsRef<[u8]>) -> io::Result<CString> {
+    CString::new(text.as_ref())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
+}
+
+/// `fstat(2)` of an open descriptor (an `O_PATH` one too).
+pub(crate) fn fstat(fd: &impl AsRawFd) -> io::Result<libc::stat> {
+    // SAFETY: an all-zero stat is a valid value to be overwritten.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open and `stat` is writable.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stat)
+}
+
 /// Opens `name` relative to `dir` (the current directory when None).
 pub(crate) fn open_at(
     dir: Option<&impl AsRawFd>,
     name: impl Into<Vec<u8>>,
     flags: libc::c_int,
 ) -> io::Result<OwnedFd> {
-    let name = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
+    let name = cstring(name.into())?;
     let dir = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
     // SAFETY: `name` is NUL-terminated and `dir` an open descriptor (or AT_FDCWD);
     // the result is checked.
@@ -33,8 +49,7 @@ pub(crate) fn create_at(
     flags: libc::c_int,
     mode: libc::mode_t,
 ) -> io::Result<OwnedFd> {
-    let name = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
+    let name = cstring(name)?;
     let flags = flags | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: `name` is NUL-terminated, `dir` an open descriptor; the result is checked.
     let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode as libc::c_uint) };
