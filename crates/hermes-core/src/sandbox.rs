@@ -259,6 +259,18 @@ pub enum SandboxError {
 /// A change to a small file's content; None leaves the file as it is.
 pub type FileEdit = Box<dyn FnOnce(&[u8]) -> Option<Vec<u8>> + Send>;
 
+/// How thorough a look for files the diff cannot see is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolatileScan {
+    /// While the session runs: a process whose open files are the ones seen at the
+    /// last look is mostly passed over (every few looks all are read again).
+    Running,
+    /// The session is over and its box lingers: every process's open files.
+    Ended,
+    /// The box is about to stop: as `Ended`, and `/dev/shm`.
+    Last,
+}
+
 /// A container engine with a pool of ready containers.
 #[async_trait]
 pub trait Sandbox: Send + Sync {
@@ -340,14 +352,14 @@ pub trait Sandbox: Send + Sync {
     }
 
     /// Files the diff cannot see: deleted files that a process of the container still
-    /// runs or holds open (`running_only`: no process is started for this, so the
-    /// attacker cannot notice), and with `running_only` false also the files in
-    /// `/dev/shm` (read by a process in the container, so only once the session is
-    /// over). At most `max_files`, each up to `max_size` bytes.
+    /// runs or holds open (no process is started for this, so the attacker cannot
+    /// notice), and at [`VolatileScan::Last`] also the files in `/dev/shm` (read by a
+    /// process in the container, so only once the session is over). At most
+    /// `max_files`, each up to `max_size` bytes.
     async fn volatile_files(
         &self,
         _lease: &Lease,
-        _running_only: bool,
+        _scan: VolatileScan,
         _max_files: usize,
         _max_size: u64,
     ) -> Result<Vec<VolatileFile>, SandboxError> {

@@ -49,17 +49,18 @@ fn is_system_path(path: &str) -> bool {
 }
 
 /// Paths added or modified in the container's writable layer: read from its overlay
-/// upper directory when Hermes runs on the engine's host, else the engine's diff.
+/// upper directory when Hermes runs on the engine's host (with the layer's size,
+/// when the walk saw all of it), else the engine's diff (no size).
 pub(crate) async fn changed_paths(
     docker: &Docker,
     container_id: &str,
     upper: Option<PathBuf>,
     max: usize,
-) -> Result<Vec<String>, SandboxError> {
+) -> Result<(Vec<String>, Option<u64>), SandboxError> {
     if let Some(upper) = upper {
-        let walked = tokio::task::spawn_blocking(move || crate::upper::changed_paths(&upper)).await;
+        let walked = tokio::task::spawn_blocking(move || crate::upper::read_layer(&upper)).await;
         match walked {
-            Ok(Ok(paths)) => return Ok(wanted(paths, max)),
+            Ok(Ok(layer)) => return Ok((wanted(layer.paths, max), layer.size)),
             Ok(Err(error)) => {
                 tracing::debug!(target: "hermes::sandbox", %error, "cannot walk the upper directory; asking the engine");
             }
@@ -78,7 +79,7 @@ pub(crate) async fn changed_paths(
         .filter(|change| !matches!(change.kind, ChangeType::_2))
         .map(|change| change.path)
         .collect();
-    Ok(wanted(paths, max))
+    Ok((wanted(paths, max), None))
 }
 
 /// The changed paths worth reading: no system paths, no parents of other entries.
@@ -362,8 +363,14 @@ pub(crate) fn files_in_archive(
         .collect()
 }
 
-/// The host pids in `init_pid`'s cgroup (the container's), when the cgroup filesystem
-/// shows it (v2, or v1's pids or memory hierarchy).
+/// Cgroups looked into below a box's own, at most (systemd in a box makes a few
+/// dozen: its scopes and slices).
+const MAX_CGROUPS: usize = 1024;
+
+/// The host pids in `init_pid`'s cgroup (the container's) and the cgroups below it,
+/// when the cgroup filesystem shows it (v2, or v1's pids or memory hierarchy). A
+/// systemd box keeps its first process in `init.scope` and the rest in slices and
+/// scopes beside it: the box's cgroup is then the parent.
 fn cgroup_pids(init_pid: i32) -> Option<Vec<i32>> {
     let cgroups = fs::read_to_string(format!("/proc/{init_pid}/cgroup")).ok()?;
     for line in cgroups.lines() {
@@ -372,6 +379,7 @@ fn cgroup_pids(init_pid: i32) -> Option<Vec<i32>> {
         else {
             continue;
         };
+        let path = path.strip_suffix("/init.scope").unwrap_or(path);
         let dir = if controllers.is_empty() {
             format!("/sys/fs/cgroup{path}")
         } else if let Some(controller) = controllers
@@ -382,17 +390,41 @@ fn cgroup_pids(init_pid: i32) -> Option<Vec<i32>> {
         } else {
             continue;
         };
-        if let Ok(procs) = fs::read_to_string(format!("{dir}/cgroup.procs")) {
-            let pids: Vec<i32> = procs
-                .lines()
-                .filter_map(|line| line.trim().parse().ok())
-                .collect();
-            if pids.contains(&init_pid) {
-                return Some(pids);
-            }
+        let pids = pids_below(std::path::Path::new(&dir));
+        if pids.contains(&init_pid) {
+            return Some(pids);
         }
     }
     None
+}
+
+/// The pids of the cgroup `dir` and of every cgroup below it (bounded).
+fn pids_below(dir: &std::path::Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut looked = 0;
+    while let Some(dir) = stack.pop() {
+        looked += 1;
+        if looked > MAX_CGROUPS {
+            break;
+        }
+        if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+            pids.extend(
+                procs
+                    .lines()
+                    .filter_map(|line| line.trim().parse::<i32>().ok()),
+            );
+        }
+        if let Ok(entries) = fs::read_dir(&dir) {
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    pids
 }
 
 fn pid_namespace(pid: i32) -> Option<std::path::PathBuf> {
@@ -438,48 +470,100 @@ fn read_link_target(link: &str, max_size: u64) -> FileRead {
     }
 }
 
+/// What earlier looks at a box's processes found: each process (PID and start
+/// time, so a reused PID is a new process) with the descriptor numbers it held.
+#[derive(Debug, Default)]
+pub(crate) struct FdScan {
+    held: std::collections::HashMap<(i32, u64), Vec<String>>,
+    passes: u32,
+}
+
+/// Every this many running passes, every process's links are read again, whatever
+/// changed (a descriptor number reused for another file keeps the set the same).
+const FULL_SCAN_EVERY: u32 = 5;
+
+/// A process's start time (clock ticks after boot), from `/proc/PID/stat`.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the name, which may hold anything: state is field 3, starttime field 22.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// Deleted files that processes of the container (found by its init's PID namespace)
 /// still run or hold open, read from the host's `/proc`. Empty when this host's
 /// `/proc` does not show the container (Hermes in a container, remote engine).
+///
+/// A process whose descriptor numbers are the ones `scan` saw before is passed over
+/// unless `full` (a deleted file it held then was read then); every
+/// [`FULL_SCAN_EVERY`]th pass is full anyway. Reading each link of each daemon of a
+/// systemd box cost about 150 readlinks a pass, most of a pass's time.
 pub(crate) fn deleted_open_files(
     init_pid: i32,
     max_files: usize,
     max_size: u64,
+    scan: &mut FdScan,
+    full: bool,
 ) -> Vec<VolatileFile> {
     let Some(namespace) = pid_namespace(init_pid) else {
         return Vec::new();
     };
+    scan.passes = scan.passes.wrapping_add(1);
+    let full = full || scan.passes % FULL_SCAN_EVERY == 1;
     // The container's cgroup lists its processes; scanning all of /proc instead cost a
     // readlink per host process and pass, which with 200 sessions typing took a core.
-    let pids = match cgroup_pids(init_pid) {
-        Some(pids) => pids,
+    // The box's processes are the ones in its cgroup; failing that, those in its PID
+    // namespace among all of the host's.
+    let (pids, check_namespace) = match cgroup_pids(init_pid) {
+        Some(pids) => (pids, false),
         None => {
             let Ok(proc_dir) = fs::read_dir("/proc") else {
                 return Vec::new();
             };
-            proc_dir
+            let pids = proc_dir
                 .flatten()
                 .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-                .collect()
+                .collect();
+            (pids, true)
         }
     };
+    let mut held = std::collections::HashMap::new();
     let mut seen = std::collections::HashSet::new();
     let mut found = Vec::new();
     for pid in pids {
-        if pid_namespace(pid).as_deref() != Some(namespace.as_path()) {
+        if check_namespace && pid_namespace(pid).as_deref() != Some(namespace.as_path()) {
             continue;
         }
-        let mut links = vec![format!("/proc/{pid}/exe")];
-        if let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) {
-            links.extend(
+        let fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|fds| {
                 fds.flatten()
                     .take(1024)
-                    .map(|fd| format!("/proc/{pid}/fd/{}", fd.file_name().to_string_lossy())),
-            );
+                    .map(|fd| fd.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let key = start_time(pid).map(|start| (pid, start));
+        let unchanged = key
+            .and_then(|key| scan.held.get(&key))
+            .is_some_and(|before| *before == fds);
+        let mut links = Vec::new();
+        if full || !unchanged {
+            links.push(format!("/proc/{pid}/exe"));
+            links.extend(fds.iter().map(|fd| format!("/proc/{pid}/fd/{fd}")));
+        }
+        // Remembered only when all its links were read (or none needed reading).
+        if let Some(key) = key
+            && found.len() < max_files
+        {
+            held.insert(key, fds);
         }
         for link in links {
             if found.len() >= max_files {
-                return found;
+                // Not all read: looked at again next time.
+                if let Some(key) = key {
+                    held.remove(&key);
+                }
+                break;
             }
             let Some(target) = fs::read_link(&link)
                 .ok()
@@ -502,6 +586,8 @@ pub(crate) fn deleted_open_files(
             }
         }
     }
+    // Processes gone since are forgotten.
+    scan.held = held;
     found
 }
 
@@ -566,7 +652,7 @@ mod tests {
         let held = fs::File::open(&path).expect("open");
         std::fs::remove_file(&path).expect("rm");
         let me = std::process::id() as i32;
-        let found = deleted_open_files(me, 10_000, 1 << 20);
+        let found = deleted_open_files(me, 10_000, 1 << 20, &mut FdScan::default(), true);
         let wanted = path.display().to_string();
         let hit = found.iter().find(|f| f.path == wanted);
         assert_eq!(
@@ -595,7 +681,13 @@ mod tests {
         let me = std::process::id() as i32;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(deleted_open_files(me, 10_000, 1 << 20));
+            let _ = tx.send(deleted_open_files(
+                me,
+                10_000,
+                1 << 20,
+                &mut FdScan::default(),
+                true,
+            ));
         });
         let found = rx
             .recv_timeout(std::time::Duration::from_secs(20))
@@ -603,5 +695,79 @@ mod tests {
         let wanted = fifo.display().to_string();
         assert!(found.iter().all(|f| f.path != wanted), "{found:?}");
         drop(held);
+    }
+
+    #[test]
+    fn a_process_whose_descriptors_did_not_change_is_read_again_only_on_full_passes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("held.bin");
+        std::fs::write(&path, b"payload").expect("write");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exec 3<\"$1\"; exec sleep 30", "sh"])
+            .arg(&path)
+            .spawn()
+            .expect("spawn");
+        let pid = child.id() as i32;
+        let fd = format!("/proc/{pid}/fd/3");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_link(&fd).is_err() || start_time(pid).is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never held the file"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // sh has become sleep (same PID), holding the file.
+        while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n"
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never became sleep"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::fs::remove_file(&path).expect("rm");
+        let wanted = path.display().to_string();
+        let mut scan = FdScan::default();
+        let mut finds = Vec::new();
+        for pass in 1..=FULL_SCAN_EVERY + 2 {
+            let full = pass == 3;
+            let found = deleted_open_files(pid, 10_000, 1 << 20, &mut scan, full);
+            finds.push(found.iter().any(|f| f.path == wanted));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // Pass 1 and every FULL_SCAN_EVERY-th after it read everything, as does a
+        // pass asked to be full (3); the others pass the unchanged process over.
+        let expected: Vec<bool> = (1..=FULL_SCAN_EVERY + 2)
+            .map(|pass| pass == 3 || pass % FULL_SCAN_EVERY == 1)
+            .collect();
+        assert_eq!(finds, expected);
+    }
+
+    #[test]
+    fn a_systemd_boxs_processes_are_found_in_the_cgroups_below_its_own() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let base = root.path();
+        std::fs::write(base.join("cgroup.procs"), "").expect("write");
+        std::fs::create_dir_all(base.join("init.scope")).expect("mkdir");
+        std::fs::write(base.join("init.scope/cgroup.procs"), "10\n").expect("write");
+        std::fs::create_dir_all(base.join("system.slice/cron.service")).expect("mkdir");
+        std::fs::write(base.join("system.slice/cgroup.procs"), "").expect("write");
+        std::fs::write(
+            base.join("system.slice/cron.service/cgroup.procs"),
+            "11\n12\n",
+        )
+        .expect("write");
+        std::fs::create_dir_all(base.join("user.slice/user-0.slice/session-1.scope"))
+            .expect("mkdir");
+        std::fs::write(
+            base.join("user.slice/user-0.slice/session-1.scope/cgroup.procs"),
+            "13\n",
+        )
+        .expect("write");
+        let mut pids = pids_below(base);
+        pids.sort_unstable();
+        assert_eq!(pids, [10, 11, 12, 13]);
     }
 }

@@ -86,32 +86,38 @@ fn walk(upper: &Path, mut visit: impl FnMut(&str, &std::fs::Metadata)) -> io::Re
     Ok(walked)
 }
 
-/// Every path (as the container sees it) the upper directory `upper` adds or
-/// changes, directories included; deletions (overlay whiteouts) are left out.
-pub(crate) fn changed_paths(upper: &Path) -> io::Result<Vec<String>> {
-    let mut out = Vec::new();
-    walk(upper, |path, metadata| {
-        let whiteout = metadata.file_type().is_char_device() && metadata.rdev() == 0;
-        if !whiteout {
-            out.push(path.to_owned());
-        }
-    })?;
-    Ok(out)
+/// What one walk of the upper directory found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layer {
+    /// Every path (as the container sees it) the layer adds or changes, directories
+    /// included; deletions (overlay whiteouts) are left out.
+    pub paths: Vec<String>,
+    /// The bytes the layer holds, counted as the engine counts a container's
+    /// `SizeRw` (every entry but directories, each inode once). None when the layer
+    /// has more entries or depth than one walk looks at: the engine must count it,
+    /// or a layer shaped past the bound would pass `disk_limit`.
+    pub size: Option<u64>,
 }
 
-/// The bytes the upper directory holds, counted as the engine counts a container's
-/// `SizeRw` (every entry but directories, each inode once), without the engine's
-/// walk. None when the layer has more entries or depth than one walk looks at: the
-/// engine must count it, or a layer shaped past the bound would pass `disk_limit`.
-pub(crate) fn layer_size(upper: &Path) -> io::Result<Option<u64>> {
+/// Walks the upper directory `upper` once for both what it changes and its size
+/// (a capture pass's listing also serves the next disk check).
+pub(crate) fn read_layer(upper: &Path) -> io::Result<Layer> {
+    let mut paths = Vec::new();
     let mut inodes = std::collections::HashSet::new();
     let mut size = 0u64;
-    let walked = walk(upper, |_, metadata| {
+    let walked = walk(upper, |path, metadata| {
+        let whiteout = metadata.file_type().is_char_device() && metadata.rdev() == 0;
+        if !whiteout {
+            paths.push(path.to_owned());
+        }
         if !metadata.is_dir() && metadata.len() > 0 && inodes.insert(metadata.ino()) {
             size = size.saturating_add(metadata.len());
         }
     })?;
-    Ok((walked == Walked::Whole).then_some(size))
+    Ok(Layer {
+        paths,
+        size: (walked == Walked::Whole).then_some(size),
+    })
 }
 
 /// What the upper directory says of one path: a regular file (size, mtime in seconds,
@@ -213,6 +219,14 @@ fn is_absent(error: &io::Error) -> bool {
 mod tests {
     use super::*;
     use std::ffi::CString;
+
+    fn changed_paths(upper: &Path) -> io::Result<Vec<String>> {
+        read_layer(upper).map(|layer| layer.paths)
+    }
+
+    fn layer_size(upper: &Path) -> io::Result<Option<u64>> {
+        read_layer(upper).map(|layer| layer.size)
+    }
 
     #[test]
     fn lists_what_the_layer_holds_without_following_symlinks() {

@@ -326,23 +326,32 @@ impl ChannelSession {
     /// arrives before it starts waits for it).
     pub async fn data(&mut self, bytes: &[u8]) {
         self.conn.input_seen();
-        if self.running.is_some() {
+        let running = self.running.is_some();
+        if running {
             with_recorder(&self.conn, &self.recorder, |rec| rec.input(bytes));
-            self.observe_input(bytes);
         } else if self.early_input.len() + bytes.len() <= MAX_EARLY_INPUT {
             self.early_input.extend_from_slice(bytes);
         }
         self.input.push(bytes).await;
+        if running {
+            self.observe_input(bytes).await;
+        }
     }
 
-    /// Reads the client's input for command lines and uploaded file names.
-    fn observe_input(&mut self, bytes: &[u8]) {
+    /// Reads the client's input for command lines and uploaded file names, after it
+    /// is queued for the process.
+    async fn observe_input(&mut self, bytes: &[u8]) {
         let commands = self
             .tracker
             .lock()
             .ok()
             .and_then(|mut tracker| tracker.as_mut().map(|t| t.input(bytes)))
             .unwrap_or_default();
+        if !commands.is_empty() {
+            // The Enter goes to the box first: a command's event, log line and
+            // metadata rewrite are not in the way of its output.
+            tokio::task::yield_now().await;
+        }
         for command in commands {
             self.conn.command(self.index, command, true);
         }
@@ -463,7 +472,7 @@ impl ChannelSession {
         let early_input = std::mem::take(&mut self.early_input);
         if !early_input.is_empty() {
             with_recorder(&self.conn, &self.recorder, |rec| rec.input(&early_input));
-            self.observe_input(&early_input);
+            self.observe_input(&early_input).await;
         }
         let control: Arc<dyn ProcessControl> = Arc::from(process.control);
         let pump = tokio::spawn(pump_output(PumpContext {

@@ -12,7 +12,7 @@ use super::{Connection, LeaseState};
 use crate::capture::{CapturedFile, FileKind, SkipReason, StoreError};
 use crate::escape::escape_untrusted;
 use crate::events::{EventBuilder, EventId};
-use crate::sandbox::{FileRead, Lease};
+use crate::sandbox::{FileRead, Lease, VolatileScan};
 
 /// How long after a command the next pass runs (commands come in bursts).
 const PASS_DELAY: Duration = Duration::from_secs(2);
@@ -50,6 +50,16 @@ pub(super) enum Pass {
     Ended,
     /// The box is about to stop: as `Ended`, and `/dev/shm` read by a process in it.
     Last,
+}
+
+impl Pass {
+    fn volatile(self) -> VolatileScan {
+        match self {
+            Pass::Running => VolatileScan::Running,
+            Pass::Ended => VolatileScan::Ended,
+            Pass::Last => VolatileScan::Last,
+        }
+    }
 }
 
 impl Connection {
@@ -231,7 +241,7 @@ impl Connection {
                 .saturating_sub(files.captured.len())
         };
         match sandbox
-            .volatile_files(lease, pass != Pass::Last, room.max(1), limits.max_file_size)
+            .volatile_files(lease, pass.volatile(), room.max(1), limits.max_file_size)
             .await
         {
             Ok(found) => {

@@ -26,7 +26,7 @@ use hermes_core::ids::SessionId;
 use hermes_core::metrics::{Histogram, render_family};
 use hermes_core::sandbox::{
     ChangedFile, ContainerUsage, FileRead, IoPath, Lease, LeaseSource, OutputChunk, Process,
-    ProcessSpec, Sandbox, SandboxError, StandbySpec, TtySize, VolatileFile,
+    ProcessSpec, Sandbox, SandboxError, StandbySpec, TtySize, VolatileFile, VolatileScan,
 };
 
 use crate::endpoint::{Endpoint, EndpointError};
@@ -61,6 +61,10 @@ const MAX_PARALLEL_CREATES: usize = 4;
 const STOP_GRACE_SECS: i32 = 3;
 /// How often the pool re-checks its size even without a wake-up.
 const REFILL_TICK: Duration = Duration::from_secs(5);
+/// How old a capture pass's count of a box's writable layer may be and still serve
+/// a disk check (sessions check every 3 s, and pass about every 2 s while commands
+/// run): a typing session's layer is walked once per round, not twice.
+const LAYER_SIZE_FRESH: Duration = Duration::from_millis(2500);
 /// Longest wait between attempts to create containers while creation fails (the
 /// engine is down, for example).
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -150,6 +154,11 @@ pub struct DockerSandbox {
     /// Containers' overlay upper directories on this host (None: not reachable here),
     /// looked up once each.
     upper_dirs: Mutex<HashMap<String, Option<std::path::PathBuf>>>,
+    /// Each box's writable layer as last counted on this host, and when: a capture
+    /// pass's walk also answers the next disk check.
+    layer_sizes: Mutex<HashMap<String, (Instant, u64)>>,
+    /// What the last looks for deleted open files saw in each box.
+    fd_scans: Mutex<HashMap<String, files::FdScan>>,
     /// Each leased box's first process, where this host sees it: its sessions'
     /// checks read /proc instead of asking the engine whether it runs.
     box_inits: Mutex<HashMap<String, crate::box_init::BoxInit>>,
@@ -248,6 +257,8 @@ impl DockerSandbox {
             container_locks: Mutex::new(HashMap::new()),
             standbys: Mutex::new(HashMap::new()),
             upper_dirs: Mutex::new(HashMap::new()),
+            layer_sizes: Mutex::new(HashMap::new()),
+            fd_scans: Mutex::new(HashMap::new()),
             box_inits: Mutex::new(HashMap::new()),
             direct_io,
             engine_only: Mutex::new(HashSet::new()),
@@ -296,6 +307,39 @@ impl DockerSandbox {
 
     fn box_inits(&self) -> MutexGuard<'_, HashMap<String, crate::box_init::BoxInit>> {
         self.box_inits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn layer_sizes(&self) -> MutexGuard<'_, HashMap<String, (Instant, u64)>> {
+        self.layer_sizes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The box's writable layer in bytes: counted within the last
+    /// [`LAYER_SIZE_FRESH`] (by a capture pass), else walked now. None: not countable
+    /// on this host (another host, or a layer past one walk's bounds).
+    async fn layer_size(&self, id: &str, upper: Option<std::path::PathBuf>) -> Option<u64> {
+        let recent = self
+            .layer_sizes()
+            .get(id)
+            .filter(|(at, _)| at.elapsed() < LAYER_SIZE_FRESH)
+            .map(|(_, size)| *size);
+        if recent.is_some() {
+            return recent;
+        }
+        let upper = upper?;
+        let counted = tokio::task::spawn_blocking(move || crate::upper::read_layer(&upper))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|layer| layer.size);
+        if let Some(size) = counted {
+            self.layer_sizes()
+                .insert(id.to_owned(), (Instant::now(), size));
+        }
+        counted
+    }
+
+    fn fd_scans(&self) -> MutexGuard<'_, HashMap<String, files::FdScan>> {
+        self.fd_scans.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn standbys(&self) -> MutexGuard<'_, HashMap<String, Standby>> {
@@ -457,6 +501,8 @@ impl DockerSandbox {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+        self.layer_sizes().remove(id);
+        self.fd_scans().remove(id);
         self.box_inits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -752,14 +798,7 @@ impl Sandbox for DockerSandbox {
         // the layer in dockerd, every few seconds for every session.
         let upper = self.upper_dir(id).await.ok().flatten();
         let on_this_host = upper.is_some();
-        let counted = match upper {
-            Some(upper) => tokio::task::spawn_blocking(move || crate::upper::layer_size(&upper))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten(),
-            None => None,
-        };
+        let counted = self.layer_size(id, upper).await;
         let known_init = self.box_inits().get(id).copied();
         if let (Some(disk_bytes), Some(init)) = (counted, known_init) {
             if init.alive() {
@@ -853,7 +892,13 @@ impl Sandbox for DockerSandbox {
 
     async fn changed_paths(&self, lease: &Lease, max: usize) -> Result<Vec<String>, SandboxError> {
         let upper = self.upper_dir(&lease.container_id).await?;
-        files::changed_paths(&self.docker, &lease.container_id, upper, max).await
+        let (paths, size) =
+            files::changed_paths(&self.docker, &lease.container_id, upper, max).await?;
+        if let Some(size) = size {
+            self.layer_sizes()
+                .insert(lease.container_id.clone(), (Instant::now(), size));
+        }
+        Ok(paths)
     }
 
     async fn edit_etc_file(
@@ -913,7 +958,7 @@ impl Sandbox for DockerSandbox {
     async fn volatile_files(
         &self,
         lease: &Lease,
-        running_only: bool,
+        scan: VolatileScan,
         max_files: usize,
         max_size: u64,
     ) -> Result<Vec<VolatileFile>, SandboxError> {
@@ -921,15 +966,31 @@ impl Sandbox for DockerSandbox {
             return Ok(Vec::new());
         };
         let mut found = if init_pid > 0 {
-            tokio::task::spawn_blocking(move || {
-                files::deleted_open_files(init_pid, max_files, max_size)
+            let id = &lease.container_id;
+            // Taken out while in use: of two passes on one box at once, the second
+            // finds none and looks at everything.
+            let mut seen = self.fd_scans().remove(id).unwrap_or_default();
+            let full = scan != VolatileScan::Running;
+            let looked = tokio::task::spawn_blocking(move || {
+                let found =
+                    files::deleted_open_files(init_pid, max_files, max_size, &mut seen, full);
+                (found, seen)
             })
-            .await
-            .unwrap_or_default()
+            .await;
+            match looked {
+                Ok((found, seen)) => {
+                    // Kept only while the box is known here (not once it is removed).
+                    if self.box_inits().contains_key(id) {
+                        self.fd_scans().insert(id.clone(), seen);
+                    }
+                    found
+                }
+                Err(_) => Vec::new(),
+            }
         } else {
             Vec::new()
         };
-        if !running_only && found.len() < max_files {
+        if scan == VolatileScan::Last && found.len() < max_files {
             match self.shm_archive(lease, max_files, max_size).await {
                 Ok(archive) => found.extend(files::files_in_archive(
                     &archive,

@@ -14,9 +14,10 @@ struct Proc {
     pid: u32,
     ppid: u32,
     comm: String,
-    /// utime + stime + cutime + cstime, in clock ticks: its own CPU and that of every
-    /// descendant it has reaped.
-    ticks: u64,
+    /// utime + stime, in clock ticks (whole group, threads that ended included).
+    own_ticks: u64,
+    /// cutime + cstime, in clock ticks: every descendant it has reaped.
+    reaped_ticks: u64,
     rss_pages: u64,
 }
 
@@ -33,7 +34,8 @@ fn read_proc(pid: u32) -> Option<Proc> {
         pid,
         ppid: number(1)? as u32,
         comm,
-        ticks: number(11)? + number(12)? + number(13)? + number(14)?,
+        own_ticks: number(11)? + number(12)?,
+        reaped_ticks: number(13)? + number(14)?,
         rss_pages: number(21)?,
     })
 }
@@ -66,6 +68,29 @@ fn tree(root: u32) -> Vec<Proc> {
     out
 }
 
+/// CPU nanoseconds a process has used, with what it reaped.
+///
+/// Not utime + stime alone: the kernel reports each process's total rounded down to
+/// a clock tick (10 ms), so a server of many small processes (sshd's two per
+/// connection and the shells, the engine's shims) reads as using almost nothing. The
+/// scheduler's own count (`schedstat`, nanoseconds) of each live thread is exact;
+/// the tick figure is taken instead when it is higher, which happens only when
+/// threads have ended (their time is in the tick figure alone).
+fn cpu_nanos(p: &Proc) -> u64 {
+    let tick = 1e9 / clock_ticks();
+    let mut threads: u64 = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", p.pid)) {
+        for task in tasks.flatten() {
+            let runtime = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+            threads += runtime.unwrap_or(0);
+        }
+    }
+    let own = threads.max((p.own_ticks as f64 * tick) as u64);
+    own + (p.reaped_ticks as f64 * tick) as u64
+}
+
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64).max(1.0)
@@ -78,7 +103,7 @@ fn page_kib() -> u64 {
 
 /// CPU seconds used so far by `root`'s tree: live processes plus everything reaped.
 pub fn tree_cpu_seconds(root: u32) -> f64 {
-    tree(root).iter().map(|p| p.ticks).sum::<u64>() as f64 / clock_ticks()
+    tree(root).iter().map(cpu_nanos).sum::<u64>() as f64 / 1e9
 }
 
 /// CPU seconds of `root`'s tree split into the server's own processes (named
@@ -87,12 +112,12 @@ pub fn tree_cpu_split(root: u32, server_comm: &str) -> (f64, f64) {
     let (mut own, mut rest) = (0, 0);
     for p in tree(root) {
         if p.comm == server_comm || p.pid == root {
-            own += p.ticks;
+            own += cpu_nanos(&p);
         } else {
-            rest += p.ticks;
+            rest += cpu_nanos(&p);
         }
     }
-    (own as f64 / clock_ticks(), rest as f64 / clock_ticks())
+    (own as f64 / 1e9, rest as f64 / 1e9)
 }
 
 /// Number of processes in `root`'s tree.
@@ -213,7 +238,7 @@ fn is_engine(comm: &str) -> bool {
     comm == "dockerd" || comm == "containerd" || comm.starts_with("containerd-shim")
 }
 
-/// The engine's processes' CPU ticks so far, by PID.
+/// The engine's processes' CPU nanoseconds so far, by PID.
 pub struct EngineSnapshot(HashMap<u32, u64>);
 
 /// Where the engine's processes are now (see [`engine_cpu_since`]).
@@ -222,7 +247,7 @@ pub fn engine_snapshot() -> EngineSnapshot {
         all_processes()
             .into_iter()
             .filter(|p| is_engine(&p.comm))
-            .map(|p| (p.pid, p.ticks))
+            .map(|p| (p.pid, cpu_nanos(&p)))
             .collect(),
     )
 }
@@ -231,15 +256,12 @@ pub fn engine_snapshot() -> EngineSnapshot {
 /// a new one's whole (a shim that ended in between is not counted; the window opens
 /// once the sessions are up, so none should).
 pub fn engine_cpu_since(before: &EngineSnapshot) -> f64 {
-    let ticks: u64 = all_processes()
+    let nanos: u64 = all_processes()
         .into_iter()
         .filter(|p| is_engine(&p.comm))
-        .map(|p| {
-            p.ticks
-                .saturating_sub(before.0.get(&p.pid).copied().unwrap_or(0))
-        })
+        .map(|p| cpu_nanos(&p).saturating_sub(before.0.get(&p.pid).copied().unwrap_or(0)))
         .sum();
-    ticks as f64 / clock_ticks()
+    nanos as f64 / 1e9
 }
 
 /// Resident memory of the engine's processes, KiB.
