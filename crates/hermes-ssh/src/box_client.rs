@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::box_stream::QuickAck;
 use async_trait::async_trait;
 use hermes_core::box_sshd::{
     BoxChannel, BoxConnecting, BoxLogin, BoxProgram, BoxSession, BoxSshd, BoxSshdError,
@@ -135,7 +136,10 @@ impl BoxSshClient {
         }
     }
 
-    async fn handshake(&self, login: &BoxLogin) -> Result<Handle<BoxServer>, BoxSshdError> {
+    async fn handshake(
+        &self,
+        login: &BoxLogin,
+    ) -> Result<(Handle<BoxServer>, QuickAck), BoxSshdError> {
         let stream = loop {
             match self
                 .dialer
@@ -151,9 +155,11 @@ impl BoxSshClient {
             }
         };
         let stream = crate::box_stream::AckingStream::new(stream);
-        client::connect_stream(Arc::clone(&self.config), stream, BoxServer)
+        let quick_ack = stream.quick_ack();
+        let handle = client::connect_stream(Arc::clone(&self.config), stream, BoxServer)
             .await
-            .map_err(|error| BoxSshdError::Protocol(error.to_string()))
+            .map_err(|error| BoxSshdError::Protocol(error.to_string()))?;
+        Ok((handle, quick_ack))
     }
 }
 
@@ -164,16 +170,17 @@ fn too_slow(what: &str) -> BoxSshdError {
 #[async_trait]
 impl BoxSshd for BoxSshClient {
     async fn connect(&self, login: &BoxLogin) -> Result<Box<dyn BoxConnecting>, BoxSshdError> {
-        let handle = tokio::time::timeout(LOGIN_TIMEOUT, self.handshake(login))
+        let (handle, quick_ack) = tokio::time::timeout(LOGIN_TIMEOUT, self.handshake(login))
             .await
             .map_err(|_| too_slow("the connection"))??;
-        Ok(Box::new(Connecting { handle }))
+        Ok(Box::new(Connecting { handle, quick_ack }))
     }
 }
 
 /// A connection whose key exchange is done.
 struct Connecting {
     handle: Handle<BoxServer>,
+    quick_ack: QuickAck,
 }
 
 #[async_trait]
@@ -194,6 +201,7 @@ impl BoxConnecting for Connecting {
         }
         Ok(Arc::new(BoxSshSession {
             handle: Arc::new(self.handle),
+            quick_ack: self.quick_ack,
         }))
     }
 }
@@ -201,6 +209,7 @@ impl BoxConnecting for Connecting {
 /// One logged-in connection to a box's sshd.
 struct BoxSshSession {
     handle: Arc<Handle<BoxServer>>,
+    quick_ack: QuickAck,
 }
 
 fn channel_error(error: impl std::fmt::Display) -> BoxSshdError {
@@ -266,6 +275,10 @@ impl BoxSshSession {
         })
         .await
         .map_err(|_| BoxSshdError::Channel("no answer".into()))??;
+        if request.pty.is_some() {
+            // The program runs on a terminal: sshd has turned Nagle off.
+            self.quick_ack.stop();
+        }
         let write = Arc::new(write);
         Ok(Process {
             output: Box::new(BoxOutput {

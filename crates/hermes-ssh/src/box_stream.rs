@@ -7,23 +7,55 @@
 //! own, as Hermes does: at every login the channel's confirmation (after the
 //! host-keys notice) and at the end of a command its exit status waited that long.
 //! Acknowledging each read at once (TCP_QUICKACK) takes the wait out.
+//!
+//! Once a session on the connection has a terminal, sshd has turned Nagle off for
+//! the connection's socket, and a typed session's acknowledgements ride on its next
+//! keystroke: each read's own ACK would be a packet more per echo for both sides.
+//! [`QuickAck::stop`] ends the immediate acknowledgements then.
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// Whether a connection's reads are still acknowledged at once (shared with the
+/// session that knows when a terminal is up).
+#[derive(Debug, Clone)]
+pub(crate) struct QuickAck(Arc<AtomicBool>);
+
+impl QuickAck {
+    /// sshd has turned Nagle off (a terminal session runs): ACKs may wait again.
+    pub(crate) fn stop(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+
+    fn on(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// A stream to a box's sshd whose reads are acknowledged at once.
 pub(crate) struct AckingStream {
     inner: TcpStream,
+    quick: QuickAck,
 }
 
 impl AckingStream {
     pub(crate) fn new(inner: TcpStream) -> Self {
-        AckingStream { inner }
+        AckingStream {
+            inner,
+            quick: QuickAck(Arc::new(AtomicBool::new(true))),
+        }
+    }
+
+    /// The switch that ends the immediate acknowledgements.
+    pub(crate) fn quick_ack(&self) -> QuickAck {
+        self.quick.clone()
     }
 
     /// Sends the acknowledgement of what was read now, and leaves the socket in
@@ -53,7 +85,7 @@ impl AsyncRead for AckingStream {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before && this.quick.on() {
             this.acknowledge();
         }
         polled
@@ -114,16 +146,17 @@ mod tests {
 
     /// Client and server talk in turns (as Hermes and sshd do), which puts the
     /// client's socket into delayed-ACK mode; through the wrapper each read leaves it
-    /// acknowledging at once. Bytes pass through unchanged either way.
+    /// acknowledging at once, until the wrapper is stopped. Bytes pass through
+    /// unchanged either way.
     #[tokio::test]
-    async fn each_read_leaves_the_socket_acknowledging_at_once() {
+    async fn each_read_leaves_the_socket_acknowledging_at_once_until_stopped() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let address = listener.local_addr().expect("address");
         let server = tokio::spawn(async move {
             let mut served = Vec::new();
-            for _ in 0..2 {
+            for _ in 0..3 {
                 let (mut peer, _) = listener.accept().await.expect("accept");
                 let mut byte = [0u8; 1];
                 for turn in 0..20u8 {
@@ -135,9 +168,12 @@ mod tests {
             served
         });
         let mut modes = Vec::new();
-        for wrapped in [false, true] {
+        for (wrapped, stopped) in [(false, false), (true, false), (true, true)] {
             let stream = TcpStream::connect(address).await.expect("connect");
             let mut acking = AckingStream::new(stream);
+            if stopped {
+                acking.quick_ack().stop();
+            }
             for turn in 0..20u8 {
                 let mut reply = [0u8; 2];
                 if wrapped {
@@ -151,7 +187,11 @@ mod tests {
             }
             modes.push(quick_ack(&acking.inner));
         }
-        assert_eq!(modes, [0, 1], "plain stream, then the wrapper");
+        assert_eq!(
+            modes,
+            [0, 1, 0],
+            "plain stream, the wrapper, the stopped wrapper"
+        );
         drop(server.await.expect("server"));
     }
 }

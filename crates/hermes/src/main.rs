@@ -97,6 +97,9 @@ fn report_config_error(error: &ConfigError) {
 /// glibc gives each thread that allocates its own arena (up to eight per core), and
 /// memory freed in one stays mapped there: with hundreds of sessions moving between
 /// the runtime's and the blocking pool's threads, that held tens of MB.
+/// Threads for blocking work at most (see the runtime's construction).
+const MAX_BLOCKING_THREADS: usize = 32;
+
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator tuning; called before any other thread.
@@ -145,6 +148,12 @@ fn main() -> ExitCode {
             limit_malloc_arenas();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                // Blocking work (capture walks and reads, store writes, netns and
+                // iptables runs) is short, bounded and CPU-bound on a machine of a
+                // few cores: a typing crowd's capture passes grew the default pool of
+                // 512 to 180 threads here, each with its own stack and allocator
+                // caches, for no throughput.
+                .max_blocking_threads(MAX_BLOCKING_THREADS)
                 .build()
             {
                 Ok(runtime) => runtime,
