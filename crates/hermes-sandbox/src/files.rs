@@ -510,10 +510,9 @@ pub(crate) fn deleted_open_files(
     };
     scan.passes = scan.passes.wrapping_add(1);
     let full = full || scan.passes % FULL_SCAN_EVERY == 1;
-    // The container's cgroup lists its processes; scanning all of /proc instead cost a
-    // readlink per host process and pass, which with 200 sessions typing took a core.
-    // The box's processes are the ones in its cgroup; failing that, those in its PID
-    // namespace among all of the host's.
+    // The box's processes are the ones in its cgroups; failing that, those in its PID
+    // namespace among all of the host's (a readlink per host process and pass, which
+    // with 200 sessions typing took a core).
     let (pids, check_namespace) = match cgroup_pids(init_pid) {
         Some(pids) => (pids, false),
         None => {
@@ -551,18 +550,10 @@ pub(crate) fn deleted_open_files(
             links.push(format!("/proc/{pid}/exe"));
             links.extend(fds.iter().map(|fd| format!("/proc/{pid}/fd/{fd}")));
         }
-        // Remembered only when all its links were read (or none needed reading).
-        if let Some(key) = key
-            && found.len() < max_files
-        {
-            held.insert(key, fds);
-        }
+        let mut complete = true;
         for link in links {
             if found.len() >= max_files {
-                // Not all read: looked at again next time.
-                if let Some(key) = key {
-                    held.remove(&key);
-                }
+                complete = false;
                 break;
             }
             let Some(target) = fs::read_link(&link)
@@ -573,17 +564,21 @@ pub(crate) fn deleted_open_files(
             };
             let content = read_link_target(&link, max_size);
             // The same file open in several processes (or as exe and fd) once.
-            let key = match &content {
+            let identity = match &content {
                 FileRead::Content(data) => (target.clone(), data.len() as u64),
                 FileRead::TooLarge(size) => (target.clone(), *size),
                 FileRead::Unavailable => continue,
             };
-            if seen.insert(key) {
+            if seen.insert(identity) {
                 found.push(VolatileFile {
                     path: target,
                     content,
                 });
             }
+        }
+        // Remembered only when all its links were read (or none needed reading).
+        if let Some(key) = key.filter(|_| complete) {
+            held.insert(key, fds);
         }
     }
     // Processes gone since are forgotten.

@@ -13,7 +13,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::box_stream::QuickAck;
 use async_trait::async_trait;
 use hermes_core::box_sshd::{
     BoxChannel, BoxConnecting, BoxLogin, BoxProgram, BoxSession, BoxSshd, BoxSshdError,
@@ -26,6 +25,8 @@ use russh::client::{self, Handle, Msg};
 use russh::keys::PublicKeyOrCertificate;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Disconnect, Sig};
 use tokio::io::AsyncWrite;
+
+use crate::box_stream::QuickAck;
 
 /// The SSH port of the box's sshd.
 const SSH_PORT: u16 = 22;

@@ -12,7 +12,7 @@ use super::{Connection, LeaseState};
 use crate::capture::{CapturedFile, FileKind, SkipReason, StoreError};
 use crate::escape::escape_untrusted;
 use crate::events::{EventBuilder, EventId};
-use crate::sandbox::{FileRead, Lease, VolatileScan};
+use crate::sandbox::{FileRead, Lease};
 
 /// How long after a command the next pass runs (commands come in bursts).
 const PASS_DELAY: Duration = Duration::from_secs(2);
@@ -39,28 +39,10 @@ fn mtime_key(rfc3339: &str) -> Option<String> {
     Some(format!("{seconds}.{micros}"))
 }
 
-/// How thorough a capture pass is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Pass {
-    /// While the session runs: new paths only, nothing started in the box.
-    Running,
-    /// The session ended and its box lingers: files seen before are looked at again,
-    /// still with nothing started in the box (what the attacker left running there
-    /// could see it).
-    Ended,
-    /// The box is about to stop: as `Ended`, and `/dev/shm` read by a process in it.
-    Last,
-}
-
-impl Pass {
-    fn volatile(self) -> VolatileScan {
-        match self {
-            Pass::Running => VolatileScan::Running,
-            Pass::Ended => VolatileScan::Ended,
-            Pass::Last => VolatileScan::Last,
-        }
-    }
-}
+/// How thorough a capture pass is: the sandbox's own levels (while the session runs,
+/// nothing started in the box and only new paths read; once it ended and the box
+/// lingers, files seen before looked at again; before the box stops, `/dev/shm` too).
+pub(super) use crate::sandbox::VolatileScan as Pass;
 
 impl Connection {
     /// A command ran (or an upload ended): look for new files shortly.
@@ -241,7 +223,7 @@ impl Connection {
                 .saturating_sub(files.captured.len())
         };
         match sandbox
-            .volatile_files(lease, pass.volatile(), room.max(1), limits.max_file_size)
+            .volatile_files(lease, pass, room.max(1), limits.max_file_size)
             .await
         {
             Ok(found) => {
