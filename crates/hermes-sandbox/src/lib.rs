@@ -35,7 +35,7 @@ mod upper;
 
 pub use endpoint::{Endpoint, EndpointError, TlsFiles};
 pub use pool::{DockerSandbox, INSTALLED_LABEL, PoolSettings, PoolStatus};
-pub use profile::{ContainerProfile, Placement};
+pub use profile::{BOOT_CPU_SHARES, BootPriority, ContainerProfile, Placement, SESSION_CPU_SHARES};
 pub use seccomp::{DENIED, Denied};
 
 /// The label every Hermes target container carries (value `target`).

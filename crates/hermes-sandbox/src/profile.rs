@@ -24,7 +24,30 @@ pub struct Placement {
     /// The placeholder of its own cgroup for its systemd (`cgroup_delegation`);
     /// None: its image's init needs none.
     pub cgroup: Option<std::path::PathBuf>,
+    /// Made for the pool ahead of need: it boots at [`BOOT_CPU_SHARES`], so that
+    /// its boot yields to the running sessions, until it is ready.
+    pub background: bool,
 }
+
+/// Whether a box is made ahead of need (the pool's refill) or for a login waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootPriority {
+    /// For the pool: it boots at [`BOOT_CPU_SHARES`].
+    Background,
+    /// For a login that waits for it.
+    Foreground,
+}
+
+/// CPU weight (the engine's shares) of a box that boots for the pool. A systemd
+/// boot starts a score of processes at once; at an equal weight, a refill after each
+/// login slowed the next logins' own boxes by half.
+pub const BOOT_CPU_SHARES: i64 = 128;
+
+/// CPU weight of a box that is ready or in use: eight times a booting one's, set
+/// explicitly so that it is the same on every engine and cgroup version.
+pub const SESSION_CPU_SHARES: i64 = 1024;
+
+const _: () = assert!(BOOT_CPU_SHARES * 8 <= SESSION_CPU_SHARES);
 
 /// How `docker stop` ends a box. Like every init, the box's (Debian's sysvinit)
 /// ignores SIGTERM and never exits by itself (a shutdown ends in reboot(2), which the
@@ -111,6 +134,12 @@ impl ContainerProfile {
         }
     }
 
+    /// Whether the engine leaves the box's network alone (`none`): the box gets a
+    /// namespace with only `lo`, and no name files from the engine.
+    pub fn network_disabled(&self) -> bool {
+        self.network_mode == "none"
+    }
+
     /// The body of `POST /containers/create` for a box placed as `placement` says.
     pub fn create_body(&self, placement: &Placement) -> ContainerCreateBody {
         let labels = HashMap::from([
@@ -135,14 +164,20 @@ impl ContainerProfile {
                 .cgroup
                 .as_ref()
                 .map(|_| vec!["container=other".to_owned()]),
-            // A disabled network gets no resolv.conf at all; egress needs one.
-            network_disabled: Some(self.network_mode == "none" && self.dns.is_none()),
+            // No network sandbox of the engine's: Hermes gives the box its name files
+            // (and egress its link).
+            network_disabled: Some(self.network_disabled()),
             host_config: Some(HostConfig {
                 network_mode: Some(self.network_mode.clone()),
                 memory: Some(self.memory_bytes),
                 // Equal to memory: no swap on top of the limit.
                 memory_swap: Some(self.memory_bytes),
                 nano_cpus: Some(self.nano_cpus),
+                cpu_shares: Some(if placement.background {
+                    BOOT_CPU_SHARES
+                } else {
+                    SESSION_CPU_SHARES
+                }),
                 cpuset_cpus: placement.core.map(|core| core.to_string()),
                 // `mounts`, not `binds`: a missing source fails the create instead of
                 // becoming an empty directory the engine makes on the host.
@@ -191,10 +226,13 @@ impl ContainerProfile {
                 }]),
                 runtime: self.runtime.clone(),
                 userns_mode: self.userns_mode.clone(),
-                dns: self.dns.clone().map(|resolver| vec![resolver]),
-                // Debian's installer names the host on 127.0.1.1; without it `sudo`
-                // says "unable to resolve host".
-                extra_hosts: Some(vec![format!("{}:127.0.1.1", self.hostname)]),
+                // Where the engine writes the name files. Debian's installer names the
+                // host on 127.0.1.1; without it `sudo` says "unable to resolve host".
+                dns: (!self.network_disabled())
+                    .then(|| self.dns.clone().map(|resolver| vec![resolver]))
+                    .flatten(),
+                extra_hosts: (!self.network_disabled())
+                    .then(|| vec![format!("{}:127.0.1.1", self.hostname)]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -355,15 +393,40 @@ mod tests {
         assert_eq!(body.stop_signal.as_deref(), Some("SIGKILL"));
         assert_eq!(body.hostname.as_deref(), Some("web-prod-01"));
         assert_eq!(
-            host.extra_hosts.as_deref(),
-            Some(&["web-prod-01:127.0.1.1".to_owned()][..])
+            host.cpu_shares,
+            Some(SESSION_CPU_SHARES),
+            "a login waits for it"
         );
+        let pooled = profile.create_body(&Placement {
+            background: true,
+            ..Placement::default()
+        });
+        let pooled = pooled.host_config.expect("host config");
+        assert_eq!(pooled.cpu_shares, Some(BOOT_CPU_SHARES));
+        // No network of the engine's: Hermes writes the name files.
+        assert_eq!(body.network_disabled, Some(true));
+        assert!(host.dns.is_none() && host.extra_hosts.is_none());
         let labels = body.labels.expect("labels");
         assert_eq!(labels.get(ROLE_LABEL).map(String::as_str), Some("target"));
         assert_eq!(
             labels.get(SENSOR_LABEL).map(String::as_str),
             Some("sensor-1")
         );
+    }
+
+    #[test]
+    fn a_network_of_the_engines_gets_its_name_files_from_the_engine() {
+        let mut config = Config::default();
+        config.container_pool.security.network_mode = "hermes-net".to_owned();
+        let profile = ContainerProfile::from_config(&config, "sensor-1");
+        let body = profile.create_body(&Placement::default());
+        assert_eq!(body.network_disabled, Some(false));
+        let host = body.host_config.expect("host config");
+        assert_eq!(
+            host.extra_hosts.as_deref(),
+            Some(&["web-prod-01:127.0.1.1".to_owned()][..])
+        );
+        assert_eq!(host.dns.as_deref(), Some(&["10.0.2.3".to_owned()][..]));
     }
 
     #[test]
@@ -391,6 +454,7 @@ mod tests {
                 clock: crate::lxcfs::ClockFiles::Lxcfs,
             }),
             cgroup: None,
+            background: false,
         });
         let host = placed.host_config.expect("host config");
         assert_eq!(host.cpuset_cpus.as_deref(), Some("1"));
@@ -431,6 +495,7 @@ mod tests {
                     clock,
                 }),
                 cgroup: None,
+                background: false,
             });
             let mounts = body.host_config.and_then(|h| h.mounts).expect("mounts");
             mounts
@@ -463,6 +528,7 @@ mod tests {
             core: None,
             lxcfs: None,
             cgroup: Some("/run/hermes/box-cgroups/hermes-x".into()),
+            background: false,
         });
         let host = body.host_config.expect("host config");
         let mounts = host.mounts.expect("mounts");

@@ -62,6 +62,11 @@ impl TarWriter {
         Ok(())
     }
 
+    /// Nothing added yet.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     /// The archive, with its end marker.
     pub(crate) fn finish(mut self) -> Vec<u8> {
         self.bytes.resize(self.bytes.len() + 2 * BLOCK, 0);

@@ -67,21 +67,28 @@ impl DockerSandbox {
 
     /// Creates and starts one container within `spawn_timeout`. A container that was
     /// created but could not be started is removed: nothing half-made is left behind.
-    pub(super) async fn create_container(&self) -> Result<String, SandboxError> {
+    pub(super) async fn create_container(
+        &self,
+        priority: BootPriority,
+    ) -> Result<String, SandboxError> {
         let started = Instant::now();
-        let created = self.create_container_untimed().await;
+        let created = self.create_container_untimed(priority).await;
         if created.is_ok() {
             self.create_seconds.observe(started.elapsed().as_secs_f64());
         }
         created
     }
 
-    pub(super) async fn create_container_untimed(&self) -> Result<String, SandboxError> {
+    pub(super) async fn create_container_untimed(
+        &self,
+        priority: BootPriority,
+    ) -> Result<String, SandboxError> {
         let timeout = self.settings.spawn_timeout;
         let name = format!("hermes-{}", SessionId::random());
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let mut placement = self.placement().await?;
         placement.cgroup = self.cgroup_placeholder(&name)?;
+        placement.background = priority == BootPriority::Background;
         let created = tokio::time::timeout(
             timeout,
             self.docker
@@ -97,12 +104,7 @@ impl DockerSandbox {
                 return Err(SandboxError::Timeout(timeout.as_secs()));
             }
         };
-        // The sensor's CA and the box's past go in before anything in the box runs.
-        let prepared = async {
-            self.install_ca(&id).await?;
-            self.install_machine_id(&id).await?;
-            self.install_past(&id).await
-        };
+        let prepared = self.put_first_files(&id);
         match tokio::time::timeout(timeout, prepared).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -145,6 +147,41 @@ impl DockerSandbox {
                 Err(SandboxError::Timeout(timeout.as_secs()))
             }
         }
+    }
+
+    /// A box booted in the background gets a session's CPU weight once ready. If the
+    /// engine cannot set it, the box still serves (its sessions yield to others').
+    pub(super) async fn raise_cpu_weight(&self, id: &str) {
+        if let Err(error) = self.docker.update_container(id, session_cpu_weight()).await {
+            tracing::warn!(target: "hermes::sandbox", container_id = %short(id), error = %failure(error), "cannot give the box a session's CPU weight");
+        }
+    }
+
+    /// The sensor's CA, the machine id, the name files and the box's past go in
+    /// before anything in the box runs: one archive, as each upload costs the engine
+    /// a process of its own (dockerd run again to unpack it), tens of milliseconds of
+    /// CPU.
+    async fn put_first_files(&self, id: &str) -> Result<(), SandboxError> {
+        let started = Instant::now();
+        let mut tar = crate::tar_write::TarWriter::default();
+        self.add_ca(id, &mut tar).await?;
+        self.add_machine_id(&mut tar)?;
+        self.add_name_files(&mut tar)?;
+        self.add_past(&mut tar).await?;
+        if tar.is_empty() {
+            return Ok(());
+        }
+        let archive = tar.finish();
+        let bytes = archive.len();
+        let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+            .path("/")
+            .build();
+        self.docker
+            .upload_to_container(id, Some(options), bollard::body_full(archive.into()))
+            .await
+            .map_err(engine)?;
+        tracing::debug!(target: "hermes::sandbox", container_id = %short(id), bytes, elapsed_ms = started.elapsed().as_millis() as u64, "the box's first files put into it");
+        Ok(())
     }
 
     pub(super) async fn exists(&self, id: &str) -> Result<bool, SandboxError> {
@@ -194,6 +231,15 @@ impl DockerSandbox {
     }
 }
 
+/// The update that gives a box a session's CPU weight, and sets nothing else (the
+/// socket proxy lets exactly this body through).
+fn session_cpu_weight() -> bollard::models::ContainerUpdateBody {
+    bollard::models::ContainerUpdateBody {
+        cpu_shares: Some(SESSION_CPU_SHARES),
+        ..Default::default()
+    }
+}
+
 pub(super) async fn stop_container(docker: &Docker, id: &str) -> Result<(), SandboxError> {
     let options = StopContainerOptionsBuilder::default()
         .t(STOP_GRACE_SECS)
@@ -202,5 +248,16 @@ pub(super) async fn stop_container(docker: &Docker, id: &str) -> Result<(), Sand
         Ok(()) => Ok(()),
         Err(error) if is_not_modified(&error) || is_not_found(&error) => Ok(()),
         Err(error) => Err(engine(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_weight_update_sets_the_weight_alone() {
+        let body = serde_json::to_string(&session_cpu_weight()).expect("json");
+        assert_eq!(body, r#"{"CpuShares":1024}"#);
     }
 }

@@ -190,13 +190,15 @@ impl DockerSandbox {
 
     /// A systemd box's own machine id, as an installed Debian has one in
     /// /etc/machine-id (systemd cannot make it persistent in a box: that takes a
-    /// mount). Before the box's first start.
-    pub(super) async fn install_machine_id(&self, id: &str) -> Result<(), SandboxError> {
+    /// mount), added to what goes into it before its first start.
+    pub(super) fn add_machine_id(
+        &self,
+        tar: &mut crate::tar_write::TarWriter,
+    ) -> Result<(), SandboxError> {
         if self.init.cgroups.is_none() {
             return Ok(());
         }
         let machine_id: u128 = rand::random();
-        let mut tar = crate::tar_write::TarWriter::default();
         // Made at the installation's first boot.
         let mtime = self.installed_at().unwrap_or_else(|| {
             SystemTime::now()
@@ -211,14 +213,7 @@ impl DockerSandbox {
             (0, 0),
             mtime,
         )
-        .map_err(|e| SandboxError::Engine(e.to_string()))?;
-        let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
-            .path("/")
-            .build();
-        self.docker
-            .upload_to_container(id, Some(options), bollard::body_full(tar.finish().into()))
-            .await
-            .map_err(engine)
+        .map_err(|e| SandboxError::Engine(e.to_string()))
     }
 
     /// Before a kept box `id` starts again: its cgroup made and its placeholder

@@ -32,7 +32,7 @@ use hermes_core::sandbox::{
 use crate::endpoint::{Endpoint, EndpointError};
 use crate::error::{engine, failure, is_not_found, is_not_modified};
 use crate::exec::{DirectOutput, ExecControl, MuxOutput, ResizeTurns, TtyOutput, resize_exec};
-use crate::profile::ContainerProfile;
+use crate::profile::{BootPriority, ContainerProfile, SESSION_CPU_SHARES};
 use crate::retention::{self, Rules, Stopped};
 use crate::standby::Standby;
 use crate::{BANNER_LABEL, ROLE_LABEL, SENSOR_LABEL, hijack};
@@ -40,6 +40,7 @@ use crate::{direct, files};
 
 mod boot;
 mod containers;
+mod name_files;
 mod network;
 mod past;
 mod trust;
@@ -455,9 +456,10 @@ impl DockerSandbox {
 
     async fn create_for_pool(self: Arc<Self>) {
         let began = Instant::now();
-        let result = self.create_container().await;
+        let result = self.create_container(BootPriority::Background).await;
         let create_ms = began.elapsed().as_millis() as u64;
         if let Ok(id) = &result {
+            self.raise_cpu_weight(id).await;
             self.start_standby(id).await;
         }
         let leftover = {
@@ -648,7 +650,7 @@ impl Sandbox for DockerSandbox {
                     continue;
                 }
                 tracing::warn!(target: "hermes::sandbox", session_id = %session, "pool empty; creating a container on demand");
-                let created = self.create_container().await;
+                let created = self.create_container(BootPriority::Foreground).await;
                 let mut state = self.state();
                 state.creating = state.creating.saturating_sub(1);
                 let id = created?;

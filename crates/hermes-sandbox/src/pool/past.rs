@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use bollard::query_parameters::UploadToContainerOptionsBuilder;
-
 use hermes_core::past::{self, PastFile, Persona};
 
 use super::*;
@@ -70,12 +68,11 @@ impl DockerSandbox {
             .and_then(|value| value.trim().parse().ok()))
     }
 
-    /// Puts the past into a created, not yet started, container.
-    pub(super) async fn install_past(&self, id: &str) -> Result<(), SandboxError> {
+    /// Adds the past to what goes into a created, not yet started, container.
+    pub(super) async fn add_past(&self, tar: &mut TarWriter) -> Result<(), SandboxError> {
         let Some(settings) = self.past.get() else {
             return Ok(());
         };
-        let started = Instant::now();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|since| since.as_secs())
@@ -87,15 +84,7 @@ impl DockerSandbox {
             .find(|f| f.path == past::WTMP)
             .map(|wtmp| past::wtmp_before_boot(wtmp, &settings.kernel_release, now));
         let files = files.iter().filter(|f| f.path != past::WTMP).chain(&wtmp);
-        let archive = archive(files).map_err(|error| SandboxError::Engine(error.to_string()))?;
-        let size = archive.len();
-        let options = UploadToContainerOptionsBuilder::default().path("/").build();
-        self.docker
-            .upload_to_container(id, Some(options), bollard::body_full(archive.into()))
-            .await
-            .map_err(engine)?;
-        tracing::debug!(target: "hermes::sandbox", container_id = %short(id), bytes = size, elapsed_ms = started.elapsed().as_millis() as u64, "the box's past put into it");
-        Ok(())
+        add_files(files, tar).map_err(|error| SandboxError::Engine(error.to_string()))
     }
 }
 
@@ -140,10 +129,10 @@ async fn told(
     Ok(files)
 }
 
-fn archive<'a>(
+fn add_files<'a>(
     files: impl Iterator<Item = &'a PastFile>,
-) -> Result<Vec<u8>, crate::tar_write::NameTooLong> {
-    let mut tar = TarWriter::default();
+    tar: &mut TarWriter,
+) -> Result<(), crate::tar_write::NameTooLong> {
     for file in files {
         tar.file_owned(
             &file.path,
@@ -153,5 +142,5 @@ fn archive<'a>(
             file.mtime,
         )?;
     }
-    Ok(tar.finish())
+    Ok(())
 }

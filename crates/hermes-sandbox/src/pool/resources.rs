@@ -79,6 +79,7 @@ impl DockerSandbox {
             core: self.cores.as_ref().map(CoreTurns::next),
             lxcfs,
             cgroup: None,
+            background: false,
         })
     }
 

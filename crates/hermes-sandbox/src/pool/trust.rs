@@ -4,9 +4,7 @@
 //! under /usr/local/share/ca-certificates, its link in /etc/ssl/certs, and the
 //! bundle /etc/ssl/certs/ca-certificates.crt (the image's own, plus it).
 
-use bollard::query_parameters::{
-    DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder,
-};
+use bollard::query_parameters::DownloadFromContainerOptionsBuilder;
 use futures_util::StreamExt;
 
 use super::*;
@@ -69,12 +67,12 @@ impl DockerSandbox {
         }
     }
 
-    /// Puts the CA into a created, not yet started, container.
-    pub(super) async fn install_ca(&self, id: &str) -> Result<(), SandboxError> {
+    /// Adds the CA, as update-ca-certificates would have left it, to what goes into
+    /// the created, not yet started, container `id`.
+    pub(super) async fn add_ca(&self, id: &str, tar: &mut TarWriter) -> Result<(), SandboxError> {
         let Some(ca) = self.trusted_ca.get() else {
             return Ok(());
         };
-        let started = Instant::now();
         let image_bundle = ca
             .image_bundle
             .get_or_try_init(|| read_bundle(&self.docker, id))
@@ -88,31 +86,24 @@ impl DockerSandbox {
                 .map(|since| since.as_secs().saturating_sub(86_400))
                 .unwrap_or(0)
         });
-        let archive = ca_archive(ca, &image_bundle.content, mtime)
-            .map_err(|error| SandboxError::Engine(error.to_string()))?;
-        let options = UploadToContainerOptionsBuilder::default().path("/").build();
-        self.docker
-            .upload_to_container(id, Some(options), bollard::body_full(archive.into()))
-            .await
-            .map_err(engine)?;
-        tracing::debug!(target: "hermes::sandbox", container_id = %short(id), elapsed_ms = started.elapsed().as_millis() as u64, "the sensor's CA put into the box");
-        Ok(())
+        ca_entries(ca, &image_bundle.content, mtime, tar)
+            .map_err(|error| SandboxError::Engine(error.to_string()))
     }
 }
 
-/// The tar of what update-ca-certificates would have written for `ca`.
-fn ca_archive(
+/// Adds what update-ca-certificates would have written for `ca` to `tar`.
+fn ca_entries(
     ca: &TrustedCa,
     image_bundle: &[u8],
     mtime: u64,
-) -> Result<Vec<u8>, crate::tar_write::NameTooLong> {
+    tar: &mut TarWriter,
+) -> Result<(), crate::tar_write::NameTooLong> {
     let certificate = format!("usr/local/share/ca-certificates/{}.crt", ca.name);
     let mut bundle = image_bundle.to_vec();
     if !bundle.is_empty() && !bundle.ends_with(b"\n") {
         bundle.push(b'\n');
     }
     bundle.extend_from_slice(ca.pem.as_bytes());
-    let mut tar = TarWriter::default();
     tar.file(&certificate, ca.pem.as_bytes(), 0o644, mtime)?;
     tar.symlink(
         &format!("etc/ssl/certs/{}.pem", ca.name),
@@ -126,8 +117,7 @@ fn ca_archive(
             mtime,
         )?;
     }
-    tar.file(BUNDLE, &bundle, 0o644, mtime)?;
-    Ok(tar.finish())
+    tar.file(BUNDLE, &bundle, 0o644, mtime)
 }
 
 /// The image's bundle as a container created from it (not started: untouched) has
@@ -174,7 +164,9 @@ mod tests {
             hash: Some("1a2b3c4d".to_owned()),
             image_bundle: tokio::sync::OnceCell::new(),
         };
-        let bytes = ca_archive(&ca, b"IMAGE ROOTS", 1_700_000_000).expect("archive");
+        let mut tar = TarWriter::default();
+        ca_entries(&ca, b"IMAGE ROOTS", 1_700_000_000, &mut tar).expect("entries");
+        let bytes = tar.finish();
         let found = tar::entries(&bytes, 10);
         let paths: Vec<&str> = found.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(

@@ -582,6 +582,27 @@ async fn the_compose_stack_serves_ssh_and_egress_through_the_proxy_and_the_proxy
     )
     .await;
     assert_eq!(code, 404, "{answer}");
+    // The one update Hermes makes (a pool box's CPU weight once it is ready) gets
+    // through; one that sets anything else does not.
+    let (code, answer) = http(
+        proxy_port,
+        &request(
+            "POST",
+            "/v1.41/containers/x/update",
+            r#"{"CpuShares":1024}"#,
+        ),
+    )
+    .await;
+    assert_eq!(code, 404, "{answer}");
+    for body in [
+        r#"{"CpuShares":1024,"Memory":0}"#,
+        r#"{"Memory":0,"CpuShares":1024}"#,
+        r#"{"PidsLimit":0}"#,
+        r#"{"cpushares":1024}"#,
+    ] {
+        let (code, answer) = http(proxy_port, &request("POST", "/containers/x/update", body)).await;
+        assert_eq!(code, 403, "{body}: {answer}");
+    }
     // Container and exec bodies asking for the host are refused too.
     for body in [
         r#"{"Image":"hermes-target:latest","HostConfig":{"Privileged":true}}"#,
@@ -784,10 +805,12 @@ async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
     let profile = hermes_sandbox::ContainerProfile::from_config(&config, "proxy-check");
     // A pinned box (the default) passes; LXCFS's binds are host mounts, which the
     // proxy refuses: the compose deployment runs with `lxcfs.mode: off`.
+    // As the pool makes it (booting at a low CPU weight).
     let mut body = profile.create_body(&hermes_sandbox::Placement {
         core: Some(0),
         lxcfs: None,
         cgroup: None,
+        background: true,
     });
     // An image the engine does not have: its 404 shows the body got past the proxy,
     // and no container is made.
@@ -816,6 +839,7 @@ async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
         core: Some(0),
         lxcfs: None,
         cgroup: None,
+        background: false,
     });
     fuller_root.image = body.image.clone();
     let json = serde_json::to_string(&fuller_root).expect("body");
@@ -829,6 +853,7 @@ async fn the_proxy_passes_hermes_create_body_with_its_seccomp_profile() {
             clock: hermes_sandbox::lxcfs::ClockFiles::Lxcfs,
         }),
         cgroup: None,
+        background: false,
     });
     with_lxcfs.image = body.image.clone();
     let json = serde_json::to_string(&with_lxcfs).expect("body");

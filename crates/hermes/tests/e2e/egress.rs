@@ -144,6 +144,14 @@ async fn egress_the_box_has_its_own_link_and_nothing_leaves() {
     )
     .await;
     assert_eq!(docker[0], "0", "{docker:?}");
+    // The box's own files, as on a server, not files the engine mounts over them.
+    let mounted = run(
+        &mut shell,
+        "awk '$5 ~ /^\\/etc\\/(resolv.conf|hosts)$/' /proc/self/mountinfo | wc -l; echo $(stat -c %a /etc/resolv.conf /etc/hosts)",
+    )
+    .await;
+    assert_eq!(mounted[0], "0", "{mounted:?}");
+    assert_eq!(mounted[1], "644 644", "{mounted:?}");
     // Nothing names Hermes or the gateway namespace in the box's view of its link.
     let details = run(&mut shell, "ip -d link show eth0; ip a; ip r").await;
     assert!(

@@ -424,7 +424,10 @@ fn documented(method: &str, path: &str) -> bool {
             | ("GET", ["images", .., "json"])
             | ("GET", ["containers", "json"])
             | ("POST", ["containers", "create"])
-            | ("POST", ["containers", _, "start" | "stop" | "exec"])
+            | (
+                "POST",
+                ["containers", _, "start" | "stop" | "exec" | "update"]
+            )
             | ("POST", ["containers", _, "pause" | "unpause"])
             | ("GET", ["containers", _, "json"])
             | ("DELETE", ["containers", _])
@@ -434,6 +437,46 @@ fn documented(method: &str, path: &str) -> bool {
             | ("HEAD" | "GET", ["containers", _, "archive"])
             | ("PUT", ["containers", _, "archive"])
     )
+}
+
+/// Each box the pool makes costs the engine one upload (its first files in one
+/// archive: every upload is a run of the engine's own binary), boots at a low CPU
+/// weight and is given a session's once ready (one update), and has no network
+/// sandbox of the engine's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_box_costs_one_upload_and_gets_a_sessions_cpu_weight_once_ready() {
+    require_docker!();
+    let (hermes, seen, _) = hermes_behind_proxy(Options::default()).await;
+    let boxes = hermes.containers(Some("running"));
+    assert!(!boxes.is_empty(), "the pool is full");
+    let calls = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    for id in &boxes {
+        let count = |wanted: &str, action: &str| {
+            calls
+                .iter()
+                .filter(|(method, path)| {
+                    let path = path.split('?').next().unwrap_or_default();
+                    method == wanted && path.ends_with(&format!("/containers/{id}/{action}"))
+                })
+                .count()
+        };
+        assert_eq!(count("PUT", "archive"), 1, "{id}: {calls:?}");
+        assert_eq!(count("POST", "update"), 1, "{id}: {calls:?}");
+        let inspect = std::process::Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{.HostConfig.CpuShares}} {{.Config.NetworkDisabled}}",
+                id,
+            ])
+            .output()
+            .expect("docker inspect");
+        assert_eq!(
+            String::from_utf8_lossy(&inspect.stdout).trim(),
+            format!("{} true", hermes_sandbox::SESSION_CPU_SHARES),
+            "{id}"
+        );
+    }
 }
 
 /// Hermes with `options`, reaching the engine through a [`counting_proxy`]: the
