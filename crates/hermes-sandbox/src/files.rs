@@ -58,7 +58,7 @@ pub(crate) async fn changed_paths(
     max: usize,
 ) -> Result<(Vec<String>, Option<u64>), SandboxError> {
     if let Some(upper) = upper {
-        let walked = tokio::task::spawn_blocking(move || crate::upper::read_layer(&upper)).await;
+        let walked = crate::background::run(move || crate::upper::read_layer(&upper)).await;
         match walked {
             Ok(Ok(layer)) => return Ok((wanted(layer.paths, max), layer.size)),
             Ok(Err(error)) => {
@@ -325,7 +325,7 @@ async fn local_entry(
 ) -> Option<Entry> {
     let upper = upper?;
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || crate::upper::entry(&upper, &path, read, max_size))
+    crate::background::run(move || crate::upper::entry(&upper, &path, read, max_size))
         .await
         .ok()?
         .ok()

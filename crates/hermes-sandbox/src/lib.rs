@@ -7,6 +7,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod background;
 pub mod boot_clock;
 mod box_init;
 pub mod cgroup_delegation;

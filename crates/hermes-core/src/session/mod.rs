@@ -369,6 +369,11 @@ pub struct Connection {
     capture_lock: Arc<tokio::sync::Mutex<()>>,
     /// A pass is due shortly.
     capture_scheduled: AtomicBool,
+    /// The metadata file's versions: the last taken (under the state's lock), and the
+    /// one on disk (held while writing), so that a rewrite finishing late never
+    /// replaces a newer one.
+    metadata_version: AtomicU64,
+    metadata_on_disk: Arc<Mutex<u64>>,
     /// The session's first process has started.
     process_started: watch::Sender<bool>,
     /// The session's login to its box's own sshd.
@@ -475,6 +480,8 @@ impl Connection {
             files: Mutex::new(SessionFiles::default()),
             capture_lock: Arc::new(tokio::sync::Mutex::new(())),
             capture_scheduled: AtomicBool::new(false),
+            metadata_version: AtomicU64::new(0),
+            metadata_on_disk: Arc::new(Mutex::new(0)),
             process_started: watch::channel(false).0,
             box_slot: tokio::sync::Mutex::default(),
         })
@@ -526,9 +533,11 @@ impl Connection {
 
     /// Rewrites the metadata file after a change worth keeping if Hermes dies: at
     /// most once per [`METADATA_REWRITE_GAP`] (a bot's thousand commands are not a
-    /// thousand rewrites), and always at the end.
+    /// thousand rewrites), and always at the end. While the session runs the rewrite
+    /// is done on a blocking thread: a command's Enter must not wait behind a file
+    /// being written for every session that pressed Enter at the same moment.
     fn metadata_changed(&self) {
-        {
+        let finished = {
             let mut state = self.state();
             if state.metadata.username.is_none() {
                 return;
@@ -541,8 +550,15 @@ impl Connection {
                 return;
             }
             state.metadata_written = Some(Instant::now());
+            state.finished
+        };
+        let Some(write) = self.metadata_write() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if !finished => drop(runtime.spawn_blocking(write)),
+            _ => write(),
         }
-        self.write_metadata();
     }
 
     /// Client input queued on its way into containers, in bytes, all channels
@@ -752,22 +768,43 @@ impl Connection {
     }
 
     fn write_metadata(&self) {
-        let Some(path) = self.metadata_path() else {
-            return;
+        if let Some(write) = self.metadata_write() {
+            write();
+        }
+    }
+
+    /// The metadata as it is now, and what writes it unless a newer version has been
+    /// written meanwhile.
+    fn metadata_write(&self) -> Option<impl FnOnce() + Send + 'static> {
+        let path = self.metadata_path()?;
+        let (mut metadata, version) = {
+            let state = self.state();
+            let version = self.metadata_version.fetch_add(1, Ordering::AcqRel) + 1;
+            (state.metadata.clone(), version)
         };
-        let mut metadata = self.state().metadata.clone();
         metadata.files = self
             .files
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .captured
             .clone();
-        let written = metadata
-            .to_bytes(&self.services.config.recording.capture_metadata)
-            .and_then(|text| self.services.metadata.write(&path, text));
-        if let Err(error) = written {
-            tracing::error!(target: "hermes::record", session_id = %self.context.session, path = %path.display(), %error, "cannot write session metadata; retried until it is written");
-        }
+        let on_disk = Arc::clone(&self.metadata_on_disk);
+        let writer = Arc::clone(&self.services.metadata);
+        let fields = self.services.config.recording.capture_metadata.clone();
+        let session = self.context.session;
+        Some(move || {
+            let mut written_version = on_disk.lock().unwrap_or_else(|p| p.into_inner());
+            if *written_version >= version {
+                return;
+            }
+            *written_version = version;
+            let written = metadata
+                .to_bytes(&fields)
+                .and_then(|text| writer.write(&path, text));
+            if let Err(error) = written {
+                tracing::error!(target: "hermes::record", session_id = %session, path = %path.display(), %error, "cannot write session metadata; retried until it is written");
+            }
+        })
     }
 
     /// Records the session in the open-session journal (after its first metadata file:

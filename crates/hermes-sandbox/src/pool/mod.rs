@@ -327,7 +327,7 @@ impl DockerSandbox {
             return recent;
         }
         let upper = upper?;
-        let counted = tokio::task::spawn_blocking(move || crate::upper::read_layer(&upper))
+        let counted = crate::background::run(move || crate::upper::read_layer(&upper))
             .await
             .ok()
             .and_then(Result::ok)
@@ -973,7 +973,7 @@ impl Sandbox for DockerSandbox {
             // finds none and looks at everything.
             let mut seen = self.fd_scans().remove(id).unwrap_or_default();
             let full = scan != VolatileScan::Running;
-            let looked = tokio::task::spawn_blocking(move || {
+            let looked = crate::background::run(move || {
                 let found =
                     files::deleted_open_files(init_pid, max_files, max_size, &mut seen, full);
                 (found, seen)

@@ -177,6 +177,38 @@ async fn finish_run_twice_closes_the_session_once() {
     assert_eq!(rig.events.count(EventId::SessionClosed), 1);
 }
 
+/// The metadata rewrites while a session runs are written on blocking threads; one
+/// that lands after a newer version (taken later, written first) leaves the newer.
+#[tokio::test(start_paused = true)]
+async fn a_metadata_rewrite_that_lands_late_never_replaces_a_newer_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rig = rig(TestLimits {
+        recordings: Some(dir.path().to_owned()),
+        ..TestLimits::default()
+    });
+    let session = rig.connect();
+    let (channel, _process) = shell(&rig, &session).await;
+    let metadata = session.conn.metadata_path().expect("recording is on");
+    let older = session.conn.metadata_write().expect("recording is on");
+    session.conn.state().metadata.exit_status = Some(5);
+    let newer = session.conn.metadata_write().expect("recording is on");
+    newer();
+    older();
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&metadata).expect("metadata")).expect("json");
+    assert_eq!(written["exit_status"], 5);
+    leave(&rig, &session, channel).await;
+    session.finish();
+    drop(session.conn.finish_on_drop());
+    rig.finalized().await;
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&metadata).expect("metadata")).expect("json");
+    assert_ne!(
+        written["end_reason"], "running",
+        "the final version is on disk"
+    );
+}
+
 /// A source's first session comes and goes, leaving its machine stopped; returns the
 /// rig (reuse on) and that container's id.
 async fn a_source_came_before(dir: &std::path::Path) -> (Rig, String) {
