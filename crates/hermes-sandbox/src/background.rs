@@ -10,9 +10,13 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 /// Threads: a pass may block on a large file's read; the others keep moving.
 const THREADS: usize = 4;
 
-/// Their nice value (per thread on Linux): a tenth of a session thread's CPU share
-/// when both want a core, all of it when the relay is idle.
-const NICE: libc::c_int = 10;
+/// How much nicer than the process they are (per thread on Linux): about a tenth of
+/// a session thread's CPU share when both want a core, all of it when the relay is
+/// idle.
+const NICER_BY: libc::c_int = 10;
+
+/// The kernel's largest nice value.
+const NICEST: libc::c_int = 19;
 
 /// Work the background threads lost: it panicked.
 #[derive(Debug, thiserror::Error)]
@@ -44,10 +48,16 @@ fn queue() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
 
 fn serve(receiver: &Mutex<mpsc::Receiver<Job>>) {
     // Lowering one's own priority needs no privilege; if refused, the work still runs.
+    // A new thread starts at the nice value of the thread that made it.
     // SAFETY: plain system calls on this thread's own id.
     unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE);
+        let tid = libc::gettid() as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            tid,
+            now.saturating_add(NICER_BY).min(NICEST),
+        );
     }
     loop {
         let job = match receiver.lock() {
@@ -92,21 +102,19 @@ where
 mod tests {
     use super::*;
 
+    fn own_nice() -> libc::c_int {
+        // SAFETY: plain system calls on this thread's own id.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
     #[tokio::test]
     async fn work_runs_at_a_lower_priority_and_a_panic_loses_only_its_own_answer() {
-        let nice = run(|| {
-            // SAFETY: plain system calls on this thread's own id.
-            unsafe {
-                *libc::__errno_location() = 0;
-                libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t)
-            }
-        })
-        .await
-        .expect("answered");
-        assert_eq!(nice, NICE);
+        let ours = own_nice();
+        let nice = run(own_nice).await.expect("answered");
+        assert_eq!(nice, ours.saturating_add(NICER_BY).min(NICEST));
         let lost = run(|| -> u32 { panic!("a walk that panics") }).await;
         assert!(lost.is_err());
-        // Every thread still serves.
+        // The threads still serve.
         let answers =
             futures_util::future::join_all((0..3 * THREADS as u32).map(|n| run(move || n * 2)))
                 .await;

@@ -29,7 +29,8 @@ use crate::tar::{self, EntryKind};
 use crate::upper::Entry;
 
 /// Paths the diff lists that are never the attacker's files: the kernel's and the
-/// engine's own mounts.
+/// engine's own mounts, and the name files Hermes or the engine writes at a box's
+/// making (what root changes in them is not captured).
 fn is_system_path(path: &str) -> bool {
     [
         "/proc",

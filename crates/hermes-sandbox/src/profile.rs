@@ -43,8 +43,10 @@ pub enum BootPriority {
 /// login slowed the next logins' own boxes by half.
 pub const BOOT_CPU_SHARES: i64 = 128;
 
-/// CPU weight of a box that is ready or in use: eight times a booting one's, set
-/// explicitly so that it is the same on every engine and cgroup version.
+/// CPU weight of a box that is ready or in use: eight times a booting one's on
+/// cgroup v1. On v2 the runtime turns shares into `cpu.weight` (1024 into 39 or 100,
+/// 128 into 5 or about 20, by its version), so a booting box still weighs a fifth or
+/// less of a box in use.
 pub const SESSION_CPU_SHARES: i64 = 1024;
 
 const _: () = assert!(BOOT_CPU_SHARES * 8 <= SESSION_CPU_SHARES);
@@ -100,7 +102,8 @@ pub struct ContainerProfile {
     /// Whether and where LXCFS is used.
     pub lxcfs: LxcfsConfig,
     /// The resolver written to the box's `/etc/resolv.conf` (`egress`: Hermes's own
-    /// on the box's link); None leaves the engine's default.
+    /// on the box's link); None leaves the image's file (with `network_mode: none`)
+    /// or the engine's.
     pub dns: Option<String>,
 }
 

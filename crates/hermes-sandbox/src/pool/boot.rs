@@ -11,11 +11,12 @@ use super::*;
 /// `offline`, which is retried). sysvinit: booted once in a multi-user runlevel with
 /// no boot script (`rc`, `startpar`) left running, seen twice 50 ms apart (init writes
 /// the runlevel just before it starts that runlevel's scripts). Any other init has
-/// nothing to wait for. An engine that manages the box's network writes /etc/hosts in
-/// its own layout at every start; it gets the Debian installer's (`HOSTS_FILE`), dated
-/// with the installation.
+/// nothing to wait for. An engine that manages the box's network mounts /etc/hosts in
+/// its own layout at every start (a box made so by an earlier version, kept and started
+/// again); a mounted /etc/hosts gets the Debian installer's (`HOSTS_FILE`), dated with
+/// the installation. A box without that mount has the installer's file of its own.
 const BOOT_WAIT: &str = r#"rm -f /.dockerenv /run/systemd/container
-if [ -n "${HOSTS_FILE-}" ]; then
+if [ -n "${HOSTS_FILE-}" ] && grep -q ' /etc/hosts ' /proc/self/mountinfo 2> /dev/null; then
   printf '%s' "$HOSTS_FILE" > /etc/hosts
   [ -z "${INSTALLED-}" ] || touch -d "@$INSTALLED" /etc/hosts
 fi
@@ -76,13 +77,10 @@ impl DockerSandbox {
     /// init stops, or says anything but running or degraded, is not ready.
     pub(super) async fn wait_booted(&self, container_id: &str) -> Result<Booted, SandboxError> {
         let timeout = self.settings.spawn_timeout;
-        let mut env = Vec::new();
-        if self.engine_writes_hosts() {
-            let hosts = super::name_files::etc_hosts(&self.profile.hostname);
-            env.push(("HOSTS_FILE".to_owned(), hosts));
-            if let Some(installed) = self.installed_at() {
-                env.push(("INSTALLED".to_owned(), installed.to_string()));
-            }
+        let hosts = super::name_files::etc_hosts(&self.profile.hostname);
+        let mut env = vec![("HOSTS_FILE".to_owned(), hosts)];
+        if let Some(installed) = self.installed_at() {
+            env.push(("INSTALLED".to_owned(), installed.to_string()));
         }
         let spec = ProcessSpec {
             argv: vec!["/bin/sh".to_owned(), "-c".to_owned(), BOOT_WAIT.to_owned()],

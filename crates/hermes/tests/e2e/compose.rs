@@ -583,7 +583,7 @@ async fn the_compose_stack_serves_ssh_and_egress_through_the_proxy_and_the_proxy
     .await;
     assert_eq!(code, 404, "{answer}");
     // The one update Hermes makes (a pool box's CPU weight once it is ready) gets
-    // through; one that sets anything else does not.
+    // through; one that sets anything else, or another weight, does not.
     let (code, answer) = http(
         proxy_port,
         &request(
@@ -599,6 +599,8 @@ async fn the_compose_stack_serves_ssh_and_egress_through_the_proxy_and_the_proxy
         r#"{"Memory":0,"CpuShares":1024}"#,
         r#"{"PidsLimit":0}"#,
         r#"{"cpushares":1024}"#,
+        r#"{"CpuShares":2}"#,
+        r#"{"CpuShares":10240}"#,
     ] {
         let (code, answer) = http(proxy_port, &request("POST", "/containers/x/update", body)).await;
         assert_eq!(code, 403, "{body}: {answer}");
