@@ -347,6 +347,17 @@ async fn a_box_whose_root_stops_or_fakes_its_sshd_ends_the_next_session_with_its
     tokio::time::sleep(Duration::from_millis(500)).await;
     ends_with_the_stage_message(&hermes, source).await;
 
+    // The client can hear the message before the event writer has written the
+    // second session's error.
+    tokio::task::block_in_place(|| {
+        hermes.wait_for_events("both sessions' errors written", |events| {
+            events
+                .iter()
+                .filter(|e| e["eventid"] == "hermes.session.error")
+                .count()
+                >= 2
+        })
+    });
     let stages: Vec<String> = hermes
         .events_of("hermes.session.error")
         .iter()
