@@ -200,8 +200,10 @@ impl AsciicastRecorder {
         self.write_line()
     }
 
-    /// Writes the line in `self.line`. An error is returned only when writes start
-    /// failing; while they fail, lines are skipped (counted) and a write is tried
+    /// Writes the line in `self.line`. An error is returned only the first time writes
+    /// fail in this recording (one report per recording, as its metadata keeps the
+    /// first error; a disk that fills again after a line fitted does not report
+    /// again); while they fail, lines are skipped (counted) and a write is tried
     /// again every [`WRITE_RETRY`].
     fn write_line(&mut self) -> io::Result<()> {
         self.line.push(b'\n');
@@ -209,7 +211,6 @@ impl AsciicastRecorder {
             self.truncated = true;
             return Ok(());
         }
-        let failing = self.retry_at.is_some();
         if self.retry_at.is_some_and(|at| Instant::now() < at) {
             self.lines_lost += 1;
             return Ok(());
@@ -221,10 +222,11 @@ impl AsciicastRecorder {
             let _ = self.file.seek(SeekFrom::Start(self.size));
             self.lines_lost += 1;
             self.retry_at = Some(Instant::now() + WRITE_RETRY);
-            if self.write_error.is_none() {
-                self.write_error = Some(error.to_string());
+            if self.write_error.is_some() {
+                return Ok(());
             }
-            return if failing { Ok(()) } else { Err(error) };
+            self.write_error = Some(error.to_string());
+            return Err(error);
         }
         self.retry_at = None;
         self.size += self.line.len() as u64;
@@ -339,9 +341,21 @@ mod tests {
         rec.retry_at = Some(Instant::now());
         rec.output(b"after\r\n").expect("o");
         assert!(!rec.failing());
+        // The disk fills again: counted, not reported a second time.
+        let real = std::mem::replace(
+            &mut rec.file,
+            File::options()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        );
+        rec.output(b"lost 4").expect("reported once per recording");
+        assert!(rec.failing());
+        rec.file = real;
+        rec.retry_at = Some(Instant::now());
         let summary = rec.finish();
         assert!(!summary.truncated, "a full disk is not the size limit");
-        assert_eq!(summary.lines_lost, 3);
+        assert_eq!(summary.lines_lost, 4);
         assert!(
             summary
                 .write_error
