@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::sandbox::{Process, SandboxError, TtySize};
 
@@ -115,4 +116,107 @@ pub trait BoxSession: Send + Sync {
     async fn open(&self, channel: BoxChannel) -> Result<Process, BoxSshdError>;
     /// Ends the connection (sshd closes its session: logout records, auth.log).
     async fn close(&self);
+}
+
+/// A taken terminal or pipe, read as a stream or at once.
+pub trait TakenRead: AsyncRead + Send + Unpin {
+    /// Reads what is there now without waiting for it (`WouldBlock` when nothing
+    /// is; 0 at its end). sshd reads a terminal so once its shell has exited, and
+    /// ends the channel when nothing more is there, even while a process the shell
+    /// left behind still holds the terminal.
+    fn read_now(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+/// What carries one channel's program's input and output once Hermes holds the
+/// descriptors the box's sshd holds for it (see [`ChannelTakeover`]).
+pub struct TakenChannel {
+    /// The terminal (its master side), or the program's stdout.
+    pub output: Box<dyn TakenRead>,
+    /// The program's stderr; None on a terminal.
+    pub errors: Option<Box<dyn TakenRead>>,
+    /// The program's input: the terminal again, or its stdin (None when sshd had
+    /// already closed it: the program ended before it was taken).
+    pub input: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    /// Whether `output` is a terminal.
+    pub terminal: bool,
+    /// Its descriptors' keys in the connection's [`Taken`], while it lives.
+    pub claim: Claim,
+}
+
+impl std::fmt::Debug for TakenChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TakenChannel")
+            .field("terminal", &self.terminal)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the live channels of one connection to a box's sshd hold (keys of their
+/// terminals and pipes), so that the next channel's are told apart from them. A
+/// channel's keys go with its [`Claim`]: a terminal's number is given again once
+/// its channel has ended.
+#[derive(Debug, Default, Clone)]
+pub struct Taken(Arc<std::sync::Mutex<std::collections::HashSet<u64>>>);
+
+impl Taken {
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The keys the live channels hold.
+    pub fn keys(&self) -> std::collections::HashSet<u64> {
+        self.held().clone()
+    }
+
+    /// Holds `keys` for a channel until the claim is dropped.
+    pub fn claim(&self, keys: Vec<u64>) -> Claim {
+        self.held().extend(keys.iter().copied());
+        Claim {
+            taken: self.clone(),
+            keys,
+        }
+    }
+}
+
+/// One channel's keys in its connection's [`Taken`], released when dropped.
+#[derive(Debug)]
+pub struct Claim {
+    taken: Taken,
+    keys: Vec<u64>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut held = self.taken.held();
+        for key in &self.keys {
+            held.remove(key);
+        }
+    }
+}
+
+/// Takes the descriptors the box's sshd holds for a channel's program (its terminal,
+/// or the pipes to its stdin, stdout and stderr), so that the program's input and
+/// output go between Hermes and the box through the kernel alone. sshd stays the
+/// program's parent and does everything else a real session does (PAM, utmp,
+/// exit status, signals, window changes); the connection gives each channel a window
+/// of zero, so sshd never reads the program's output itself. Implemented by the
+/// sandbox where Hermes sees the box's processes.
+#[async_trait]
+pub trait ChannelTakeover: Send + Sync {
+    /// Whether this host lets Hermes take descriptors from `container_id`'s
+    /// processes. Asked before the connection is made: its window depends on it.
+    async fn available(&self, container_id: &str) -> bool;
+
+    /// Takes the descriptors of the channel just started on the connection from
+    /// `client` (the address the box sees it from) to the box's sshd on `port`:
+    /// a terminal when `terminal`, else pipes. `taken` holds what the connection's
+    /// live channels took; the new channel's claim joins it.
+    async fn take(
+        &self,
+        container_id: &str,
+        client: SocketAddr,
+        port: u16,
+        terminal: bool,
+        taken: &Taken,
+    ) -> Result<TakenChannel, BoxSshdError>;
 }

@@ -204,6 +204,9 @@ pub enum IoPath {
     Direct,
     /// A channel of the box's own sshd, over the box's network.
     BoxSshd,
+    /// A channel of the box's own sshd whose program's terminal or pipes Hermes
+    /// holds from its host: sshd runs it, the data does not pass through sshd.
+    BoxSshdTaken,
 }
 
 impl IoPath {
@@ -213,6 +216,7 @@ impl IoPath {
             IoPath::Engine => "engine",
             IoPath::Direct => "direct",
             IoPath::BoxSshd => "sshd",
+            IoPath::BoxSshdTaken => "sshd_taken",
         }
     }
 }

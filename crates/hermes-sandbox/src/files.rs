@@ -372,7 +372,7 @@ const MAX_CGROUPS: usize = 1024;
 /// when the cgroup filesystem shows it (v2, or v1's pids or memory hierarchy). A
 /// systemd box keeps its first process in `init.scope` and the rest in slices and
 /// scopes beside it: the box's cgroup is then the parent.
-fn cgroup_pids(init_pid: i32) -> Option<Vec<i32>> {
+pub(crate) fn cgroup_pids(init_pid: i32) -> Option<Vec<i32>> {
     let cgroups = fs::read_to_string(format!("/proc/{init_pid}/cgroup")).ok()?;
     for line in cgroups.lines() {
         let mut parts = line.splitn(3, ':');

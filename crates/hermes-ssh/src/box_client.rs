@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hermes_core::box_sshd::{
     BoxChannel, BoxConnecting, BoxLogin, BoxProgram, BoxSession, BoxSshd, BoxSshdError,
+    ChannelTakeover, Taken,
 };
 use hermes_core::boxnet::BoxDialer;
 use hermes_core::sandbox::{
@@ -27,6 +28,7 @@ use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Disconnect, Sig};
 use tokio::io::AsyncWrite;
 
 use crate::box_stream::QuickAck;
+use crate::box_taken::{TakenBoxInput, TakenOutput};
 
 /// The SSH port of the box's sshd.
 const SSH_PORT: u16 = 22;
@@ -108,39 +110,36 @@ async fn refuse(reply: client::ChannelOpenHandle) -> Result<(), russh::Error> {
 pub struct BoxSshClient {
     dialer: Arc<dyn BoxDialer>,
     config: Arc<client::Config>,
+    /// The same with a window of zero, for connections whose channels are taken
+    /// over.
+    taken_config: Arc<client::Config>,
+    takeover: Option<Arc<dyn ChannelTakeover>>,
 }
 
 impl BoxSshClient {
-    /// A client whose connections go through `dialer`.
-    pub fn new(dialer: Arc<dyn BoxDialer>) -> Self {
-        let mut config = client::Config {
-            // Keystrokes go at once, as OpenSSH's client sends them.
-            nodelay: true,
-            inactivity_timeout: None,
-            client_id: russh::SshId::Standard("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u7".into()),
-            ..Default::default()
-        };
-        // The fastest cipher on this path (AES-NI); the box's sshd offers it.
-        let mut ciphers: Vec<russh::cipher::Name> = vec![russh::cipher::AES_128_GCM];
-        ciphers.extend(
-            config
-                .preferred
-                .cipher
-                .iter()
-                .copied()
-                .filter(|name| *name != russh::cipher::AES_128_GCM),
-        );
-        config.preferred.cipher = ciphers.into();
+    /// A client whose connections go through `dialer`; with `takeover`, each
+    /// channel's program's descriptors are taken from the box's sshd where this host
+    /// allows it, else its data is relayed through sshd.
+    pub fn new(dialer: Arc<dyn BoxDialer>, takeover: Option<Arc<dyn ChannelTakeover>>) -> Self {
         BoxSshClient {
             dialer,
-            config: Arc::new(config),
+            config: Arc::new(client_config(client::Config::default().window_size)),
+            // sshd reads a program's output only while the client's window is open.
+            taken_config: Arc::new(client_config(0)),
+            takeover,
         }
     }
 
     async fn handshake(
         &self,
         login: &BoxLogin,
-    ) -> Result<(Handle<BoxServer>, QuickAck), BoxSshdError> {
+    ) -> Result<(Handle<BoxServer>, QuickAck, Option<Takeover>), BoxSshdError> {
+        let takeover = match &self.takeover {
+            Some(takeover) if takeover.available(&login.container_id).await => {
+                Some(Arc::clone(takeover))
+            }
+            _ => None,
+        };
         let stream = loop {
             match self
                 .dialer
@@ -155,13 +154,52 @@ impl BoxSshClient {
                 Err(error) => return Err(BoxSshdError::Unreachable(error.to_string())),
             }
         };
+        let takeover = match (takeover, stream.local_addr()) {
+            (Some(takeover), Ok(client)) => Some(Takeover {
+                takeover,
+                container_id: login.container_id.clone(),
+                client,
+                taken: Taken::default(),
+                starting: tokio::sync::Mutex::new(()),
+            }),
+            _ => None,
+        };
+        let config = if takeover.is_some() {
+            &self.taken_config
+        } else {
+            &self.config
+        };
         let stream = crate::box_stream::AckingStream::new(stream);
         let quick_ack = stream.quick_ack();
-        let handle = client::connect_stream(Arc::clone(&self.config), stream, BoxServer)
+        let handle = client::connect_stream(Arc::clone(config), stream, BoxServer)
             .await
             .map_err(|error| BoxSshdError::Protocol(error.to_string()))?;
-        Ok((handle, quick_ack))
+        Ok((handle, quick_ack, takeover))
     }
+}
+
+/// The client's settings, with channels opened at `window_size`.
+fn client_config(window_size: u32) -> client::Config {
+    let mut config = client::Config {
+        // Keystrokes go at once, as OpenSSH's client sends them.
+        nodelay: true,
+        inactivity_timeout: None,
+        client_id: russh::SshId::Standard("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u7".into()),
+        window_size,
+        ..Default::default()
+    };
+    // The fastest cipher on this path (AES-NI); the box's sshd offers it.
+    let mut ciphers: Vec<russh::cipher::Name> = vec![russh::cipher::AES_128_GCM];
+    ciphers.extend(
+        config
+            .preferred
+            .cipher
+            .iter()
+            .copied()
+            .filter(|name| *name != russh::cipher::AES_128_GCM),
+    );
+    config.preferred.cipher = ciphers.into();
+    config
 }
 
 fn too_slow(what: &str) -> BoxSshdError {
@@ -171,17 +209,36 @@ fn too_slow(what: &str) -> BoxSshdError {
 #[async_trait]
 impl BoxSshd for BoxSshClient {
     async fn connect(&self, login: &BoxLogin) -> Result<Box<dyn BoxConnecting>, BoxSshdError> {
-        let (handle, quick_ack) = tokio::time::timeout(LOGIN_TIMEOUT, self.handshake(login))
-            .await
-            .map_err(|_| too_slow("the connection"))??;
-        Ok(Box::new(Connecting { handle, quick_ack }))
+        let (handle, quick_ack, takeover) =
+            tokio::time::timeout(LOGIN_TIMEOUT, self.handshake(login))
+                .await
+                .map_err(|_| too_slow("the connection"))??;
+        Ok(Box::new(Connecting {
+            handle,
+            quick_ack,
+            takeover,
+        }))
     }
+}
+
+/// What a connection whose channels are taken over needs for it.
+struct Takeover {
+    takeover: Arc<dyn ChannelTakeover>,
+    container_id: String,
+    /// The connection's address as the box sees its client.
+    client: std::net::SocketAddr,
+    /// What its live channels took.
+    taken: Taken,
+    /// Held while a channel starts, so that channels start one at a time and each
+    /// finds only its own descriptors new.
+    starting: tokio::sync::Mutex<()>,
 }
 
 /// A connection whose key exchange is done.
 struct Connecting {
     handle: Handle<BoxServer>,
     quick_ack: QuickAck,
+    takeover: Option<Takeover>,
 }
 
 #[async_trait]
@@ -203,6 +260,7 @@ impl BoxConnecting for Connecting {
         Ok(Arc::new(BoxSshSession {
             handle: Arc::new(self.handle),
             quick_ack: self.quick_ack,
+            takeover: self.takeover,
         }))
     }
 }
@@ -211,6 +269,7 @@ impl BoxConnecting for Connecting {
 struct BoxSshSession {
     handle: Arc<Handle<BoxServer>>,
     quick_ack: QuickAck,
+    takeover: Option<Takeover>,
 }
 
 fn channel_error(error: impl std::fmt::Display) -> BoxSshdError {
@@ -219,6 +278,10 @@ fn channel_error(error: impl std::fmt::Display) -> BoxSshdError {
 
 impl BoxSshSession {
     async fn start(&self, request: BoxChannel) -> Result<Process, BoxSshdError> {
+        let starting = match &self.takeover {
+            Some(takeover) => Some(takeover.starting.lock().await),
+            None => None,
+        };
         let channel = self
             .handle
             .channel_open_session()
@@ -233,12 +296,16 @@ impl BoxSshSession {
                 .await
                 .map_err(channel_error)?;
         }
+        // Taken over, the program's descriptors are a terminal only if sshd gave
+        // it one: its answer is needed.
+        let mut pty_answer = request.pty.is_some() && starting.is_some();
         if let Some((term, size)) = &request.pty {
             write
-                .request_pty(false, term, size.width, size.height, 0, 0, &[])
+                .request_pty(pty_answer, term, size.width, size.height, 0, 0, &[])
                 .await
                 .map_err(channel_error)?;
         }
+        let mut terminal = request.pty.is_some();
         if let Some((protocol, cookie, screen)) = &request.x11 {
             write
                 .request_x11(false, false, protocol.clone(), cookie.clone(), *screen)
@@ -259,6 +326,11 @@ impl BoxSshSession {
         tokio::time::timeout(CHANNEL_TIMEOUT, async {
             loop {
                 match read.wait().await {
+                    Some(ChannelMsg::Success) if pty_answer => pty_answer = false,
+                    Some(ChannelMsg::Failure) if pty_answer => {
+                        pty_answer = false;
+                        terminal = false;
+                    }
                     Some(ChannelMsg::Success) => return Ok(()),
                     Some(ChannelMsg::Failure) => {
                         return Err(BoxSshdError::Channel("request refused".into()));
@@ -281,6 +353,36 @@ impl BoxSshSession {
             self.quick_ack.stop();
         }
         let write = Arc::new(write);
+        if let (Some(takeover), Some(_starting)) = (&self.takeover, starting) {
+            let mut fds = takeover
+                .takeover
+                .take(
+                    &takeover.container_id,
+                    takeover.client,
+                    SSH_PORT,
+                    terminal,
+                    &takeover.taken,
+                )
+                .await?;
+            let keep_errors = !matches!(request.program, BoxProgram::Subsystem(_));
+            let input = TakenBoxInput::new(fds.input.take(), &write);
+            return Ok(Process {
+                output: Box::new(TakenOutput::new(
+                    fds,
+                    keep_errors,
+                    read,
+                    Arc::clone(&write),
+                    Arc::clone(&status),
+                )),
+                input: Box::new(input),
+                control: Box::new(BoxControl {
+                    write,
+                    status,
+                    handle: Arc::clone(&self.handle),
+                }),
+                path: IoPath::BoxSshdTaken,
+            });
+        }
         Ok(Process {
             output: Box::new(BoxOutput {
                 read,
@@ -318,10 +420,10 @@ impl BoxSession for BoxSshSession {
 
 /// The channel's exit, as sshd reported it: a status, or 128 + the signal's number
 /// as a shell reports a program killed by it.
-type ExitSlot = Arc<Mutex<Option<i64>>>;
+pub(crate) type ExitSlot = Arc<Mutex<Option<i64>>>;
 
 /// Keeps what is not output (the exit) and returns what is.
-fn note(status: &ExitSlot, message: ChannelMsg) -> Option<OutputChunk> {
+pub(crate) fn note(status: &ExitSlot, message: ChannelMsg) -> Option<OutputChunk> {
     match message {
         ChannelMsg::Data { data } => Some(OutputChunk::Stdout(data)),
         ChannelMsg::ExtendedData { data, ext: 1 } => Some(OutputChunk::Stderr(data)),

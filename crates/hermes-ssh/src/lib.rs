@@ -9,6 +9,7 @@
 mod algorithms;
 mod box_client;
 mod box_stream;
+mod box_taken;
 mod channel;
 mod handler;
 pub mod hostkeys;

@@ -282,7 +282,9 @@ impl Hermes {
     /// Every event written so far, each checked against the catalogue.
     pub fn events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.log_dir().join("hermes.json")).unwrap_or_default();
-        text.lines()
+        // A line still being written (no newline yet) is read the next time.
+        text.split_inclusive('\n')
+            .filter_map(|line| line.strip_suffix('\n'))
             .map(|line| {
                 let value: Value = serde_json::from_str(line)
                     .unwrap_or_else(|e| panic!("bad event line {line:?}: {e}"));

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use hermes_core::boxnet::BoxNetwork;
 use hermes_core::capture::{CaptureLimits, FileStore};
 use hermes_core::config::{self, Config, LogDestination, LogLevel, ServerConfig};
-use hermes_core::config::{EgressMode, EventRotation, SessionServer};
+use hermes_core::config::{BoxSshdIo, EgressMode, EventRotation, SessionServer};
 use hermes_core::events::{EventBus, EventSink, JsonLinesFile, Rotation, spawn_writer};
 use hermes_core::metrics::{EventMetrics, MetricsSink};
 use hermes_core::persona::DEFAULT_SSH_BANNER;
@@ -298,7 +298,7 @@ fn box_network(
     sensor: &str,
     events: &EventBus,
     services: &SessionServices,
-    sandbox: &DockerSandbox,
+    sandbox: &Arc<DockerSandbox>,
 ) -> anyhow::Result<Option<Arc<dyn BoxNetwork>>> {
     match config.box_sshd_unavailable() {
         None => {}
@@ -364,7 +364,11 @@ fn box_network(
     let network = Arc::new(network);
     if config.box_sshd_unavailable().is_none() {
         tracing::info!(target: "hermes::session", "sessions run through the box's own sshd");
-        services.set_box_sshd(Arc::new(BoxSshClient::new(network.clone())));
+        // Where this host lets Hermes take the descriptors of a box's processes, the
+        // programs' input and output skip the box's sshd (see ChannelTakeover).
+        let takeover = (config.container_pool.box_sshd_io == BoxSshdIo::Taken)
+            .then(|| Arc::clone(sandbox) as Arc<dyn hermes_core::box_sshd::ChannelTakeover>);
+        services.set_box_sshd(Arc::new(BoxSshClient::new(network.clone(), takeover)));
     }
     Ok(Some(network))
 }

@@ -608,6 +608,24 @@ pub struct ContainerPoolConfig {
     /// container engine. With `box_sshd` and egress off, sessions use the engine.
     #[garde(skip)]
     pub session_server: SessionServer,
+    /// With `box_sshd`, how a channel's bytes reach its program: `taken`, Hermes
+    /// takes the program's terminal or pipes from the box's sshd process (where this
+    /// host lets it: the engine here, and the right to trace the box's processes),
+    /// so that typing costs what it costs under one sshd; `relay`, every byte goes
+    /// through the box's sshd as it would from a real client.
+    #[garde(skip)]
+    pub box_sshd_io: BoxSshdIo,
+}
+
+/// How a channel's bytes reach a program the box's sshd runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BoxSshdIo {
+    /// Hermes holds the program's terminal or pipes; sshd runs it and reports its end.
+    #[default]
+    Taken,
+    /// Through the box's sshd, over the box's network.
+    Relay,
 }
 
 /// Who runs a session in the box.
@@ -693,6 +711,7 @@ impl Default for ContainerPoolConfig {
             reuse: ReuseConfig::default(),
             security: SecurityConfig::default(),
             session_server: SessionServer::default(),
+            box_sshd_io: BoxSshdIo::default(),
         }
     }
 }

@@ -267,7 +267,9 @@ catalogue! {
     /// `capacity`, `disk_limit`, `capture`).
     SessionError = "hermes.session.error", connection: true, fields: ["stage": Str, "error": Str];
     /// A channel's process started; `path` is how its input and output travel:
-    /// `sshd` (a channel of the box's own sshd, over the box's network), `direct`
+    /// `sshd_taken` (a program of the box's own sshd whose terminal or pipes Hermes
+    /// holds from its host), `sshd` (a channel of the box's own sshd, over the box's
+    /// network), `direct`
     /// (the container's own pipes, opened from Hermes's host) or `engine` (the
     /// engine's exec stream).
     ChannelProcess = "hermes.channel.process", connection: true,

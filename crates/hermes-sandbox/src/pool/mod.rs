@@ -53,6 +53,7 @@ mod init;
 mod processes;
 mod resources;
 mod sweep;
+mod takeover;
 
 /// Bucket bounds of the container creation time, seconds.
 const CREATE_BOUNDS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::client::Client;
 use crate::harness::{Hermes, Options, openssh_command};
-use hermes_core::config::Seconds;
+use hermes_core::config::{BoxSshdIo, Seconds};
 use hermes_test_support::reference::ReferenceSshd;
 
 /// An account that exists in both places: created on this machine for the reference
@@ -144,9 +144,22 @@ fn facts_over(mut command: Command) -> String {
 /// `sshd: USER@pts/N`), loginuid set by PAM, SSH_CONNECTION and SSH_CLIENT naming
 /// the client, the connection in `ss`, the session in `who` and `last`, and sshd's
 /// own "Accepted password" line.
+///
+/// Both ways of carrying the channel's bytes: the program's terminal taken from
+/// sshd (the default), and every byte through sshd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_is_the_boxs_own_sshd_session_as_on_debians_sshd() {
     require_docker!();
+    session_as_on_debians_sshd(BoxSshdIo::Taken, "sshd_taken").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_the_session_is_the_boxs_own_sshd_session_as_on_debians_sshd() {
+    require_docker!();
+    session_as_on_debians_sshd(BoxSshdIo::Relay, "sshd").await;
+}
+
+async fn session_as_on_debians_sshd(io: BoxSshdIo, path: &str) {
     let Some(reference) = ReferenceSshd::start_with_pam(true) else {
         return;
     };
@@ -158,7 +171,10 @@ async fn the_session_is_the_boxs_own_sshd_session_as_on_debians_sshd() {
             reuse: true,
             ..Options::default()
         }
-        .configure(|config| config.container_pool.reuse.linger = Seconds::new(120)),
+        .configure(move |config| {
+            config.container_pool.reuse.linger = Seconds::new(120);
+            config.container_pool.box_sshd_io = io;
+        }),
     );
 
     let mut theirs = openssh_command(
@@ -267,14 +283,14 @@ async fn the_session_is_the_boxs_own_sshd_session_as_on_debians_sshd() {
         .filter_map(|e| e["destfile"].as_str().map(str::to_owned))
         .collect();
     assert!(captured.is_empty(), "{captured:?}");
-    // Each channel went through the box's sshd.
+    // Each channel went the configured way.
     let paths: Vec<String> = hermes
         .events_of("hermes.channel.process")
         .iter()
         .filter_map(|e| e["path"].as_str().map(str::to_owned))
         .collect();
     assert!(
-        !paths.is_empty() && paths.iter().all(|p| p == "sshd"),
+        !paths.is_empty() && paths.iter().all(|p| p == path),
         "{paths:?}"
     );
 }
@@ -534,5 +550,5 @@ async fn a_fresh_boxs_root_password_is_written_as_chpasswd_writes_it() {
         .filter(|e| e["eventid"] == "hermes.channel.process")
         .filter_map(|e| e["path"].as_str())
         .collect();
-    assert_eq!(paths, ["sshd"], "{paths:?}");
+    assert_eq!(paths, ["sshd_taken"], "{paths:?}");
 }

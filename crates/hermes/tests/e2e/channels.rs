@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hermes_core::config::{ByteSize, DirectTcpipMode, EgressMode, Seconds, SessionServer};
+use hermes_core::config::{
+    BoxSshdIo, ByteSize, DirectTcpipMode, EgressMode, Seconds, SessionServer,
+};
 use russh::{ChannelMsg, Sig};
 use serde_json::Value;
 
@@ -22,11 +24,19 @@ const ROOT: (&str, &str) = ("root", "toor");
 /// A Hermes whose returning source keeps its container, so one test's connections
 /// share a machine (as a bot's do).
 fn hermes_with_reuse() -> Hermes {
-    Hermes::start(Options {
-        reuse: true,
-        pool_size: 2,
-        ..Options::default()
-    })
+    hermes_with_reuse_and(BoxSshdIo::Taken)
+}
+
+/// As [`hermes_with_reuse`], the box's sshd's channels carried as `io` says.
+fn hermes_with_reuse_and(io: BoxSshdIo) -> Hermes {
+    Hermes::start(
+        Options {
+            reuse: true,
+            pool_size: 2,
+            ..Options::default()
+        }
+        .configure(move |config| config.container_pool.box_sshd_io = io),
+    )
 }
 
 fn ssh_root(hermes: &Hermes) -> Command {
@@ -47,7 +57,18 @@ fn metadata_where(hermes: &Hermes, predicate: impl Fn(&Value) -> bool) -> Vec<Va
 #[test]
 fn exec_keeps_streams_apart_returns_each_status_and_runs_piped_scripts() {
     require_docker!();
-    let hermes = hermes_with_reuse();
+    exec_keeps_streams_apart(BoxSshdIo::Taken);
+}
+
+/// The same through the box's sshd relaying every byte.
+#[test]
+fn relayed_exec_keeps_streams_apart_returns_each_status_and_runs_piped_scripts() {
+    require_docker!();
+    exec_keeps_streams_apart(BoxSshdIo::Relay);
+}
+
+fn exec_keeps_streams_apart(io: BoxSshdIo) {
+    let hermes = hermes_with_reuse_and(io);
 
     // stdout and stderr arrive on their own streams; the status comes back.
     let output = ssh_root(&hermes)
@@ -234,7 +255,18 @@ fn scp_copies_both_ways_in_both_protocols_and_keeps_a_100mb_binary_intact() {
 #[test]
 fn sftp_put_get_ls_rename_rm_through_the_containers_sftp_server() {
     require_docker!();
-    let hermes = hermes_with_reuse();
+    sftp_put_get_ls_rename_rm(BoxSshdIo::Taken, "sshd_taken");
+}
+
+/// The same through the box's sshd relaying every byte.
+#[test]
+fn relayed_sftp_put_get_ls_rename_rm_through_the_containers_sftp_server() {
+    require_docker!();
+    sftp_put_get_ls_rename_rm(BoxSshdIo::Relay, "sshd");
+}
+
+fn sftp_put_get_ls_rename_rm(io: BoxSshdIo, path: &str) {
+    let hermes = hermes_with_reuse_and(io);
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("dropper.sh"), "#!/bin/sh\necho pwned\n").expect("file");
     let batch = dir.path().join("batch");
@@ -274,7 +306,7 @@ fn sftp_put_get_ls_rename_rm_through_the_containers_sftp_server() {
         .iter()
         .filter_map(|e| e["path"].as_str())
         .collect();
-    assert!(paths.iter().all(|p| *p == "sshd"), "{paths:?}");
+    assert!(paths.iter().all(|p| *p == path), "{paths:?}");
     let out =
         succeeded(ssh_root(&hermes).arg("grep -c 'subsystem request' /var/log/auth.log; true"));
     assert_eq!(out.trim(), "0");

@@ -1,0 +1,308 @@
+//! Reads and writes the descriptors taken from a box's sshd ([`crate::sshd_fds`]) on
+//! tokio's threads.
+//!
+//! They are non-blocking, but their open file is shared with the box: a fake sshd
+//! could turn blocking back on, and a read or write would then hang one of the
+//! threads every session runs on. So each call is guarded: a per-thread timer sends
+//! a signal whose handler does nothing (installed without `SA_RESTART`) if the call
+//! takes longer than [`STALL_LIMIT`], which ends it with EINTR. A non-blocking call
+//! never sleeps, so EINTR can only mean it blocked: that descriptor is then given
+//! up with an error, and its channel ends.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::{Arc, Once};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The longest a read or write of a taken descriptor may block a thread.
+const STALL_LIMIT: Duration = Duration::from_millis(200);
+
+/// The signal that ends a stalled call (a real-time one nothing else here uses).
+fn stall_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 5
+}
+
+extern "C" fn interrupt(_: libc::c_int) {}
+
+static HANDLER: Once = Once::new();
+
+fn install_handler() {
+    HANDLER.call_once(|| {
+        // SAFETY: a zeroed sigaction with a handler that does nothing, no
+        // SA_RESTART (the interrupted call must return EINTR) and an empty mask.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = interrupt as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(stall_signal(), &action, std::ptr::null_mut());
+        }
+    });
+}
+
+/// A timer that signals the thread that made it.
+struct StallTimer(libc::timer_t);
+
+impl StallTimer {
+    fn new() -> Option<StallTimer> {
+        install_handler();
+        // SAFETY: a zeroed sigevent filled in for SIGEV_THREAD_ID; timer_create
+        // writes the timer's id.
+        unsafe {
+            let mut event: libc::sigevent = std::mem::zeroed();
+            event.sigev_notify = libc::SIGEV_THREAD_ID;
+            event.sigev_signo = stall_signal();
+            event.sigev_notify_thread_id = libc::gettid();
+            let mut timer: libc::timer_t = std::mem::zeroed();
+            (libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) == 0)
+                .then_some(StallTimer(timer))
+        }
+    }
+
+    fn set(&self, after: Duration) {
+        let value = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(after.subsec_nanos() as i32),
+            },
+        };
+        // SAFETY: our timer and a valid itimerspec.
+        unsafe { libc::timer_settime(self.0, 0, &value, std::ptr::null_mut()) };
+    }
+}
+
+impl Drop for StallTimer {
+    fn drop(&mut self) {
+        // SAFETY: our timer, deleted once.
+        unsafe { libc::timer_delete(self.0) };
+    }
+}
+
+thread_local! {
+    static TIMER: Option<StallTimer> = StallTimer::new();
+}
+
+/// Runs `call` (a read or write returning -1 and errno on failure) under the
+/// thread's stall timer. Without a timer nothing is called: the descriptor is
+/// given up rather than risk the thread.
+fn guarded(call: impl FnOnce() -> isize) -> io::Result<usize> {
+    TIMER.with(|timer| {
+        let Some(timer) = timer else {
+            return Err(io::Error::other("no stall timer on this thread"));
+        };
+        timer.set(STALL_LIMIT);
+        let result = call();
+        let error = io::Error::last_os_error();
+        timer.set(Duration::ZERO);
+        if result >= 0 {
+            return Ok(result as usize);
+        }
+        if error.raw_os_error() == Some(libc::EINTR) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "a descriptor taken from the box's sshd blocked",
+            ));
+        }
+        Err(error)
+    })
+}
+
+/// A descriptor taken from the box's sshd, registered with tokio.
+#[derive(Clone)]
+pub(crate) struct TakenFd {
+    fd: Arc<AsyncFd<OwnedFd>>,
+    /// A pty master: reading EIO means every process closed the terminal (its end).
+    terminal: bool,
+}
+
+impl TakenFd {
+    /// Registers `fd` (non-blocking already) with the runtime.
+    pub(crate) fn new(fd: OwnedFd, terminal: bool) -> io::Result<TakenFd> {
+        Ok(TakenFd {
+            // SAFETY: an OwnedFd keeps its one descriptor open until dropped.
+            fd: Arc::new(unsafe { AsyncFd::register(fd) }?),
+            terminal,
+        })
+    }
+}
+
+impl AsyncRead for TakenFd {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut ready = ready!(self.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let read = ready.try_io(|fd| {
+                let raw = fd.as_raw_fd();
+                // SAFETY: read into the unfilled part of the buffer, at most its length.
+                guarded(|| unsafe { libc::read(raw, unfilled.as_mut_ptr().cast(), unfilled.len()) })
+            });
+            match read {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(error)) if self.terminal && error.raw_os_error() == Some(libc::EIO) => {
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(error)) => return Poll::Ready(Err(error)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl hermes_core::box_sshd::TakenRead for TakenFd {
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let raw = self.fd.as_raw_fd();
+        // SAFETY: read into the caller's buffer, at most its length.
+        match guarded(|| unsafe { libc::read(raw, buf.as_mut_ptr().cast(), buf.len()) }) {
+            Err(error) if self.terminal && error.raw_os_error() == Some(libc::EIO) => Ok(0),
+            result => result,
+        }
+    }
+}
+
+impl AsyncWrite for TakenFd {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut ready = ready!(self.fd.poll_write_ready(cx))?;
+            let written = ready.try_io(|fd| {
+                let raw = fd.as_raw_fd();
+                // SAFETY: write from the caller's buffer, at most its length.
+                guarded(|| unsafe { libc::write(raw, data.as_ptr().cast(), data.len()) })
+            });
+            match written {
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The program's input: closed (this copy of the descriptor) when shut down.
+pub(crate) struct TakenInput(Option<TakenFd>);
+
+impl TakenInput {
+    pub(crate) fn new(fd: TakenFd) -> TakenInput {
+        TakenInput(Some(fd))
+    }
+}
+
+impl AsyncWrite for TakenInput {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.0.as_mut() {
+            Some(fd) => Pin::new(fd).poll_write(cx, data),
+            None => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0 = None;
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::FromRawFd;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        let mut ends = [0; 2];
+        // SAFETY: pipe2 writes two descriptors.
+        assert_eq!(
+            unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_NONBLOCK) },
+            0
+        );
+        // SAFETY: both were just made for us.
+        unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) }
+    }
+
+    #[tokio::test]
+    async fn bytes_go_through_and_the_end_is_read() {
+        let (read, write) = pipe();
+        let mut reader = TakenFd::new(read, false).unwrap();
+        let mut writer = TakenInput::new(TakenFd::new(write, false).unwrap());
+        writer.write_all(b"\x00\x01\x02 out").await.unwrap();
+        writer.shutdown().await.unwrap();
+        drop(writer);
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"\x00\x01\x02 out");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_descriptor_made_blocking_again_does_not_hold_the_thread() {
+        let (read, write) = pipe();
+        // What a fake sshd sharing the open file could do: make it blocking again,
+        // and take the bytes the reactor said were there.
+        let hostile = read.try_clone().unwrap();
+        let mut reader = TakenFd::new(read, false).unwrap();
+        // SAFETY: F_SETFL on a descriptor this test owns.
+        unsafe { libc::fcntl(hostile.as_raw_fd(), libc::F_SETFL, 0) };
+        // SAFETY: write one byte from a live buffer.
+        assert_eq!(
+            unsafe { libc::write(write.as_raw_fd(), b"x".as_ptr().cast(), 1) },
+            1
+        );
+        // The reactor learns that it is readable...
+        // SAFETY: as in TakenFd::new.
+        let mut wait = unsafe { AsyncFd::register(hostile.try_clone().unwrap()) }.unwrap();
+        wait.readable_mut().await.unwrap().retain_ready();
+        let mut byte = [0u8; 1];
+        // ...and the byte is gone before the taken descriptor reads.
+        // SAFETY: read one byte into a live buffer.
+        assert_eq!(
+            unsafe { libc::read(hostile.as_raw_fd(), byte.as_mut_ptr().cast(), 1) },
+            1
+        );
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let result = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf)).await;
+        let error = result
+            .expect("the read ended")
+            .expect_err("a stall is an error");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(write);
+    }
+}
