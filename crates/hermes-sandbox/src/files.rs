@@ -477,6 +477,8 @@ fn read_link_target(link: &str, max_size: u64) -> FileRead {
 pub(crate) struct FdScan {
     held: std::collections::HashMap<(i32, u64), Vec<String>>,
     passes: u32,
+    /// When the last look began.
+    pub(crate) looked_at: Option<std::time::Instant>,
 }
 
 /// Every this many running passes, every process's links are read again, whatever

@@ -66,7 +66,14 @@ const REFILL_TICK: Duration = Duration::from_secs(5);
 /// How old a capture pass's count of a box's writable layer may be and still serve
 /// a disk check (sessions check every 3 s, and pass about every 2 s while commands
 /// run): a typing session's layer is walked once per round, not twice.
-const LAYER_SIZE_FRESH: Duration = Duration::from_millis(2500);
+const LAYER_SIZE_FRESH: Duration = Duration::from_millis(3500);
+/// The shortest time between two looks for deleted open files in one box while its
+/// session runs (a capture pass follows every burst of commands, 2 s later): the
+/// look reads every process's descriptor table and cost a typing session more than
+/// its keystrokes. A program that deletes its file and keeps running is still found
+/// at the next look or at the session's end; one that also ends within this time
+/// may be missed.
+const RUNNING_FD_SCAN_INTERVAL: Duration = Duration::from_secs(6);
 /// Longest wait between attempts to create containers while creation fails (the
 /// engine is down, for example).
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -974,6 +981,14 @@ impl Sandbox for DockerSandbox {
             // finds none and looks at everything.
             let mut seen = self.fd_scans().remove(id).unwrap_or_default();
             let full = scan != VolatileScan::Running;
+            let recent = seen
+                .looked_at
+                .is_some_and(|at| at.elapsed() < RUNNING_FD_SCAN_INTERVAL);
+            if !full && recent {
+                self.fd_scans().insert(id.clone(), seen);
+                return Ok(Vec::new());
+            }
+            seen.looked_at = Some(Instant::now());
             let looked = crate::background::run(move || {
                 let found =
                     files::deleted_open_files(init_pid, max_files, max_size, &mut seen, full);
