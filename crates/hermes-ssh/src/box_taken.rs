@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hermes_core::box_sshd::{Claim, TakenChannel, TakenRead};
 use hermes_core::sandbox::{OutputChunk, ProcessOutput};
 use russh::client::Msg;
@@ -20,8 +20,12 @@ use tokio::io::{AsyncReadExt, AsyncWrite};
 
 use crate::box_client::{ExitSlot, note};
 
-/// Largest piece of output read at once (sshd reads 16 KiB, OpenSSH's client 32).
-const CHUNK: usize = 16 * 1024;
+/// One read of a terminal gives at most 4 KiB (the line discipline's buffer).
+const READ: usize = 4 * 1024;
+/// Largest piece of output handed on at once (OpenSSH's client takes 32 KiB
+/// packets): a read that filled [`READ`] is followed by reads of what is already
+/// there, so that bulk output costs one chunk, not eight, downstream.
+const CHUNK: usize = 32 * 1024;
 /// How long output is still read after sshd ended the channel without the
 /// program's end (sshd killed, the connection gone): what the program had written.
 const DRAIN: Duration = Duration::from_secs(1);
@@ -72,8 +76,8 @@ impl TakenOutput {
             status,
             channel_gone: None,
             done: false,
-            buf: vec![0u8; CHUNK].into_boxed_slice(),
-            error_buf: vec![0u8; CHUNK].into_boxed_slice(),
+            buf: vec![0u8; READ].into_boxed_slice(),
+            error_buf: vec![0u8; READ].into_boxed_slice(),
         }
     }
 
@@ -149,16 +153,14 @@ impl ProcessOutput for TakenOutput {
             match step {
                 Step::Output(Ok(0)) => self.output = None,
                 Step::Output(Ok(n)) => {
-                    return Ok(Some(OutputChunk::Stdout(Bytes::copy_from_slice(
-                        &self.buf[..n],
-                    ))));
+                    let chunk = gather(self.output.as_mut(), &self.buf[..n]).await;
+                    return Ok(Some(OutputChunk::Stdout(chunk)));
                 }
                 Step::Errors(Ok(0)) => self.errors = None,
                 Step::Errors(Ok(n)) => {
+                    let chunk = gather(self.errors.as_mut(), &self.error_buf[..n]).await;
                     if self.keep_errors {
-                        return Ok(Some(OutputChunk::Stderr(Bytes::copy_from_slice(
-                            &self.error_buf[..n],
-                        ))));
+                        return Ok(Some(OutputChunk::Stderr(chunk)));
                     }
                 }
                 Step::Output(Err(error)) | Step::Errors(Err(error)) => {
@@ -180,6 +182,40 @@ impl ProcessOutput for TakenOutput {
         }
     }
 }
+
+/// `first`, and when it filled a read, what `reader` has ready after it (up to
+/// [`CHUNK`]). Bulk output (a read filled) is also given a turn of the runtime to
+/// come in, at most [`TURNS`] times while it keeps coming: the program writing it
+/// runs beside Hermes, and one chunk downstream costs as much as several reads.
+async fn gather(reader: Option<&mut Reader>, first: &[u8]) -> Bytes {
+    let Some(reader) = reader.filter(|_| first.len() == READ) else {
+        return Bytes::copy_from_slice(first);
+    };
+    let mut chunk = BytesMut::with_capacity(CHUNK);
+    chunk.extend_from_slice(first);
+    let mut turns = 0;
+    while chunk.len() + READ <= CHUNK {
+        let start = chunk.len();
+        chunk.resize(start + READ, 0);
+        match reader.read_now(&mut chunk[start..]) {
+            Ok(n) if n > 0 => chunk.truncate(start + n),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock && turns < TURNS => {
+                chunk.truncate(start);
+                turns += 1;
+                tokio::task::yield_now().await;
+            }
+            // Nothing more now, its end, or an error the next read reports.
+            _ => {
+                chunk.truncate(start);
+                break;
+            }
+        }
+    }
+    chunk.freeze()
+}
+
+/// Turns of the runtime bulk output gets to fill a chunk.
+const TURNS: u32 = 2;
 
 /// Reads into `buf` from `reader`, or waits forever when there is none.
 async fn read_some(reader: &mut Option<Reader>, buf: &mut [u8]) -> io::Result<usize> {
@@ -242,5 +278,59 @@ impl AsyncWrite for TakenBoxInput {
             self.input = None;
         }
         self.eof.as_mut().poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    use super::*;
+
+    /// Pieces ready to be read, then nothing (WouldBlock).
+    struct Ready(VecDeque<Vec<u8>>);
+
+    impl AsyncRead for Ready {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            _buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl TakenRead for Ready {
+        fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some(piece) = self.0.pop_front() else {
+                return Err(io::ErrorKind::WouldBlock.into());
+            };
+            buf[..piece.len()].copy_from_slice(&piece);
+            Ok(piece.len())
+        }
+    }
+
+    fn reader(pieces: &[usize]) -> Reader {
+        Box::new(Ready(pieces.iter().map(|n| vec![b'x'; *n]).collect()))
+    }
+
+    #[tokio::test]
+    async fn a_short_read_is_handed_on_alone() {
+        let mut more = reader(&[READ]);
+        let chunk = gather(Some(&mut more), b"echo\r\n").await;
+        assert_eq!(&chunk[..], b"echo\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_full_read_takes_what_is_ready_up_to_a_chunk() {
+        let mut more = reader(&[READ, READ, 100, READ]);
+        let chunk = gather(Some(&mut more), &[b'x'; READ]).await;
+        assert_eq!(chunk.len(), 4 * READ + 100);
+        let mut flood = reader(&[READ; 20]);
+        assert_eq!(gather(Some(&mut flood), &[b'x'; READ]).await.len(), CHUNK);
+        let mut nothing = reader(&[]);
+        assert_eq!(gather(Some(&mut nothing), &[b'x'; READ]).await.len(), READ);
     }
 }
