@@ -314,20 +314,23 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "keep");
     }
 
+    /// The disk fills: every write of `rec` fails with ENOSPC until the returned
+    /// file is put back.
+    fn fill_disk(rec: &mut AsciicastRecorder) -> File {
+        let full = File::options()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        std::mem::replace(&mut rec.file, full)
+    }
+
     #[test]
     fn failed_writes_skip_output_and_recording_resumes_when_writes_work() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("full.cast");
         let mut rec = AsciicastRecorder::create(&path, &header(), 1 << 20).expect("create");
         rec.output(b"before\r\n").expect("o");
-        // The disk fills: every write fails with ENOSPC.
-        let real = std::mem::replace(
-            &mut rec.file,
-            File::options()
-                .write(true)
-                .open("/dev/full")
-                .expect("/dev/full"),
-        );
+        let real = fill_disk(&mut rec);
         let error = rec
             .output(b"lost 1")
             .expect_err("the first failure is reported");
@@ -342,13 +345,7 @@ mod tests {
         rec.output(b"after\r\n").expect("o");
         assert!(!rec.failing());
         // The disk fills again: counted, not reported a second time.
-        let real = std::mem::replace(
-            &mut rec.file,
-            File::options()
-                .write(true)
-                .open("/dev/full")
-                .expect("/dev/full"),
-        );
+        let real = fill_disk(&mut rec);
         rec.output(b"lost 4").expect("reported once per recording");
         assert!(rec.failing());
         rec.file = real;

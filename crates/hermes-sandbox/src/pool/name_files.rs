@@ -33,12 +33,7 @@ impl DockerSandbox {
         if self.engine_writes_hosts() {
             return Ok(());
         }
-        let mtime = self.installed_at().unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|since| since.as_secs().saturating_sub(86_400))
-                .unwrap_or(0)
-        });
+        let mtime = Self::server_file_time(self.installed_at());
         let hosts = etc_hosts(&self.profile.hostname);
         tar.file("etc/hosts", hosts.as_bytes(), 0o644, mtime)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;

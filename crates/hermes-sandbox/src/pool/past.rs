@@ -35,6 +35,18 @@ impl DockerSandbox {
         self.past.get().map(|settings| settings.installed)
     }
 
+    /// The date of a file Hermes writes into a box as part of its server: `known`
+    /// (the installation, the image's own file), else a day ago. Never the box's
+    /// first second, which would count as its first session's own file.
+    pub(super) fn server_file_time(known: Option<u64>) -> u64 {
+        known.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|since| since.as_secs().saturating_sub(86_400))
+                .unwrap_or(0)
+        })
+    }
+
     /// Gives every box created from now on the past of one server: `seed` is the
     /// sensor's (its boxes share one past), `installed` when that server was set up.
     pub fn set_past(&self, seed: u64, installed: u64) {

@@ -80,12 +80,7 @@ impl DockerSandbox {
         // Dated as the image's bundle, as if update-ca-certificates had run when it
         // was made: a date in the box's first second would count as the first
         // session's own file, and its capture would take them.
-        let mtime = image_bundle.mtime.unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|since| since.as_secs().saturating_sub(86_400))
-                .unwrap_or(0)
-        });
+        let mtime = Self::server_file_time(image_bundle.mtime);
         ca_entries(ca, &image_bundle.content, mtime, tar)
             .map_err(|error| SandboxError::Engine(error.to_string()))
     }
