@@ -17,6 +17,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use crate::openat::fstat;
+
 /// One descriptor of a process, as `/proc/PID/fd` and `fdinfo` show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Held {
@@ -244,46 +246,49 @@ fn take_pipe(pid: i32, (fd, held): (i32, Held), link: &str) -> Result<OwnedFd, T
     Ok(owned)
 }
 
-/// Takes descriptor `fd` of process `pid`, if that process still holds the socket
-/// `link` once pinned (a pid reused meanwhile is another process).
-fn take_fd(pid: i32, fd: i32, link: &str) -> Result<OwnedFd, TakeError> {
+/// A pidfd of process `pid`.
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags, and returns a new descriptor.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if pidfd < 0 {
-        return Err(io::Error::last_os_error().into());
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: the descriptor was just returned to us and is owned by nobody else.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    if held_fds(pid, link).is_none() {
-        return Err(TakeError::Changed);
-    }
+    Ok(unsafe { OwnedFd::from_raw_fd(pidfd as i32) })
+}
+
+/// A copy of descriptor `fd` of the process `pidfd` pins.
+fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_getfd with a pidfd we own, a descriptor number and no flags.
     let taken = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
     if taken < 0 {
-        return Err(io::Error::last_os_error().into());
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: pidfd_getfd returned a new descriptor that only we hold.
     Ok(unsafe { OwnedFd::from_raw_fd(taken as i32) })
 }
 
+/// Takes descriptor `fd` of process `pid`, if that process still holds the socket
+/// `link` once pinned (a pid reused meanwhile is another process).
+fn take_fd(pid: i32, fd: i32, link: &str) -> Result<OwnedFd, TakeError> {
+    let pidfd = pidfd_open(pid)?;
+    if held_fds(pid, link).is_none() {
+        return Err(TakeError::Changed);
+    }
+    Ok(pidfd_getfd(&pidfd, fd)?)
+}
+
 /// Whether this process may take descriptors from `pid` (it is allowed to trace
 /// it): asking for a descriptor no process has gets EBADF only then.
 pub(crate) fn may_take_from(pid: i32) -> bool {
-    // SAFETY: as in take_fd.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
+    let Ok(pidfd) = pidfd_open(pid) else {
         return false;
+    };
+    // This number is above any descriptor limit.
+    match pidfd_getfd(&pidfd, i32::MAX) {
+        Ok(_) => true,
+        Err(error) => error.raw_os_error() == Some(libc::EBADF),
     }
-    // SAFETY: as in take_fd.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    // SAFETY: as in take_fd; this number is above any descriptor limit.
-    let taken = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), i32::MAX, 0) };
-    if taken >= 0 {
-        // SAFETY: a descriptor we were given after all.
-        drop(unsafe { OwnedFd::from_raw_fd(taken as i32) });
-        return true;
-    }
-    io::Error::last_os_error().raw_os_error() == Some(libc::EBADF)
 }
 
 /// What `pid` holds, if among it is the socket `link`: its pty masters and pipes.
@@ -382,16 +387,6 @@ fn parse_endpoint(text: &str) -> Option<(IpAddr, u16)> {
         _ => return None,
     };
     Some((ip, port))
-}
-
-fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
-    // SAFETY: a zeroed stat is a valid output buffer for fstat.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat on a descriptor we own, into that buffer.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(stat)
 }
 
 fn pty_index(fd: &OwnedFd) -> io::Result<u32> {

@@ -203,37 +203,6 @@ impl AsyncWrite for TakenFd {
     }
 }
 
-/// The program's input: closed (this copy of the descriptor) when shut down.
-pub(crate) struct TakenInput(Option<TakenFd>);
-
-impl TakenInput {
-    pub(crate) fn new(fd: TakenFd) -> TakenInput {
-        TakenInput(Some(fd))
-    }
-}
-
-impl AsyncWrite for TakenInput {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.0.as_mut() {
-            Some(fd) => Pin::new(fd).poll_write(cx, data),
-            None => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.0 = None;
-        Poll::Ready(Ok(()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::fd::FromRawFd;
@@ -257,9 +226,9 @@ mod tests {
     async fn bytes_go_through_and_the_end_is_read() {
         let (read, write) = pipe();
         let mut reader = TakenFd::new(read, false).unwrap();
-        let mut writer = TakenInput::new(TakenFd::new(write, false).unwrap());
+        let mut writer = TakenFd::new(write, false).unwrap();
         writer.write_all(b"\x00\x01\x02 out").await.unwrap();
-        writer.shutdown().await.unwrap();
+        // The end of input is this copy's end.
         drop(writer);
         let mut got = Vec::new();
         reader.read_to_end(&mut got).await.unwrap();

@@ -353,6 +353,11 @@ impl BoxSshSession {
             self.quick_ack.stop();
         }
         let write = Arc::new(write);
+        let control = Box::new(BoxControl {
+            write: Arc::clone(&write),
+            status: Arc::clone(&status),
+            handle: Arc::clone(&self.handle),
+        });
         if let (Some(takeover), Some(_starting)) = (&self.takeover, starting) {
             let mut fds = takeover
                 .takeover
@@ -367,19 +372,9 @@ impl BoxSshSession {
             let keep_errors = !matches!(request.program, BoxProgram::Subsystem(_));
             let input = TakenBoxInput::new(fds.input.take(), &write);
             return Ok(Process {
-                output: Box::new(TakenOutput::new(
-                    fds,
-                    keep_errors,
-                    read,
-                    Arc::clone(&write),
-                    Arc::clone(&status),
-                )),
+                output: Box::new(TakenOutput::new(fds, keep_errors, read, write, status)),
                 input: Box::new(input),
-                control: Box::new(BoxControl {
-                    write,
-                    status,
-                    handle: Arc::clone(&self.handle),
-                }),
+                control,
                 path: IoPath::BoxSshdTaken,
             });
         }
@@ -387,17 +382,13 @@ impl BoxSshSession {
             output: Box::new(BoxOutput {
                 read,
                 early: early.into(),
-                status: Arc::clone(&status),
+                status,
                 done: false,
             }),
             input: Box::new(BoxInput {
                 writer: Box::pin(write.make_writer()),
             }),
-            control: Box::new(BoxControl {
-                write,
-                status,
-                handle: Arc::clone(&self.handle),
-            }),
+            control,
             path: IoPath::BoxSshd,
         })
     }

@@ -9,7 +9,7 @@ use hermes_core::box_sshd::{BoxSshdError, ChannelTakeover, Taken, TakenChannel, 
 use super::DockerSandbox;
 use crate::files;
 use crate::sshd_fds;
-use crate::taken_io::{TakenFd, TakenInput};
+use crate::taken_io::TakenFd;
 
 fn refused(why: impl std::fmt::Display) -> BoxSshdError {
     BoxSshdError::Channel(format!(
@@ -56,11 +56,13 @@ impl ChannelTakeover for DockerSandbox {
             Some(fd) => Some(TakenFd::new(fd, false).map_err(refused)?),
             None => None,
         };
+        // Its input closes when the channel's input drops its copy (see the ssh
+        // adapter's TakenBoxInput); a terminal stays open through `output`.
         let input = if terminal {
-            Some(TakenInput::new(output.clone()))
+            Some(output.clone())
         } else {
             match fds.input {
-                Some(fd) => Some(TakenInput::new(TakenFd::new(fd, false).map_err(refused)?)),
+                Some(fd) => Some(TakenFd::new(fd, false).map_err(refused)?),
                 None => None,
             }
         };
