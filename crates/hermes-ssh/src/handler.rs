@@ -2,6 +2,7 @@
 //! [`Connection`] and [`ChannelSession`](hermes_core::session::ChannelSession).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -15,7 +16,7 @@ use tokio::task::JoinSet;
 use hermes_core::escape::escape_untrusted;
 use hermes_core::persona;
 use hermes_core::session::{
-    AuthMethod, AuthReply, Connection, DirectTcpip, GatewayDecision, OfferedKey,
+    AuthMethod, AuthReply, Connection, DirectTcpip, GatewayDecision, OfferedKey, SessionPlace,
 };
 
 use crate::channel::{RusshClientChannel, run_capture, run_channel};
@@ -67,6 +68,9 @@ pub(crate) struct SshHandler {
     shared: Arc<ConnectionShared>,
     control: Arc<StreamControl>,
     methods: MethodSet,
+    /// The open session channels' places, given back when the client closes one
+    /// (before its next message is read, as sshd frees a closed session).
+    session_places: HashMap<ChannelId, SessionPlace>,
 }
 
 fn offered_key(key: &PublicKey) -> OfferedKey {
@@ -100,6 +104,7 @@ impl SshHandler {
             shared,
             control,
             methods: MethodSet::from(&kinds[..]),
+            session_places: HashMap::new(),
         }
     }
 
@@ -211,10 +216,26 @@ impl Handler for SshHandler {
             return Ok(());
         };
         reply.accept().await;
+        let id = channel.id();
         let (read, write) = channel.split();
         let (client, closed) = RusshClientChannel::new(write);
         let session = self.conn.open_channel(reservation, Arc::new(client));
+        // Channels that ended on Hermes's side are never closed here (russh forgets
+        // them): their entries go once their state has.
+        self.session_places.retain(|_, place| place.is_live());
+        self.session_places.insert(id, session.place());
         self.spawn_channel_task(run_channel(read, closed, session));
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(place) = self.session_places.remove(&channel) {
+            place.release();
+        }
         Ok(())
     }
 

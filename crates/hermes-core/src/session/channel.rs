@@ -13,8 +13,9 @@ use super::recording::{
     SharedRecorder, finish_recording, recording_failed, with_recorder, write_failure,
 };
 use super::resize::TerminalResizer;
+use super::session_place::{HeldPlace, SessionPlace};
 use super::sshd_path;
-use super::{ClientChannel, Connection, CountedPlace};
+use super::{ClientChannel, Connection};
 use crate::capture::{ScpUploads, SftpUploads, Upload};
 use crate::commands::{Command, CommandTracker};
 use crate::escape::escape_untrusted;
@@ -121,8 +122,8 @@ pub struct ChannelSession {
     tracker: SharedTracker,
     /// File names from scp/sftp input, and how many were handed to the connection.
     uploads: Option<(UploadReader, usize)>,
-    /// Counts against `persona.max_sessions` while the channel lives.
-    _place: CountedPlace,
+    /// Counts against `persona.max_sessions` until the channel is closed.
+    place: Arc<HeldPlace>,
 }
 
 impl ChannelSession {
@@ -130,7 +131,7 @@ impl ChannelSession {
         conn: Arc<Connection>,
         client: Arc<dyn ClientChannel>,
         index: u32,
-        place: CountedPlace,
+        place: Arc<HeldPlace>,
     ) -> Self {
         let input = InputQueue::new(Arc::clone(&conn.input_backlog));
         ChannelSession {
@@ -148,8 +149,13 @@ impl ChannelSession {
             recorder: Arc::new(Mutex::new(None)),
             tracker: Arc::new(Mutex::new(None)),
             uploads: None,
-            _place: place,
+            place,
         }
+    }
+
+    /// What gives the channel's place back when the client closes it.
+    pub fn place(&self) -> SessionPlace {
+        SessionPlace::of(&self.place)
     }
 
     /// `pty-req`: remembers terminal type and size. Returns whether it is accepted.

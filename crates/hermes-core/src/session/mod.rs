@@ -20,6 +20,7 @@ mod pump;
 mod recording;
 mod reload;
 mod resize;
+mod session_place;
 mod slots;
 mod sshd_path;
 mod standby;
@@ -44,6 +45,7 @@ pub use channel::ChannelSession;
 pub use forward::{DirectTcpip, ForwardCapture};
 pub use forward_egress::{GatewayDecision, GatewayForward, PendingForward};
 pub use reload::ReloadReport;
+pub use session_place::SessionPlace;
 pub use slots::SessionSlots;
 pub use standby::standby_spec;
 
@@ -723,7 +725,12 @@ impl Connection {
             state.channels_opened += 1;
             index
         };
-        ChannelSession::new(Arc::clone(self), client, index, reservation.0)
+        let place = session_place::HeldPlace::new(reservation.0);
+        let client = Arc::new(session_place::PlaceReleasingClient {
+            inner: client,
+            place: Arc::clone(&place),
+        });
+        ChannelSession::new(Arc::clone(self), client, index, place)
     }
 
     /// What the client is told when the session ends for `reason`.
