@@ -14,6 +14,7 @@ pub mod cgroup_delegation;
 pub mod cgroup_watch;
 pub mod clock_files;
 mod cpu;
+mod dir_stream;
 mod direct;
 mod endpoint;
 mod error;

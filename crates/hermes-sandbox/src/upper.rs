@@ -9,12 +9,13 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::dir_stream::{DirStream, EntryType, lstat_at};
 use crate::openat::open_at;
 
 /// Entries looked at in one walk, at most (a container may hold millions of files).
@@ -48,37 +49,72 @@ enum Walked {
     Cut,
 }
 
+/// What a walk tells of one entry. A directory is known from its entry alone
+/// (its size is not counted); anything else is lstat'ed.
+struct Seen {
+    dir: bool,
+    /// An overlay whiteout (character device 0:0): a deletion.
+    whiteout: bool,
+    len: u64,
+    ino: u64,
+}
+
+impl Seen {
+    fn of(stat: &libc::stat) -> Self {
+        let kind = stat.st_mode & libc::S_IFMT;
+        Seen {
+            dir: kind == libc::S_IFDIR,
+            whiteout: kind == libc::S_IFCHR && stat.st_rdev == 0,
+            len: u64::try_from(stat.st_size).unwrap_or(0),
+            ino: stat.st_ino,
+        }
+    }
+}
+
 /// Walks the upper directory `upper` without following a symlink, giving `visit`
-/// each entry's container path and lstat; directories are walked into, down to
-/// `MAX_DEPTH`, and at most `MAX_ENTRIES` entries are looked at.
-fn walk(upper: &Path, mut visit: impl FnMut(&str, &std::fs::Metadata)) -> io::Result<Walked> {
+/// each entry's container path and what it is; directories are walked into, down
+/// to `MAX_DEPTH`, and at most `MAX_ENTRIES` entries are looked at.
+fn walk(upper: &Path, mut visit: impl FnMut(&str, &Seen)) -> io::Result<Walked> {
     let root = open_root(upper)?;
     let mut seen = 0usize;
     let mut walked = Walked::Whole;
     // (directory, its container path, depth)
-    let mut stack = vec![(root, String::new(), 0usize)];
+    let mut stack = vec![(OwnedFd::from(root), String::new(), 0usize)];
     while let Some((dir, prefix, depth)) = stack.pop() {
-        // The descriptor's own /proc link: reading it does not resolve the path again.
-        let entries = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))?;
-        for entry in entries {
-            let Ok(entry) = entry else { continue };
+        let mut entries = DirStream::new(dir);
+        while let Some(entry) = entries.next_entry() {
+            // A directory that cannot be listed leaves the walk unfinished: an error,
+            // not a smaller layer.
+            let (name, kind) = entry?;
             seen += 1;
             if seen > MAX_ENTRIES {
                 return Ok(Walked::Cut);
             }
-            // lstat relative to the open directory: a symlink stays a symlink.
-            let Ok(metadata) = entry.metadata() else {
-                continue;
+            let found = match kind {
+                EntryType::Directory => Seen {
+                    dir: true,
+                    whiteout: false,
+                    len: 0,
+                    ino: 0,
+                },
+                // lstat relative to the open directory: a symlink stays a symlink.
+                EntryType::Other => match lstat_at(&entries, &name) {
+                    Ok(stat) => Seen::of(&stat),
+                    Err(_) => continue,
+                },
             };
-            let name = entry.file_name();
-            let path = format!("{prefix}/{}", String::from_utf8_lossy(name.as_bytes()));
-            visit(&path, &metadata);
-            if !metadata.is_dir() {
+            let path = format!("{prefix}/{}", String::from_utf8_lossy(&name));
+            visit(&path, &found);
+            if !found.dir {
                 continue;
             }
             if depth >= MAX_DEPTH {
                 walked = Walked::Cut;
-            } else if let Ok(child) = open_dir_at(&dir, &name) {
+            } else if let Ok(child) = open_at(
+                Some(&entries),
+                name,
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            ) {
                 stack.push((child, path, depth + 1));
             }
         }
@@ -105,13 +141,12 @@ pub(crate) fn read_layer(upper: &Path) -> io::Result<Layer> {
     let mut paths = Vec::new();
     let mut inodes = std::collections::HashSet::new();
     let mut size = 0u64;
-    let walked = walk(upper, |path, metadata| {
-        let whiteout = metadata.file_type().is_char_device() && metadata.rdev() == 0;
-        if !whiteout {
+    let walked = walk(upper, |path, seen| {
+        if !seen.whiteout {
             paths.push(path.to_owned());
         }
-        if !metadata.is_dir() && metadata.len() > 0 && inodes.insert(metadata.ino()) {
-            size = size.saturating_add(metadata.len());
+        if !seen.dir && seen.len > 0 && inodes.insert(seen.ino) {
+            size = size.saturating_add(seen.len);
         }
     })?;
     Ok(Layer {
