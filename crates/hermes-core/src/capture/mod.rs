@@ -207,6 +207,14 @@ impl SessionFiles {
             .is_none_or(|(s, m)| *s != size || m != modified)
     }
 
+    /// `path` was looked at and is not a regular file (or could not be read): later
+    /// passes while the session runs leave it, the last one looks at it again.
+    pub fn not_a_file(&mut self, path: &str) {
+        self.seen
+            .entry(path.to_owned())
+            .or_insert_with(|| (u64::MAX, String::new()));
+    }
+
     /// Whether `path` was looked at before.
     pub fn seen(&self, path: &str) -> bool {
         self.seen.contains_key(path)
@@ -258,6 +266,19 @@ mod tests {
         assert!(files.changed("/tmp/a", 3, "t1"));
         assert!(!files.changed("/tmp/a", 3, "t1"));
         assert!(files.changed("/tmp/a", 4, "t2"));
+    }
+
+    #[test]
+    fn what_is_not_a_file_is_seen_until_a_file_takes_its_place() {
+        let mut files = SessionFiles::default();
+        files.not_a_file("/tmp/link");
+        assert!(files.seen("/tmp/link"));
+        // The last pass compares it: any regular file there differs.
+        assert!(files.differs("/tmp/link", 0, "t1"));
+        assert!(files.changed("/tmp/link", 0, "t1"));
+        // A file already read is not forgotten by a later look.
+        files.not_a_file("/tmp/link");
+        assert!(!files.differs("/tmp/link", 0, "t1"));
     }
 
     #[test]

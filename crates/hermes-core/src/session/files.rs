@@ -187,12 +187,23 @@ impl Connection {
                         .map(|f| f.path),
                 );
             }
-            sandbox
-                .read_files(lease, wanted, limits.max_file_size, true)
-                .await
+            let found = sandbox
+                .read_files(lease, wanted.clone(), limits.max_file_size, true)
+                .await?;
+            Ok::<_, crate::sandbox::SandboxError>((wanted, found))
         };
         match listed.await {
-            Ok(found) => {
+            Ok((wanted, found)) => {
+                // What is not a regular file (a symlink, an empty directory, a socket)
+                // is not looked up again at every pass: the last pass compares it.
+                {
+                    let read: std::collections::HashSet<&str> =
+                        found.iter().map(|(file, _)| file.path.as_str()).collect();
+                    let mut files = self.files();
+                    for path in wanted.iter().filter(|p| !read.contains(p.as_str())) {
+                        files.not_a_file(path);
+                    }
+                }
                 for (file, content) in found {
                     if !self.files().changed(&file.path, file.size, &file.modified) {
                         continue;
