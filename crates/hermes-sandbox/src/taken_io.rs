@@ -143,21 +143,28 @@ impl AsyncRead for TakenFd {
         loop {
             let mut ready = ready!(self.fd.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
-            let read = ready.try_io(|fd| {
-                let raw = fd.as_raw_fd();
-                // SAFETY: read into the unfilled part of the buffer, at most its length.
-                guarded(|| unsafe { libc::read(raw, unfilled.as_mut_ptr().cast(), unfilled.len()) })
-            });
-            match read {
-                Ok(Ok(n)) => {
+            let wanted = unfilled.len();
+            let raw = ready.get_inner().as_raw_fd();
+            // SAFETY: read into the unfilled part of the buffer, at most its length.
+            match guarded(|| unsafe { libc::read(raw, unfilled.as_mut_ptr().cast(), wanted) }) {
+                Ok(n) => {
+                    // A short read took all there was: what comes next is an edge of
+                    // its own. Reading again before it would only find nothing, or
+                    // wait in the kernel for a terminal's pending output while the
+                    // chunk just read waits behind this task.
+                    if n < wanted {
+                        ready.clear_ready();
+                    }
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
-                Ok(Err(error)) if self.terminal && error.raw_os_error() == Some(libc::EIO) => {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    ready.clear_ready();
+                }
+                Err(error) if self.terminal && error.raw_os_error() == Some(libc::EIO) => {
                     return Poll::Ready(Ok(()));
                 }
-                Ok(Err(error)) => return Poll::Ready(Err(error)),
-                Err(_would_block) => continue,
+                Err(error) => return Poll::Ready(Err(error)),
             }
         }
     }
@@ -233,6 +240,22 @@ mod tests {
         let mut got = Vec::new();
         reader.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"\x00\x01\x02 out");
+    }
+
+    #[tokio::test]
+    async fn what_comes_after_a_short_read_is_read() {
+        let (read, write) = pipe();
+        let mut reader = TakenFd::new(read, false).unwrap();
+        let mut writer = TakenFd::new(write, false).unwrap();
+        let mut buf = [0u8; 64];
+        for piece in [&b"echo\r\n"[..], b"t-1\r\n", b"# "] {
+            writer.write_all(piece).await.unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf))
+                .await
+                .expect("the next piece is read")
+                .unwrap();
+            assert_eq!(&buf[..n], piece);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

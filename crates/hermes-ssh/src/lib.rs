@@ -16,6 +16,7 @@ pub mod hostkeys;
 mod ident;
 mod kexinit;
 pub mod proxy_protocol;
+mod read_ahead;
 mod server;
 mod stream;
 

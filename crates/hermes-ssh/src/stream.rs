@@ -18,6 +18,7 @@ use hermes_core::admission::Progress;
 use hermes_core::session::ClientKex;
 
 use crate::kexinit::KexInitScanner;
+use crate::read_ahead::ReadAhead;
 
 /// Client bytes kept while the gate is closed; more are read and dropped.
 const MAX_HELD: usize = 64 * 1024;
@@ -79,6 +80,7 @@ pub(crate) struct ClientStream<F> {
     held: usize,
     /// Told of every read, so admission knows the client is not silent.
     progress: Arc<Progress>,
+    ahead: ReadAhead,
 }
 
 impl<F: FnOnce(ClientKex)> ClientStream<F> {
@@ -107,18 +109,24 @@ impl<F: FnOnce(ClientKex)> ClientStream<F> {
             control,
             held: 0,
             progress,
+            ahead: ReadAhead::default(),
         }
+    }
+}
+
+/// Shows client bytes to the KEXINIT scanner until it found the client's KEXINIT.
+fn scan<F: FnOnce(ClientKex)>(scanner: &mut KexInitScanner, on_kex: &mut Option<F>, bytes: &[u8]) {
+    if !scanner.is_done()
+        && let Some(kex) = scanner.feed(bytes)
+        && let Some(report) = on_kex.take()
+    {
+        report(kex);
     }
 }
 
 impl<F: FnOnce(ClientKex) + Unpin> ClientStream<F> {
     fn scan(&mut self, bytes: &[u8]) {
-        if !self.scanner.is_done()
-            && let Some(kex) = self.scanner.feed(bytes)
-            && let Some(report) = self.on_kex.take()
-        {
-            report(kex);
-        }
+        scan(&mut self.scanner, &mut self.on_kex, bytes);
     }
 
     /// Reads until the first block is complete (or the client closes), then queues it.
@@ -146,6 +154,14 @@ impl<F: FnOnce(ClientKex) + Unpin> ClientStream<F> {
     }
 
     fn poll_gated(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Read ahead but not handed on: dropped, as what is still on the socket.
+        let unread = self.ahead.discard();
+        if unread > 0 {
+            if self.held < MAX_HELD {
+                self.held += unread;
+            }
+            self.control.arrived.notify_one();
+        }
         let mut scratch = [0u8; 4096];
         loop {
             let mut read = ReadBuf::new(&mut scratch);
@@ -196,17 +212,18 @@ impl<F: FnOnce(ClientKex) + Unpin> AsyncRead for ClientStream<F> {
                 other => return other,
             }
         }
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &result
-            && buf.filled().len() > before
-        {
-            this.progress.heard();
-            if !this.scanner.is_done() {
-                this.scan(&buf.filled()[before..]);
-            }
-        }
-        result
+        let ClientStream {
+            inner,
+            ahead,
+            progress,
+            scanner,
+            on_kex,
+            ..
+        } = this;
+        ahead.poll_read(inner, cx, buf, |bytes| {
+            progress.heard();
+            scan(scanner, on_kex, bytes);
+        })
     }
 }
 
