@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
@@ -190,11 +190,11 @@ pub(crate) fn entry(upper: &Path, path: &str, read: bool, max_size: u64) -> io::
     }
     // Only a regular file is opened: opening a socket fails (ENXIO) and a device
     // node is not for Hermes to open. lstat through the pinned directory.
-    match std::fs::symlink_metadata(format!("/proc/self/fd/{}/{last}", dir.as_raw_fd())) {
-        Ok(metadata) if metadata.file_type().is_char_device() && metadata.rdev() == 0 => {
+    match crate::dir_stream::lstat_at(&dir, last.as_bytes()) {
+        Ok(stat) if stat.st_mode & libc::S_IFMT == libc::S_IFCHR && stat.st_rdev == 0 => {
             return Ok(Entry::Absent); // a whiteout
         }
-        Ok(metadata) if !metadata.is_file() => return Ok(Entry::Other),
+        Ok(stat) if stat.st_mode & libc::S_IFMT != libc::S_IFREG => return Ok(Entry::Other),
         Ok(_) => {}
         Err(error) if is_absent(&error) => return Ok(Entry::Absent),
         Err(error) => return Err(error),
