@@ -19,6 +19,9 @@
 //! --record FILE         append the table to FILE
 //! ```
 //!
+//! `BENCH_DEBUG=1` shows the clients' failures; `BENCH_TRACE=1` prints to stderr, for
+//! every answered command of the typing sessions, `TRACE second ms-into-it ms-to-answer`.
+//!
 //! Every load is bounded in count and time. CPU and memory come from /proc for
 //! servers whose pid is known (local ones); nothing is asserted.
 

@@ -128,10 +128,14 @@ pub fn tree_size(root: u32) -> usize {
 /// Resident memory of `root`'s tree in KiB, split into the server's own processes
 /// (named `server_comm`) and the rest (the shells it started).
 pub fn tree_rss_kib(root: u32, server_comm: &str) -> (u64, u64) {
+    rss_split(&tree(root), root, server_comm)
+}
+
+fn rss_split(processes: &[Proc], root: u32, server_comm: &str) -> (u64, u64) {
     let page = page_kib();
     let mut own = 0;
     let mut rest = 0;
-    for p in tree(root) {
+    for p in processes {
         if p.comm == server_comm || p.pid == root {
             own += p.rss_pages * page;
         } else {
@@ -197,6 +201,9 @@ pub fn containers_memory_kib(ids: &[String]) -> u64 {
 
 /// Samples a tree's resident memory in the background and keeps the peak of each
 /// part (server processes, other processes).
+/// Samples between two searches of the whole tree (see [`PeakSampler::start`]).
+const TREE_EVERY: u64 = 16;
+
 pub struct PeakSampler {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<(u64, u64)>>,
@@ -211,8 +218,19 @@ impl PeakSampler {
             let server_comm = server_comm.to_owned();
             std::thread::spawn(move || {
                 let (mut own, mut rest) = (0, 0);
-                loop {
-                    let (o, r) = tree_rss_kib(root, &server_comm);
+                let mut members = Vec::new();
+                for sample in 0u64.. {
+                    // The tree is found by reading every process of the machine (a
+                    // box server's are thousands): only every few seconds, its known
+                    // members in between, so the sampler itself stays out of the way
+                    // of what it measures.
+                    let processes: Vec<Proc> = if sample % TREE_EVERY == 0 {
+                        tree(root)
+                    } else {
+                        members.iter().filter_map(|&pid| read_proc(pid)).collect()
+                    };
+                    members = processes.iter().map(|p| p.pid).collect();
+                    let (o, r) = rss_split(&processes, root, &server_comm);
                     own = own.max(o);
                     rest = rest.max(r);
                     if stop.load(Ordering::Relaxed) {
@@ -220,6 +238,7 @@ impl PeakSampler {
                     }
                     std::thread::sleep(every);
                 }
+                (own, rest)
             })
         });
         PeakSampler { stop, thread }

@@ -103,6 +103,19 @@ pub async fn time_to_shell_returning(target: &Target, logins: usize, figures: &m
 /// ones: that is the logins' cost (sshd's own login work is done before its window
 /// too), and it would otherwise land in the typing window's session-seconds.
 async fn settle_pool(target: &Target, boxes: usize) {
+    let waited = engine_quiet(|| target.containers().len() >= boxes).await;
+    println!(
+        "  {}: the pool refilled ({} boxes running) after {waited:.1} s",
+        target.name,
+        target.containers().len(),
+    );
+}
+
+/// Waits (at most 60 s) until the engine's processes have used under a tenth of a
+/// core for two seconds running, with `ready` true; the seconds it took. Before a
+/// server's sessions open: the boxes of the server measured before it are still
+/// being stopped and the pool refilled, which would land in this one's figures.
+async fn engine_quiet(ready: impl Fn() -> bool) -> f64 {
     const STEP: Duration = Duration::from_millis(500);
     let started = Instant::now();
     let mut quiet = 0;
@@ -110,18 +123,9 @@ async fn settle_pool(target: &Target, boxes: usize) {
         let before = procfs::engine_snapshot();
         tokio::time::sleep(STEP).await;
         let idle = procfs::engine_cpu_since(&before) < 0.1 * STEP.as_secs_f64();
-        quiet = if idle && target.containers().len() >= boxes {
-            quiet + 1
-        } else {
-            0
-        };
+        quiet = if idle && ready() { quiet + 1 } else { 0 };
     }
-    println!(
-        "  {}: the pool refilled ({} boxes running) after {:.1} s",
-        target.name,
-        target.containers().len(),
-        started.elapsed().as_secs_f64()
-    );
+    started.elapsed().as_secs_f64()
 }
 
 /// What one concurrent session saw.
@@ -182,6 +186,16 @@ async fn type_commands(
         if seen {
             answered += 1;
             latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+            if std::env::var_os("BENCH_TRACE").is_some() {
+                // When in its second the Enter went, and its answer's time: how much
+                // of a burst the server absorbs.
+                let second = start.into_std() + Duration::from_secs(k as u64);
+                eprintln!(
+                    "TRACE {k} {:.3} {:.3}",
+                    sent.duration_since(second).as_secs_f64() * 1000.0,
+                    sent.elapsed().as_secs_f64() * 1000.0
+                );
+            }
         } else if std::env::var_os("BENCH_DEBUG").is_some() {
             eprintln!(
                 "no answer to {line:?}: {:?}",
@@ -193,6 +207,12 @@ async fn type_commands(
 }
 
 pub async fn concurrency(target: &Target, sessions: usize, seconds: usize, figures: &mut Figures) {
+    // The boxes of the sessions measured before (the last server's, lingering and
+    // then stopped) are gone: at most a pool runs (a server given with --target
+    // may keep a larger one: then this waits its 60 s).
+    let waited =
+        engine_quiet(|| crate::target::boxes_running() <= crate::target::POOL_SIZE as usize).await;
+    println!("  {}: the engine quiet after {waited:.1} s", target.name);
     // Open them all, eight logins at a time.
     let gate = Arc::new(Semaphore::new(8));
     let ramp_started = Instant::now();

@@ -104,6 +104,15 @@ impl Target {
     }
 }
 
+/// How many of Hermes's boxes run on this machine, of any instance.
+pub fn boxes_running() -> usize {
+    Command::new("docker")
+        .args(["ps", "-q", "--filter", "label=hermes.role=target"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+        .unwrap_or(0)
+}
+
 /// The `i`-th distinct loopback source address (127.1.0.1, 127.1.0.2, ...).
 pub fn loopback_source(i: usize) -> IpAddr {
     let n = i % (250 * 250);
