@@ -120,16 +120,27 @@ fn lease_sources(events: &[Value]) -> HashMap<String, usize> {
 
 /// Every session recorded the command exactly as typed, once: it is recorded because
 /// the shell received it, and each of those shells printed its output (checked by the
-/// caller).
+/// caller). The Enter goes to the box before its event is written, so the client can
+/// see the output first: this waits for the commands themselves (the sessions'
+/// `exit` lines are command events too, and may all be there before the last one).
 fn assert_recorded(hermes: &Hermes, sessions: usize) {
-    let events = hermes.wait_for_at_least("cowrie.command.input", sessions);
-    let commands: Vec<&str> = events
-        .of("cowrie.command.input")
-        .into_iter()
-        .filter_map(|e| e["input"].as_str())
-        .collect();
-    let typed = commands.iter().filter(|c| **c == COMMAND).count();
-    assert_eq!(typed, sessions, "{commands:?}");
+    let typed_commands = |events: &[Value]| -> Vec<String> {
+        events
+            .of("cowrie.command.input")
+            .into_iter()
+            .filter_map(|e| e["input"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let typed = |events: &[Value]| {
+        typed_commands(events)
+            .iter()
+            .filter(|c| *c == COMMAND)
+            .count()
+    };
+    let events = hermes.wait_for_events(&format!("{sessions} commands typed ahead"), |events| {
+        typed(events) >= sessions
+    });
+    assert_eq!(typed(&events), sessions, "{:?}", typed_commands(&events));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
