@@ -21,7 +21,7 @@ const PASS_DELAY: Duration = Duration::from_secs(2);
 /// would otherwise meet every pass scheduled by their last command)...
 const INPUT_PAUSE: Duration = Duration::from_millis(300);
 /// ...but not longer than this: a session that never pauses still gets its passes.
-const MAX_POSTPONE: Duration = Duration::from_secs(3);
+pub(super) const MAX_POSTPONE: Duration = Duration::from_secs(3);
 /// Longest the final pass may hold up the container's release.
 const FINAL_PASS_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest the start-of-session listing may hold the first pass up.
@@ -31,7 +31,10 @@ const MAX_CHANGED_PATHS: usize = 10_000;
 
 /// Returns once no input came for [`INPUT_PAUSE`] (`last_input` says when the
 /// last did), or after `longest`.
-async fn until_input_pauses(last_input: impl Fn() -> tokio::time::Instant, longest: Duration) {
+pub(super) async fn until_input_pauses(
+    last_input: impl Fn() -> tokio::time::Instant,
+    longest: Duration,
+) {
     let deadline = tokio::time::Instant::now() + longest;
     loop {
         let paused_at = last_input() + INPUT_PAUSE;

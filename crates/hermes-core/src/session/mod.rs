@@ -30,7 +30,7 @@ mod tests;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -376,6 +376,10 @@ pub struct Connection {
     /// replaces a newer one.
     metadata_version: AtomicU64,
     metadata_on_disk: Arc<Mutex<u64>>,
+    /// A rewrite of the running session's metadata is waiting for its moment.
+    metadata_scheduled: AtomicBool,
+    /// This connection, for the tasks it schedules itself (the metadata rewrite).
+    me: Weak<Connection>,
     /// The session's first process has started.
     process_started: watch::Sender<bool>,
     /// The session's login to its box's own sshd.
@@ -451,7 +455,8 @@ impl Connection {
             recording_truncated: false,
             recording_error: None,
         };
-        Arc::new(Connection {
+        Arc::new_cyclic(|me| Connection {
+            me: me.clone(),
             services,
             context,
             started: Instant::now(),
@@ -484,6 +489,7 @@ impl Connection {
             capture_scheduled: AtomicBool::new(false),
             metadata_version: AtomicU64::new(0),
             metadata_on_disk: Arc::new(Mutex::new(0)),
+            metadata_scheduled: AtomicBool::new(false),
             process_started: watch::channel(false).0,
             box_slot: tokio::sync::Mutex::default(),
         })
@@ -533,34 +539,50 @@ impl Connection {
         }
     }
 
-    /// Rewrites the metadata file after a change worth keeping if Hermes dies: at
-    /// most once per [`METADATA_REWRITE_GAP`] (a bot's thousand commands are not a
-    /// thousand rewrites), and always at the end. While the session runs the rewrite
-    /// is done on a blocking thread: a command's Enter must not wait behind a file
-    /// being written for every session that pressed Enter at the same moment.
+    /// Rewrites the metadata file after a change worth keeping if Hermes dies. While
+    /// the session runs, the rewrite is one scheduled task: it waits out
+    /// [`METADATA_REWRITE_GAP`] since the last one (a bot's thousand commands are not
+    /// a thousand rewrites) and then a pause in the session's input, and writes what
+    /// the metadata holds by then on a blocking thread. A command's Enter must not
+    /// wait behind a file being replaced for every session that pressed Enter at the
+    /// same moment (ext4 writes a renamed-over file's data out at the rename). The
+    /// end is written at once.
     fn metadata_changed(&self) {
         let finished = {
-            let mut state = self.state();
+            let state = self.state();
             if state.metadata.username.is_none() {
                 return;
             }
-            let due = state.finished
-                || state
-                    .metadata_written
-                    .is_none_or(|at| at.elapsed() >= METADATA_REWRITE_GAP);
-            if !due {
-                return;
-            }
-            state.metadata_written = Some(Instant::now());
             state.finished
         };
-        let Some(write) = self.metadata_write() else {
+        let runtime = tokio::runtime::Handle::try_current();
+        let (Some(conn), Ok(runtime), false) = (self.me.upgrade(), runtime, finished) else {
+            self.state().metadata_written = Some(Instant::now());
+            if let Some(write) = self.metadata_write() {
+                write();
+            }
             return;
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) if !finished => drop(runtime.spawn_blocking(write)),
-            _ => write(),
+        if self.metadata_scheduled.swap(true, Ordering::AcqRel) {
+            // The one on its way takes the metadata as it is when it writes.
+            return;
         }
+        runtime.spawn(async move {
+            let last = conn.state().metadata_written;
+            if let Some(last) = last {
+                tokio::time::sleep_until(last + METADATA_REWRITE_GAP).await;
+            }
+            files::until_input_pauses(|| conn.last_input(), files::MAX_POSTPONE).await;
+            conn.metadata_scheduled.store(false, Ordering::Release);
+            if conn.state().finished {
+                // The end's own rewrite has it all.
+                return;
+            }
+            conn.state().metadata_written = Some(Instant::now());
+            if let Some(write) = conn.metadata_write() {
+                let _ = tokio::task::spawn_blocking(write).await;
+            }
+        });
     }
 
     /// Client input queued on its way into containers, in bytes, all channels

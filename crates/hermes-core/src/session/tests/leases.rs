@@ -177,18 +177,32 @@ async fn finish_run_twice_closes_the_session_once() {
     assert_eq!(rig.events.count(EventId::SessionClosed), 1);
 }
 
-/// The metadata rewrites while a session runs are written on blocking threads; one
-/// that lands after a newer version (taken later, written first) leaves the newer.
-#[tokio::test(start_paused = true)]
-async fn a_metadata_rewrite_that_lands_late_never_replaces_a_newer_one() {
+/// A session with recordings on, in a shell (its process kept), and its metadata
+/// file's path.
+async fn recorded_shell() -> (
+    tempfile::TempDir,
+    Rig,
+    FakeSession,
+    ChannelDriver,
+    FakeProcess,
+    std::path::PathBuf,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let rig = rig(TestLimits {
         recordings: Some(dir.path().to_owned()),
         ..TestLimits::default()
     });
     let session = rig.connect();
-    let (channel, _process) = shell(&rig, &session).await;
+    let (channel, process) = shell(&rig, &session).await;
     let metadata = session.conn.metadata_path().expect("recording is on");
+    (dir, rig, session, channel, process, metadata)
+}
+
+/// The metadata rewrites while a session runs are written on blocking threads; one
+/// that lands after a newer version (taken later, written first) leaves the newer.
+#[tokio::test(start_paused = true)]
+async fn a_metadata_rewrite_that_lands_late_never_replaces_a_newer_one() {
+    let (_dir, rig, session, channel, _process, metadata) = recorded_shell().await;
     let older = session.conn.metadata_write().expect("recording is on");
     session.conn.state().metadata.exit_status = Some(5);
     let newer = session.conn.metadata_write().expect("recording is on");
@@ -207,6 +221,53 @@ async fn a_metadata_rewrite_that_lands_late_never_replaces_a_newer_one() {
         written["end_reason"], "running",
         "the final version is on disk"
     );
+}
+
+/// The metadata commands are in while a session runs: rewritten once typing pauses,
+/// not at each Enter, and a command typed within the rewrite gap of the last one is
+/// written too (after the gap), not only at the end.
+#[tokio::test(start_paused = true)]
+async fn a_running_sessions_commands_reach_its_metadata_once_typing_pauses() {
+    let (_dir, rig, session, channel, _process, metadata) = recorded_shell().await;
+    let on_disk = || -> Vec<String> {
+        let Ok(text) = std::fs::read(&metadata) else {
+            return Vec::new();
+        };
+        let written: serde_json::Value = serde_json::from_slice(&text).expect("json");
+        written["commands"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .map(|c| c["input"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let typing_started = Instant::now();
+    // Commands and keystrokes for 2 s without a 300 ms pause.
+    for k in 0..20 {
+        let line = if k % 5 == 0 {
+            format!("id{k}\r")
+        } else {
+            "x".into()
+        };
+        channel.send(ChannelRequest::Data(line.into_bytes()));
+        sleep(Duration::from_millis(100)).await;
+        assert!(
+            on_disk().is_empty(),
+            "rewritten while typing went on ({:?} in)",
+            typing_started.elapsed()
+        );
+    }
+    sleep(Duration::from_millis(400)).await;
+    let written = on_disk();
+    assert_eq!(written.len(), 4, "{written:?}");
+    assert!(written[0].starts_with("id0"), "{written:?}");
+    // Another command at once: within the gap, written after it.
+    channel.send(ChannelRequest::Data(b"uname\r".to_vec()));
+    sleep(Duration::from_millis(1500)).await;
+    assert_eq!(on_disk().len(), 5, "{:?}", on_disk());
+    leave(&rig, &session, channel).await;
 }
 
 /// A source's first session comes and goes, leaving its machine stopped; returns the
