@@ -14,11 +14,13 @@ use tokio::io::{AsyncRead, ReadBuf};
 /// straight to the socket (bulk data gains nothing from a copy).
 pub(crate) const READ_AHEAD: usize = 2 * 1024;
 
-/// Bytes read off a stream and not yet handed on: `bytes[taken..]`.
+/// Bytes read off a stream and not yet handed on: `bytes[taken..filled]`. The
+/// buffer is allocated (and zeroed) once, at the first small read.
 #[derive(Debug, Default)]
 pub(crate) struct ReadAhead {
-    bytes: Vec<u8>,
+    bytes: Box<[u8]>,
     taken: usize,
+    filled: usize,
 }
 
 impl ReadAhead {
@@ -32,24 +34,27 @@ impl ReadAhead {
         mut heard: impl FnMut(&[u8]),
     ) -> Poll<io::Result<()>> {
         if self.unread() == 0 && buf.remaining() < READ_AHEAD {
-            let mut bytes = std::mem::take(&mut self.bytes);
-            bytes.resize(READ_AHEAD, 0);
-            let mut read = ReadBuf::new(&mut bytes);
-            let result = Pin::new(&mut *inner).poll_read(cx, &mut read);
-            let n = match result {
-                Poll::Ready(Ok(())) => read.filled().len(),
-                _ => 0,
-            };
-            bytes.truncate(n);
-            if n > 0 {
-                heard(&bytes);
+            if self.bytes.is_empty() {
+                self.bytes = vec![0; READ_AHEAD].into_boxed_slice();
             }
-            self.bytes = bytes;
             self.taken = 0;
+            self.filled = 0;
+            let mut read = ReadBuf::new(&mut self.bytes);
+            let result = Pin::new(&mut *inner).poll_read(cx, &mut read);
+            if let Poll::Ready(Ok(())) = result {
+                self.filled = read.filled().len();
+            }
+            if self.filled > 0 {
+                heard(&self.bytes[..self.filled]);
+            }
             ready!(result)?;
+            if self.filled == 0 {
+                // The end of the stream: not asked again.
+                return Poll::Ready(Ok(()));
+            }
         }
         if self.unread() > 0 {
-            let rest = &self.bytes[self.taken..];
+            let rest = &self.bytes[self.taken..self.filled];
             let n = rest.len().min(buf.remaining());
             buf.put_slice(&rest[..n]);
             self.taken += n;
@@ -66,13 +71,13 @@ impl ReadAhead {
     /// Drops what was read ahead and not handed on; how many bytes that was.
     pub(crate) fn discard(&mut self) -> usize {
         let unread = self.unread();
-        self.bytes.clear();
         self.taken = 0;
+        self.filled = 0;
         unread
     }
 
     fn unread(&self) -> usize {
-        self.bytes.len() - self.taken
+        self.filled - self.taken
     }
 }
 
@@ -135,6 +140,29 @@ mod tests {
         assert_eq!(heard, packets, "each byte shown once, in order");
         assert_eq!(inner.asked, vec![READ_AHEAD]);
         assert!(read(&mut ahead, &mut inner, 4, &mut heard).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn refills_reuse_the_buffer_and_hand_on_every_byte_once() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let mut inner = Counted {
+            data: &data,
+            asked: Vec::new(),
+        };
+        let mut ahead = ReadAhead::default();
+        let mut heard = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            let piece = read(&mut ahead, &mut inner, 7, &mut heard).await;
+            if piece.is_empty() {
+                break;
+            }
+            got.extend(piece);
+        }
+        assert_eq!(got, data);
+        assert_eq!(heard, data);
+        // Three refills of the stream, then the read that found it empty.
+        assert_eq!(inner.asked, vec![READ_AHEAD; 4]);
     }
 
     #[tokio::test]
