@@ -20,7 +20,8 @@
 //! ```
 //!
 //! `BENCH_DEBUG=1` shows the clients' failures; `BENCH_TRACE=1` prints to stderr, for
-//! every answered command of the typing sessions, `TRACE second ms-into-it ms-to-answer`.
+//! every answered command of the typing sessions, `TRACE second ms-into-it ms-to-answer
+//! sent-at` (the Enter's CLOCK_MONOTONIC in ns, the clock of bpftrace and perf traces).
 //!
 //! Every load is bounded in count and time. CPU and memory come from /proc for
 //! servers whose pid is known (local ones); nothing is asserted.

@@ -167,6 +167,7 @@ async fn type_commands(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let sent = Instant::now();
+        let sent_clock = monotonic_ns();
         if !stream.send(b"\r").await {
             return (answered, latencies);
         }
@@ -191,7 +192,7 @@ async fn type_commands(
                 // of a burst the server absorbs.
                 let second = start.into_std() + Duration::from_secs(k as u64);
                 eprintln!(
-                    "TRACE {k} {:.3} {:.3}",
+                    "TRACE {k} {:.3} {:.3} {sent_clock}",
                     sent.duration_since(second).as_secs_f64() * 1000.0,
                     sent.elapsed().as_secs_f64() * 1000.0
                 );
@@ -204,6 +205,20 @@ async fn type_commands(
         }
     }
     (answered, latencies)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of kernel traces (`bpftrace`'s
+/// `nsecs`, `perf record -k CLOCK_MONOTONIC`), to line a trace up with the Enters.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return 0;
+    }
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 pub async fn concurrency(target: &Target, sessions: usize, seconds: usize, figures: &mut Figures) {
