@@ -93,6 +93,15 @@ mod tests {
         asked: Vec<usize>,
     }
 
+    impl<'a> Counted<'a> {
+        fn new(data: &'a [u8]) -> Self {
+            Counted {
+                data,
+                asked: Vec::new(),
+            }
+        }
+    }
+
     impl AsyncRead for Counted<'_> {
         fn poll_read(
             mut self: Pin<&mut Self>,
@@ -126,10 +135,7 @@ mod tests {
     #[tokio::test]
     async fn small_reads_cost_one_read_of_the_stream_and_keep_the_order() {
         let packets: Vec<u8> = (0..72u8).collect();
-        let mut inner = Counted {
-            data: &packets,
-            asked: Vec::new(),
-        };
+        let mut inner = Counted::new(&packets);
         let mut ahead = ReadAhead::default();
         let mut heard = Vec::new();
         let mut got = Vec::new();
@@ -145,10 +151,7 @@ mod tests {
     #[tokio::test]
     async fn refills_reuse_the_buffer_and_hand_on_every_byte_once() {
         let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
-        let mut inner = Counted {
-            data: &data,
-            asked: Vec::new(),
-        };
+        let mut inner = Counted::new(&data);
         let mut ahead = ReadAhead::default();
         let mut heard = Vec::new();
         let mut got = Vec::new();
@@ -168,10 +171,7 @@ mod tests {
     #[tokio::test]
     async fn a_large_read_goes_to_the_stream_after_what_was_read_ahead() {
         let data: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
-        let mut inner = Counted {
-            data: &data,
-            asked: Vec::new(),
-        };
+        let mut inner = Counted::new(&data);
         let mut ahead = ReadAhead::default();
         let mut heard = Vec::new();
         let mut got = read(&mut ahead, &mut inner, 4, &mut heard).await;

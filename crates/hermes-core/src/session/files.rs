@@ -16,38 +16,12 @@ use crate::sandbox::{FileRead, Lease};
 
 /// How long after a command the next pass runs (commands come in bursts).
 const PASS_DELAY: Duration = Duration::from_secs(2);
-/// A pass then waits for the session's input to pause this long, so that its walk
-/// of the box is not in the way of the keystrokes' echo (sessions typing at once
-/// would otherwise meet every pass scheduled by their last command)...
-const INPUT_PAUSE: Duration = Duration::from_millis(300);
-/// ...but not longer than this: a session that never pauses still gets its passes.
-pub(super) const MAX_POSTPONE: Duration = Duration::from_secs(3);
 /// Longest the final pass may hold up the container's release.
 const FINAL_PASS_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest the start-of-session listing may hold the first pass up.
 const BASELINE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most changed paths looked at per pass.
 const MAX_CHANGED_PATHS: usize = 10_000;
-
-/// Returns once no input came for [`INPUT_PAUSE`] (`last_input` says when the
-/// last did), or after `longest`.
-pub(super) async fn until_input_pauses(
-    last_input: impl Fn() -> tokio::time::Instant,
-    longest: Duration,
-) {
-    let deadline = tokio::time::Instant::now() + longest;
-    loop {
-        let paused_at = last_input() + INPUT_PAUSE;
-        if paused_at <= tokio::time::Instant::now() {
-            return;
-        }
-        if paused_at >= deadline {
-            tokio::time::sleep_until(deadline).await;
-            return;
-        }
-        tokio::time::sleep_until(paused_at).await;
-    }
-}
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffff` of an RFC 3339 UTC time (`...Z`, any number of
 /// fraction digits), comparable as text with [`crate::time::iso8601_micros`]; None for
@@ -85,7 +59,8 @@ impl Connection {
         let conn = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(PASS_DELAY).await;
-            until_input_pauses(|| conn.last_input(), MAX_POSTPONE).await;
+            // Its walk of the box stays out of the way of the keystrokes' echo.
+            conn.until_typing_pauses().await;
             conn.capture_scheduled
                 .store(false, std::sync::atomic::Ordering::Release);
             let lease = match &*conn.lease.borrow() {
@@ -404,38 +379,7 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
-    use tokio::time::Instant;
-
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_pass_waits_for_typing_to_pause() {
-        let started = Instant::now();
-        let last_input = Mutex::new(started);
-        let typing = async {
-            // A key every 50 ms for a second, then nothing.
-            for _ in 0..20 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                *last_input.lock().unwrap() = Instant::now();
-            }
-        };
-        let waiting = until_input_pauses(|| *last_input.lock().unwrap(), MAX_POSTPONE);
-        let ((), ()) = tokio::join!(typing, waiting);
-        assert_eq!(started.elapsed(), Duration::from_millis(1000) + INPUT_PAUSE);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_session_that_never_pauses_still_gets_its_pass() {
-        let started = Instant::now();
-        until_input_pauses(Instant::now, MAX_POSTPONE).await;
-        assert_eq!(started.elapsed(), MAX_POSTPONE);
-        let quiet_since = Instant::now() - INPUT_PAUSE;
-        let started = Instant::now();
-        until_input_pauses(|| quiet_since, MAX_POSTPONE).await;
-        assert_eq!(started.elapsed(), Duration::ZERO);
-    }
 
     #[test]
     fn engine_times_compare_with_session_times() {

@@ -26,6 +26,7 @@ mod sshd_path;
 mod standby;
 #[cfg(test)]
 mod tests;
+mod typing_pause;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -572,7 +573,7 @@ impl Connection {
             if let Some(last) = last {
                 tokio::time::sleep_until(last + METADATA_REWRITE_GAP).await;
             }
-            files::until_input_pauses(|| conn.last_input(), files::MAX_POSTPONE).await;
+            conn.until_typing_pauses().await;
             conn.metadata_scheduled.store(false, Ordering::Release);
             if conn.state().finished {
                 // The end's own rewrite has it all.
@@ -595,6 +596,11 @@ impl Connection {
     fn input_seen(&self) {
         let now = self.started.elapsed().as_millis() as u64;
         self.last_input_ms.store(now, Ordering::Release);
+    }
+
+    /// Returns once the session's input has paused (at most a few seconds).
+    async fn until_typing_pauses(&self) {
+        typing_pause::until_input_pauses(|| self.last_input(), typing_pause::MAX_POSTPONE).await;
     }
 
     /// When the session last saw input.
