@@ -46,7 +46,7 @@ def path(stderr, events):
     seen = collections.defaultdict(list)
     for line in open(events):
         parts = line.split()
-        if len(parts) == 3 and parts[0] in ("R", "W", "S"):
+        if len(parts) == 3 and parts[0] in ("I", "R", "W", "S"):
             seen[parts[0]].append(int(parts[2]))
     if not seen["R"]:
         sys.exit("no events")
@@ -57,15 +57,15 @@ def path(stderr, events):
             ph = phase_ms(starts, t)
             rows["Enter sent"].append(ph)
             rows["answer read"].append(ph + answer / 1e6)
-    for kind, name in (("R", "bash read CR"), ("W", "bash wrote"), ("S", "server read")):
+    for kind, name in (("I", "server wrote CR"), ("R", "bash read CR"), ("W", "bash wrote"), ("S", "server read")):
         for t in seen[kind]:
             ph = phase_ms(starts, t)
             if ph is not None and -5 <= ph < 500:
                 rows[name].append(ph)
-    for name in ("Enter sent", "bash read CR", "bash wrote", "server read", "answer read"):
+    for name in ("Enter sent", "server wrote CR", "bash read CR", "bash wrote", "server read", "answer read"):
         v = rows[name]
         if v:
-            print(f"{name:12s} n={len(v):5d}  p10 {quantile(v, .1):7.2f}  p50 {quantile(v, .5):7.2f}"
+            print(f"{name:15s} n={len(v):5d}  p10 {quantile(v, .1):7.2f}  p50 {quantile(v, .5):7.2f}"
                   f"  p90 {quantile(v, .9):7.2f}  ms after the first Enter")
 
 

@@ -89,13 +89,22 @@ impl From<BoxSshdError> for SandboxError {
 /// Logs in to boxes' sshd. Implemented by the SSH adapter.
 #[async_trait]
 pub trait BoxSshd: Send + Sync {
-    /// Connects to the box's sshd (key exchange done), not logged in yet: this part
-    /// needs no password, so it runs while the box's account is being set.
-    async fn connect(&self, login: &BoxLogin) -> Result<Box<dyn BoxConnecting>, BoxSshdError>;
+    /// Connects to the sshd of box `container_id` from the attacker's address
+    /// `source` (key exchange done), not logged in yet: this part needs no password,
+    /// so it runs while the box's account is being set, or while the attacker is
+    /// still logging in.
+    async fn connect(
+        &self,
+        container_id: &str,
+        source: SocketAddr,
+    ) -> Result<Box<dyn BoxConnecting>, BoxSshdError>;
 
     /// Connects to the box's sshd and logs in as `login` says.
     async fn login(&self, login: &BoxLogin) -> Result<Arc<dyn BoxSession>, BoxSshdError> {
-        self.connect(login).await?.authenticate(login).await
+        self.connect(&login.container_id, login.source)
+            .await?
+            .authenticate(login)
+            .await
     }
 }
 

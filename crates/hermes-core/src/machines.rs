@@ -226,13 +226,28 @@ impl MachineRegistry {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn key(&self, source: IpAddr, username: &str) -> String {
+        match self.config.key {
+            ReuseKey::Source => source.to_string(),
+            ReuseKey::SourceAndUser => format!("{source} {username}"),
+        }
+    }
+
+    /// The running box a login from `source` as `username` would be given now, if
+    /// there is one: its machine's box while a session uses it or while it lingers
+    /// unfrozen. Looks only: no machine is made, nothing is held.
+    pub fn running_box(&self, source: IpAddr, username: &str) -> Option<String> {
+        let key = self.key(source, username);
+        let machine = Arc::clone(self.entries().get(&key)?);
+        let state = machine.state();
+        let lease = state.lease.as_ref()?;
+        (state.sessions > 0 || !self.freeze_lingering()).then(|| lease.container_id.clone())
+    }
+
     /// The machine a login from `source` as `username` uses: its own, or, when the source
     /// already owns `max_containers_per_source` machines, its most recent one.
     pub fn machine_for(&self, source: IpAddr, username: &str) -> (String, Arc<Machine>) {
-        let key = match self.config.key {
-            ReuseKey::Source => source.to_string(),
-            ReuseKey::SourceAndUser => format!("{source} {username}"),
-        };
+        let key = self.key(source, username);
         let now = now_secs();
         let mut entries = self.entries();
         entries.retain(|_, machine| {

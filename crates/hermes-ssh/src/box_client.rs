@@ -132,20 +132,15 @@ impl BoxSshClient {
 
     async fn handshake(
         &self,
-        login: &BoxLogin,
+        container_id: &str,
+        source: std::net::SocketAddr,
     ) -> Result<(Handle<BoxServer>, QuickAck, Option<Takeover>), BoxSshdError> {
         let takeover = match &self.takeover {
-            Some(takeover) if takeover.available(&login.container_id).await => {
-                Some(Arc::clone(takeover))
-            }
+            Some(takeover) if takeover.available(container_id).await => Some(Arc::clone(takeover)),
             _ => None,
         };
         let stream = loop {
-            match self
-                .dialer
-                .dial(&login.container_id, login.source, SSH_PORT)
-                .await
-            {
+            match self.dialer.dial(container_id, source, SSH_PORT).await {
                 Ok(stream) => break stream,
                 // sshd of a box that just booted may not listen yet.
                 Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
@@ -157,7 +152,7 @@ impl BoxSshClient {
         let takeover = match (takeover, stream.local_addr()) {
             (Some(takeover), Ok(client)) => Some(Takeover {
                 takeover,
-                container_id: login.container_id.clone(),
+                container_id: container_id.to_owned(),
                 client,
                 taken: Taken::default(),
                 starting: tokio::sync::Mutex::new(()),
@@ -208,9 +203,13 @@ fn too_slow(what: &str) -> BoxSshdError {
 
 #[async_trait]
 impl BoxSshd for BoxSshClient {
-    async fn connect(&self, login: &BoxLogin) -> Result<Box<dyn BoxConnecting>, BoxSshdError> {
+    async fn connect(
+        &self,
+        container_id: &str,
+        source: std::net::SocketAddr,
+    ) -> Result<Box<dyn BoxConnecting>, BoxSshdError> {
         let (handle, quick_ack, takeover) =
-            tokio::time::timeout(LOGIN_TIMEOUT, self.handshake(login))
+            tokio::time::timeout(LOGIN_TIMEOUT, self.handshake(container_id, source))
                 .await
                 .map_err(|_| too_slow("the connection"))??;
         Ok(Box::new(Connecting {

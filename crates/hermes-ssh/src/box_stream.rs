@@ -122,6 +122,26 @@ impl AsyncWrite for AckingStream {
     }
 }
 
+/// What is read from the socket at most when it is dropped.
+const DRAIN_AT_CLOSE: usize = 64 << 10;
+
+impl Drop for AckingStream {
+    /// A socket closed with bytes unread is reset, not closed: sshd would then log a
+    /// broken pipe where a client that gave up leaves `Connection closed by ...`. So
+    /// what has arrived is read first (without waiting, and bounded: a box that keeps
+    /// sending gets its reset).
+    fn drop(&mut self) {
+        let mut buf = [0u8; 4096];
+        let mut drained = 0;
+        while drained < DRAIN_AT_CLOSE {
+            match self.inner.try_read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +213,36 @@ mod tests {
             "plain stream, the wrapper, the stopped wrapper"
         );
         drop(server.await.expect("server"));
+    }
+
+    /// Dropped with bytes it never read (sshd's notice after the key exchange), the
+    /// stream still ends with a close the server reads as the end, not a reset; a
+    /// plain socket dropped the same way is reset.
+    #[tokio::test]
+    async fn a_dropped_stream_is_closed_not_reset_for_what_it_left_unread() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let mut ends = Vec::new();
+        for wrapped in [true, false] {
+            let stream = TcpStream::connect(address).await.expect("connect");
+            let (mut peer, _) = listener.accept().await.expect("accept");
+            peer.write_all(&[7; 300]).await.expect("write");
+            // The bytes are in the client's socket before it goes.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if wrapped {
+                drop(AckingStream::new(stream));
+            } else {
+                drop(stream);
+            }
+            let mut byte = [0u8; 1];
+            ends.push(match peer.read(&mut byte).await {
+                Ok(0) => "closed",
+                Ok(_) => "data",
+                Err(_) => "reset",
+            });
+        }
+        assert_eq!(ends, ["closed", "reset"], "the wrapper, a plain socket");
     }
 }

@@ -105,6 +105,7 @@ impl Connection {
     /// The `none` method (how clients ask which methods exist). The first one does not
     /// count as a failure, as with sshd.
     pub async fn auth_none(&self, username: &str) -> AuthReply {
+        self.connect_box_ahead(username);
         let first = !std::mem::replace(&mut self.state().none_seen, true);
         let last_try = self.record_failure(!first, username);
         self.delay_failure(username, FailedMethod::Other).await;
@@ -117,6 +118,7 @@ impl Connection {
     /// A public key offered (before its signature): logged; refused unless the policy
     /// accepts keys.
     pub async fn pubkey_offer(&self, username: &str, key: &OfferedKey) -> AuthReply {
+        self.connect_box_ahead(username);
         self.auth_attempted();
         self.services.events.emit(
             EventBuilder::connection(EventId::ClientFingerprint, &self.context)
@@ -169,6 +171,7 @@ impl Connection {
         username: &str,
         password: &str,
     ) -> AuthReply {
+        self.connect_box_ahead(username);
         self.auth_attempted();
         let decision = {
             let mut state = self.state();

@@ -312,7 +312,12 @@ impl Connection {
                 } => break EndReason::Shutdown,
                 // Ended some other way: nothing to enforce.
                 _ = async { terminated.wait_for(|t| t.is_some()).await.is_ok() } => return,
-                _ = usage_check.tick() => {
+                // The check walks the box's writable layer: held for a pause in typing
+                // (at most `MAX_POSTPONE`), as capture passes are.
+                _ = async {
+                    usage_check.tick().await;
+                    self.until_typing_pauses().await;
+                } => {
                     if let Some(reason) = self.check_usage(disk_limit).await {
                         break reason;
                     }

@@ -385,6 +385,10 @@ pub struct Connection {
     process_started: watch::Sender<bool>,
     /// The session's login to its box's own sshd.
     box_slot: tokio::sync::Mutex<sshd_path::BoxSlot>,
+    /// A connection to the box's sshd made while the client logs in.
+    box_ahead: Mutex<Option<sshd_path::BoxAhead>>,
+    /// Whether that was looked into yet (once per connection).
+    box_ahead_tried: AtomicBool,
 }
 
 /// One of at most `max` places counted in a shared counter (session channels,
@@ -493,6 +497,8 @@ impl Connection {
             metadata_scheduled: AtomicBool::new(false),
             process_started: watch::channel(false).0,
             box_slot: tokio::sync::Mutex::default(),
+            box_ahead: Mutex::new(None),
+            box_ahead_tried: AtomicBool::new(false),
         })
     }
 

@@ -3,6 +3,7 @@
 //! login per session shared by its channels, ended with the session.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -10,7 +11,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::Connection;
 use super::launch::{Program, X11Forward, account_name};
-use crate::box_sshd::{BoxChannel, BoxConnecting, BoxLogin, BoxProgram, BoxSession, BoxSshdError};
+use crate::box_sshd::{
+    BoxChannel, BoxConnecting, BoxLogin, BoxProgram, BoxSession, BoxSshd, BoxSshdError,
+};
 use crate::sandbox::{
     ChangedFile, FileEdit, Lease, LeaseSource, ProcessSpec, SandboxError, TtySize,
 };
@@ -89,6 +92,15 @@ fn settable(password: &str) -> bool {
         && !password.contains(['\n', '\r', '\0'])
 }
 
+/// A connection to a box's sshd opened while the client was still logging in (see
+/// [`Connection::connect_box_ahead`]). Not used, it is closed once its key exchange
+/// is over (the task is left to end, within the login's bound): cut off in the middle,
+/// sshd would log a broken pipe where a client that gave up leaves `Connection closed`.
+pub(super) struct BoxAhead {
+    container_id: String,
+    connecting: tokio::task::JoinHandle<Result<Box<dyn BoxConnecting>, BoxSshdError>>,
+}
+
 /// What identifies a login set in a container: the container, account and password.
 fn login_digest(container_id: &str, account: &str, password: &str) -> [u8; 32] {
     let mut hash = Sha256::new();
@@ -100,6 +112,63 @@ fn login_digest(container_id: &str, account: &str, password: &str) -> [u8; 32] {
 }
 
 impl Connection {
+    /// At the client's first authentication request: when the source's box runs
+    /// already (its lingering box, or the box a session of it uses now), connects to
+    /// that box's sshd while the login goes on. The login there, once the password is
+    /// accepted, then no longer waits for sshd to start a connection's process and
+    /// for the key exchange. Once per connection; a connection the session does not
+    /// take is closed with it, as sshd sees a client that gave up (a frozen box is
+    /// not thawed for it).
+    pub(super) fn connect_box_ahead(&self, username: &str) {
+        if self.box_ahead_tried.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(sshd) = self.services.box_sshd.get() else {
+            return;
+        };
+        if !self.services.machines.enabled() {
+            return;
+        }
+        let source = self.context.src;
+        let Some(container_id) = self.services.machines.running_box(source.ip(), username) else {
+            return;
+        };
+        let sshd = Arc::clone(sshd);
+        let id = container_id.clone();
+        let connecting = tokio::spawn(async move { sshd.connect(&id, source).await });
+        *self.box_ahead.lock().unwrap_or_else(|p| p.into_inner()) = Some(BoxAhead {
+            container_id,
+            connecting,
+        });
+    }
+
+    /// The connection to the login's box: the one made ahead when it is to that box
+    /// and worked, else a new one.
+    async fn connect_box(
+        &self,
+        sshd: &dyn BoxSshd,
+        login: &BoxLogin,
+    ) -> Result<Box<dyn BoxConnecting>, BoxSshdError> {
+        let ahead = self
+            .box_ahead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(ahead) = ahead.filter(|ahead| ahead.container_id == login.container_id) {
+            match ahead.connecting.await {
+                Ok(Ok(connected)) => {
+                    tracing::debug!(target: "hermes::session", session_id = %self.context.session, "the box's sshd was connected while the client logged in");
+                    return Ok(connected);
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(target: "hermes::session", session_id = %self.context.session, %error, "connecting to the box's sshd ahead failed; connecting again");
+                }
+                Err(_) => {}
+            }
+        }
+        sshd.connect(&login.container_id, login.source).await
+    }
+
     /// Gets the box ready for the session's login to its sshd: the account and its
     /// password set in the box (before the session's capture baseline, so that this
     /// change is not taken for the attacker's). Decides the session's path: the
@@ -134,7 +203,7 @@ impl Connection {
         let fresh = matches!(lease.source, LeaseSource::Pool | LeaseSource::OnDemand);
         let known = !fresh && machine.as_ref().is_some_and(|m| m.has_box_login(&digest));
         // The key exchange needs no password: it runs while the password is set.
-        let connect = sshd.connect(&login);
+        let connect = self.connect_box(sshd.as_ref(), &login);
         let connected = if known {
             connect.await
         } else {

@@ -862,6 +862,9 @@ async fn a_lingering_box_keeps_what_runs(freeze: bool) {
         "between the sessions"
     );
     assert_eq!(hermes.events_of("hermes.container.release").len(), 0);
+    if !freeze {
+        a_failed_login_leaves_no_connection_in_the_box(&hermes, source, &id).await;
+    }
 
     // Back within the linger: the same box, thawed, with what the first visit left.
     let (client, mut shell) = root_login_from(&hermes, source, &prompt).await;
@@ -884,6 +887,15 @@ async fn a_lingering_box_keeps_what_runs(freeze: bool) {
     drop(shell);
     drop(client);
 
+    // The running box's sshd was connected while the second login went on; a
+    // frozen one is not thawed for a login that may fail.
+    let log = std::fs::read_to_string(hermes.log_dir().join("hermes.log")).unwrap_or_default();
+    let ahead = log
+        .lines()
+        .filter(|line| line.contains("the box's sshd was connected while the client logged in"))
+        .count();
+    assert_eq!(ahead, usize::from(!freeze), "{log}");
+
     let allocated = allocations(&hermes.events());
     let sources: Vec<&str> = allocated.iter().map(|(_, s)| s.as_str()).collect();
     assert_eq!(sources, ["pool", "reused"]);
@@ -903,6 +915,67 @@ async fn a_lingering_box_keeps_what_runs(freeze: bool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(hermes.events_of("hermes.container.linger").len(), 2);
+}
+
+/// sshd processes in box `id`.
+fn sshd_processes(id: &str) -> usize {
+    let out = std::process::Command::new("docker")
+        .args(["exec", id, "pgrep", "-x", "sshd"])
+        .output()
+        .expect("docker exec");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// A returning source whose password is wrong, on a box that runs: Hermes connects to
+/// the box's sshd while the client tries (its listener plus that connection's
+/// processes), and that connection ends with the client's, leaving only the listener.
+async fn a_failed_login_leaves_no_connection_in_the_box(
+    hermes: &Hermes,
+    source: [u8; 4],
+    id: &str,
+) {
+    assert_eq!(sshd_processes(id), 1, "only the listener before");
+    let mut handle = crate::client::connect_from(hermes.port, source.into())
+        .await
+        .expect("connect");
+    let refused = handle
+        .authenticate_password("root", "not-the-password")
+        .await
+        .expect("auth exchange");
+    assert!(!refused.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sshd_processes(id) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection to the box's sshd"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(handle);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sshd_processes(id) != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connection made ahead stayed open: {} sshd processes",
+            sshd_processes(id)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // sshd logs what it logs for a client that gave up, not a broken connection.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new("docker")
+            .args(["exec", id, "tail", "-n", "3", "/var/log/auth.log"])
+            .output()
+            .expect("docker exec");
+        let log = String::from_utf8_lossy(&out.stdout).into_owned();
+        if log.contains("Connection closed by") && log.contains("[preauth]") {
+            assert!(!log.contains("Broken pipe"), "{log}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

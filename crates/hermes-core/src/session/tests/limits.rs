@@ -90,6 +90,31 @@ async fn the_idle_timeout_ends_an_idle_session_and_input_puts_it_off() {
     nothing_leaked(&rig);
 }
 
+/// The usage check walks the box's layer: while the client types without a pause it
+/// waits, at most 3 s past its time, then is made.
+#[tokio::test(start_paused = true)]
+async fn the_usage_check_waits_for_a_pause_in_typing() {
+    let rig = rig(TestLimits::default());
+    let session = rig.connect();
+    let (channel, _process) = shell(&rig, &session).await;
+    // The first check comes at once.
+    sleep(Duration::from_millis(500)).await;
+    let first = rig.sandbox.usage_checks();
+    assert!(first >= 1, "the usage is checked at the start");
+    // A key every 100 ms for 5 s: the check due 3 s in waits.
+    for _ in 0..50 {
+        channel.send(ChannelRequest::Data(b"x".to_vec()));
+        sleep(Duration::from_millis(100)).await;
+        if Instant::now() - session.conn.started < Duration::from_secs(5) {
+            assert_eq!(rig.sandbox.usage_checks(), first, "checked while typing");
+        }
+    }
+    // Typing went on past the longest wait: checked 6 s in anyway.
+    sleep(Duration::from_millis(1200)).await;
+    assert!(rig.sandbox.usage_checks() > first, "never checked");
+    leave(&rig, &session, channel).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_disk_limit_ends_the_session_at_the_first_check_past_it() {
     let rig = rig(TestLimits {
