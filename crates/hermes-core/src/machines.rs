@@ -33,6 +33,9 @@ struct MachineState {
     /// The running lease while sessions use it, and while it lingers after the last.
     lease: Option<Lease>,
     sessions: u32,
+    /// Counts the runs of the machine's box (each start of its container for a
+    /// session), so that what was made for one run is not taken for the next.
+    runs: u64,
     /// Counts the times the machine began to linger, so that the end of an earlier
     /// linger (its timer) never stops a later one.
     linger_generation: u64,
@@ -140,7 +143,31 @@ impl Machine {
         state.container_id = Some(lease.container_id.clone());
         state.lease = Some(lease.clone());
         state.sessions += 1;
+        state.runs += 1;
         state.last_used = now_secs();
+    }
+
+    /// The run of the machine's box now (see [`RunningBox`]).
+    pub fn run(&self) -> u64 {
+        self.state().runs
+    }
+}
+
+/// A machine's box as it runs now: the same box after a stop and a start is another
+/// run (its processes and connections are gone).
+#[derive(Debug, Clone)]
+pub struct RunningBox {
+    pub machine: Arc<Machine>,
+    pub container_id: String,
+    pub run: u64,
+}
+
+impl RunningBox {
+    /// Whether `machine` still runs this box, in the same run.
+    pub fn is_current(&self, machine: &Arc<Machine>, container_id: &str) -> bool {
+        Arc::ptr_eq(&self.machine, machine)
+            && self.container_id == container_id
+            && machine.run() == self.run
     }
 }
 
@@ -236,12 +263,22 @@ impl MachineRegistry {
     /// The running box a login from `source` as `username` would be given now, if
     /// there is one: its machine's box while a session uses it or while it lingers
     /// unfrozen. Looks only: no machine is made, nothing is held.
-    pub fn running_box(&self, source: IpAddr, username: &str) -> Option<String> {
+    pub fn running_box(&self, source: IpAddr, username: &str) -> Option<RunningBox> {
         let key = self.key(source, username);
         let machine = Arc::clone(self.entries().get(&key)?);
-        let state = machine.state();
-        let lease = state.lease.as_ref()?;
-        (state.sessions > 0 || !self.freeze_lingering()).then(|| lease.container_id.clone())
+        let (container_id, run) = {
+            let state = machine.state();
+            let lease = state.lease.as_ref()?;
+            if state.sessions == 0 && self.freeze_lingering() {
+                return None;
+            }
+            (lease.container_id.clone(), state.runs)
+        };
+        Some(RunningBox {
+            machine,
+            container_id,
+            run,
+        })
     }
 
     /// The machine a login from `source` as `username` uses: its own, or, when the source
@@ -470,6 +507,50 @@ mod tests {
         let (_, later) = registry.machine_for(SRC, "root");
         assert!(later.join_running().is_none());
         assert_eq!(later.kept_container().as_deref(), Some("c1"));
+    }
+
+    /// A connection made to the box of one run is not the next run's: the box
+    /// stopped after its last session and started again for the next is another run.
+    #[test]
+    fn a_running_box_is_current_until_its_machine_starts_it_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = config(dir.path(), ReuseKey::Source, 3);
+        cfg.linger = crate::config::Seconds::new(600);
+        let registry = MachineRegistry::load(&cfg);
+        assert!(
+            registry.running_box(SRC, "root").is_none(),
+            "no machine yet"
+        );
+        let (_, machine) = registry.machine_for(SRC, "root");
+        registry.assigned(&machine, SRC, &lease("c1"));
+        let seen = registry
+            .running_box(SRC, "root")
+            .expect("a session uses it");
+        assert_eq!(seen.container_id, "c1");
+        assert!(seen.is_current(&machine, "c1"));
+        // It lingers, running, and is rejoined: the same run.
+        assert!(matches!(
+            registry.release(&machine, true),
+            Release::Linger { .. }
+        ));
+        let lingering = registry.running_box(SRC, "root").expect("it lingers");
+        machine.rejoin();
+        assert!(lingering.is_current(&machine, "c1"));
+        // Stopped after its last session, then started again: another run.
+        assert!(matches!(
+            registry.release(&machine, false),
+            Release::Stop(_)
+        ));
+        assert!(registry.running_box(SRC, "root").is_none(), "stopped");
+        registry.assigned(&machine, SRC, &lease("c1"));
+        assert!(!seen.is_current(&machine, "c1"));
+        assert!(!lingering.is_current(&machine, "c1"));
+        assert!(
+            !registry
+                .running_box(SRC, "root")
+                .expect("runs")
+                .is_current(&machine, "c2")
+        );
     }
 
     #[test]

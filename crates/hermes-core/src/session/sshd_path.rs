@@ -97,7 +97,8 @@ fn settable(password: &str) -> bool {
 /// is over (the task is left to end, within the login's bound): cut off in the middle,
 /// sshd would log a broken pipe where a client that gave up leaves `Connection closed`.
 pub(super) struct BoxAhead {
-    container_id: String,
+    /// The box, in the run it was connected in.
+    to: crate::machines::RunningBox,
     connecting: tokio::task::JoinHandle<Result<Box<dyn BoxConnecting>, BoxSshdError>>,
 }
 
@@ -130,20 +131,19 @@ impl Connection {
             return;
         }
         let source = self.context.src;
-        let Some(container_id) = self.services.machines.running_box(source.ip(), username) else {
+        let Some(to) = self.services.machines.running_box(source.ip(), username) else {
             return;
         };
         let sshd = Arc::clone(sshd);
-        let id = container_id.clone();
+        let id = to.container_id.clone();
         let connecting = tokio::spawn(async move { sshd.connect(&id, source).await });
-        *self.box_ahead.lock().unwrap_or_else(|p| p.into_inner()) = Some(BoxAhead {
-            container_id,
-            connecting,
-        });
+        *self.box_ahead.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(BoxAhead { to, connecting });
     }
 
     /// The connection to the login's box: the one made ahead when it is to that box
-    /// and worked, else a new one.
+    /// in the run the session got (not stopped and started again since) and worked,
+    /// else a new one.
     async fn connect_box(
         &self,
         sshd: &dyn BoxSshd,
@@ -154,14 +154,20 @@ impl Connection {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(ahead) = ahead.filter(|ahead| ahead.container_id == login.container_id) {
+        let machine = self.state().machine.clone();
+        let current = |ahead: &BoxAhead| {
+            machine
+                .as_ref()
+                .is_some_and(|machine| ahead.to.is_current(machine, &login.container_id))
+        };
+        if let Some(ahead) = ahead.filter(current) {
             match ahead.connecting.await {
                 Ok(Ok(connected)) => {
                     tracing::debug!(target: "hermes::session", session_id = %self.context.session, "the box's sshd was connected while the client logged in");
                     return Ok(connected);
                 }
                 Ok(Err(error)) => {
-                    tracing::debug!(target: "hermes::session", session_id = %self.context.session, %error, "connecting to the box's sshd ahead failed; connecting again");
+                    tracing::debug!(target: "hermes::session", session_id = %self.context.session, error = %crate::escape::escape_untrusted(&error.to_string()), "connecting to the box's sshd ahead failed; connecting again");
                 }
                 Err(_) => {}
             }

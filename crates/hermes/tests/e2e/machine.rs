@@ -917,6 +917,22 @@ async fn a_lingering_box_keeps_what_runs(freeze: bool) {
     assert_eq!(hermes.events_of("hermes.container.linger").len(), 2);
 }
 
+/// A connection from `source` whose password was refused, still open.
+async fn refused_login_from(
+    hermes: &Hermes,
+    source: [u8; 4],
+) -> russh::client::Handle<crate::client::AcceptAnyKey> {
+    let mut handle = crate::client::connect_from(hermes.port, source.into())
+        .await
+        .expect("connect");
+    let refused = handle
+        .authenticate_password("root", "not-the-password")
+        .await
+        .expect("auth exchange");
+    assert!(!refused.success());
+    handle
+}
+
 /// sshd processes in box `id`.
 fn sshd_processes(id: &str) -> usize {
     let out = std::process::Command::new("docker")
@@ -935,14 +951,7 @@ async fn a_failed_login_leaves_no_connection_in_the_box(
     id: &str,
 ) {
     assert_eq!(sshd_processes(id), 1, "only the listener before");
-    let mut handle = crate::client::connect_from(hermes.port, source.into())
-        .await
-        .expect("connect");
-    let refused = handle
-        .authenticate_password("root", "not-the-password")
-        .await
-        .expect("auth exchange");
-    assert!(!refused.success());
+    let handle = refused_login_from(hermes, source).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while sshd_processes(id) < 2 {
         assert!(
@@ -976,6 +985,60 @@ async fn a_failed_login_leaves_no_connection_in_the_box(
         assert!(std::time::Instant::now() < deadline, "{log}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A connection made to a source's box while a login goes on is not taken once that
+/// box has been stopped and started again: the login first fails while the source's
+/// other session runs, that session ends (its box is stopped), and the right password
+/// then gets the box started again, with a connection of its own to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_started_again_during_a_login_is_connected_to_again() {
+    require_docker!();
+    let hermes = Hermes::start(
+        Options {
+            reuse: true,
+            ..Options::default()
+        }
+        .configure(|c| c.container_pool.reuse.linger = hermes_core::config::Seconds::new(0)),
+    );
+    let prompt = format!("root@{}:~# ", hermes.hostname);
+    let source = [127, 0, 0, 1];
+    let (first, mut shell) = root_login_from(&hermes, source, &prompt).await;
+    let mut handle = refused_login_from(&hermes, source).await;
+    // The early connection to the running box has had its time.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    shell.send("exit\n").await;
+    assert!(shell.read_to_close(Duration::from_secs(10)).await);
+    drop(shell);
+    drop(first);
+    tokio::task::block_in_place(|| hermes.wait_for_count("hermes.container.release", 1));
+    let id = hermes.events_of("hermes.container.release")[0]["container_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while container_status(&id) != "exited" {
+        assert!(std::time::Instant::now() < deadline, "not stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let accepted = handle
+        .authenticate_password("root", "toor")
+        .await
+        .expect("auth exchange");
+    assert!(accepted.success());
+    let client = Client { handle };
+    let mut out = client.exec("echo second-run").await;
+    assert!(out.read_to_close(Duration::from_secs(20)).await);
+    assert!(out.text().contains("second-run"), "{}", out.text());
+    let allocated = allocations(&hermes.events());
+    let sources: Vec<&str> = allocated.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(sources, ["pool", "reused"]);
+    assert!(allocated.iter().all(|(got, _)| *got == id));
+    let log = std::fs::read_to_string(hermes.log_dir().join("hermes.log")).unwrap_or_default();
+    assert!(
+        !log.contains("the box's sshd was connected while the client logged in"),
+        "the connection to the box's earlier run was taken"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
