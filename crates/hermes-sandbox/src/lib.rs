@@ -31,6 +31,7 @@ mod retention;
 mod seccomp;
 mod signal;
 mod sshd_fds;
+mod stall_guard;
 mod standby;
 mod taken_io;
 mod tar;

@@ -3,117 +3,19 @@
 //!
 //! They are non-blocking, but their open file is shared with the box: a fake sshd
 //! could turn blocking back on, and a read or write would then hang one of the
-//! threads every session runs on. So each call is guarded: a per-thread timer sends
-//! a signal whose handler does nothing (installed without `SA_RESTART`) if the call
-//! takes longer than [`STALL_LIMIT`], which ends it with EINTR. A non-blocking call
-//! never sleeps, so EINTR can only mean it blocked: that descriptor is then given
-//! up with an error, and its channel ends.
+//! threads every session runs on. So each call is [`guarded`]: one that blocks is
+//! ended, that descriptor is then given up with an error, and its channel ends.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The longest a read or write of a taken descriptor may block a thread.
-const STALL_LIMIT: Duration = Duration::from_millis(200);
-
-/// The signal that ends a stalled call (a real-time one nothing else here uses).
-fn stall_signal() -> libc::c_int {
-    libc::SIGRTMIN() + 5
-}
-
-extern "C" fn interrupt(_: libc::c_int) {}
-
-static HANDLER: Once = Once::new();
-
-fn install_handler() {
-    HANDLER.call_once(|| {
-        // SAFETY: a zeroed sigaction with a handler that does nothing, no
-        // SA_RESTART (the interrupted call must return EINTR) and an empty mask.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = interrupt as *const () as libc::sighandler_t;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(stall_signal(), &action, std::ptr::null_mut());
-        }
-    });
-}
-
-/// A timer that signals the thread that made it.
-struct StallTimer(libc::timer_t);
-
-impl StallTimer {
-    fn new() -> Option<StallTimer> {
-        install_handler();
-        // SAFETY: a zeroed sigevent filled in for SIGEV_THREAD_ID; timer_create
-        // writes the timer's id.
-        unsafe {
-            let mut event: libc::sigevent = std::mem::zeroed();
-            event.sigev_notify = libc::SIGEV_THREAD_ID;
-            event.sigev_signo = stall_signal();
-            event.sigev_notify_thread_id = libc::gettid();
-            let mut timer: libc::timer_t = std::mem::zeroed();
-            (libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) == 0)
-                .then_some(StallTimer(timer))
-        }
-    }
-
-    fn set(&self, after: Duration) {
-        let value = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: after.as_secs() as libc::time_t,
-                tv_nsec: libc::c_long::from(after.subsec_nanos() as i32),
-            },
-        };
-        // SAFETY: our timer and a valid itimerspec.
-        unsafe { libc::timer_settime(self.0, 0, &value, std::ptr::null_mut()) };
-    }
-}
-
-impl Drop for StallTimer {
-    fn drop(&mut self) {
-        // SAFETY: our timer, deleted once.
-        unsafe { libc::timer_delete(self.0) };
-    }
-}
-
-thread_local! {
-    static TIMER: Option<StallTimer> = StallTimer::new();
-}
-
-/// Runs `call` (a read or write returning -1 and errno on failure) under the
-/// thread's stall timer. Without a timer nothing is called: the descriptor is
-/// given up rather than risk the thread.
-fn guarded(call: impl FnOnce() -> isize) -> io::Result<usize> {
-    TIMER.with(|timer| {
-        let Some(timer) = timer else {
-            return Err(io::Error::other("no stall timer on this thread"));
-        };
-        timer.set(STALL_LIMIT);
-        let result = call();
-        let error = io::Error::last_os_error();
-        timer.set(Duration::ZERO);
-        if result >= 0 {
-            return Ok(result as usize);
-        }
-        if error.raw_os_error() == Some(libc::EINTR) {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "a descriptor taken from the box's sshd blocked",
-            ));
-        }
-        Err(error)
-    })
-}
+use crate::stall_guard::guarded;
 
 /// A descriptor taken from the box's sshd, registered with tokio.
 #[derive(Clone)]
@@ -213,6 +115,8 @@ impl AsyncWrite for TakenFd {
 #[cfg(test)]
 mod tests {
     use std::os::fd::FromRawFd;
+
+    use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -1,7 +1,8 @@
 //! The metadata file written next to a session's recording (`<session>.json`).
 //!
-//! It is written when the session starts and rewritten (atomically: temp file + rename)
-//! when it ends, so a crash leaves the start record rather than nothing.
+//! It is written when the session starts, rewritten while it runs and when it ends,
+//! each time whole ([`super::replace`]), so a crash leaves the last version rather
+//! than nothing.
 
 use std::io;
 use std::path::Path;
@@ -11,6 +12,8 @@ use serde_json::{Map, Value, json};
 
 use crate::capture::CapturedFile;
 use crate::config::MetadataField;
+
+use super::replace::{Replace, replace_file};
 
 /// A command line as the metadata lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,18 +283,9 @@ impl SessionMetadata {
     }
 }
 
-/// Replaces `path` with `text`: written to `<path>.tmp`, then renamed over it. When
-/// that fails (a full disk) the temp file is removed, so no partial file is left.
+/// Replaces `path` with `text` to last ([`Replace::Durable`]).
 pub fn write_atomically(path: &Path, text: &[u8]) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    replace_file(path, text, Replace::Durable)
 }
 
 #[cfg(test)]

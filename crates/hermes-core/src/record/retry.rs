@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::metadata::write_atomically;
+use super::replace::{Replace, replace_file};
 
 /// How often refused files are tried again.
 pub const METADATA_RETRY: Duration = Duration::from_secs(1);
@@ -39,14 +40,14 @@ impl Pending {
 }
 
 impl MetadataWriter {
-    /// Writes `text` to `path` (atomically). On failure the text is kept, replacing
-    /// an older version for the same path, and retried every [`METADATA_RETRY`]
-    /// (when called inside a tokio runtime).
-    pub fn write(self: &Arc<Self>, path: &Path, text: Vec<u8>) -> io::Result<()> {
+    /// Writes `text` to `path` (atomically, as `how` says). On failure the text is
+    /// kept, replacing an older version for the same path, and retried every
+    /// [`METADATA_RETRY`] (when called inside a tokio runtime) to last.
+    pub fn write(self: &Arc<Self>, path: &Path, text: Vec<u8>, how: Replace) -> io::Result<()> {
         let mut pending = self.lock();
         // A newer version replaces whatever waited; the lock keeps versions in order.
         pending.remove(path);
-        let result = write_atomically(path, &text);
+        let result = replace_file(path, &text, how);
         if result.is_err() {
             if pending.bytes + text.len() > MAX_PENDING_BYTES {
                 tracing::error!(target: "hermes::record", path = %path.display(), "metadata write failed and the retry backlog is full; this version is lost");
@@ -116,8 +117,16 @@ mod tests {
         std::fs::write(&blocker, "x").expect("blocker");
         let path = blocker.join("s.json");
         let writer = Arc::new(MetadataWriter::default());
-        assert!(writer.write(&path, b"{\"v\":1}\n".to_vec()).is_err());
-        assert!(writer.write(&path, b"{\"v\":2}\n".to_vec()).is_err());
+        assert!(
+            writer
+                .write(&path, b"{\"v\":1}\n".to_vec(), Replace::Durable)
+                .is_err()
+        );
+        assert!(
+            writer
+                .write(&path, b"{\"v\":2}\n".to_vec(), Replace::Interim)
+                .is_err()
+        );
         assert_eq!(writer.pending(), 1);
         tokio::time::sleep(METADATA_RETRY * 2).await;
         assert_eq!(writer.pending(), 1, "still refused");
@@ -145,9 +154,15 @@ mod tests {
         std::fs::write(&blocker, "x").expect("blocker");
         let path = blocker.join("s.json");
         let writer = Arc::new(MetadataWriter::default());
-        assert!(writer.write(&path, b"old".to_vec()).is_err());
+        assert!(
+            writer
+                .write(&path, b"old".to_vec(), Replace::Durable)
+                .is_err()
+        );
         std::fs::remove_file(&blocker).expect("unblock");
-        writer.write(&path, b"new".to_vec()).expect("written");
+        writer
+            .write(&path, b"new".to_vec(), Replace::Interim)
+            .expect("written");
         assert_eq!(writer.pending(), 0);
         assert!(!writer.retry());
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "new");

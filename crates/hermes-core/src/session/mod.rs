@@ -60,7 +60,7 @@ use crate::events::{ConnectionContext, EventBuilder, EventBus, EventId};
 use crate::ids::SessionId;
 use crate::machines::{Machine, MachineRegistry};
 use crate::record::{
-    CommandRecord, EndReason, Journal, MetadataWriter, OpenSession, SessionMetadata,
+    CommandRecord, EndReason, Journal, MetadataWriter, OpenSession, Replace, SessionMetadata,
 };
 use crate::sandbox::{Lease, Sandbox};
 
@@ -565,7 +565,7 @@ impl Connection {
         let runtime = tokio::runtime::Handle::try_current();
         let (Some(conn), Ok(runtime), false) = (self.me.upgrade(), runtime, finished) else {
             self.state().metadata_written = Some(Instant::now());
-            if let Some(write) = self.metadata_write() {
+            if let Some(write) = self.metadata_write(Replace::Durable) {
                 write();
             }
             return;
@@ -586,7 +586,8 @@ impl Connection {
                 return;
             }
             conn.state().metadata_written = Some(Instant::now());
-            if let Some(write) = conn.metadata_write() {
+            // The next rewrite, or the end's, soon replaces this one.
+            if let Some(write) = conn.metadata_write(Replace::Interim) {
                 let _ = tokio::task::spawn_blocking(write).await;
             }
         });
@@ -809,14 +810,14 @@ impl Connection {
     }
 
     fn write_metadata(&self) {
-        if let Some(write) = self.metadata_write() {
+        if let Some(write) = self.metadata_write(Replace::Durable) {
             write();
         }
     }
 
     /// The metadata as it is now, and what writes it unless a newer version has been
     /// written meanwhile.
-    fn metadata_write(&self) -> Option<impl FnOnce() + Send + 'static> {
+    fn metadata_write(&self, how: Replace) -> Option<impl FnOnce() + Send + 'static> {
         let path = self.metadata_path()?;
         let (mut metadata, version) = {
             let state = self.state();
@@ -841,7 +842,7 @@ impl Connection {
             *written_version = version;
             let written = metadata
                 .to_bytes(&fields)
-                .and_then(|text| writer.write(&path, text));
+                .and_then(|text| writer.write(&path, text, how));
             if let Err(error) = written {
                 tracing::error!(target: "hermes::record", session_id = %session, path = %path.display(), %error, "cannot write session metadata; retried until it is written");
             }

@@ -2,6 +2,7 @@
 //! started again for it, and the session's end run more than once.
 
 use super::*;
+use crate::record::Replace;
 
 #[tokio::test(start_paused = true)]
 async fn a_lease_that_arrives_after_the_client_left_is_released_and_starts_nothing() {
@@ -203,9 +204,15 @@ async fn recorded_shell() -> (
 #[tokio::test(start_paused = true)]
 async fn a_metadata_rewrite_that_lands_late_never_replaces_a_newer_one() {
     let (_dir, rig, session, channel, _process, metadata) = recorded_shell().await;
-    let older = session.conn.metadata_write().expect("recording is on");
+    let older = session
+        .conn
+        .metadata_write(Replace::Interim)
+        .expect("recording is on");
     session.conn.state().metadata.exit_status = Some(5);
-    let newer = session.conn.metadata_write().expect("recording is on");
+    let newer = session
+        .conn
+        .metadata_write(Replace::Interim)
+        .expect("recording is on");
     newer();
     older();
     let written: serde_json::Value =
