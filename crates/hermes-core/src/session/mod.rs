@@ -386,9 +386,7 @@ pub struct Connection {
     /// The session's login to its box's own sshd.
     box_slot: tokio::sync::Mutex<sshd_path::BoxSlot>,
     /// A connection to the box's sshd made while the client logs in.
-    box_ahead: Mutex<Option<sshd_path::BoxAhead>>,
-    /// Whether that was looked into yet (once per connection).
-    box_ahead_tried: AtomicBool,
+    box_ahead: Mutex<sshd_path::Ahead>,
 }
 
 /// One of at most `max` places counted in a shared counter (session channels,
@@ -497,8 +495,7 @@ impl Connection {
             metadata_scheduled: AtomicBool::new(false),
             process_started: watch::channel(false).0,
             box_slot: tokio::sync::Mutex::default(),
-            box_ahead: Mutex::new(None),
-            box_ahead_tried: AtomicBool::new(false),
+            box_ahead: Mutex::new(sshd_path::Ahead::NotTried),
         })
     }
 

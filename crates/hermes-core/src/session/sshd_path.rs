@@ -3,7 +3,6 @@
 //! login per session shared by its channels, ended with the session.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -102,6 +101,16 @@ pub(super) struct BoxAhead {
     connecting: tokio::task::JoinHandle<Result<Box<dyn BoxConnecting>, BoxSshdError>>,
 }
 
+/// Where a connection stands with its connection made ahead (once per connection).
+pub(super) enum Ahead {
+    /// No authentication request yet.
+    NotTried,
+    /// Made, not taken yet.
+    Connecting(BoxAhead),
+    /// None was made (no running box), or the login took it.
+    Over,
+}
+
 /// What identifies a login set in a container: the container, account and password.
 fn login_digest(container_id: &str, account: &str, password: &str) -> [u8; 32] {
     let mut hash = Sha256::new();
@@ -121,9 +130,11 @@ impl Connection {
     /// take is closed with it, as sshd sees a client that gave up (a frozen box is
     /// not thawed for it).
     pub(super) fn connect_box_ahead(&self, username: &str) {
-        if self.box_ahead_tried.swap(true, Ordering::AcqRel) {
+        let mut ahead = self.box_ahead.lock().unwrap_or_else(|p| p.into_inner());
+        if !matches!(*ahead, Ahead::NotTried) {
             return;
         }
+        *ahead = Ahead::Over;
         let Some(sshd) = self.services.box_sshd.get() else {
             return;
         };
@@ -137,8 +148,7 @@ impl Connection {
         let sshd = Arc::clone(sshd);
         let id = to.container_id.clone();
         let connecting = tokio::spawn(async move { sshd.connect(&id, source).await });
-        *self.box_ahead.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(BoxAhead { to, connecting });
+        *ahead = Ahead::Connecting(BoxAhead { to, connecting });
     }
 
     /// The connection to the login's box: the one made ahead when it is to that box
@@ -149,11 +159,13 @@ impl Connection {
         sshd: &dyn BoxSshd,
         login: &BoxLogin,
     ) -> Result<Box<dyn BoxConnecting>, BoxSshdError> {
-        let ahead = self
-            .box_ahead
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let ahead = match std::mem::replace(
+            &mut *self.box_ahead.lock().unwrap_or_else(|p| p.into_inner()),
+            Ahead::Over,
+        ) {
+            Ahead::Connecting(ahead) => Some(ahead),
+            Ahead::NotTried | Ahead::Over => None,
+        };
         let machine = self.state().machine.clone();
         let current = |ahead: &BoxAhead| {
             machine
