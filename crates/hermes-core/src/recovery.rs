@@ -22,8 +22,22 @@ struct LeftOpen {
     start: SystemTime,
     /// The last time anything of the session was written.
     last_seen: SystemTime,
-    /// The metadata file and its document, when it can be rewritten.
-    metadata: Option<(PathBuf, Map<String, Value>)>,
+    /// The metadata file.
+    path: PathBuf,
+    /// What closes it: its document amended, or one made from the journal.
+    metadata: Closing,
+}
+
+/// How a session's metadata file is closed.
+#[derive(Debug)]
+enum Closing {
+    /// Its document, read.
+    Read(Map<String, Value>),
+    /// Missing, empty or cut (a power cut can leave a running session's last rewrite
+    /// empty: it was not written out yet): made again from what the journal knows.
+    Lost(OpenSession),
+    /// Too large to rewrite; left as it is.
+    Kept,
 }
 
 /// Closes every session the journal under `recordings` lists as open: events first
@@ -51,10 +65,18 @@ pub async fn close_left_open(recordings: &Path, events: &EventBus) -> usize {
     }
     events.flush().await;
     for open in &left {
-        if let Some((path, doc)) = &open.metadata
-            && let Err(error) = rewrite(path, doc.clone(), open.start, open.last_seen)
+        let doc = match &open.metadata {
+            Closing::Read(doc) => Some(doc.clone()),
+            Closing::Lost(journaled) => {
+                tracing::warn!(target: "hermes::record", session_id = %open.context.session, path = %open.path.display(), "the metadata of a session left open is missing or unreadable; made again from the open-session journal");
+                Some(from_journal(open.context.session, journaled, open.start))
+            }
+            Closing::Kept => None,
+        };
+        if let Some(doc) = doc
+            && let Err(error) = rewrite(&open.path, doc, open.start, open.last_seen)
         {
-            tracing::error!(target: "hermes::record", session_id = %open.context.session, path = %path.display(), %error, "cannot close the metadata of a session left open");
+            tracing::error!(target: "hermes::record", session_id = %open.context.session, path = %open.path.display(), %error, "cannot close the metadata of a session left open");
         }
         forget(&journal, open.context.session);
         tracing::info!(target: "hermes::record", session_id = %open.context.session, "closed a session the previous process left open");
@@ -78,13 +100,13 @@ fn examine(recordings: &Path, entry: JournalEntry) -> Option<LeftOpen> {
     let start = UNIX_EPOCH + Duration::from_micros(open.start_us);
     let path = recordings.join(&open.metadata);
     let doc = read_metadata(&path);
-    if let Some(doc) = &doc
+    if let Ok(doc) = &doc
         && doc.get("end_reason").and_then(Value::as_str) != Some(EndReason::Running.as_str())
     {
         return None;
     }
     let mut seen = vec![entry.written, modified(&path)];
-    if let Some(doc) = &doc {
+    if let Ok(doc) = &doc {
         let casts = doc.get("recordings").and_then(Value::as_array);
         for cast in casts.into_iter().flatten().filter_map(Value::as_str) {
             let relative = Path::new(cast);
@@ -101,7 +123,12 @@ fn examine(recordings: &Path, entry: JournalEntry) -> Option<LeftOpen> {
         context: context(entry.session, &open),
         start,
         last_seen,
-        metadata: doc.map(|doc| (path, doc)),
+        path,
+        metadata: match doc {
+            Ok(doc) => Closing::Read(doc),
+            Err(Unread::TooLarge) => Closing::Kept,
+            Err(Unread::Lost) => Closing::Lost(open),
+        },
     })
 }
 
@@ -124,15 +151,45 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-fn read_metadata(path: &Path) -> Option<Map<String, Value>> {
-    let size = std::fs::metadata(path).ok()?.len();
+/// Why a metadata document was not read.
+enum Unread {
+    TooLarge,
+    /// Missing, empty, cut or not a document.
+    Lost,
+}
+
+fn read_metadata(path: &Path) -> Result<Map<String, Value>, Unread> {
+    let size = std::fs::metadata(path).map_err(|_| Unread::Lost)?.len();
     if size > MAX_METADATA_BYTES {
-        return None;
+        return Err(Unread::TooLarge);
     }
-    match serde_json::from_slice(&std::fs::read(path).ok()?).ok()? {
-        Value::Object(doc) => Some(doc),
-        _ => None,
+    let text = std::fs::read(path).map_err(|_| Unread::Lost)?;
+    match serde_json::from_slice(&text) {
+        Ok(Value::Object(doc)) => Ok(doc),
+        _ => Err(Unread::Lost),
     }
+}
+
+/// A metadata document with what the journal kept of the session (its addresses
+/// and start); `metadata_lost` says the rest (credentials, commands, files) is
+/// only in the event log and the recording.
+fn from_journal(
+    session: crate::ids::SessionId,
+    open: &OpenSession,
+    start: SystemTime,
+) -> Map<String, Value> {
+    let mut doc = Map::new();
+    doc.insert("session".into(), session.to_string().into());
+    doc.insert("src_ip".into(), open.src_ip.clone().into());
+    doc.insert("src_port".into(), open.src_port.into());
+    doc.insert("dst_ip".into(), open.dst_ip.clone().into());
+    doc.insert("dst_port".into(), open.dst_port.into());
+    doc.insert(
+        "start_time".into(),
+        crate::time::iso8601_micros(start).into(),
+    );
+    doc.insert("metadata_lost".into(), true.into());
+    doc
 }
 
 fn emit(open: &LeftOpen, events: &EventBus) {
@@ -318,5 +375,42 @@ mod tests {
         // The next start finds nothing to close.
         assert_eq!(close_left_open(&recordings, &bus).await, 0);
         assert_eq!(events_of(&log).len(), 2);
+    }
+
+    /// A power cut can leave a running session's last metadata rewrite empty (not
+    /// written out yet) or leave none: the journal's entry still closes it.
+    #[tokio::test]
+    async fn a_session_whose_metadata_was_lost_gets_one_from_the_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let recordings = dir.path().join("recordings");
+        let (empty, empty_path) = left_by_a_dead_process(&recordings, EndReason::Running);
+        std::fs::write(&empty_path, b"").expect("emptied");
+        let (cut, cut_path) = left_by_a_dead_process(&recordings, EndReason::Running);
+        std::fs::write(&cut_path, b"{\"session\": \"ab").expect("cut");
+        let (missing, missing_path) = left_by_a_dead_process(&recordings, EndReason::Running);
+        std::fs::remove_file(&missing_path).expect("removed");
+        let log = dir.path().join("events.json");
+        let (bus, rx) = EventBus::new("s");
+        let _writer = spawn_writer(rx, vec![Box::new(JsonLinesFile::open(&log).expect("log"))])
+            .expect("writer");
+
+        assert_eq!(close_left_open(&recordings, &bus).await, 3);
+        for (path, session) in [
+            (&empty_path, empty),
+            (&cut_path, cut),
+            (&missing_path, missing),
+        ] {
+            let doc: Value =
+                serde_json::from_slice(&std::fs::read(path).expect("written")).expect("json");
+            assert_eq!(doc["session"], session.to_string());
+            assert_eq!(doc["end_reason"], "sensor_died");
+            assert_eq!(doc["metadata_lost"], true);
+            assert_eq!(doc["src_ip"], "198.51.100.7");
+            assert_eq!(doc["src_port"], 50000);
+            assert_eq!(doc["dst_port"], 22);
+            assert!(doc["start_time"].as_str().is_some_and(|t| t.ends_with('Z')));
+            assert!(doc["duration"].as_f64().expect("duration") >= 29.0);
+        }
+        assert_eq!(events_of(&log).len(), 6, "each closed in the event log too");
     }
 }
