@@ -14,9 +14,10 @@
 //! system call in a typing crowd. A call costs two stores into its thread's slot;
 //! the watchdog sleeps (parked) while no guarded call is made.
 
+use std::cell::Cell;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock, Weak};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ fn stall_signal() -> libc::c_int {
 
 extern "C" fn interrupt(_: libc::c_int) {}
 
-/// One thread's guarded calls, as the watchdog sees them.
+/// One thread's guarded calls.
 struct Slot {
     tid: libc::pid_t,
     /// The number of the thread's latest call, with [`DONE`] once it returned.
@@ -51,7 +52,8 @@ struct Slot {
 struct ThreadSlot {
     slot: Arc<Slot>,
     /// Calls made so far (only this thread counts them).
-    made: std::cell::Cell<u64>,
+    made: Cell<u64>,
+    watchdog: &'static Thread,
 }
 
 impl Drop for ThreadSlot {
@@ -63,14 +65,21 @@ impl Drop for ThreadSlot {
     }
 }
 
-struct Watchdog {
-    thread: Thread,
-    slots: Mutex<Vec<Weak<Slot>>>,
-    /// The watchdog is parked, or about to be: the next call wakes it.
-    idle: AtomicBool,
+/// A slot as the watchdog follows it.
+struct Watched {
+    slot: Weak<Slot>,
+    /// Its word at the last look.
+    call: u64,
+    /// Looks in a row that found the same call running.
+    running: u32,
 }
 
-static WATCHDOG: OnceLock<Option<Arc<Watchdog>>> = OnceLock::new();
+/// Every thread's slot (a thread adds its own at its first call).
+static WATCHED: Mutex<Vec<Watched>> = Mutex::new(Vec::new());
+/// The watchdog is parked, or about to be: the next call wakes it.
+static IDLE: AtomicBool = AtomicBool::new(false);
+/// The watchdog's thread, started at the first call; `None` if it cannot be made.
+static WATCHDOG: OnceLock<Option<Thread>> = OnceLock::new();
 static HANDLER: Once = Once::new();
 
 thread_local! {
@@ -78,13 +87,14 @@ thread_local! {
         // SAFETY: gettid has no arguments and cannot fail.
         let tid = unsafe { libc::gettid() };
         let slot = Arc::new(Slot { tid, call: AtomicU64::new(DONE) });
-        watchdog
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::downgrade(&slot));
-        ThreadSlot { slot, made: std::cell::Cell::new(0) }
+        watched().push(Watched { slot: Arc::downgrade(&slot), call: DONE, running: 0 });
+        ThreadSlot { slot, made: Cell::new(0), watchdog }
     });
+}
+
+fn watched() -> MutexGuard<'static, Vec<Watched>> {
+    // The list stays valid whatever panicked while holding it.
+    WATCHED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn install_handler() {
@@ -100,57 +110,35 @@ fn install_handler() {
     });
 }
 
-/// The watchdog, started at the first use; `None` if its thread cannot be made.
-fn watchdog() -> Option<&'static Arc<Watchdog>> {
+fn watchdog() -> Option<&'static Thread> {
     WATCHDOG
         .get_or_init(|| {
             install_handler();
-            let (sender, receiver) = std::sync::mpsc::channel::<Arc<Watchdog>>();
-            let spawned = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name("hermes-stall".into())
                 .stack_size(64 * 1024)
-                .spawn(move || {
-                    if let Ok(watchdog) = receiver.recv() {
-                        watch(&watchdog);
-                    }
-                })
-                .ok()?;
-            let watchdog = Arc::new(Watchdog {
-                thread: spawned.thread().clone(),
-                slots: Mutex::new(Vec::new()),
-                idle: AtomicBool::new(false),
-            });
-            sender.send(Arc::clone(&watchdog)).ok()?;
-            Some(watchdog)
+                .spawn(watch)
+                .ok()
+                .map(|spawned| spawned.thread().clone())
         })
         .as_ref()
 }
 
-/// What the watchdog saw of one slot at its last look.
-struct Seen {
-    slot: Weak<Slot>,
-    call: u64,
-    /// Looks in a row that found the same call running.
-    running: u32,
-}
-
-fn watch(watchdog: &Watchdog) {
-    let mut seen: Vec<Seen> = Vec::new();
+fn watch() {
     loop {
         std::thread::sleep(TICK);
-        let active = look(watchdog, &mut seen);
-        if active {
+        if look() {
             continue;
         }
         // Nothing ran since the last look: park until the next call. The flag is
         // set before looking again, so a call either sees it (and unparks) or is
         // seen by that look.
-        watchdog.idle.store(true, Ordering::SeqCst);
-        if look(watchdog, &mut seen) {
-            watchdog.idle.store(false, Ordering::SeqCst);
+        IDLE.store(true, Ordering::SeqCst);
+        if look() {
+            IDLE.store(false, Ordering::SeqCst);
             continue;
         }
-        while watchdog.idle.load(Ordering::SeqCst) {
+        while IDLE.load(Ordering::SeqCst) {
             std::thread::park();
         }
     }
@@ -158,23 +146,11 @@ fn watch(watchdog: &Watchdog) {
 
 /// Looks at every slot once, ending calls that ran for [`STALLED_TICKS`] looks.
 /// Returns whether any call was made or running since the last look.
-fn look(watchdog: &Watchdog, seen: &mut Vec<Seen>) -> bool {
-    {
-        let mut slots = watchdog.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.retain(|slot| slot.strong_count() > 0);
-        seen.retain(|entry| entry.slot.strong_count() > 0);
-        for slot in slots.iter() {
-            if !seen.iter().any(|entry| entry.slot.ptr_eq(slot)) {
-                seen.push(Seen {
-                    slot: slot.clone(),
-                    call: DONE,
-                    running: 0,
-                });
-            }
-        }
-    }
+fn look() -> bool {
+    let mut watched = watched();
+    watched.retain(|entry| entry.slot.strong_count() > 0);
     let mut active = false;
-    for entry in seen.iter_mut() {
+    for entry in watched.iter_mut() {
         let Some(slot) = entry.slot.upgrade() else {
             continue;
         };
@@ -209,14 +185,14 @@ fn look(watchdog: &Watchdog, seen: &mut Vec<Seen>) -> bool {
 /// called: the descriptor is given up rather than risk the thread.
 pub(crate) fn guarded(call: impl FnOnce() -> isize) -> io::Result<usize> {
     SLOT.with(|slot| {
-        let (Some(slot), Some(watchdog)) = (slot, watchdog()) else {
+        let Some(slot) = slot else {
             return Err(io::Error::other("no stall watchdog"));
         };
         let number = slot.made.get() + 1;
         slot.made.set(number);
         slot.slot.call.store(number, Ordering::SeqCst);
-        if watchdog.idle.load(Ordering::SeqCst) && watchdog.idle.swap(false, Ordering::SeqCst) {
-            watchdog.thread.unpark();
+        if IDLE.load(Ordering::SeqCst) && IDLE.swap(false, Ordering::SeqCst) {
+            slot.watchdog.unpark();
         }
         let result = call();
         let error = io::Error::last_os_error();
@@ -298,9 +274,8 @@ mod tests {
     fn the_watchdog_parks_when_no_calls_are_made_and_wakes_for_the_next() {
         let (read, _write) = blocking_pipe();
         let _ = guarded(|| 0);
-        let watchdog = watchdog().expect("watchdog");
         let started = Instant::now();
-        while !watchdog.idle.load(Ordering::SeqCst) {
+        while !IDLE.load(Ordering::SeqCst) {
             // Other tests' calls may keep it awake for a while; never for long.
             assert!(started.elapsed() < Duration::from_secs(30), "never parked");
             std::thread::sleep(TICK);

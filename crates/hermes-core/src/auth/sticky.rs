@@ -210,13 +210,8 @@ fn evict_soonest(sources: &mut HashMap<IpAddr, SourceEntry>) {
 }
 
 fn write_atomically(path: &Path, file: &StateFile) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let bytes = serde_json::to_vec(file).map_err(io::Error::other)?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    crate::record::write_atomically(path, &bytes)
 }
 
 #[cfg(test)]

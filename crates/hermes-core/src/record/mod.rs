@@ -13,6 +13,6 @@ pub use metadata::{
     AuthAttempt, CommandRecord, EndReason, MAX_COMMANDS, SessionMetadata, dated_dir,
     write_atomically,
 };
-pub use replace::{Replace, replace_file};
+pub use replace::Replace;
 pub use retry::{METADATA_RETRY, MetadataWriter};
 pub use utf8::Utf8Stream;

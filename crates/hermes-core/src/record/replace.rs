@@ -1,5 +1,5 @@
 //! Replacing a small file with a new version so that a reader, or a process killed
-//! at any moment, finds one whole version: written to `<name>.tmp`, then moved into
+//! at any moment, finds one whole version: written to `<path>.tmp`, then moved into
 //! place.
 //!
 //! How it is moved matters for a busy server. Renamed over an existing file, ext4
@@ -36,7 +36,9 @@ pub fn replace_file(path: &Path, text: &[u8], how: Replace) -> io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("json.tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let result = std::fs::write(&tmp, text).and_then(|()| move_into_place(&tmp, path, how));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
