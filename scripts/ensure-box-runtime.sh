@@ -16,11 +16,29 @@ if [ ! -x "$built" ]; then
   echo "$built not found: build it first (cargo build --release --locked -p hermes-box-runtime)" >&2
   exit 1
 fi
-mkdir -p "$dir"
-if ! cmp -s "$built" "$installed"; then
-  # A new file moved over the old one: a runtime call in progress keeps its copy.
-  install -m 0755 "$built" "$installed.new"
-  mv -f "$installed.new" "$installed"
+# A new file moved over the old one: a call in progress keeps its copy.
+install_if_changed() {
+  mkdir -p "$(dirname "$2")"
+  if ! cmp -s "$1" "$2"; then
+    install -m 0755 "$1" "$2.new"
+    mv -f "$2.new" "$2"
+  fi
+}
+install_if_changed "$built" "$installed"
+
+# The shim launcher (crates/hermes-box-runtime/src/bin/hermes-shim-launcher): first
+# in the engine's PATH (scripts/ensure-docker.sh) as containerd-shim-runc-v2, it puts
+# the boxes in a few shared shims instead of one shim each.
+launcher_built="$(dirname "$built")/hermes-shim-launcher"
+launcher="$dir/engine/containerd-shim-runc-v2"
+if [ ! -x "$launcher_built" ]; then
+  echo "$launcher_built not found: build it first (cargo build --release --locked -p hermes-box-runtime)" >&2
+  exit 1
+fi
+install_if_changed "$launcher_built" "$launcher"
+if pid="$(pgrep -x containerd | head -n 1)" && [ -n "$pid" ] &&
+  ! tr '\0' '\n' <"/proc/$pid/environ" | grep -q "^PATH=$dir/engine:"; then
+  echo "note: containerd runs without $dir/engine first in its PATH: each box gets a shim of its own (about 14 MB each); start dockerd with PATH=$dir/engine:\$PATH to share them" >&2
 fi
 
 registered() {

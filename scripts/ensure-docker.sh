@@ -19,8 +19,11 @@ fi
 
 if ! pgrep -x dockerd >/dev/null 2>&1; then
   echo "starting dockerd (log: $log)"
-  # setsid: the daemon outlives this script and the shell that ran it.
-  setsid nohup dockerd >"$log" 2>&1 < /dev/null &
+  # setsid: the daemon outlives this script and the shell that ran it. Hermes's shim
+  # launcher comes first in its PATH, for containerd to find (installed by
+  # scripts/ensure-box-runtime.sh before any box starts; every other container gets
+  # Debian's shim untouched).
+  PATH="/usr/local/lib/hermes/engine:$PATH" setsid nohup dockerd >"$log" 2>&1 < /dev/null &
 fi
 
 for _ in $(seq 1 60); do

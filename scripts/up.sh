@@ -35,7 +35,7 @@ images/target/build.sh "${image:-hermes-target:latest}"
 # Hermes boots the same server with Debian's sysvinit instead.
 fallback="$(sed -n 's/^  fallback_image: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' "$config" | head -n 1)"
 images/target/build.sh "${fallback:-hermes-target:sysvinit}" sysvinit
-cargo build --release --locked --bin hermes --bin hermes-box-runtime --bin hermes-box-proc
+cargo build --release --locked --bin hermes --bin hermes-box-runtime --bin hermes-shim-launcher --bin hermes-box-proc
 # Boxes boot with a clock of their own, and their /proc/stat and /proc/uptime follow
 # it (boot_clock auto falls back to the host's clocks without either).
 scripts/ensure-box-runtime.sh target/release/hermes-box-runtime ||

@@ -219,3 +219,134 @@ fn containers_left_running_by_a_killed_instance_are_stopped_at_startup() {
     assert_eq!(second.containers(Some("exited")).len(), 2);
     assert_eq!(second.containers(Some("running")).len(), 1);
 }
+
+/// The host PID of a container's PID 1, and the PID of its parent (the engine's shim).
+fn shim_of(container: &str) -> (u32, u32) {
+    let out = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}}", container])
+        .output()
+        .expect("docker inspect");
+    let pid: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a running container's PID");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("PID 1's stat");
+    // pid (comm) state ppid ...: comm may hold spaces, so count from its ')'.
+    let after = &stat[stat.rfind(')').expect("stat") + 2..];
+    let ppid = after
+        .split_whitespace()
+        .nth(1)
+        .expect("ppid")
+        .parse()
+        .expect("ppid");
+    (pid, ppid)
+}
+
+/// Whether containerd finds Hermes's shim launcher first on its PATH
+/// (`scripts/ensure-docker.sh` starts dockerd so).
+fn engine_runs_the_shim_launcher() -> bool {
+    let Ok(out) = std::process::Command::new("pgrep")
+        .args(["-x", "containerd"])
+        .output()
+    else {
+        return false;
+    };
+    String::from_utf8_lossy(&out.stdout).lines().any(|pid| {
+        std::fs::read(format!("/proc/{}/environ", pid.trim()))
+            .map(|env| {
+                env.split(|b| *b == 0)
+                    .any(|var| var.starts_with(b"PATH=/usr/local/lib/hermes/engine:"))
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// Boxes share the engine's shims: nine boxes run under fewer shims than boxes (the
+/// launcher puts them in eight groups), each shim is the engine's own program, and a
+/// box works on a shared one. A container of another runtime keeps a shim to itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boxes_share_the_engines_shims_and_other_containers_keep_their_own() {
+    require_docker!();
+    if !engine_runs_the_shim_launcher() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "containerd runs without /usr/local/lib/hermes/engine first on its PATH: start dockerd with scripts/ensure-docker.sh"
+        );
+        eprintln!("SKIPPED: containerd does not run the shim launcher");
+        return;
+    }
+    let hermes = Hermes::start(Options {
+        pool_size: 9,
+        ..Options::default()
+    });
+    let boxes = hermes.containers(Some("running"));
+    assert_eq!(boxes.len(), 9);
+    let shims: HashSet<u32> = boxes.iter().map(|id| shim_of(id).1).collect();
+    assert!(
+        shims.len() < boxes.len(),
+        "{} boxes, {} shims",
+        boxes.len(),
+        shims.len()
+    );
+    for shim in &shims {
+        let exe = std::fs::read_link(format!("/proc/{shim}/exe")).expect("shim's program");
+        assert!(
+            exe.ends_with("containerd-shim-runc-v2") && !exe.starts_with("/usr/local/lib/hermes"),
+            "shim {shim} runs {}",
+            exe.display()
+        );
+    }
+
+    // A box on a shared shim serves its session as any other.
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let mut shell = client.shell(80, 24).await;
+    assert!(shell.read_until("# ", 0, Duration::from_secs(20)).await);
+    shell.send("echo shared-$((6*7))\n").await;
+    assert!(
+        shell
+            .read_until("shared-42", 0, Duration::from_secs(10))
+            .await
+    );
+    shell.send("exit\n").await;
+    assert!(shell.read_to_close(Duration::from_secs(10)).await);
+
+    // Another runtime's container: untouched, a shim of its own.
+    let image = hermes_test_support::harness::image();
+    let out = std::process::Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "/bin/sleep",
+            &image,
+            "60",
+        ])
+        .output()
+        .expect("docker run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (_, shim) = shim_of(&other);
+    let command = std::fs::read(format!("/proc/{shim}/cmdline")).unwrap_or_default();
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &other])
+        .output();
+    assert!(
+        !shims.contains(&shim),
+        "another runtime's container joined a box's shim"
+    );
+    // Its shim was started for it alone (a group's shim keeps its first member's id).
+    assert!(
+        command
+            .split(|b| *b == 0)
+            .any(|arg| arg == other.as_bytes()),
+        "its shim was started for another: {}",
+        String::from_utf8_lossy(&command)
+    );
+}
