@@ -7,6 +7,7 @@ mod cast;
 mod cmd;
 mod logging;
 mod metrics_http;
+mod priority;
 mod replay;
 mod run;
 mod sessions;
@@ -146,6 +147,8 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             limit_malloc_arenas();
+            // Before the runtime's threads exist: they start at this thread's value.
+            let priority = priority::set(config.server.nice);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 // Blocking work (capture walks and reads, store writes, netns and
@@ -163,7 +166,7 @@ fn main() -> ExitCode {
                 }
             };
             let level = cli.log_level.map(LogLevel::from);
-            match runtime.block_on(run::run(config, path, level)) {
+            match runtime.block_on(run::run(config, path, level, priority)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(target: "hermes", "{error:#}");

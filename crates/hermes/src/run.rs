@@ -39,6 +39,7 @@ pub async fn run(
     config: Config,
     config_path: PathBuf,
     level_override: Option<LogLevel>,
+    priority: crate::priority::Priority,
 ) -> anyhow::Result<()> {
     logging::init(
         &LogSettings {
@@ -66,6 +67,7 @@ pub async fn run(
     let sensor = config.sensor_name();
     raise_open_file_limit();
     tracing::info!(target: "hermes", version = env!("CARGO_PKG_VERSION"), sensor, "starting");
+    priority.log();
 
     let event_path = config.logging.output_dir.join(&config.logging.event_file);
     let (events, receiver) = EventBus::new(&sensor);

@@ -436,6 +436,19 @@ mod tests {
     }
 
     #[test]
+    fn the_nice_value_is_one_the_kernel_has() {
+        for bad in ["-21", "20", "\"high\""] {
+            let found = issues(&format!("server:\n  port: 22\n  nice: {bad}\n"));
+            assert_eq!(found[0].path, "server.nice", "{bad}: {found:?}");
+            assert_eq!(found[0].line, 3, "{bad}: {found:?}");
+        }
+        let config = parse_str("server:\n  nice: -20\n", "test.yaml").expect("loads");
+        assert_eq!(config.server.nice, -20);
+        let config = parse_str("server:\n  port: 22\n", "test.yaml").expect("loads");
+        assert_eq!(config.server.nice, -10);
+    }
+
+    #[test]
     fn penalties_and_eviction_are_checked() {
         let found = issues(
             "server:\n  startup_idle: 0\n  refused_event_interval: 0\n  penalties:\n    min: 60\n    max: 30\n    max_sources: 0\n",

@@ -287,6 +287,12 @@ pub struct ServerConfig {
     /// its own source by connecting around the balancer.
     #[garde(skip)]
     pub proxy_trusted: Vec<AddressBlock>,
+    /// The nice value (-20..19) of Hermes's threads. sshd runs a process per session,
+    /// Hermes a few threads for all of them, and the kernel shares a busy CPU per
+    /// thread: at 0 the keystrokes of hundreds of sessions would queue behind the
+    /// boxes' shells. Below 0 needs CAP_SYS_NICE; refused, Hermes warns and keeps its own.
+    #[garde(range(min = -20, max = 19))]
+    pub nice: i32,
 }
 
 impl Default for ServerConfig {
@@ -309,6 +315,7 @@ impl Default for ServerConfig {
             refused_event_interval: Seconds::new(60),
             proxy_protocol: false,
             proxy_trusted: Vec::new(),
+            nice: -10,
         }
     }
 }

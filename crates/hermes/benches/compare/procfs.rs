@@ -326,6 +326,21 @@ pub fn containers_cpu_seconds(ids: &[String]) -> f64 {
     nanos as f64 / 1e9
 }
 
+/// CPU seconds the whole machine has spent busy (all but idle and iowait) since boot.
+pub fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let idle = ticks.get(3).unwrap_or(&0.0) + ticks.get(4).unwrap_or(&0.0);
+    (ticks.iter().sum::<f64>() - idle) / clock_ticks()
+}
+
 /// Memory in use on the whole machine (MemTotal less MemAvailable), KiB.
 pub fn machine_used_kib() -> u64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();

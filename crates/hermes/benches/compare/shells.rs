@@ -103,7 +103,7 @@ pub async fn time_to_shell_returning(target: &Target, logins: usize, figures: &m
 /// ones: that is the logins' cost (sshd's own login work is done before its window
 /// too), and it would otherwise land in the typing window's session-seconds.
 async fn settle_pool(target: &Target, boxes: usize) {
-    let waited = engine_quiet(|| target.containers().len() >= boxes).await;
+    let waited = engine_quiet(|| target.containers().len() >= boxes, false).await;
     println!(
         "  {}: the pool refilled ({} boxes running) after {waited:.1} s",
         target.name,
@@ -115,14 +115,19 @@ async fn settle_pool(target: &Target, boxes: usize) {
 /// core for two seconds running, with `ready` true; the seconds it took. Before a
 /// server's sessions open: the boxes of the server measured before it are still
 /// being stopped and the pool refilled, which would land in this one's figures.
-async fn engine_quiet(ready: impl Fn() -> bool) -> f64 {
+/// With `whole_machine`, the machine as a whole also stays under a fifth of a core:
+/// the last server's own work after its sessions (capture, archives) is over too.
+async fn engine_quiet(ready: impl Fn() -> bool, whole_machine: bool) -> f64 {
     const STEP: Duration = Duration::from_millis(500);
     let started = Instant::now();
     let mut quiet = 0;
     while started.elapsed() < Duration::from_secs(60) && quiet < 4 {
         let before = procfs::engine_snapshot();
+        let machine_before = procfs::machine_busy_seconds();
         tokio::time::sleep(STEP).await;
-        let idle = procfs::engine_cpu_since(&before) < 0.1 * STEP.as_secs_f64();
+        let machine = procfs::machine_busy_seconds() - machine_before;
+        let idle = procfs::engine_cpu_since(&before) < 0.1 * STEP.as_secs_f64()
+            && (!whole_machine || machine < 0.2 * STEP.as_secs_f64());
         quiet = if idle && ready() { quiet + 1 } else { 0 };
     }
     started.elapsed().as_secs_f64()
@@ -225,8 +230,11 @@ pub async fn concurrency(target: &Target, sessions: usize, seconds: usize, figur
     // The boxes of the sessions measured before (the last server's, lingering and
     // then stopped) are gone: at most a pool runs (a server given with --target
     // may keep a larger one: then this waits its 60 s).
-    let waited =
-        engine_quiet(|| crate::target::boxes_running() <= crate::target::POOL_SIZE as usize).await;
+    let waited = engine_quiet(
+        || crate::target::boxes_running() <= crate::target::POOL_SIZE as usize,
+        true,
+    )
+    .await;
     println!("  {}: the engine quiet after {waited:.1} s", target.name);
     // Open them all, eight logins at a time.
     let gate = Arc::new(Semaphore::new(8));

@@ -350,3 +350,67 @@ async fn boxes_share_the_engines_shims_and_other_containers_keep_their_own() {
         String::from_utf8_lossy(&command)
     );
 }
+
+/// The nice value of each of a process's threads, by thread name.
+fn thread_nice(pid: u32) -> Vec<(String, i32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let task = task.expect("task").path();
+        let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
+            continue;
+        };
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        // Field 19 is the nice value; fields after comm's ')' start at 3.
+        let after = &stat[stat.rfind(')').expect("stat") + 2..];
+        let nice = after
+            .split_whitespace()
+            .nth(16)
+            .expect("nice")
+            .parse()
+            .expect("nice");
+        threads.push((name.trim().to_owned(), nice));
+    }
+    threads
+}
+
+/// The threads that carry the sessions run at `server.nice` (-10 by default, ahead of
+/// the boxes' shells), and the background threads 10 above it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_threads_run_at_the_configured_priority_and_background_ones_below() {
+    require_docker!();
+    let hermes = Hermes::start(Options::default());
+    // A session makes the background threads (its capture pass at the end).
+    let client = Client::login(hermes.port, "root", "toor").await;
+    let mut shell = client.shell(80, 24).await;
+    assert!(shell.read_until("# ", 0, Duration::from_secs(20)).await);
+    shell.send("echo x > /root/f; exit\n").await;
+    assert!(shell.read_to_close(Duration::from_secs(10)).await);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let threads = loop {
+        let threads = thread_nice(hermes.pid());
+        if threads
+            .iter()
+            .any(|(name, _)| name.starts_with("hermes-bg"))
+        {
+            break threads;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no background thread: {threads:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let workers: Vec<_> = threads
+        .iter()
+        .filter(|(name, _)| name.starts_with("tokio-r"))
+        .collect();
+    assert!(!workers.is_empty(), "{threads:?}");
+    assert!(workers.iter().all(|(_, nice)| *nice == -10), "{threads:?}");
+    assert!(
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with("hermes-bg"))
+            .all(|(_, nice)| *nice == 0),
+        "{threads:?}"
+    );
+}
