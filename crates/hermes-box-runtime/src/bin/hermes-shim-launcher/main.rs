@@ -6,8 +6,9 @@
 //! box-second in all) and holds about 14 MB. Any other container, and every other
 //! call, is handed to the shim untouched.
 //!
-//! Nothing here may stop a container from starting: whatever fails, the shim runs,
-//! and the container gets a shim of its own as without this program.
+//! A container that cannot be grouped still starts, with a shim of its own as without
+//! this program. Only when the runtime options cannot be read (or handed on) does
+//! the start fail: run without them, the box would get the engine's default runtime.
 
 mod group;
 
