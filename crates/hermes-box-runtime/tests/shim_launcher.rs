@@ -7,11 +7,17 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 
 use serde_json::Value;
 
 const ID: &str = "5af94946db382d6b00646b41fcaaa4545417c2000e647a8f59a8e381b6c1414e";
 const SPEC: &str = r#"{"ociVersion":"1.0.2-dev","process":{"args":["/sbin/init"]}}"#;
+
+/// Held while a test writes a program or starts one: a child forked while another
+/// test still has a program open for writing would keep it open, and the program's
+/// exec would fail with ETXTBSY (tests share one process under `cargo test`).
+static PROGRAMS: Mutex<()> = Mutex::new(());
 
 /// `lib/engine/containerd-shim-runc-v2` (the launcher), `bin/containerd` and
 /// `bin/containerd-shim-runc-v2` (the stand-in), and a bundle.
@@ -22,6 +28,7 @@ struct Layout {
 
 impl Layout {
     fn new() -> Layout {
+        let _programs = PROGRAMS.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         fs::create_dir_all(root.join("lib/engine")).unwrap();
@@ -71,6 +78,7 @@ impl Layout {
     }
 
     fn run(&self, args: &[String], stdin: &[u8], path: &str) -> Output {
+        let programs = PROGRAMS.lock().unwrap_or_else(|p| p.into_inner());
         let mut child = Command::new(self.root.join("lib/engine/containerd-shim-runc-v2"))
             .args(args)
             .current_dir(self.root.join("bundle"))
@@ -80,6 +88,7 @@ impl Layout {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        drop(programs);
         // A launcher that gives up at once never reads it: a broken pipe is its answer.
         let _ = child.stdin.take().unwrap().write_all(stdin);
         child.wait_with_output().unwrap()
