@@ -231,15 +231,15 @@ fn shim_of(container: &str) -> (u32, u32) {
         .parse()
         .expect("a running container's PID");
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("PID 1's stat");
-    // pid (comm) state ppid ...: comm may hold spaces, so count from its ')'.
-    let after = &stat[stat.rfind(')').expect("stat") + 2..];
-    let ppid = after
-        .split_whitespace()
-        .nth(1)
-        .expect("ppid")
-        .parse()
-        .expect("ppid");
+    let ppid = stat_field(&stat, 4).parse().expect("ppid");
     (pid, ppid)
+}
+
+/// Field `n` (1-based, as proc(5) numbers them, from 3 on) of a /proc stat line:
+/// `comm` may hold spaces and parentheses, so fields are counted from its last ')'.
+fn stat_field(stat: &str, n: usize) -> &str {
+    let after = &stat[stat.rfind(')').expect("stat") + 2..];
+    after.split_whitespace().nth(n - 3).expect("stat field")
 }
 
 /// Whether containerd finds Hermes's shim launcher first on its PATH
@@ -360,14 +360,7 @@ fn thread_nice(pid: u32) -> Vec<(String, i32)> {
             continue;
         };
         let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-        // Field 19 is the nice value; fields after comm's ')' start at 3.
-        let after = &stat[stat.rfind(')').expect("stat") + 2..];
-        let nice = after
-            .split_whitespace()
-            .nth(16)
-            .expect("nice")
-            .parse()
-            .expect("nice");
+        let nice = stat_field(&stat, 19).parse().expect("nice");
         threads.push((name.trim().to_owned(), nice));
     }
     threads
