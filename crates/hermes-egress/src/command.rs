@@ -34,6 +34,22 @@ pub enum CommandError {
     },
 }
 
+/// How much nicer than the calling thread the commands run: they build the boxes'
+/// network (mostly for the pool's refill, ahead of need), never a keystroke's path,
+/// and Hermes's session threads may run at a raised priority (`server.nice`), which
+/// a child would otherwise inherit and hold against the sessions' boxes.
+const NICER_BY: libc::c_int = 10;
+
+/// The kernel's largest nice value.
+const NICEST: libc::c_int = 19;
+
+/// The nice value a command gets: the calling thread's, [`NICER_BY`] higher.
+fn background_nice() -> libc::c_int {
+    // SAFETY: reading the calling thread's own priority.
+    let own = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+    own.saturating_add(NICER_BY).min(NICEST)
+}
+
 /// Runs `program args` (in the network namespace at `netns` when given), writing
 /// `stdin` to it; returns its standard output.
 pub fn run(
@@ -69,6 +85,15 @@ pub fn run_at(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let nicer = background_nice();
+    // SAFETY: between fork and exec only setpriority(2), which is async-signal-safe,
+    // on the child's own (single) thread; a refusal leaves it at the caller's value.
+    unsafe {
+        command.pre_exec(move || {
+            libc::setpriority(libc::PRIO_PROCESS, 0, nicer);
+            Ok(())
+        });
+    }
     if let Some(file) = namespace {
         let fd = file.as_raw_fd();
         // SAFETY: between fork and exec only setns(2), which is async-signal-safe, is
@@ -100,4 +125,45 @@ pub fn run_at(
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The thread's own nice value.
+    fn own() -> libc::c_int {
+        // SAFETY: reading the calling thread's own priority.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    #[test]
+    fn commands_run_ten_nicer_than_the_thread_that_starts_them() {
+        // On a thread of its own: the test runner's other threads keep theirs.
+        std::thread::spawn(|| {
+            let start = own();
+            let printed = run(None, "nice", &[], "").expect("coreutils' nice");
+            assert_eq!(
+                printed.trim().parse::<libc::c_int>().expect("a number"),
+                (start + 10).min(19)
+            );
+            // Raising one's own value needs no privilege; the command then tops out.
+            // SAFETY: setting this thread's own priority.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 15) };
+            assert_eq!(own(), 15);
+            let printed = run(None, "nice", &[], "").expect("coreutils' nice");
+            assert_eq!(printed.trim(), "19");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_failing_command_says_what_it_printed() {
+        let error = run(None, "sh", &["-c", "echo no >&2; exit 3"], "").unwrap_err();
+        assert!(
+            matches!(&error, CommandError::Failed { stderr, .. } if stderr == "no"),
+            "{error}"
+        );
+    }
 }
