@@ -20,6 +20,7 @@ pub mod machines;
 pub mod metrics;
 pub mod past;
 pub mod persona;
+pub mod priority;
 pub mod record;
 pub mod recovery;
 pub mod sandbox;

@@ -34,22 +34,6 @@ pub enum CommandError {
     },
 }
 
-/// How much nicer than the calling thread the commands run: they build the boxes'
-/// network (mostly for the pool's refill, ahead of need), never a keystroke's path,
-/// and Hermes's session threads may run at a raised priority (`server.nice`), which
-/// a child would otherwise inherit and hold against the sessions' boxes.
-const NICER_BY: libc::c_int = 10;
-
-/// The kernel's largest nice value.
-const NICEST: libc::c_int = 19;
-
-/// The nice value a command gets: the calling thread's, [`NICER_BY`] higher.
-fn background_nice() -> libc::c_int {
-    // SAFETY: reading the calling thread's own priority.
-    let own = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
-    own.saturating_add(NICER_BY).min(NICEST)
-}
-
 /// Runs `program args` (in the network namespace at `netns` when given), writing
 /// `stdin` to it; returns its standard output.
 pub fn run(
@@ -85,7 +69,10 @@ pub fn run_at(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let nicer = background_nice();
+    // The commands build the boxes' network (mostly for the pool's refill), never a
+    // keystroke's path: they would otherwise inherit the session threads' raised
+    // priority (`server.nice`) and run ahead of every box's processes.
+    let nicer = hermes_core::priority::background_nice();
     // SAFETY: between fork and exec only setpriority(2), which is async-signal-safe,
     // on the child's own (single) thread; a refusal leaves it at the caller's value.
     unsafe {
@@ -131,11 +118,7 @@ pub fn run_at(
 mod tests {
     use super::*;
 
-    /// The thread's own nice value.
-    fn own() -> libc::c_int {
-        // SAFETY: reading the calling thread's own priority.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
-    }
+    use hermes_core::priority::own_nice as own;
 
     #[test]
     fn commands_run_ten_nicer_than_the_thread_that_starts_them() {

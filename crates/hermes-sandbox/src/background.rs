@@ -10,14 +10,6 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 /// Threads: a pass may block on a large file's read; the others keep moving.
 const THREADS: usize = 4;
 
-/// How much nicer than the process they are (per thread on Linux): about a tenth of
-/// a session thread's CPU share when both want a core, all of it when the relay is
-/// idle.
-const NICER_BY: libc::c_int = 10;
-
-/// The kernel's largest nice value.
-const NICEST: libc::c_int = 19;
-
 /// Work the background threads lost: it panicked.
 #[derive(Debug, thiserror::Error)]
 #[error("background work panicked")]
@@ -49,15 +41,10 @@ fn queue() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
 fn serve(receiver: &Mutex<mpsc::Receiver<Job>>) {
     // Lowering one's own priority needs no privilege; if refused, the work still runs.
     // A new thread starts at the nice value of the thread that made it.
-    // SAFETY: plain system calls on this thread's own id.
+    let nicer = hermes_core::priority::background_nice();
+    // SAFETY: a plain system call on this thread's own id.
     unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        libc::setpriority(
-            libc::PRIO_PROCESS,
-            tid,
-            now.saturating_add(NICER_BY).min(NICEST),
-        );
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nicer);
     }
     loop {
         let job = match receiver.lock() {
@@ -101,17 +88,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn own_nice() -> libc::c_int {
-        // SAFETY: plain system calls on this thread's own id.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
-    }
+    use hermes_core::priority::{BACKGROUND_NICER_BY, own_nice};
 
     #[tokio::test]
     async fn work_runs_at_a_lower_priority_and_a_panic_loses_only_its_own_answer() {
         let ours = own_nice();
         let nice = run(own_nice).await.expect("answered");
-        assert_eq!(nice, ours.saturating_add(NICER_BY).min(NICEST));
+        assert_eq!(nice, ours.saturating_add(BACKGROUND_NICER_BY).min(19));
         let lost = run(|| -> u32 { panic!("a walk that panics") }).await;
         assert!(lost.is_err());
         // The threads still serve.

@@ -60,9 +60,7 @@ mod tests {
     fn a_thread_gets_the_value_and_threads_it_starts_inherit_it() {
         // On a thread of its own: the test runner's other threads keep theirs.
         std::thread::spawn(|| {
-            // SAFETY: reading this thread's own priority.
-            let own =
-                || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+            let own = hermes_core::priority::own_nice;
             let start = own();
             // Raising the value (nicer) needs no privilege.
             let nicer = (start + 3).min(19);
@@ -115,9 +113,7 @@ mod tests {
     fn a_value_the_kernel_refuses_is_reported_and_the_thread_keeps_its_own() {
         std::thread::spawn(|| {
             drop_sys_nice();
-            // SAFETY: reading this thread's own priority.
-            let start =
-                unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+            let start = hermes_core::priority::own_nice();
             match set(start - 1) {
                 Priority::Kept { wanted, now, error } => {
                     assert_eq!((wanted, now), (start - 1, start));

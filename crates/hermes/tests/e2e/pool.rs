@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::client::Client;
+use crate::client::{Client, root_shell};
 use crate::events::Events;
 use crate::harness::{Hermes, Options};
 
@@ -373,9 +373,7 @@ async fn session_threads_run_at_the_configured_priority_and_background_ones_belo
     require_docker!();
     let hermes = Hermes::start(Options::default());
     // A session makes the background threads (its capture pass at the end).
-    let client = Client::login(hermes.port, "root", "toor").await;
-    let mut shell = client.shell(80, 24).await;
-    assert!(shell.read_until("# ", 0, Duration::from_secs(20)).await);
+    let (_client, mut shell) = root_shell(hermes.port).await;
     shell.send("echo x > /root/f; exit\n").await;
     assert!(shell.read_to_close(Duration::from_secs(10)).await);
     let deadline = Instant::now() + Duration::from_secs(20);
