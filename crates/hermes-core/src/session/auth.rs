@@ -164,7 +164,8 @@ impl Connection {
     }
 
     /// Decides a password or keyboard-interactive attempt, records it, and on failure
-    /// waits sshd's failure delay (a timer: no thread or CPU is held).
+    /// waits sshd's failure delay (a timer: no thread or CPU is held); on success,
+    /// the box's sshd's own check of the password (see [`super::login_ready`]).
     pub async fn password_attempt(
         self: &Arc<Self>,
         method: AuthMethod,
@@ -215,6 +216,7 @@ impl Connection {
         match decision {
             Decision::Accept(_) => {
                 self.logged_in(username);
+                self.box_login_settled().await;
                 AuthReply::ACCEPTED
             }
             Decision::Reject { .. } => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::files::Pass;
+use super::login_ready::Settles;
 use super::{Connection, LeaseState};
 use crate::events::{EventBuilder, EventId};
 use crate::machines::{Machine, Release};
@@ -32,8 +33,10 @@ pub(super) fn outcome(state: Option<LeaseState>) -> Result<Lease, EndReason> {
 }
 
 impl Connection {
-    /// Gets the container for a logged-in connection and publishes it to its channels.
-    pub(super) async fn acquire_lease(self: Arc<Self>) {
+    /// Gets the container for a logged-in connection and publishes it to its channels;
+    /// `settles` goes with the login to the box's sshd, and is dropped when that is
+    /// made or failed (or when there is none to make).
+    pub(super) async fn acquire_lease(self: Arc<Self>, settles: Settles) {
         let result = if self.services.machines.enabled() {
             self.lease_returning_machine().await
         } else {
@@ -85,6 +88,7 @@ impl Connection {
                     let conn = Arc::clone(&self);
                     tokio::spawn(async move {
                         let _ = conn.box_session(&lease).await;
+                        drop(settles);
                     });
                 }
                 // finish() may have run between the check above and the send: it

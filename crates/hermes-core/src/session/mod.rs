@@ -15,6 +15,7 @@ mod input;
 mod launch;
 mod lease;
 mod linger;
+mod login_ready;
 pub mod messages;
 mod pump;
 mod recording;
@@ -387,6 +388,8 @@ pub struct Connection {
     box_slot: tokio::sync::Mutex<sshd_path::BoxSlot>,
     /// A connection to the box's sshd made while the client logs in.
     box_ahead: Mutex<sshd_path::Ahead>,
+    /// The login to the box's sshd has settled (an accepted password waits for it).
+    login_ready: login_ready::LoginReady,
 }
 
 /// One of at most `max` places counted in a shared counter (session channels,
@@ -496,6 +499,7 @@ impl Connection {
             process_started: watch::channel(false).0,
             box_slot: tokio::sync::Mutex::default(),
             box_ahead: Mutex::new(sshd_path::Ahead::NotTried),
+            login_ready: login_ready::LoginReady::default(),
         })
     }
 
@@ -667,6 +671,9 @@ impl Connection {
 
     /// Login succeeded: take a session permit, start getting a container, arm timeouts.
     fn logged_in(self: &Arc<Self>, username: &str) {
+        // Dropped wherever getting the box and logging in to it ends (here too, at
+        // capacity).
+        let settles = self.login_ready.settles();
         self.input_seen();
         let permit = self.services.session_slots.try_take();
         let at_capacity = permit.is_none();
@@ -695,7 +702,7 @@ impl Connection {
         }
         self.lease.send_replace(LeaseState::Pending);
         let conn = Arc::clone(self);
-        tokio::spawn(async move { conn.acquire_lease().await });
+        tokio::spawn(async move { conn.acquire_lease(settles).await });
         let conn = Arc::clone(self);
         tokio::spawn(async move { conn.watch_limits().await });
     }

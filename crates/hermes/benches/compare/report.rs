@@ -75,10 +75,22 @@ const ROWS: &[Row] = &[
         goals: &[Goal::None],
     },
     Row {
+        key: "shell_whole_login",
+        label: "2. password sent → prompt",
+        unit: "ms",
+        goals: &[Goal::None],
+    },
+    Row {
         key: "shell_prompt_returning",
         label: "2. returning source, password accepted → prompt",
         unit: "ms",
         goals: &[Goal::RatioAtMost(1.2)],
+    },
+    Row {
+        key: "shell_whole_login_returning",
+        label: "2. returning source, password sent → prompt",
+        unit: "ms",
+        goals: &[Goal::None],
     },
     Row {
         key: "shell_failed",

@@ -1,12 +1,12 @@
-//! Interactive shells: the time from "password accepted" to the prompt over
-//! sequential logins, and many sessions open at once, each typing a command a second.
+//! Interactive shells: the time from "password accepted" (and from the password's
+//! sending) to the prompt over sequential logins, and many sessions open at once, each typing a command a second.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::clients::{Connection, Stream, at_prompt, contains, login};
+use crate::clients::{Connection, Stream, at_prompt, connect, contains, login};
 use crate::procfs::{self, PeakSampler};
 use crate::report::Figures;
 use crate::stats::Samples;
@@ -24,10 +24,27 @@ async fn close(connection: Connection, mut stream: Stream) {
         .await;
 }
 
-/// One login: (ms to the first byte, ms to the prompt), both from the moment the
-/// password was accepted.
-async fn time_one(target: &Target, source: Option<std::net::IpAddr>) -> Option<(f64, f64)> {
-    let connection = login(target, source).await?;
+/// One login's times in ms.
+struct LoginTimes {
+    /// Password accepted → the shell's first byte.
+    first: f64,
+    /// Password accepted → the prompt.
+    prompt: f64,
+    /// Password sent → the prompt: the whole login after the key exchange, with the
+    /// server's own check of the password (sshd's PAM; Hermes's and its box's sshd's).
+    whole: f64,
+}
+
+async fn time_one(target: &Target, source: Option<std::net::IpAddr>) -> Option<LoginTimes> {
+    let mut connection = connect(target.addr, source).await?;
+    let sent = Instant::now();
+    let result = connection
+        .authenticate_password(target.user.clone(), target.password.clone())
+        .await
+        .ok()?;
+    if !result.success() {
+        return None;
+    }
     let accepted = Instant::now();
     let mut stream = Stream::shell(&connection).await?;
     stream
@@ -40,20 +57,27 @@ async fn time_one(target: &Target, source: Option<std::net::IpAddr>) -> Option<(
         .await
         .then_some(())?;
     let prompt = accepted.elapsed().as_secs_f64() * 1000.0;
+    let whole = sent.elapsed().as_secs_f64() * 1000.0;
     close(connection, stream).await;
-    Some((first, prompt))
+    Some(LoginTimes {
+        first,
+        prompt,
+        whole,
+    })
 }
 
 pub async fn time_to_shell(target: &Target, logins: usize, figures: &mut Figures) {
     let mut first = Vec::new();
     let mut prompt = Vec::new();
+    let mut whole = Vec::new();
     let mut failed = 0;
     for i in 0..logins {
         let source = target.on_loopback().then(|| loopback_source(2000 + i));
         match time_one(target, source).await {
-            Some((f, p)) => {
-                first.push(f);
-                prompt.push(p);
+            Some(times) => {
+                first.push(times.first);
+                prompt.push(times.prompt);
+                whole.push(times.whole);
             }
             None => failed += 1,
         }
@@ -69,6 +93,7 @@ pub async fn time_to_shell(target: &Target, logins: usize, figures: &mut Figures
     );
     figures.add("shell_prompt", prompt);
     figures.add("shell_first_byte", Samples::new(first));
+    figures.add("shell_whole_login", Samples::new(whole));
     figures.add("shell_failed", Samples::one(failed as f64));
 }
 
@@ -78,10 +103,14 @@ pub async fn time_to_shell(target: &Target, logins: usize, figures: &mut Figures
 pub async fn time_to_shell_returning(target: &Target, logins: usize, figures: &mut Figures) {
     let source = target.on_loopback().then(|| loopback_source(1999));
     let mut prompt = Vec::new();
+    let mut whole = Vec::new();
     let mut failed = 0;
     for i in 0..=logins {
         match time_one(target, source).await {
-            Some((_, p)) if i > 0 => prompt.push(p),
+            Some(times) if i > 0 => {
+                prompt.push(times.prompt);
+                whole.push(times.whole);
+            }
             Some(_) => {}
             None => failed += 1,
         }
@@ -95,6 +124,7 @@ pub async fn time_to_shell_returning(target: &Target, logins: usize, figures: &m
         );
     }
     figures.add("shell_prompt_returning", Samples::new(prompt));
+    figures.add("shell_whole_login_returning", Samples::new(whole));
 }
 
 /// Waits (at most 60 s) until the pool has refilled: `boxes` containers run and the

@@ -15,6 +15,7 @@ use crate::testing::{
     TestLimits, config, settle, within,
 };
 
+mod box_login;
 mod failures;
 mod forwards;
 mod leases;
