@@ -5,8 +5,8 @@
 //! it, and the engine resolves paths inside the container (a symlink planted by the
 //! attacker cannot point the read at the host). Deleted files still running or open
 //! are read from the host's `/proc` (only when Hermes runs on the engine's host), and
-//! `/dev/shm` (a tmpfs the diff does not cover) with `tar` run in the container once
-//! the session is over.
+//! `/dev/shm` (a tmpfs the diff does not cover) once the session is over: from the
+//! host ([`crate::shm`]), else with `tar` run in the container.
 
 use std::fs;
 use std::io::Read;

@@ -29,6 +29,7 @@ mod pool;
 mod profile;
 mod retention;
 mod seccomp;
+mod shm;
 mod signal;
 mod sshd_fds;
 mod stall_guard;

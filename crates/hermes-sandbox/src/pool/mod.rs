@@ -1009,6 +1009,24 @@ impl Sandbox for DockerSandbox {
             Vec::new()
         };
         if scan == VolatileScan::Last && found.len() < max_files {
+            let room = max_files - found.len();
+            if init_pid > 0 {
+                let id = lease.container_id.clone();
+                let read = crate::background::run(move || {
+                    crate::shm::shm_files(i64::from(init_pid), &id, room, max_size)
+                })
+                .await;
+                match read {
+                    Ok(Ok(files)) => {
+                        found.extend(files);
+                        return Ok(found);
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(target: "hermes::capture", container = lease.short_id(), %error, "cannot read /dev/shm from the host; reading it in the box");
+                    }
+                    Err(_) => {}
+                }
+            }
             match self.shm_archive(lease, max_files, max_size).await {
                 Ok(archive) => found.extend(files::files_in_archive(
                     &archive,
@@ -1024,10 +1042,6 @@ impl Sandbox for DockerSandbox {
         Ok(found)
     }
 }
-
-impl DockerSandbox {}
-
-impl DockerSandbox {}
 
 #[cfg(test)]
 mod tests {

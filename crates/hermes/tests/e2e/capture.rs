@@ -53,10 +53,12 @@ async fn a_session_leaves_every_file_it_made_in_the_store() {
         .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     shell.run("rm -f /var/tmp/gone.txt", ROOT_PROMPT).await;
-    // In /dev/shm (a tmpfs the engine's diff does not see).
+    // In /dev/shm (a tmpfs the engine's diff does not see), read from the host: beside
+    // the payloads, a link to a file the host has too and a FIFO no one writes to,
+    // neither of which may be followed or opened.
     shell
         .run(
-            "printf 'shm payload' > /dev/shm/.x; mkdir -p /root/.cache",
+            "printf 'shm payload' > /dev/shm/.x; mkdir -p /dev/shm/sub /root/.cache; printf 'inner' > /dev/shm/sub/inner; ln -s /etc/hostname /dev/shm/link; mkfifo /dev/shm/pipe",
             ROOT_PROMPT,
         )
         .await;
@@ -104,6 +106,19 @@ async fn a_session_leaves_every_file_it_made_in_the_store() {
     let shm = file_event(&events, "cowrie.session.file_download", "/dev/shm/.x")
         .expect("/dev/shm is captured");
     assert_eq!(shm["shasum"], sha256_hex(b"shm payload"));
+    let inner = file_event(
+        &events,
+        "cowrie.session.file_download",
+        "/dev/shm/sub/inner",
+    )
+    .expect("a file below /dev/shm is captured");
+    assert_eq!(inner["shasum"], sha256_hex(b"inner"));
+    for path in ["/dev/shm/link", "/dev/shm/pipe"] {
+        assert!(
+            file_event(&events, "cowrie.session.file_download", path).is_none(),
+            "{path} is not a regular file: {events:#?}"
+        );
+    }
 
     let miner = file_event(
         &events,
