@@ -15,7 +15,7 @@ use super::Connection;
 /// Longest an accepted password waits for the box's sshd before it is answered: about
 /// what a wrong one waits for its answer under Debian's PAM (`pam_faildelay`, 2 s),
 /// so a right password is never answered much later than a wrong one.
-pub(super) const BOX_LOGIN_WAIT: Duration = Duration::from_secs(2);
+pub const BOX_LOGIN_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether the session's login to its box has settled (made, failed, or not to be
 /// made), shared by the connection and the tasks that get it there.

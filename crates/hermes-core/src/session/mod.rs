@@ -46,6 +46,7 @@ pub use auth::{AuthMethod, AuthReply, ClientKex, OfferedKey};
 pub use channel::ChannelSession;
 pub use forward::{DirectTcpip, ForwardCapture};
 pub use forward_egress::{GatewayDecision, GatewayForward, PendingForward};
+pub use login_ready::BOX_LOGIN_WAIT;
 pub use reload::ReloadReport;
 pub use session_place::SessionPlace;
 pub use slots::SessionSlots;
