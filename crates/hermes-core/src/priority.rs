@@ -17,6 +17,18 @@ pub fn own_nice() -> libc::c_int {
     unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
 }
 
+/// Sets the calling thread's nice value (per thread on Linux).
+pub fn set_own_nice(nice: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: setting the calling thread's own priority.
+    let result =
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// The nice value for background work started by the calling thread: its own,
 /// [`BACKGROUND_NICER_BY`] higher, at most the kernel's largest. Raising a nice value
 /// needs no privilege.
@@ -34,8 +46,7 @@ mod tests {
         std::thread::spawn(|| {
             let start = own_nice();
             assert_eq!(background_nice(), (start + 10).min(19));
-            // SAFETY: setting this thread's own priority (nicer: no privilege).
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 15) };
+            set_own_nice(15).expect("nicer needs no privilege");
             assert_eq!(own_nice(), 15);
             assert_eq!(background_nice(), 19);
         })

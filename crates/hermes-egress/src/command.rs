@@ -131,8 +131,7 @@ mod tests {
                 (start + 10).min(19)
             );
             // Raising one's own value needs no privilege; the command then tops out.
-            // SAFETY: setting this thread's own priority.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 15) };
+            hermes_core::priority::set_own_nice(15).expect("nicer needs no privilege");
             assert_eq!(own(), 15);
             let printed = run(None, "nice", &[], "").expect("coreutils' nice");
             assert_eq!(printed.trim(), "19");

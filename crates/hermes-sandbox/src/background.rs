@@ -41,11 +41,7 @@ fn queue() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
 fn serve(receiver: &Mutex<mpsc::Receiver<Job>>) {
     // Lowering one's own priority needs no privilege; if refused, the work still runs.
     // A new thread starts at the nice value of the thread that made it.
-    let nicer = hermes_core::priority::background_nice();
-    // SAFETY: a plain system call on this thread's own id.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nicer);
-    }
+    let _ = hermes_core::priority::set_own_nice(hermes_core::priority::background_nice());
     loop {
         let job = match receiver.lock() {
             Ok(receiver) => receiver.recv(),

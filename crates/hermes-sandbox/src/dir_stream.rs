@@ -134,12 +134,7 @@ mod tests {
     use crate::openat::open_at;
 
     fn open(path: &std::path::Path) -> OwnedFd {
-        open_at(
-            None::<&OwnedFd>,
-            path.as_os_str().as_encoded_bytes(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-        )
-        .expect("open")
+        crate::openat::open_dir(path).expect("open")
     }
 
     #[test]

@@ -41,6 +41,16 @@ pub(crate) fn open_at(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Opens the directory at `path` for reading its entries, never through a symlink
+/// as its last component.
+pub(crate) fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
+    open_at(
+        None::<&OwnedFd>,
+        path.as_os_str().as_encoded_bytes(),
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+    )
+}
+
 /// Creates `name` in `dir` (`O_CREAT | O_EXCL | O_NOFOLLOW` always added: never an
 /// existing file, never through a link) with `mode`, opened with `flags`.
 pub(crate) fn create_at(

@@ -131,12 +131,7 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn open_dir(path: &std::path::Path) -> OwnedFd {
-        open_at(
-            None::<&OwnedFd>,
-            path.as_os_str().as_encoded_bytes(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-        )
-        .expect("open the directory")
+        crate::openat::open_dir(path).expect("open the directory")
     }
 
     fn sorted(mut files: Vec<VolatileFile>) -> Vec<VolatileFile> {

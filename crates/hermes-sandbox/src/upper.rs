@@ -34,12 +34,7 @@ fn open_dir_at(parent: &File, name: &std::ffi::OsStr) -> io::Result<File> {
 }
 
 fn open_root(path: &Path) -> io::Result<File> {
-    open_at(
-        None::<&File>,
-        path.as_os_str().as_bytes(),
-        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-    )
-    .map(File::from)
+    crate::openat::open_dir(path).map(File::from)
 }
 
 /// Whether a walk saw the whole layer or stopped at its bounds.

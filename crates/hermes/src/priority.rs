@@ -20,21 +20,13 @@ pub enum Priority {
 
 /// Sets the calling thread's nice value; call it before any other thread starts.
 pub fn set(nice: i32) -> Priority {
-    // SAFETY: plain system calls on the calling thread's own id.
-    let (result, error, now) = unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        let result = libc::setpriority(libc::PRIO_PROCESS, tid, nice);
-        let error = std::io::Error::last_os_error();
-        (result, error, libc::getpriority(libc::PRIO_PROCESS, tid))
-    };
-    if result == 0 {
-        Priority::Set(nice)
-    } else {
-        Priority::Kept {
+    match hermes_core::priority::set_own_nice(nice) {
+        Ok(()) => Priority::Set(nice),
+        Err(error) => Priority::Kept {
             wanted: nice,
-            now,
+            now: hermes_core::priority::own_nice(),
             error: error.to_string(),
-        }
+        },
     }
 }
 
